@@ -1,0 +1,182 @@
+"""Typed run configurations: dataclass defaults <- YAML file or packaged preset <- command-line flags.
+
+Every command owns one dataclass (``PretrainConfig``, ``PartsTrainConfig``, ...). :func:`add_config_args` turns
+its fields into flags (``--batch-size`` for ``batch_size``), so every flag maps to exactly one config field and
+nothing is parsed but never read. :func:`resolve_config` merges, validates and returns the dataclass; the run
+writes it back with :func:`save_config` so a run directory always records what actually ran.
+
+Field metadata understood here: ``help`` (the flag's help text) and ``choices``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from semmae.errors import UserError
+
+C = TypeVar("C")
+
+PRESET_DIR = Path(__file__).parent / "configs"
+
+
+def field_flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _coerce(value: Any, tp: Any, name: str) -> Any:
+    """Convert a YAML/CLI value to the field's type, or raise UserError naming the field."""
+    base, optional = _unwrap_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise UserError(f"config field '{name}' may not be empty")
+    origin = typing.get_origin(base)
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "false", "no", "0"):
+                return value.lower() in ("true", "yes", "1")
+            raise ValueError(value)
+        if base in (int, float, str):
+            if base is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if base in (int, float) and isinstance(value, bool):
+                raise ValueError(value)
+            return base(value)
+        if origin in (list, tuple):
+            (inner, *rest) = typing.get_args(base) or (str,)
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split() if v]
+            if not isinstance(value, (list, tuple)):
+                value = [value]
+            items = [_coerce(v, inner, name) for v in value]
+            return tuple(items) if origin is tuple else items
+    except (TypeError, ValueError):
+        raise UserError(f"config field '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from None
+    return value
+
+
+def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
+    hints = typing.get_type_hints(cls)
+    return {f.name: (f, hints[f.name]) for f in dataclasses.fields(cls)}
+
+
+def add_config_args(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
+    """Add ``--config`` and one flag per dataclass field. Defaults are suppressed so only given flags override."""
+    parser.add_argument(
+        "--config",
+        default=None,
+        help="YAML file or packaged preset name (e.g. 'pretrain/semmae_vitb16'); flags override it",
+    )
+    for name, (f, tp) in _fields(cls).items():
+        if name in exclude:
+            continue
+        base, _ = _unwrap_optional(tp)
+        help_text = f.metadata.get("help", "")
+        default = f.default if f.default is not dataclasses.MISSING else (
+            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        )
+        help_text = f"{help_text} (default: {default})" if help_text else f"(default: {default})"
+        kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS, help=help_text)
+        if base is bool:
+            parser.add_argument(field_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if typing.get_origin(base) in (list, tuple):
+            kwargs["nargs"] = "+"
+            kwargs["type"] = str
+        else:
+            kwargs["type"] = str
+        if "choices" in f.metadata:
+            kwargs["choices"] = list(f.metadata["choices"])
+            kwargs["metavar"] = "{" + ",".join(map(str, f.metadata["choices"])) + "}"
+        parser.add_argument(field_flag(name), **kwargs)
+
+
+def load_yaml(path_or_preset: str) -> dict[str, Any]:
+    """Load a YAML config file, or a packaged preset by name (``pretrain/semmae_vitb16``)."""
+    path = Path(path_or_preset)
+    if not path.is_file():
+        preset = PRESET_DIR / (path_or_preset if path_or_preset.endswith(".yaml") else path_or_preset + ".yaml")
+        if not preset.is_file():
+            raise UserError(f"config {path_or_preset!r} is neither a file nor a preset; presets: {', '.join(list_presets())}")
+        path = preset
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise UserError(f"config {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise UserError(f"config {path} must hold a mapping of field: value")
+    return data
+
+
+def list_presets() -> list[str]:
+    return sorted(str(p.relative_to(PRESET_DIR).with_suffix("")) for p in PRESET_DIR.glob("*/*.yaml"))
+
+
+def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -> C:
+    """Instantiate ``cls`` from a mapping, coercing types and refusing unknown keys."""
+    fields = _fields(cls)
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise UserError(f"unknown {source} key(s) for {cls.__name__}: {', '.join(unknown)}")
+    kwargs = {}
+    for name, value in values.items():
+        f, tp = fields[name]
+        value = _coerce(value, tp, name)
+        choices = f.metadata.get("choices")
+        if choices is not None and value not in choices:
+            raise UserError(f"{field_flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+        kwargs[name] = value
+    cfg = cls(**kwargs)
+    validate = getattr(cfg, "validate", None)
+    if validate is not None:
+        validate()
+    return cfg
+
+
+def resolve_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | None = None) -> C:
+    """Defaults <- ``--config`` YAML/preset <- explicitly given flags."""
+    given = dict(vars(args)) if isinstance(args, argparse.Namespace) else dict(args or {})
+    values: dict[str, Any] = {}
+    config_path = given.pop("config", None)
+    if config_path:
+        values.update(load_yaml(config_path))
+    field_names = set(_fields(cls))
+    values.update({k: v for k, v in given.items() if k in field_names})
+    return build_config(cls, values)
+
+
+def config_to_dict(cfg: Any) -> dict[str, Any]:
+    """Plain-data view (lists for tuples) - safe for YAML, JSON and ``torch.load(weights_only=True)``."""
+
+    def plain(v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
+def save_config(cfg: Any, path: str | Path) -> None:
+    from semmae.utils.io import atomic_write_text
+
+    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))

@@ -1,0 +1,1 @@
+"""`semmae demo`: the whole pipeline on the synthetic dataset, with a report."""

@@ -1,0 +1,1 @@
+"""Pretraining engine (paper Sec. 4.1): optimisation, schedules, checkpoints, distributed training."""

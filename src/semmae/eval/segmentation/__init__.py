@@ -1,0 +1,1 @@
+"""Semantic segmentation transfer: UPerNet on a ViT encoder (paper Table 7)."""

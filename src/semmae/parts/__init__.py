@@ -1,0 +1,1 @@
+"""Semantic part learning (paper Sec. 3.1, Eq. 1-7)."""

@@ -1,0 +1,1 @@
+"""Cross-cutting helpers: atomic I/O, run directories and logs, seeding, distributed setup."""

@@ -1,0 +1,95 @@
+"""Atomic, plain-data file I/O.
+
+Checkpoints hold only plain data (tensors, numbers, strings, lists, dicts) so that every one loads with
+``torch.load(..., weights_only=True)``. Writes go to a temporary file in the same folder, are flushed to disk
+and then renamed over the target, so a reader never sees a half-written file and an interrupted write loses
+nothing that was already there. A full disk or unwritable folder becomes a :class:`UserError` naming the path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semmae.errors import UserError
+
+
+def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror or e}") from None
+    try:
+        with os.fdopen(fd, mode) as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(f"cannot write {path}: {e.strerror or e} (the previous file, if any, is untouched)") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    _atomic_write(path, lambda fh: fh.write(data))
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def atomic_torch_save(obj: Any, path: str | Path) -> None:
+    """``torch.save`` through a temp file + rename."""
+    _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
+    """Load a checkpoint with ``weights_only=True``.
+
+    Args:
+        path: the ``.pth``/``.pt`` file.
+        allow_namespace: also accept a pickled ``argparse.Namespace`` (as the official MAE, SemMAE, DINO and iBOT
+            releases store their arguments). Only that one class is allow-listed; everything else stays refused,
+            so the safe default is kept for arbitrary code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise UserError(f"checkpoint {path} is a directory, expected a file")
+    safe = [argparse.Namespace] if allow_namespace else []
+    try:
+        with torch.serialization.safe_globals(safe):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Unsupported global" in str(e) or "weights_only" in str(e):
+            raise UserError(f"checkpoint {path} holds objects other than plain data and was refused "
+                            f"(torch.load weights_only=True): {msg}") from None
+        raise UserError(f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {msg}") from None
+
+
+def read_json(path: str | Path) -> Any:
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path} does not exist") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path} is not valid JSON: {e}") from None

@@ -1,0 +1,40 @@
+"""Seeding for reproducible runs (``--seed``)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+
+
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed Python, NumPy and torch; each rank gets ``seed + rank`` so ranks draw different augmentations."""
+    s = int(seed) + int(rank)
+    random.seed(s)
+    np.random.seed(s % (2**32))
+    torch.manual_seed(s)
+
+
+def rng_state() -> dict:
+    """Every RNG's state as plain data (for checkpoints)."""
+    state = {
+        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python_version": random.getstate()[0],
+        "numpy": np.random.get_state()[1].tolist(),
+        "numpy_pos": int(np.random.get_state()[2]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    py = state["python"]
+    gauss = None if py[-1] == -1 else py[-1]
+    random.setstate((state["python_version"], tuple(int(x) for x in py[:-1]), gauss))
+    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
