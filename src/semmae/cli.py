@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = args.func(args)
     except UserError as e:
-        print(f"semmae {args.verb}: error: {e}", file=sys.stderr)
+        command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
+        print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"semmae {args.verb}: interrupted (checkpoints already written are kept)", file=sys.stderr)

@@ -45,7 +45,7 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
     if value is None:
         if optional:
             return None
-        raise UserError(f"config field '{name}' may not be empty")
+        raise UserError(f"'{name}' ({field_flag(name)}) may not be empty")
     origin = typing.get_origin(base)
     try:
         if base is bool:
@@ -69,7 +69,9 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             items = [_coerce(v, inner, name) for v in value]
             return tuple(items) if origin is tuple else items
     except (TypeError, ValueError):
-        raise UserError(f"config field '{name}' expects {getattr(base, '__name__', base)}, got {value!r}") from None
+        raise UserError(
+            f"'{name}' ({field_flag(name)}) expects {getattr(base, '__name__', base)}, got {value!r}"
+        ) from None
     return value
 
 
@@ -90,8 +92,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, exclude: tuple[s
             continue
         base, _ = _unwrap_optional(tp)
         help_text = f.metadata.get("help", "")
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        default = (
+            f.default
+            if f.default is not dataclasses.MISSING
+            else (f.default_factory() if f.default_factory is not dataclasses.MISSING else None)
         )
         help_text = f"{help_text} (default: {default})" if help_text else f"(default: {default})"
         kwargs: dict[str, Any] = dict(dest=name, default=argparse.SUPPRESS, help=help_text)
@@ -113,9 +117,13 @@ def load_yaml(path_or_preset: str) -> dict[str, Any]:
     """Load a YAML config file, or a packaged preset by name (``pretrain/semmae_vitb16``)."""
     path = Path(path_or_preset)
     if not path.is_file():
-        preset = PRESET_DIR / (path_or_preset if path_or_preset.endswith(".yaml") else path_or_preset + ".yaml")
+        preset = PRESET_DIR / (
+            path_or_preset if path_or_preset.endswith(".yaml") else path_or_preset + ".yaml"
+        )
         if not preset.is_file():
-            raise UserError(f"config {path_or_preset!r} is neither a file nor a preset; presets: {', '.join(list_presets())}")
+            raise UserError(
+                f"config {path_or_preset!r} is neither a file nor a preset; presets: {', '.join(list_presets())}"
+            )
         path = preset
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -142,7 +150,9 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
         value = _coerce(value, tp, name)
         choices = f.metadata.get("choices")
         if choices is not None and value not in choices:
-            raise UserError(f"{field_flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}")
+            raise UserError(
+                f"{field_flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            )
         kwargs[name] = value
     cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)

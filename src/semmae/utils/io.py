@@ -36,7 +36,9 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
-        raise UserError(f"cannot write {path}: {e.strerror or e} (the previous file, if any, is untouched)") from None
+        raise UserError(
+            f"cannot write {path}: {e.strerror or e} (the previous file, if any, is untouched)"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -80,8 +82,10 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Unsupported global" in str(e) or "weights_only" in str(e):
-            raise UserError(f"checkpoint {path} holds objects other than plain data and was refused "
-                            f"(torch.load weights_only=True): {msg}") from None
+            raise UserError(
+                f"checkpoint {path} holds objects other than plain data and was refused "
+                f"(torch.load weights_only=True): {msg}"
+            ) from None
         raise UserError(f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {msg}") from None
 
 

@@ -16,8 +16,9 @@ class RunLogger:
     """Records a run: ``config.yaml`` (resolved), one JSON object per logged step in ``log.jsonl``, and the same
     scalars as TensorBoard events under ``tb/``. A non-main rank gets a logger that writes nothing."""
 
-    def __init__(self, out_dir: str | Path, config: Any | None = None, enabled: bool = True,
-                 tensorboard: bool = True):
+    def __init__(
+        self, out_dir: str | Path, config: Any | None = None, enabled: bool = True, tensorboard: bool = True
+    ):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self._tb = None

@@ -19,7 +19,8 @@ def seed_everything(seed: int, rank: int = 0) -> None:
 def rng_state() -> dict:
     """Every RNG's state as plain data (for checkpoints)."""
     state = {
-        "python": list(random.getstate()[1]) + [random.getstate()[2] if random.getstate()[2] is not None else -1],
+        "python": list(random.getstate()[1])
+        + [random.getstate()[2] if random.getstate()[2] is not None else -1],
         "python_version": random.getstate()[0],
         "numpy": np.random.get_state()[1].tolist(),
         "numpy_pos": int(np.random.get_state()[2]),
@@ -34,7 +35,9 @@ def set_rng_state(state: dict) -> None:
     py = state["python"]
     gauss = None if py[-1] == -1 else py[-1]
     random.setstate((state["python_version"], tuple(int(x) for x in py[:-1]), gauss))
-    np.random.set_state(("MT19937", np.array(state["numpy"], dtype=np.uint32), int(state["numpy_pos"]), 0, 0.0))
+    np.random.set_state(
+        ("MT19937", np.array(state["numpy"], dtype=np.uint32), int(state["numpy_pos"]), 0, 0.0)
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,71 @@
+"""The pretraining dataset: images plus, when a part cache is given, their part ids and foreground scores on the
+model's patch grid, cropped and flipped together (:class:`~semmae.data.transforms.JointPartTransform`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from semmae.data.folder import ImageFolderDataset
+from semmae.data.part_cache import PartCache
+from semmae.data.transforms import JointPartTransform, train_transform
+
+
+class PartImageDataset(Dataset):
+    """ImageFolder + optional part cache for MAE/SemMAE pretraining.
+
+    Args:
+        root: ImageFolder tree. cache: a :class:`PartCache` (or its path) made for exactly this tree, or None.
+        img_size, patch_size: the model's input side and patch (part maps are read on its grid).
+        scale, hflip: MAE augmentation (RandomResizedCrop(scale) + flip); ``scale=None`` disables cropping.
+        skip_bad_images: see :class:`ImageFolderDataset`.
+
+    Item: ``{"image" [3, S, S], "label", "index", "skipped"}`` plus ``"part_ids"`` long ``[L]`` and ``"fg"``
+    float ``[L]`` when a cache is given.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        cache: PartCache | str | Path | None,
+        img_size: int,
+        patch_size: int,
+        scale: tuple[float, float] | None = (0.2, 1.0),
+        hflip: bool = True,
+        skip_bad_images: bool = False,
+    ):
+        self.images = ImageFolderDataset(root, skip_bad_images=skip_bad_images)
+        if cache is not None and not isinstance(cache, PartCache):
+            cache = PartCache.open(cache, self.images.relative_paths)
+        elif cache is not None:
+            cache.check_matches(self.images.relative_paths)
+        self.cache = cache
+        self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip)
+        self.plain = train_transform(img_size, scale=scale, hflip=hflip) if scale is not None else None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.images.classes
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        img, i, skipped = self.images.load(index)
+        item: dict[str, Any] = {"label": self.images.samples[i][1], "index": i, "skipped": skipped}
+        if self.cache is None and self.plain is not None:
+            item["image"] = self.plain(img)
+            return item
+        if self.cache is None:
+            g = 1
+            part, fg = torch.zeros(g, g, dtype=torch.uint8), torch.zeros(g, g)
+        else:
+            part, fg = self.cache[i]
+        image, part_ids, fg_cells = self.joint(img, part, fg)
+        item["image"] = image
+        if self.cache is not None:
+            item["part_ids"], item["fg"] = part_ids, fg_cells
+        return item

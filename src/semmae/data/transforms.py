@@ -1,0 +1,115 @@
+"""Image transforms, and the joint image + part-map transform of SemMAE pretraining.
+
+The part map travels with its image through the *same* geometric transform (torchvision ``transforms.v2``
+with the map as a ``tv_tensors.Mask``, which v2 always resamples with nearest neighbour), so a pixel and its part
+label stay aligned under RandomResizedCrop + flip (MAE's pretraining augmentation, He et al. 2022 Sec. 4).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_INTERPOLATION = {
+    "bicubic": InterpolationMode.BICUBIC,
+    "bilinear": InterpolationMode.BILINEAR,
+    "nearest": InterpolationMode.NEAREST,
+}
+
+
+def _to_normalized_tensor() -> v2.Transform:
+    return v2.Compose(
+        [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+
+def train_transform(
+    size: int, scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True, interpolation: str = "bicubic"
+) -> v2.Transform:
+    """MAE pretraining / linear-probe augmentation: RandomResizedCrop + horizontal flip + normalisation."""
+    steps = [
+        v2.RandomResizedCrop(
+            size, scale=tuple(scale), interpolation=_INTERPOLATION[interpolation], antialias=True
+        )
+    ]
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    return v2.Compose([*steps, _to_normalized_tensor()])
+
+
+def eval_transform(size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> v2.Transform:
+    """Evaluation: resize the short side to ``size / crop_pct`` then center-crop ``size`` (crop_pct 1 = no margin)."""
+    resize = int(round(size / crop_pct))
+    return v2.Compose(
+        [
+            v2.Resize(resize, interpolation=_INTERPOLATION[interpolation], antialias=True),
+            v2.CenterCrop(size),
+            _to_normalized_tensor(),
+        ]
+    )
+
+
+class JointPartTransform:
+    """Crop/flip an image and its part map together and read the map off the model's patch grid.
+
+    The cached map (``part_ids`` and foreground score ``fg``, both ``[G, G]`` over the whole image) is first
+    stretched to the image's pixel size (nearest), then image and map go through one ``v2`` RandomResizedCrop +
+    flip call, and finally the map is read at the centre pixel of every ``patch_size`` patch of the output.
+
+    Args:
+        img_size: output side S. patch_size: the model's patch p (L = (S / p)^2).
+        scale: RandomResizedCrop area range (MAE: 0.2-1.0); ``scale=None`` means no crop (resize only).
+        hflip: random horizontal flip. interpolation: for the image (the map always uses nearest).
+
+    Returns (from ``__call__(image, part_ids, fg)``): image float ``[3, S, S]`` normalised, part ids long ``[L]``,
+    foreground float ``[L]``.
+    """
+
+    def __init__(
+        self,
+        img_size: int,
+        patch_size: int,
+        scale: tuple[float, float] | None = (0.2, 1.0),
+        hflip: bool = True,
+        interpolation: str = "bicubic",
+    ):
+        if img_size % patch_size:
+            raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
+        self.img_size, self.patch_size = img_size, patch_size
+        interp = _INTERPOLATION[interpolation]
+        geometric: list[v2.Transform] = (
+            [v2.RandomResizedCrop(img_size, scale=tuple(scale), interpolation=interp, antialias=True)]
+            if scale is not None
+            else [v2.Resize((img_size, img_size), interpolation=interp, antialias=True)]
+        )
+        if hflip:
+            geometric.append(v2.RandomHorizontalFlip())
+        self.geometric = v2.Compose(geometric)
+        self.to_tensor = v2.Compose(
+            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        )
+
+    def __call__(
+        self, image: Image.Image | torch.Tensor, part_ids: torch.Tensor, fg: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        img = tv_tensors.Image(
+            v2.functional.pil_to_tensor(image) if isinstance(image, Image.Image) else image
+        )
+        h, w = img.shape[-2:]
+        maps = torch.stack([part_ids.float(), fg.float()])[None]  # [1, 2, G, G]
+        maps = tv_tensors.Mask(F.interpolate(maps, size=(h, w), mode="nearest")[0])
+        img, maps = self.geometric(img, maps)
+        c = self.patch_size // 2
+        cells = maps[:, c :: self.patch_size, c :: self.patch_size]  # [2, S/p, S/p]
+        part = cells[0].round().long().flatten()
+        return (
+            self.to_tensor(img).as_subclass(torch.Tensor),
+            part,
+            cells[1].flatten().as_subclass(torch.Tensor),
+        )
