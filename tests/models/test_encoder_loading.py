@@ -1,0 +1,275 @@
+"""Every supported checkpoint layout, written from a tiny ViT (patch 8, dim 32, depth 2), loads back into an encoder
+that computes exactly what the original computed."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from timm.models.vision_transformer import VisionTransformer
+
+from semmae.errors import UserError
+from semmae.models.encoder_loading import (
+    encoder_tokens,
+    infer_spec,
+    load_encoder,
+    pooled_features,
+    read_checkpoint,
+)
+
+CFG = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
+
+
+def tiny_vit(img_size=32, **kw) -> VisionTransformer:
+    torch.manual_seed(0)
+    m = VisionTransformer(
+        img_size=img_size, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0, **kw
+    )
+    with torch.no_grad():  # make every parameter non-trivial so a mis-load changes the output
+        for p in m.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return m.eval()
+
+
+def decoder_keys() -> dict[str, torch.Tensor]:
+    return {
+        "mask_token": torch.zeros(1, 1, 16),
+        "decoder_embed.weight": torch.zeros(16, 32),
+        "decoder_pos_embed": torch.zeros(1, 17, 16),
+        "decoder_blocks.0.norm1.weight": torch.ones(16),
+        "decoder_pred.weight": torch.zeros(192, 16),
+    }
+
+
+@pytest.fixture(scope="module")
+def ref() -> VisionTransformer:
+    return tiny_vit()
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+
+
+def write_layout(layout: str, sd: dict, tmp_path) -> tuple[str, dict]:
+    """Save ``sd`` in ``layout``; return (path, extra load_encoder kwargs needed for that layout)."""
+    path = tmp_path / f"{layout}.pth"
+    ns = argparse.Namespace
+    if layout == "semmae_pretrain":
+        obj = {"model": {**sd, **decoder_keys()}, "model_config": dict(CFG), "epoch": 3}
+        torch.save(obj, path)
+        return str(path), {}
+    if layout == "safetensors":
+        path = tmp_path / "enc.safetensors"
+        save_file(
+            {k: v.contiguous() for k, v in sd.items()}, str(path), metadata={"model_config": json.dumps(CFG)}
+        )
+        return str(path), {}
+    if layout == "mae_release":
+        obj = {
+            "model": {**sd, **decoder_keys()},
+            "optimizer": {},
+            "epoch": 799,
+            "args": ns(model="mae_vit_base_patch16"),
+        }
+    elif layout == "mae_release_weights_only":
+        obj = {"model": dict(sd)}
+    elif layout == "timm":
+        obj = {**sd, "head.weight": torch.zeros(5, 32), "head.bias": torch.zeros(5)}
+    elif layout == "ibot":
+        teacher = {f"backbone.{k}": v for k, v in sd.items()}
+        teacher.update(
+            {
+                "backbone.masked_embed": torch.zeros(1, 32),
+                "head.mlp.0.weight": torch.zeros(8, 32),
+                "head.last_layer2.weight_g": torch.ones(1, 8),
+            }
+        )
+        student = {f"module.{k}": v + 1 for k, v in teacher.items()}
+        obj = {"teacher": teacher, "student": student, "epoch": 5, "args": ns(arch="vit_small", patch_size=8)}
+    elif layout == "ibot_released":
+        obj = {"state_dict": {**sd, "masked_embed": torch.zeros(1, 32)}}
+    elif layout == "dino":
+        teacher = {f"backbone.{k}": v for k, v in sd.items()}
+        teacher.update(
+            {"head.mlp.0.weight": torch.zeros(8, 32), "head.last_layer.weight_v": torch.zeros(16, 8)}
+        )
+        student = {f"module.{k}": v + 1 for k, v in teacher.items()}
+        obj = {"teacher": teacher, "student": student, "args": ns(arch="vit_small"), "dino_loss": {}}
+    elif layout == "dino_student_only":
+        obj = {"student": {f"module.backbone.{k}": v for k, v in sd.items()}}
+    else:
+        raise AssertionError(layout)
+    torch.save(obj, path)
+    return str(path), {"num_heads": 2}  # heads are not in the weights; dim 32 is no standard size
+
+
+EXPECTED_LAYOUT = {
+    "semmae_pretrain": "semmae_pretrain",
+    "safetensors": "safetensors",
+    "mae_release": "mae_release",
+    "mae_release_weights_only": "mae_release",
+    "timm": "timm",
+    "ibot": "ibot",
+    "ibot_released": "ibot",
+    "dino": "dino",
+    "dino_student_only": "dino",
+}
+
+
+@pytest.mark.parametrize("layout", sorted(EXPECTED_LAYOUT))
+def test_every_layout_loads_to_the_same_encoder(layout, ref, images, tmp_path):
+    path, kw = write_layout(layout, ref.state_dict(), tmp_path)
+    model, info = load_encoder(path, **kw)
+    model.eval()
+    assert info["layout"] == EXPECTED_LAYOUT[layout]
+    assert info["spec"]["embed_dim"] == 32 and info["spec"]["depth"] == 2 and info["spec"]["patch_size"] == 8
+    assert info["spec"]["img_size"] == 32 and info["pos_embed_resampled"] is None
+    with torch.no_grad():
+        torch.testing.assert_close(model(images), ref(images), rtol=0, atol=0)
+    if layout in ("semmae_pretrain", "mae_release"):
+        assert "mask_token" in info["dropped_keys"] and "decoder_embed.weight" in info["dropped_keys"]
+    if layout == "ibot":
+        assert info["which"] == "teacher" and "backbone.masked_embed" in info["dropped_keys"]
+
+
+def test_pickled_namespace_needs_the_allow_list(ref, tmp_path):
+    path, _ = write_layout("mae_release", ref.state_dict(), tmp_path)
+    with pytest.raises(Exception, match="weights_only|Unsupported global"):
+        torch.load(path, weights_only=True)
+    layout, _, hints = read_checkpoint(path)
+    assert layout == "mae_release" and hints["arch"] == "mae_vit_base_patch16"
+
+
+def test_semmae_patch8_release_with_28x28_style_table(images, tmp_path):
+    """SemMAE's patch-8 setting trains on 112 px crops but stores the 224 px (28x28+1) position table: the
+    encoder is evaluated at the table's size by default (here tiny: 8x8+1 table, 32 px crops -> 64 px)."""
+    big = tiny_vit(img_size=64)
+    obj = {"model": {**big.state_dict(), **decoder_keys()}, "args": argparse.Namespace(input_size=32)}
+    torch.save(obj, tmp_path / "semmae_p8.pth")
+    model, info = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2)
+    assert info["spec"]["img_size"] == 64 and info["checkpoint_grid"] == 8
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(x), big(x), rtol=0, atol=0)
+    small, info = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2, img_size=32)
+    assert info["pos_embed_resampled"] == (8, 4)
+    assert small.pos_embed.shape == (1, 17, 32)
+    torch.testing.assert_close(small.pos_embed[:, 0], big.pos_embed[:, 0])  # the class token's entry is kept
+
+
+def test_position_table_resampling_is_bicubic_and_keeps_constant_tables(tmp_path):
+    sd = tiny_vit().state_dict()
+    sd["pos_embed"] = torch.cat([torch.full((1, 1, 32), 3.0), torch.full((1, 16, 32), 0.5)], dim=1)
+    torch.save(sd, tmp_path / "c.pth")
+    model, info = load_encoder(tmp_path / "c.pth", num_heads=2, img_size=48)
+    assert info["pos_embed_resampled"] == (4, 6)
+    assert model.pos_embed.shape == (1, 37, 32)
+    torch.testing.assert_close(model.pos_embed[0, 0], torch.full((32,), 3.0))
+    torch.testing.assert_close(model.pos_embed[0, 1:], torch.full((36, 32), 0.5))
+    assert model(torch.randn(1, 3, 48, 48)).shape == (1, 32)
+
+
+def test_global_pool_finetuned_checkpoint_keeps_its_fc_norm(images, tmp_path):
+    ft = tiny_vit(global_pool="avg", fc_norm=True)
+    torch.save(
+        {"model": {**ft.state_dict(), "head.weight": torch.zeros(3, 32), "head.bias": torch.zeros(3)}},
+        tmp_path / "ft.pth",
+    )
+    model, info = load_encoder(tmp_path / "ft.pth", num_heads=2)
+    assert info["spec"]["global_pool"] == "avg" and info["fresh_keys"] == []
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(images), ft(images), rtol=0, atol=0)
+
+
+def test_pretrain_checkpoint_in_global_pool_mode_gets_a_fresh_fc_norm(ref, images, tmp_path):
+    """The MAE fine-tune recipe: the final norm is dropped, fc_norm starts at identity (weight 1, bias 0)."""
+    path, kw = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
+    model, info = load_encoder(path, global_pool="avg")
+    assert info["fresh_keys"] == ["fc_norm.bias", "fc_norm.weight"] and "norm.weight" in info["dropped_keys"]
+    torch.testing.assert_close(model.fc_norm.weight, torch.ones(32))
+    with torch.no_grad():
+        tokens = ref.forward_features(images)  # includes ref's final norm; undo by running blocks manually
+        x = ref._pos_embed(ref.patch_embed(images))
+        for blk in ref.blocks:
+            x = blk(x)
+        expected = torch.nn.functional.layer_norm(x[:, 1:].mean(1), (32,), eps=1e-6)
+        torch.testing.assert_close(model.eval()(images), expected, rtol=1e-5, atol=1e-5)
+    assert tokens.shape == (2, 17, 32)
+
+
+def test_mismatched_checkpoints_are_refused_with_the_keys(ref, tmp_path):
+    sd = dict(ref.state_dict())
+    del sd["blocks.1.attn.proj.weight"]
+    sd["blocks.0.attn.extra"] = torch.zeros(3)
+    torch.save(sd, tmp_path / "bad.pth")
+    with pytest.raises(
+        UserError,
+        match=r"missing keys: blocks\.1\.attn\.proj\.weight.*unexpected keys: blocks\.0\.attn\.extra",
+    ):
+        load_encoder(tmp_path / "bad.pth", num_heads=2)
+    sd = dict(ref.state_dict())
+    sd["blocks.0.norm1.weight"] = torch.ones(7)
+    torch.save(sd, tmp_path / "shape.pth")
+    with pytest.raises(UserError, match=r"shape differences: blocks\.0\.norm1\.weight"):
+        load_encoder(tmp_path / "shape.pth", num_heads=2)
+    torch.save(ref.state_dict(), tmp_path / "ok.pth")
+    with pytest.raises(UserError, match="does not match the checkpoint"):
+        load_encoder(tmp_path / "ok.pth", arch="vit_base_patch16")
+    torch.save({"weights": [1, 2]}, tmp_path / "odd.pth")
+    with pytest.raises(UserError, match="not a known encoder layout"):
+        load_encoder(tmp_path / "odd.pth")
+    torch.save({"conv.weight": torch.zeros(3, 3)}, tmp_path / "cnn.pth")
+    with pytest.raises(UserError, match="no ViT encoder"):
+        load_encoder(tmp_path / "cnn.pth")
+    with pytest.raises(UserError, match="does not exist"):
+        load_encoder(tmp_path / "nope.pth")
+
+
+def test_heads_come_from_the_standard_table_when_unnamed():
+    sd = {
+        "patch_embed.proj.weight": torch.zeros(768, 3, 16, 16),
+        "cls_token": torch.zeros(1, 1, 768),
+        "pos_embed": torch.zeros(1, 197, 768),
+        "blocks.11.norm1.weight": torch.zeros(768),
+        "blocks.0.mlp.fc1.weight": torch.zeros(3072, 768),
+    }
+    spec, notes = infer_spec(sd)
+    assert (spec.num_heads, spec.depth, spec.patch_size, spec.img_size, spec.mlp_ratio) == (
+        12,
+        12,
+        16,
+        224,
+        4.0,
+    )
+    assert notes["num_heads_source"] == "default table"
+    spec, notes = infer_spec(sd, {"model_config": {"num_heads": 6}})
+    assert spec.num_heads == 6 and notes["num_heads_source"] == "model_config"
+
+
+def test_random_init_has_the_checkpoint_architecture_but_not_its_weights(ref, tmp_path):
+    path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
+    model, info = load_encoder(path, random_init=True)
+    assert info["random_init"] and info["spec"]["embed_dim"] == 32 and info["spec"]["num_heads"] == 2
+    assert not torch.equal(model.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight)
+    model2, info2 = load_encoder(
+        None, arch="vit_tiny_patch8", random_init=True, img_size=32, embed_dim=32, depth=2, num_heads=2
+    )
+    assert info2["spec"]["patch_size"] == 8 and model2(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+    with pytest.raises(UserError, match="--random-init"):
+        load_encoder(None)
+    with pytest.raises(UserError, match="needs --arch"):
+        load_encoder(None, random_init=True)
+
+
+def test_feature_helpers_split_class_and_patch_tokens(ref, images):
+    with torch.no_grad():
+        cls, patches = encoder_tokens(ref, images)
+        tokens = ref.forward_features(images)
+        assert cls.shape == (2, 32) and patches.shape == (2, 16, 32)
+        torch.testing.assert_close(cls, tokens[:, 0])
+        torch.testing.assert_close(pooled_features(ref, images, "avg"), tokens[:, 1:].mean(1))
+        torch.testing.assert_close(pooled_features(ref, images, "token"), ref(images))
