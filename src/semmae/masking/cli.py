@@ -6,12 +6,20 @@ from semmae.errors import UserError
 
 
 def _not_yet(args):
-    raise UserError("semmae masks {} is not implemented yet".format(args.action))
+    raise UserError(f"semmae masks {args.action} is not implemented yet")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("masks", help="Semantic-guided masking (Algorithm 1)", description="Semantic-guided masking (Algorithm 1)")
+    p = sub.add_parser(
+        "masks",
+        help="Semantic-guided masking (Algorithm 1)",
+        description="Semantic-guided masking (Algorithm 1)",
+    )
     actions = p.add_subparsers(dest="action", metavar="<action>")
     actions.required = True
-    a = actions.add_parser("show", help="Draw masks along the alpha schedule (paper Fig. 1 and 3)", description="Draw masks along the alpha schedule (paper Fig. 1 and 3)")
+    a = actions.add_parser(
+        "show",
+        help="Draw masks along the alpha schedule (paper Fig. 1 and 3)",
+        description="Draw masks along the alpha schedule (paper Fig. 1 and 3)",
+    )
     a.set_defaults(func=_not_yet)

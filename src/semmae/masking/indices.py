@@ -1,0 +1,68 @@
+"""Masks as index tensors, for MAE-style code, and the patch-8 setting's foreground selection.
+
+``mask_to_ids`` turns a boolean mask into the ``(ids_keep, ids_restore)`` pair that facebookresearch/mae's
+``random_masking`` returns, so a semantic mask drops into any MAE-derived model (see docs/masking.md).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = ["mask_to_ids", "ids_to_mask", "foreground_keep_index"]
+
+
+def mask_to_ids(mask: Tensor) -> tuple[Tensor, Tensor]:
+    """MAE-style indices of a mask with the same number of masked patches in every row.
+
+    Args:
+        mask: bool ``[B, L]``, True = masked.
+
+    Returns:
+        ``ids_keep`` long ``[B, L_keep]`` (visible patches, ascending) and ``ids_restore`` long ``[B, L]`` such that
+        ``cat([visible, masked], 1).gather(1, ids_restore)`` puts every token back at its grid position (MAE's
+        convention: ``ids_shuffle`` lists the visible patches first).
+    """
+    if not isinstance(mask, Tensor) or mask.dim() != 2 or mask.dtype != torch.bool:
+        shape = list(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
+        raise ValueError(f"mask must be a bool tensor [B, L], got {shape} {getattr(mask, 'dtype', '')}")
+    counts = mask.sum(1)
+    if counts.numel() and not bool((counts == counts[0]).all()):
+        raise ValueError(
+            f"every row of the mask must hold the same number of masked patches, got {counts.min().item()} "
+            f"to {counts.max().item()}"
+        )
+    n_keep = mask.shape[1] - (int(counts[0]) if counts.numel() else 0)
+    ids_shuffle = torch.argsort(mask.to(torch.uint8), dim=1, stable=True)
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    return ids_shuffle[:, :n_keep], ids_restore
+
+
+def ids_to_mask(ids_restore: Tensor, n_keep: int) -> Tensor:
+    """Inverse of :func:`mask_to_ids`: bool ``[B, L]`` from ``ids_restore`` ``[B, L]`` and the visible count."""
+    shuffled = torch.ones_like(ids_restore, dtype=torch.bool)
+    shuffled[:, :n_keep] = False
+    return shuffled.gather(1, ids_restore)
+
+
+def foreground_keep_index(fg: Tensor, keep_fraction: float = 0.25) -> Tensor:
+    """Indices of the most-foreground patches (the paper's patch-8 setting, Sec. 4.1).
+
+    With 8x8 patches the paper "removes 3/4 patches that are most likely to be the background": the quarter of
+    the grid with the highest foreground score enters the model.
+
+    Args:
+        fg: float ``[B, L]`` foreground score per patch (e.g. ``PartCache`` fg, 1 = foreground).
+        keep_fraction: fraction of patches kept, in (0, 1]; ``round(keep_fraction * L)`` (at least 1) are kept.
+
+    Returns:
+        long ``[B, L_sub]``, each row sorted ascending (grid order). Equal scores prefer the lower index.
+    """
+    if not isinstance(fg, Tensor) or fg.dim() != 2 or not fg.is_floating_point():
+        shape = list(fg.shape) if isinstance(fg, Tensor) else type(fg).__name__
+        raise ValueError(f"fg must be a float tensor [B, L], got {shape} {getattr(fg, 'dtype', '')}")
+    if isinstance(keep_fraction, bool) or not 0.0 < keep_fraction <= 1.0:
+        raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction!r}")
+    n_keep = max(1, int(round(keep_fraction * fg.shape[1])))
+    top = torch.argsort(fg, dim=1, descending=True, stable=True)[:, :n_keep]
+    return top.sort(dim=1).values
