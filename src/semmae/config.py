@@ -82,6 +82,7 @@ def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
 
 def add_config_args(parser: argparse.ArgumentParser, cls: type, exclude: tuple[str, ...] = ()) -> None:
     """Add ``--config`` and one flag per dataclass field. Defaults are suppressed so only given flags override."""
+    parser.set_defaults(_config_cls=cls)
     parser.add_argument(
         "--config",
         default=None,

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+import torch
+from _helpers import write_image_folder
+
+from semmae.data.folder import ImageFolderDataset
+from semmae.data.part_cache import PartCache, decode_cells, encode_cells
+from semmae.data.pretrain_dataset import PartImageDataset
+from semmae.errors import UserError
+
+
+def _maps(n, grid, num_parts, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, num_parts + 1, (n, grid, grid)), rng.random((n, grid, grid))
+
+
+@pytest.mark.parametrize("num_parts", [1, 6, 7, 15])
+def test_encode_decode_exact_ids_and_quantised_fg(num_parts):
+    ids, fg = _maps(4, 5, num_parts)
+    back_ids, back_fg = decode_cells(encode_cells(ids, fg, num_parts), num_parts)
+    assert (back_ids == ids).all()
+    fg_bits = 8 - int(np.ceil(np.log2(num_parts + 1)))
+    assert np.abs(back_fg - fg).max() <= 0.5 / ((1 << fg_bits) - 1) + 1e-6
+
+
+def test_bad_values_and_too_many_parts_are_refused():
+    with pytest.raises(ValueError, match="part ids"):
+        encode_cells(np.array([7]), np.array([0.5]), 6)
+    with pytest.raises(ValueError, match="foreground"):
+        encode_cells(np.array([1]), np.array([1.5]), 6)
+    with pytest.raises(UserError, match="1..15 parts"):
+        encode_cells(np.array([1]), np.array([0.5]), 16)
+
+
+def _write_all(path, files, ids, fg, num_parts, chunk=2):
+    w = PartCache.create(
+        path, files, grid=ids.shape[1], num_parts=num_parts, producer={"checkpoint": "x.pth"}
+    )
+    for s in range(w.next_index, len(files), chunk):
+        w.write(s, ids[s : s + chunk], fg[s : s + chunk])
+    return w.finalize()
+
+
+def test_round_trip_and_size_target(tmp_path):
+    files = [f"c/{i}.png" for i in range(5)]
+    ids, fg = _maps(5, 28, 6)
+    cache = _write_all(tmp_path / "cache", files, ids, fg, 6)
+    assert len(cache) == 5 and cache.grid == 28 and cache.no_part_id == 6
+    assert cache.bytes_per_image <= 1024  # issue target: <= 1 KB per image at a 28x28 grid
+    assert (tmp_path / "cache" / "codes.u8").stat().st_size == 5 * 784
+    part, f = cache[3]
+    assert part.dtype == torch.uint8 and part.shape == (28, 28)
+    assert (part.numpy() == ids[3]).all()
+    assert np.abs(f.numpy() - fg[3]).max() < 0.02
+    reopened = PartCache.open(tmp_path / "cache", files)
+    assert reopened.meta["producer"] == {"checkpoint": "x.pth"}
+
+
+def test_mismatched_dataset_is_refused_with_first_difference(tmp_path):
+    files = [f"c/{i}.png" for i in range(4)]
+    ids, fg = _maps(4, 3, 6)
+    _write_all(tmp_path / "cache", files, ids, fg, 6)
+    other = files[:2] + ["c/x.png", "c/3.png"]
+    with pytest.raises(UserError, match=r"different dataset.*index 2.*'c/2.png'.*'c/x.png'"):
+        PartCache.open(tmp_path / "cache", other)
+    with pytest.raises(UserError, match="4 images, the dataset 3"):
+        PartCache.open(tmp_path / "cache", files[:3])
+
+
+def test_interrupted_write_resumes_to_the_same_bytes(tmp_path):
+    files = [f"c/{i}.png" for i in range(7)]
+    ids, fg = _maps(7, 4, 6, seed=1)
+    _write_all(tmp_path / "straight", files, ids, fg, 6)
+
+    w = PartCache.create(tmp_path / "resumed", files, grid=4, num_parts=6, producer={"checkpoint": "x.pth"})
+    w.write(0, ids[:3], fg[:3])
+    del w  # "killed" here: a reader must not see the half-written cache
+    with pytest.raises(UserError, match="unfinished"):
+        PartCache.open(tmp_path / "resumed")
+    with pytest.raises(UserError, match="other settings.*grid"):
+        PartCache.create(tmp_path / "resumed", files, grid=5, num_parts=6, producer={"checkpoint": "x.pth"})
+    w = PartCache.create(tmp_path / "resumed", files, grid=4, num_parts=6, producer={"checkpoint": "x.pth"})
+    assert w.next_index == 3
+    with pytest.raises(ValueError, match="continue at index 3"):
+        w.write(0, ids[:1], fg[:1])
+    for s in range(3, 7, 2):
+        w.write(s, ids[s : s + 2], fg[s : s + 2])
+    w.finalize()
+    a = (tmp_path / "straight" / "codes.u8").read_bytes()
+    b = (tmp_path / "resumed" / "codes.u8").read_bytes()
+    assert a == b
+    assert not (tmp_path / "resumed.partial").exists()
+
+
+def test_existing_cache_needs_overwrite_and_incomplete_cannot_finalize(tmp_path):
+    files = ["a.png", "b.png"]
+    ids, fg = _maps(2, 2, 3)
+    _write_all(tmp_path / "c", files, ids, fg, 3)
+    with pytest.raises(UserError, match="already exists"):
+        PartCache.create(tmp_path / "c", files, grid=2, num_parts=3)
+    w = PartCache.create(tmp_path / "d", files, grid=2, num_parts=3)
+    w.write(0, ids[:1], fg[:1])
+    with pytest.raises(UserError, match="incomplete: 1/2"):
+        w.finalize()
+
+
+def test_open_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        PartCache.open(tmp_path / "none")
+    (tmp_path / "notcache").mkdir()
+    with pytest.raises(UserError, match="not a part cache"):
+        PartCache.open(tmp_path / "notcache")
+    files = ["a.png", "b.png"]
+    ids, fg = _maps(2, 2, 3)
+    _write_all(tmp_path / "c", files, ids, fg, 3)
+    with open(tmp_path / "c" / "codes.u8", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(UserError, match="corrupt"):
+        PartCache.open(tmp_path / "c")
+
+
+def test_pretrain_dataset_reads_parts_on_the_model_grid(tmp_path):
+    root = write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=2, size=24)
+    files = ImageFolderDataset(root).relative_paths
+    ids = np.stack([np.full((3, 3), i % 4) for i in range(4)])
+    cache = _write_all(tmp_path / "cache", files, ids, np.ones((4, 3, 3)), 3)
+    ds = PartImageDataset(root, cache.path, img_size=32, patch_size=8)
+    item = ds[2]
+    assert item["image"].shape == (3, 32, 32)
+    assert item["part_ids"].shape == (16,) and (item["part_ids"] == 2).all()
+    assert torch.allclose(item["fg"], torch.ones(16))
+    plain = PartImageDataset(root, None, img_size=32, patch_size=8)[0]
+    assert "part_ids" not in plain and plain["image"].shape == (3, 32, 32)
+    write_image_folder(tmp_path / "d", classes=("c",), per_class=1, size=24)
+    with pytest.raises(UserError, match="different dataset"):
+        PartImageDataset(root, cache.path, img_size=32, patch_size=8)
