@@ -1,16 +1,64 @@
-"""CLI verbs `semmae pretrain` and `semmae export` (stub: filled in by its issue)."""
+"""CLI verbs ``semmae pretrain`` and ``semmae export``."""
 
 from __future__ import annotations
 
-from semmae.errors import UserError
+import argparse
+
+from semmae.config import add_config_args, resolve_config
+from semmae.engine.config import PretrainConfig
+
+PRETRAIN_EPILOG = """examples:
+  semmae pretrain --config pretrain/tiny_cpu --data data/synth/train --masking random --out runs/tiny
+  semmae pretrain --config pretrain/semmae_vitb16 --data imagenet/train --parts parts.cache --out runs/b16
+  torchrun --nproc-per-node 8 -m semmae.cli pretrain --config pretrain/semmae_vitb16 ... --resume auto
+"""
 
 
-def _not_yet(args):
-    raise UserError(f"semmae {args.verb} is not implemented yet")
+def _pretrain(args: argparse.Namespace) -> int:
+    from semmae.engine.pretrain import pretrain
+
+    cfg = resolve_config(PretrainConfig, args)
+    result = pretrain(cfg)
+    if result.get("checkpoint"):
+        print(
+            f"semmae pretrain: step {result['step']}, last logged loss {result['loss']:.4f}; "
+            f"checkpoint {result['checkpoint']}"
+        )
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from semmae.engine.export import export_encoder
+
+    out = export_encoder(args.checkpoint, args.out)
+    print(f"semmae export: wrote {out}")
+    return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("pretrain", help="MAE / SemMAE pretraining (torchrun for many GPUs)", description="MAE / SemMAE pretraining (torchrun for many GPUs)")
-    p.set_defaults(func=_not_yet)
-    p = sub.add_parser("export", help="Export a pretrained encoder as a timm ViT safetensors file", description="Export a pretrained encoder as a timm ViT safetensors file")
-    p.set_defaults(func=_not_yet)
+    desc = (
+        "MAE / SemMAE pretraining (paper Sec. 4.1). One process per GPU under torchrun; resumable to the step "
+        "with --resume auto. Flags override --config presets (see `docs/pretraining.md`)."
+    )
+    p = sub.add_parser(
+        "pretrain",
+        help="MAE / SemMAE pretraining (torchrun for many GPUs)",
+        description=desc,
+        epilog=PRETRAIN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p, PretrainConfig)
+    p.set_defaults(func=_pretrain)
+
+    desc = (
+        "Export a pretrained encoder as a timm VisionTransformer safetensors file, loadable with "
+        "timm.create_model(..., pretrained=True, pretrained_cfg_overlay=dict(file=FILE))."
+    )
+    p = sub.add_parser(
+        "export", help="Export a pretrained encoder as a timm ViT safetensors file", description=desc
+    )
+    p.add_argument(
+        "--checkpoint", required=True, help="pretraining checkpoint (.pth) or run directory (its latest)"
+    )
+    p.add_argument("--out", required=True, help="output .safetensors file")
+    p.set_defaults(func=_export)

@@ -1,9 +1,11 @@
-"""torchrun / DDP setup. A process launched without torchrun is a world of one."""
+"""torchrun / DDP setup and the few collectives the engine needs. A process launched without torchrun is a
+world of one, and every helper here is then a no-op (or the identity)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -63,3 +65,52 @@ def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
         if device == "cuda" and info is not None:
             return torch.device("cuda", info.local_rank)
     return torch.device(device)
+
+
+def is_dist() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def unwrap_model(model: torch.nn.Module) -> torch.nn.Module:
+    """Strip ``DistributedDataParallel`` and ``torch.compile`` wrappers (before saving or calling model methods)."""
+    while True:
+        if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        elif hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        else:
+            return model
+
+
+def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
+    """Mean of a tensor over ranks (a copy; the input is untouched)."""
+    t = t.detach().clone()
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        t /= dist.get_world_size()
+    return t
+
+
+def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
+    t = t.detach().clone()
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return t
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj`` (plain data), in rank order; ``[obj]`` in a world of one."""
+    if not is_dist():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not is_dist():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,89 @@
+"""Pretraining checkpoints: plain data, atomic writes, a ``latest`` pointer and keep-last-K.
+
+Layout of a checkpoint (every entry loads with ``torch.load(weights_only=True)``)::
+
+    {"model": MAE state dict, "model_config": {"name", "img_size", "patch_size", "embed_dim", ...},
+     "optimizer": ..., "scaler": ..., "epoch": int, "step": int (optimiser steps done),
+     "config": PretrainConfig as a dict, "rng": [per-rank RNG states], "sampler": {"epoch", "step_in_epoch"}}
+
+Files live in ``<out>/checkpoints/ckpt-<step>.pth``; ``<out>/checkpoints/latest`` holds the newest file's name
+and is replaced atomically after the checkpoint itself is on disk, so it never names a half-written file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from semmae.errors import UserError
+from semmae.utils.io import atomic_torch_save, atomic_write_text, load_checkpoint
+
+CKPT_RE = re.compile(r"^ckpt-(\d+)\.pth$")
+REQUIRED_KEYS = ("model", "model_config", "optimizer", "scaler", "epoch", "step", "config", "rng", "sampler")
+
+
+class CheckpointManager:
+    """Writes and finds a run's checkpoints under ``<out>/checkpoints``."""
+
+    def __init__(self, out_dir: str | Path, keep_last: int = 3):
+        self.dir = Path(out_dir) / "checkpoints"
+        self.keep_last = int(keep_last)
+
+    def path_for(self, step: int) -> Path:
+        return self.dir / f"ckpt-{step:09d}.pth"
+
+    def save(self, state: dict[str, Any]) -> Path:
+        """Write ``state`` atomically, move the ``latest`` pointer, then drop all but the newest K."""
+        path = self.path_for(int(state["step"]))
+        atomic_torch_save(state, path)
+        atomic_write_text(self.dir / "latest", path.name + "\n")
+        for old in self.list()[: -self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def list(self) -> list[Path]:
+        """Checkpoint files, oldest first."""
+        if not self.dir.is_dir():
+            return []
+        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := CKPT_RE.match(p.name))]
+        return [p for _, p in sorted(found)]
+
+    def latest(self) -> Path | None:
+        """The file ``latest`` names, else the newest ``ckpt-*.pth``, else ``None``."""
+        pointer = self.dir / "latest"
+        if pointer.is_file():
+            target = self.dir / pointer.read_text().strip()
+            if target.is_file():
+                return target
+        files = self.list()
+        return files[-1] if files else None
+
+
+def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
+    """``None`` -> start fresh; ``auto`` -> the run directory's latest checkpoint (or fresh when there is none);
+    a path -> that file (a run directory is also accepted and means its latest checkpoint)."""
+    if not resume:
+        return None
+    if resume == "auto":
+        return CheckpointManager(out_dir).latest()
+    path = Path(resume)
+    if path.is_dir():
+        found = CheckpointManager(path.parent if path.name == "checkpoints" else path).latest()
+        if found is None:
+            raise UserError(f"--resume {resume}: no checkpoint found in that directory")
+        return found
+    if not path.is_file():
+        raise UserError(f"--resume {resume}: no such checkpoint file")
+    return path
+
+
+def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load (weights_only) and check that every key a resume needs is there."""
+    ckpt = load_checkpoint(path)
+    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise UserError(
+            f"checkpoint {path} is not a semmae pretraining checkpoint (missing: {', '.join(missing)})"
+        )
+    return ckpt

@@ -1,0 +1,479 @@
+"""``semmae pretrain``: MAE / SemMAE pretraining on one CPU, one GPU or many nodes (paper Sec. 4.1).
+
+One optimiser step consumes a global batch of ``world_size x accum_iter x batch_size`` images. For each
+micro-batch the engine builds the mask outside the model (``semmae.masking``; alpha from this run's own
+progress ``step / total_steps``), optionally keeps only the most-foreground patches (the paper's ViT-B/8
+setting), runs the MAE under the run's precision and accumulates gradients; the learning rate follows a
+per-iteration warm-up + cosine array indexed by the global step. Checkpoints carry everything a resume needs
+to continue *to the step*: model, optimiser, scaler, step, every rank's RNG state and the sampler position.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader
+
+from semmae.config import config_to_dict
+from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.engine.config import PART_FREE_HINT, PretrainConfig
+from semmae.engine.optim import build_optimizer, set_lr
+from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
+from semmae.engine.schedule import cosine_schedule, progress, scaled_lr
+from semmae.errors import NonFiniteLossError, UserError
+from semmae.utils import distributed as du
+from semmae.utils.precision import LossScaler, resolve_precision
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+
+NO_BAD_STEP = 2**62  # sentinel of the non-finite-loss tracker
+
+
+@dataclass
+class RunPlan:
+    """Sizes derived once from the config, the world and the dataset."""
+
+    world_size: int
+    batch_size: int
+    accum_iter: int
+    effective_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+
+
+def plan_run(cfg: PretrainConfig, world_size: int, num_images: int) -> RunPlan:
+    """Effective batch, accumulation, steps and the absolute learning rate (``lr = blr * eff_batch / 256``)."""
+    accum = cfg.accum_iter
+    if cfg.global_batch is not None:
+        per_step = cfg.batch_size * world_size
+        if cfg.global_batch % per_step:
+            raise UserError(
+                f"--global-batch {cfg.global_batch} is not a multiple of --batch-size {cfg.batch_size} "
+                f"x {world_size} rank(s) = {per_step}"
+            )
+        accum = cfg.global_batch // per_step
+    eff = cfg.batch_size * accum * world_size
+    spe = num_images // eff
+    if spe < 1:
+        raise UserError(
+            f"the dataset has {num_images} images, fewer than one effective batch of {eff} "
+            f"(batch {cfg.batch_size} x accum {accum} x {world_size} rank(s)); lower --batch-size"
+        )
+    total = cfg.epochs * spe
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, eff)
+    return RunPlan(
+        world_size, cfg.batch_size, accum, eff, spe, total, int(round(cfg.warmup_epochs * spe)), lr
+    )
+
+
+def build_strategy(cfg: PretrainConfig):
+    """The masking strategy; refuses a part-guided one (or ``--fg-keep < 1``) without ``--parts``."""
+    from semmae.masking import build_masking
+
+    try:
+        strategy = build_masking(cfg.masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
+    except ValueError as e:
+        raise UserError(f"--masking {cfg.masking}: {e}") from None
+    if strategy.needs_parts and not cfg.parts:
+        raise UserError(
+            f"masking '{cfg.masking}' is part-guided and needs a part cache: pass --parts CACHE "
+            f"(from `semmae parts export`), or use a part-free strategy ({PART_FREE_HINT})"
+        )
+    if cfg.fg_keep < 1 and not cfg.parts:
+        raise UserError(f"--fg-keep {cfg.fg_keep} keeps the most-foreground patches and needs --parts CACHE")
+    return strategy
+
+
+def model_config_of(model: torch.nn.Module, name: str, overrides: dict) -> dict[str, Any]:
+    """Plain-data description of the MAE (enough to rebuild it with ``create_model(**cfg)``)."""
+    cfg = getattr(model, "model_config", None)
+    if callable(cfg):
+        cfg = cfg()
+    out: dict[str, Any] = dict(cfg) if isinstance(cfg, dict) else {}
+    out.setdefault("name", name)
+    for k, v in overrides.items():
+        out.setdefault(k, v)
+    pe = getattr(model, "patch_embed", None)
+    if pe is not None:
+        ps = pe.patch_size
+        out.setdefault("patch_size", int(ps[0] if isinstance(ps, (tuple, list)) else ps))
+    if getattr(model, "cls_token", None) is not None:
+        out.setdefault("embed_dim", int(model.cls_token.shape[-1]))
+    blocks = getattr(model, "blocks", None)
+    if blocks is not None:
+        out.setdefault("depth", len(blocks))
+        out.setdefault("num_heads", int(blocks[0].attn.num_heads))
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
+
+
+def _memory_mb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+class Pretrainer:
+    """Holds the state of one pretraining run; :meth:`run` trains until the end or ``--max-steps``."""
+
+    def __init__(self, cfg: PretrainConfig):
+        from semmae.data.pretrain_dataset import PartImageDataset
+        from semmae.models import create_model
+
+        self.cfg = cfg
+        self.strategy = build_strategy(cfg)  # fail fast, before touching data
+        want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = du.init_distributed(want)
+        self.device = du.resolve_device(want, self.dist)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.is_main = self.dist.is_main
+
+        seed_everything(cfg.seed, 0)  # identical initial weights on every rank
+        self.overrides = cfg.model_overrides()
+        try:
+            model = create_model(cfg.model, **self.overrides)
+        except (KeyError, ValueError, TypeError) as e:
+            raise UserError(f"--model {cfg.model}: {e}") from None
+        self.model_config = model_config_of(model, cfg.model, self.overrides)
+        self.patch_size = int(self.model_config["patch_size"])
+        model.to(self.device)
+        self.model_core = model
+        seed_everything(cfg.seed, self.dist.rank)
+
+        self.dataset = PartImageDataset(
+            cfg.data,
+            cfg.parts,
+            img_size=cfg.img_size,
+            patch_size=self.patch_size,
+            scale=tuple(cfg.crop_scale),
+            hflip=cfg.hflip,
+            skip_bad_images=cfg.skip_bad_images,
+        )
+        self.no_part_id = self.dataset.cache.no_part_id if self.dataset.cache is not None else None
+        self.plan = plan_run(cfg, self.dist.world_size, len(self.dataset))
+        p = self.plan
+        self.lr_schedule = cosine_schedule(p.lr, cfg.min_lr, p.total_steps, p.warmup_steps)
+        self.optimizer = build_optimizer(model, p.lr, cfg.weight_decay, tuple(cfg.betas))
+        self.scaler = LossScaler(self.precision)
+        self.ckpts = CheckpointManager(cfg.out, cfg.keep_last)
+        self.step = 0
+        self._saved_step = -1
+        self._last_vis: tuple | None = None
+
+        self.sampler = StepSampler(
+            self.dataset,
+            p.batch_size,
+            p.accum_iter,
+            num_replicas=p.world_size,
+            rank=self.dist.rank,
+            seed=cfg.seed,
+        )
+        workers = cfg.num_workers
+        self.loader = DataLoader(
+            SeededItems(self.dataset, cfg.seed),
+            batch_size=p.batch_size,
+            sampler=self.sampler,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            drop_last=False,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+        )
+        self.mask_gen = torch.Generator(device=self.device)
+        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)
+        self.resumed_from = self._maybe_resume()
+
+        self.model: torch.nn.Module = model
+        if p.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _maybe_resume(self) -> Path | None:
+        path = resolve_resume(self.cfg.resume, self.cfg.out)
+        if path is None:
+            return None
+        ckpt = load_pretrain_checkpoint(path)
+        saved_eff = ckpt["sampler"].get("effective_batch")
+        if saved_eff is not None and saved_eff != self.plan.effective_batch:
+            raise UserError(
+                f"--resume {path}: it was trained with effective batch {saved_eff}, this run has "
+                f"{self.plan.effective_batch}; keep batch x accum x world size the same to resume"
+            )
+        try:
+            self.model_core.load_state_dict(ckpt["model"], strict=True)
+        except RuntimeError as e:
+            raise UserError(
+                f"--resume {path}: model does not match --model {self.cfg.model}: {str(e).splitlines()[0]}"
+            ) from None
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = self._saved_step = int(ckpt["step"])
+        rngs = ckpt["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        if self.is_main:
+            print(
+                f"semmae pretrain: resumed from {path} at step {self.step} (epoch {ckpt['epoch']})",
+                flush=True,
+            )
+        return path
+
+    def checkpoint(self) -> Path | None:
+        """Save on rank 0 (every rank contributes its RNG state). Collective: call on all ranks."""
+        rngs = du.all_gather_object(rng_state())
+        self._saved_step = self.step
+        if not self.is_main:
+            return None
+        p = self.plan
+        state = {
+            "model": self.model_core.state_dict(),
+            "model_config": self.model_config,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.step // p.steps_per_epoch,
+            "step": self.step,
+            "config": config_to_dict(self.cfg),
+            "rng": rngs,
+            "sampler": {
+                "epoch": self.step // p.steps_per_epoch,
+                "step_in_epoch": self.step % p.steps_per_epoch,
+                "seed": self.cfg.seed,
+                "effective_batch": p.effective_batch,
+                "steps_per_epoch": p.steps_per_epoch,
+            },
+        }
+        return self.ckpts.save(state)
+
+    def _check_finite(self, bad_step: torch.Tensor) -> None:
+        """Stop all ranks together when any rank saw a non-finite loss (one small all-reduce, at log steps)."""
+        first_bad = int(du.all_reduce_min(bad_step).item())
+        if first_bad != NO_BAD_STEP:
+            last = self.ckpts.latest()
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            raise NonFiniteLossError(
+                f"the loss became non-finite at step {first_bad} (epoch {first_bad // self.plan.steps_per_epoch}); "
+                f"{kept}. Lower --blr, enable --clip-grad, or use --precision bf16/fp32"
+            )
+
+    # ---------------------------------------------------------------------------------------------- training
+    def _masks(self, batch: dict[str, torch.Tensor], step: int, shard: int):
+        """``(images, mask, keep_index, part_ids_full)`` for one micro-batch; masks are seeded by
+        ``(seed, step, shard)`` with ``shard = rank * accum_iter + micro`` so they do not depend on the world."""
+        dev = self.device
+        imgs = batch["image"].to(dev, non_blocking=True)
+        part_ids = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
+        fg = batch["fg"].to(dev, non_blocking=True) if "fg" in batch else None
+        g = self.cfg.img_size // self.patch_size
+        grid: tuple[int, int] | int = (g, g)
+        keep_index = None
+        if self.cfg.fg_keep < 1:
+            from semmae.masking import foreground_keep_index
+
+            keep_index = foreground_keep_index(fg, self.cfg.fg_keep)
+            part_ids = part_ids.gather(1, keep_index) if part_ids is not None else None
+            fg = fg.gather(1, keep_index)
+            grid = keep_index.shape[1]
+        self.mask_gen.manual_seed(mix_seed(self.cfg.seed, step, shard))
+        mask = self.strategy(
+            imgs.shape[0],
+            grid,
+            progress(step, self.plan.total_steps),
+            self.mask_gen,
+            part_ids=part_ids,
+            fg=fg,
+            device=dev,
+            no_part_id=self.no_part_id,
+        )
+        return imgs, mask, keep_index, part_ids
+
+    def run(self) -> dict[str, Any]:
+        cfg, p = self.cfg, self.plan
+        end = p.total_steps if cfg.max_steps is None else min(p.total_steps, cfg.max_steps)
+        if self.is_main:
+            print(
+                f"semmae pretrain: {len(self.dataset)} images, {p.world_size} rank(s) x batch {p.batch_size} x "
+                f"accum {p.accum_iter} = effective batch {p.effective_batch}; base lr {cfg.blr:.3g}, "
+                f"effective lr {p.lr:.3g}; {p.steps_per_epoch} steps/epoch, {p.total_steps} steps in all; "
+                f"precision {self.precision.name}; device {self.device}",
+                flush=True,
+            )
+        bad_step = torch.full((), NO_BAD_STEP, dtype=torch.long, device=self.device)
+        last_loss = float("nan")
+        self.model.train()
+        while self.step < end:
+            epoch, start = divmod(self.step, p.steps_per_epoch)
+            last_loss = self._train_epoch(epoch, start, end, bad_step)
+            self._check_finite(bad_step)
+            if (self.step % p.steps_per_epoch == 0 or self.step == end) and self._saved_step != self.step:
+                self.checkpoint()
+            finished_epoch = self.step // p.steps_per_epoch
+            if self.step % p.steps_per_epoch == 0:
+                self._epoch_end(finished_epoch)
+        self.logger.close()
+        du.barrier()
+        return {
+            "step": self.step,
+            "loss": last_loss,
+            "out": str(self.cfg.out),
+            "checkpoint": str(self.ckpts.latest()) if self.is_main else None,
+        }
+
+    def _train_epoch(self, epoch: int, start: int, end: int, bad_step: torch.Tensor) -> float:
+        cfg, p = self.cfg, self.plan
+        self.sampler.set_position(epoch, start)
+        steps_here = min(p.steps_per_epoch, end - epoch * p.steps_per_epoch) - start
+        bar = None
+        if self.is_main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=steps_here, desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False)
+        window_t, window_steps = time.perf_counter(), 0
+        step_loss = torch.zeros((), device=self.device)
+        loss_value = float("nan")
+        micro = 0
+        for batch in self.loader:
+            step = self.step
+            if micro == 0:
+                set_lr(self.optimizer, float(self.lr_schedule[step]))
+                step_loss.zero_()
+            imgs, mask, keep_index, part_ids = self._masks(batch, step, self.dist.rank * p.accum_iter + micro)
+            last_micro = micro == p.accum_iter - 1
+            sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
+            with sync:
+                with self.precision.autocast():
+                    out = self.model(imgs, mask, keep_index=keep_index)
+                loss = out["loss"].float()
+                step_loss += loss.detach() / p.accum_iter
+                grad_norm = self.scaler(
+                    loss / p.accum_iter,
+                    self.optimizer,
+                    self.model_core.parameters,
+                    clip_grad=cfg.clip_grad,
+                    update=last_micro,
+                )
+            micro += 1
+            if not last_micro:
+                continue
+            micro = 0
+            self.optimizer.zero_grad(set_to_none=True)
+            finite = torch.isfinite(step_loss)
+            bad_step.copy_(
+                torch.where(finite, bad_step, torch.minimum(bad_step, torch.full_like(bad_step, step)))
+            )
+            self.step += 1
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                self._check_finite(bad_step)
+                loss_value = float(du.all_reduce_mean(step_loss).item())
+                now = time.perf_counter()
+                ips = window_steps * p.effective_batch / max(now - window_t, 1e-9)
+                window_t, window_steps = now, 0
+                alpha = self.strategy.alpha(progress(step, p.total_steps))
+                record = dict(
+                    epoch=epoch,
+                    loss=loss_value,
+                    lr=float(self.lr_schedule[step]),
+                    alpha=alpha,
+                    progress=progress(step, p.total_steps),
+                    grad_norm=float(grad_norm) if grad_norm is not None else None,
+                    img_per_s=ips,
+                    memory_mb=_memory_mb(self.device),
+                )
+                self.logger.log(self.step, **record)
+                if bar is not None:
+                    eta_s = (end - self.step) * p.effective_batch / max(ips, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss_value:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        img_s=f"{ips:.0f}",
+                        eta=_fmt_eta(eta_s),
+                    )
+            if (
+                cfg.ckpt_every
+                and self.step % cfg.ckpt_every == 0
+                and self.step % p.steps_per_epoch
+                and self.step != end
+            ):
+                self._check_finite(bad_step)
+                self.checkpoint()
+            self._last_vis = (imgs, mask, out, part_ids, keep_index)
+            if self.step >= end:
+                break
+        if bar is not None:
+            bar.close()
+        return loss_value
+
+    def _epoch_end(self, epoch: int) -> None:
+        """After epoch ``epoch`` (1-based count of finished epochs): panel and online kNN every K epochs."""
+        cfg = self.cfg
+        if cfg.vis_every and epoch % cfg.vis_every == 0 and self.is_main and self._last_vis is not None:
+            self._write_panel(epoch)
+        if cfg.eval_every and epoch % cfg.eval_every == 0:
+            self._online_knn(epoch)
+
+    def _write_panel(self, epoch: int) -> None:
+        from semmae.engine.visualize import reconstruction_panel, save_panel
+
+        imgs, mask, out, part_ids, keep_index = self._last_vis
+        n = min(self.cfg.vis_images, imgs.shape[0])
+        pred, mask_full = out["pred"][:n], mask[:n]
+        if (
+            keep_index is not None
+        ):  # scatter the kept patches back onto the full grid; dropped ones stay masked
+            L = (self.cfg.img_size // self.patch_size) ** 2
+            k = keep_index[:n]
+            full_pred = pred.new_zeros(n, L, pred.shape[-1]).scatter(
+                1, k[..., None].expand(-1, -1, pred.shape[-1]), pred
+            )
+            full_mask = torch.ones(n, L, dtype=torch.bool, device=mask.device).scatter(1, k, mask_full)
+            pred, mask_full = full_pred, full_mask
+            part_ids = None
+        panel = reconstruction_panel(
+            imgs[:n],
+            mask_full,
+            pred,
+            self.patch_size,
+            self.cfg.norm_pix_loss,
+            part_ids[:n] if part_ids is not None else None,
+            self.no_part_id,
+        )
+        save_panel(panel, Path(self.cfg.out) / "vis" / f"epoch{epoch:04d}.png")
+        self.logger.add_image("reconstruction", torch.from_numpy(panel).permute(2, 0, 1), self.step)
+
+    def _online_knn(self, epoch: int) -> None:
+        from semmae.engine.online_eval import online_knn
+
+        acc = online_knn(self.model_core, self.cfg, self.device, is_main=self.is_main)
+        if acc is not None:
+            self.logger.log(self.step, epoch=epoch, **acc)
+        self.model.train()
+
+
+def _fmt_eta(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    h, rem = divmod(int(seconds), 3600)
+    return f"{h}:{rem // 60:02d}:{rem % 60:02d}"
+
+
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run ``semmae pretrain`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
+    trainer = Pretrainer(cfg)
+    try:
+        return trainer.run()
+    finally:
+        du.cleanup()

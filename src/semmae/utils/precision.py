@@ -1,0 +1,117 @@
+"""Numeric precision, chosen once per run: an autocast context (or a no-op) and a loss scaler.
+
+bf16 autocast runs on CPUs and on GPUs that support it and needs no loss scaling; fp16 autocast (GPUs without
+bf16, e.g. V100/T4) needs a :class:`torch.amp.GradScaler`, and only then is one created. The
+:class:`LossScaler` bundles backward, optional gradient clipping, the optimiser step and the gradient norm, and
+carries its own ``state_dict`` so a resumed fp16 run continues with the same loss scale.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from semmae.errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The resolved precision of a run.
+
+    Attributes:
+        name: ``bf16``, ``fp16`` or ``fp32`` (never ``auto``).
+        device_type: ``cpu`` or ``cuda`` (what ``torch.autocast`` is given).
+    """
+
+    name: str
+    device_type: str
+
+    @property
+    def dtype(self) -> torch.dtype | None:
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.name)
+
+    @property
+    def needs_grad_scaler(self) -> bool:
+        return self.name == "fp16"
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """``torch.autocast`` for bf16/fp16, a no-op context for fp32."""
+        if self.dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+
+
+def resolve_precision(name: str, device: torch.device) -> Precision:
+    """Pick the precision once. ``auto``: bf16 where supported (every CPU, Ampere+ GPUs), fp16 + grad scaler on
+    older GPUs. Asking for fp16 on the CPU or bf16 on a GPU without it is a :class:`UserError`."""
+    if name not in PRECISIONS:
+        raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
+    kind = device.type
+    if kind not in ("cpu", "cuda"):
+        return Precision("fp32", kind) if name in ("auto", "fp32") else _refuse(name, kind)
+    bf16_ok = kind == "cpu" or torch.cuda.is_bf16_supported()
+    if name == "auto":
+        name = "bf16" if bf16_ok else "fp16"
+    if name == "bf16" and not bf16_ok:
+        raise UserError("--precision bf16 was asked for but this GPU does not support bf16; use fp16 or auto")
+    if name == "fp16" and kind == "cpu":
+        raise UserError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    return Precision(name, kind)
+
+
+def _refuse(name: str, kind: str) -> Precision:
+    raise UserError(f"--precision {name} is not supported on device type {kind!r}; use fp32")
+
+
+class LossScaler:
+    """Backward + (unscale) + optional clipping + optimiser step, with a grad scaler only for fp16.
+
+    ``scaler(loss, optimizer, parameters, clip_grad, update)`` runs ``backward``; when ``update`` is true (the
+    last micro-batch of a gradient-accumulation cycle) it also clips, steps and zeroes nothing (the caller zeroes
+    gradients). Returns the total gradient norm (before clipping) on update steps, else ``None``.
+    """
+
+    def __init__(self, precision: Precision):
+        self.precision = precision
+        self._scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_grad_scaler else None
+
+    @property
+    def enabled(self) -> bool:
+        return self._scaler is not None
+
+    def __call__(
+        self,
+        loss: torch.Tensor,
+        optimizer: torch.optim.Optimizer,
+        parameters: Iterable[torch.nn.Parameter] | Callable[[], Iterable[torch.nn.Parameter]],
+        clip_grad: float | None = None,
+        update: bool = True,
+    ) -> torch.Tensor | None:
+        (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
+        if not update:
+            return None
+        if self._scaler is not None:
+            self._scaler.unscale_(optimizer)
+        params = [p for p in (parameters() if callable(parameters) else parameters) if p.grad is not None]
+        max_norm = clip_grad if clip_grad is not None and clip_grad > 0 else math.inf
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if self._scaler is not None:
+            self._scaler.step(optimizer)
+            self._scaler.update()
+        else:
+            optimizer.step()
+        return norm
+
+    def state_dict(self) -> dict:
+        """Plain data: ``{}`` without a grad scaler, else the scaler's scale and growth tracker."""
+        return dict(self._scaler.state_dict()) if self._scaler is not None else {}
+
+    def load_state_dict(self, state: dict) -> None:
+        if self._scaler is not None and state:
+            self._scaler.load_state_dict(state)

@@ -1,0 +1,98 @@
+"""The resumable sampler, per-item seeding, and the checkpoint manager (atomic, latest pointer, keep-last-K)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
+from semmae.errors import UserError
+from semmae.utils.io import atomic_torch_save, load_checkpoint
+
+
+def _keys(n, **kw):
+    return list(StepSampler(range(n), **kw))
+
+
+def test_sampler_global_batches_split_contiguously_across_ranks():
+    n, b = 23, 2
+    one = _keys(n, batch_size=b, accum_iter=2, num_replicas=1, rank=0, seed=3)
+    r0 = _keys(n, batch_size=b, accum_iter=1, num_replicas=2, rank=0, seed=3)
+    r1 = _keys(n, batch_size=b, accum_iter=1, num_replicas=2, rank=1, seed=3)
+    spe = n // 4
+    assert len(one) == spe * 4 and len(r0) == len(r1) == spe * 2
+    # micro-batch k of the 1-rank x 2-accum run = rank k's micro-batch of the 2-rank run, step by step
+    for s in range(spe):
+        assert one[s * 4 : s * 4 + 2] == r0[s * 2 : s * 2 + 2]
+        assert one[s * 4 + 2 : s * 4 + 4] == r1[s * 2 : s * 2 + 2]
+    idx = [i for _, i in one]
+    assert len(set(idx)) == len(idx)  # no repeats within an epoch
+    assert all(e == 0 for e, _ in one)
+
+
+def test_sampler_resumes_mid_epoch_and_reshuffles_per_epoch():
+    s = StepSampler(range(40), batch_size=4, accum_iter=1, num_replicas=1, rank=0, seed=0)
+    s.set_epoch(2)
+    full = list(s)
+    s.set_position(2, 3)
+    assert len(s) == len(full) - 12
+    assert list(s) == full[12:]
+    s.set_epoch(3)
+    assert [i for _, i in s] != [i for _, i in full]
+    assert all(e == 3 for e, _ in s)
+
+
+class _Noise(torch.utils.data.Dataset):
+    def __len__(self):
+        return 10
+
+    def __getitem__(self, i):
+        return torch.rand(3)
+
+
+def test_seeded_items_depend_only_on_seed_epoch_index():
+    ds = SeededItems(_Noise(), seed=5)
+    a = ds[(1, 4)]
+    torch.rand(100)  # global RNG state moves; items must not
+    assert torch.equal(ds[(1, 4)], a)
+    assert not torch.equal(ds[(2, 4)], a) and not torch.equal(ds[(1, 5)], a)
+    assert not torch.equal(SeededItems(_Noise(), seed=6)[(1, 4)], a)
+    assert mix_seed(1, 2) != mix_seed(2, 1) and 0 <= mix_seed(2**70, -1) < 2**63
+
+
+def _state(step):
+    return {
+        "model": {"w": torch.full((2,), float(step))},
+        "model_config": {"name": "x"},
+        "optimizer": {},
+        "scaler": {},
+        "epoch": 0,
+        "step": step,
+        "config": {"seed": 0},
+        "rng": [{"torch": torch.zeros(3)}],
+        "sampler": {"epoch": 0, "step_in_epoch": step},
+    }
+
+
+def test_checkpoint_manager_latest_keep_last_and_weights_only(tmp_path):
+    mgr = CheckpointManager(tmp_path, keep_last=2)
+    assert mgr.latest() is None and resolve_resume("auto", tmp_path) is None
+    for step in (2, 4, 6):
+        mgr.save(_state(step))
+    assert [p.name for p in mgr.list()] == ["ckpt-000000004.pth", "ckpt-000000006.pth"]
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "ckpt-000000006.pth"
+    assert resolve_resume("auto", tmp_path) == mgr.path_for(6)
+    assert resolve_resume(str(tmp_path), "elsewhere") == mgr.path_for(6)
+    ck = torch.load(mgr.path_for(6), weights_only=True)
+    assert ck["step"] == 6 and torch.equal(ck["model"]["w"], torch.full((2,), 6.0))
+    assert not list((tmp_path / "checkpoints").glob(".*tmp"))  # no temp files left behind
+    with pytest.raises(UserError, match="no such checkpoint"):
+        resolve_resume(str(tmp_path / "nope.pth"), tmp_path)
+
+
+def test_non_pretrain_checkpoint_refused(tmp_path):
+    atomic_torch_save({"model": {}}, tmp_path / "x.pth")
+    with pytest.raises(UserError, match="missing: model_config"):
+        load_pretrain_checkpoint(tmp_path / "x.pth")
+    assert load_checkpoint(tmp_path / "x.pth") == {"model": {}}
