@@ -1,0 +1,253 @@
+"""Configs of ``semmae segment train`` and ``semmae segment eval``.
+
+Defaults are the paper's ADE20K setting (Table 7, following MAE/BEiT): UPerNet on ViT-B/16, crop 512, 160k
+iterations at batch 16, AdamW lr 1e-4, weight decay 0.05, layer-wise lr decay 0.65, 1500 warmup iterations then a
+poly (power 1) schedule, drop path 0.1, auxiliary FCN head weighted 0.4, sliding-window test (crop 512, stride 341)
+at short side 512.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from semmae.errors import UserError
+
+LAYOUTS = ("auto", "pairs", "synth")
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass
+class SegmentDataConfig:
+    """Where the images and label maps are and how labels are read (shared by train and eval)."""
+
+    data: str = field(
+        default="",
+        metadata={
+            "help": "dataset root: an ADE20K release, an images/+annotations/ pair "
+            "tree, or a `semmae data synth` output folder"
+        },
+    )
+    layout: str = field(
+        default="auto",
+        metadata={
+            "help": "pairs = <root>/images/<split>/** + <root>/annotations/<split>/**.png (ADE20K release layout); "
+            "synth = `semmae data synth` output (<split>/<class>/*.png + masks/<split>/<class>/*.png); "
+            "auto = detect",
+            "choices": LAYOUTS,
+        },
+    )
+    num_classes: int = field(
+        default=0,
+        metadata={
+            "help": "number of classes; 0 = from the layout (150 for ADE20K, parts + background for synth)"
+        },
+    )
+    reduce_zero_label: bool | None = field(
+        default=None,
+        metadata={
+            "help": "ADE20K convention: label 0 is 'other' (ignored) and 1..K become 0..K-1; default: on for ADE20K, "
+            "off otherwise (for synth, 0 = background is a real class)"
+        },
+    )
+    ignore_index: int = field(default=255, metadata={"help": "label value left out of loss and metrics"})
+    train_split: str = field(
+        default="", metadata={"help": "training split folder name ('' = training or train)"}
+    )
+    val_split: str = field(
+        default="", metadata={"help": "validation split folder name ('' = validation or val)"}
+    )
+    eval_short_side: int = field(
+        default=512,
+        metadata={
+            "help": "evaluation images are resized to this short side (long side capped by --max-long); 0 = keep size"
+        },
+    )
+    max_long: int = field(
+        default=2048, metadata={"help": "cap on the long side when resizing (mmseg's 2048x512)"}
+    )
+    eval_stride: int = field(default=341, metadata={"help": "sliding-window stride at evaluation (pixels)"})
+    num_vis: int = field(default=4, metadata={"help": "validation images drawn next to their ground truth"})
+    out: str = field(default="runs/segment", metadata={"help": "run directory"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    precision: str = field(default="fp32", metadata={"help": "autocast precision", "choices": PRECISIONS})
+    num_workers: int = field(default=4, metadata={"help": "data-loading worker processes per rank"})
+    seed: int = field(default=0, metadata={"help": "random seed (each rank adds its rank)"})
+
+    def validate(self) -> None:
+        if not self.data:
+            raise UserError("--data is required (a dataset root)")
+        if self.num_classes < 0:
+            raise UserError(f"--num-classes must be >= 0, got {self.num_classes}")
+        if not 0 <= self.ignore_index <= 255:
+            raise UserError(
+                f"--ignore-index must lie in [0, 255] (labels are 8-bit PNGs), got {self.ignore_index}"
+            )
+        if self.eval_short_side < 0 or self.max_long < 1 or self.eval_stride < 1:
+            raise UserError("--eval-short-side must be >= 0 and --max-long, --eval-stride >= 1")
+        if self.num_workers < 0 or self.num_vis < 0:
+            raise UserError("--num-workers and --num-vis must be >= 0")
+
+
+@dataclass
+class SegmentTrainConfig(SegmentDataConfig):
+    """``semmae segment train``: UPerNet + auxiliary FCN head on a ViT encoder."""
+
+    checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "pretrained encoder checkpoint (any layout semmae.models.encoder_loading reads)"},
+    )
+    random_init: bool = field(
+        default=False,
+        metadata={
+            "help": "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture"
+        },
+    )
+    arch: str | None = field(
+        default=None,
+        metadata={
+            "help": "encoder architecture name (e.g. vit_base_patch16); inferred from the checkpoint when not given"
+        },
+    )
+    embed_dim: int | None = field(
+        default=None, metadata={"help": "random-init encoder width (overrides --arch)"}
+    )
+    depth: int | None = field(default=None, metadata={"help": "random-init encoder depth (overrides --arch)"})
+    num_heads: int | None = field(
+        default=None, metadata={"help": "encoder attention heads (overrides --arch)"}
+    )
+    patch_size: int | None = field(default=None, metadata={"help": "random-init encoder patch size"})
+    out_indices: list[int] = field(
+        default_factory=list,
+        metadata={
+            "help": "0-based blocks feeding the 4 levels; empty = evenly spaced (3 5 7 11 for depth 12)"
+        },
+    )
+    drop_path: float = field(
+        default=0.1, metadata={"help": "stochastic depth rate of the last encoder block"}
+    )
+    head_channels: int = field(default=512, metadata={"help": "UPerNet channels"})
+    aux_channels: int = field(default=256, metadata={"help": "auxiliary FCN head channels"})
+    aux_weight: float = field(default=0.4, metadata={"help": "auxiliary loss weight (0 = no auxiliary head)"})
+    pool_scales: list[int] = field(default_factory=lambda: [1, 2, 3, 6], metadata={"help": "PPM bin sizes"})
+    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the classifiers"})
+    crop_size: int = field(default=512, metadata={"help": "training crop and sliding-window size (pixels)"})
+    scale_base: int = field(default=512, metadata={"help": "short side before the random scale ratio"})
+    scale_range: list[float] = field(
+        default_factory=lambda: [0.5, 2.0], metadata={"help": "random scale ratio"}
+    )
+    hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
+    photometric: bool = field(default=True, metadata={"help": "brightness/contrast/saturation/hue jitter"})
+    iters: int = field(default=160000, metadata={"help": "training iterations"})
+    batch_size: int = field(default=16, metadata={"help": "global batch size (split over ranks)"})
+    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)"}
+    )
+    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay of the encoder blocks"})
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas"})
+    warmup_iters: int = field(default=1500, metadata={"help": "linear warmup iterations"})
+    poly_power: float = field(default=1.0, metadata={"help": "poly schedule power"})
+    min_lr: float = field(default=0.0, metadata={"help": "learning rate at the last iteration"})
+    clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm (0 = no clipping)"})
+    eval_every: int = field(
+        default=16000, metadata={"help": "evaluate every N iterations (0 = only at the end)"}
+    )
+    ckpt_every: int = field(default=4000, metadata={"help": "write checkpoint.pth every N iterations"})
+    log_every: int = field(default=50, metadata={"help": "log the loss every N iterations"})
+    resume: str | None = field(
+        default=None,
+        metadata={"help": "checkpoint to resume from; 'auto' = <out>/checkpoint.pth when it exists"},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not self.checkpoint and not self.random_init:
+            raise UserError(
+                "give --checkpoint PATH (pretrained encoder) or --random-init (with --checkpoint: its "
+                "architecture, untrained; without: --arch)"
+            )
+        if self.iters < 1 or self.batch_size < 1 or self.crop_size < 1 or self.scale_base < 1:
+            raise UserError("--iters, --batch-size, --crop-size and --scale-base must be >= 1")
+        if len(self.scale_range) != 2 or not 0 < self.scale_range[0] <= self.scale_range[1]:
+            raise UserError(f"--scale-range needs two values 0 < lo <= hi, got {self.scale_range}")
+        if len(self.betas) != 2:
+            raise UserError(f"--betas needs two values, got {self.betas}")
+        if self.out_indices and len(self.out_indices) != 4:
+            raise UserError(f"--out-indices needs exactly 4 block indices, got {self.out_indices}")
+        if not 0 < self.layer_decay <= 1:
+            raise UserError(f"--layer-decay must lie in (0, 1], got {self.layer_decay}")
+        if (
+            self.lr <= 0
+            or self.warmup_iters < 0
+            or self.eval_every < 0
+            or self.ckpt_every < 0
+            or self.log_every < 1
+        ):
+            raise UserError(
+                "--lr must be > 0; --warmup-iters, --eval-every, --ckpt-every >= 0; --log-every >= 1"
+            )
+        if self.aux_weight < 0 or not 0 <= self.drop_path < 1 or not 0 <= self.head_dropout < 1:
+            raise UserError("--aux-weight must be >= 0, --drop-path and --head-dropout in [0, 1)")
+
+
+# fields of the training run that ``segment eval`` reuses unless given again
+INHERITED_FIELDS = (
+    "data",
+    "layout",
+    "num_classes",
+    "reduce_zero_label",
+    "ignore_index",
+    "val_split",
+    "eval_short_side",
+    "max_long",
+    "eval_stride",
+    "precision",
+)
+
+
+@dataclass
+class SegmentEvalConfig:
+    """``semmae segment eval``: sliding-window mIoU of a trained segmentation checkpoint.
+
+    Every data field left unset (None) is taken from the training run's config stored in the checkpoint.
+    """
+
+    checkpoint: str = field(
+        default="",
+        metadata={
+            "help": "a `semmae segment train` checkpoint (seg_final.pth / checkpoint.pth) or its run directory"
+        },
+    )
+    data: str | None = field(default=None, metadata={"help": "dataset root (default: the training run's)"})
+    layout: str | None = field(
+        default=None, metadata={"help": "dataset layout (default: the training run's)", "choices": LAYOUTS}
+    )
+    num_classes: int | None = field(default=None, metadata={"help": "number of classes (default: the run's)"})
+    reduce_zero_label: bool | None = field(
+        default=None, metadata={"help": "ADE20K label convention (default: the run's)"}
+    )
+    ignore_index: int | None = field(
+        default=None, metadata={"help": "ignored label value (default: the run's)"}
+    )
+    val_split: str | None = field(default=None, metadata={"help": "split to evaluate (default: the run's)"})
+    eval_short_side: int | None = field(
+        default=None, metadata={"help": "test short side (default: the run's)"}
+    )
+    max_long: int | None = field(default=None, metadata={"help": "test long-side cap (default: the run's)"})
+    eval_stride: int | None = field(
+        default=None, metadata={"help": "sliding-window stride (default: the run's)"}
+    )
+    precision: str | None = field(
+        default=None, metadata={"help": "autocast precision (default: the run's)", "choices": PRECISIONS}
+    )
+    num_vis: int = field(default=4, metadata={"help": "validation images drawn next to their ground truth"})
+    out: str = field(default="runs/segment-eval", metadata={"help": "output directory (results.json, PNG)"})
+    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    num_workers: int = field(default=2, metadata={"help": "data-loading worker processes per rank"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def validate(self) -> None:
+        if not self.checkpoint:
+            raise UserError("--checkpoint is required (a `semmae segment train` checkpoint or run directory)")
+        if self.num_workers < 0 or self.num_vis < 0:
+            raise UserError("--num-workers and --num-vis must be >= 0")

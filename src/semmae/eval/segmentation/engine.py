@@ -1,0 +1,459 @@
+"""Training and evaluation loops of ``semmae segment`` (paper Table 7 protocol, iteration-based like mmseg).
+
+Train: per-rank batch = global batch / world size, an endless shuffled loader (DistributedSampler under torchrun),
+per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, optional bf16 autocast,
+``checkpoint.pth`` every ``ckpt_every`` iterations (resumable: model, optimizer, iteration, RNG), evaluation every
+``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` + ``predictions.png`` at the end.
+Eval: each rank evaluates a disjoint slice of the validation images one at a time with sliding windows; the
+confusion matrices are summed over ranks, so every image counts exactly once.
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from semmae.config import build_config, config_to_dict
+from semmae.errors import NonFiniteLossError, UserError
+from semmae.eval.segmentation.backbone import ViTPyramid
+from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
+from semmae.eval.segmentation.dataset import SegmentationDataset, SegmentationSource, resolve_source
+from semmae.eval.segmentation.inference import predict
+from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
+from semmae.eval.segmentation.optim import build_optimizer, poly_schedule, set_lr
+from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
+from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
+from semmae.eval.segmentation.visualize import colorize, save_comparison
+from semmae.models.encoder_loading import load_encoder
+from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from semmae.utils.io import atomic_torch_save, atomic_write_json, load_checkpoint
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+
+CKPT_NAME = "checkpoint.pth"
+FINAL_NAME = "seg_final.pth"
+
+
+def autocast_for(precision: str, device: torch.device) -> AbstractContextManager:
+    """bf16 autocast on the device, or a no-op for fp32 (no grad scaler needed for either)."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+def source_of(cfg: Any) -> SegmentationSource:
+    return resolve_source(cfg.data, cfg.layout, cfg.num_classes, cfg.reduce_zero_label, cfg.ignore_index)
+
+
+def build_segmentor(
+    cfg: SegmentTrainConfig, num_classes: int, encoder_spec: dict | None = None
+) -> tuple[Segmentor, dict]:
+    """The encoder (pretrained, random, or - with ``encoder_spec`` - an empty shell to load a segmentor checkpoint
+    into) wrapped as a pyramid with the UPerNet and auxiliary heads."""
+    if encoder_spec is not None:
+        spec = dict(encoder_spec)
+        vit, info = load_encoder(
+            None,
+            random_init=True,
+            img_size=spec.pop("img_size"),
+            num_heads=spec.pop("num_heads"),
+            global_pool=spec.pop("global_pool", None),
+            drop_path_rate=cfg.drop_path,
+            **spec,
+        )
+    else:
+        overrides = {
+            k: getattr(cfg, k) for k in ("embed_dim", "depth", "patch_size") if getattr(cfg, k) is not None
+        }
+        vit, info = load_encoder(
+            cfg.checkpoint,
+            arch=cfg.arch,
+            img_size=cfg.crop_size,
+            random_init=cfg.random_init,
+            num_heads=cfg.num_heads,
+            drop_path_rate=cfg.drop_path,
+            **overrides,
+        )
+    model = Segmentor(
+        ViTPyramid(vit, cfg.out_indices),
+        num_classes,
+        cfg.head_channels,
+        cfg.pool_scales,
+        cfg.aux_channels,
+        aux=cfg.aux_weight > 0,
+        dropout=cfg.head_dropout,
+    )
+    return model, info
+
+
+def _loader(
+    dataset: torch.utils.data.Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    dist_info: DistInfo,
+    seed: int,
+    drop_last: bool,
+) -> torch.utils.data.DataLoader:
+    sampler = None
+    if dist_info.enabled and shuffle:
+        sampler = torch.utils.data.DistributedSampler(
+            dataset, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed, drop_last=True
+        )
+    generator = torch.Generator().manual_seed(seed + dist_info.rank)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=generator,
+        persistent_workers=num_workers > 0,
+        collate_fn=None if batch_size > 1 or shuffle else _single,
+    )
+
+
+def _single(items: list[dict]) -> dict:
+    """Evaluation batches hold one image (images differ in size)."""
+    (item,) = items
+    return {
+        "image": item["image"][None],
+        "label": item["label"][None],
+        "index": torch.tensor([item["index"]]),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    dataset: SegmentationDataset,
+    source: SegmentationSource,
+    crop: int,
+    stride: int,
+    device: torch.device,
+    autocast: AbstractContextManager,
+    dist_info: DistInfo,
+    num_vis: int = 0,
+    num_workers: int = 0,
+) -> tuple[dict, list]:
+    """Sliding-window evaluation over ``dataset``; returns (metrics of :func:`summarize`, visual rows)."""
+    was_training = model.training
+    model.eval()
+    indices = list(range(dist_info.rank, len(dataset), dist_info.world_size))
+    subset = torch.utils.data.Subset(dataset, indices)
+    loader = _loader(subset, 1, False, num_workers, dist_info, 0, drop_last=False)
+    cm = ConfusionMatrix(source.num_classes, source.ignore_index, device=device)
+    rows = []
+    for batch in tqdm(loader, desc="eval", disable=not dist_info.is_main, leave=False):
+        image, label = batch["image"].to(device), batch["label"].to(device)
+        pred = predict(model, image, label.shape[-2:], source.num_classes, crop, stride, autocast)
+        cm.update(pred, label)
+        if dist_info.is_main and len(rows) < num_vis:
+            img = F.interpolate(image.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)[0]
+            rows.append(
+                (
+                    denormalize(img).permute(1, 2, 0).numpy(),
+                    colorize(label[0], source.num_classes, source.ignore_index),
+                    colorize(pred[0], source.num_classes, source.ignore_index),
+                )
+            )
+    cm.all_reduce()
+    model.train(was_training)
+    metrics = cm.compute(source.class_names)
+    metrics["num_images"] = len(dataset)
+    return metrics, rows
+
+
+def write_results(out: Path, metrics: dict, rows: list, extra: dict) -> dict:
+    """``results.json`` (scores in percent) and ``predictions.png`` in ``out``."""
+
+    def pct(v: float | None) -> float | None:
+        return None if v is None else round(100 * v, 4)
+
+    results = {
+        "miou": pct(metrics["miou"]),
+        "macc": pct(metrics["macc"]),
+        "aacc": pct(metrics["aacc"]),
+        "units": "percent",
+        **extra,
+        "num_images": metrics["num_images"],
+        "pixels": metrics["pixels"],
+        "per_class": [
+            {"name": c["name"], "iou": pct(c["iou"]), "acc": pct(c["acc"]), "pixels": c["pixels"]}
+            for c in metrics["per_class"]
+        ],
+    }
+    atomic_write_json(out / "results.json", results)
+    save_comparison(rows, out / "predictions.png")
+    return results
+
+
+def _unwrap(model: torch.nn.Module) -> Segmentor:
+    model = getattr(model, "module", model)
+    return getattr(model, "_orig_mod", model)
+
+
+def train(cfg: SegmentTrainConfig) -> dict:
+    """Run ``semmae segment train``; returns the final results (percent)."""
+    dist_info = init_distributed(cfg.device)
+    try:
+        return _train(cfg, dist_info)
+    finally:
+        cleanup()
+
+
+def _train(cfg: SegmentTrainConfig, dist_info: DistInfo) -> dict:
+    device = resolve_device(cfg.device, dist_info)
+    seed_everything(cfg.seed, dist_info.rank)
+    out = Path(cfg.out)
+    if cfg.batch_size % dist_info.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} ranks")
+    per_rank = cfg.batch_size // dist_info.world_size
+    source = source_of(cfg)
+    train_set = SegmentationDataset(
+        source,
+        "train",
+        TrainTransform(
+            cfg.crop_size,
+            cfg.scale_base,
+            cfg.max_long,
+            tuple(cfg.scale_range),
+            cfg.hflip,
+            cfg.photometric,
+            source.ignore_index,
+        ),
+        cfg.train_split,
+    )
+    val_set = SegmentationDataset(
+        source, "val", EvalTransform(cfg.eval_short_side, cfg.max_long), cfg.val_split
+    )
+    if len(train_set) < per_rank * dist_info.world_size:
+        raise UserError(f"{len(train_set)} training images are fewer than one batch ({cfg.batch_size})")
+
+    model, enc_info = build_segmentor(cfg, source.num_classes)
+    model.to(device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
+    schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
+    start_it, epoch = 0, 0
+    resume = out / CKPT_NAME if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
+    if resume is not None and (cfg.resume != "auto" or resume.exists()):
+        ckpt = load_checkpoint(resume)
+        try:
+            model.load_state_dict(ckpt["model"])
+            optimizer.load_state_dict(ckpt["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(
+                f"cannot resume from {resume}: it does not match this model ({str(e).splitlines()[0]})"
+            ) from None
+        start_it, epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
+        if "rng" in ckpt and dist_info.world_size == 1:
+            set_rng_state(ckpt["rng"])
+    if dist_info.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    core = _unwrap(model)
+    autocast = autocast_for(cfg.precision, device)
+    logger = RunLogger(out, cfg, enabled=dist_info.is_main)
+    train_loader = _loader(
+        train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
+    )
+    meta = {
+        "config": config_to_dict(cfg),
+        "num_classes": source.num_classes,
+        "class_names": source.class_names,
+        "encoder": {
+            "spec": enc_info["spec"],
+            "layout": enc_info.get("layout"),
+            "checkpoint": enc_info.get("checkpoint"),
+            "random_init": bool(enc_info.get("random_init")),
+        },
+    }
+    if dist_info.is_main:
+        print(
+            f"segment train: {len(train_set)} train / {len(val_set)} val images, {source.num_classes} classes "
+            f"({source.layout} layout), encoder {enc_info.get('layout') or 'random init'}, "
+            f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params, "
+            f"lr {cfg.lr:g} at global batch {cfg.batch_size} ({per_rank} x {dist_info.world_size} ranks)"
+        )
+
+    model.train()
+    it = start_it
+    bar = tqdm(total=cfg.iters, initial=start_it, desc="segment", disable=not dist_info.is_main)
+    while it < cfg.iters:
+        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
+            train_loader.sampler.set_epoch(epoch)
+        for batch in train_loader:
+            if it >= cfg.iters:
+                break
+            set_lr(optimizer, float(schedule[it]))
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            with autocast:
+                out_maps = model(images)
+            losses = segmentation_loss(out_maps, labels, source.ignore_index, cfg.aux_weight)
+            if not math.isfinite(float(losses["loss"].detach())):
+                raise NonFiniteLossError(
+                    f"loss became {float(losses['loss'])} at iteration {it}; "
+                    f"lower --lr or use --precision fp32 (last checkpoint kept in {out})"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            it += 1
+            bar.update(1)
+            if it % cfg.log_every == 0 or it == cfg.iters:
+                vals = {k: float(v.detach()) for k, v in losses.items()}
+                logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
+                bar.set_postfix(loss=f"{vals['loss']:.3f}")
+            if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
+                metrics, _ = evaluate(
+                    core,
+                    val_set,
+                    source,
+                    cfg.crop_size,
+                    cfg.eval_stride,
+                    device,
+                    autocast,
+                    dist_info,
+                    0,
+                    cfg.num_workers,
+                )
+                logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+            if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters and dist_info.is_main:
+                atomic_torch_save(
+                    {
+                        **meta,
+                        "model": core.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "iteration": it,
+                        "epoch": epoch + 1,
+                        "rng": rng_state(),
+                    },
+                    out / CKPT_NAME,
+                )
+        epoch += 1
+    bar.close()
+
+    metrics, rows = evaluate(
+        core,
+        val_set,
+        source,
+        cfg.crop_size,
+        cfg.eval_stride,
+        device,
+        autocast,
+        dist_info,
+        cfg.num_vis,
+        cfg.num_workers,
+    )
+    logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+    results: dict = {}
+    if dist_info.is_main:
+        atomic_torch_save({**meta, "model": core.state_dict(), "iteration": it}, out / FINAL_NAME)
+        atomic_torch_save(
+            {
+                **meta,
+                "model": core.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "iteration": it,
+                "epoch": epoch,
+                "rng": rng_state(),
+            },
+            out / CKPT_NAME,
+        )
+        results = write_results(
+            out,
+            metrics,
+            rows,
+            {"iteration": it, "split": "val", "data": str(source.root), "encoder": meta["encoder"]},
+        )
+        print(format_table(metrics))
+    logger.close()
+    barrier()
+    return results
+
+
+def _find_checkpoint(path: str) -> Path:
+    p = Path(path)
+    if p.is_dir():
+        for name in (FINAL_NAME, CKPT_NAME):
+            if (p / name).is_file():
+                return p / name
+        raise UserError(f"{p} holds neither {FINAL_NAME} nor {CKPT_NAME}")
+    return p
+
+
+def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
+    """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split."""
+    dist_info = init_distributed(cfg.device)
+    try:
+        device = resolve_device(cfg.device, dist_info)
+        seed_everything(cfg.seed, dist_info.rank)
+        path = _find_checkpoint(cfg.checkpoint)
+        ckpt = load_checkpoint(path)
+        if not isinstance(ckpt, dict) or "config" not in ckpt or "encoder" not in ckpt:
+            raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
+        values = dict(ckpt["config"])
+        values.update({k: getattr(cfg, k) for k in INHERITED_FIELDS if getattr(cfg, k) is not None})
+        train_cfg = build_config(SegmentTrainConfig, values, source=f"checkpoint {path} config")
+        source = source_of(train_cfg)
+        if source.num_classes != ckpt["num_classes"]:
+            raise UserError(
+                f"{cfg.data or train_cfg.data} has {source.num_classes} classes but the checkpoint "
+                f"predicts {ckpt['num_classes']}"
+            )
+        model, _ = build_segmentor(train_cfg, source.num_classes, encoder_spec=ckpt["encoder"]["spec"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise UserError(f"{path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
+        model.to(device)
+        val_set = SegmentationDataset(
+            source, "val", EvalTransform(train_cfg.eval_short_side, train_cfg.max_long), train_cfg.val_split
+        )
+        out = Path(cfg.out)
+        logger = RunLogger(out, cfg, enabled=dist_info.is_main)
+        metrics, rows = evaluate(
+            model,
+            val_set,
+            source,
+            train_cfg.crop_size,
+            train_cfg.eval_stride,
+            device,
+            autocast_for(train_cfg.precision, device),
+            dist_info,
+            cfg.num_vis,
+            cfg.num_workers,
+        )
+        it = int(ckpt.get("iteration", 0))
+        logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+        logger.close()
+        results: dict = {}
+        if dist_info.is_main:
+            results = write_results(
+                out,
+                metrics,
+                rows,
+                {
+                    "iteration": it,
+                    "split": "val",
+                    "data": str(source.root),
+                    "checkpoint": str(path),
+                    "encoder": ckpt["encoder"],
+                },
+            )
+            print(format_table(metrics))
+        return results
+    finally:
+        cleanup()
