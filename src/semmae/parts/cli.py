@@ -1,23 +1,89 @@
-"""CLI verbs of this stage: `semmae parts ...` (stub: filled in by its issue)."""
+"""CLI verbs of part learning (paper Sec. 3.1): ``semmae parts train | export | show | eval``."""
 
 from __future__ import annotations
 
-from semmae.errors import UserError
+import argparse
+
+from semmae.config import add_config_args, resolve_config
+from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsShowConfig, PartsTrainConfig
 
 
-def _not_yet(args):
-    raise UserError("semmae parts {} is not implemented yet".format(args.action))
+def _train(args: argparse.Namespace) -> int:
+    from semmae.parts.train import train_parts
+
+    path = train_parts(resolve_config(PartsTrainConfig, args))
+    print(f"part checkpoint: {path}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from semmae.parts.export import export_parts
+
+    cache = export_parts(resolve_config(PartsExportConfig, args))
+    print(
+        f"part cache: {cache.path} ({len(cache)} images, grid {cache.grid}, {cache.num_parts} parts, "
+        f"{cache.bytes_per_image} bytes/image)"
+    )
+    return 0
+
+
+def _show(args: argparse.Namespace) -> int:
+    from semmae.parts.show import show_parts
+
+    print(f"wrote {show_parts(resolve_config(PartsShowConfig, args))}")
+    return 0
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from semmae.parts.evaluate import evaluate_parts, format_table
+
+    metrics = evaluate_parts(resolve_config(PartsEvalConfig, args))
+    print(format_table(metrics))
+    print(f"wrote {metrics['meta']['written_to']}")
+    return 0
+
+
+VERBS = (
+    (
+        "train",
+        PartsTrainConfig,
+        _train,
+        "Train part tokens + decoder on a frozen encoder (Sec. 3.1, Eq. 1-7)",
+        "semmae parts train --data DIR --encoder-checkpoint ibot.pth --out runs/parts",
+    ),
+    (
+        "export",
+        PartsExportConfig,
+        _export,
+        "Write the part-map cache (argmax part + foreground score per cell)",
+        "semmae parts export --data DIR --checkpoint runs/parts/checkpoint.pth --grid 14 --out DIR.parts",
+    ),
+    (
+        "show",
+        PartsShowConfig,
+        _show,
+        "Draw part overlays next to raw-attention parts (PNG grid)",
+        "semmae parts show --data DIR --checkpoint runs/parts/checkpoint.pth --out parts.png",
+    ),
+    (
+        "eval",
+        PartsEvalConfig,
+        _eval,
+        "Score parts against label masks or keypoints, with baselines",
+        "semmae parts eval --data DIR/val --cache val.parts --masks DIR/masks/val",
+    ),
+)
 
 
 def register(sub) -> None:
-    p = sub.add_parser("parts", help="Semantic part learning (paper Sec. 3.1, Eq. 1-7)", description="Semantic part learning (paper Sec. 3.1, Eq. 1-7)")
-    actions = p.add_subparsers(dest="action", metavar="<action>")
+    p = sub.add_parser(
+        "parts",
+        help="Semantic part learning (paper Sec. 3.1, Eq. 1-7)",
+        description="Semantic part learning (paper Sec. 3.1, Eq. 1-7)",
+    )
+    actions = p.add_subparsers(dest="action", metavar="<action>", parser_class=type(p))
     actions.required = True
-    a = actions.add_parser("train", help="Train part tokens + decoder on a frozen encoder (Sec. 3.1)", description="Train part tokens + decoder on a frozen encoder (Sec. 3.1)")
-    a.set_defaults(func=_not_yet)
-    a = actions.add_parser("export", help="Write the part-map cache for a dataset", description="Write the part-map cache for a dataset")
-    a.set_defaults(func=_not_yet)
-    a = actions.add_parser("show", help="Draw part overlays next to raw-attention parts", description="Draw part overlays next to raw-attention parts")
-    a.set_defaults(func=_not_yet)
-    a = actions.add_parser("eval", help="Score parts against ground-truth masks or keypoints", description="Score parts against ground-truth masks or keypoints")
-    a.set_defaults(func=_not_yet)
+    for name, cls, func, help_text, example in VERBS:
+        a = actions.add_parser(name, help=help_text, description=f"{help_text}. Example: {example}")
+        add_config_args(a, cls)
+        a.set_defaults(func=func)

@@ -1,0 +1,172 @@
+"""Configs of ``semmae parts train | export | show | eval`` (paper Sec. 3.1). Defaults are the paper's setting:
+an iBOT ViT-S/16 encoder at 224 px, 6 parts, blur kernel 7, lambda = 0.03."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from semmae.errors import UserError
+from semmae.parts.model import SOFTMAX_AXES
+
+
+def _h(text: str, **kw) -> dict:
+    return {"help": text, **kw}
+
+
+@dataclass
+class PartsTrainConfig:
+    data: str = field(default="", metadata=_h("image folder (ImageFolder layout) to learn parts on"))
+    out: str = field(default="runs/parts", metadata=_h("run directory (checkpoints, panels, logs)"))
+    encoder: str = field(
+        default="vit_small_patch16_224", metadata=_h("timm ViT architecture of the frozen encoder")
+    )
+    encoder_checkpoint: str | None = field(
+        default=None, metadata=_h("encoder weights (iBOT/DINO/MAE/timm/semmae layouts); none = random init")
+    )
+    img_size: int = field(default=224, metadata=_h("input resolution (pixels)"))
+    num_parts: int = field(default=6, metadata=_h("number of part tokens N (Eq. 1)"))
+    token_hidden_dim: int = field(default=0, metadata=_h("hidden width of W1_i in Eq. 1; 0 = encoder width"))
+    proj_dim: int = field(default=256, metadata=_h("width of the W_p / W projections in Eq. 2"))
+    softmax_over: str = field(
+        default="parts",
+        metadata=_h(
+            "softmax axis of Eq. 2: over parts per position, or over positions per part", choices=SOFTMAX_AXES
+        ),
+    )
+    scale_logits: bool = field(default=True, metadata=_h("divide Eq. 2 logits by sqrt(proj_dim)"))
+    blur_kernel: int = field(
+        default=7, metadata=_h("Gaussian blur kernel (odd) applied to the maps in the decoder")
+    )
+    blur_sigma: float = field(default=0.0, metadata=_h("blur sigma; 0 = derived from the kernel size"))
+    decoder_dim: int = field(default=256, metadata=_h("decoder channels at grid resolution"))
+    decoder_min_dim: int = field(
+        default=32, metadata=_h("fewest decoder channels after halving per upsampling")
+    )
+    decoder_convs: int = field(
+        default=2, metadata=_h("styled 3x3 convs at grid resolution before upsampling")
+    )
+    div_weight: float = field(default=0.03, metadata=_h("lambda of Eq. 7 (diversity weight)"))
+    epochs: int = field(default=20, metadata=_h("training epochs"))
+    steps_per_epoch: int = field(default=0, metadata=_h("cap on steps per epoch; 0 = one pass over the data"))
+    batch_size: int = field(default=64, metadata=_h("images per step per process"))
+    lr: float = field(default=5e-4, metadata=_h("AdamW peak learning rate"))
+    min_lr: float = field(default=1e-6, metadata=_h("cosine schedule floor"))
+    weight_decay: float = field(default=0.01, metadata=_h("AdamW weight decay (not on biases/gains)"))
+    warmup_epochs: float = field(default=1.0, metadata=_h("linear warm-up length in epochs"))
+    clip_grad: float = field(default=1.0, metadata=_h("gradient-norm clip; 0 = off"))
+    crop_scale_min: float = field(default=0.5, metadata=_h("RandomResizedCrop smallest area fraction"))
+    amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
+    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
+    log_every: int = field(default=20, metadata=_h("steps between log records"))
+    resume: bool = field(default=True, metadata=_h("continue from OUT/checkpoint.pth when it exists"))
+    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
+    seed: int = field(default=0, metadata=_h("random seed"))
+
+    def validate(self) -> None:
+        if not self.data:
+            raise UserError("--data is required: an image folder to learn parts on")
+        for name in (
+            "img_size",
+            "num_parts",
+            "proj_dim",
+            "decoder_dim",
+            "decoder_min_dim",
+            "epochs",
+            "batch_size",
+            "panel_images",
+            "log_every",
+        ):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.num_parts < 2:
+            raise UserError(f"--num-parts must be >= 2 (Eq. 6 compares parts), got {self.num_parts}")
+        if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
+            raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
+        if self.lr <= 0 or self.div_weight < 0 or self.steps_per_epoch < 0 or self.decoder_convs < 0:
+            raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
+
+
+@dataclass
+class PartsExportConfig:
+    data: str = field(default="", metadata=_h("image folder to export part maps for"))
+    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    out: str = field(default="", metadata=_h("part-cache path to write (resumes an unfinished one)"))
+    grid: int = field(
+        default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
+    )
+    batch_size: int = field(default=64, metadata=_h("images per forward pass"))
+    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
+    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
+    seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
+
+    def validate(self) -> None:
+        for name in ("data", "checkpoint", "out"):
+            if not getattr(self, name):
+                raise UserError(f"--{name} is required")
+        if self.grid < 0 or self.batch_size < 1:
+            raise UserError("--grid must be >= 0 and --batch-size >= 1")
+
+
+@dataclass
+class PartsShowConfig:
+    data: str = field(default="", metadata=_h("image folder to draw from"))
+    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    out: str = field(default="parts.png", metadata=_h("PNG to write"))
+    num_images: int = field(default=8, metadata=_h("images (rows) in the grid"))
+    grid: int = field(default=0, metadata=_h("grid the parts are drawn at; 0 = encoder grid"))
+    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
+    seed: int = field(default=0, metadata=_h("picks which images are drawn"))
+
+    def validate(self) -> None:
+        for name in ("data", "checkpoint"):
+            if not getattr(self, name):
+                raise UserError(f"--{name} is required")
+        if self.num_images < 1 or self.grid < 0:
+            raise UserError("--num-images must be >= 1 and --grid >= 0")
+
+
+@dataclass
+class PartsEvalConfig:
+    data: str = field(default="", metadata=_h("image folder the cache was exported from"))
+    cache: str = field(default="", metadata=_h("part cache written by 'semmae parts export'"))
+    masks: str | None = field(
+        default=None,
+        metadata=_h("folder of per-image label PNGs (0 = background, 1..K parts), same relative paths"),
+    )
+    keypoints: str | None = field(
+        default=None,
+        metadata=_h("CUB-style keypoints.csv (file, part_id, x, y, visible) or the folder holding it"),
+    )
+    checkpoint: str | None = field(
+        default=None,
+        metadata=_h("part checkpoint for the encoder baselines; default: the one the cache names"),
+    )
+    baselines: bool = field(
+        default=True, metadata=_h("also score raw attention, k-means, spatial split, ceiling")
+    )
+    eval_size: int = field(
+        default=112, metadata=_h("masks are compared at this size (rounded up to a multiple of G)")
+    )
+    kmeans_fit_tokens: int = field(
+        default=100000, metadata=_h("patch tokens sampled to fit the k-means baseline")
+    )
+    batch_size: int = field(default=64, metadata=_h("images per encoder pass (baselines)"))
+    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    out: str | None = field(
+        default=None, metadata=_h("metrics JSON path; default: part_metrics.json beside the cache")
+    )
+    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
+    seed: int = field(default=0, metadata=_h("k-means seed"))
+
+    def validate(self) -> None:
+        for name in ("data", "cache"):
+            if not getattr(self, name):
+                raise UserError(f"--{name} is required")
+        if not self.masks and not self.keypoints:
+            raise UserError("give --masks (label PNG folder) and/or --keypoints (CUB-style keypoints.csv)")
+        if self.eval_size < 1 or self.batch_size < 1 or self.kmeans_fit_tokens < 1:
+            raise UserError("--eval-size, --batch-size and --kmeans-fit-tokens must be >= 1")

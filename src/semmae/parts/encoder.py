@@ -1,0 +1,108 @@
+"""The frozen encoder of part learning (paper Sec. 3.1): a timm ``VisionTransformer`` that returns the class token
+``F_c``, the patch tokens ``F`` and the last layer's CLS attention per head.
+
+timm's fused attention (``scaled_dot_product_attention``) does not return its weights, so the CLS row of the
+last block's attention is recomputed explicitly from that block's ``qkv`` projection: only the CLS query is
+needed, which costs one extra ``qkv`` matmul of the last block (well under 1/12 of one block). The encoder is
+kept in eval mode with gradients off and never wrapped by DDP.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from semmae.errors import UserError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to rebuild the frozen encoder (stored in part checkpoints and cache metadata)."""
+
+    arch: str = "vit_small_patch16_224"
+    checkpoint: str | None = None
+    img_size: int = 224
+
+
+class FrozenEncoder(nn.Module):
+    """Wraps a timm ViT; ``forward(images [B, 3, S, S])`` returns a dict of
+
+    * ``cls`` [B, D]: ``F_c``, the final-norm class token;
+    * ``patches`` [B, L, D]: ``F``, the final-norm patch tokens (L = (S / patch)^2);
+    * ``cls_attn`` [B, H, L]: softmax attention of the last block's CLS query over the patch keys, per head.
+    """
+
+    def __init__(self, vit: nn.Module):
+        super().__init__()
+        for name in ("patch_embed", "blocks", "norm", "_pos_embed"):
+            if not hasattr(vit, name):
+                raise UserError(f"encoder {type(vit).__name__} is not a timm VisionTransformer (no '{name}')")
+        if getattr(vit, "num_prefix_tokens", 1) < 1 or getattr(vit, "cls_token", None) is None:
+            raise UserError(
+                "the part-learning encoder needs a class token (F_c, paper Eq. 1); this ViT has none"
+            )
+        self.vit = vit.eval().requires_grad_(False)
+        self.num_prefix = int(vit.num_prefix_tokens)
+        self.embed_dim = int(vit.embed_dim)
+        self.num_heads = int(vit.blocks[-1].attn.num_heads)
+        gs = vit.patch_embed.grid_size
+        if gs[0] != gs[1]:
+            raise UserError(f"the encoder's patch grid must be square, got {tuple(gs)}")
+        self.grid_size = int(gs[0])
+        self.img_size = int(vit.patch_embed.img_size[0])
+        self.patch_size = int(vit.patch_embed.patch_size[0])
+
+    def train(self, mode: bool = True) -> FrozenEncoder:  # the encoder is never put into train mode
+        return super().train(False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        vit = self.vit
+        x = vit.patch_embed(images)
+        x = vit._pos_embed(x)
+        x = vit.norm_pre(x) if hasattr(vit, "norm_pre") else x
+        for blk in vit.blocks[:-1]:
+            x = blk(x)
+        last = vit.blocks[-1]
+        cls_attn = _cls_attention(last, x)[..., self.num_prefix :]
+        x = vit.norm(last(x))
+        return {"cls": x[:, 0], "patches": x[:, self.num_prefix :], "cls_attn": cls_attn}
+
+
+def _cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Softmax attention of the class token's query over all tokens in ``block``: x [B, T, D] -> [B, H, T]."""
+    attn = block.attn
+    if not hasattr(attn, "qkv"):
+        raise UserError(
+            f"cannot read attention weights from {type(attn).__name__}: it has no fused 'qkv' layer"
+        )
+    h = block.norm1(x)
+    b, t, _ = h.shape
+    qkv = attn.qkv(h).reshape(b, t, 3, attn.num_heads, attn.head_dim)
+    q = qkv[:, :1, 0].transpose(1, 2)  # [B, H, 1, d]: the CLS query only
+    k = qkv[:, :, 1].transpose(1, 2)  # [B, H, T, d]
+    q, k = attn.q_norm(q), attn.k_norm(k)
+    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
+
+
+def build_encoder(spec: EncoderSpec, state_dict: dict | None = None) -> FrozenEncoder:
+    """Build the frozen encoder: a checkpoint goes through :mod:`semmae.models.encoder_loading` (every supported
+    layout: iBOT, DINO, MAE, this project's MAE); without one, a timm model ``spec.arch`` with random weights
+    (or with ``state_dict`` when a part checkpoint carried the random encoder it was trained on)."""
+    if spec.checkpoint:
+        from semmae.models.encoder_loading import load_encoder
+
+        # the architecture is read from the weights; spec.arch only names the random-init model
+        vit, _ = load_encoder(spec.checkpoint, img_size=spec.img_size)
+    else:
+        import timm
+
+        try:
+            vit = timm.create_model(spec.arch, pretrained=False, num_classes=0, img_size=spec.img_size)
+        except RuntimeError as e:
+            raise UserError(f"unknown encoder architecture {spec.arch!r}: {e}") from None
+        if state_dict is not None:
+            vit.load_state_dict(state_dict, strict=True)
+    return FrozenEncoder(vit)

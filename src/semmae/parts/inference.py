@@ -1,0 +1,79 @@
+"""Batched, augmentation-free part inference shared by ``parts export | show | eval``.
+
+Geometry: an image is resized as a whole to the encoder's S x S input (no crop), so cell (r, c) of any G x G
+output covers the same fraction of the original image - the geometry the part cache promises (the pretraining
+transform crops image and part map together).
+
+Foreground score per cell: the last layer's CLS attention over the patches, averaged over heads, resized
+bilinearly to G x G and min-max normalised per image to [0, 1]. The class token of a self-supervised ViT attends
+to the object (DINO, iBOT), so this ranks object cells above background ones; the patch-8 setting keeps the
+most-foreground quarter of the cells. It comes from the encoder, not from the learned parts, because part ids
+say nothing about which part is background.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torchvision.transforms import v2
+
+from semmae.parts.encoder import FrozenEncoder
+from semmae.parts.model import PartModel
+
+
+def full_image_transform(img_size: int) -> v2.Compose:
+    """PIL image -> float [3, S, S], ImageNet-normalised, whole image resized (no crop, no augmentation)."""
+    return v2.Compose(
+        [
+            v2.ToImage(),
+            v2.Resize((img_size, img_size), antialias=True),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
+        ]
+    )
+
+
+def to_grid(maps: torch.Tensor, grid: int) -> torch.Tensor:
+    """[B, C, L] maps on a square g x g patch grid -> [B, C, grid, grid] (bilinear when the sizes differ)."""
+    b, c, n = maps.shape
+    g = int(round(n**0.5))
+    x = maps.reshape(b, c, g, g)
+    if g != grid:
+        x = F.interpolate(x.float(), size=(grid, grid), mode="bilinear", align_corners=False)
+    return x
+
+
+def foreground_score(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
+    """CLS attention [B, H, L] -> foreground score [B, grid, grid] in [0, 1] (see module docstring)."""
+    fg = to_grid(cls_attn.float().mean(dim=1, keepdim=True), grid)[:, 0]
+    lo = fg.flatten(1).min(dim=1).values[:, None, None]
+    hi = fg.flatten(1).max(dim=1).values[:, None, None]
+    return ((fg - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
+
+
+def attention_parts(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
+    """Raw-attention baseline (paper Fig. 4 / Table 4): argmax over the last layer's CLS-attention heads.
+
+    [B, H, L] -> long [B, grid, grid]; each head's map is normalised to sum 1 first so heads compete fairly."""
+    return to_grid(cls_attn.float(), grid).argmax(dim=1)
+
+
+@torch.no_grad()
+def infer_parts(
+    encoder: FrozenEncoder, model: PartModel, images: torch.Tensor, grid: int, amp: bool = False
+) -> dict[str, torch.Tensor]:
+    """Images [B, 3, S, S] -> ``{"part_ids": long [B, G, G], "probs": [B, N, G, G], "fg": [B, G, G],
+    "attn_ids": long [B, G, G], "patches": [B, L, D]}`` (part maps resized to the cache grid, then argmax)."""
+    use_amp = amp and images.device.type == "cuda"
+    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        feats = encoder(images)
+        maps = model.part_maps(feats["cls"], feats["patches"])
+    probs = to_grid(maps.float(), grid)
+    return {
+        "part_ids": probs.argmax(dim=1),
+        "probs": probs,
+        "fg": foreground_score(feats["cls_attn"], grid),
+        "attn_ids": attention_parts(feats["cls_attn"], grid),
+        "patches": feats["patches"],
+    }

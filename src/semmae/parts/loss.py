@@ -1,0 +1,40 @@
+"""Part-learning objective (paper Sec. 3.1, Eq. 5-7).
+
+* Eq. 5, reconstruction: ``L_rec = mean((x_hat - x)^2)`` over pixels and channels of the (normalised) image.
+* Eq. 6, diversity: with ``M_hat`` the maps L2-normalised over positions, ``S = M_hat M_hat^T`` [N, N] is the
+  cosine-similarity matrix of the N maps; ``L_div = mean((S - I)^2)`` pushes different parts apart (and, for the
+  softmax-over-positions variant, is the only thing that stops all parts from collapsing onto one region).
+* Eq. 7: ``L = L_rec + lambda * L_div`` with lambda = 0.03.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Eq. 5: mean squared error, ``recon`` and ``target`` [B, 3, S, S]."""
+    return F.mse_loss(recon, target)
+
+
+def cosine_similarity_matrix(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Cosine similarity between every pair of part maps: [B, N, L] -> [B, N, N]."""
+    m = F.normalize(maps, dim=-1, eps=eps)
+    return m @ m.transpose(1, 2)
+
+
+def diversity_loss(maps: torch.Tensor) -> torch.Tensor:
+    """Eq. 6: mean squared distance of the maps' cosine-similarity matrix from the identity, maps [B, N, L]."""
+    sim = cosine_similarity_matrix(maps)
+    eye = torch.eye(maps.shape[1], device=maps.device, dtype=maps.dtype)
+    return ((sim - eye) ** 2).mean()
+
+
+def part_loss(
+    recon: torch.Tensor, target: torch.Tensor, maps: torch.Tensor, lam: float
+) -> dict[str, torch.Tensor]:
+    """Eq. 7: ``{"loss": L_rec + lam * L_div, "rec": L_rec, "div": L_div}``."""
+    rec = reconstruction_loss(recon, target)
+    div = diversity_loss(maps)
+    return {"loss": rec + lam * div, "rec": rec, "div": div}

@@ -1,0 +1,255 @@
+"""``semmae parts train``: learn part tokens + decoder on a frozen encoder (paper Sec. 3.1, Eq. 7).
+
+Only the part head and decoder are trained (AdamW, cosine schedule with warm-up, per-step updates). The frozen
+encoder runs under ``no_grad`` in eval mode and stays outside DDP, so DDP wraps a module whose every parameter
+gets a gradient (no unused-parameter search). Launch with ``torchrun --nproc_per_node K -m semmae.cli parts train``
+for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data) and a panel
+``panels/epoch_XXX.png`` (image | reconstruction | parts); an interrupted run continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.scheduler import CosineLRScheduler
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from tqdm import tqdm
+
+from semmae.config import config_to_dict
+from semmae.data.folder import ImageFolderDataset
+from semmae.data.transforms import train_transform
+from semmae.errors import NonFiniteLossError, UserError
+from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
+from semmae.parts.config import PartsTrainConfig
+from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
+from semmae.parts.inference import full_image_transform
+from semmae.parts.loss import part_loss
+from semmae.parts.model import PartHeadSpec, PartModel
+from semmae.parts.viz import denormalize, grid_image, overlay, save_png
+from semmae.utils import distributed as dist_utils
+from semmae.utils.io import atomic_torch_save
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+
+CHECKPOINT_NAME = "checkpoint.pth"
+# config fields that define the model; a resumed run must agree on them
+_MODEL_FIELDS = (
+    "encoder",
+    "encoder_checkpoint",
+    "img_size",
+    "num_parts",
+    "token_hidden_dim",
+    "proj_dim",
+    "softmax_over",
+    "scale_logits",
+    "blur_kernel",
+    "blur_sigma",
+    "decoder_dim",
+    "decoder_min_dim",
+    "decoder_convs",
+)
+
+
+def head_spec(cfg: PartsTrainConfig, encoder: FrozenEncoder) -> PartHeadSpec:
+    """The part head's shape: widths and grid from the encoder, the rest from the config."""
+    return PartHeadSpec(
+        embed_dim=encoder.embed_dim,
+        grid_size=encoder.grid_size,
+        img_size=encoder.img_size,
+        num_parts=cfg.num_parts,
+        token_hidden_dim=cfg.token_hidden_dim,
+        proj_dim=cfg.proj_dim,
+        softmax_over=cfg.softmax_over,
+        scale_logits=cfg.scale_logits,
+        blur_kernel=cfg.blur_kernel,
+        blur_sigma=cfg.blur_sigma,
+        decoder_dim=cfg.decoder_dim,
+        decoder_min_dim=cfg.decoder_min_dim,
+        decoder_convs=cfg.decoder_convs,
+    )
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: no weight decay on biases and 1-D gains (norms, AdaIN biases)."""
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _panel(encoder: FrozenEncoder, model: PartModel, images: torch.Tensor) -> np.ndarray:
+    """image | reconstruction | part overlay, one row per image (uint8 [H, W, 3])."""
+    model.eval()
+    with torch.no_grad():
+        feats = encoder(images)
+        out = model(feats["cls"], feats["patches"])
+    model.train()
+    g = model.spec.grid_size
+    ids = out["maps"].argmax(dim=1).reshape(-1, g, g)
+    img = denormalize(images)
+    return grid_image([img, denormalize(out["recon"]), overlay(img, ids, model.spec.num_parts)])
+
+
+def train_parts(cfg: PartsTrainConfig) -> Path:
+    """Run (or resume) part learning; returns the checkpoint path."""
+    info = dist_utils.init_distributed(cfg.device)
+    try:
+        return _train(cfg, info)
+    finally:
+        dist_utils.cleanup()
+
+
+def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
+    device = dist_utils.resolve_device(cfg.device, info)
+    seed_everything(cfg.seed, info.rank)
+    out = Path(cfg.out)
+    ckpt_path = out / CHECKPOINT_NAME
+    resume = read_part_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
+    if resume is not None:
+        old = resume["config"]
+        changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
+        if changed:
+            raise UserError(
+                f"{ckpt_path} was trained with other model settings ({', '.join(changed)}); "
+                "use another --out or --no-resume"
+            )
+
+    enc_spec = EncoderSpec(arch=cfg.encoder, checkpoint=cfg.encoder_checkpoint, img_size=cfg.img_size)
+    encoder = build_encoder(enc_spec, resume.get("encoder_state") if resume else None).to(device)
+    encoder_state = (
+        None if cfg.encoder_checkpoint else {k: v.cpu() for k, v in encoder.vit.state_dict().items()}
+    )
+    model = PartModel(head_spec(cfg, encoder)).to(device)
+    if resume is not None:
+        model.load_state_dict(resume["model"], strict=True)
+    ddp = DistributedDataParallel(model) if info.enabled else model
+
+    dataset = ImageFolderDataset(
+        cfg.data, transform=train_transform(encoder.img_size, (cfg.crop_scale_min, 1.0))
+    )
+    if len(dataset) == 0:
+        raise UserError(f"no images found under {cfg.data}")
+    sampler = (
+        DistributedSampler(dataset, info.world_size, info.rank, seed=cfg.seed)
+        if info.enabled
+        else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+    )
+    drop_last = len(dataset) >= cfg.batch_size * info.world_size
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        sampler=sampler,
+        num_workers=cfg.num_workers,
+        pin_memory=device.type == "cuda",
+        drop_last=drop_last,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    steps_per_epoch = len(loader) if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader))
+    total = steps_per_epoch * cfg.epochs
+
+    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
+    scheduler = CosineLRScheduler(
+        optimizer,
+        t_initial=total,
+        lr_min=cfg.min_lr,
+        warmup_t=int(round(cfg.warmup_epochs * steps_per_epoch)),
+        warmup_lr_init=cfg.min_lr,
+        t_in_epochs=False,
+    )
+    start_epoch, step = 0, 0
+    if resume is not None:
+        optimizer.load_state_dict(resume["optimizer"])
+        start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        if "rng" in resume and info.world_size == 1:
+            set_rng_state(resume["rng"])
+
+    panel_ds = ImageFolderDataset(cfg.data, transform=full_image_transform(encoder.img_size))
+    panel_images = torch.stack([panel_ds[i]["image"] for i in range(min(cfg.panel_images, len(panel_ds)))])
+    logger = RunLogger(out, cfg, enabled=info.is_main)
+    if info.is_main:
+        eff = cfg.batch_size * info.world_size
+        logger.log(
+            step,
+            event="start",
+            images=len(dataset),
+            steps_per_epoch=steps_per_epoch,
+            effective_batch_size=eff,
+            lr=cfg.lr,
+            resumed_epoch=start_epoch,
+        )
+    use_amp = cfg.amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+
+    model.train()
+    for epoch in range(start_epoch, cfg.epochs):
+        if isinstance(sampler, DistributedSampler):
+            sampler.set_epoch(epoch)
+        sums = {"loss": 0.0, "rec": 0.0, "div": 0.0}
+        bar = tqdm(
+            total=steps_per_epoch,
+            desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
+            disable=not info.is_main,
+            dynamic_ncols=True,
+        )
+        for it, batch in enumerate(loader):
+            if it >= steps_per_epoch:
+                break
+            scheduler.step_update(step)
+            images = batch["image"].to(device, non_blocking=True)
+            with autocast():
+                feats = encoder(images)
+                out_ = ddp(feats["cls"], feats["patches"])
+            losses = part_loss(out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight)
+            if not torch.isfinite(losses["loss"]):
+                raise NonFiniteLossError(
+                    f"part loss became {losses['loss'].item()} at step {step}; the last "
+                    f"checkpoint {ckpt_path} is kept (try a lower --lr)"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if cfg.clip_grad > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            optimizer.step()
+            step += 1
+            vals = {k: v.item() for k, v in losses.items()}
+            for k in sums:
+                sums[k] += vals[k]
+            bar.update(1)
+            bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
+            if step % cfg.log_every == 0:
+                logger.log(step, epoch=epoch, lr=optimizer.param_groups[0]["lr"], **vals)
+        bar.close()
+        n = max(1, min(steps_per_epoch, it + 1))
+        means = {f"epoch_{k}": v / n for k, v in sums.items()}
+        if info.is_main:
+            logger.log(step, epoch=epoch + 1, **means)
+            panel = _panel(encoder, model, panel_images.to(device))
+            save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
+            logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
+            atomic_torch_save(
+                {
+                    "format": "semmae-parts",
+                    "version": 1,
+                    "config": config_to_dict(cfg),
+                    "head": spec_dict(model.spec),
+                    "encoder": spec_dict(enc_spec),
+                    "encoder_state": encoder_state,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1,
+                    "step": step,
+                    "rng": rng_state(),
+                    "metrics": means,
+                },
+                ckpt_path,
+            )
+        dist_utils.barrier()
+        if not math.isfinite(means["epoch_loss"]):
+            raise NonFiniteLossError(f"epoch {epoch + 1} mean loss is not finite")
+    logger.close()
+    return ckpt_path
