@@ -1,20 +1,68 @@
-"""CLI verbs of evaluation (stub: filled in by its issue)."""
+"""CLI verbs of evaluation: ``semmae linprobe``, ``semmae finetune``, ``semmae knn``, ``semmae convert``."""
 
 from __future__ import annotations
 
-from semmae.errors import UserError
+import json
+
+from semmae.config import add_config_args, resolve_config
 
 
-def _not_yet(args):
-    raise UserError(f"semmae {args.verb} is not implemented yet")
+def _linprobe(args) -> int:
+    from semmae.eval.linprobe import LinprobeConfig, run_linprobe
+
+    res = run_linprobe(resolve_config(LinprobeConfig, args))
+    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_blr")}))
+    return 0
+
+
+def _finetune(args) -> int:
+    from semmae.eval.finetune import FinetuneConfig, run_finetune
+
+    res = run_finetune(resolve_config(FinetuneConfig, args))
+    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_epoch")}))
+    return 0
+
+
+def _knn(args) -> int:
+    from semmae.eval.knn import KnnConfig, run_knn
+
+    res = run_knn(resolve_config(KnnConfig, args))
+    print(json.dumps({k: res[k] for k in ("top1", "top5")}))
+    return 0
+
+
+def _convert(args) -> int:
+    from semmae.eval.convert import convert_dataset
+
+    print(json.dumps(convert_dataset(args.dataset, args.root, args.out, args.skip_missing)))
+    return 0
 
 
 def register(sub) -> None:
-    p = sub.add_parser("linprobe", help="Linear probe on a frozen encoder (MAE protocol)", description="Linear probe on a frozen encoder (MAE protocol)")
-    p.set_defaults(func=_not_yet)
-    p = sub.add_parser("finetune", help="Fine-tune an encoder (MAE recipe)", description="Fine-tune an encoder (MAE recipe)")
-    p.set_defaults(func=_not_yet)
-    p = sub.add_parser("knn", help="k-NN accuracy on frozen features", description="k-NN accuracy on frozen features")
-    p.set_defaults(func=_not_yet)
-    p = sub.add_parser("convert", help="Convert CUB / Stanford Cars / iNaturalist releases to ImageFolder trees", description="Convert CUB / Stanford Cars / iNaturalist releases to ImageFolder trees")
-    p.set_defaults(func=_not_yet)
+    # configs are imported lazily by the handlers; the dataclasses are cheap to import for the flags
+    from semmae.eval.finetune import FinetuneConfig
+    from semmae.eval.knn import KnnConfig
+    from semmae.eval.linprobe import LinprobeConfig
+
+    text = "Linear probe on a frozen encoder (MAE protocol; full or fast cached-feature mode, lr sweep)"
+    p = sub.add_parser("linprobe", help=text, description=text)
+    add_config_args(p, LinprobeConfig)
+    p.set_defaults(func=_linprobe)
+
+    text = "Fine-tune an encoder (MAE recipe: layer decay, drop path, Mixup/CutMix, RandAugment, EMA)"
+    p = sub.add_parser("finetune", help=text, description=text)
+    add_config_args(p, FinetuneConfig)
+    p.set_defaults(func=_finetune)
+
+    text = "k-NN accuracy on frozen features (cosine, k=20, T=0.07, temperature-weighted votes)"
+    p = sub.add_parser("knn", help=text, description=text)
+    add_config_args(p, KnnConfig)
+    p.set_defaults(func=_knn)
+
+    text = "Convert CUB-200-2011 / Stanford Cars / iNaturalist 2019 releases to ImageFolder trees (symlinks)"
+    p = sub.add_parser("convert", help=text, description=text)
+    p.add_argument("dataset", choices=("cub", "cars", "inat"), help="which release layout")
+    p.add_argument("--root", required=True, help="the extracted release folder")
+    p.add_argument("--out", required=True, help="output folder; gets train/ and val/ of class folders")
+    p.add_argument("--skip-missing", action="store_true", help="leave out listed images that are missing")
+    p.set_defaults(func=_convert)

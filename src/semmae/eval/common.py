@@ -1,0 +1,248 @@
+"""What every evaluation command shares (paper Sec. 4 protocols): the data/encoder flags, the frozen-feature
+extraction loop (DDP-sharded, exact: no padded duplicates), top-k accuracy, precision and the results file."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Sampler
+from tqdm import tqdm
+
+from semmae.config import config_to_dict
+from semmae.data.folder import ImageFolderDataset
+from semmae.errors import UserError
+from semmae.models.encoder_loading import load_encoder, pooled_features
+from semmae.utils.distributed import DistInfo
+from semmae.utils.io import atomic_write_json
+
+
+@dataclass
+class EvalCommonConfig:
+    """Flags shared by ``linprobe``, ``finetune`` and ``knn``."""
+
+    train: str | None = field(default=None, metadata={"help": "training ImageFolder (class folders)"})
+    val: str | None = field(default=None, metadata={"help": "validation ImageFolder"})
+    data: str | None = field(
+        default=None, metadata={"help": "folder holding train/ and val/ (instead of --train/--val)"}
+    )
+    checkpoint: str | None = field(
+        default=None, metadata={"help": "encoder checkpoint (.pth/.safetensors, any layout)"}
+    )
+    random_init: bool = field(
+        default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
+    )
+    arch: str | None = field(
+        default=None, metadata={"help": "ViT name (e.g. vit_base_patch16); inferred from the checkpoint"}
+    )
+    num_heads: int | None = field(
+        default=None, metadata={"help": "attention heads when the checkpoint cannot tell"}
+    )
+    img_size: int | None = field(
+        default=None, metadata={"help": "evaluation resolution (default: the checkpoint's)"}
+    )
+    batch_size: int = field(default=256, metadata={"help": "images per process per step"})
+    num_workers: int = field(default=8, metadata={"help": "data-loader workers per process"})
+    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (no effect on the CPU)"})
+    out: str = field(default="runs/eval", metadata={"help": "run directory"})
+    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
+    seed: int = field(default=0, metadata={"help": "random seed"})
+
+    def validate_common(self) -> None:
+        if self.data is None and (self.train is None or self.val is None):
+            raise UserError("give --data DIR (with train/ and val/) or both --train DIR and --val DIR")
+        if self.data is not None and (self.train is not None or self.val is not None):
+            raise UserError("give either --data or --train/--val, not both")
+        if self.checkpoint is None and not self.random_init:
+            raise UserError("give --checkpoint PATH, or --random-init for the untrained baseline")
+        if self.batch_size < 1:
+            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.num_workers < 0:
+            raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
+
+    def split_dirs(self) -> tuple[Path, Path]:
+        if self.data is not None:
+            root = Path(self.data)
+            train, val = root / "train", root / "val"
+            for p in (train, val):
+                if not p.is_dir():
+                    raise UserError(
+                        f"--data {root} has no {p.name}/ folder (expected {root}/train and {root}/val)"
+                    )
+            return train, val
+        return Path(self.train), Path(self.val)  # type: ignore[arg-type]
+
+
+def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolderDataset, ImageFolderDataset]:
+    """Train/val ImageFolder datasets; refuses a val set whose classes differ from train's."""
+    train_dir, val_dir = cfg.split_dirs()
+    train = ImageFolderDataset(train_dir, transform=train_tf)
+    val = ImageFolderDataset(val_dir, transform=val_tf)
+    if train.classes != val.classes:
+        only_t = sorted(set(train.classes) - set(val.classes))[:5]
+        only_v = sorted(set(val.classes) - set(train.classes))[:5]
+        raise UserError(
+            f"train and val class folders differ (only in train: {only_t or '-'}; only in val: {only_v or '-'})"
+        )
+    return train, val
+
+
+def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+    return load_encoder(
+        cfg.checkpoint,
+        arch=cfg.arch,
+        img_size=cfg.img_size,
+        random_init=cfg.random_init,
+        num_heads=cfg.num_heads,
+        **kw,
+    )
+
+
+def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when enabled; a no-op otherwise (chosen once, as timm does)."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+class ShardSampler(Sampler[int]):
+    """Rank ``r`` of ``w`` takes indices ``r, r + w, ...`` - no padding, so summed metrics are exact."""
+
+    def __init__(self, n: int, rank: int = 0, world_size: int = 1):
+        self.indices = list(range(rank, n, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def loader(
+    dataset,
+    batch_size: int,
+    num_workers: int,
+    sampler=None,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    generator: torch.Generator | None = None,
+) -> DataLoader:
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        shuffle=shuffle if sampler is None else False,
+        num_workers=num_workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=False,
+        generator=generator,
+    )
+
+
+@torch.no_grad()
+def extract_features(
+    encoder: torch.nn.Module,
+    dataset,
+    device: torch.device,
+    batch_size: int,
+    num_workers: int,
+    pool: str = "token",
+    amp: bool = True,
+    dist_info: DistInfo | None = None,
+    desc: str = "features",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frozen features of a whole dataset: (features float32 [N, D], labels long [N]) in dataset order.
+
+    Under DDP every rank encodes its shard and the shards are gathered, so every rank returns all N rows.
+    """
+    info = dist_info or DistInfo()
+    encoder.eval()
+    sampler = ShardSampler(len(dataset), info.rank, info.world_size)
+    feats, labels, index = [], [], []
+    for batch in tqdm(
+        loader(dataset, batch_size, num_workers, sampler=sampler),
+        desc=desc,
+        disable=not info.is_main,
+        leave=False,
+    ):
+        with autocast(device, amp):
+            f = pooled_features(encoder, batch["image"].to(device, non_blocking=True), pool)
+        feats.append(f.float())
+        labels.append(batch["label"].to(device))
+        index.append(batch["index"].to(device))
+    dim = getattr(encoder, "embed_dim", None) or (feats[0].shape[1] if feats else 0)
+    f = torch.cat(feats) if feats else torch.zeros(0, dim, device=device)
+    y = torch.cat(labels) if labels else torch.zeros(0, dtype=torch.long, device=device)
+    i = torch.cat(index) if index else torch.zeros(0, dtype=torch.long, device=device)
+    if info.enabled:
+        f, y, i = _gather_rows(f, y, i, info.world_size)
+    out_f = torch.empty(len(dataset), f.shape[1], device=f.device)
+    out_y = torch.empty(len(dataset), dtype=torch.long, device=f.device)
+    out_f[i], out_y[i] = f, y
+    return out_f, out_y
+
+
+def _gather_rows(f: torch.Tensor, y: torch.Tensor, i: torch.Tensor, world: int):
+    """all_gather of per-rank row blocks of different lengths (padded to the longest, then trimmed)."""
+    n = torch.tensor([f.shape[0]], device=f.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    m = int(max(s.item() for s in sizes))
+
+    def pad(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat([t, t.new_zeros((m - t.shape[0], *t.shape[1:]))]) if t.shape[0] < m else t
+
+    out = []
+    for t in (f, y, i):
+        parts = [torch.zeros_like(pad(t)) for _ in range(world)]
+        dist.all_gather(parts, pad(t))
+        out.append(torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes)]))
+    return tuple(out)
+
+
+def topk_correct(logits: torch.Tensor, labels: torch.Tensor, ks: tuple[int, ...] = (1, 5)) -> list[int]:
+    """Number of samples whose label is among the k highest logits, for each k (k clipped to the class count)."""
+    kmax = min(max(ks), logits.shape[-1])
+    top = logits.topk(kmax, dim=-1).indices
+    hit = top == labels[:, None]
+    return [int(hit[:, : min(k, kmax)].any(dim=1).sum()) for k in ks]
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(t)
+    return t.tolist()
+
+
+def file_sha256(path: str | Path | None) -> str | None:
+    if path is None:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metrics: dict[str, Any]) -> dict:
+    """``results.json``: the metrics, the exact checkpoint (path + SHA-256 + layout) and the resolved config."""
+    ckpt = getattr(cfg, "checkpoint", None)
+    results = {
+        **metrics,
+        "checkpoint": ckpt,
+        "checkpoint_sha256": file_sha256(ckpt) if ckpt else None,
+        "random_init": bool(getattr(cfg, "random_init", False)),
+        "encoder": {
+            k: encoder_info.get(k) for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source")
+        },
+        "config": config_to_dict(cfg),
+    }
+    atomic_write_json(Path(out) / "results.json", results)
+    return results

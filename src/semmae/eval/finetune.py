@@ -1,0 +1,292 @@
+"""End-to-end fine-tuning (paper Tables 2 and 6; MAE recipe, He et al. 2022 Sec. A.1).
+
+The encoder (global average pool + ``fc_norm`` by default, as MAE) gets a linear head initialised with
+std 2e-5, AdamW with layer-wise learning-rate decay (timm's ``param_groups_layer_decay``: block i of d gets
+``layer_decay ** (d + 1 - i)`` of the peak lr), stochastic depth, Mixup/CutMix with label smoothing, RandAugment and
+random erasing (timm), an optional EMA of the weights, and a cosine schedule with warm-up. Every epoch reports
+val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from.
+The peak lr is ``blr * global_batch / 256``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.data import Mixup, create_transform
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+from timm.optim import param_groups_layer_decay
+from timm.utils import ModelEmaV3
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from semmae.data.transforms import eval_transform
+from semmae.errors import NonFiniteLossError, UserError
+from semmae.eval.common import (
+    EvalCommonConfig,
+    ShardSampler,
+    all_reduce_sum,
+    autocast,
+    build_datasets,
+    build_encoder_from_config,
+    loader,
+    topk_correct,
+    write_results,
+)
+from semmae.eval.heads import cosine_factor, set_lr
+from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from semmae.utils.io import atomic_torch_save, load_checkpoint
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import seed_everything
+
+
+@dataclass
+class FinetuneConfig(EvalCommonConfig):
+    """``semmae finetune``: defaults are MAE's ViT-B recipe (100 epochs, blr 5e-4, layer decay 0.65)."""
+
+    epochs: int = field(default=100, metadata={"help": "training epochs"})
+    warmup_epochs: int = field(default=5, metadata={"help": "linear warm-up epochs"})
+    blr: float = field(default=5e-4, metadata={"help": "base learning rate (lr = blr * global batch / 256)"})
+    min_lr: float = field(default=1e-6, metadata={"help": "lr at the end of the cosine schedule"})
+    weight_decay: float = field(
+        default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)"}
+    )
+    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay"})
+    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate"})
+    global_pool: str = field(
+        default="avg",
+        metadata={
+            "help": "classifier input: patch-token mean + fc_norm, or class token",
+            "choices": ("avg", "token"),
+        },
+    )
+    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)"})
+    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)"})
+    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
+    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of CutMix instead of Mixup"})
+    smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
+    auto_augment: str | None = field(
+        default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy (empty = off)"}
+    )
+    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
+    crop_pct: float = field(default=0.875, metadata={"help": "eval center crop fraction"})
+    ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights and evaluate it too"})
+    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
+    clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
+    batch_size: int = field(default=32, metadata={"help": "images per process per step"})
+    resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    out: str = field(default="runs/finetune", metadata={"help": "run directory"})
+
+    def validate(self) -> None:
+        self.validate_common()
+        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
+            raise UserError(
+                f"need epochs >= 1 and 0 <= warmup-epochs <= epochs, got {self.epochs}/{self.warmup_epochs}"
+            )
+        if not 0 < self.layer_decay <= 1:
+            raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
+        if self.blr <= 0:
+            raise UserError(f"--blr must be > 0, got {self.blr}")
+        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
+            raise UserError(f"Mixup/CutMix need an even --batch-size, got {self.batch_size}")
+        if not 0 <= self.drop_path < 1 or not 0 <= self.reprob <= 1 or not 0 <= self.smoothing < 1:
+            raise UserError("--drop-path, --reprob and --smoothing must lie in [0, 1)")
+
+
+def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+    """Encoder + zero-mean linear head (std 2e-5, MAE); the encoder comes from any checkpoint layout."""
+    model, info = build_encoder_from_config(cfg, global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path)
+    model.reset_classifier(num_classes)
+    nn.init.trunc_normal_(model.head.weight, std=2e-5)
+    nn.init.zeros_(model.head.bias)
+    return model, info
+
+
+def build_optimizer(model: nn.Module, cfg: FinetuneConfig, peak_lr: float) -> torch.optim.Optimizer:
+    groups = param_groups_layer_decay(
+        model,
+        weight_decay=cfg.weight_decay,
+        no_weight_decay_list=model.no_weight_decay(),
+        layer_decay=cfg.layer_decay,
+    )
+    opt = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
+    for g in opt.param_groups:
+        g["base_lr"] = peak_lr
+    return opt
+
+
+def run_finetune(cfg: FinetuneConfig) -> dict:
+    info = init_distributed("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        return _run(cfg, info)
+    finally:
+        cleanup()
+
+
+def _run(cfg: FinetuneConfig, info: DistInfo) -> dict:
+    device = resolve_device(cfg.device, info)
+    seed_everything(cfg.seed, info.rank)
+    train, val = build_datasets(cfg, None, None)
+    num_classes = len(train.classes)
+    model, enc_info = build_classifier(cfg, num_classes)
+    size = enc_info["spec"]["img_size"]
+    train.transform = create_transform(
+        size,
+        is_training=True,
+        color_jitter=None,
+        auto_augment=cfg.auto_augment or None,
+        interpolation="bicubic",
+        re_prob=cfg.reprob,
+        re_mode="pixel",
+        re_count=1,
+    )
+    val.transform = eval_transform(size, crop_pct=cfg.crop_pct)
+    model.to(device)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay) if cfg.ema else None
+    ddp = DistributedDataParallel(model) if info.enabled else model
+    global_batch = cfg.batch_size * info.world_size
+    peak_lr = cfg.blr * global_batch / 256
+    opt = build_optimizer(model, cfg, peak_lr)
+    mixup = None
+    if cfg.mixup > 0 or cfg.cutmix > 0:
+        mixup = Mixup(
+            mixup_alpha=cfg.mixup,
+            cutmix_alpha=cfg.cutmix,
+            prob=cfg.mixup_prob,
+            switch_prob=cfg.mixup_switch_prob,
+            label_smoothing=cfg.smoothing,
+            num_classes=num_classes,
+        )
+        criterion: nn.Module = SoftTargetCrossEntropy()
+    elif cfg.smoothing > 0:
+        criterion = LabelSmoothingCrossEntropy(cfg.smoothing)
+    else:
+        criterion = nn.CrossEntropyLoss()
+    if len(train) < cfg.batch_size * info.world_size:
+        raise UserError(f"{len(train)} training images are fewer than one global batch ({global_batch})")
+    sampler = (
+        DistributedSampler(train, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if info.enabled
+        else None
+    )
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_loader = loader(
+        train, cfg.batch_size, cfg.num_workers, sampler=sampler, shuffle=True, drop_last=True, generator=g
+    )
+    steps_per_epoch = len(train_loader)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    min_factor = cfg.min_lr / peak_lr if peak_lr > 0 else 0.0
+    logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
+    logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
+    out = Path(cfg.out)
+    start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
+    if cfg.resume and (out / "checkpoint.pth").is_file():
+        state = load_checkpoint(out / "checkpoint.pth")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        start_epoch, best = int(state["epoch"]) + 1, state["best"]
+    history = []
+    for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        ddp.train()
+        running, n = 0.0, 0
+        for it, batch in enumerate(
+            tqdm(train_loader, desc=f"finetune {epoch}", disable=not info.is_main, leave=False)
+        ):
+            step = epoch * steps_per_epoch + it
+            set_lr(opt, cosine_factor(step, total, warmup, min_factor))
+            x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
+            if mixup is not None:
+                x, y = mixup(x, y)
+            with autocast(device, cfg.amp):
+                loss = criterion(ddp(x), y)
+            if not math.isfinite(loss.item()):
+                raise NonFiniteLossError(
+                    f"non-finite loss {loss.item()} at epoch {epoch} step {it}; "
+                    f"{out / 'checkpoint.pth'} holds the last good epoch"
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.clip_grad is not None:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
+            opt.step()
+            if ema is not None:
+                ema.update(model, step=step)
+            running += loss.item()
+            n += 1
+        metrics = evaluate(model, val, cfg, device, info)
+        record = {
+            "train_loss": running / max(n, 1),
+            "val_top1": metrics["top1"],
+            "val_top5": metrics["top5"],
+            "lr": opt.param_groups[-1]["lr"],
+        }
+        if ema is not None:
+            ema_m = evaluate(ema.module, val, cfg, device, info)
+            record.update(ema_top1=ema_m["top1"], ema_top5=ema_m["top5"])
+        logger.log(epoch + 1, **record)
+        history.append({"epoch": epoch, **record})
+        if metrics["top1"] > best["top1"]:
+            best = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch}
+            if info.is_main:
+                atomic_torch_save(
+                    {
+                        "model": model.state_dict(),
+                        "epoch": epoch,
+                        "metrics": metrics,
+                        "encoder_spec": enc_info["spec"],
+                        "classes": train.classes,
+                    },
+                    out / "best.pth",
+                )
+        if info.is_main:
+            atomic_torch_save(
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                    "ema": ema.module.state_dict() if ema is not None else None,
+                },
+                out / "checkpoint.pth",
+            )
+    logger.close()
+    last = history[-1] if history else {}
+    results = {
+        "top1": best["top1"],
+        "top5": best["top5"],
+        "best_epoch": best["epoch"],
+        "last_top1": last.get("val_top1"),
+        "last_top5": last.get("val_top5"),
+        "num_classes": num_classes,
+        "peak_lr": peak_lr,
+    }
+    if ema is not None:
+        results.update(ema_top1=last.get("ema_top1"), ema_top5=last.get("ema_top5"))
+    if info.is_main:
+        results = write_results(cfg.out, cfg, enc_info, results)
+    return results
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset, cfg: EvalCommonConfig, device: torch.device, info: DistInfo) -> dict:
+    """Exact top-1/top-5 (percent) over the whole val set, sharded across ranks without padding."""
+    model.eval()
+    sampler = ShardSampler(len(dataset), info.rank, info.world_size)
+    c1 = c5 = 0
+    for batch in loader(dataset, cfg.batch_size, cfg.num_workers, sampler=sampler):
+        with autocast(device, cfg.amp):
+            logits = model(batch["image"].to(device))
+        a, b = topk_correct(logits.float(), batch["label"].to(device))
+        c1, c5 = c1 + a, c5 + b
+    s1, s5 = all_reduce_sum([c1, c5], device)
+    n = max(len(dataset), 1)
+    return {"top1": s1 * 100.0 / n, "top5": s5 * 100.0 / n}

@@ -1,0 +1,362 @@
+"""Linear probing of a frozen encoder (paper Table 3; MAE protocol, He et al. 2022 Sec. A.2).
+
+Two modes:
+
+* ``full``: every epoch runs the frozen encoder on freshly augmented images (RandomResizedCrop + flip), then a
+  BatchNorm(affine=False) + linear head per swept learning rate, LARS (or SGD) with a cosine schedule; 90 epochs
+  by default. This is the published protocol.
+* ``fast``: features are extracted once (center crop, plus ``fast_views`` augmented views per training image) and
+  cached in the run directory; the heads train on the cached tensors in seconds. Cheaper, slightly optimistic or
+  pessimistic depending on the data (see ``benchmarks/results/linprobe-modes.md``).
+
+Both report the best head of the sweep (top-1/top-5 on val) and every head's numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from semmae.data.transforms import eval_transform, train_transform
+from semmae.errors import UserError
+from semmae.eval.common import (
+    EvalCommonConfig,
+    ShardSampler,
+    all_reduce_sum,
+    autocast,
+    build_datasets,
+    build_encoder_from_config,
+    extract_features,
+    file_sha256,
+    loader,
+    write_results,
+)
+from semmae.eval.heads import ProbeHeads, build_head_optimizer, cosine_factor, head_metrics, set_lr
+from semmae.models.encoder_loading import pooled_features
+from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from semmae.utils.io import atomic_torch_save, load_checkpoint
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import seed_everything
+
+
+@dataclass
+class LinprobeConfig(EvalCommonConfig):
+    """``semmae linprobe``: defaults are MAE's linear-probe recipe (LARS, blr 0.1, 90 epochs, 10 warm-up)."""
+
+    mode: str = field(
+        default="full",
+        metadata={
+            "help": "full: augment through the encoder every epoch; fast: cached features",
+            "choices": ("full", "fast"),
+        },
+    )
+    pool: str = field(
+        default="token",
+        metadata={"help": "feature: class token or patch-token average (GAP)", "choices": ("token", "avg")},
+    )
+    epochs: int = field(default=90, metadata={"help": "training epochs"})
+    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs"})
+    blrs: list[float] = field(
+        default_factory=lambda: [0.025, 0.05, 0.1, 0.2, 0.4],
+        metadata={"help": "base learning rates swept in one pass (lr = blr * global batch / 256)"},
+    )
+    optimizer: str = field(default="lars", metadata={"help": "head optimizer", "choices": ("lars", "sgd")})
+    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the head weights"})
+    momentum: float = field(default=0.9, metadata={"help": "optimizer momentum"})
+    crop_scale_min: float = field(
+        default=0.08, metadata={"help": "RandomResizedCrop minimum area (MAE linprobe: 0.08)"}
+    )
+    fast_views: int = field(
+        default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
+    )
+    eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
+    resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
+
+    def validate(self) -> None:
+        self.validate_common()
+        if self.epochs < 1:
+            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise UserError(f"--warmup-epochs must be in [0, epochs], got {self.warmup_epochs}")
+        if not self.blrs or any(b <= 0 for b in self.blrs):
+            raise UserError(f"--blrs must be positive numbers, got {self.blrs}")
+        if self.fast_views < 0:
+            raise UserError(f"--fast-views must be >= 0, got {self.fast_views}")
+        if not 0 < self.crop_scale_min <= 1:
+            raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
+
+
+def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:
+    top1 = (c1.double() * 100.0 / max(n, 1)).tolist()
+    top5 = (c5.double() * 100.0 / max(n, 1)).tolist()
+    best = max(range(len(blrs)), key=lambda h: (top1[h], top5[h]))
+    return {
+        "top1": top1[best],
+        "top5": top5[best],
+        "best_blr": blrs[best],
+        "per_blr": [{"blr": b, "top1": t1, "top5": t5} for b, t1, t5 in zip(blrs, top1, top5)],
+    }
+
+
+def fast_linear_probe(
+    train_features: torch.Tensor,
+    train_labels: torch.Tensor,
+    val_features: torch.Tensor,
+    val_labels: torch.Tensor,
+    num_classes: int | None = None,
+    epochs: int = 90,
+    blrs: list[float] | tuple[float, ...] = (0.025, 0.05, 0.1, 0.2, 0.4),
+    batch_size: int = 256,
+    optimizer: str = "lars",
+    weight_decay: float = 0.0,
+    momentum: float = 0.9,
+    warmup_epochs: int = 10,
+    seed: int = 0,
+    log: Callable[[int, dict], None] | None = None,
+) -> dict[str, Any]:
+    """Train BN + linear heads (one per blr) on cached features [N, D] and report val top-1/top-5 (percent).
+
+    Callable from the pretraining engine and the demo. Features stay on their device; ``warmup_epochs`` is clipped
+    to the epoch count. Returns ``{"top1", "top5", "best_blr", "per_blr": [...]}``.
+    """
+    device = train_features.device
+    if num_classes is None:
+        num_classes = int(max(int(train_labels.max()), int(val_labels.max()))) + 1
+    blrs = list(blrs)
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    torch.manual_seed(seed)
+    heads = ProbeHeads(train_features.shape[1], num_classes, len(blrs)).to(device)
+    bs = min(batch_size, train_features.shape[0])
+    opt = build_head_optimizer(heads, [b * bs / 256 for b in blrs], optimizer, weight_decay, momentum)
+    steps_per_epoch = max(1, train_features.shape[0] // bs)  # drop_last: BatchNorm never sees a batch of 1
+    total = epochs * steps_per_epoch
+    warmup = min(warmup_epochs, epochs) * steps_per_epoch
+    y = train_labels.to(device).long()
+    step = 0
+    heads.train()
+    for epoch in range(epochs):
+        perm = torch.randperm(train_features.shape[0], generator=g).to(device)
+        running = 0.0
+        for s in range(steps_per_epoch):
+            idx = perm[s * bs : (s + 1) * bs]
+            set_lr(opt, cosine_factor(step, total, warmup))
+            loss = heads.loss(heads(train_features[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() / len(blrs)
+            step += 1
+        if log is not None:
+            log(epoch, {"train_loss": running / steps_per_epoch})
+    c1, c5 = head_metrics(heads, val_features.to(device), val_labels.to(device).long())
+    return _sweep_results(c1, c5, val_features.shape[0], blrs)
+
+
+# --------------------------------------------------------------------------------------------------- the command
+def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, ckpt_digest: str | None):
+    """Fast mode: (train features with views [N*(1+V), D], labels, val features, val labels, class count),
+    cached in OUT/features.pt and reused when the checkpoint digest and feature settings match."""
+    size = enc_info["spec"]["img_size"]
+    cache = Path(cfg.out) / "features.pt"
+    key = {
+        "checkpoint_sha256": ckpt_digest,
+        "random_init": cfg.random_init,
+        "pool": cfg.pool,
+        "img_size": size,
+        "fast_views": cfg.fast_views,
+        "seed": cfg.seed,
+        "crop_scale_min": cfg.crop_scale_min,
+    }
+    if cfg.resume and cache.is_file() and not cfg.random_init:
+        obj = load_checkpoint(cache)
+        if obj.get("key") == key:
+            return (
+                obj["train_x"].to(device),
+                obj["train_y"].to(device),
+                obj["val_x"].to(device),
+                obj["val_y"].to(device),
+                len(obj["classes"]),
+            )
+    train, val = build_datasets(cfg, eval_transform(size), eval_transform(size))
+    kw = dict(
+        device=device,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pool=cfg.pool,
+        amp=cfg.amp,
+        dist_info=info,
+    )
+    xs, ys = [], []
+    x, y = extract_features(encoder, train, desc="train features", **kw)
+    xs.append(x)
+    ys.append(y)
+    train.transform = train_transform(size, scale=(cfg.crop_scale_min, 1.0))
+    for v in range(cfg.fast_views):
+        x, y = extract_features(encoder, train, desc=f"train view {v + 1}", **kw)
+        xs.append(x)
+        ys.append(y)
+    vx, vy = extract_features(encoder, val, desc="val features", **kw)
+    tx, ty = torch.cat(xs), torch.cat(ys)
+    if info.is_main:
+        atomic_torch_save(
+            {
+                "key": key,
+                "train_x": tx.cpu(),
+                "train_y": ty.cpu(),
+                "val_x": vx.cpu(),
+                "val_y": vy.cpu(),
+                "classes": train.classes,
+            },
+            cache,
+        )
+    return tx, ty, vx, vy, len(train.classes)
+
+
+def run_linprobe(cfg: LinprobeConfig) -> dict:
+    info = init_distributed("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    try:
+        device = resolve_device(cfg.device, info)
+        seed_everything(cfg.seed, info.rank)
+        encoder, enc_info = build_encoder_from_config(cfg)
+        encoder.to(device).eval().requires_grad_(False)
+        logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
+        digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
+        if cfg.mode == "fast":
+            tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest)
+            metrics = fast_linear_probe(
+                tx,
+                ty,
+                vx,
+                vy,
+                num_classes,
+                cfg.epochs,
+                cfg.blrs,
+                cfg.batch_size * info.world_size,
+                cfg.optimizer,
+                cfg.weight_decay,
+                cfg.momentum,
+                cfg.warmup_epochs,
+                cfg.seed,
+                log=lambda ep, rec: logger.log(ep, **rec),
+            )
+            metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
+        else:
+            metrics = _full_probe(cfg, encoder, enc_info, device, info, logger)
+        logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
+        logger.close()
+        if info.is_main:
+            metrics = write_results(cfg.out, cfg, enc_info, metrics)
+        return metrics
+    finally:
+        cleanup()
+
+
+def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, logger: RunLogger) -> dict:
+    size = enc_info["spec"]["img_size"]
+    train, val = build_datasets(
+        cfg, train_transform(size, scale=(cfg.crop_scale_min, 1.0)), eval_transform(size)
+    )
+    num_classes = len(train.classes)
+    if len(train) < 2:
+        raise UserError("the linear probe needs at least 2 training images")
+    heads = ProbeHeads(encoder.embed_dim, num_classes, len(cfg.blrs)).to(device)
+    global_batch = cfg.batch_size * info.world_size
+    opt = build_head_optimizer(
+        heads, [b * global_batch / 256 for b in cfg.blrs], cfg.optimizer, cfg.weight_decay, cfg.momentum
+    )
+    sampler = (
+        DistributedSampler(train, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if info.enabled
+        else None
+    )
+    g = torch.Generator().manual_seed(cfg.seed)
+    train_loader = loader(
+        train,
+        min(cfg.batch_size, len(train)),
+        cfg.num_workers,
+        sampler=sampler,
+        shuffle=True,
+        drop_last=True,
+        generator=g,
+    )
+    model = DistributedDataParallel(heads) if info.enabled else heads
+    steps_per_epoch = len(train_loader)
+    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    ckpt_path = Path(cfg.out) / "checkpoint.pth"
+    start_epoch, metrics = 0, None
+    if cfg.resume and ckpt_path.is_file():
+        state = load_checkpoint(ckpt_path)
+        if state.get("blrs") != list(cfg.blrs) or state.get("mode") != "full":
+            raise UserError(
+                f"{ckpt_path} was written by a different probe (blrs/mode); use another --out or --no-resume"
+            )
+        heads.load_state_dict(state["heads"])
+        opt.load_state_dict(state["optimizer"])
+        start_epoch, metrics = int(state["epoch"]) + 1, state.get("metrics")
+    for epoch in range(start_epoch, cfg.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        heads.train()
+        running, n = 0.0, 0
+        for it, batch in enumerate(
+            tqdm(train_loader, desc=f"linprobe {epoch}", disable=not info.is_main, leave=False)
+        ):
+            step = epoch * steps_per_epoch + it
+            set_lr(opt, cosine_factor(step, total, warmup))
+            with torch.no_grad(), autocast(device, cfg.amp):
+                feats = pooled_features(encoder, batch["image"].to(device, non_blocking=True), cfg.pool)
+            labels = batch["label"].to(device)
+            loss = heads.loss(model(feats.float()), labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            running += loss.item() / len(cfg.blrs)
+            n += 1
+        record: dict[str, Any] = {
+            "train_loss": running / max(n, 1),
+            "lr_best_head_factor": cosine_factor((epoch + 1) * steps_per_epoch - 1, total, warmup),
+        }
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            metrics = _evaluate_heads(heads, encoder, val, cfg, device, info)
+            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], best_blr=metrics["best_blr"])
+        logger.log(epoch, **record)
+        if info.is_main:
+            atomic_torch_save(
+                {
+                    "heads": heads.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "epoch": epoch,
+                    "blrs": list(cfg.blrs),
+                    "mode": "full",
+                    "metrics": metrics,
+                },
+                ckpt_path,
+            )
+    assert metrics is not None
+    return {**metrics, "mode": "full"}
+
+
+@torch.no_grad()
+def _evaluate_heads(heads: ProbeHeads, encoder, val, cfg: LinprobeConfig, device, info: DistInfo) -> dict:
+    heads.eval()
+    sampler = ShardSampler(len(val), info.rank, info.world_size)
+    h = len(cfg.blrs)
+    c1 = torch.zeros(h, dtype=torch.long, device=device)
+    c5 = torch.zeros(h, dtype=torch.long, device=device)
+    for batch in loader(val, cfg.batch_size, cfg.num_workers, sampler=sampler):
+        with autocast(device, cfg.amp):
+            feats = pooled_features(encoder, batch["image"].to(device), cfg.pool)
+        a, b = head_metrics(heads, feats.float(), batch["label"].to(device))
+        c1 += a
+        c5 += b
+    sums = all_reduce_sum(c1.tolist() + c5.tolist(), device)
+    heads.train()
+    return _sweep_results(torch.tensor(sums[:h]), torch.tensor(sums[h:]), len(val), list(cfg.blrs))
