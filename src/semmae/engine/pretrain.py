@@ -92,28 +92,6 @@ def build_strategy(cfg: PretrainConfig):
     return strategy
 
 
-def model_config_of(model: torch.nn.Module, name: str, overrides: dict) -> dict[str, Any]:
-    """Plain-data description of the MAE (enough to rebuild it with ``create_model(**cfg)``)."""
-    cfg = getattr(model, "model_config", None)
-    if callable(cfg):
-        cfg = cfg()
-    out: dict[str, Any] = dict(cfg) if isinstance(cfg, dict) else {}
-    out.setdefault("name", name)
-    for k, v in overrides.items():
-        out.setdefault(k, v)
-    pe = getattr(model, "patch_embed", None)
-    if pe is not None:
-        ps = pe.patch_size
-        out.setdefault("patch_size", int(ps[0] if isinstance(ps, (tuple, list)) else ps))
-    if getattr(model, "cls_token", None) is not None:
-        out.setdefault("embed_dim", int(model.cls_token.shape[-1]))
-    blocks = getattr(model, "blocks", None)
-    if blocks is not None:
-        out.setdefault("depth", len(blocks))
-        out.setdefault("num_heads", int(blocks[0].attn.num_heads))
-    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in out.items()}
-
-
 def _memory_mb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**20
@@ -136,6 +114,7 @@ class Pretrainer:
         self.device = du.resolve_device(want, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.is_main = self.dist.is_main
+        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)  # an unwritable out dir fails here, early
 
         seed_everything(cfg.seed, 0)  # identical initial weights on every rank
         self.overrides = cfg.model_overrides()
@@ -143,7 +122,7 @@ class Pretrainer:
             model = create_model(cfg.model, **self.overrides)
         except (KeyError, ValueError, TypeError) as e:
             raise UserError(f"--model {cfg.model}: {e}") from None
-        self.model_config = model_config_of(model, cfg.model, self.overrides)
+        self.model_config = model.config_dict()
         self.patch_size = int(self.model_config["patch_size"])
         model.to(self.device)
         self.model_core = model
@@ -189,7 +168,6 @@ class Pretrainer:
             prefetch_factor=4 if workers > 0 else None,
         )
         self.mask_gen = torch.Generator(device=self.device)
-        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)
         self.resumed_from = self._maybe_resume()
 
         self.model: torch.nn.Module = model
@@ -273,7 +251,7 @@ class Pretrainer:
         ``(seed, step, shard)`` with ``shard = rank * accum_iter + micro`` so they do not depend on the world."""
         dev = self.device
         imgs = batch["image"].to(dev, non_blocking=True)
-        part_ids = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
+        part_ids = full_parts = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
         fg = batch["fg"].to(dev, non_blocking=True) if "fg" in batch else None
         g = self.cfg.img_size // self.patch_size
         grid: tuple[int, int] | int = (g, g)
@@ -296,7 +274,7 @@ class Pretrainer:
             device=dev,
             no_part_id=self.no_part_id,
         )
-        return imgs, mask, keep_index, part_ids
+        return imgs, mask, keep_index, full_parts
 
     def run(self) -> dict[str, Any]:
         cfg, p = self.cfg, self.plan
@@ -369,6 +347,10 @@ class Pretrainer:
             micro = 0
             self.optimizer.zero_grad(set_to_none=True)
             finite = torch.isfinite(step_loss)
+            if (
+                grad_norm is not None and not self.scaler.enabled
+            ):  # fp16 overflow steps are skipped by the scaler
+                finite = finite & torch.isfinite(grad_norm)
             bad_step.copy_(
                 torch.where(finite, bad_step, torch.minimum(bad_step, torch.full_like(bad_step, step)))
             )
@@ -430,26 +412,15 @@ class Pretrainer:
 
         imgs, mask, out, part_ids, keep_index = self._last_vis
         n = min(self.cfg.vis_images, imgs.shape[0])
-        pred, mask_full = out["pred"][:n], mask[:n]
-        if (
-            keep_index is not None
-        ):  # scatter the kept patches back onto the full grid; dropped ones stay masked
-            L = (self.cfg.img_size // self.patch_size) ** 2
-            k = keep_index[:n]
-            full_pred = pred.new_zeros(n, L, pred.shape[-1]).scatter(
-                1, k[..., None].expand(-1, -1, pred.shape[-1]), pred
-            )
-            full_mask = torch.ones(n, L, dtype=torch.bool, device=mask.device).scatter(1, k, mask_full)
-            pred, mask_full = full_pred, full_mask
-            part_ids = None
         panel = reconstruction_panel(
             imgs[:n],
-            mask_full,
-            pred,
+            mask[:n],
+            out["pred"][:n].detach(),
             self.patch_size,
             self.cfg.norm_pix_loss,
-            part_ids[:n] if part_ids is not None else None,
-            self.no_part_id,
+            keep_index=keep_index[:n] if keep_index is not None else None,
+            part_ids=part_ids[:n] if part_ids is not None else None,
+            no_part_id=self.no_part_id,
         )
         save_panel(panel, Path(self.cfg.out) / "vis" / f"epoch{epoch:04d}.png")
         self.logger.add_image("reconstruction", torch.from_numpy(panel).permute(2, 0, 1), self.step)

@@ -15,21 +15,8 @@ import torch
 from PIL import Image
 
 from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from semmae.models.patches import patchify, reconstruct_images, unpatchify
 from semmae.utils.io import atomic_write_bytes
-
-
-def patchify(imgs: torch.Tensor, p: int) -> torch.Tensor:
-    """``[B, C, H, W] -> [B, L, p*p*C]`` in row-major patch order, pixels (p, p, C) within a patch."""
-    b, c, h, w = imgs.shape
-    x = imgs.reshape(b, c, h // p, p, w // p, p)
-    return x.permute(0, 2, 4, 3, 5, 1).reshape(b, (h // p) * (w // p), p * p * c)
-
-
-def unpatchify(patches: torch.Tensor, p: int, h: int, w: int, c: int = 3) -> torch.Tensor:
-    """Inverse of :func:`patchify`: ``[B, L, p*p*C] -> [B, C, H, W]``."""
-    b = patches.shape[0]
-    x = patches.reshape(b, h // p, w // p, p, p, c)
-    return x.permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
 
 
 def _to_uint8(imgs: torch.Tensor) -> np.ndarray:
@@ -51,6 +38,14 @@ def _part_colours(part_ids: torch.Tensor, grid: int, size: int, no_part_id: int 
     return cells.repeat(rep, axis=1).repeat(rep, axis=2)
 
 
+def full_grid_mask(mask: torch.Tensor, keep_index: torch.Tensor | None, num_patches: int) -> torch.Tensor:
+    """bool ``[B, L]`` over the whole grid: masked patches and (patch-8 setting) patches that never entered."""
+    if keep_index is None:
+        return mask
+    full = torch.ones(mask.shape[0], num_patches, dtype=torch.bool, device=mask.device)
+    return full.scatter(1, keep_index, mask)
+
+
 @torch.no_grad()
 def reconstruction_panel(
     imgs: torch.Tensor,
@@ -58,30 +53,32 @@ def reconstruction_panel(
     pred: torch.Tensor,
     patch_size: int,
     norm_pix_loss: bool,
+    keep_index: torch.Tensor | None = None,
     part_ids: torch.Tensor | None = None,
     no_part_id: int | None = None,
 ) -> np.ndarray:
-    """Build the panel as ``uint8 [rows * S, cols * S, 3]``.
+    """Build the panel as ``uint8 [B * S, cols * S, 3]`` (one row per image).
 
     Args:
-        imgs: ``[B, 3, S, S]`` normalised inputs. mask: bool ``[B, L]`` (True = masked) over the full grid.
-        pred: ``[B, L, p*p*3]`` decoder output over the full grid. patch_size: p.
-        norm_pix_loss: whether ``pred`` is in per-patch normalised units. part_ids: long ``[B, L]`` or None.
+        imgs: ``[B, 3, S, S]`` normalised inputs. mask: bool ``[B, L']`` (True = masked) over the patches in the
+            model. pred: ``[B, L', p*p*3]`` decoder output. patch_size: p.
+        norm_pix_loss: whether ``pred`` is in per-patch normalised units.
+        keep_index: long ``[B, L']`` patches that entered the model (patch-8 setting) or None (all ``L``).
+        part_ids: long ``[B, L]`` over the full grid, or None (no part column).
     """
     imgs, mask, pred = imgs.float().cpu(), mask.cpu(), pred.float().cpu()
+    keep_index = keep_index.cpu() if keep_index is not None else None
     b, _, h, w = imgs.shape
+    grid = (h // patch_size, w // patch_size)
     target = patchify(imgs, patch_size)
-    if norm_pix_loss:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)
-        pred = pred * (var + 1e-6).sqrt() + mean
-    m = mask.unsqueeze(-1).float()
-    grey = torch.zeros_like(target)  # 0 in normalised units = the ImageNet mean colour
-    masked = unpatchify(target * (1 - m) + grey * m, patch_size, h, w)
-    recon = unpatchify(target * (1 - m) + pred * m, patch_size, h, w)
+    hidden = full_grid_mask(mask, keep_index, grid[0] * grid[1]).unsqueeze(-1).float()
+    masked = unpatchify(target * (1 - hidden), patch_size, grid)  # 0 = the ImageNet mean colour
+    recon = reconstruct_images(
+        pred, imgs, mask, patch_size, keep_index=keep_index, norm_pix_loss=norm_pix_loss
+    )
     cols = [_to_uint8(imgs), _to_uint8(masked), _to_uint8(recon)]
     if part_ids is not None:
-        cols.append(_part_colours(part_ids, h // patch_size, h, no_part_id))
+        cols.append(_part_colours(part_ids, grid[0], h, no_part_id))
     rows = [np.concatenate([c[i] for c in cols], axis=1) for i in range(b)]
     return np.concatenate(rows, axis=0)
 

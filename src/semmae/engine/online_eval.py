@@ -1,0 +1,52 @@
+"""Online kNN during pretraining (``--eval-every K``): a cheap signal of representation quality in a long run.
+
+Rank 0 encodes a labelled held-out pair of folders (``--eval-train`` as the memory bank, ``--eval-val`` as
+queries; eval transform: resize + centre crop) with the *unmasked* encoder's class token and scores the weighted
+kNN classifier of :func:`semmae.eval.knn.knn_accuracy` (DINO protocol, cosine similarity, T = 0.07). The other
+ranks wait at a barrier; the folders are meant to be small (a few thousand images).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.data import DataLoader
+
+from semmae.engine.config import PretrainConfig
+from semmae.utils import distributed as du
+
+
+@torch.no_grad()
+def encode_folder(
+    model: torch.nn.Module, root: str, img_size: int, batch_size: int, num_workers: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class-token features ``[N, D]`` (float32, CPU) and labels ``[N]`` of an ImageFolder."""
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.transforms import eval_transform
+
+    ds = ImageFolderDataset(root, transform=eval_transform(img_size))
+    feats, labels = [], []
+    for batch in DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False):
+        cls, _ = model.forward_encoder_features(batch["image"].to(device))
+        feats.append(cls.float().cpu())
+        labels.append(batch["label"])
+    return torch.cat(feats), torch.cat(labels)
+
+
+def online_knn(
+    model: torch.nn.Module, cfg: PretrainConfig, device: torch.device, is_main: bool
+) -> dict[str, float] | None:
+    """``{"knn_top1", "knn_top5"}`` on rank 0 (None elsewhere). Collective: call on every rank."""
+    result = None
+    if is_main:
+        from semmae.eval.knn import knn_accuracy
+
+        was_training = model.training
+        model.eval()
+        args = (cfg.img_size, cfg.batch_size, min(cfg.num_workers, 2), device)
+        train_f, train_y = encode_folder(model, cfg.eval_train, *args)
+        val_f, val_y = encode_folder(model, cfg.eval_val, *args)
+        model.train(was_training)
+        acc = knn_accuracy(train_f, train_y, val_f, val_y, k=cfg.knn_k)
+        result = {f"knn_{k}": float(v) for k, v in acc.items()}
+    du.barrier()
+    return result

@@ -1,0 +1,47 @@
+"""Engine fixtures: a tiny image folder and the arguments of a micro pretraining run (mae_vit_micro_patch8)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+MICRO = [
+    "--model",
+    "mae_vit_micro_patch8",
+    "--img-size",
+    "32",
+    "--precision",
+    "fp32",
+    "--no-progress",
+    "--vis-every",
+    "0",
+    "--log-every",
+    "1",
+    "--batch-size",
+    "4",
+    "--warmup-epochs",
+    "1",
+]
+
+
+@pytest.fixture(scope="session")
+def engine_images(tmp_path_factory):
+    """16 random 40x40 RGB images in two classes (ImageFolder layout)."""
+    root = tmp_path_factory.mktemp("engine") / "imgs"
+    rng = np.random.default_rng(0)
+    for c in ("a", "b"):
+        (root / c).mkdir(parents=True)
+        for i in range(8):
+            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def micro_args():
+    """``micro_args(data, out, *extra)`` -> argv for ``semmae.cli.main`` of a micro run."""
+
+    def make(data, out, *extra: str) -> list[str]:
+        return ["pretrain", "--data", str(data), "--out", str(out), *MICRO, *extra]
+
+    return make

@@ -1,0 +1,202 @@
+"""In-process `semmae pretrain` / `semmae export` runs on a micro model: records, guard rails, export to timm."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import timm
+import torch
+
+from semmae.cli import main
+from semmae.config import resolve_config
+from semmae.engine.checkpoint import CheckpointManager
+from semmae.engine.config import PretrainConfig
+from semmae.models import create_model
+from semmae.utils.rundir import read_log
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, engine_images):
+    out = tmp_path_factory.mktemp("run")
+    argv = [
+        "pretrain",
+        "--data",
+        str(engine_images),
+        "--out",
+        str(out),
+        "--model",
+        "mae_vit_micro_patch8",
+        "--img-size",
+        "32",
+        "--precision",
+        "fp32",
+        "--no-progress",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "2",
+        "--warmup-epochs",
+        "1",
+        "--log-every",
+        "3",
+        "--vis-every",
+        "1",
+        "--num-workers",
+        "0",
+        "--masking",
+        "random",
+        "--ckpt-every",
+        "2",
+        "--keep-last",
+        "2",
+    ]
+    assert main(argv) == 0
+    return out
+
+
+def test_run_records(trained_run):
+    log = [r for r in read_log(trained_run / "log.jsonl") if "loss" in r]
+    # 16 images / batch 4 = 4 steps per epoch, 2 epochs; logged every 3 steps and at the end
+    assert [r["step"] for r in log] == [3, 6, 8]
+    for r in log:
+        assert {"step", "epoch", "loss", "lr", "alpha", "img_per_s", "memory_mb"} <= set(r)
+    assert [r["epoch"] for r in log] == [0, 1, 1]
+    # lr = blr * 4 / 256 with one warm-up epoch (4 steps), read at the step's own index
+    lr = 1.5e-4 * 4 / 256
+    assert log[0]["lr"] == pytest.approx(lr * 2 / 4)
+    assert (trained_run / "config.yaml").is_file() and list((trained_run / "tb").iterdir())
+    assert sorted(p.name for p in (trained_run / "vis").iterdir()) == ["epoch0001.png", "epoch0002.png"]
+    ckpts = CheckpointManager(trained_run).list()
+    assert [p.name for p in ckpts] == ["ckpt-000000006.pth", "ckpt-000000008.pth"]  # keep-last 2
+    for path in ckpts:  # plain data only
+        ck = torch.load(path, weights_only=True)
+        assert ck["model_config"]["name"] == "mae_vit_micro_patch8" and ck["config"]["masking"] == "random"
+        assert ck["sampler"]["step_in_epoch"] == ck["step"] % 4 and len(ck["rng"]) == 1
+    assert torch.load(ckpts[0], weights_only=True)["sampler"] == {
+        "epoch": 1,
+        "step_in_epoch": 2,
+        "seed": 0,
+        "effective_batch": 4,
+        "steps_per_epoch": 4,
+    }
+
+
+def test_export_loads_into_timm_with_same_features(trained_run, tmp_path, capsys):
+    out = tmp_path / "enc.safetensors"
+    assert main(["export", "--checkpoint", str(trained_run), "--out", str(out)]) == 0
+    ck = torch.load(CheckpointManager(trained_run).latest(), weights_only=True)
+    mae = create_model("mae_vit_micro_patch8", img_size=32)
+    mae.load_state_dict(ck["model"])
+    mae.eval()
+    vit = timm.create_model(
+        "vit_tiny_patch16_224",
+        pretrained=True,
+        pretrained_cfg_overlay=dict(file=str(out)),
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=0,
+    ).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        cls, patches = mae.forward_encoder_features(x)
+        feats = vit.forward_features(x)
+    torch.testing.assert_close(feats[:, 0], cls, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(feats[:, 1:], patches, atol=1e-5, rtol=1e-5)
+    from safetensors import safe_open
+
+    with safe_open(str(out), "pt") as fh:
+        assert json.loads(fh.metadata()["model_config"])["embed_dim"] == 32
+        assert not any(k.startswith(("decoder", "mask_token")) for k in fh.keys())
+
+
+def test_part_guided_masking_without_cache_is_a_clear_error(engine_images, tmp_path, micro_args, capsys):
+    assert main(micro_args(engine_images, tmp_path / "r", "--masking", "adaptive")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "masking 'adaptive' is part-guided and needs a part cache" in err[0]
+    assert "random, block" in err[0]
+    assert not (tmp_path / "r").exists()  # refused before anything is written
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(engine_images, tmp_path, micro_args, capsys):
+    out = tmp_path / "r"
+    rc = main(
+        micro_args(
+            engine_images,
+            out,
+            "--masking",
+            "random",
+            "--lr",
+            "1e30",
+            "--epochs",
+            "3",
+            "--warmup-epochs",
+            "0",
+            "--ckpt-every",
+            "1",
+            "--num-workers",
+            "0",
+        )
+    )
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "became non-finite at step" in err and "last good checkpoint" in err
+    bad = int(err.split("non-finite at step ")[1].split()[0])
+    latest = CheckpointManager(out).latest()
+    ck = torch.load(latest, weights_only=True)
+    assert ck["step"] == bad  # steps 0..bad-1 done, i.e. the checkpoint right before the bad step
+    assert all(torch.isfinite(v).all() for v in ck["model"].values() if v.is_floating_point())
+
+
+def test_unwritable_out_dir_is_reported(engine_images, tmp_path, micro_args, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(micro_args(engine_images, blocker / "run", "--masking", "random")) == 2
+    assert "cannot" in capsys.readouterr().err
+
+
+def test_every_flag_reaches_the_config():
+    import argparse
+
+    from semmae.config import add_config_args
+
+    parser = argparse.ArgumentParser()
+    add_config_args(parser, PretrainConfig)
+    base = resolve_config(PretrainConfig, parser.parse_args(["--data", "x"]))
+    given = {
+        "--epochs": "300",
+        "--global-batch": "128",
+        "--blr": "1e-3",
+        "--betas": ["0.8", "0.9"],
+        "--clip-grad": "1.0",
+        "--fg-keep": "0.25",
+        "--resume": "auto",
+        "--ckpt-every": "7",
+    }
+    for flag, value in given.items():
+        argv = ["--data", "x", flag, *(value if isinstance(value, list) else [value])]
+        cfg = resolve_config(PretrainConfig, parser.parse_args(argv))
+        assert cfg != base, flag
+
+
+@pytest.mark.parametrize(
+    "preset",
+    [
+        "pretrain/semmae_vitb16",
+        "pretrain/semmae_vitb8",
+        "pretrain/mae_vitb16",
+        "pretrain/tiny_cpu",
+        "pretrain/tiny_cpu_semmae",
+    ],
+)
+def test_presets_resolve(preset):
+    cfg = resolve_config(PretrainConfig, {"config": preset, "data": "x"})
+    create_model(cfg.model, **cfg.model_overrides())  # the preset's model is registered and valid
+    if preset.endswith(("vitb16", "vitb8")):
+        assert (cfg.epochs, cfg.warmup_epochs, cfg.global_batch, cfg.blr) == (800, 40, 4096, 1.5e-4)
+        assert (cfg.mask_ratio, tuple(cfg.betas), cfg.weight_decay) == (0.75, (0.9, 0.95), 0.05)
+    if preset.endswith("vitb8"):
+        assert cfg.fg_keep == 0.25 and cfg.gamma == 2
