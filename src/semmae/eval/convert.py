@@ -79,16 +79,19 @@ def _mat_records(path: Path, key: str) -> list[dict[str, Any]]:
     if key not in mat:
         raise UserError(f"{path} has no '{key}' entry")
     recs = mat[key]
-    recs = [recs] if not hasattr(recs, "__len__") else list(recs)
+    recs = [recs] if hasattr(recs, "_fieldnames") else list(recs)  # squeeze_me turns one record into a scalar
     return [{f: getattr(r, f) for f in r._fieldnames} for r in recs]
 
 
 def _cars_names(paths: list[Path]) -> list[str]:
+    import numpy as np
     from scipy.io import loadmat
 
     for p in paths:
         if p.is_file():
-            return [str(n) for n in loadmat(str(p), squeeze_me=True)["class_names"]]
+            mat = loadmat(str(p), squeeze_me=True)
+            if "class_names" in mat:
+                return [str(n) for n in np.atleast_1d(mat["class_names"])]
     return []
 
 

@@ -1,0 +1,180 @@
+"""``semmae linprobe | finetune | knn`` end to end on tiny generated data, in-process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from timm.optim import param_groups_layer_decay
+
+from semmae.cli import main
+from semmae.eval.finetune import FinetuneConfig, build_classifier
+from semmae.utils.rundir import read_log
+
+COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
+
+
+def results(out):
+    return json.loads((out / "results.json").read_text())
+
+
+def test_knn_and_fast_linprobe(tiny_data, tiny_ckpt, tmp_path):
+    out = tmp_path / "knn"
+    assert (
+        main(
+            [
+                "knn",
+                "--data",
+                str(tiny_data),
+                "--checkpoint",
+                str(tiny_ckpt),
+                "--out",
+                str(out),
+                "--k",
+                "5",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
+    r = results(out)
+    assert 0 <= r["top1"] <= 100 and r["num_train"] == 16 and r["num_val"] == 8
+    assert r["checkpoint"] == str(tiny_ckpt) and len(r["checkpoint_sha256"]) == 64
+    assert r["encoder"]["layout"] == "semmae_pretrain" and r["config"]["k"] == 5
+    assert (out / "config.yaml").is_file() and (out / "tb").is_dir() and read_log(out / "log.jsonl")
+
+    out = tmp_path / "fast"
+    argv = [
+        "linprobe",
+        "--mode",
+        "fast",
+        "--data",
+        str(tiny_data),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+        "--epochs",
+        "20",
+        "--warmup-epochs",
+        "2",
+        "--optimizer",
+        "sgd",
+        "--blrs",
+        "0.01",
+        "1.0",
+        "--fast-views",
+        "1",
+        *COMMON,
+    ]
+    assert main(argv) == 0
+    r = results(out)
+    assert r["mode"] == "fast" and r["num_train_rows"] == 32 and len(r["per_blr"]) == 2
+    assert r["top1"] == max(p["top1"] for p in r["per_blr"])
+    assert r["top1"] >= 75.0  # colour classes are linearly separable even through a random tiny ViT
+    cache = torch.load(out / "features.pt", weights_only=True)
+    assert cache["train_x"].shape == (32, 32) and cache["val_x"].shape == (8, 32)
+    assert main(argv) == 0 and results(out)["top1"] == r["top1"]  # reruns reuse the cached features
+
+
+def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
+    out = tmp_path / "full"
+    base = [
+        "linprobe",
+        "--mode",
+        "full",
+        "--train",
+        str(tiny_data / "train"),
+        "--val",
+        str(tiny_data / "val"),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+        "--warmup-epochs",
+        "0",
+        "--optimizer",
+        "sgd",
+        "--blrs",
+        "0.5",
+        *COMMON,
+    ]
+    assert main([*base, "--epochs", "1"]) == 0
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert state["epoch"] == 0
+    assert main([*base, "--epochs", "2"]) == 0
+    epochs = [rec["step"] for rec in read_log(out / "log.jsonl") if "train_loss" in rec]
+    assert epochs == [0, 1]  # the second run trained only the missing epoch
+    r = results(out)
+    assert r["mode"] == "full" and r["best_blr"] == 0.5 and "top5" in r
+
+
+def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
+    out = tmp_path / "ft"
+    argv = [
+        "finetune",
+        "--config",
+        "eval/finetune_cpu_tiny",
+        "--data",
+        str(tiny_data),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--random-init",
+        "--epochs",
+        "2",
+        "--out",
+        str(out),
+        "--ema",
+        "--mixup",
+        "0.8",
+        "--cutmix",
+        "1.0",
+        *COMMON,
+    ]
+    assert main(argv) == 0
+    r = results(out)
+    assert r["random_init"] and 0 <= r["top1"] <= 100 and r["top5"] == 100.0  # 2 classes: top-5 is everything
+    assert r["best_epoch"] in (0, 1) and r["ema_top1"] is not None
+    best = torch.load(out / "best.pth", weights_only=True)
+    assert best["model"]["head.weight"].shape == (2, 32)
+    logs = [rec for rec in read_log(out / "log.jsonl") if "val_top1" in rec]
+    assert len(logs) == 2 and all("ema_top1" in rec for rec in logs)
+
+
+def test_layer_decay_scales(tiny_ckpt, tiny_data):
+    cfg = FinetuneConfig(data=str(tiny_data), checkpoint=str(tiny_ckpt), layer_decay=0.5)
+    model, info = build_classifier(cfg, 3)
+    assert info["fresh_keys"] == ["fc_norm.bias", "fc_norm.weight"]
+    groups = param_groups_layer_decay(model, 0.05, model.no_weight_decay(), layer_decay=0.5)
+    scales = {round(g["lr_scale"], 6) for g in groups}
+    assert scales == {0.125, 0.25, 0.5, 1.0}  # embeddings, block 0, block 1, head+norm (depth 2)
+
+
+@pytest.mark.parametrize(
+    "argv,msg",
+    [
+        (["knn", "--checkpoint", "x.pth"], "--data DIR"),
+        (["knn", "--data", "{data}"], "--random-init"),
+        (["linprobe", "--data", "{data}", "--random-init"], "needs --arch"),
+        (["knn", "--data", "{data}", "--checkpoint", "{data}/nope.pth"], "does not exist"),
+        (
+            [
+                "finetune",
+                "--data",
+                "{data}",
+                "--random-init",
+                "--arch",
+                "vit_tiny_patch8",
+                "--batch-size",
+                "7",
+            ],
+            "even",
+        ),
+    ],
+)
+def test_user_errors_are_one_line(argv, msg, tiny_data, capsys):
+    argv = [a.format(data=tiny_data) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert msg in err and len(err.splitlines()) == 1
