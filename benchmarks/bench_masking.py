@@ -1,0 +1,71 @@
+"""Semantic-guided masking (Algorithm 1) vs MAE's random masking, same batch, same device, one process.
+
+B = 256 images, L = 196 patches (14 x 14), 6 parts + the "no part" id; median wall time of repeats.
+Target: semantic <= 3x random (the official per-batch implementation measures ~22x here).
+
+    python benchmarks/bench_masking.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from semmae.masking import random_mask, semantic_guided_mask
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_times(fns: list, repeats: int, device: torch.device, warmup: int = 3) -> list[float]:
+    """Median wall time of each function; the functions are timed in turns so load drifts hit all alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, ts in zip(fns, times):
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            ts.append(time.perf_counter() - t0)
+    return [statistics.median(ts) for ts in times]
+
+
+def run(quick: bool = False, device: str | None = None) -> list[dict]:
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    batch, length, parts = 256, 196, 6
+    repeats = 20 if quick else 200
+    g = torch.Generator(device=dev).manual_seed(0)
+    part_ids = torch.randint(0, parts + 1, (batch, length), device=dev, generator=g)  # id 6 = no part
+    alpha = 0.5
+
+    t_sem, t_rand = median_times(
+        [
+            lambda: semantic_guided_mask(part_ids, 0.75, alpha, g, no_part_id=parts),
+            lambda: random_mask(batch, length, 0.75, g, dev),
+        ],
+        repeats,
+        dev,
+    )
+    tag = f"B={batch} L={length} {parts} parts, {dev.type}"
+    return [
+        {"name": f"masking: semantic-guided time ({tag})", "value": t_sem * 1e3, "unit": "ms", "target": ""},
+        {"name": f"masking: random time ({tag})", "value": t_rand * 1e3, "unit": "ms", "target": ""},
+        {"name": f"masking: semantic / random time ({tag})", "value": t_sem / t_rand, "unit": "x", "target": "<= 3x"},
+    ]
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    args = parser.parse_args()
+    for row in run(args.quick, args.device):
+        print(f"{row['name']:<70} {row['value']:10.3f} {row['unit']:<3} {row['target']}")
