@@ -65,6 +65,11 @@ class ViTPyramid(nn.Module):
                     f"patch size {patch} cannot be resampled to stride {s} with deconvs/pooling "
                     "(needs a power-of-two patch size)"
                 )
+        img = vit.patch_embed.img_size[0]
+        if img % PYRAMID_STRIDES[-1]:
+            raise UserError(
+                f"crop size {img} must be a multiple of the coarsest pyramid stride {PYRAMID_STRIDES[-1]}"
+            )
         self.taps = sorted(set(self.out_indices))
         vit.prune_intermediate_layers(self.taps, prune_norm=True, prune_head=True)
         self.vit = vit
