@@ -12,7 +12,7 @@ from semmae.cli import main
 from semmae.config import resolve_config
 from semmae.engine.checkpoint import CheckpointManager
 from semmae.engine.config import PretrainConfig
-from semmae.models import create_model
+from semmae.models import create_model, model_config
 from semmae.utils.rundir import read_log
 
 
@@ -194,7 +194,9 @@ def test_every_flag_reaches_the_config():
 )
 def test_presets_resolve(preset):
     cfg = resolve_config(PretrainConfig, {"config": preset, "data": "x"})
-    create_model(cfg.model, **cfg.model_overrides())  # the preset's model is registered and valid
+    model_config(
+        cfg.model, **cfg.model_overrides()
+    )  # the preset's model is registered and its overrides valid
     if preset.endswith(("vitb16", "vitb8")):
         assert (cfg.epochs, cfg.warmup_epochs, cfg.global_batch, cfg.blr) == (800, 40, 4096, 1.5e-4)
         assert (cfg.mask_ratio, tuple(cfg.betas), cfg.weight_decay) == (0.75, (0.9, 0.95), 0.05)
