@@ -1,0 +1,299 @@
+"""The four commands as a user runs them (in-process), their outputs, resumption and one-line user errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semmae.cli import main
+from semmae.data.part_cache import PartCache
+from semmae.parts.checkpoint import load_part_model
+from semmae.utils.rundir import read_log
+
+from .conftest import IMG, train_args
+
+
+def test_train_writes_run_dir_and_plain_checkpoint(trained):
+    run = trained.parent
+    ckpt = torch.load(trained, map_location="cpu", weights_only=True)
+    assert ckpt["format"] == "semmae-parts" and ckpt["epoch"] == 1 and ckpt["step"] >= 1
+    assert ckpt["encoder_state"] is None  # the encoder has its own checkpoint
+    assert ckpt["head"]["num_parts"] == 6 and ckpt["head"]["blur_kernel"] == 7
+    assert (run / "config.yaml").is_file() and (run / "panels" / "epoch_001.png").is_file()
+    assert any(f.name.startswith("events") for f in (run / "tb").iterdir())
+    assert any("epoch_loss" in r for r in read_log(run / "log.jsonl"))
+    _, model, _ = load_part_model(trained)
+    assert not model.training
+
+
+def test_train_resumes_and_refuses_changed_model(tmp_path, synth, encoder_ckpt, capsys):
+    out = tmp_path / "run"
+    assert main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "positions")) == 0
+    first = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (
+        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "positions", "--epochs", "2"))
+        == 0
+    )
+    second = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
+    assert main(train_args(synth / "train", out, encoder_ckpt, "--epochs", "3")) == 2
+    assert "softmax_over" in capsys.readouterr().err
+
+
+def test_random_init_encoder_is_stored_in_checkpoint(tmp_path, synth):
+    out = tmp_path / "run"
+    args = train_args(
+        synth / "train", out, "x", "--encoder", "vit_tiny_patch16_224", "--steps-per-epoch", "1"
+    )
+    args.remove("--encoder-checkpoint"), args.remove("x")
+    assert main(args) == 0
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert ckpt["encoder_state"] is not None
+    enc1, _, _ = load_part_model(out / "checkpoint.pth")
+    enc2, _, _ = load_part_model(out / "checkpoint.pth")
+    torch.testing.assert_close(enc1.vit.pos_embed, enc2.vit.pos_embed)
+
+
+def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
+    cache_path = tmp_path / "val.parts"
+    assert (
+        main(
+            [
+                "parts",
+                "export",
+                "--data",
+                str(synth / "val"),
+                "--checkpoint",
+                str(trained),
+                "--grid",
+                "8",
+                "--out",
+                str(cache_path),
+                "--batch-size",
+                "2",
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    cache = PartCache.open(cache_path)
+    n_val = len(list((synth / "val").rglob("*.png")))
+    assert len(cache) == n_val and cache.grid == 8 and cache.num_parts == 6
+    ids, fg = cache[0]
+    assert ids.shape == (8, 8) and int(ids.max()) < 6 and float(fg.max()) == 1.0 and float(fg.min()) == 0.0
+    assert cache.meta["producer"]["fg_source"].startswith("last-layer CLS attention")
+
+    png = tmp_path / "show.png"
+    assert (
+        main(
+            [
+                "parts",
+                "show",
+                "--data",
+                str(synth / "val"),
+                "--checkpoint",
+                str(trained),
+                "--out",
+                str(png),
+                "--num-images",
+                "2",
+            ]
+        )
+        == 0
+    )
+    w, h = Image.open(png).size
+    assert w > 4 * IMG and h > 2 * IMG
+
+    assert (
+        main(
+            [
+                "parts",
+                "eval",
+                "--data",
+                str(synth / "val"),
+                "--cache",
+                str(cache_path),
+                "--masks",
+                str(synth / "masks" / "val"),
+                "--num-workers",
+                "0",
+                "--eval-size",
+                "30",
+            ]
+        )
+        == 0
+    )
+    text = capsys.readouterr().out
+    assert "learned" in text and "ceiling" in text
+    metrics = json.loads((cache_path / "part_metrics.json").read_text())
+    for m in ("learned", "attention", "kmeans", "spatial", "ceiling"):
+        for k in ("nmi", "ari", "miou", "fg_iou", "nmi_image", "ari_image", "miou_image", "fg_iou_image"):
+            assert 0.0 - 1e-9 <= metrics[m][k] <= 1.0 + 1e-9 or (k.startswith("ari") and metrics[m][k] >= -1)
+        assert metrics[m]["images"] == n_val
+    # the ceiling bounds the grid-level methods' per-image foreground separation only loosely; it must be sane
+    assert metrics["ceiling"]["fg_iou"] > 0.5
+
+
+def test_export_resumes_an_interrupted_cache(tmp_path, synth, trained, monkeypatch):
+    from semmae.data.part_cache import PartCacheWriter
+    from semmae.parts.config import PartsExportConfig
+    from semmae.parts.export import export_parts
+
+    cfg = PartsExportConfig(
+        data=str(synth / "val"),
+        checkpoint=str(trained),
+        out=str(tmp_path / "full.parts"),
+        grid=4,
+        batch_size=2,
+        num_workers=0,
+    )
+    full = export_parts(cfg)
+    expect = np.stack([full[i][0].numpy() for i in range(len(full))])
+
+    cfg.out = str(tmp_path / "c.parts")
+    real_write, calls = PartCacheWriter.write, []
+
+    def write_then_die(self, start, part_ids, fg):
+        calls.append(start)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        real_write(self, start, part_ids, fg)
+
+    monkeypatch.setattr(PartCacheWriter, "write", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        export_parts(cfg)
+    monkeypatch.setattr(PartCacheWriter, "write", real_write)
+    starts = []
+    monkeypatch.setattr(
+        PartCacheWriter, "write", lambda self, s, p, f: (starts.append(s), real_write(self, s, p, f))
+    )
+    again = export_parts(cfg)
+    assert starts[0] == 2  # continued after the first written batch
+    assert np.array_equal(np.stack([again[i][0].numpy() for i in range(len(again))]), expect)
+
+
+def test_eval_with_cub_style_keypoints(tmp_path, synth, trained):
+    cache_path = tmp_path / "val.parts"
+    assert (
+        main(
+            [
+                "parts",
+                "export",
+                "--data",
+                str(synth / "val"),
+                "--checkpoint",
+                str(trained),
+                "--out",
+                str(cache_path),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    from semmae.data.folder import ImageFolderDataset
+
+    rows = ["image_id,file,part_id,part_name,x,y,visible"]
+    for i, rp in enumerate(ImageFolderDataset(synth / "val").relative_paths):
+        rows += [f"{i},{rp},1,beak,3.0,3.0,1", f"{i},{rp},2,tail,28.0,29.0,1", f"{i},{rp},3,eye,,,0"]
+    kp = tmp_path / "kp" / "keypoints.csv"
+    kp.parent.mkdir()
+    kp.write_text("\n".join(rows) + "\n")
+    out = tmp_path / "m.json"
+    assert (
+        main(
+            [
+                "parts",
+                "eval",
+                "--data",
+                str(synth / "val"),
+                "--cache",
+                str(cache_path),
+                "--keypoints",
+                str(kp.parent),
+                "--num-workers",
+                "0",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    m = json.loads(out.read_text())
+    n_val = len(ImageFolderDataset(synth / "val"))
+    assert m["learned"]["keypoints"] == 2 * n_val  # invisible ones are ignored
+    assert m["spatial"]["kp_nmi"] == pytest.approx(1.0)  # opposite corners always fall in different blocks
+    assert m["ceiling"]["kp_nmi"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["parts", "train"], "--data is required"),
+        (
+            [
+                "parts",
+                "train",
+                "--data",
+                "/nonexistent/dir",
+                "--encoder",
+                "vit_tiny_patch16_224",
+                "--img-size",
+                "32",
+            ],
+            "/nonexistent/dir",
+        ),
+        (["parts", "train", "--data", "x", "--blur-kernel", "4"], "--blur-kernel"),
+        (["parts", "export", "--data", "x", "--checkpoint", "/no/ckpt.pth", "--out", "y"], "does not exist"),
+        (["parts", "eval", "--data", "x", "--cache", "y"], "--masks"),
+    ],
+)
+def test_user_errors_are_one_line(argv, needle, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert needle in err and len(err.splitlines()) == 1
+
+
+def test_not_a_part_checkpoint_and_mismatched_cache(tmp_path, synth, trained, encoder_ckpt, capsys):
+    assert main(["parts", "show", "--data", str(synth / "val"), "--checkpoint", str(encoder_ckpt)]) == 2
+    assert "not a part checkpoint" in capsys.readouterr().err
+    cache_path = tmp_path / "train.parts"
+    assert (
+        main(
+            [
+                "parts",
+                "export",
+                "--data",
+                str(synth / "train"),
+                "--checkpoint",
+                str(trained),
+                "--out",
+                str(cache_path),
+                "--num-workers",
+                "0",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "parts",
+                "eval",
+                "--data",
+                str(synth / "val"),
+                "--cache",
+                str(cache_path),
+                "--masks",
+                str(synth / "masks" / "val"),
+                "--no-baselines",
+            ]
+        )
+        == 2
+    )
+    assert "different dataset" in capsys.readouterr().err

@@ -1,0 +1,45 @@
+"""Eq. 5-7 against direct formulas."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from semmae.parts.loss import diversity_loss, part_loss, reconstruction_loss
+
+
+def test_reconstruction_eq5_is_mean_squared_error():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
+    expect = sum(float((a.flatten()[i] - b.flatten()[i]) ** 2) for i in range(a.numel())) / a.numel()
+    assert math.isclose(float(reconstruction_loss(a, b)), expect, rel_tol=1e-5)
+
+
+def test_diversity_eq6_matches_pairwise_cosine_formula():
+    torch.manual_seed(1)
+    maps = torch.rand(3, 4, 10)
+    total = 0.0
+    for b in range(3):
+        for i in range(4):
+            for j in range(4):
+                mi, mj = maps[b, i], maps[b, j]
+                cos = float(mi @ mj / (mi.norm() * mj.norm()))
+                total += (cos - (1.0 if i == j else 0.0)) ** 2
+    assert math.isclose(float(diversity_loss(maps)), total / (3 * 16), rel_tol=1e-5)
+
+
+def test_diversity_is_zero_for_disjoint_maps_and_maximal_when_identical():
+    disjoint = torch.eye(4).reshape(1, 4, 4)  # each part on its own position: cos = I
+    assert float(diversity_loss(disjoint)) < 1e-12
+    same = torch.ones(1, 4, 9)
+    assert math.isclose(float(diversity_loss(same)), 12 / 16, rel_tol=1e-6)
+
+
+def test_total_loss_eq7_weights_diversity_by_lambda():
+    torch.manual_seed(2)
+    recon, target, maps = torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), torch.rand(1, 3, 4)
+    out = part_loss(recon, target, maps, lam=0.03)
+    torch.testing.assert_close(out["loss"], out["rec"] + 0.03 * out["div"])
+    torch.testing.assert_close(out["rec"], reconstruction_loss(recon, target))
+    torch.testing.assert_close(out["div"], diversity_loss(maps))
