@@ -1,12 +1,71 @@
-"""CLI verbs of this stage: `semmae masks ...` (stub: filled in by its issue)."""
+"""``semmae masks show``: semantic-guided masks along the alpha schedule (paper Fig. 1 and Fig. 3) as a PNG."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
+from semmae.config import add_config_args, resolve_config
 from semmae.errors import UserError
 
 
-def _not_yet(args):
-    raise UserError(f"semmae masks {args.action} is not implemented yet")
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class MasksShowConfig:
+    data: str = _f("", "ImageFolder root of the images to draw (e.g. a synthetic set's train/ folder)")
+    cache: str | None = _f(
+        None,
+        "part cache of that folder (semmae parts export); without it the synthetic set's "
+        "masks/ folder is used, else a quadrant fallback",
+    )
+    out: str = _f("masks.png", "output PNG")
+    num_images: int = _f(4, "images (rows) to draw")
+    alphas: tuple[float, ...] = _f(
+        (0.0, 0.25, 0.5, 0.75, 1.0), "alphas (columns); 0 = per part, 1 = whole parts"
+    )
+    mask_ratio: float = _f(0.75, "fraction of patches masked")
+    img_size: int = _f(224, "image side the images are resized to")
+    patch_size: int = _f(16, "patch side in pixels")
+    seed: int = _f(0, "random seed of the masks")
+
+    def validate(self) -> None:
+        if not self.data:
+            raise UserError("--data is required: the image folder to draw")
+        if not 0.0 < self.mask_ratio < 1.0:
+            raise UserError(f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
+        if any(not 0.0 <= a <= 1.0 for a in self.alphas):
+            raise UserError(f"--alphas must lie in [0, 1], got {self.alphas}")
+        if self.num_images < 1:
+            raise UserError(f"--num-images must be >= 1, got {self.num_images}")
+        if self.patch_size < 1 or self.img_size % self.patch_size:
+            raise UserError(
+                f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}"
+            )
+
+
+def show(args) -> int:
+    from semmae.masking.figure import draw_masks_figure, load_examples
+
+    cfg = resolve_config(MasksShowConfig, args)
+    images, part_ids, source, no_part_id = load_examples(
+        cfg.data, cfg.cache, cfg.num_images, cfg.img_size, cfg.patch_size
+    )
+    title = f"semantic-guided masking, ratio {cfg.mask_ratio:g}; parts from {source}"
+    path = draw_masks_figure(
+        images,
+        part_ids,
+        list(cfg.alphas),
+        cfg.mask_ratio,
+        cfg.patch_size,
+        cfg.seed,
+        cfg.out,
+        no_part_id,
+        title,
+    )
+    print(f"wrote {path} ({len(images)} images x {len(cfg.alphas)} alphas; parts from {source})")
+    return 0
 
 
 def register(sub) -> None:
@@ -20,6 +79,9 @@ def register(sub) -> None:
     a = actions.add_parser(
         "show",
         help="Draw masks along the alpha schedule (paper Fig. 1 and 3)",
-        description="Draw masks along the alpha schedule (paper Fig. 1 and 3)",
+        description="Draw, for a few images, the part map and the image with its masked patches "
+        "greyed out for several alphas (paper Fig. 1 and 3). Example: semmae masks "
+        "show --data synth/train --out masks.png",
     )
-    a.set_defaults(func=_not_yet)
+    add_config_args(a, MasksShowConfig)
+    a.set_defaults(func=show)
