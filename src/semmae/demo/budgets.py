@@ -1,0 +1,70 @@
+"""Demo budgets: how much data and training each stage gets. ``small`` is the README's main job (about 10 minutes
+on 2 CPU cores); ``micro`` is the test suite's smoke run; ``medium`` gives more trustworthy numbers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Budget:
+    num_images: int  # synthetic images, train + val
+    img_size: int
+    model: str  # registered MAE name; its encoder is the part encoder and the evaluated encoder
+    depth: int
+    decoder_depth: int
+    batch_size: int
+    bootstrap_epochs: int  # random-masking MAE that gives the offline part encoder
+    parts_epochs: int
+    pretrain_epochs: int
+    warmup_epochs: int
+    linprobe_epochs: int
+    seeds: int  # SemMAE and MAE are each pretrained with this many seeds
+    num_parts: int = 4
+    blur_kernel: int = 3
+
+
+BUDGETS: dict[str, Budget] = {
+    "micro": Budget(
+        num_images=40,
+        img_size=32,
+        model="mae_vit_micro_patch8",
+        depth=2,
+        decoder_depth=1,
+        batch_size=16,
+        bootstrap_epochs=1,
+        parts_epochs=1,
+        pretrain_epochs=1,
+        warmup_epochs=0,
+        linprobe_epochs=3,
+        seeds=1,
+    ),
+    "small": Budget(
+        num_images=1000,
+        img_size=64,
+        model="mae_vit_tiny_patch8",
+        depth=6,
+        decoder_depth=2,
+        batch_size=64,
+        bootstrap_epochs=6,
+        parts_epochs=4,
+        pretrain_epochs=8,
+        warmup_epochs=1,
+        linprobe_epochs=50,
+        seeds=2,
+    ),
+    "medium": Budget(
+        num_images=3000,
+        img_size=64,
+        model="mae_vit_tiny_patch8",
+        depth=6,
+        decoder_depth=2,
+        batch_size=64,
+        bootstrap_epochs=15,
+        parts_epochs=10,
+        pretrain_epochs=30,
+        warmup_epochs=3,
+        linprobe_epochs=90,
+        seeds=3,
+    ),
+}
