@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -80,13 +81,18 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
         with torch.serialization.safe_globals(safe):
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if "Unsupported global" in str(e) or "weights_only" in str(e):
+        text = str(e)
+        unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
+        if unsupported:
             raise UserError(
-                f"checkpoint {path} holds objects other than plain data and was refused "
-                f"(torch.load weights_only=True): {msg}"
+                f"checkpoint {path} holds a pickled {unsupported.group(1)}, not plain data, and was "
+                "refused (torch.load weights_only=True)"
             ) from None
-        raise UserError(f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {msg}") from None
+        detail = re.search(r"invalid load key[^\n]*|PytorchStreamReader failed[^.]*", text)
+        reason = detail.group(0).strip() if detail else type(e).__name__
+        raise UserError(
+            f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {reason}"
+        ) from None
 
 
 def read_json(path: str | Path) -> Any:

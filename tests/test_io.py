@@ -1,0 +1,44 @@
+import argparse
+
+import pytest
+import torch
+
+from semmae.errors import UserError
+from semmae.utils.io import atomic_torch_save, atomic_write_text, load_checkpoint
+
+
+def test_atomic_save_round_trip_weights_only(tmp_path):
+    obj = {"model": {"w": torch.arange(3.0)}, "step": 4, "config": {"lr": 0.1, "sizes": [1, 2]}}
+    atomic_torch_save(obj, tmp_path / "c.pth")
+    back = load_checkpoint(tmp_path / "c.pth")
+    assert back["step"] == 4 and torch.equal(back["model"]["w"], obj["model"]["w"])
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pth"]  # no temp file left behind
+
+
+def test_namespace_only_with_allow_namespace(tmp_path):
+    torch.save({"model": {}, "args": argparse.Namespace(lr=1.0)}, tmp_path / "official.pth")
+    with pytest.raises(UserError, match="pickled argparse.Namespace"):
+        load_checkpoint(tmp_path / "official.pth")
+    assert load_checkpoint(tmp_path / "official.pth", allow_namespace=True)["args"].lr == 1.0
+
+
+def test_bad_checkpoints_get_one_clear_message(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pth")
+    with pytest.raises(UserError, match="is a directory"):
+        load_checkpoint(tmp_path)
+    (tmp_path / "junk.pth").write_bytes(b"garbage" * 10)
+    with pytest.raises(UserError, match="cannot be read \\(corrupt or not a PyTorch file\\)"):
+        load_checkpoint(tmp_path / "junk.pth")
+    atomic_torch_save({"a": 1}, tmp_path / "t.pth")
+    data = (tmp_path / "t.pth").read_bytes()
+    (tmp_path / "t.pth").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="corrupt"):
+        load_checkpoint(tmp_path / "t.pth")
+
+
+def test_unwritable_target_is_reported_and_old_file_kept(tmp_path):
+    atomic_write_text(tmp_path / "f.txt", "old")
+    with pytest.raises(UserError, match="cannot write"):
+        atomic_write_text(tmp_path / "f.txt" / "child", "new")  # parent is a file
+    assert (tmp_path / "f.txt").read_text() == "old"
