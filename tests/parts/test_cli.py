@@ -32,10 +32,10 @@ def test_train_writes_run_dir_and_plain_checkpoint(trained):
 
 def test_train_resumes_and_refuses_changed_model(tmp_path, synth, encoder_ckpt, capsys):
     out = tmp_path / "run"
-    assert main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "positions")) == 0
+    assert main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts")) == 0
     first = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (
-        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "positions", "--epochs", "2"))
+        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--epochs", "2"))
         == 0
     )
     second = torch.load(out / "checkpoint.pth", weights_only=True)

@@ -28,7 +28,7 @@ class PartsTrainConfig:
     token_hidden_dim: int = field(default=0, metadata=_h("hidden width of W1_i in Eq. 1; 0 = encoder width"))
     proj_dim: int = field(default=256, metadata=_h("width of the W_p / W projections in Eq. 2"))
     softmax_over: str = field(
-        default="parts",
+        default="positions",
         metadata=_h(
             "softmax axis of Eq. 2: over parts per position, or over positions per part", choices=SOFTMAX_AXES
         ),

@@ -38,7 +38,7 @@ class PartHeadSpec:
     num_parts: int = 6
     token_hidden_dim: int = 0  # 0: the encoder's embed_dim
     proj_dim: int = 256
-    softmax_over: str = "parts"
+    softmax_over: str = "positions"
     scale_logits: bool = True
     blur_kernel: int = 7
     blur_sigma: float = 0.0  # 0: derived from the kernel size
@@ -79,7 +79,7 @@ class PartAttention(nn.Module):
     it only sets a sane initial temperature, as in any dot-product attention).
     """
 
-    def __init__(self, embed_dim: int, proj_dim: int, softmax_over: str = "parts", scale_logits: bool = True):
+    def __init__(self, embed_dim: int, proj_dim: int, softmax_over: str = "positions", scale_logits: bool = True):
         super().__init__()
         if softmax_over not in SOFTMAX_AXES:
             raise ValueError(f"softmax_over must be one of {SOFTMAX_AXES}, got {softmax_over!r}")
