@@ -1,0 +1,727 @@
+"""Reproduce the paper's Tables 1, 3 and 4 at small scale on real images (issue 9).
+
+Stages (each chained in-process through the same CLI verbs a user runs, :func:`semmae.demo.pipeline.run_verb`):
+
+1. ``data``      - class-balanced symlink subsets of ``--data``/train and /val (preset ``*_per_class``; 0 = all);
+2. ``bootstrap`` - the part encoder: a random-masking MAE on the same train images (skipped with
+                   ``--encoder-checkpoint``, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16);
+3. ``parts``     - part learning (Sec. 3.1) and the part caches: learned parts on the MAE's patch grid and on the
+                   finer grid (Table 1's patch-8 setting), and raw last-layer CLS-attention parts (Table 4);
+4. the grid      - every configuration x seed, seed-major: ``semmae pretrain`` with identical budgets, then
+                   ``semmae linprobe --mode fast`` (cached center-crop features) and the weighted kNN (cosine,
+                   k=20, T=0.07) on the same features; plus the encoder at its random initialisation per seed.
+
+Identical configurations are run once and reported in every table that contains them (random = MAE = no parts;
+adaptive gamma 2 = SemMAE = learned parts). Each finished run writes ``<out>/<stem>/runs/<key>-seed<s>.json`` at
+once and the summary (``<stem>.md``, ``.png``, ``.json``, see ``repro_report.py``) is rewritten after every run, so a
+cut-short grid is usable and a rerun with the same ``--work`` resumes (finished runs are skipped).
+
+Usage::
+
+    python benchmarks/repro.py --preset cpu                         # ~90 min on 2 CPU cores
+    python benchmarks/repro.py --preset gpu --device cuda           # one H100/H200, ~10 min
+    python benchmarks/repro.py --preset cpu --only table4 --seeds 1 # one table, one seed
+    python benchmarks/repro.py --preset anchor --only anchor        # the issue's MAE anchor (random masking)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+
+import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package)
+
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
+TABLES = ("table1", "table3", "table4", "anchor")
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+@dataclass(frozen=True)
+class Preset:
+    """One budget for every run of the grid (``benchmarks/repro_presets/<name>.yaml``)."""
+
+    model: str  # registered MAE name (semmae.models.create_model); its patch is the default patch
+    img_size: int
+    depth: int
+    decoder_depth: int
+    fine_patch: int  # Table 1's finer patch (paper: 8 at 224 px); enters with ``fg_keep`` of the cells
+    fg_keep: float
+    train_per_class: int  # 0 = every image
+    val_per_class: int
+    batch_size: int
+    blr: float
+    epochs: int  # every grid run
+    warmup_epochs: int
+    bootstrap_epochs: int  # random-masking MAE that becomes the part encoder
+    num_parts: int
+    blur_kernel: int
+    parts_epochs: int
+    linprobe_epochs: int
+    eval_batch_size: int
+    precision: str
+    num_workers: int
+    seeds: int
+    name: str = ""
+
+    @staticmethod
+    def load(name_or_path: str) -> Preset:
+        import yaml
+
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = HERE / "repro_presets" / f"{name_or_path}.yaml"
+        if not path.is_file():
+            known = sorted(p.stem for p in (HERE / "repro_presets").glob("*.yaml"))
+            raise SystemExit(f"repro: no preset {name_or_path!r} (known: {', '.join(known)})")
+        raw = yaml.safe_load(path.read_text()) or {}
+        names = {f.name for f in fields(Preset)}
+        unknown = set(raw) - names
+        if unknown:
+            raise SystemExit(f"repro: preset {path} has unknown keys {sorted(unknown)}")
+        return Preset(**{**raw, "name": raw.get("name", path.stem)})
+
+
+# ------------------------------------------------------------------------------------------------------ the grid
+@dataclass(frozen=True)
+class GridConfig:
+    """One pretraining configuration and the table rows it fills."""
+
+    key: str
+    masking: str  # semmae.masking.build_masking name
+    gamma: float = 2.0
+    parts: str = ""  # "" (no cache), "learned" or "attention"
+    fine: bool = False  # finer patch + keep the most-foreground ``fg_keep`` of the cells
+    rows: tuple[tuple[str, str], ...] = ()  # (table, row label)
+
+    @property
+    def tables(self) -> set[str]:
+        return {t for t, _ in self.rows}
+
+
+GRID: tuple[GridConfig, ...] = (
+    GridConfig(
+        "random",
+        "random",
+        rows=(
+            ("table3", "random"),
+            ("table1", "MAE, patch P"),
+            ("table4", "no parts (random masking)"),
+            ("anchor", "MAE (random masking)"),
+        ),
+    ),
+    GridConfig("per_part", "per-part", parts="learned", rows=(("table3", "per-part (alpha = 0)"),)),
+    GridConfig("whole_part", "whole-part", parts="learned", rows=(("table3", "whole-part (alpha = 1)"),)),
+    GridConfig(
+        "adaptive_rev_g1",
+        "adaptive-reverse",
+        gamma=1.0,
+        parts="learned",
+        rows=(("table3", "adaptive 1 -> 0 (gamma = 1)"),),
+    ),
+    GridConfig(
+        "adaptive_g1",
+        "adaptive",
+        gamma=1.0,
+        parts="learned",
+        rows=(("table3", "adaptive 0 -> 1 (gamma = 1)"),),
+    ),
+    GridConfig(
+        "adaptive_g2",
+        "adaptive",
+        gamma=2.0,
+        parts="learned",
+        rows=(
+            ("table3", "adaptive 0 -> 1 (gamma = 2)"),
+            ("table1", "SemMAE, patch P"),
+            ("table4", "learned parts (SemMAE)"),
+        ),
+    ),
+    GridConfig(
+        "adaptive_g3",
+        "adaptive",
+        gamma=3.0,
+        parts="learned",
+        rows=(("table3", "adaptive 0 -> 1 (gamma = 3)"),),
+    ),
+    GridConfig("mae_fine", "random", parts="learned", fine=True, rows=(("table1", "MAE, patch P/2 + keep"),)),
+    GridConfig(
+        "semmae_fine",
+        "adaptive",
+        gamma=2.0,
+        parts="learned",
+        fine=True,
+        rows=(("table1", "SemMAE, patch P/2 + keep"),),
+    ),
+    GridConfig(
+        "attention_g2", "adaptive", gamma=2.0, parts="attention", rows=(("table4", "raw-attention parts"),)
+    ),
+)
+RANDOM_INIT = "random_init"  # eval-only row: the encoder at its initialisation (per seed)
+
+
+def select_grid(only: list[str] | None) -> list[GridConfig]:
+    """Configurations in any table of ``only`` (table names or config keys); all of table 1/3/4 by default."""
+    wanted = set(only or ("table1", "table3", "table4"))
+    keys = {c.key for c in GRID}
+    bad = wanted - keys - set(TABLES)
+    if bad:
+        raise SystemExit(f"repro: --only {sorted(bad)}: not a table ({', '.join(TABLES)}) or config key")
+    return [c for c in GRID if c.key in wanted or c.tables & wanted]
+
+
+# -------------------------------------------------------------------------------------------------- the harness
+def device_slug(device: str) -> str:
+    """Short machine name for the results file: ``cpu2`` (2 cores) or the GPU model (``h100``)."""
+    import torch
+
+    if device != "cpu" and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0).lower()
+        for tag in ("h200", "h100", "a100", "l40s", "l4", "a10", "v100", "t4"):
+            if tag in name:
+                return tag
+        return "".join(ch if ch.isalnum() else "-" for ch in name).strip("-")
+    return f"cpu{os.cpu_count()}"
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        )
+        return out.stdout.strip()
+    except OSError:
+        return ""
+
+
+def run_verb(argv: list[str]) -> Any:
+    """``semmae <argv>`` in this process (the demo's helper: same parser, same verbs)."""
+    from semmae.demo.pipeline import run_verb as demo_run_verb
+
+    return demo_run_verb(argv)
+
+
+def make_subset(src: Path, dst: Path, per_class: int, seed: int = 0) -> Path:
+    """``per_class`` images of every class of ImageFolder ``src`` as symlinks under ``dst`` (0: ``src`` itself).
+
+    Selection is a seeded shuffle of each class's sorted file list, so it is the same on every machine."""
+    if per_class <= 0:
+        return src
+    if (dst / ".complete").exists():
+        return dst
+    classes = sorted(p for p in src.iterdir() if p.is_dir())
+    if not classes:
+        raise SystemExit(f"repro: {src} has no class folders (ImageFolder layout expected)")
+    for c in classes:
+        files = sorted(f for f in c.iterdir() if f.is_file())
+        random.Random(f"{seed}-{c.name}").shuffle(files)
+        (dst / c.name).mkdir(parents=True, exist_ok=True)
+        for f in files[:per_class]:
+            link = dst / c.name / f.name
+            if not link.exists():
+                link.symlink_to(f.resolve())
+    (dst / ".complete").write_text("")
+    return dst
+
+
+class Harness:
+    """Paths, stages, the grid loop and its bookkeeping."""
+
+    def __init__(self, args: argparse.Namespace, preset: Preset):
+        self.args, self.p = args, preset
+        self.configs = select_grid(args.only)
+        self.seeds = list(range(args.seed, args.seed + (args.seeds or preset.seeds)))
+        self.work = Path(args.work or REPO / "runs" / f"repro-{preset.name}").resolve()
+        self.work.mkdir(parents=True, exist_ok=True)
+        state_path = self.work / "state.json"
+        state = json.loads(state_path.read_text()) if state_path.exists() else {}
+        device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
+        self.device = device
+        if state.get("preset", asdict(preset)) != asdict(preset):
+            raise SystemExit(
+                f"repro: {self.work} was started with another preset ({state['preset']}); "
+                "use another --work (or the same preset) so finished runs are not mixed with new ones"
+            )
+        state["preset"] = asdict(preset)
+        state.setdefault("date", dt.date.today().isoformat())
+        state.setdefault("device", device_slug(device))
+        state_path.write_text(json.dumps(state, indent=1))
+        self.stem = f"{state['date']}-{preset.name}-{state['device']}"
+        self.out = Path(args.out).resolve()
+        self.runs_dir = self.out / self.stem / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.stage_seconds: dict[str, float] = {}
+
+    # -- small helpers -----------------------------------------------------------------------------------------
+    @property
+    def patch(self) -> int:
+        return self._model_spec()[0]
+
+    @property
+    def width(self) -> int:
+        return self._model_spec()[1]
+
+    def _model_spec(self) -> tuple[int, int]:
+        """(patch size, encoder width) of the preset's registered model."""
+        from semmae.models import create_model
+
+        model = create_model(self.p.model, img_size=self.p.img_size, depth=1)
+        return model.patch_size, int(model.config.embed_dim)
+
+    def common(self) -> list[str]:
+        return ["--device", self.device, "--num-workers", str(self.p.num_workers)]
+
+    def log(self, msg: str) -> None:
+        print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+    def staged(self, name: str, fn) -> Any:
+        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun."""
+        marker = self.work / "stages" / f"{name}.json"
+        if marker.exists():
+            rec = json.loads(marker.read_text())
+            self.stage_seconds[name] = rec["seconds"]
+            return rec["result"]
+        self.log(f"stage {name} ...")
+        t0 = time.perf_counter()
+        result = fn()
+        seconds = time.perf_counter() - t0
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"seconds": seconds, "result": result}, indent=1))
+        self.stage_seconds[name] = seconds
+        self.log(f"stage {name} done in {seconds:.0f} s")
+        return result
+
+    @staticmethod
+    def latest_checkpoint(run_dir: Path) -> Path:
+        from semmae.engine.checkpoint import CheckpointManager
+
+        ckpt = CheckpointManager(run_dir).latest()
+        if ckpt is None:
+            raise RuntimeError(f"no checkpoint in {run_dir}")
+        return ckpt
+
+    # -- stages ------------------------------------------------------------------------------------------------
+    def stage_data(self) -> dict[str, str]:
+        src = Path(self.args.data).resolve()
+        for split in ("train", "val"):
+            if not (src / split).is_dir():
+                raise SystemExit(
+                    f"repro: {src / split} does not exist (expected <data>/train and <data>/val)"
+                )
+        train = make_subset(src / "train", self.work / "data" / "train", self.p.train_per_class)
+        val = make_subset(src / "val", self.work / "data" / "val", self.p.val_per_class)
+        return {"train": str(train), "val": str(val)}
+
+    def pretrain_argv(
+        self, out: Path, cfg: GridConfig, seed: int, epochs: int, cache: str | None
+    ) -> list[str]:
+        p = self.p
+        argv = [
+            "pretrain",
+            "--data",
+            self.data["train"],
+            "--out",
+            str(out),
+            "--model",
+            p.model,
+            "--img-size",
+            str(p.img_size),
+            "--depth",
+            str(p.depth),
+            "--decoder-depth",
+            str(p.decoder_depth),
+            "--masking",
+            cfg.masking,
+            "--gamma",
+            str(cfg.gamma),
+            "--epochs",
+            str(epochs),
+            "--warmup-epochs",
+            str(min(p.warmup_epochs, epochs)),
+            "--batch-size",
+            str(p.batch_size),
+            "--blr",
+            str(p.blr),
+            "--seed",
+            str(seed),
+            "--resume",
+            "auto",
+            "--keep-last",
+            "1",
+            "--vis-every",
+            str(max(epochs, 1)),
+            "--log-every",
+            "5",
+            "--precision",
+            p.precision if self.device != "cpu" else "fp32",
+            "--no-progress",
+            *self.common(),
+        ]
+        if cache:
+            argv += ["--parts", cache]
+        if cfg.fine:
+            argv += ["--patch-size", str(p.fine_patch), "--fg-keep", str(p.fg_keep)]
+        return argv
+
+    def stage_bootstrap(self) -> str:
+        if self.args.encoder_checkpoint:
+            return str(Path(self.args.encoder_checkpoint).resolve())
+        out = self.work / "bootstrap"
+        cfg = GridConfig("bootstrap", "random")
+        run_verb(self.pretrain_argv(out, cfg, self.args.seed, self.p.bootstrap_epochs, None))
+        return str(self.latest_checkpoint(out))
+
+    def stage_parts(self) -> str:
+        from semmae.parts.train import CHECKPOINT_NAME
+
+        out = self.work / "parts" / "run"
+        argv = [
+            "parts",
+            "train",
+            "--data",
+            self.data["train"],
+            "--out",
+            str(out),
+            "--encoder-checkpoint",
+            self.encoder_ckpt,
+            "--img-size",
+            str(self.p.img_size),
+            "--num-parts",
+            str(self.p.num_parts),
+            "--blur-kernel",
+            str(self.p.blur_kernel),
+            "--softmax-over",
+            "parts",
+            "--epochs",
+            str(self.p.parts_epochs),
+            "--batch-size",
+            str(self.p.batch_size),
+            "--seed",
+            str(self.args.seed),
+            "--resume",
+            "--device",
+            self.device,
+            "--num-workers",
+            str(self.p.num_workers),
+        ]
+        if self.args.encoder:
+            argv += ["--encoder", self.args.encoder]
+        run_verb(argv)
+        return str(out / CHECKPOINT_NAME)
+
+    def stage_cache(self, kind: str, grid: int) -> str:
+        """Train-split part cache: ``learned`` (``semmae parts export``) or raw-``attention`` parts."""
+        cache = self.work / "parts" / f"{kind}_grid{grid}.cache"
+        if cache.exists():
+            return str(cache)
+        if kind == "learned":
+            run_verb(
+                [
+                    "parts",
+                    "export",
+                    "--data",
+                    self.data["train"],
+                    "--checkpoint",
+                    self.parts_ckpt,
+                    "--grid",
+                    str(grid),
+                    "--out",
+                    str(cache),
+                    "--batch-size",
+                    str(self.p.eval_batch_size),
+                    *self.common(),
+                ]
+            )
+        else:
+            export_attention_cache(self.parts_ckpt, self.data["train"], cache, grid, self.p.eval_batch_size)
+        return str(cache)
+
+    # -- one run -----------------------------------------------------------------------------------------------
+    def evaluate(self, out: Path, seed: int, source: list[str]) -> dict[str, Any]:
+        """Fast linear probe (writes ``features.pt``), then the weighted kNN on those same features."""
+        from semmae.eval.knn import knn_accuracy
+        from semmae.utils.io import load_checkpoint
+
+        probe_dir = out / "linprobe"
+        probe = run_verb(
+            [
+                "linprobe",
+                "--train",
+                self.data["train"],
+                "--val",
+                self.data["val"],
+                *source,
+                "--img-size",
+                str(self.p.img_size),
+                "--batch-size",
+                str(self.p.eval_batch_size),
+                "--mode",
+                "fast",
+                "--epochs",
+                str(self.p.linprobe_epochs),
+                "--warmup-epochs",
+                str(self.p.linprobe_epochs // 10),
+                "--seed",
+                str(seed),
+                "--out",
+                str(probe_dir),
+                *self.common(),
+            ]
+        )
+        if not isinstance(probe, dict):  # the CLI verb returns its exit code; the numbers are in results.json
+            probe = json.loads((probe_dir / "results.json").read_text())
+            probe = probe.get("metrics", probe)
+        feats = load_checkpoint(probe_dir / "features.pt")
+        knn = knn_accuracy(
+            feats["train_x"],
+            feats["train_y"],
+            feats["val_x"],
+            feats["val_y"],
+            20,
+            0.07,
+            len(feats["classes"]),
+        )
+        return {
+            "knn_top1": knn["top1"],
+            "knn_top5": knn["top5"],
+            "linprobe_top1": float(probe["top1"]),
+            "linprobe_top5": float(probe["top5"]),
+            "linprobe_best_blr": probe.get("best_blr"),
+            "num_train": int(feats["train_x"].shape[0]),
+            "num_val": int(feats["val_x"].shape[0]),
+        }
+
+    def run_one(self, cfg: GridConfig, seed: int) -> None:
+        record_path = self.runs_dir / f"{cfg.key}-seed{seed}.json"
+        if record_path.exists():
+            return
+        run_dir = self.work / "runs" / f"{cfg.key}-seed{seed}"
+        cache = None
+        if cfg.parts:
+            grid = self.p.img_size // (self.p.fine_patch if cfg.fine else self.patch)
+            cache = self.caches[(cfg.parts, grid)]
+        t0 = time.perf_counter()
+        run_verb(self.pretrain_argv(run_dir, cfg, seed, self.p.epochs, cache))
+        t1 = time.perf_counter()
+        ckpt = self.latest_checkpoint(run_dir)
+        metrics = self.evaluate(run_dir / "eval", seed, ["--checkpoint", str(ckpt)])
+        t2 = time.perf_counter()
+        logs = _read_log(run_dir / "log.jsonl")
+        record = {
+            **self.base_record(cfg.key, seed),
+            "masking": cfg.masking,
+            "gamma": cfg.gamma,
+            "parts": cfg.parts or None,
+            "patch": self.p.fine_patch if cfg.fine else self.patch,
+            "fg_keep": self.p.fg_keep if cfg.fine else 1.0,
+            "rows": [list(r) for r in cfg.rows],
+            **metrics,
+            "final_loss": logs[-1].get("loss") if logs else None,
+            "img_per_s": _median([r["img_per_s"] for r in logs if r.get("img_per_s")]),
+            "pretrain_seconds": t1 - t0,
+            "eval_seconds": t2 - t1,
+            "checkpoint": str(ckpt),
+        }
+        self.finish(record_path, record)
+
+    def run_random_init(self, seed: int) -> None:
+        record_path = self.runs_dir / f"{RANDOM_INIT}-seed{seed}.json"
+        if record_path.exists():
+            return
+        ref = self.work / "runs" / f"random-seed{seed}"
+        ref_ckpt = self.latest_checkpoint(ref) if ref.exists() else Path(self.encoder_ckpt or "")
+        if not ref_ckpt.is_file():
+            return
+        t0 = time.perf_counter()
+        metrics = self.evaluate(
+            self.work / "runs" / f"{RANDOM_INIT}-seed{seed}",
+            seed,
+            ["--random-init", "--checkpoint", str(ref_ckpt)],
+        )
+        record = {
+            **self.base_record(RANDOM_INIT, seed),
+            "patch": self.patch,
+            "rows": [["init", "random init (no pretraining)"]],
+            **metrics,
+            "pretrain_seconds": 0.0,
+            "eval_seconds": time.perf_counter() - t0,
+        }
+        self.finish(record_path, record)
+
+    def base_record(self, key: str, seed: int) -> dict[str, Any]:
+        return {
+            "key": key,
+            "seed": seed,
+            "preset": asdict(self.p),
+            "device": self.device,
+            "commit": git_commit(),
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+
+    def finish(self, path: Path, record: dict[str, Any]) -> None:
+        from semmae.utils.io import atomic_write_json
+
+        atomic_write_json(path, record)
+        self.log(
+            f"{record['key']} seed {record['seed']}: kNN {record['knn_top1']:.1f} %, linear probe "
+            f"{record['linprobe_top1']:.1f} % (pretrain {record['pretrain_seconds']:.0f} s, "
+            f"eval {record['eval_seconds']:.0f} s)"
+        )
+        self.summarise()
+
+    def summarise(self) -> None:
+        planned = [(c.key, s) for s in self.seeds for c in self.configs] + [
+            (RANDOM_INIT, s) for s in self.seeds
+        ]
+        repro_report.write_summary(
+            self.out,
+            self.stem,
+            self.runs_dir,
+            planned=planned,
+            preset=asdict(self.p),
+            stages=self.stage_seconds,
+            data=str(Path(self.args.data).resolve()),
+            patch=self.patch,
+            width=self.width,
+            planned_rows=[r for c in self.configs for r in c.rows],
+        )
+
+    # -- driver ------------------------------------------------------------------------------------------------
+    def run(self) -> Path:
+        if self.args.summarise_only:
+            self.stage_seconds = _stage_seconds(self.work)
+            self.summarise()
+            return self.out / f"{self.stem}.md"
+        t_all = time.perf_counter()
+        self.data = self.staged("data", self.stage_data)
+        need_parts = sorted({c.parts for c in self.configs if c.parts})
+        self.encoder_ckpt = ""
+        self.caches: dict[tuple[str, int], str] = {}
+        if need_parts:
+            self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+            self.parts_ckpt = self.staged("parts", self.stage_parts)
+            grids = {
+                (c.parts, self.p.img_size // (self.p.fine_patch if c.fine else self.patch))
+                for c in self.configs
+            }
+            for kind, grid in sorted(g for g in grids if g[0]):
+                self.caches[(kind, grid)] = self.staged(
+                    f"cache_{kind}_grid{grid}", lambda k=kind, g=grid: self.stage_cache(k, g)
+                )
+        self.summarise()
+        todo = [(c, s) for s in self.seeds for c in [None, *self.configs]]  # None: random init, per seed
+        for i, (cfg, seed) in enumerate(todo, 1):
+            name = cfg.key if cfg else RANDOM_INIT
+            if (self.runs_dir / f"{name}-seed{seed}.json").exists():
+                continue
+            self.log(f"[{i}/{len(todo)}] {name} seed {seed} ...")
+            if cfg is None:
+                if any(c.key == "random" for c in self.configs):
+                    continue  # evaluated right after the random run of this seed (same architecture)
+                self.run_random_init(seed)
+            else:
+                self.run_one(cfg, seed)
+                if cfg.key == "random":
+                    self.run_random_init(seed)
+        self.summarise()
+        self.log(f"finished in {time.perf_counter() - t_all:.0f} s: {self.out / (self.stem + '.md')}")
+        return self.out / f"{self.stem}.md"
+
+
+def export_attention_cache(part_ckpt: str, data: str, out: Path, grid: int, batch_size: int) -> None:
+    """Table 4's baseline cache: per cell, the argmax over the last layer's CLS-attention heads (one "part" per
+    head, :func:`semmae.parts.inference.attention_parts`) and the same foreground score as the learned cache."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.part_cache import PartCache
+    from semmae.parts.checkpoint import load_part_model
+    from semmae.parts.inference import attention_parts, foreground_score, full_image_transform
+
+    encoder, _, _ = load_part_model(part_ckpt, "cpu")
+    dataset = ImageFolderDataset(data, transform=full_image_transform(encoder.img_size))
+    producer = {
+        "command": "benchmarks/repro.py export_attention_cache",
+        "checkpoint": part_ckpt,
+        "grid": grid,
+    }
+    heads = None
+    writer = None
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
+        with torch.no_grad():
+            attn = encoder(batch["image"])["cls_attn"]  # [B, H, L]
+        if writer is None:
+            heads = attn.shape[1]
+            writer = PartCache.create(out, dataset.relative_paths, grid, heads, producer)
+        writer.write(
+            int(batch["index"][0]), attention_parts(attn, grid).to(torch.uint8), foreground_score(attn, grid)
+        )
+    assert writer is not None and heads is not None
+    writer.finalize()
+
+
+def _stage_seconds(work: Path) -> dict[str, float]:
+    return {p.stem: json.loads(p.read_text())["seconds"] for p in sorted((work / "stages").glob("*.json"))}
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _read_log(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    return values[len(values) // 2] if values else None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--preset", default="cpu", help="cpu | gpu | anchor | smoke, or a YAML path")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="ImageFolder root with train/ and val/")
+    ap.add_argument("--seeds", type=int, default=0, help="seeds per configuration (0: the preset's)")
+    ap.add_argument("--seed", type=int, default=0, help="first seed")
+    ap.add_argument("--only", nargs="+", help=f"tables ({', '.join(TABLES)}) or configuration keys")
+    ap.add_argument("--out", default=str(HERE / "results"), help="where <date>-<preset>-<device>.* go")
+    ap.add_argument("--work", default="", help="run folder (default runs/repro-<preset>); reuse it to resume")
+    ap.add_argument("--encoder-checkpoint", default="", help="iBOT/DINO/MAE weights for part learning")
+    ap.add_argument(
+        "--encoder", default="", help="timm architecture of --encoder-checkpoint if it cannot tell"
+    )
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    ap.add_argument(
+        "--summarise-only", action="store_true", help="only rewrite the summary from the finished runs' JSON"
+    )
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    preset = Preset.load(args.preset)
+    if args.encoder_checkpoint and not Path(args.encoder_checkpoint).is_file():
+        raise SystemExit(f"repro: --encoder-checkpoint {args.encoder_checkpoint} does not exist")
+    Harness(args, preset).run()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
