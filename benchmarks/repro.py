@@ -402,8 +402,6 @@ class Harness:
             str(self.p.num_parts),
             "--blur-kernel",
             str(self.p.blur_kernel),
-            "--softmax-over",
-            "parts",
             "--epochs",
             str(self.p.parts_epochs),
             "--batch-size",
