@@ -157,13 +157,19 @@ class Demo:
             "--log-every",
             "1",
             "--precision",
-            "fp32" if self.cfg.device == "cpu" else "auto",
+            self.precision(),
             "--progress" if self.cfg.progress else "--no-progress",
             *self.common(),
         ]
         if parts is not None:
             argv += ["--parts", str(parts), "--gamma", "2"]
         return argv
+
+    def precision(self) -> str:
+        """bf16 autocast on a GPU; fp32 on the CPU, where bf16 matmuls are slow on most processors."""
+        import torch
+
+        return "auto" if self.cfg.device != "cpu" and torch.cuda.is_available() else "fp32"
 
     @staticmethod
     def latest_checkpoint(run_dir: Path) -> Path:
