@@ -202,3 +202,31 @@ def test_presets_resolve(preset):
         assert (cfg.mask_ratio, tuple(cfg.betas), cfg.weight_decay) == (0.75, (0.9, 0.95), 0.05)
     if preset.endswith("vitb8"):
         assert cfg.fg_keep == 0.25 and cfg.gamma == 2
+
+
+def test_bad_image_stops_the_run_or_is_skipped_and_counted(tmp_path, micro_args, capsys):
+    import shutil
+
+    from _helpers import write_image_folder
+
+    data = write_image_folder(tmp_path / "imgs", classes=("a",), per_class=8, size=40)
+    (data / "a" / "img3.png").write_bytes(b"not an image")
+    assert (
+        main(
+            micro_args(data, tmp_path / "stop", "--epochs", "1", "--num-workers", "0", "--masking", "random")
+        )
+        == 2
+    )
+    assert "img3.png" in capsys.readouterr().err
+    shutil.rmtree(tmp_path / "stop", ignore_errors=True)
+    out = tmp_path / "skip"
+    assert (
+        main(
+            micro_args(
+                data, out, "--epochs", "1", "--num-workers", "0", "--masking", "random", "--skip-bad-images"
+            )
+        )
+        == 0
+    )
+    assert "skipped 1 unreadable image" in capsys.readouterr().out
+    assert read_log(out / "log.jsonl")[-1]["skipped_images"] == 1

@@ -146,6 +146,7 @@ class Pretrainer:
         self.ckpts = CheckpointManager(cfg.out, cfg.keep_last)
         self.step = 0
         self._saved_step = -1
+        self.skipped_images = 0  # unreadable files passed over in this process (--skip-bad-images)
         self._last_vis: tuple | None = None
 
         self.sampler = StepSampler(
@@ -300,8 +301,16 @@ class Pretrainer:
             if self.step % p.steps_per_epoch == 0:
                 self._epoch_end(finished_epoch)
         self.logger.close()
+        skipped = int(du.all_reduce_sum(torch.tensor(float(self.skipped_images), device=self.device)).item())
+        if skipped and self.is_main:
+            print(
+                f"semmae pretrain: skipped {skipped} unreadable image load(s) (--skip-bad-images); "
+                "`semmae data check` lists the files",
+                flush=True,
+            )
         du.barrier()
         return {
+            "skipped_images": skipped,
             "step": self.step,
             "loss": last_loss,
             "out": str(self.cfg.out),
@@ -323,6 +332,8 @@ class Pretrainer:
         micro = 0
         for batch in self.loader:
             step = self.step
+            if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
+                self.skipped_images += int(batch["skipped"].sum())
             if micro == 0:
                 set_lr(self.optimizer, float(self.lr_schedule[step]))
                 step_loss.zero_()
@@ -374,6 +385,7 @@ class Pretrainer:
                     grad_norm=float(grad_norm) if grad_norm is not None else None,
                     img_per_s=ips,
                     memory_mb=_memory_mb(self.device),
+                    skipped_images=self.skipped_images,
                 )
                 self.logger.log(self.step, **record)
                 if bar is not None:

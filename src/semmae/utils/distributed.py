@@ -91,6 +91,14 @@ def all_reduce_mean(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of a tensor over ranks (a copy; the input is untouched)."""
+    t = t.detach().clone()
+    if is_dist():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
 def all_reduce_min(t: torch.Tensor) -> torch.Tensor:
     t = t.detach().clone()
     if is_dist():
