@@ -35,8 +35,7 @@ def test_train_resumes_and_refuses_changed_model(tmp_path, synth, encoder_ckpt, 
     assert main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts")) == 0
     first = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (
-        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--epochs", "2"))
-        == 0
+        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--epochs", "2")) == 0
     )
     second = torch.load(out / "checkpoint.pth", weights_only=True)
     assert second["epoch"] == 2 and second["step"] == 2 * first["step"]
@@ -108,6 +107,12 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
     )
     w, h = Image.open(png).size
     assert w > 4 * IMG and h > 2 * IMG
+    with_truth = tmp_path / "show_gt.png"
+    argv = ["parts", "show", "--data", str(synth / "val"), "--checkpoint", str(trained), "--num-images", "2"]
+    assert main([*argv, "--out", str(with_truth), "--masks", str(synth / "masks" / "val")]) == 0
+    assert Image.open(with_truth).size[0] > w  # one more column: the ground truth
+    assert main([*argv, "--out", str(tmp_path / "x.png"), "--masks", str(tmp_path)]) == 2
+    assert "no ground-truth mask" in capsys.readouterr().err
 
     assert (
         main(

@@ -118,6 +118,12 @@ class PartsShowConfig:
     out: str = field(default="parts.png", metadata=_h("PNG to write"))
     num_images: int = field(default=8, metadata=_h("images (rows) in the grid"))
     grid: int = field(default=0, metadata=_h("grid the parts are drawn at; 0 = encoder grid"))
+    masks: str | None = field(
+        default=None,
+        metadata=_h(
+            "folder of ground-truth label PNGs (same relative paths): adds a ground-truth column (Fig. 4)"
+        ),
+    )
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("picks which images are drawn"))
 

@@ -1,5 +1,6 @@
-"""``semmae parts show``: a PNG grid, one row per image: image | learned parts | raw-attention parts (argmax over
-the encoder's last-layer CLS-attention heads, the iBOT baseline of paper Fig. 4) | foreground score."""
+"""``semmae parts show``: a PNG grid, one row per image: image | ground truth (with ``--masks``) | learned parts |
+raw-attention parts (argmax over the encoder's last-layer CLS-attention heads, the iBOT baseline of paper Fig. 4) |
+foreground score."""
 
 from __future__ import annotations
 
@@ -15,6 +16,16 @@ from semmae.parts.config import PartsShowConfig
 from semmae.parts.inference import full_image_transform, infer_parts
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
 from semmae.utils.distributed import resolve_device
+
+
+def _label_map(path: Path, size: int) -> torch.Tensor:
+    """A ground-truth label PNG resized (nearest) to the drawn image size, long [size, size]."""
+    from PIL import Image
+
+    if not path.is_file():
+        raise UserError(f"no ground-truth mask {path} for this image (--masks must mirror the --data tree)")
+    with Image.open(path) as m:
+        return torch.from_numpy(np.asarray(m.resize((size, size), Image.NEAREST), dtype=np.int64))
 
 
 def show_parts(cfg: PartsShowConfig) -> Path:
@@ -33,9 +44,14 @@ def show_parts(cfg: PartsShowConfig) -> Path:
     s = img.shape[1]
     fg_img = np.repeat(np.repeat(fg, s // grid + 1, axis=1)[:, :s], s // grid + 1, axis=2)[:, :, :s]
     fg_img = np.broadcast_to(fg_img, img.shape).copy()
+    truth = []
+    if cfg.masks:
+        labels = torch.stack([_label_map(Path(cfg.masks) / dataset.relative_paths[int(i)], s) for i in picks])
+        truth = [overlay(img, labels, int(labels.max()) + 1)]
     panel = grid_image(
         [
             img,
+            *truth,
             overlay(img, res["part_ids"], model.spec.num_parts),
             overlay(img, res["attn_ids"], encoder.num_heads),
             fg_img,
