@@ -108,7 +108,7 @@ def build_report(demo: Demo) -> tuple[Path, Path]:
             tables=[part_table(metrics)],
             figures=[
                 Figure(
-                    "Learned parts next to raw-attention parts",
+                    "Image | ground truth | learned parts | raw-attention parts | foreground score",
                     figs / "parts.png",
                     "Each part id has one colour; the raw-attention baseline is the argmax over the encoder's "
                     "last-layer CLS-attention heads (paper Table 4's iBOT baseline).",

@@ -298,6 +298,8 @@ class Demo:
                 str(figure),
                 "--num-images",
                 "6",
+                "--masks",
+                str(self.data / "masks" / "val"),
                 "--device",
                 self.cfg.device,
             ]
