@@ -14,7 +14,7 @@ from semmae.data.part_cache import PartCache
 from semmae.parts.checkpoint import load_part_model
 from semmae.utils.rundir import read_log
 
-from .conftest import IMG, train_args
+from .conftest import IMG, PATCH, train_args
 
 
 def test_train_writes_run_dir_and_plain_checkpoint(trained):
@@ -86,6 +86,8 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
     ids, fg = cache[0]
     assert ids.shape == (8, 8) and int(ids.max()) < 6 and float(fg.max()) == 1.0 and float(fg.min()) == 0.0
     assert cache.meta["producer"]["fg_source"].startswith("last-layer CLS attention")
+    assert cache.meta["producer"]["encoder_architecture"]["patch_size"] == PATCH
+    assert cache.meta["producer"]["encoder"]["arch"] is None  # read from the checkpoint, not the default name
 
     png = tmp_path / "show.png"
     assert (

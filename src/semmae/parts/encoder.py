@@ -54,6 +54,17 @@ class FrozenEncoder(nn.Module):
         self.img_size = int(vit.patch_embed.img_size[0])
         self.patch_size = int(vit.patch_embed.patch_size[0])
 
+    def describe(self) -> dict[str, int | str]:
+        """The architecture actually in use (read off the modules, whatever name the config carried)."""
+        vit = self.vit
+        return {
+            "patch_size": int(vit.patch_embed.patch_size[0]),
+            "embed_dim": int(vit.embed_dim),
+            "depth": len(vit.blocks),
+            "num_heads": self.num_heads,
+            "img_size": self.img_size,
+        }
+
     def train(self, mode: bool = True) -> FrozenEncoder:  # the encoder is never put into train mode
         return super().train(False)
 

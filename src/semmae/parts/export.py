@@ -33,7 +33,9 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
     producer = {
         "command": "semmae parts export",
         "checkpoint": str(Path(cfg.checkpoint).resolve()),
-        "encoder": ckpt["encoder"],
+        # the spec names a timm arch only for random-init encoders; record what was really used
+        "encoder": {**ckpt["encoder"], **({"arch": None} if ckpt["encoder"].get("checkpoint") else {})},
+        "encoder_architecture": encoder.describe(),
         "softmax_over": model.spec.softmax_over,
         "encoder_grid": encoder.grid_size,
         "img_size": encoder.img_size,
