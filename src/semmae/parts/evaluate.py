@@ -42,8 +42,6 @@ COLUMNS = (
     "fg_iou_image",
     "kp_nmi",
     "kp_ari",
-    "kp_nmi_image",
-    "kp_ari_image",
 )
 
 
