@@ -148,6 +148,8 @@ class Demo:
             str(b.warmup_epochs),
             "--batch-size",
             str(b.batch_size),
+            "--blr",
+            str(b.blr),
             "--seed",
             str(seed),
             "--resume",
