@@ -79,7 +79,9 @@ class PartAttention(nn.Module):
     it only sets a sane initial temperature, as in any dot-product attention).
     """
 
-    def __init__(self, embed_dim: int, proj_dim: int, softmax_over: str = "positions", scale_logits: bool = True):
+    def __init__(
+        self, embed_dim: int, proj_dim: int, softmax_over: str = "positions", scale_logits: bool = True
+    ):
         super().__init__()
         if softmax_over not in SOFTMAX_AXES:
             raise ValueError(f"softmax_over must be one of {SOFTMAX_AXES}, got {softmax_over!r}")
