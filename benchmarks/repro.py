@@ -12,7 +12,7 @@ Stages (each chained in-process through the same CLI verbs a user runs, :func:`s
                    k=20, T=0.07) on the same features; plus the encoder at its random initialisation per seed.
 
 Identical configurations are run once and reported in every table that contains them (random = MAE = no parts;
-adaptive gamma 2 = SemMAE = learned parts). Each finished run writes ``<out>/<stem>/runs/<key>-seed<s>.json`` at
+adaptive gamma 2 = SemMAE = learned parts). Each finished run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at
 once and the summary (``<stem>.md``, ``.png``, ``.json``, see ``repro_report.py``) is rewritten after every run, so a
 cut-short grid is usable and a rerun with the same ``--work`` resumes (finished runs are skipped).
 
@@ -265,7 +265,7 @@ class Harness:
         state_path.write_text(json.dumps(state, indent=1))
         self.stem = f"{state['date']}-{preset.name}-{state['device']}"
         self.out = Path(args.out).resolve()
-        self.runs_dir = self.out / self.stem / "runs"
+        self.runs_dir = self.out / self.stem / "per-run"  # not runs/: .gitignore ignores those
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.stage_seconds: dict[str, float] = {}
 

@@ -236,7 +236,7 @@ def write_summary(
         ),
         f"![bar chart]({stem}.png)",
         "",
-        f"Raw per-run records: `{stem}/runs/*.json` (all of them also in `{stem}.json`).",
+        f"Raw per-run records: `{stem}/per-run/*.json` (all of them also in `{stem}.json`).",
         "",
     ]
     out.mkdir(parents=True, exist_ok=True)

@@ -48,14 +48,14 @@ def test_table4_grid_writes_runs_summary_chart_and_json(grid):
     root, _ = grid
     out = root / "out"
     stem = _stem(out)
-    runs = sorted(p.stem for p in (out / stem / "runs").glob("*.json"))
+    runs = sorted(p.stem for p in (out / stem / "per-run").glob("*.json"))
     # table 4 = no parts (the `random` run), learned parts (adaptive gamma 2), raw attention; + random init
     assert runs == ["adaptive_g2-seed0", "attention_g2-seed0", "random-seed0", "random_init-seed0"]
     for name in runs:
-        rec = json.loads((out / stem / "runs" / f"{name}.json").read_text())
+        rec = json.loads((out / stem / "per-run" / f"{name}.json").read_text())
         assert 0.0 <= rec["knn_top1"] <= 100.0 and 0.0 <= rec["linprobe_top1"] <= 100.0
         assert rec["num_train"] == 24 and rec["num_val"] == 12
-    rec = json.loads((out / stem / "runs" / "random-seed0.json").read_text())
+    rec = json.loads((out / stem / "per-run" / "random-seed0.json").read_text())
     assert {tuple(r) for r in rec["rows"]} >= {("table3", "random"), ("table1", "MAE, patch P")}
     md = (out / f"{stem}.md").read_text()
     assert "Runs finished: 4 of 4." in md and "The grid is complete." in md
@@ -87,7 +87,7 @@ def test_attention_cache_holds_one_part_per_head(grid):
 def test_rerun_resumes_and_redoes_only_a_missing_run(grid):
     root, argv = grid
     out = root / "out"
-    runs = out / _stem(out) / "runs"
+    runs = out / _stem(out) / "per-run"
     before = {p.name: p.stat().st_mtime_ns for p in runs.glob("*.json")}
     (runs / "attention_g2-seed0.json").unlink()
     assert repro.main(argv) == 0
