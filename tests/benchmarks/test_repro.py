@@ -54,6 +54,7 @@ def test_table4_grid_writes_runs_summary_chart_and_json(grid):
     for name in runs:
         rec = json.loads((out / stem / "per-run" / f"{name}.json").read_text())
         assert 0.0 <= rec["knn_top1"] <= 100.0 and 0.0 <= rec["linprobe_top1"] <= 100.0
+        assert 0.0 <= rec["logreg_top1"] <= 100.0
         assert rec["num_train"] == 24 and rec["num_val"] == 12
     rec = json.loads((out / stem / "per-run" / "random-seed0.json").read_text())
     assert {tuple(r) for r in rec["rows"]} >= {("table3", "random"), ("table1", "MAE, patch P")}
