@@ -108,3 +108,23 @@ def test_a_failing_stage_is_named(tmp_path, capsys):
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "stage 'parts' failed" in err and "enc.pth" in err and len(err.splitlines()) == 1
+
+
+def test_rerun_with_other_settings_is_refused(demo_dir, capsys):
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(demo_dir),
+            "--budget",
+            "micro",
+            "--device",
+            "cpu",
+            "--seed",
+            "5",
+            "--no-progress",
+        ]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "other settings (seed differ)" in err and len(err.strip().splitlines()) == 1

@@ -19,6 +19,7 @@ resumes from its own checkpoints (pretraining ``--resume auto``, part training `
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -455,10 +456,35 @@ class Demo:
         self.timings[stage.name] = float(record.get("seconds", 0.0))
         return True
 
+    def setup_record(self) -> dict[str, Any]:
+        """What the artifacts depend on: a rerun into the same folder must agree on it."""
+        return {
+            "budget": self.cfg.budget,
+            **dataclasses.asdict(self.budget),
+            "seed": self.cfg.seed,
+            "encoder": self.cfg.encoder,
+            "encoder_checkpoint": self.cfg.encoder_checkpoint,
+        }
+
+    def check_same_setup(self) -> None:
+        path = self.out / "stages" / "setup.json"
+        record = self.setup_record()
+        if path.exists():
+            old = json.loads(path.read_text())
+            changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
+            if changed:
+                raise UserError(
+                    f"{self.out} holds a demo run with other settings ({', '.join(changed)} differ); "
+                    "use another --out, or the same settings to resume it"
+                )
+        else:
+            atomic_write_json(path, record)
+
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         from semmae.config import save_config
 
+        self.check_same_setup()
         save_config(self.cfg, self.out / "demo_config.yaml")
         stages = self.stages()
         t_all = time.perf_counter()
