@@ -25,7 +25,9 @@ def _subset(root: Path, out: Path, per_class_train: int, per_class_val: int) -> 
                 os.symlink(f, out / split / cls / f.name)
 
 
-def run(quick: bool = True) -> list[dict]:
+def run(quick: bool = True, write: bool = False) -> list[dict]:
+    """Measure both modes; ``write=True`` (the script's own ``__main__``) also rewrites the results file, so
+    ``run_all.py`` never overwrites committed results with a smoke run."""
     import torch
 
     from semmae.eval.linprobe import LinprobeConfig, run_linprobe
@@ -77,13 +79,14 @@ def run(quick: bool = True) -> list[dict]:
         "cached tensors; full = the MAE protocol (RandomResizedCrop + flip through the frozen encoder every epoch).",
         "The fast mode's cost is one encoder pass per view; the full mode's is one pass per epoch.",
     ]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    if write:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text("\n".join(lines) + "\n")
     return out
 
 
 if __name__ == "__main__":
     import sys
 
-    for r in run(quick="--full" not in sys.argv):
+    for r in run(quick="--full" not in sys.argv, write=True):
         print(r)
