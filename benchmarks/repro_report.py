@@ -223,6 +223,9 @@ def write_summary(
             else f"| `{key}` (eval only) | {len(recs)} | {statistics.fmean(total):.0f} | |"
         )
     lines.append("")
+    notes = runs_dir.parent / "NOTES.md"  # hand-written observations about this grid, if any
+    if notes.is_file():
+        lines += ["## Observations (hand-written, see NOTES.md)", "", notes.read_text().strip(), ""]
     tokens = (p["img_size"] // patch) ** 2
     lines += [
         "## What differs from the paper's setting",
