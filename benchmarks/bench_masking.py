@@ -58,7 +58,12 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
     return [
         {"name": f"masking: semantic-guided time ({tag})", "value": t_sem * 1e3, "unit": "ms", "target": ""},
         {"name": f"masking: random time ({tag})", "value": t_rand * 1e3, "unit": "ms", "target": ""},
-        {"name": f"masking: semantic / random time ({tag})", "value": t_sem / t_rand, "unit": "x", "target": "<= 3x"},
+        {
+            "name": f"masking: semantic / random time ({tag})",
+            "value": t_sem / t_rand,
+            "unit": "x",
+            "target": "<= 3x",
+        },
     ]
 
 

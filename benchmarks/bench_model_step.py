@@ -24,7 +24,9 @@ except ImportError:  # imported as a module by run_all.py from another folder
     import importlib.util
     from pathlib import Path
 
-    _spec = importlib.util.spec_from_file_location("bench_masking", Path(__file__).with_name("bench_masking.py"))
+    _spec = importlib.util.spec_from_file_location(
+        "bench_masking", Path(__file__).with_name("bench_masking.py")
+    )
     _mod = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(_mod)
     median_times = _mod.median_times
@@ -33,7 +35,9 @@ except ImportError:  # imported as a module by run_all.py from another folder
 def _trainer(name: str, img_size: int, device: torch.device):
     model = create_model(name, img_size=img_size).to(device).train()
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4, betas=(0.9, 0.95))
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext)
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext
+    )
     return model, opt, autocast
 
 
@@ -70,17 +74,29 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
         return step
 
     p16, p8 = f"mae_vit_{size}_patch16", f"mae_vit_{size}_patch8"
-    t_sem, t_rand = median_times([stepper(p16, "adaptive", None), stepper(p16, "random", None)], repeats, dev, 2)
-    t_p8, t_p16 = median_times([stepper(p8, "adaptive", 0.25), stepper(p16, "adaptive", None)], repeats, dev, 2)
+    t_sem, t_rand = median_times(
+        [stepper(p16, "adaptive", None), stepper(p16, "random", None)], repeats, dev, 2
+    )
+    t_p8, t_p16 = median_times(
+        [stepper(p8, "adaptive", 0.25), stepper(p16, "adaptive", None)], repeats, dev, 2
+    )
     tag = f"{size}, B={batch}, {img}px, {dev.type}"
     return [
         {"name": f"step: semantic masking ({p16}, {tag})", "value": t_sem * 1e3, "unit": "ms", "target": ""},
         {"name": f"step: random masking ({p16}, {tag})", "value": t_rand * 1e3, "unit": "ms", "target": ""},
-        {"name": f"step: semantic / random throughput ({tag})", "value": t_rand / t_sem, "unit": "x",
-         "target": ">= 0.97"},
+        {
+            "name": f"step: semantic / random throughput ({tag})",
+            "value": t_rand / t_sem,
+            "unit": "x",
+            "target": ">= 0.97",
+        },
         {"name": f"step: patch-8 keep-1/4 ({p8}, {tag})", "value": t_p8 * 1e3, "unit": "ms", "target": ""},
-        {"name": f"step: patch-8 keep-1/4 / patch-16 time ({tag})", "value": t_p8 / t_p16, "unit": "x",
-         "target": "<= 1.10"},
+        {
+            "name": f"step: patch-8 keep-1/4 / patch-16 time ({tag})",
+            "value": t_p8 / t_p16,
+            "unit": "x",
+            "target": "<= 1.10",
+        },
     ]
 
 
