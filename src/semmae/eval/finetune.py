@@ -121,7 +121,7 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig, peak_lr: float) -> to
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
-    info = init_distributed("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    info = init_distributed(cfg.device)
     try:
         return _run(cfg, info)
     finally:

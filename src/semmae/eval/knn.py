@@ -102,7 +102,7 @@ class KnnConfig(EvalCommonConfig):
 
 def run_knn(cfg: KnnConfig) -> dict:
     """Encode train and val once (center crop), classify val by its neighbours in train, write results.json."""
-    info = init_distributed("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
         seed_everything(cfg.seed, info.rank)

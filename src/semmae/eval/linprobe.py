@@ -221,7 +221,7 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
 
 
 def run_linprobe(cfg: LinprobeConfig) -> dict:
-    info = init_distributed("cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu")
+    info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
         seed_everything(cfg.seed, info.rank)

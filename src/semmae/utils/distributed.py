@@ -29,14 +29,15 @@ class DistInfo:
 def init_distributed(device: str = "cpu") -> DistInfo:
     """Initialise the process group from torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR).
 
-    NCCL on CUDA, gloo on the CPU. Returns a world of one when not launched by torchrun.
+    ``device`` is the run's ``--device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``): NCCL when it can mean a GPU and
+    one is present, gloo otherwise. Returns a world of one when not launched by torchrun.
     """
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return DistInfo()
     rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if world > 1 and not dist.is_initialized():
-        backend = "nccl" if device.startswith("cuda") else "gloo"
+        backend = "nccl" if device != "cpu" and torch.cuda.is_available() else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(local_rank)
         dist.init_process_group(backend=backend)
