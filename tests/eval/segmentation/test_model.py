@@ -73,6 +73,33 @@ def test_segmentor_shapes_loss_and_gradients():
     assert set(model(x)) == {"logits"}
 
 
+def test_frozen_encoder_stays_fixed_while_necks_and_heads_learn():
+    torch.manual_seed(0)
+    vit = VisionTransformer(
+        img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2, num_classes=0, drop_path_rate=0.5
+    )
+    model = Segmentor(ViTPyramid(vit, frozen=True), 5, 16, [1, 2], aux_channels=8).train()
+    assert not model.backbone.vit.training and model.decode_head.training  # no drop path in the encoder
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = build_optimizer(model, lr=1e-2, weight_decay=0.05, layer_decay=0.75, betas=(0.9, 0.999))
+    assert sum(len(g["params"]) for g in opt.param_groups) == sum(
+        1 for n in before if not n.startswith("backbone.vit.")
+    )
+    x, labels = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32))
+    segmentation_loss(model(x), labels, 255, 0.4)["loss"].backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        if name.startswith("backbone.vit."):
+            assert p.grad is None and torch.equal(p, before[name]), name
+    assert not torch.equal(model.backbone.necks[0][0].weight, before["backbone.necks.0.0.weight"])
+    assert not torch.equal(model.decode_head.classifier.weight, before["decode_head.classifier.weight"])
+    # with the encoder in eval mode, two training-mode passes give the same encoder features
+    with torch.no_grad():
+        a = model.backbone.vit.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
+        b = model.backbone.vit.forward_intermediates(x, indices=[1], intermediates_only=True)[0]
+    assert torch.equal(a, b)
+
+
 def test_loss_ignores_the_ignore_index():
     logits = torch.randn(1, 3, 4, 4)
     labels = torch.full((1, 8, 8), 255)

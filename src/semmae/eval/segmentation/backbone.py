@@ -46,10 +46,12 @@ class ViTPyramid(nn.Module):
     """``images [B, 3, H, W] -> [level_i [B, D, H / s_i, W / s_i] for s_i in (4, 8, 16, 32)]``.
 
     ``H`` and ``W`` must equal the encoder's ``img_size`` (the sliding-window crop). The encoder is pruned after its
-    last tapped block, and its final norm and classifier (unused here) are removed.
+    last tapped block, and its final norm and classifier (unused here) are removed. ``frozen=True`` fixes the
+    encoder (no gradients, always in eval mode, so no drop path): only the resampling necks and the heads learn,
+    which measures what the encoder's features already hold (a segmentation probe).
     """
 
-    def __init__(self, vit: VisionTransformer, out_indices: list[int] | None = None):
+    def __init__(self, vit: VisionTransformer, out_indices: list[int] | None = None, frozen: bool = False):
         super().__init__()
         depth = len(vit.blocks)
         self.out_indices = list(out_indices) if out_indices else default_out_indices(depth)
@@ -76,14 +78,25 @@ class ViTPyramid(nn.Module):
         self.embed_dim = vit.embed_dim
         self.patch_size = patch
         self.necks = nn.ModuleList(resampler(self.embed_dim, patch / s) for s in PYRAMID_STRIDES)
+        self.frozen = frozen
+        if frozen:
+            self.vit.requires_grad_(False)
+            self.vit.eval()
+
+    def train(self, mode: bool = True) -> ViTPyramid:
+        super().train(mode)
+        if self.frozen:
+            self.vit.eval()
+        return self
 
     @property
     def out_channels(self) -> list[int]:
         return [self.embed_dim] * len(PYRAMID_STRIDES)
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
-        maps = self.vit.forward_intermediates(
-            images, indices=self.taps, intermediates_only=True, stop_early=True, output_fmt="NCHW"
-        )
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            maps = self.vit.forward_intermediates(
+                images, indices=self.taps, intermediates_only=True, stop_early=True, output_fmt="NCHW"
+            )
         by_block = dict(zip(self.taps, maps))
         return [neck(by_block[i]) for neck, i in zip(self.necks, self.out_indices)]

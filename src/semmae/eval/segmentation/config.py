@@ -102,6 +102,13 @@ class SegmentTrainConfig(SegmentDataConfig):
             "help": "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture"
         },
     )
+    freeze_encoder: bool = field(
+        default=False,
+        metadata={
+            "help": "keep the encoder fixed and train only the pyramid necks and the heads (a segmentation probe "
+            "of the encoder's features; isolates what pretraining contributes)"
+        },
+    )
     arch: str | None = field(
         default=None,
         metadata={

@@ -81,7 +81,7 @@ def build_segmentor(
             **overrides,
         )
     model = Segmentor(
-        ViTPyramid(vit, cfg.out_indices),
+        ViTPyramid(vit, cfg.out_indices, frozen=getattr(cfg, "freeze_encoder", False)),
         num_classes,
         cfg.head_channels,
         cfg.pool_scales,
@@ -280,8 +280,10 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo) -> dict:
     if dist_info.is_main:
         print(
             f"segment train: {len(train_set)} train / {len(val_set)} val images, {source.num_classes} classes "
-            f"({source.layout} layout), encoder {enc_info.get('layout') or 'random init'}, "
-            f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params, "
+            f"({source.layout} layout), encoder {enc_info.get('layout') or 'random init'}"
+            f"{' (frozen)' if cfg.freeze_encoder else ''}, "
+            f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params "
+            f"({sum(p.numel() for p in core.parameters() if p.requires_grad) / 1e6:.1f}M trained), "
             f"lr {cfg.lr:g} at global batch {cfg.batch_size} ({per_rank} x {dist_info.world_size} ranks)"
         )
 
