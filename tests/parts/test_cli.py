@@ -144,6 +144,18 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
         assert metrics[m]["images"] == n_val
     # the ceiling bounds the grid-level methods' per-image foreground separation only loosely; it must be sane
     assert metrics["ceiling"]["fg_iou"] > 0.5
+    assert metrics["meta"]["notes"] == [] and "note:" not in text
+
+    # object/background masks only (as CUB's segmentations): part-identity scores are flagged as fg/bg scores
+    binary = tmp_path / "binary_masks"
+    for src in (synth / "masks" / "val").rglob("*.png"):
+        dst = binary / src.relative_to(synth / "masks" / "val")
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((np.asarray(Image.open(src)) > 0).astype(np.uint8)).save(dst)
+    argv = ["parts", "eval", "--data", str(synth / "val"), "--cache", str(cache_path), "--num-workers", "0"]
+    assert main([*argv, "--masks", str(binary), "--out", str(tmp_path / "bin.json")]) == 0
+    assert "note: the masks hold a single foreground label" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "bin.json").read_text())["meta"]["notes"]) == 1
 
 
 def test_export_resumes_an_interrupted_cache(tmp_path, synth, trained, monkeypatch):

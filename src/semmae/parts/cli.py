@@ -39,6 +39,8 @@ def _eval(args: argparse.Namespace) -> int:
 
     metrics = evaluate_parts(resolve_config(PartsEvalConfig, args))
     print(format_table(metrics))
+    for note in metrics["meta"]["notes"]:
+        print(f"note: {note}")
     print(f"wrote {metrics['meta']['written_to']}")
     return 0
 

@@ -178,6 +178,7 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         num_labels.update(base.pop("_num_labels"))
         preds.update(base)
     results: dict[str, dict[str, Any]] = {m: {} for m in preds}
+    notes: list[str] = []
 
     if cfg.masks:
         size = g * math.ceil(cfg.eval_size / g)
@@ -185,6 +186,11 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         k = int(masks.max()) + 1
         if k < 2:
             raise UserError(f"the masks under {cfg.masks} hold no foreground label (all 0)")
+        if k == 2:
+            notes.append(
+                "the masks hold a single foreground label: nmi/ari/miou measure object-vs-background agreement, "
+                "not part identity (fg_iou is the meaningful score)"
+            )
         rep = size // g
         scorers = {m: PartScorer(k, num_labels[m]) for m in preds}
         if cfg.baselines:
@@ -226,6 +232,7 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         "num_parts": n,
         "images": num_images,
         "producer": cache.meta.get("producer", {}),
+        "notes": notes,
     }
     out = Path(cfg.out) if cfg.out else Path(cfg.cache) / "part_metrics.json"
     atomic_write_json(out, ordered)
