@@ -1,12 +1,13 @@
 import json
 
 import numpy as np
+import pytest
 from _helpers import write_image_folder
 from PIL import Image
 
 from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
-from semmae.data.synth import PART_TYPES, make_synthetic_dataset
+from semmae.data.synth import PART_TYPES, make_synthetic_dataset, render_object_image
 
 
 def test_synth_is_deterministic_and_masks_match(tmp_path):
@@ -55,3 +56,28 @@ def test_check_lists_unreadable_files_and_accepts_odd_valid_ones(tmp_path, capsy
     assert main(["data", "check", "--data", str(root)]) == 1
     out = capsys.readouterr().out
     assert "1 unreadable file(s)" in out and str(root / "b" / "broken.jpg") in out
+
+
+def _body_hue_consistency(style: str, n: int = 40) -> float:
+    """Resultant length (1 = always the same hue, ~0 = uniform) of the body's mean hue over ``n`` fish images."""
+    angles = []
+    for i in range(n):
+        image, mask = render_object_image("fish", 48, np.random.default_rng(i), style)
+        hue = np.asarray(Image.fromarray(image).convert("HSV"))[..., 0][mask == PART_TYPES.index("body") + 1]
+        angles.append(np.angle(np.exp(2j * np.pi * hue / 256.0).mean()))
+    return float(abs(np.exp(1j * np.array(angles)).mean()))
+
+
+def test_random_style_takes_the_part_identity_out_of_the_colours(tmp_path):
+    assert _body_hue_consistency("class") > 0.9  # one hue per (class, part type), up to a small jitter
+    assert _body_hue_consistency("random") < 0.5  # a fresh hue in every image
+    with pytest.raises(ValueError, match="style"):
+        render_object_image("fish", 32, np.random.default_rng(0), "pastel")
+    out = tmp_path / "r"
+    argv = ["data", "synth", "--out", str(out), "--num-images", "10", "--size", "32", "--style", "random"]
+    assert main(argv) == 0
+    assert json.loads((out / "synth.json").read_text())["style"] == "random"
+    again = tmp_path / "r2"
+    assert main([*argv[:3], str(again), *argv[4:]]) == 0  # deterministic in this style too
+    for f in out.rglob("*.png"):
+        assert f.read_bytes() == (again / f.relative_to(out)).read_bytes()

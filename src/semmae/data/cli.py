@@ -19,6 +19,15 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "random seed: the same seed writes the same files"})
     val_fraction: float = field(default=0.2, metadata={"help": "share of each class written to val/"})
     num_classes: int = field(default=5, metadata={"help": "object classes to use (1-5)"})
+    style: str = field(
+        default="class",
+        metadata={
+            "help": "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
+            "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
+            "and layout identify them (a harder test of learned representations)",
+            "choices": ("class", "random"),
+        },
+    )
 
     def validate(self) -> None:
         from semmae.errors import UserError
@@ -47,7 +56,7 @@ def run_synth(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(SynthConfig, args)
     info = make_synthetic_dataset(
-        cfg.out, cfg.num_images, cfg.size, cfg.seed, cfg.val_fraction, cfg.num_classes
+        cfg.out, cfg.num_images, cfg.size, cfg.seed, cfg.val_fraction, cfg.num_classes, style=cfg.style
     )
     print(
         f"wrote {info['splits']['train']} train + {info['splits']['val']} val images of {len(info['classes'])} "

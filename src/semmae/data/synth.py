@@ -7,6 +7,11 @@ cluttered background. Because part types are shared across classes, a mask's lab
 image, so masks score both per-image partitions and dataset-wide part identity (``semmae parts eval``) and serve as
 a small segmentation benchmark.
 
+Two styles (``--style``): ``class`` (default) gives each (class, part type) a fixed look, so a part's colour alone
+names it - an easy set where even an untrained encoder passes enough to the head; ``random`` gives every part type a
+fresh look in every image, so only shape and layout identify parts and classes - the harder test of what a
+pretrained representation adds (benchmarks/results/segmentation-synthetic.md).
+
 Layout written by :func:`make_synthetic_dataset`::
 
     out/train/<class>/<class>_00000.png      RGB image (ImageFolder layout)
@@ -31,6 +36,8 @@ from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 
 PART_TYPES = ("head", "body", "legs", "tail", "limbs", "top")
+#: how parts are coloured: "class" = a fixed look per (class, part type); "random" = a fresh look per image
+STYLES = ("class", "random")
 
 
 @dataclass(frozen=True)
@@ -123,9 +130,16 @@ def _class_style(class_index: int, part_index: int) -> tuple[float, str, float]:
 
 
 def render_object_image(
-    class_name: str, size: int, rng: np.random.Generator
+    class_name: str, size: int, rng: np.random.Generator, style: str = "class"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Draw one image of ``class_name``: returns RGB uint8 ``[size, size, 3]`` and its part mask uint8 ``[size, size]``."""
+    """Draw one image of ``class_name``: returns RGB uint8 ``[size, size, 3]`` and its part mask uint8 ``[size, size]``.
+
+    ``style="class"``: each (class, part type) has a fixed hue and texture, so a part is recognisable by its look.
+    ``style="random"``: every part type gets a fresh hue and texture in every image, so neither a part's type nor the
+    object's class shows in its colours - only shape and layout tell them apart.
+    """
+    if style not in STYLES:
+        raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
     class_index = list(OBJECT_CLASSES).index(class_name)
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
     # textured background: a few low-frequency waves in two colours, plus unlabeled clutter blobs
@@ -153,6 +167,7 @@ def render_object_image(
     dx, dy = (xx - ox) / half, (yy - oy) / half
     u = (math.cos(tilt) * dx + math.sin(tilt) * dy) * flip
     v = -math.sin(tilt) * dx + math.cos(tilt) * dy
+    image_styles: dict[int, tuple[float, str, float]] = {}  # style="random": one look per part type per image
     for p in OBJECT_CLASSES[class_name]:
         part_id = PART_TYPES.index(p.part) + 1
         rx, ry = p.rx * rng.uniform(0.85, 1.15), p.ry * rng.uniform(0.85, 1.15)
@@ -161,7 +176,16 @@ def render_object_image(
         lx = (math.cos(a) * px + math.sin(a) * py) / rx
         ly = (-math.sin(a) * px + math.cos(a) * py) / ry
         region = _inside(p.shape, lx, ly)
-        hue, texture, freq = _class_style(class_index, part_id)
+        if style == "class":
+            hue, texture, freq = _class_style(class_index, part_id)
+        else:
+            if part_id not in image_styles:
+                image_styles[part_id] = (
+                    float(rng.random()),
+                    TEXTURES[int(rng.integers(len(TEXTURES)))],
+                    float(rng.uniform(0.5, 1.4)),
+                )
+            hue, texture, freq = image_styles[part_id]
         base = _hsv(hue + rng.normal(0, 0.03), rng.uniform(0.55, 0.9), rng.uniform(0.55, 0.95))
         dark = base * rng.uniform(0.35, 0.6)
         pattern = _texture(texture, xx, yy, freq, rng.uniform(0, 2 * math.pi))[..., None]
@@ -180,6 +204,7 @@ def make_synthetic_dataset(
     val_fraction: float = 0.2,
     num_classes: int | None = None,
     progress: bool = True,
+    style: str = "class",
 ) -> dict:
     """Write the synthetic part dataset (see the module docstring). Deterministic for ``seed``; returns synth.json."""
     out = Path(out)
@@ -190,6 +215,8 @@ def make_synthetic_dataset(
         raise UserError(f"--size must be at least 16 pixels, got {size}")
     if not 0.0 < val_fraction < 1.0:
         raise UserError(f"--val-fraction must lie in (0, 1), got {val_fraction}")
+    if style not in STYLES:
+        raise UserError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
     if (out / "synth.json").exists():
         raise UserError(f"{out} already holds a synthetic dataset; choose another --out or delete it")
     seeds = np.random.SeedSequence(seed).spawn(num_images)
@@ -204,7 +231,7 @@ def make_synthetic_dataset(
             jobs.append((name, "val" if i < n_val else "train", f"{name}_{i:05d}.png"))
     try:
         for (name, split, file), ss in tqdm(list(zip(jobs, seeds)), desc="synth", disable=not progress):
-            image, mask = render_object_image(name, size, np.random.default_rng(ss))
+            image, mask = render_object_image(name, size, np.random.default_rng(ss), style)
             for folder, arr in ((out / split / name, image), (out / "masks" / split / name, mask)):
                 folder.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(arr).save(folder / file)
@@ -219,6 +246,7 @@ def make_synthetic_dataset(
         "size": size,
         "seed": seed,
         "val_fraction": val_fraction,
+        "style": style,
         "splits": counts,
         "masks": "masks/<split>/<class>/<file>.png, uint8: 0 background, 1..num_part_types part type",
     }

@@ -1,0 +1,61 @@
+"""Summarise `semmae segment train` runs into a mean +- std table (issue 7's pretrained-vs-random comparisons).
+
+    python benchmarks/seg_summary.py runs/seg-transfer 'seg_{arm}_s{seed}' mae semmae rand
+
+prints one Markdown row per arm (mIoU / mAcc / aAcc, mean +- sample std over the seeds found), the per-seed mIoU,
+and the paired mIoU difference of every arm to the last one (the reference, e.g. random init) over shared seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+METRICS = ("miou", "macc", "aacc")
+
+
+def collect(root: Path, pattern: str, arm: str) -> dict[int, dict]:
+    """``{seed: results.json}`` for every finished run ``root / pattern.format(arm=arm, seed=seed)``."""
+    found = {}
+    for seed in range(100):
+        f = root / pattern.format(arm=arm, seed=seed) / "results.json"
+        if f.exists():
+            found[seed] = json.loads(f.read_text())
+    return found
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.2f}"
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("root", type=Path)
+    ap.add_argument("pattern", help="run folder name with {arm} and {seed}")
+    ap.add_argument("arms", nargs="+", help="arms to compare; the last is the reference of the paired deltas")
+    args = ap.parse_args()
+    runs = {a: collect(args.root, args.pattern, a) for a in args.arms}
+    ref = args.arms[-1]
+    print("| arm | seeds | mIoU | mAcc | aAcc | per-seed mIoU | paired ΔmIoU vs " + ref + " |")
+    print("|---|---|---|---|---|---|---|")
+    for a in args.arms:
+        r = runs[a]
+        seeds = sorted(r)
+        cells = [mean_std([r[s][m] for s in seeds]) for m in METRICS]
+        per_seed = ", ".join(f"{r[s]['miou']:.2f}" for s in seeds)
+        shared = [s for s in seeds if s in runs[ref]]
+        deltas = [r[s]["miou"] - runs[ref][s]["miou"] for s in shared]
+        delta = (
+            "—" if a == ref else f"{mean_std(deltas)} ({sum(d > 0 for d in deltas)}/{len(deltas)} seeds > 0)"
+        )
+        print(f"| {a} | {len(seeds)} | " + " | ".join(cells) + f" | {per_seed} | {delta} |")
+
+
+if __name__ == "__main__":
+    main()
