@@ -34,7 +34,7 @@ import random
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
 TABLES = ("table1", "table3", "table4", "anchor")
+EVAL_ONLY = ("eval_crop_pct",)  # preset fields that change only the evaluation of finished pretraining runs
 
 
 # ------------------------------------------------------------------------------------------------------ presets
@@ -80,6 +81,9 @@ class Preset:
     num_workers: int
     seeds: int
     name: str = ""
+    eval_crop_pct: float = (
+        0.875  # eval view: Resize(img / crop) + CenterCrop(img); 1.0 = the whole short side
+    )
 
     @staticmethod
     def load(name_or_path: str) -> Preset:
@@ -254,7 +258,14 @@ class Harness:
         state = json.loads(state_path.read_text()) if state_path.exists() else {}
         device = args.device if args.device != "auto" else ("cuda" if _cuda() else "cpu")
         self.device = device
-        if state.get("preset", asdict(preset)) != asdict(preset):
+        # a work folder started before a field existed holds its default; evaluation-only fields may change
+        # (finished runs keep their records; the summary flags runs evaluated with another view)
+        defaults = {f.name: f.default for f in fields(Preset) if f.default is not MISSING}
+        started = {**defaults, **state.get("preset", asdict(preset))}
+        now = asdict(preset)
+        if {k: v for k, v in started.items() if k not in EVAL_ONLY} != {
+            k: v for k, v in now.items() if k not in EVAL_ONLY
+        }:
             raise SystemExit(
                 f"repro: {self.work} was started with another preset ({state['preset']}); "
                 "use another --work (or the same preset) so finished runs are not mixed with new ones"
@@ -473,6 +484,8 @@ class Harness:
                 str(self.p.eval_batch_size),
                 "--mode",
                 "fast",
+                "--crop-pct",
+                str(self.p.eval_crop_pct),
                 "--epochs",
                 str(self.p.linprobe_epochs),
                 "--warmup-epochs",

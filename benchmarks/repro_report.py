@@ -55,6 +55,13 @@ DIFFERENCES = """\
 """
 
 
+def _view(preset: dict[str, Any]) -> str:
+    """The evaluation view of a preset, e.g. ``Resize(73) + CenterCrop(64) (crop 0.875)``."""
+    crop = float(preset.get("eval_crop_pct", 0.875))
+    size = int(preset["img_size"])
+    return f"bicubic Resize({round(size / crop)}) + CenterCrop({size}) (crop {crop:g})"
+
+
 def _fmt(values: list[float]) -> str:
     if not values:
         return "-"
@@ -128,6 +135,11 @@ def write_summary(
         by_key.setdefault(r["key"], []).append(r)
     done = {(r["key"], r["seed"]) for r in records}
     missing = [f"{k} seed {s}" for k, s in planned if (k, s) not in done]
+    other_view = sorted(
+        f"{r['key']} seed {r['seed']}"
+        for r in records
+        if float(r.get("preset", {}).get("eval_crop_pct", 0.875)) != float(preset.get("eval_crop_pct", 0.875))
+    )
     seeds = sorted({s for _, s in planned})
     p = preset
     lines = [
@@ -139,7 +151,8 @@ def write_summary(
         f"{p['epochs']} epochs (warm-up {p['warmup_epochs']}), batch {p['batch_size']}, blr {p['blr']}. "
         f"Metrics on `val`: weighted kNN (cosine, k=20, T=0.07) and the fast linear probe "
         f"({p['linprobe_epochs']} epochs, best of the blr sweep) and a standardised logistic regression "
-        "(scikit-learn, L-BFGS to convergence, C = 1), all on the same frozen CLS features of center crops; "
+        "(scikit-learn, L-BFGS to convergence, C = 1), all on the same frozen CLS features of "
+        f"{_view(p)}; "
         "top-1 in percent, mean ± std over seeds. Δ columns: the row minus MAE with the same patch setting "
         "(`random`, or `mae_fine` for the patch-P/2 rows), matched by seed (same data order and initialisation).",
         "",
@@ -147,6 +160,12 @@ def write_summary(
         + (f" **Missing:** {', '.join(missing)}." if missing else " The grid is complete."),
         "",
     ]
+    if other_view:
+        lines += [
+            f"**Evaluated with another view than this preset's** (move their per-run JSON aside and rerun to "
+            f"re-evaluate): {', '.join(other_view)}.",
+            "",
+        ]
     for table in ("table3", "table1", "table4"):
         have = tables.get(table, {})
         if not have and all(t != table for t, _ in planned_rows):
@@ -190,8 +209,8 @@ def write_summary(
         "",
         "The issue's reference MAE: img 64, patch 8, width 192, **depth 12**, decoder 128 x 4, 19 epochs on the "
         "**full** 9,469-image train split, batch 128; probe = standardised logistic regression (compare the "
-        "logistic-regression column); kNN identical, but the anchor evaluated Resize(64) while this harness uses the package's "
-        "eval transform, Resize(73) + CenterCrop(64) (crop 0.875). A smaller preset is expected to land below it, the random-init row near it.",
+        "logistic-regression column); kNN identical; the anchor evaluated bicubic Resize(64), this run "
+        f"{_view(p)}. A smaller preset is expected to land below it, the random-init row near it.",
         "",
         "| row | seeds | kNN top-1 | logistic regression | fast linear probe | anchor kNN | anchor log. reg. |",
         "|---|---|---|---|---|---|---|",

@@ -115,3 +115,30 @@ def test_grid_selection_dedups_and_rejects_unknown_names():
     assert len(repro.select_grid(["table3"])) == 7
     with pytest.raises(SystemExit, match="not a table"):
         repro.select_grid(["table9"])
+
+
+def test_evaluation_view_can_change_on_a_finished_grid_but_training_settings_cannot(grid, tmp_path):
+    root, argv = grid
+    out = root / "out"
+    runs = out / _stem(out) / "per-run"
+    smoke = (BENCH / "repro_presets" / "smoke.yaml").read_text()
+    whole = tmp_path / "smoke_whole.yaml"
+    whole.write_text(smoke + "\nname: smoke\neval_crop_pct: 1.0\n")
+    (runs / "attention_g2-seed0.json").unlink()
+    at = argv.index("--preset") + 1
+    assert (
+        repro.main([*argv[:at], str(whole), *argv[at + 1 :]]) == 0
+    )  # same work folder, only the view differs
+    rec = json.loads((runs / "attention_g2-seed0.json").read_text())
+    assert rec["preset"]["eval_crop_pct"] == 1.0
+    import torch
+
+    assert torch.load(rec["features"], weights_only=True)["key"]["crop_pct"] == 1.0  # the probe saw that view
+    md = (out / f"{_stem(out)}.md").read_text()
+    assert "bicubic Resize(32) + CenterCrop(32) (crop 1)" in md
+    flagged = md.split("Evaluated with another view")[1].split("\n")[0]
+    assert "random seed 0" in flagged and "attention_g2" not in flagged
+    longer = tmp_path / "smoke_longer.yaml"
+    longer.write_text(smoke.replace("epochs:", "epochs: 99 #", 1) + "\nname: smoke\n")
+    with pytest.raises(SystemExit, match="another preset"):
+        repro.main([*argv[:at], str(longer), *argv[at + 1 :]])

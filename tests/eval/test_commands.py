@@ -78,6 +78,33 @@ def test_knn_and_fast_linprobe(tiny_data, tiny_ckpt, tmp_path):
     assert main(argv) == 0 and results(out)["top1"] == r["top1"]  # reruns reuse the cached features
 
 
+@pytest.mark.parametrize("verb", ["knn", "linprobe"])
+def test_crop_pct_sets_the_evaluation_view(verb, tiny_data, tiny_ckpt, tmp_path, monkeypatch):
+    import importlib
+
+    from semmae.data import transforms
+
+    module = importlib.import_module(f"semmae.eval.{verb}")
+    seen = []
+
+    def spy(size, crop_pct=0.875, **kw):
+        seen.append((size, crop_pct))
+        return transforms.eval_transform(size, crop_pct=crop_pct, **kw)
+
+    monkeypatch.setattr(module, "eval_transform", spy)
+    argv = [verb, "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--crop-pct", "1.0", *COMMON]
+    extra = ["--mode", "fast", "--epochs", "1", "--warmup-epochs", "0"] if verb == "linprobe" else []
+    assert main([*argv, *extra, "--out", str(tmp_path / "a")]) == 0
+    assert seen and all(c == 1.0 for _, c in seen)
+    if verb == "linprobe":  # the cached features are keyed by the view
+        assert torch.load(tmp_path / "a" / "features.pt", weights_only=True)["key"]["crop_pct"] == 1.0
+    # 1.0 keeps the whole short side: Resize(size) + CenterCrop(size)
+    size = seen[0][0]
+    view = transforms.eval_transform(size, crop_pct=1.0)
+    assert [type(t).__name__ for t in view.transforms][:2] == ["Resize", "CenterCrop"]
+    assert view.transforms[0].size == [size]
+
+
 def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
     out = tmp_path / "full"
     base = [
@@ -158,6 +185,8 @@ def test_layer_decay_scales(tiny_ckpt, tiny_data):
         (["knn", "--data", "{data}"], "--random-init"),
         (["linprobe", "--data", "{data}", "--random-init"], "needs --arch"),
         (["knn", "--data", "{data}", "--checkpoint", "{data}/nope.pth"], "does not exist"),
+        (["knn", "--data", "{data}", "--checkpoint", "x.pth", "--crop-pct", "1.5"], "--crop-pct"),
+        (["linprobe", "--data", "{data}", "--checkpoint", "x.pth", "--crop-pct", "0"], "--crop-pct"),
         (
             [
                 "finetune",

@@ -90,6 +90,13 @@ class KnnConfig(EvalCommonConfig):
         default="token",
         metadata={"help": "feature: class token or patch-token average", "choices": ("token", "avg")},
     )
+    crop_pct: float = field(
+        default=0.875,
+        metadata={
+            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
+            "(0.875 = MAE's; 1 = the whole short side)"
+        },
+    )
     out: str = field(default="runs/knn", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -98,6 +105,8 @@ class KnnConfig(EvalCommonConfig):
             raise UserError(f"--k must be >= 1, got {self.k}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if not 0 < self.crop_pct <= 1:
+            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
 
 def run_knn(cfg: KnnConfig) -> dict:
@@ -109,7 +118,8 @@ def run_knn(cfg: KnnConfig) -> dict:
         encoder, enc_info = build_encoder_from_config(cfg)
         encoder.to(device)
         size = enc_info["spec"]["img_size"]
-        train, val = build_datasets(cfg, eval_transform(size), eval_transform(size))
+        view = eval_transform(size, crop_pct=cfg.crop_pct)
+        train, val = build_datasets(cfg, view, view)
         logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
         kw = dict(
             device=device,
@@ -128,6 +138,7 @@ def run_knn(cfg: KnnConfig) -> dict:
             **metrics,
             "k": cfg.k,
             "temperature": cfg.temperature,
+            "crop_pct": cfg.crop_pct,
             "num_train": len(train),
             "num_val": len(val),
         }

@@ -76,6 +76,13 @@ class LinprobeConfig(EvalCommonConfig):
     fast_views: int = field(
         default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
     )
+    crop_pct: float = field(
+        default=0.875,
+        metadata={
+            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
+            "(0.875 = MAE's; 1 = the whole short side)"
+        },
+    )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
     resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
@@ -92,6 +99,8 @@ class LinprobeConfig(EvalCommonConfig):
             raise UserError(f"--fast-views must be >= 0, got {self.fast_views}")
         if not 0 < self.crop_scale_min <= 1:
             raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
+        if not 0 < self.crop_pct <= 1:
+            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
 
 def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:
@@ -174,6 +183,7 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
         "fast_views": cfg.fast_views,
         "seed": cfg.seed,
         "crop_scale_min": cfg.crop_scale_min,
+        "crop_pct": cfg.crop_pct,
     }
     if cfg.resume and cache.is_file() and not cfg.random_init:
         obj = load_checkpoint(cache)
@@ -185,7 +195,8 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
                 obj["val_y"].to(device),
                 len(obj["classes"]),
             )
-    train, val = build_datasets(cfg, eval_transform(size), eval_transform(size))
+    view = eval_transform(size, crop_pct=cfg.crop_pct)
+    train, val = build_datasets(cfg, view, view)
     kw = dict(
         device=device,
         batch_size=cfg.batch_size,
@@ -262,7 +273,9 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
 def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, logger: RunLogger) -> dict:
     size = enc_info["spec"]["img_size"]
     train, val = build_datasets(
-        cfg, train_transform(size, scale=(cfg.crop_scale_min, 1.0)), eval_transform(size)
+        cfg,
+        train_transform(size, scale=(cfg.crop_scale_min, 1.0)),
+        eval_transform(size, crop_pct=cfg.crop_pct),
     )
     num_classes = len(train.classes)
     if len(train) < 2:
