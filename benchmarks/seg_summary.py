@@ -39,6 +39,7 @@ def main() -> None:
     ap.add_argument("root", type=Path)
     ap.add_argument("pattern", help="run folder name with {arm} and {seed}")
     ap.add_argument("arms", nargs="+", help="arms to compare; the last is the reference of the paired deltas")
+    ap.add_argument("--per-class", action="store_true", help="also print per-class IoU (mean ± std) per arm")
     args = ap.parse_args()
     runs = {a: collect(args.root, args.pattern, a) for a in args.arms}
     ref = args.arms[-1]
@@ -55,6 +56,13 @@ def main() -> None:
             "—" if a == ref else f"{mean_std(deltas)} ({sum(d > 0 for d in deltas)}/{len(deltas)} seeds > 0)"
         )
         print(f"| {a} | {len(seeds)} | " + " | ".join(cells) + f" | {per_seed} | {delta} |")
+    if args.per_class:
+        names = [c["name"] for c in next(iter(next(iter(runs.values())).values()))["per_class"]]
+        print("\n| class | " + " | ".join(args.arms) + " |")
+        print("|---|" + "---|" * len(args.arms))
+        for i, name in enumerate(names):
+            cells = [mean_std([r["per_class"][i]["iou"] or 0.0 for r in runs[a].values()]) for a in args.arms]
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
