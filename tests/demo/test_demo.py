@@ -128,3 +128,18 @@ def test_rerun_with_other_settings_is_refused(demo_dir, capsys):
     assert code == 2
     err = capsys.readouterr().err
     assert "other settings (seed differ)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_style_is_part_of_the_setup_and_reaches_the_data(demo_dir, capsys):
+    argv = ["demo", "--out", str(demo_dir), "--budget", "micro", "--device", "cpu", "--no-progress"]
+    assert main([*argv, "--style", "random"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (style differ)" in err
+    assert json.loads((demo_dir / "data" / "synth.json").read_text())["style"] == "class"
+    # a folder written before --style existed (no "style" in its setup record) still resumes as class style
+    setup = demo_dir / "stages" / "setup.json"
+    record = json.loads(setup.read_text())
+    record.pop("style")
+    setup.write_text(json.dumps(record))
+    assert main([*argv, "--num-workers", "0"]) == 0
+    assert "style" not in capsys.readouterr().err

@@ -57,6 +57,14 @@ class DemoConfig:
         default="",
         metadata={"help": "iBOT / DINO / MAE weights for part learning; default: bootstrap one offline"},
     )
+    style: str = field(
+        default="class",
+        metadata={
+            "help": "synthetic set style (`semmae data synth --style`): class = colours name parts and classes; "
+            "random = only shape and layout do",
+            "choices": ("class", "random"),
+        },
+    )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per stage"})
     progress: bool = field(default=True, metadata={"help": "progress bars inside stages"})
 
@@ -203,6 +211,7 @@ class Demo:
                 self.budget.img_size,
                 self.cfg.seed,
                 progress=self.cfg.progress,
+                style=self.cfg.style,
             )
         return [self.data / "synth.json", self.data / "train", self.data / "val", self.data / "masks"]
 
@@ -464,6 +473,7 @@ class Demo:
             "seed": self.cfg.seed,
             "encoder": self.cfg.encoder,
             "encoder_checkpoint": self.cfg.encoder_checkpoint,
+            "style": self.cfg.style,
         }
 
     def check_same_setup(self) -> None:
@@ -471,6 +481,7 @@ class Demo:
         record = self.setup_record()
         if path.exists():
             old = json.loads(path.read_text())
+            old.setdefault("style", "class")  # folders made before --style existed
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             if changed:
                 raise UserError(
