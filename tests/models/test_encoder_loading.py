@@ -273,3 +273,38 @@ def test_feature_helpers_split_class_and_patch_tokens(ref, images):
         torch.testing.assert_close(cls, tokens[:, 0])
         torch.testing.assert_close(pooled_features(ref, images, "avg"), tokens[:, 1:].mean(1))
         torch.testing.assert_close(pooled_features(ref, images, "token"), ref(images))
+
+
+def test_random_init_of_an_mae_checkpoint_starts_where_mae_pretraining_starts(ref, tmp_path):
+    from semmae.models import create_model
+    from semmae.models.init_schemes import resolve_init_scheme
+    from semmae.models.pos_embed import sincos_2d_pos_embed
+
+    path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
+    model, info = load_encoder(path, random_init=True)  # auto -> mae for this package's checkpoints
+    assert info["init"] == "mae"
+    assert torch.equal(model.pos_embed, sincos_2d_pos_embed(32, (4, 4)))  # fixed 2-D sin-cos, zero class row
+    qkv = model.blocks[0].attn.qkv.weight.detach()
+    bound = (6.0 / (qkv.shape[0] + qkv.shape[1])) ** 0.5  # xavier-uniform
+    assert float(qkv.abs().max()) <= bound and float(qkv.std()) == pytest.approx(bound / 3**0.5, rel=0.1)
+    assert torch.all(model.blocks[0].attn.qkv.bias == 0) and torch.all(model.blocks[1].norm1.weight == 1)
+    # the same statistics as the package's own MAE at step 0
+    mae = create_model("mae_vit_tiny_patch8", img_size=32, embed_dim=32, depth=2, num_heads=2)
+    assert torch.equal(mae.pos_embed, model.pos_embed)
+    w = mae.blocks[0].attn.qkv.weight.detach()
+    assert float(w.std()) == pytest.approx(float(qkv.std()), rel=0.1)
+
+    timm_model, timm_info = load_encoder(path, random_init=True, init="timm")
+    assert timm_info["init"] == "timm" and not torch.equal(timm_model.pos_embed, model.pos_embed)
+    assert float(timm_model.blocks[0].attn.qkv.weight.detach().std()) == pytest.approx(
+        0.02, rel=0.15
+    )  # trunc normal
+    _, plain = load_encoder(
+        None, arch="vit_tiny_patch8", random_init=True, img_size=32, embed_dim=32, depth=2, num_heads=2
+    )
+    assert plain["init"] == "timm"  # no checkpoint: nothing says the encoder is MAE's
+    assert (
+        resolve_init_scheme("auto", "ibot") == "timm" and resolve_init_scheme("auto", "mae_release") == "mae"
+    )
+    with pytest.raises(ValueError, match="init scheme"):
+        resolve_init_scheme("xavier", None)

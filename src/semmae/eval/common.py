@@ -37,6 +37,14 @@ class EvalCommonConfig:
     random_init: bool = field(
         default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
     )
+    init: str = field(
+        default="auto",
+        metadata={
+            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions: where MAE/SemMAE "
+            "pretraining starts), timm = timm's default, auto = mae for MAE-family checkpoints, else timm",
+            "choices": ("auto", "mae", "timm"),
+        },
+    )
     arch: str | None = field(
         default=None, metadata={"help": "ViT name (e.g. vit_base_patch16); inferred from the checkpoint"}
     )
@@ -99,6 +107,7 @@ def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.n
         img_size=cfg.img_size,
         random_init=cfg.random_init,
         num_heads=cfg.num_heads,
+        init=cfg.init,
         **kw,
     )
 

@@ -42,6 +42,7 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.errors import UserError
+from semmae.models.init_schemes import mae_init_, resolve_init_scheme
 from semmae.utils.io import load_checkpoint
 
 LAYOUTS = ("semmae_pretrain", "safetensors", "mae_release", "timm", "ibot", "dino")
@@ -398,6 +399,7 @@ def load_encoder(
     global_pool: str | None = None,
     drop_path_rate: float = 0.0,
     dynamic_img_size: bool = False,
+    init: str = "auto",
     **arch_overrides: Any,
 ) -> tuple[VisionTransformer, dict[str, Any]]:
     """Build a timm ``VisionTransformer`` (``num_classes=0``) and load an encoder checkpoint of any layout into it.
@@ -414,6 +416,9 @@ def load_encoder(
             fine-tune recipe); None keeps what the checkpoint implies.
         drop_path_rate: stochastic depth for fine-tuning.
         dynamic_img_size: let the model accept any input size (timm interpolates the table per call).
+        init: with ``random_init``, how the untrained encoder is initialised (:mod:`semmae.models.init_schemes`):
+            ``mae`` (xavier + fixed sin-cos positions, as MAE pretraining starts), ``timm`` (timm's default), or
+            ``auto`` = ``mae`` for MAE-family checkpoints (this package's, official MAE/SemMAE), else ``timm``.
         arch_overrides: ``embed_dim``, ``depth``, ``patch_size``, ``mlp_ratio``, ``qkv_bias``, ``in_chans`` for a
             random-init encoder without a checkpoint.
 
@@ -442,7 +447,11 @@ def load_encoder(
             raise UserError(f"unknown architecture option(s): {', '.join(sorted(unknown))}")
         spec = EncoderSpec(**values, global_pool=global_pool or "token")
         model = build_encoder(spec, drop_path_rate, dynamic_img_size)
+        scheme = resolve_init_scheme(init, None)
+        if scheme == "mae":
+            mae_init_(model)
         info = dict(
+            init=scheme,
             layout=None,
             checkpoint=None,
             spec=asdict(spec),
@@ -468,7 +477,11 @@ def load_encoder(
         layout=layout, checkpoint=str(checkpoint), random_init=bool(random_init), **notes
     )
     if random_init:
+        scheme = resolve_init_scheme(init, layout)
+        if scheme == "mae":
+            mae_init_(model)
         info.update(
+            init=scheme,
             spec=asdict(spec),
             dropped_keys=[],
             fresh_keys=sorted(model.state_dict()),

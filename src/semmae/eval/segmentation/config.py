@@ -102,6 +102,14 @@ class SegmentTrainConfig(SegmentDataConfig):
             "help": "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture"
         },
     )
+    init: str = field(
+        default="auto",
+        metadata={
+            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions), timm = timm's "
+            "default, auto = mae for MAE-family checkpoints, else timm",
+            "choices": ("auto", "mae", "timm"),
+        },
+    )
     freeze_encoder: bool = field(
         default=False,
         metadata={

@@ -78,6 +78,7 @@ def build_segmentor(
             random_init=cfg.random_init,
             num_heads=cfg.num_heads,
             drop_path_rate=cfg.drop_path,
+            init=getattr(cfg, "init", "auto"),
             **overrides,
         )
     model = Segmentor(
