@@ -663,7 +663,8 @@ class Harness:
                 continue
             self.log(f"[{i}/{len(todo)}] {name} seed {seed} ...")
             if cfg is None:
-                if any(c.key == "random" for c in self.configs):
+                random_done = (self.runs_dir / f"random-seed{seed}.json").exists()
+                if any(c.key == "random" for c in self.configs) and not random_done:
                     continue  # evaluated right after the random run of this seed (same architecture)
                 self.run_random_init(seed)
             else:
