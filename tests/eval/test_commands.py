@@ -162,6 +162,7 @@ def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
     assert main(argv) == 0
     r = results(out)
     assert r["random_init"] and 0 <= r["top1"] <= 100 and r["top5"] == 100.0  # 2 classes: top-5 is everything
+    assert r["encoder"]["init"] == "mae"  # a semmae pretrain checkpoint: the baseline starts from MAE's init
     assert r["best_epoch"] in (0, 1) and r["ema_top1"] is not None
     best = torch.load(out / "best.pth", weights_only=True)
     assert best["model"]["head.weight"].shape == (2, 32)

@@ -249,7 +249,8 @@ def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metri
         "checkpoint_sha256": file_sha256(ckpt) if ckpt else None,
         "random_init": bool(getattr(cfg, "random_init", False)),
         "encoder": {
-            k: encoder_info.get(k) for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source")
+            k: encoder_info.get(k)
+            for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source", "init")
         },
         "config": config_to_dict(cfg),
     }
