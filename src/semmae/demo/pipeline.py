@@ -43,7 +43,7 @@ class DemoConfig:
     budget: str = field(
         default="small",
         metadata={
-            "help": "small: ~10 min on 2 CPU cores; micro: smoke run; medium: more data, epochs and seeds",
+            "help": "small: ~3 min on 2 idle CPU cores; micro: smoke run; medium: more data, epochs and seeds",
             "choices": tuple(BUDGETS),
         },
     )
