@@ -29,6 +29,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from semmae.masking.indices import mask_to_ids
+from semmae.models.init_schemes import xavier_linears_unit_norms_, xavier_patch_projection_
 from semmae.models.patches import normalize_patches, patchify
 from semmae.models.pos_embed import sincos_2d_pos_embed
 
@@ -109,18 +110,10 @@ class MaskedAutoencoder(nn.Module):
     # ------------------------------------------------------------------ init and interop
     def _init_weights(self) -> None:
         """MAE's init: patch projection like a Linear (xavier), tokens N(0, 0.02), Linear xavier, LayerNorm 1/0."""
-        w = self.patch_embed.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        xavier_patch_projection_(self.patch_embed.proj)
         nn.init.normal_(self.cls_token, std=0.02)
         nn.init.normal_(self.mask_token, std=0.02)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        xavier_linears_unit_norms_(self)
 
     def encoder_state_dict(self) -> dict[str, Tensor]:
         """Encoder weights named as timm's ``VisionTransformer`` (load with ``timm_encoder_kwargs()``)."""
