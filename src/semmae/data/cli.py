@@ -7,6 +7,7 @@ import sys
 from dataclasses import dataclass, field
 
 from semmae.config import add_config_args, resolve_config
+from semmae.data.synth import STYLES
 
 
 @dataclass
@@ -25,7 +26,7 @@ class SynthConfig:
             "help": "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
             "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
             "and layout identify them (a harder test of learned representations)",
-            "choices": ("class", "random"),
+            "choices": STYLES,
         },
     )
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semmae.data.synth import STYLES
 from semmae.demo.budgets import BUDGETS, Budget
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
@@ -62,7 +63,7 @@ class DemoConfig:
         metadata={
             "help": "synthetic set style (`semmae data synth --style`): class = colours name parts and classes; "
             "random = only shape and layout do",
-            "choices": ("class", "random"),
+            "choices": STYLES,
         },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per stage"})

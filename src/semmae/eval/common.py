@@ -18,6 +18,7 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.errors import UserError
 from semmae.models.encoder_loading import load_encoder, pooled_features
+from semmae.models.init_schemes import init_scheme_field
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_write_json
 
@@ -37,14 +38,7 @@ class EvalCommonConfig:
     random_init: bool = field(
         default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
     )
-    init: str = field(
-        default="auto",
-        metadata={
-            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions: where MAE/SemMAE "
-            "pretraining starts), timm = timm's default, auto = mae for MAE-family checkpoints, else timm",
-            "choices": ("auto", "mae", "timm"),
-        },
-    )
+    init: str = init_scheme_field()
     arch: str | None = field(
         default=None, metadata={"help": "ViT name (e.g. vit_base_patch16); inferred from the checkpoint"}
     )
@@ -60,6 +54,13 @@ class EvalCommonConfig:
     out: str = field(default="runs/eval", metadata={"help": "run directory"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     seed: int = field(default=0, metadata={"help": "random seed"})
+    crop_pct: float = field(
+        default=0.875,
+        metadata={
+            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
+            "(0.875 = MAE's; 1 = the whole short side)"
+        },
+    )
 
     def validate_common(self) -> None:
         if self.data is None and (self.train is None or self.val is None):
@@ -72,6 +73,8 @@ class EvalCommonConfig:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
             raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
+        if not 0 < self.crop_pct <= 1:
+            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
     def split_dirs(self) -> tuple[Path, Path]:
         if self.data is not None:

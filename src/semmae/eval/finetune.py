@@ -74,7 +74,6 @@ class FinetuneConfig(EvalCommonConfig):
         default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy (empty = off)"}
     )
     reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    crop_pct: float = field(default=0.875, metadata={"help": "eval center crop fraction"})
     ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights and evaluate it too"})
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})

@@ -90,13 +90,6 @@ class KnnConfig(EvalCommonConfig):
         default="token",
         metadata={"help": "feature: class token or patch-token average", "choices": ("token", "avg")},
     )
-    crop_pct: float = field(
-        default=0.875,
-        metadata={
-            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
-            "(0.875 = MAE's; 1 = the whole short side)"
-        },
-    )
     out: str = field(default="runs/knn", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -105,8 +98,6 @@ class KnnConfig(EvalCommonConfig):
             raise UserError(f"--k must be >= 1, got {self.k}")
         if self.temperature <= 0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
-        if not 0 < self.crop_pct <= 1:
-            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
 
 def run_knn(cfg: KnnConfig) -> dict:

@@ -76,13 +76,6 @@ class LinprobeConfig(EvalCommonConfig):
     fast_views: int = field(
         default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
     )
-    crop_pct: float = field(
-        default=0.875,
-        metadata={
-            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
-            "(0.875 = MAE's; 1 = the whole short side)"
-        },
-    )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
     resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
@@ -99,8 +92,6 @@ class LinprobeConfig(EvalCommonConfig):
             raise UserError(f"--fast-views must be >= 0, got {self.fast_views}")
         if not 0 < self.crop_scale_min <= 1:
             raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
-        if not 0 < self.crop_pct <= 1:
-            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
 
 
 def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:

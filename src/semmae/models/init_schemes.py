@@ -10,6 +10,9 @@ the MAE-init encoder.
 
 from __future__ import annotations
 
+from dataclasses import field
+from typing import Any
+
 import torch
 from timm.models.vision_transformer import VisionTransformer
 from torch import nn
@@ -19,6 +22,18 @@ from semmae.models.pos_embed import sincos_2d_pos_embed
 INIT_SCHEMES = ("auto", "mae", "timm")
 #: checkpoint layouts whose pretraining starts from MAE's init ("auto" picks "mae" for them)
 MAE_FAMILY_LAYOUTS = ("semmae_pretrain", "mae_release")
+
+
+def init_scheme_field() -> Any:
+    """The ``--init`` option of every command that can build a random-init baseline."""
+    return field(
+        default="auto",
+        metadata={
+            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions: where MAE/SemMAE "
+            "pretraining starts), timm = timm's default, auto = mae for MAE-family checkpoints, else timm",
+            "choices": INIT_SCHEMES,
+        },
+    )
 
 
 def resolve_init_scheme(scheme: str, layout: str | None) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from semmae.errors import UserError
+from semmae.models.init_schemes import init_scheme_field
 
 LAYOUTS = ("auto", "pairs", "synth")
 PRECISIONS = ("fp32", "bf16")
@@ -102,14 +103,7 @@ class SegmentTrainConfig(SegmentDataConfig):
             "help": "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture"
         },
     )
-    init: str = field(
-        default="auto",
-        metadata={
-            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions), timm = timm's "
-            "default, auto = mae for MAE-family checkpoints, else timm",
-            "choices": ("auto", "mae", "timm"),
-        },
-    )
+    init: str = init_scheme_field()
     freeze_encoder: bool = field(
         default=False,
         metadata={

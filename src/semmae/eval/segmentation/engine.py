@@ -78,11 +78,11 @@ def build_segmentor(
             random_init=cfg.random_init,
             num_heads=cfg.num_heads,
             drop_path_rate=cfg.drop_path,
-            init=getattr(cfg, "init", "auto"),
+            init=cfg.init,
             **overrides,
         )
     model = Segmentor(
-        ViTPyramid(vit, cfg.out_indices, frozen=getattr(cfg, "freeze_encoder", False)),
+        ViTPyramid(vit, cfg.out_indices, frozen=cfg.freeze_encoder),
         num_classes,
         cfg.head_channels,
         cfg.pool_scales,
