@@ -81,9 +81,8 @@ class Preset:
     num_workers: int
     seeds: int
     name: str = ""
-    eval_crop_pct: float = (
-        0.875  # eval view: Resize(img / crop) + CenterCrop(img); 1.0 = the whole short side
-    )
+    # eval view: Resize(img / crop) + CenterCrop(img); 1.0 = the whole short side
+    eval_crop_pct: float = 0.875
 
     @staticmethod
     def load(name_or_path: str) -> Preset:
@@ -262,10 +261,11 @@ class Harness:
         # (finished runs keep their records; the summary flags runs evaluated with another view)
         defaults = {f.name: f.default for f in fields(Preset) if f.default is not MISSING}
         started = {**defaults, **state.get("preset", asdict(preset))}
-        now = asdict(preset)
-        if {k: v for k, v in started.items() if k not in EVAL_ONLY} != {
-            k: v for k, v in now.items() if k not in EVAL_ONLY
-        }:
+
+        def training(p: dict[str, Any]) -> dict[str, Any]:
+            return {k: v for k, v in p.items() if k not in EVAL_ONLY}
+
+        if training(started) != training(asdict(preset)):
             raise SystemExit(
                 f"repro: {self.work} was started with another preset ({state['preset']}); "
                 "use another --work (or the same preset) so finished runs are not mixed with new ones"

@@ -10,26 +10,15 @@ from PIL import Image
 from semmae.cli import main
 
 
+def micro_argv(out) -> list[str]:
+    """`semmae demo` at the micro budget on the CPU into ``out``."""
+    return ["demo", "--out", str(out), "--budget", "micro", "--device", "cpu", "--no-progress"]
+
+
 @pytest.fixture(scope="module")
 def demo_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "run"
-    assert (
-        main(
-            [
-                "demo",
-                "--out",
-                str(out),
-                "--budget",
-                "micro",
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--num-workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main([*micro_argv(out), "--num-workers", "0"]) == 0
     return out
 
 
@@ -59,23 +48,7 @@ def test_report_figures_decode_and_tables_have_numbers(demo_dir):
 
 def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo_dir, capsys):
     (demo_dir / "figures" / "masks.png").write_bytes(b"not a png")
-    assert (
-        main(
-            [
-                "demo",
-                "--out",
-                str(demo_dir),
-                "--budget",
-                "micro",
-                "--device",
-                "cpu",
-                "--no-progress",
-                "--num-workers",
-                "0",
-            ]
-        )
-        == 0
-    )
+    assert main([*micro_argv(demo_dir), "--num-workers", "0"]) == 0
     out = capsys.readouterr().out
     for stage in ("data", "bootstrap", "parts", "pretrain", "evaluate"):
         assert re.search(rf"\] {stage}: .* - done already, skipped", out), stage
@@ -89,49 +62,21 @@ def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo_dir, capsys):
 def test_a_failing_stage_is_named(tmp_path, capsys):
     bad = tmp_path / "enc.pth"
     bad.write_bytes(b"garbage")
-    code = main(
-        [
-            "demo",
-            "--out",
-            str(tmp_path / "d"),
-            "--budget",
-            "micro",
-            "--device",
-            "cpu",
-            "--no-progress",
-            "--num-workers",
-            "0",
-            "--encoder-checkpoint",
-            str(bad),
-        ]
-    )
+    code = main([*micro_argv(tmp_path / "d"), "--num-workers", "0", "--encoder-checkpoint", str(bad)])
     assert code == 2
     err = capsys.readouterr().err.strip()
     assert "stage 'parts' failed" in err and "enc.pth" in err and len(err.splitlines()) == 1
 
 
 def test_rerun_with_other_settings_is_refused(demo_dir, capsys):
-    code = main(
-        [
-            "demo",
-            "--out",
-            str(demo_dir),
-            "--budget",
-            "micro",
-            "--device",
-            "cpu",
-            "--seed",
-            "5",
-            "--no-progress",
-        ]
-    )
+    code = main([*micro_argv(demo_dir), "--seed", "5"])
     assert code == 2
     err = capsys.readouterr().err
     assert "other settings (seed differ)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_style_is_part_of_the_setup_and_reaches_the_data(demo_dir, capsys):
-    argv = ["demo", "--out", str(demo_dir), "--budget", "micro", "--device", "cpu", "--no-progress"]
+    argv = micro_argv(demo_dir)
     assert main([*argv, "--style", "random"]) == 2
     err = capsys.readouterr().err
     assert "other settings (style differ)" in err
