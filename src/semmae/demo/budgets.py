@@ -16,7 +16,7 @@ class Budget:
     decoder_depth: int
     batch_size: int
     bootstrap_epochs: int  # random-masking MAE that gives the offline part encoder
-    parts_epochs: int
+    parts_epochs: int  # epochs of cached tokens (configs/parts/tiny_cpu.yaml); part quality follows steps
     pretrain_epochs: int
     warmup_epochs: int
     linprobe_epochs: int
@@ -37,7 +37,7 @@ BUDGETS: dict[str, Budget] = {
         decoder_depth=1,
         batch_size=16,
         bootstrap_epochs=1,
-        parts_epochs=1,
+        parts_epochs=2,
         pretrain_epochs=1,
         warmup_epochs=0,
         linprobe_epochs=3,
@@ -51,7 +51,7 @@ BUDGETS: dict[str, Budget] = {
         decoder_depth=2,
         batch_size=64,
         bootstrap_epochs=6,
-        parts_epochs=3,
+        parts_epochs=40,
         pretrain_epochs=6,
         warmup_epochs=1,
         linprobe_epochs=30,
@@ -65,7 +65,7 @@ BUDGETS: dict[str, Budget] = {
         decoder_depth=2,
         batch_size=64,
         bootstrap_epochs=15,
-        parts_epochs=10,
+        parts_epochs=20,
         pretrain_epochs=30,
         warmup_epochs=3,
         linprobe_epochs=90,

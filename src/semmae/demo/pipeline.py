@@ -33,6 +33,10 @@ from semmae.demo.budgets import BUDGETS, Budget
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 
+#: the part-learning recipe of the demo (cached tokens, light decoder, cosine Eq. 2, softmax over parts);
+#: the budget sets the image size, part count, blur and epochs
+PARTS_PRESET = "parts/tiny_cpu"
+
 
 @dataclass
 class DemoConfig:
@@ -233,6 +237,8 @@ class Demo:
             [
                 "parts",
                 "train",
+                "--config",
+                PARTS_PRESET,
                 "--data",
                 str(self.data / "train"),
                 "--out",
@@ -244,8 +250,6 @@ class Demo:
                 str(b.num_parts),
                 "--blur-kernel",
                 str(b.blur_kernel),
-                "--softmax-over",
-                "parts",
                 "--epochs",
                 str(b.parts_epochs),
                 "--batch-size",

@@ -6,7 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from semmae.errors import UserError
-from semmae.parts.model import SOFTMAX_AXES
+from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
+
+FEATURE_MODES = ("online", "cached")
 
 
 def _h(text: str, **kw) -> dict:
@@ -33,7 +35,18 @@ class PartsTrainConfig:
             "softmax axis of Eq. 2: over parts per position, or over positions per part", choices=SOFTMAX_AXES
         ),
     )
-    scale_logits: bool = field(default=True, metadata=_h("divide Eq. 2 logits by sqrt(proj_dim)"))
+    scale_logits: bool = field(
+        default=True, metadata=_h("divide Eq. 2 dot-product logits by sqrt(proj_dim) (--similarity dot)")
+    )
+    similarity: str = field(
+        default="dot",
+        metadata=_h(
+            "Eq. 2 score: dot = the paper's F_p^T W_p^T W F; cosine = cosine of the projections / --temperature "
+            "(maps start as a soft clustering of the tokens, not near-uniform; docs/parts.md)",
+            choices=SIMILARITIES,
+        ),
+    )
+    temperature: float = field(default=0.1, metadata=_h("temperature of --similarity cosine"))
     blur_kernel: int = field(
         default=7, metadata=_h("Gaussian blur kernel (odd) applied to the maps in the decoder")
     )
@@ -46,6 +59,20 @@ class PartsTrainConfig:
         default=2, metadata=_h("styled 3x3 convs at grid resolution before upsampling")
     )
     div_weight: float = field(default=0.03, metadata=_h("lambda of Eq. 7 (diversity weight)"))
+    features: str = field(
+        default="online",
+        metadata=_h(
+            "online = encoder runs every step on RandomResizedCrop + flip views; cached = tokens of every image "
+            "and its flip computed once, reused each epoch (far cheaper steps; no crops)",
+            choices=FEATURE_MODES,
+        ),
+    )
+    feature_cache_gb: float = field(
+        default=8.0, metadata=_h("largest token cache --features cached may hold in memory (GiB)")
+    )
+    diag_images: int = field(
+        default=256, metadata=_h("training images (whole view) the per-epoch collapse diagnostics use")
+    )
     epochs: int = field(default=20, metadata=_h("training epochs"))
     steps_per_epoch: int = field(default=0, metadata=_h("cap on steps per epoch; 0 = one pass over the data"))
     batch_size: int = field(default=64, metadata=_h("images per step per process"))
@@ -76,6 +103,7 @@ class PartsTrainConfig:
             "batch_size",
             "panel_images",
             "log_every",
+            "diag_images",
         ):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -85,6 +113,10 @@ class PartsTrainConfig:
             raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
         if not 0 < self.crop_scale_min <= 1:
             raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
+        if self.similarity == "cosine" and not self.temperature > 0:
+            raise UserError(f"--temperature must be > 0, got {self.temperature}")
+        if not self.feature_cache_gb > 0:
+            raise UserError(f"--feature-cache-gb must be > 0, got {self.feature_cache_gb}")
         if self.lr <= 0 or self.div_weight < 0 or self.steps_per_epoch < 0 or self.decoder_convs < 0:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
 

@@ -25,6 +25,7 @@ from semmae.errors import UserError
 from semmae.parts.baselines import TokenKMeans, majority_per_cell, resize_ids, spatial_split
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsEvalConfig
+from semmae.parts.diagnostics import usage_from_ids
 from semmae.parts.inference import attention_parts, full_image_transform
 from semmae.parts.metrics import KeypointScorer, PartScorer
 from semmae.utils.distributed import resolve_device
@@ -42,7 +43,10 @@ COLUMNS = (
     "fg_iou_image",
     "kp_nmi",
     "kp_ari",
+    "parts_used",
+    "largest_share",
 )
+USAGE_KEYS = ("parts_used", "parts_used_pooled", "largest_share")
 
 
 def load_masks(mask_root: str | Path, relative_paths: list[str], size: int) -> np.ndarray:
@@ -222,6 +226,9 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         for m, s in scorers.items():
             results.setdefault(m, {}).update(s.result())
 
+    for m, p in preds.items():  # how many parts each method's segmentation uses per image (collapse check)
+        usage = usage_from_ids(p.reshape(num_images, -1), num_labels[m])
+        results[m].update({k: usage[k] for k in USAGE_KEYS})
     ordered = {m: results[m] for m in METHODS if m in results}
     ordered["meta"] = {
         "cache": str(cfg.cache),

@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from torch import nn
 
 SOFTMAX_AXES = ("positions", "parts")
+#: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two
+#: projections divided by a temperature (so the maps' sharpness does not depend on the encoder's token norms)
+SIMILARITIES = ("dot", "cosine")
 
 
 @dataclass
@@ -40,6 +43,8 @@ class PartHeadSpec:
     proj_dim: int = 256
     softmax_over: str = "positions"
     scale_logits: bool = True
+    similarity: str = "dot"
+    temperature: float = 0.1  # of the cosine similarity (unused by "dot")
     blur_kernel: int = 7
     blur_sigma: float = 0.0  # 0: derived from the kernel size
     decoder_dim: int = 256
@@ -75,24 +80,44 @@ class PartAttention(nn.Module):
     """Eq. 2: ``M = softmax(F_p^T W_p^T W F)``: part tokens [B, N, D] against patch tokens [B, L, D] -> [B, N, L].
 
     ``softmax_over="positions"`` normalises each part's map over the L patches; ``"parts"`` normalises each patch
-    over the N parts. ``scale_logits`` divides the logits by sqrt(proj_dim) (a constant that ``W`` could absorb;
-    it only sets a sane initial temperature, as in any dot-product attention).
+    over the N parts. ``similarity="dot"`` is the paper's bilinear form; ``scale_logits`` divides it by
+    sqrt(proj_dim) (a constant that ``W`` could absorb; it sets the initial temperature, as in dot-product
+    attention). ``similarity="cosine"`` L2-normalises both projections and divides by ``temperature``: the logits
+    then span [-1/t, 1/t] from the first step whatever the token norms, so the maps start as a soft clustering of
+    the patch tokens instead of near-uniform (see docs/parts.md, "Why parts collapse").
     """
 
     def __init__(
-        self, embed_dim: int, proj_dim: int, softmax_over: str = "positions", scale_logits: bool = True
+        self,
+        embed_dim: int,
+        proj_dim: int,
+        softmax_over: str = "positions",
+        scale_logits: bool = True,
+        similarity: str = "dot",
+        temperature: float = 0.1,
     ):
         super().__init__()
         if softmax_over not in SOFTMAX_AXES:
             raise ValueError(f"softmax_over must be one of {SOFTMAX_AXES}, got {softmax_over!r}")
+        if similarity not in SIMILARITIES:
+            raise ValueError(f"similarity must be one of {SIMILARITIES}, got {similarity!r}")
+        if similarity == "cosine" and not temperature > 0:
+            raise ValueError(f"the cosine similarity needs a temperature > 0, got {temperature}")
         self.w_p = nn.Linear(embed_dim, proj_dim, bias=False)
         self.w = nn.Linear(embed_dim, proj_dim, bias=False)
         self.softmax_over = softmax_over
-        self.scale = proj_dim**-0.5 if scale_logits else 1.0
+        self.similarity = similarity
+        if similarity == "cosine":
+            self.scale = 1.0 / temperature
+        else:
+            self.scale = proj_dim**-0.5 if scale_logits else 1.0
 
     def logits(self, f_p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         """``F_p^T W_p^T W F`` [B, N, L] (before the softmax)."""
-        return torch.einsum("bnk,blk->bnl", self.w_p(f_p), self.w(f)) * self.scale
+        q, k = self.w_p(f_p), self.w(f)
+        if self.similarity == "cosine":
+            q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
+        return torch.einsum("bnk,blk->bnl", q, k) * self.scale
 
     def forward(self, f_p: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
         dim = -1 if self.softmax_over == "positions" else 1
@@ -219,7 +244,14 @@ class PartModel(nn.Module):
         super().__init__()
         self.spec = spec
         self.tokens = PartTokens(spec.embed_dim, spec.num_parts, spec.token_hidden_dim)
-        self.attention = PartAttention(spec.embed_dim, spec.proj_dim, spec.softmax_over, spec.scale_logits)
+        self.attention = PartAttention(
+            spec.embed_dim,
+            spec.proj_dim,
+            spec.softmax_over,
+            spec.scale_logits,
+            spec.similarity,
+            spec.temperature,
+        )
         self.decoder = PartDecoder(spec)
 
     def part_maps(self, f_c: torch.Tensor, f: torch.Tensor) -> torch.Tensor:

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
 from semmae.config import config_to_dict
@@ -26,8 +26,9 @@ from semmae.data.transforms import train_transform
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
+from semmae.parts.diagnostics import collapse_verdict, part_usage
 from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
-from semmae.parts.inference import full_image_transform
+from semmae.parts.features import FeatureCache, normalize_uint8, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
@@ -47,6 +48,8 @@ _MODEL_FIELDS = (
     "proj_dim",
     "softmax_over",
     "scale_logits",
+    "similarity",
+    "temperature",
     "blur_kernel",
     "blur_sigma",
     "decoder_dim",
@@ -66,6 +69,8 @@ def head_spec(cfg: PartsTrainConfig, encoder: FrozenEncoder) -> PartHeadSpec:
         proj_dim=cfg.proj_dim,
         softmax_over=cfg.softmax_over,
         scale_logits=cfg.scale_logits,
+        similarity=cfg.similarity,
+        temperature=cfg.temperature,
         blur_kernel=cfg.blur_kernel,
         blur_sigma=cfg.blur_sigma,
         decoder_dim=cfg.decoder_dim,
@@ -82,12 +87,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _panel(encoder: FrozenEncoder, model: PartModel, images: torch.Tensor) -> np.ndarray:
-    """image | reconstruction | part overlay, one row per image (uint8 [H, W, 3])."""
+def _panel(model: PartModel, images: torch.Tensor, diag: FeatureCache, device: torch.device) -> np.ndarray:
+    """image | reconstruction | part overlay, one row per image (uint8 [H, W, 3]); the first diagnostic images."""
     model.eval()
     with torch.no_grad():
-        feats = encoder(images)
-        out = model(feats["cls"], feats["patches"])
+        idx = torch.arange(images.shape[0])
+        _, f_c, f = diag.batch(idx, torch.zeros_like(idx, dtype=torch.bool), device)
+        out = model(f_c, f)
     model.train()
     g = model.spec.grid_size
     ids = out["maps"].argmax(dim=1).reshape(-1, g, g)
@@ -129,27 +135,32 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
         model.load_state_dict(resume["model"], strict=True)
     ddp = DistributedDataParallel(model) if info.enabled else model
 
-    dataset = ImageFolderDataset(
-        cfg.data, transform=train_transform(encoder.img_size, (cfg.crop_scale_min, 1.0))
-    )
-    if len(dataset) == 0:
+    whole = ImageFolderDataset(cfg.data, transform=uint8_image_transform(encoder.img_size))
+    if len(whole) == 0:
         raise UserError(f"no images found under {cfg.data}")
-    sampler = (
-        DistributedSampler(dataset, info.world_size, info.rank, seed=cfg.seed)
-        if info.enabled
-        else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
-    )
-    drop_last = len(dataset) >= cfg.batch_size * info.world_size
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        sampler=sampler,
-        num_workers=cfg.num_workers,
-        pin_memory=device.type == "cuda",
-        drop_last=drop_last,
-        persistent_workers=cfg.num_workers > 0,
-    )
-    steps_per_epoch = len(loader) if not cfg.steps_per_epoch else min(cfg.steps_per_epoch, len(loader))
+    max_bytes = int(cfg.feature_cache_gb * 2**30)
+    # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
+    diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()
+    if cfg.features == "cached":
+        cache = FeatureCache.build(
+            encoder, whole, cfg.batch_size, cfg.num_workers, device, max_bytes, progress=info.is_main
+        )
+        diag = cache.subset(diag_index)
+        batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
+    else:
+        diag = FeatureCache.build(
+            encoder,
+            Subset(whole, diag_index.tolist()),
+            cfg.batch_size,
+            0,
+            device,
+            max_bytes,
+            progress=False,
+        )
+        batches = OnlineBatches(cfg, encoder, info, device)
+    steps_per_epoch = batches.steps_per_epoch
+    if cfg.steps_per_epoch:
+        steps_per_epoch = min(cfg.steps_per_epoch, steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
 
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
@@ -168,15 +179,15 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
 
-    panel_ds = ImageFolderDataset(cfg.data, transform=full_image_transform(encoder.img_size))
-    panel_images = torch.stack([panel_ds[i]["image"] for i in range(min(cfg.panel_images, len(panel_ds)))])
+    panel_images = normalize_uint8(diag.images[: cfg.panel_images])
     logger = RunLogger(out, cfg, enabled=info.is_main)
     if info.is_main:
         eff = cfg.batch_size * info.world_size
         logger.log(
             step,
             event="start",
-            images=len(dataset),
+            images=len(whole),
+            features=cfg.features,
             steps_per_epoch=steps_per_epoch,
             effective_batch_size=eff,
             lr=cfg.lr,
@@ -185,10 +196,9 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     use_amp = cfg.amp and device.type == "cuda"
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
 
+    usage = resume.get("diagnostics") if resume is not None else None
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
-        if isinstance(sampler, DistributedSampler):
-            sampler.set_epoch(epoch)
         sums = {"loss": 0.0, "rec": 0.0, "div": 0.0}
         bar = tqdm(
             total=steps_per_epoch,
@@ -196,14 +206,13 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             disable=not info.is_main,
             dynamic_ncols=True,
         )
-        for it, batch in enumerate(loader):
+        it = 0
+        for it, (images, f_c, f) in enumerate(batches.epoch(epoch)):
             if it >= steps_per_epoch:
                 break
             scheduler.step_update(step)
-            images = batch["image"].to(device, non_blocking=True)
             with autocast():
-                feats = encoder(images)
-                out_ = ddp(feats["cls"], feats["patches"])
+                out_ = ddp(f_c, f)
             losses = part_loss(out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight)
             if not torch.isfinite(losses["loss"]):
                 raise NonFiniteLossError(
@@ -222,13 +231,16 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             bar.update(1)
             bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
             if step % cfg.log_every == 0:
-                logger.log(step, epoch=epoch, lr=optimizer.param_groups[0]["lr"], **vals)
+                logger.log(
+                    step, epoch=epoch, lr=optimizer.param_groups[0]["lr"], **vals, **part_usage(out_["maps"])
+                )
         bar.close()
         n = max(1, min(steps_per_epoch, it + 1))
         means = {f"epoch_{k}": v / n for k, v in sums.items()}
         if info.is_main:
-            logger.log(step, epoch=epoch + 1, **means)
-            panel = _panel(encoder, model, panel_images.to(device))
+            usage = diagnose(model, diag, device, cfg.batch_size)
+            logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})
+            panel = _panel(model, panel_images.to(device), diag, device)
             save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
             logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
             atomic_torch_save(
@@ -245,11 +257,90 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
                     "step": step,
                     "rng": rng_state(),
                     "metrics": means,
+                    "diagnostics": usage,
                 },
                 ckpt_path,
             )
         dist_utils.barrier()
         if not math.isfinite(means["epoch_loss"]):
             raise NonFiniteLossError(f"epoch {epoch + 1} mean loss is not finite")
+    if info.is_main and usage is not None:
+        print(collapse_verdict(usage, cfg.num_parts), flush=True)
     logger.close()
     return ckpt_path
+
+
+@torch.no_grad()
+def diagnose(model: PartModel, diag: FeatureCache, device: torch.device, batch_size: int) -> dict[str, float]:
+    """Collapse diagnostics (:mod:`semmae.parts.diagnostics`) of the maps on the fixed diagnostic images."""
+    was_training = model.training
+    model.eval()
+    maps = []
+    for i in range(0, len(diag), batch_size):
+        idx = torch.arange(i, min(i + batch_size, len(diag)))
+        _, f_c, f = diag.batch(idx, torch.zeros_like(idx, dtype=torch.bool), device)
+        maps.append(model.part_maps(f_c, f).float().cpu())
+    model.train(was_training)
+    return part_usage(torch.cat(maps))
+
+
+class CachedBatches:
+    """``--features cached``: each epoch a seeded permutation of the images, each with a seeded random flip,
+    sharded over ranks; yields ``(images, F_c, F)`` from the :class:`FeatureCache` (no encoder, no decoding)."""
+
+    def __init__(
+        self,
+        cache: FeatureCache,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        device: torch.device,
+    ):
+        self.cache, self.batch_size, self.device = cache, batch_size, device
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+        per_rank = len(cache) // world_size
+        self.steps_per_epoch = max(1, per_rank // batch_size)
+
+    def epoch(self, epoch: int):
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(len(self.cache), generator=gen)
+        flips = torch.rand(len(self.cache), generator=gen) < 0.5
+        shard = perm[self.rank :: self.world_size]
+        for it in range(self.steps_per_epoch):
+            idx = shard[it * self.batch_size : (it + 1) * self.batch_size]
+            yield self.cache.batch(idx, flips[idx], self.device)
+
+
+class OnlineBatches:
+    """``--features online``: RandomResizedCrop + flip views decoded by a DataLoader, encoded every step."""
+
+    def __init__(self, cfg: PartsTrainConfig, encoder: FrozenEncoder, info, device: torch.device):
+        dataset = ImageFolderDataset(
+            cfg.data, transform=train_transform(encoder.img_size, (cfg.crop_scale_min, 1.0))
+        )
+        self.sampler = (
+            DistributedSampler(dataset, info.world_size, info.rank, seed=cfg.seed)
+            if info.enabled
+            else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
+        )
+        self.loader = DataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            sampler=self.sampler,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            drop_last=len(dataset) >= cfg.batch_size * info.world_size,
+            persistent_workers=cfg.num_workers > 0,
+        )
+        self.encoder, self.device, self.amp = encoder, device, cfg.amp and device.type == "cuda"
+        self.steps_per_epoch = len(self.loader)
+
+    def epoch(self, epoch: int):
+        if isinstance(self.sampler, DistributedSampler):
+            self.sampler.set_epoch(epoch)
+        for batch in self.loader:
+            images = batch["image"].to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+                feats = self.encoder(images)
+            yield images, feats["cls"], feats["patches"]

@@ -1,0 +1,91 @@
+"""Tokens computed once per image and view (--features cached) and the training run built on them."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from semmae.cli import main
+from semmae.data.folder import ImageFolderDataset
+from semmae.errors import UserError
+from semmae.parts.encoder import FrozenEncoder
+from semmae.parts.features import FeatureCache, feature_cache_bytes, normalize_uint8, uint8_image_transform
+from semmae.parts.inference import full_image_transform
+from semmae.utils.rundir import read_log
+
+from .conftest import IMG, tiny_vit, train_args
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return FrozenEncoder(tiny_vit())
+
+
+def test_cached_tokens_are_the_encoders_for_both_views(encoder, synth):
+    ds = ImageFolderDataset(synth / "train", transform=uint8_image_transform(IMG))
+    cache = FeatureCache.build(encoder, ds, 3, 0, torch.device("cpu"), 2**30, progress=False)
+    n, g = len(ds), encoder.grid_size
+    assert cache.images.dtype == torch.uint8 and cache.images.shape == (n, 3, IMG, IMG)
+    assert cache.patches.shape == (2, n, g * g, encoder.embed_dim)
+    idx, flip = torch.tensor([0, 1, 2]), torch.tensor([False, True, False])
+    images, f_c, f = cache.batch(idx, flip, torch.device("cpu"))
+    # the pixels are the whole-image view of inference (up to uint8 rounding), flipped where asked
+    ref = torch.stack(
+        [
+            ImageFolderDataset(synth / "train", transform=full_image_transform(IMG))[i]["image"]
+            for i in range(3)
+        ]
+    )
+    ref[1] = ref[1].flip(-1)
+    torch.testing.assert_close(images, ref, atol=0.05, rtol=0)
+    feats = encoder(images)
+    torch.testing.assert_close(f, feats["patches"], atol=2e-2, rtol=1e-2)  # stored in half precision
+    torch.testing.assert_close(f_c, feats["cls"], atol=2e-2, rtol=1e-2)
+
+
+def test_cache_refuses_to_outgrow_its_limit(encoder, synth):
+    ds = ImageFolderDataset(synth / "train", transform=uint8_image_transform(IMG))
+    need = feature_cache_bytes(len(ds), IMG, encoder.grid_size**2, encoder.embed_dim)
+    with pytest.raises(UserError, match="--features online"):
+        FeatureCache.build(encoder, ds, 3, 0, torch.device("cpu"), need - 1, progress=False)
+
+
+def test_normalize_uint8_matches_the_float_pipeline():
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+    from torchvision.transforms import v2
+
+    ref = v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x.float() / 255)
+    torch.testing.assert_close(normalize_uint8(x), ref)
+
+
+def test_cached_run_logs_diagnostics_prints_verdict_and_resumes_exactly(
+    tmp_path, synth, encoder_ckpt, capsys
+):
+    common = ("--features", "cached", "--similarity", "cosine", "--softmax-over", "parts", "--log-every", "1")
+    straight = tmp_path / "straight"
+    assert main(train_args(synth / "train", straight, encoder_ckpt, *common, "--epochs", "2")) == 0
+    out = capsys.readouterr().out
+    assert "parts used per image" in out and "of 6" in out
+    log = read_log(straight / "log.jsonl")
+    step_rec = next(r for r in log if "rec" in r and "epoch_loss" not in r)
+    assert 1 <= step_rec["parts_used"] <= 6 and "share_5" in step_rec and "max_prob" in step_rec
+    epoch_rec = [r for r in log if "epoch_parts_used" in r]
+    assert len(epoch_rec) == 2
+    ckpt = torch.load(straight / "checkpoint.pth", weights_only=True)
+    assert ckpt["diagnostics"]["parts_used"] == pytest.approx(epoch_rec[-1]["epoch_parts_used"])
+
+    resumed = tmp_path / "resumed"
+    assert main(train_args(synth / "train", resumed, encoder_ckpt, *common, "--epochs", "1")) == 0
+    assert main(train_args(synth / "train", resumed, encoder_ckpt, *common, "--epochs", "2")) == 0
+    a = torch.load(straight / "checkpoint.pth", weights_only=True)["model"]
+    b = torch.load(resumed / "checkpoint.pth", weights_only=True)["model"]
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=0, msg=k)
+    losses = [
+        [r["loss"] for r in read_log(d / "log.jsonl") if "rec" in r and "epoch_loss" not in r]
+        for d in (straight, resumed)
+    ]
+    assert losses[0] == losses[1]
+    assert json.loads(json.dumps(ckpt["config"]))["features"] == "cached"
