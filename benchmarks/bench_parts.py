@@ -79,6 +79,7 @@ def run(quick: bool = True) -> list[dict]:
         opt.step()
 
     t_train = _timeit(train_step, iters, device)
+    rows = step_comparison(device, iters)
     enc_ips, exp_ips = batch / t_enc, batch / t_exp
     tag = f"{arch}@{img} b{batch} {device.type}"
     return [
@@ -92,7 +93,72 @@ def run(quick: bool = True) -> list[dict]:
             "unit": "bytes",
             "target": None,
         },
+        *rows,
     ]
+
+
+def step_comparison(device: torch.device, iters: int) -> list[dict]:
+    """The demo's part step (tiny ViT width 192, depth 6, patch 8 at 64 px, batch 64, 4 parts) three ways, side by
+    side: the encoder run every step with the decoder of the paper preset (width 256; the old demo recipe), tokens
+    from the feature cache with the same decoder, and cached tokens with the light decoder of ``parts/tiny_cpu``
+    (width 64, projections 64)."""
+    import timm
+
+    from semmae.parts.encoder import FrozenEncoder
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64, patch_size=8, depth=6
+    )
+    encoder = FrozenEncoder(vit).to(device)
+    images = torch.randn(64, 3, 64, 64, device=device)
+    with torch.no_grad():
+        feats = encoder(images)
+
+    def step_fn(spec: PartHeadSpec, online: bool):
+        model = PartModel(spec).to(device).train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            f = encoder(images) if online else feats
+            out = model(f["cls"], f["patches"])
+            loss = part_loss(out["recon"], images, out["maps"], 0.03)["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+
+        return step
+
+    base = dict(embed_dim=192, grid_size=8, img_size=64, num_parts=4, blur_kernel=3, softmax_over="parts")
+    paper = PartHeadSpec(**base)
+    light = PartHeadSpec(**base, proj_dim=64, decoder_dim=64, decoder_min_dim=16, similarity="cosine")
+    t = {
+        "online_d256": _timeit(step_fn(paper, True), iters, device),
+        "cached_d256": _timeit(step_fn(paper, False), iters, device),
+        "cached_d64": _timeit(step_fn(light, False), iters, device),
+    }
+    tag = f"demo shape b64 {device.type}"
+    rows = [
+        {"name": f"parts/step_{k} ({tag})", "value": v * 1000, "unit": "ms", "target": None}
+        for k, v in t.items()
+    ]
+    rows.append(
+        {
+            "name": "parts/step_speedup_cached_d64_vs_online_d256",
+            "value": t["online_d256"] / t["cached_d64"],
+            "unit": "x",
+            "target": None,
+        }
+    )
+    rows.append(
+        {
+            "name": "parts/step_speedup_cached_vs_online (same decoder)",
+            "value": t["online_d256"] / t["cached_d256"],
+            "unit": "x",
+            "target": None,
+        }
+    )
+    return rows
 
 
 if __name__ == "__main__":

@@ -142,6 +142,14 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
         for k in ("nmi", "ari", "miou", "fg_iou", "nmi_image", "ari_image", "miou_image", "fg_iou_image"):
             assert 0.0 - 1e-9 <= metrics[m][k] <= 1.0 + 1e-9 or (k.startswith("ari") and metrics[m][k] >= -1)
         assert metrics[m]["images"] == n_val
+        assert 1.0 <= metrics[m]["parts_used"] <= metrics[m]["parts_used_pooled"] + 1e-9
+        assert 0.0 < metrics[m]["largest_share"] <= 1.0
+    # the spatial split's usage is known exactly: 6 blocks of an 8x8 grid (rows 0-3 | 4-7, cols 0-2 | 3-5 | 6-7)
+    shares = torch.tensor([12, 12, 8, 12, 12, 8]) / 64
+    assert metrics["spatial"]["parts_used"] == pytest.approx(float(torch.exp(-(shares * shares.log()).sum())))
+    cache_ids = torch.stack([cache[i][0].long() for i in range(n_val)]).flatten(1)
+    largest = torch.stack([torch.bincount(r, minlength=7).max() for r in cache_ids]).float() / 64
+    assert metrics["learned"]["largest_share"] == pytest.approx(float(largest.mean()))
     # the ceiling bounds the grid-level methods' per-image foreground separation only loosely; it must be sane
     assert metrics["ceiling"]["fg_iou"] > 0.5
     assert metrics["meta"]["notes"] == [] and "note:" not in text

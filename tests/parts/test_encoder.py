@@ -59,3 +59,23 @@ def test_build_encoder_from_checkpoint_and_random_init(encoder_ckpt):
         enc.vit.state_dict()["blocks.1.attn.qkv.weight"], ref.state_dict()["blocks.1.attn.qkv.weight"]
     )
     assert enc.grid_size == IMG // PATCH and enc.num_heads == HEADS
+
+
+def test_feature_layer_takes_tokens_from_an_earlier_block_and_attention_from_the_last():
+    import pytest
+
+    from semmae.errors import UserError
+
+    vit = tiny_vit()
+    images = torch.randn(2, 3, IMG, IMG)
+    last, early = FrozenEncoder(vit)(images), FrozenEncoder(vit, feature_layer=-1)(images)
+    with torch.no_grad():
+        x = vit.norm_pre(vit._pos_embed(vit.patch_embed(images)))
+        ref = vit.norm(vit.blocks[0](x))
+    torch.testing.assert_close(early["patches"], ref[:, 1:])
+    torch.testing.assert_close(early["cls"], ref[:, 0])
+    torch.testing.assert_close(early["cls_attn"], last["cls_attn"])
+    assert not torch.allclose(early["patches"], last["patches"])
+    for bad in (1, -2):  # depth 2: only 0 and -1 exist
+        with pytest.raises(UserError, match="--feature-layer"):
+            FrozenEncoder(vit, feature_layer=bad)

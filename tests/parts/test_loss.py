@@ -9,11 +9,17 @@ import torch
 from semmae.parts.loss import diversity_loss, part_loss, reconstruction_loss
 
 
-def test_reconstruction_eq5_is_mean_squared_error():
+def test_reconstruction_eq5_sums_channels_and_averages_pixels():
     torch.manual_seed(0)
-    a, b = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
-    expect = sum(float((a.flatten()[i] - b.flatten()[i]) ** 2) for i in range(a.numel())) / a.numel()
+    a, b = torch.randn(2, 3, 4, 5), torch.randn(2, 3, 4, 5)
+    total = 0.0
+    for n in range(2):
+        for i in range(4):
+            for j in range(5):
+                total += sum(float(a[n, c, i, j] - b[n, c, i, j]) ** 2 for c in range(3))
+    expect = total / (2 * 4 * 5)  # 1/(HW) sum_{i,j}, averaged over the batch
     assert math.isclose(float(reconstruction_loss(a, b)), expect, rel_tol=1e-5)
+    assert math.isclose(float(reconstruction_loss(a, b)), 3 * float(((a - b) ** 2).mean()), rel_tol=1e-5)
 
 
 def test_diversity_eq6_matches_pairwise_cosine_formula():

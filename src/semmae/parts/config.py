@@ -26,6 +26,10 @@ class PartsTrainConfig:
         default=None, metadata=_h("encoder weights (iBOT/DINO/MAE/timm/semmae layouts); none = random init")
     )
     img_size: int = field(default=224, metadata=_h("input resolution (pixels)"))
+    feature_layer: int = field(
+        default=0,
+        metadata=_h("encoder block giving F_c and F: 0 = the last (paper), -k = k blocks before the last"),
+    )
     num_parts: int = field(default=6, metadata=_h("number of part tokens N (Eq. 1)"))
     token_hidden_dim: int = field(default=0, metadata=_h("hidden width of W1_i in Eq. 1; 0 = encoder width"))
     proj_dim: int = field(default=256, metadata=_h("width of the W_p / W projections in Eq. 2"))

@@ -24,6 +24,7 @@ class EncoderSpec:
     arch: str = "vit_small_patch16_224"
     checkpoint: str | None = None
     img_size: int = 224
+    feature_layer: int = 0  # 0: F_c and F from the last block; -k: from the block k before the last
 
 
 class FrozenEncoder(nn.Module):
@@ -32,9 +33,13 @@ class FrozenEncoder(nn.Module):
     * ``cls`` [B, D]: ``F_c``, the final-norm class token;
     * ``patches`` [B, L, D]: ``F``, the final-norm patch tokens (L = (S / patch)^2);
     * ``cls_attn`` [B, H, L]: softmax attention of the last block's CLS query over the patch keys, per head.
+
+    ``feature_layer = -k`` takes ``F_c`` and ``F`` from the output of the block k before the last (through the
+    final norm) instead of the last block: the late blocks of a briefly trained MAE specialise in pixels, and
+    earlier tokens can hold the parts better (docs/parts.md). ``cls_attn`` always comes from the last block.
     """
 
-    def __init__(self, vit: nn.Module):
+    def __init__(self, vit: nn.Module, feature_layer: int = 0):
         super().__init__()
         for name in ("patch_embed", "blocks", "norm", "_pos_embed"):
             if not hasattr(vit, name):
@@ -43,6 +48,12 @@ class FrozenEncoder(nn.Module):
             raise UserError(
                 "the part-learning encoder needs a class token (F_c, paper Eq. 1); this ViT has none"
             )
+        depth = len(vit.blocks)
+        if not -depth < feature_layer <= 0:
+            raise UserError(
+                f"--feature-layer must be in {-depth + 1}..0 for an encoder of {depth} blocks, got {feature_layer}"
+            )
+        self.feature_layer = feature_layer
         self.vit = vit.eval().requires_grad_(False)
         self.num_prefix = int(vit.num_prefix_tokens)
         self.embed_dim = int(vit.embed_dim)
@@ -74,12 +85,17 @@ class FrozenEncoder(nn.Module):
         x = vit.patch_embed(images)
         x = vit._pos_embed(x)
         x = vit.norm_pre(x) if hasattr(vit, "norm_pre") else x
-        for blk in vit.blocks[:-1]:
+        depth = len(vit.blocks)
+        feats = None
+        for i, blk in enumerate(vit.blocks[:-1]):
             x = blk(x)
+            if i == depth - 1 + self.feature_layer:
+                feats = vit.norm(x)
         last = vit.blocks[-1]
         cls_attn = _cls_attention(last, x)[..., self.num_prefix :]
         x = vit.norm(last(x))
-        return {"cls": x[:, 0], "patches": x[:, self.num_prefix :], "cls_attn": cls_attn}
+        feats = x if feats is None else feats
+        return {"cls": feats[:, 0], "patches": feats[:, self.num_prefix :], "cls_attn": cls_attn}
 
 
 def _cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -116,4 +132,4 @@ def build_encoder(spec: EncoderSpec, state_dict: dict | None = None) -> FrozenEn
             raise UserError(f"unknown encoder architecture {spec.arch!r}: {e}") from None
         if state_dict is not None:
             vit.load_state_dict(state_dict, strict=True)
-    return FrozenEncoder(vit)
+    return FrozenEncoder(vit, spec.feature_layer)

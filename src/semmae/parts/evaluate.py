@@ -196,6 +196,7 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
                 "not part identity (fg_iou is the meaningful score)"
             )
         rep = size // g
+        ceilings = []
         scorers = {m: PartScorer(k, num_labels[m]) for m in preds}
         if cfg.baselines:
             scorers["ceiling"] = PartScorer(k, k)
@@ -204,9 +205,13 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
                 scorers[m].add(masks[i], np.kron(p[i].numpy(), np.ones((rep, rep), np.int64)))
             if cfg.baselines:
                 ceil = majority_per_cell(masks[i], g, k)
+                ceilings.append(ceil)
                 scorers["ceiling"].add(masks[i], np.kron(ceil, np.ones((rep, rep), np.int64)))
         for m, s in scorers.items():
             results.setdefault(m, {}).update(s.result())
+        if ceilings:  # the true labels on the grid (background included): how many parts an image really has
+            usage = usage_from_ids(torch.from_numpy(np.stack(ceilings)).reshape(num_images, -1), k)
+            results["ceiling"].update({key: usage[key] for key in USAGE_KEYS})
 
     if cfg.keypoints:
         kps, num_kp, _ = load_keypoints(cfg.keypoints, dataset.relative_paths, root)

@@ -1,6 +1,8 @@
 """Part-learning objective (paper Sec. 3.1, Eq. 5-7).
 
-* Eq. 5, reconstruction: ``L_rec = mean((x_hat - x)^2)`` over pixels and channels of the (normalised) image.
+* Eq. 5, reconstruction: ``L_rec = 1/(HW) sum_{i,j} ||I(i,j) - I_hat(i,j)||^2``: the squared error summed over the
+  colour channels and averaged over the H x W pixels (and the batch) of the normalised image. This is 3x the
+  per-value mean; with the mean, the paper's lambda = 0.03 would act as 0.09.
 * Eq. 6, diversity: with ``M_hat`` the maps L2-normalised over positions, ``S = M_hat M_hat^T`` [N, N] is the
   cosine-similarity matrix of the N maps; ``L_div = mean((S - I)^2)`` pushes different parts apart (and, for the
   softmax-over-positions variant, is the only thing that stops all parts from collapsing onto one region).
@@ -14,8 +16,9 @@ import torch.nn.functional as F
 
 
 def reconstruction_loss(recon: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 5: mean squared error, ``recon`` and ``target`` [B, 3, S, S]."""
-    return F.mse_loss(recon, target)
+    """Eq. 5: squared error summed over channels, averaged over pixels and images; ``recon``, ``target``
+    [B, C, S, S]."""
+    return F.mse_loss(recon, target, reduction="none").sum(dim=1).mean()
 
 
 def cosine_similarity_matrix(maps: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:

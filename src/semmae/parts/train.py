@@ -43,6 +43,7 @@ _MODEL_FIELDS = (
     "encoder",
     "encoder_checkpoint",
     "img_size",
+    "feature_layer",
     "num_parts",
     "token_hidden_dim",
     "proj_dim",
@@ -125,7 +126,12 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
                 "use another --out or --no-resume"
             )
 
-    enc_spec = EncoderSpec(arch=cfg.encoder, checkpoint=cfg.encoder_checkpoint, img_size=cfg.img_size)
+    enc_spec = EncoderSpec(
+        arch=cfg.encoder,
+        checkpoint=cfg.encoder_checkpoint,
+        img_size=cfg.img_size,
+        feature_layer=cfg.feature_layer,
+    )
     encoder = build_encoder(enc_spec, resume.get("encoder_state") if resume else None).to(device)
     encoder_state = (
         None if cfg.encoder_checkpoint else {k: v.cpu() for k, v in encoder.vit.state_dict().items()}
