@@ -93,7 +93,7 @@ def main() -> None:
     grid = args.img_size // args.patch_size
     metrics = []
     for seed in args.seeds:
-        run = args.work / f"parts{args.num_parts}-seed{seed}"
+        run = args.work / f"parts{args.num_parts}{args.tag}-seed{seed}"
         run_verb(
             ["parts", "train", "--config", "parts/tiny_cpu", "--data", str(paths["train"]), "--out", str(run)]
             + ["--encoder-checkpoint", str(enc), "--img-size", str(args.img_size)]

@@ -51,7 +51,8 @@ import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
 TABLES = ("table1", "table3", "table4", "anchor")
-EVAL_ONLY = ("eval_crop_pct",)  # preset fields that change only the evaluation of finished pretraining runs
+EVAL_ONLY = ("eval_crop_pct",)
+PARTS_PRESET = "parts/tiny_cpu"  # preset fields that change only the evaluation of finished pretraining runs
 
 
 # ------------------------------------------------------------------------------------------------------ presets
@@ -406,6 +407,8 @@ class Harness:
         argv = [
             "parts",
             "train",
+            "--config",
+            PARTS_PRESET,  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
             "--data",
             self.data["train"],
             "--out",

@@ -49,3 +49,29 @@ def test_total_loss_eq7_weights_diversity_by_lambda():
     torch.testing.assert_close(out["loss"], out["rec"] + 0.03 * out["div"])
     torch.testing.assert_close(out["rec"], reconstruction_loss(recon, target))
     torch.testing.assert_close(out["div"], diversity_loss(maps))
+
+
+def test_concentration_is_the_spatial_variance_of_each_normalised_map():
+    from semmae.parts.loss import concentration_loss
+
+    torch.manual_seed(3)
+    maps = torch.rand(2, 3, 9)  # 3 x 3 grid, coordinates -1, 0, 1
+    coords = [(-1.0 + r, -1.0 + c) for r in range(3) for c in range(3)]
+    total = 0.0
+    for b in range(2):
+        for k in range(3):
+            w = maps[b, k] / maps[b, k].sum()
+            cy = sum(float(w[u]) * coords[u][0] for u in range(9))
+            cx = sum(float(w[u]) * coords[u][1] for u in range(9))
+            total += sum(
+                float(w[u]) * ((coords[u][0] - cy) ** 2 + (coords[u][1] - cx) ** 2) for u in range(9)
+            )
+    assert math.isclose(float(concentration_loss(maps)), total / 6, rel_tol=1e-5)
+    point = torch.zeros(1, 2, 9)
+    point[0, 0, 4], point[0, 1, 0] = 1.0, 1.0  # all mass on one cell: no spread
+    assert float(concentration_loss(point)) < 1e-9
+    spread = torch.ones(1, 1, 9)  # uniform over the grid: variance 2 * (2/3)
+    assert math.isclose(float(concentration_loss(spread)), 4 / 3, rel_tol=1e-5)
+    out = part_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), maps, lam=0.03, concentration=0.5)
+    torch.testing.assert_close(out["loss"], out["rec"] + 0.03 * out["div"] + 0.5 * out["con"])
+    assert "con" not in part_loss(torch.zeros(1, 3, 2, 2), torch.zeros(1, 3, 2, 2), maps, lam=0.03)

@@ -63,6 +63,12 @@ class PartsTrainConfig:
         default=2, metadata=_h("styled 3x3 convs at grid resolution before upsampling")
     )
     div_weight: float = field(default=0.03, metadata=_h("lambda of Eq. 7 (diversity weight)"))
+    concentration_weight: float = field(
+        default=0.0,
+        metadata=_h(
+            "weight of the SCOPS concentration term (spatial variance of each map; beyond the paper, 0 = off)"
+        ),
+    )
     features: str = field(
         default="online",
         metadata=_h(
@@ -121,6 +127,8 @@ class PartsTrainConfig:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if not self.feature_cache_gb > 0:
             raise UserError(f"--feature-cache-gb must be > 0, got {self.feature_cache_gb}")
+        if self.concentration_weight < 0:
+            raise UserError(f"--concentration-weight must be >= 0, got {self.concentration_weight}")
         if self.lr <= 0 or self.div_weight < 0 or self.steps_per_epoch < 0 or self.decoder_convs < 0:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
 

@@ -9,6 +9,7 @@ for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data)
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import math
 from pathlib import Path
@@ -205,7 +206,7 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     usage = resume.get("diagnostics") if resume is not None else None
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
-        sums = {"loss": 0.0, "rec": 0.0, "div": 0.0}
+        sums: dict[str, float] = collections.defaultdict(float)
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
@@ -219,7 +220,9 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             scheduler.step_update(step)
             with autocast():
                 out_ = ddp(f_c, f)
-            losses = part_loss(out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight)
+            losses = part_loss(
+                out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight, cfg.concentration_weight
+            )
             if not torch.isfinite(losses["loss"]):
                 raise NonFiniteLossError(
                     f"part loss became {losses['loss'].item()} at step {step}; the last "
@@ -232,8 +235,8 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             optimizer.step()
             step += 1
             vals = {k: v.item() for k, v in losses.items()}
-            for k in sums:
-                sums[k] += vals[k]
+            for k, v in vals.items():
+                sums[k] += v
             bar.update(1)
             bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
             if step % cfg.log_every == 0:
