@@ -73,6 +73,7 @@ def main() -> None:
     ap.add_argument("--bootstrap-epochs", type=int, default=10)
     ap.add_argument("--parts-epochs", type=int, default=20)
     ap.add_argument("--encoder-checkpoint", type=Path, default=None)
+    ap.add_argument("--tag", default="", help="suffix of the part run folders (ablations side by side)")
     ap.add_argument(
         "--extra", nargs=argparse.REMAINDER, default=[], help="more `parts train` flags (ablations)"
     )

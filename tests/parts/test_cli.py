@@ -326,10 +326,17 @@ def test_not_a_part_checkpoint_and_mismatched_cache(tmp_path, synth, trained, en
     assert "different dataset" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("preset,img,blur", [("parts/ibot_vits16", 224, 7), ("parts/tiny_cpu", 48, 5)])
-def test_presets_resolve(preset, img, blur):
+@pytest.mark.parametrize(
+    "preset,img,blur,lam,similarity,features",
+    [
+        ("parts/ibot_vits16", 224, 7, 0.03, "dot", "online"),
+        ("parts/tiny_cpu", 48, 5, 1.0, "cosine", "cached"),
+    ],
+)
+def test_presets_resolve(preset, img, blur, lam, similarity, features):
     from semmae.config import resolve_config
     from semmae.parts.config import PartsTrainConfig
 
     cfg = resolve_config(PartsTrainConfig, {"config": preset, "data": "x", "blur_kernel": str(blur)})
-    assert cfg.img_size == img and cfg.num_parts == 6 and cfg.div_weight == 0.03 and cfg.blur_kernel == blur
+    assert cfg.img_size == img and cfg.num_parts == 6 and cfg.div_weight == lam and cfg.blur_kernel == blur
+    assert cfg.similarity == similarity and cfg.features == features
