@@ -89,3 +89,25 @@ def test_cached_run_logs_diagnostics_prints_verdict_and_resumes_exactly(
     ]
     assert losses[0] == losses[1]
     assert json.loads(json.dumps(ckpt["config"]))["features"] == "cached"
+
+
+def test_cached_batches_shard_ranks_disjointly_and_reshuffle_each_epoch():
+    from semmae.parts.train import CachedBatches
+
+    n, dim = 20, 4
+    # each image carries its index in its class token, so a batch tells which images it holds
+    cache = FeatureCache(
+        images=torch.zeros(n, 3, 2, 2, dtype=torch.uint8),
+        cls=torch.arange(n, dtype=torch.float16).view(1, n, 1).expand(2, n, dim).contiguous(),
+        patches=torch.zeros(2, n, 1, dim, dtype=torch.float16),
+    )
+
+    def seen(rank, epoch):
+        batches = CachedBatches(cache, 3, rank, 2, seed=7, device=torch.device("cpu"))
+        assert batches.steps_per_epoch == 3  # 10 images per rank, batches of 3, the last partial one dropped
+        return [int(i) for _, f_c, _ in batches.epoch(epoch) for i in f_c[:, 0]]
+
+    r0, r1 = seen(0, 0), seen(1, 0)
+    assert len(r0) == len(r1) == 9 and not set(r0) & set(r1)
+    assert seen(0, 0) == r0  # seeded: a resumed epoch replays the same batches
+    assert seen(0, 1) != r0

@@ -9,7 +9,9 @@ augmentation: no random crops (``--features online`` keeps RandomResizedCrop + f
 step, the setting for large datasets whose tokens do not fit in memory).
 
 Memory: per image ``3 S^2`` bytes (uint8 pixels) + ``2 (L + 1) D`` half-precision values (two views' tokens);
-:func:`feature_cache_bytes` gives the total and :class:`FeatureCache` refuses to build past a limit.
+:func:`feature_cache_bytes` gives the total and :class:`FeatureCache` refuses to build past a limit. Under DDP every
+rank encodes the whole set (the tokens are then sharded per epoch, not per rank), which suits the small and medium
+sets this mode is for.
 """
 
 from __future__ import annotations

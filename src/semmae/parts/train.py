@@ -29,7 +29,7 @@ from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
 from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
-from semmae.parts.features import FeatureCache, normalize_uint8, uint8_image_transform
+from semmae.parts.features import FeatureCache, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
@@ -89,12 +89,13 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _panel(model: PartModel, images: torch.Tensor, diag: FeatureCache, device: torch.device) -> np.ndarray:
-    """image | reconstruction | part overlay, one row per image (uint8 [H, W, 3]); the first diagnostic images."""
+def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.device) -> np.ndarray:
+    """image | reconstruction | part overlay for the first ``num_images`` diagnostic images, one row each
+    (uint8 [H, W, 3])."""
     model.eval()
     with torch.no_grad():
-        idx = torch.arange(images.shape[0])
-        _, f_c, f = diag.batch(idx, torch.zeros_like(idx, dtype=torch.bool), device)
+        idx = torch.arange(min(num_images, len(diag)))
+        images, f_c, f = diag.batch(idx, torch.zeros_like(idx, dtype=torch.bool), device)
         out = model(f_c, f)
     model.train()
     g = model.spec.grid_size
@@ -186,7 +187,6 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
 
-    panel_images = normalize_uint8(diag.images[: cfg.panel_images])
     logger = RunLogger(out, cfg, enabled=info.is_main)
     if info.is_main:
         eff = cfg.batch_size * info.world_size
@@ -249,7 +249,7 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
         if info.is_main:
             usage = diagnose(model, diag, device, cfg.batch_size)
             logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})
-            panel = _panel(model, panel_images.to(device), diag, device)
+            panel = _panel(model, diag, cfg.panel_images, device)
             save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
             logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
             atomic_torch_save(
