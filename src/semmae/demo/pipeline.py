@@ -48,7 +48,7 @@ class DemoConfig:
     budget: str = field(
         default="small",
         metadata={
-            "help": "small: ~3 min on 2 idle CPU cores; micro: smoke run; medium: more data, epochs and seeds",
+            "help": "small: ~3.5 min on 2 idle CPU cores; micro: smoke run; medium: more data, epochs and seeds",
             "choices": tuple(BUDGETS),
         },
     )
