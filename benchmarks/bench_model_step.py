@@ -62,7 +62,7 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
             keep = None
             ids, score, hw = part_ids, fg, grid
             if keep_fraction is not None:
-                keep = foreground_keep_index(fg, keep_fraction)
+                keep = foreground_keep_index(fg, keep_fraction, g)
                 ids, score, hw = part_ids.gather(1, keep), fg.gather(1, keep), keep.shape[1]
             mask = masking(batch, hw, 0.5, g, part_ids=ids, fg=score, device=dev)
             with autocast():

@@ -141,7 +141,55 @@ def test_foreground_keep_index():
     fg = torch.tensor([[0.1, 0.9, 0.5, 0.8, 0.0, 0.7, 0.2, 0.3]])
     assert foreground_keep_index(fg, 0.25).tolist() == [[1, 3]]
     assert foreground_keep_index(fg, 0.5).tolist() == [[1, 2, 3, 5]]
-    ties = torch.zeros(1, 8)
-    assert foreground_keep_index(ties, 0.25).tolist() == [[0, 1]]
     with pytest.raises(ValueError, match="keep_fraction must lie in"):
         foreground_keep_index(fg, 0.0)
+
+
+def test_foreground_keep_index_breaks_ties_uniformly():
+    """Many equal scores at the cut (5-bit cache foreground, resized cells): every tied cell is kept equally often,
+    higher cells always, lower never; the draw is a function of the generator's seed."""
+    length, draws = 64, 3000
+    fg = torch.zeros(length)
+    cells = torch.randperm(length, generator=torch.Generator().manual_seed(3))
+    high, tied, low = cells[:8], cells[8:32], cells[32:]  # keep 16 = 8 high + 8 of the 24 tied
+    fg[high], fg[tied] = 1.0, 0.5
+    keep = foreground_keep_index(fg.repeat(draws, 1), 0.25, torch.Generator().manual_seed(0))
+    assert keep.shape == (draws, 16) and keep.dtype == torch.long
+    assert bool((keep[:, 1:] > keep[:, :-1]).all())  # sorted ascending, no repeats
+    counts = torch.zeros(length).index_add_(0, keep.flatten(), torch.ones(keep.numel()))
+    assert bool((counts[high] == draws).all()) and bool((counts[low] == 0).all())
+    tied_counts = counts[tied]
+    expected = draws * 8 / 24  # 1000 per tied cell
+    chi2 = float(((tied_counts - expected) ** 2 / expected).sum())
+    # 23 degrees of freedom: P(chi2 > 60) ~ 3e-5 for a uniform choice; a raster tie break gives chi2 = 48000
+    assert chi2 < 60, (chi2, tied_counts.tolist())
+    assert float(tied_counts.max() / tied_counts.min()) < 1.25
+    # the lowest-index half of the tied cells (the top rows) gets half of the tied picks, not all of them
+    first_half = tied.sort().values[:12]
+    share = float(counts[first_half].sum() / tied_counts.sum())
+    assert abs(share - 0.5) < 0.03
+    # deterministic given the generator's seed; another seed draws another set
+    again = foreground_keep_index(fg.repeat(draws, 1), 0.25, torch.Generator().manual_seed(0))
+    other = foreground_keep_index(fg.repeat(draws, 1), 0.25, torch.Generator().manual_seed(1))
+    assert torch.equal(keep, again) and not torch.equal(keep, other)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(1, 6),
+    st.integers(2, 80),
+    st.floats(0.05, 1.0),
+    st.integers(0, 2**31 - 1),
+)
+def test_foreground_keep_index_keeps_the_top_scores(batch, length, keep_fraction, seed):
+    """5-bit scores (many ties): the kept set is exactly the cells above the cut, plus some of those at the cut."""
+    gen = torch.Generator().manual_seed(seed)
+    fg = torch.randint(0, 32, (batch, length), generator=gen).float() / 31
+    keep = foreground_keep_index(fg, keep_fraction, torch.Generator().manual_seed(seed))
+    n_keep = max(1, round(keep_fraction * length))
+    assert keep.shape == (batch, n_keep)
+    assert bool((keep[:, 1:] > keep[:, :-1]).all())
+    cut = fg.sort(1, descending=True).values[:, n_keep - 1 : n_keep]  # the n_keep-th highest score per row
+    kept = torch.zeros_like(fg, dtype=torch.bool).scatter_(1, keep, True)
+    assert bool((kept | (fg <= cut)).all())  # every cell above the cut is kept
+    assert bool((~kept | (fg >= cut)).all())  # no cell below the cut is kept

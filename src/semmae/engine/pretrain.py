@@ -248,8 +248,9 @@ class Pretrainer:
 
     # ---------------------------------------------------------------------------------------------- training
     def _masks(self, batch: dict[str, torch.Tensor], step: int, shard: int):
-        """``(images, mask, keep_index, part_ids_full)`` for one micro-batch; masks are seeded by
-        ``(seed, step, shard)`` with ``shard = rank * accum_iter + micro`` so they do not depend on the world."""
+        """``(images, mask, keep_index, part_ids_full)`` for one micro-batch; masks (and the foreground keep's
+        tie breaks) are seeded by ``(seed, step, shard)`` with ``shard = rank * accum_iter + micro`` so they do
+        not depend on the world."""
         dev = self.device
         imgs = batch["image"].to(dev, non_blocking=True)
         part_ids = full_parts = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
@@ -257,14 +258,15 @@ class Pretrainer:
         g = self.cfg.img_size // self.patch_size
         grid: tuple[int, int] | int = (g, g)
         keep_index = None
+        self.mask_gen.manual_seed(mix_seed(self.cfg.seed, step, shard))
         if self.cfg.fg_keep < 1:
             from semmae.masking import foreground_keep_index
 
-            keep_index = foreground_keep_index(fg, self.cfg.fg_keep)
+            # ties in the foreground score are broken from the same seeded stream as the mask that follows
+            keep_index = foreground_keep_index(fg, self.cfg.fg_keep, self.mask_gen)
             part_ids = part_ids.gather(1, keep_index) if part_ids is not None else None
             fg = fg.gather(1, keep_index)
             grid = keep_index.shape[1]
-        self.mask_gen.manual_seed(mix_seed(self.cfg.seed, step, shard))
         mask = self.strategy(
             imgs.shape[0],
             grid,

@@ -45,7 +45,9 @@ def ids_to_mask(ids_restore: Tensor, n_keep: int) -> Tensor:
     return shuffled.gather(1, ids_restore)
 
 
-def foreground_keep_index(fg: Tensor, keep_fraction: float = 0.25) -> Tensor:
+def foreground_keep_index(
+    fg: Tensor, keep_fraction: float = 0.25, generator: torch.Generator | None = None
+) -> Tensor:
     """Indices of the most-foreground patches (the paper's patch-8 setting, Sec. 4.1).
 
     With 8x8 patches the paper "removes 3/4 patches that are most likely to be the background": the quarter of
@@ -54,15 +56,22 @@ def foreground_keep_index(fg: Tensor, keep_fraction: float = 0.25) -> Tensor:
     Args:
         fg: float ``[B, L]`` foreground score per patch (e.g. ``PartCache`` fg, 1 = foreground).
         keep_fraction: fraction of patches kept, in (0, 1]; ``round(keep_fraction * L)`` (at least 1) are kept.
+        generator: random source (on ``fg``'s device) for breaking equal scores, as the mask functions take it;
+            the same state gives the same indices.
 
     Returns:
-        long ``[B, L_sub]``, each row sorted ascending (grid order). Equal scores prefer the lower index.
+        long ``[B, L_sub]``, each row sorted ascending (grid order). Equal scores at the cut are broken uniformly
+        at random (a cache's 5-bit foreground and its resized cells make such ties common; a raster-order tie
+        break would favour the top rows).
     """
     if not isinstance(fg, Tensor) or fg.dim() != 2 or not fg.is_floating_point():
         shape = list(fg.shape) if isinstance(fg, Tensor) else type(fg).__name__
         raise ValueError(f"fg must be a float tensor [B, L], got {shape} {getattr(fg, 'dtype', '')}")
     if isinstance(keep_fraction, bool) or not 0.0 < keep_fraction <= 1.0:
         raise ValueError(f"keep_fraction must lie in (0, 1], got {keep_fraction!r}")
-    n_keep = max(1, int(round(keep_fraction * fg.shape[1])))
-    top = torch.argsort(fg, dim=1, descending=True, stable=True)[:, :n_keep]
-    return top.sort(dim=1).values
+    batch, length = fg.shape
+    n_keep = max(1, int(round(keep_fraction * length)))
+    # a random permutation first, then a stable sort by score: equal scores keep their random relative order
+    perm = torch.rand(batch, length, device=fg.device, generator=generator).argsort(1)
+    by_score = torch.argsort(fg.gather(1, perm), dim=1, descending=True, stable=True)[:, :n_keep]
+    return perm.gather(1, by_score).sort(dim=1).values
