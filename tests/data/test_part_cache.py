@@ -122,8 +122,8 @@ def test_open_errors(tmp_path):
 def test_pretrain_dataset_reads_parts_on_the_model_grid(tmp_path):
     root = write_image_folder(tmp_path / "d", classes=("a", "b"), per_class=2, size=24)
     files = ImageFolderDataset(root).relative_paths
-    ids = np.stack([np.full((3, 3), i % 4) for i in range(4)])
-    cache = _write_all(tmp_path / "cache", files, ids, np.ones((4, 3, 3)), 3)
+    ids = np.stack([np.full((4, 4), i % 4) for i in range(4)])
+    cache = _write_all(tmp_path / "cache", files, ids, np.ones((4, 4, 4)), 3)
     ds = PartImageDataset(root, cache.path, img_size=32, patch_size=8)
     item = ds[2]
     assert item["image"].shape == (3, 32, 32)
@@ -134,3 +134,19 @@ def test_pretrain_dataset_reads_parts_on_the_model_grid(tmp_path):
     write_image_folder(tmp_path / "d", classes=("c",), per_class=1, size=24)
     with pytest.raises(UserError, match="different dataset"):
         PartImageDataset(root, cache.path, img_size=32, patch_size=8)
+
+
+def test_pretrain_dataset_refuses_a_cache_on_another_grid(tmp_path):
+    """A 2x2 cache under a 4x4 patch grid (32 px / patch 8) would give blocky maps: refused, naming both grids."""
+    root = write_image_folder(tmp_path / "d", classes=("a",), per_class=2, size=24)
+    files = ImageFolderDataset(root).relative_paths
+    ids, fg = _maps(2, 2, 3)
+    cache = _write_all(tmp_path / "cache", files, ids, fg, 3)
+    with pytest.raises(UserError) as err:
+        PartImageDataset(root, cache.path, img_size=32, patch_size=8)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "2x2 grid" in msg and "patch grid is 4x4" in msg and "semmae parts export --grid 4" in msg
+    assert (
+        PartImageDataset(root, cache.path, img_size=16, patch_size=8).cache.grid == 2
+    )  # 16 / 8 = 2: accepted

@@ -121,6 +121,24 @@ def test_part_guided_masking_without_cache_is_a_clear_error(engine_images, tmp_p
     assert not (tmp_path / "r").exists()  # refused before anything is written
 
 
+def test_cache_on_another_grid_is_a_clear_error(engine_images, tmp_path, micro_args, capsys):
+    """A 2x2 part cache on mae_vit_micro_patch8 at 32 px (a 4x4 patch grid): exit 2, one line naming both."""
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.part_cache import PartCache
+
+    files = ImageFolderDataset(engine_images).relative_paths
+    writer = PartCache.create(tmp_path / "parts.cache", files, grid=2, num_parts=3)
+    writer.write(0, torch.randint(0, 4, (len(files), 2, 2)).numpy(), torch.rand(len(files), 2, 2).numpy())
+    writer.finalize()
+    argv = micro_args(
+        engine_images, tmp_path / "r", "--masking", "adaptive", "--parts", str(tmp_path / "parts.cache")
+    )
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert "2x2 grid" in err[0] and "patch grid is 4x4" in err[0] and "--grid 4" in err[0]
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(engine_images, tmp_path, micro_args, capsys):
     out = tmp_path / "r"
     rc = main(

@@ -12,13 +12,15 @@ from torch.utils.data import Dataset
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.part_cache import PartCache
 from semmae.data.transforms import JointPartTransform, train_transform
+from semmae.errors import UserError
 
 
 class PartImageDataset(Dataset):
     """ImageFolder + optional part cache for MAE/SemMAE pretraining.
 
     Args:
-        root: ImageFolder tree. cache: a :class:`PartCache` (or its path) made for exactly this tree, or None.
+        root: ImageFolder tree. cache: a :class:`PartCache` (or its path) made for exactly this tree, or None;
+            its grid must be the model's patch grid ``img_size // patch_size`` (a UserError otherwise).
         img_size, patch_size: the model's input side and patch (part maps are read on its grid).
         scale, hflip: MAE augmentation (RandomResizedCrop(scale) + flip); ``scale=None`` disables cropping.
         skip_bad_images: see :class:`ImageFolderDataset`.
@@ -42,6 +44,14 @@ class PartImageDataset(Dataset):
             cache = PartCache.open(cache, self.images.relative_paths)
         elif cache is not None:
             cache.check_matches(self.images.relative_paths)
+        grid = img_size // patch_size
+        if cache is not None and cache.grid != grid:
+            # refused, not resampled: a coarser map stretched onto the model's grid gives blocky parts
+            raise UserError(
+                f"part cache {cache.path} has a {cache.grid}x{cache.grid} grid, the model's patch grid is "
+                f"{grid}x{grid} ({img_size} px / patch {patch_size}); re-export it with "
+                f"`semmae parts export --grid {grid}`"
+            )
         self.cache = cache
         self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip)
         self.plain = train_transform(img_size, scale=scale, hflip=hflip) if scale is not None else None
