@@ -176,6 +176,34 @@ def test_unwritable_out_dir_is_reported(engine_images, tmp_path, micro_args, cap
     assert "cannot" in capsys.readouterr().err
 
 
+def test_masking_and_gamma_help_match_the_code(capsys, monkeypatch):
+    """`semmae pretrain --help` names exactly the strategies pretraining accepts, and says what gamma does."""
+    import re
+
+    from semmae.engine.pretrain import build_strategy
+    from semmae.errors import UserError
+    from semmae.masking import MASKING_NAMES, alpha_schedule
+
+    monkeypatch.setenv("COLUMNS", "1000")  # no wrapping (argparse would break "per-part" at its hyphen)
+    with pytest.raises(SystemExit):
+        main(["pretrain", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    masking_help = re.search(r"--masking MASKING (.*?) \(default", text).group(1)
+    gamma_help = re.search(r"--gamma GAMMA (.*?) \(default", text).group(1)
+    for name in MASKING_NAMES:
+        try:
+            build_strategy(PretrainConfig(data="x", parts="cache", masking=name))
+            accepted = True
+        except UserError:
+            accepted = False
+        assert (re.search(rf"(?<![\w-]){name}(?![\w-])", masking_help) is not None) == accepted, name
+    assert "alpha = progress ** gamma" in gamma_help and "1/gamma" not in gamma_help
+    for gamma in (2.0, 3.0):  # 0 at the start, 1 only at the end of training (not at progress 1/gamma)
+        assert alpha_schedule(0.0, gamma) == 0.0 and alpha_schedule(1.0, gamma) == 1.0
+        assert alpha_schedule(1 / gamma, gamma) == pytest.approx((1 / gamma) ** gamma)
+        assert alpha_schedule(0.99, gamma) < 1.0
+
+
 def test_every_flag_reaches_the_config():
     import argparse
 

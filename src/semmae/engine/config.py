@@ -42,10 +42,18 @@ class PretrainConfig:
     decoder_depth: int | None = _f(None, "override the decoder depth")
     decoder_num_heads: int | None = _f(None, "override the decoder heads")
     norm_pix_loss: bool = _f(True, "regress per-patch normalised pixels (MAE's default)")
-    # masking (paper Sec. 3.3, Algorithm 1)
-    masking: str = _f("adaptive", "masking strategy (semmae.masking.build_masking); part-free: random, block")
+    # masking (paper Sec. 3.2, Algorithm 1)
+    masking: str = _f(
+        "adaptive",
+        "masking strategy: adaptive, adaptive-reverse, per-part, whole-part, attention (these need --parts), "
+        "random, block",
+    )
     mask_ratio: float = _f(0.75, "fraction of (kept) patches that are masked")
-    gamma: float = _f(2.0, "adaptive schedule: alpha reaches 1 at progress 1/gamma (paper Eq. 8)")
+    gamma: float = _f(
+        2.0,
+        "exponent of the adaptive schedule alpha = progress ** gamma (0 at the start, 1 at the end of "
+        "training; adaptive-reverse: 1 - progress ** gamma); paper Algorithm 1 line 7, gamma 2",
+    )
     fg_keep: float = _f(
         1.0,
         "fraction of patches that enter the model, chosen by foreground score "

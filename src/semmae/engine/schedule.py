@@ -2,8 +2,8 @@
 
 The learning rate warms up linearly from 0 over the first ``warmup_steps`` and then follows a half cosine to
 ``final``; values are precomputed for the run's own ``total_steps`` so a resumed run reads the same value at
-the same step. The masking schedule's progress (paper Eq. 8: alpha from the fraction of training done) is
-likewise ``step / total_steps`` of this run, never a hard-coded epoch count.
+the same step. The masking schedule's progress (paper Algorithm 1, line 7: alpha from the fraction of training
+done) is likewise ``step / total_steps`` of this run, never a hard-coded epoch count.
 """
 
 from __future__ import annotations

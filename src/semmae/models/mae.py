@@ -1,4 +1,4 @@
-"""The masked autoencoder (He et al. 2022) that semantic-guided masking feeds (paper Sec. 3.3 and 4.1).
+"""The masked autoencoder (He et al. 2022) that semantic-guided masking feeds (paper Sec. 3.2 and 4.1).
 
 The model never decides what is masked: ``forward(imgs, mask, keep_index)`` takes a mask computed outside
 (:mod:`semmae.masking`), so every strategy of Table 3 trains the same network.

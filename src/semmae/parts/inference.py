@@ -55,7 +55,7 @@ def foreground_score(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
 def attention_parts(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
     """Raw-attention baseline (paper Fig. 4 / Table 4): argmax over the last layer's CLS-attention heads.
 
-    [B, H, L] -> long [B, grid, grid]; each head's map is normalised to sum 1 first so heads compete fairly."""
+    [B, H, L] -> long [B, grid, grid]; the raw maps are compared as they are (not renormalised per head)."""
     return to_grid(cls_attn.float(), grid).argmax(dim=1)
 
 
