@@ -66,6 +66,13 @@ def test_table4_grid_writes_runs_summary_chart_and_json(grid):
     for row in body:
         assert re.search(r"\| \d+\.\d", row), row
     assert "What differs from the paper's setting" in md
+    # the paper's Table 4 (linear probing) beside each row, and the ordering line under the table
+    assert re.search(r"\| no parts \(random masking\) \|.*\| 63\.7 \(Table 4\) \| n/a \|", table4)
+    assert re.search(r"\| learned parts \(SemMAE\) \|.*\| 65\.0 \(Table 4\) \| n/a \|", table4)
+    assert re.search(r"\| raw-attention parts \|.*\| 63\.6 \(Table 4\) \| n/a \|", table4)
+    (line,) = [r for r in table4.splitlines() if r.startswith("**Ordering vs the paper:**")]
+    assert re.search(r"(matches|does not match) - \d of 3 row pairs", line)
+    assert "ours: mean logistic regression top-1" in line
     summary = json.loads((out / f"{stem}.json").read_text())
     assert len(summary["runs"]) == 4 and summary["missing"] == []
     from PIL import Image
@@ -143,3 +150,65 @@ def test_evaluation_view_can_change_on_a_finished_grid_but_training_settings_can
     longer.write_text(smoke.replace("epochs:", "epochs: 99 #", 1) + "\nname: smoke\n")
     with pytest.raises(SystemExit, match="another preset"):
         repro.main([*argv[:at], str(longer), *argv[at + 1 :]])
+
+
+repro_report = sys.modules["repro_report"]  # imported by repro.py from benchmarks/
+PAPER_MD = Path("/work/shared/paper/semmae-neurips2022.md")
+
+
+def _recs(table: str, values: dict[str, tuple[float, float | None]]) -> dict[str, list[dict]]:
+    """Two seeds per row, ``{label: (fast probe, log. reg.)}`` (log. reg. None = not recorded)."""
+    out = {}
+    for label, (lin, logreg) in values.items():
+        out[label] = [
+            {"key": label, "seed": s, "knn_top1": 0.0, "linprobe_top1": lin + d}
+            | ({} if logreg is None else {"logreg_top1": logreg + d})
+            for s, d in ((0, -0.1), (1, 0.1))
+        ]
+    return out
+
+
+def test_ordering_line_is_computed_from_the_numbers():
+    labels = ["no parts (random masking)", "learned parts (SemMAE)", "raw-attention parts"]
+    # paper: learned 65.0 > no parts 63.7 > raw attention 63.6
+    same = _recs("table4", {labels[0]: (10.0, 40.0), labels[1]: (9.0, 45.0), labels[2]: (11.0, 39.0)})
+    line = repro_report.ordering_line("table4", labels, same)
+    assert line.startswith("**Ordering vs the paper:** matches - 3 of 3 row pairs")
+    assert "ours: mean logistic regression top-1" in line and "Table 4" in line
+    assert "Ours: learned parts (SemMAE) (45.00) > no parts (random masking) (40.00)" in line
+    swapped = _recs("table4", {labels[0]: (10.0, 46.0), labels[1]: (9.0, 45.0), labels[2]: (11.0, 39.0)})
+    line = repro_report.ordering_line("table4", labels, swapped)
+    assert "does not match - 2 of 3 row pairs" in line
+    # a row without logistic regression: the fast linear probe orders all rows instead (here: reversed)
+    no_logreg = _recs("table4", {labels[0]: (10.0, 40.0), labels[1]: (9.0, None), labels[2]: (11.0, 39.0)})
+    line = repro_report.ordering_line("table4", labels, no_logreg)
+    assert "does not match - 0 of 3 row pairs" in line and "ours: mean fast linear probe top-1" in line
+    # rows missing here or without a paper number are left out; fewer than two left: nothing to compare
+    one = _recs("table4", {labels[0]: (10.0, 40.0), "some other row": (1.0, 99.0)})
+    assert "nothing to compare" in repro_report.ordering_line("table4", [*labels, "some other row"], one)
+
+
+def test_paper_numbers_are_keyed_by_grid_rows_and_quoted_from_the_paper():
+    rows = {r for c in repro.GRID for r in c.rows}
+    assert set(repro_report.PAPER) <= rows  # a renamed row would silently lose its paper number
+    assert {t for t, _ in repro_report.PAPER} == {"table1", "table3", "table4"}
+    for (table, label), row in repro_report.PAPER.items():
+        assert row.linear_probe is not None and row.linear_probe.table == int(table[-1]), label
+    if not PAPER_MD.is_file():
+        pytest.skip(f"{PAPER_MD} is not on this machine")
+    text = PAPER_MD.read_text()
+    captions = [(m.start(), m.end()) for m in re.finditer(r"\*\*(Table|Figure) \d+:\*\*", text)]
+
+    def window(table: int) -> str:
+        """From the caption before this table's (Table 3 prints its numbers above its caption) to the next."""
+        at = text.index(f"**Table {table}:**")
+        start = max([end for begin, end in captions if begin < at] + [at - 1500])
+        stop = min([begin for begin, _ in captions if begin > at] + [len(text)])
+        return text[start:stop]
+
+    for row in repro_report.PAPER.values():
+        for number in (row.linear_probe, row.fine_tune):
+            if number is not None:
+                pattern = rf"(?<![\d.]){re.escape(number.text)}(?![\d])"
+                assert re.search(pattern, window(number.table)), number
+    assert not re.search(r"(?<![\d.])68\.7(?![\d])", window(4))  # the window is the table's own
