@@ -3,23 +3,11 @@ parts beat each baseline (paired by seed). Used by parts_synthetic.py and parts_
 
 from __future__ import annotations
 
-import json
 import statistics
-from pathlib import Path
+
+from seg_summary import mean_std  # sibling script (benchmarks/ is on sys.path when these scripts run)
 
 METHODS = ("learned", "attention", "kmeans", "spatial", "ceiling")
-
-
-def load(paths: list[Path]) -> list[dict]:
-    return [json.loads(Path(p).read_text()) for p in paths]
-
-
-def _fmt(vals: list[float]) -> str:
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
 def table(runs: list[dict], columns: list[str]) -> str:
@@ -28,7 +16,7 @@ def table(runs: list[dict], columns: list[str]) -> str:
     for m in METHODS:
         if not any(m in r for r in runs):
             continue
-        cells = [_fmt([r[m][c] for r in runs if m in r and c in r[m]]) for c in columns]
+        cells = [mean_std([r[m][c] for r in runs if m in r and c in r[m]], digits=3) for c in columns]
         lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -26,12 +26,13 @@ def collect(root: Path, pattern: str, arm: str) -> dict[int, dict]:
     return found
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std(values: list[float], digits: int = 2) -> str:
+    """``mean ± std`` over seeds (one value: the value; none: n/a)."""
     if not values:
         return "n/a"
     if len(values) == 1:
-        return f"{values[0]:.2f}"
-    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values):.2f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:
