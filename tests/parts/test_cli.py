@@ -42,6 +42,20 @@ def test_train_resumes_and_refuses_changed_model(tmp_path, synth, encoder_ckpt, 
     assert main(train_args(synth / "train", out, encoder_ckpt, "--epochs", "3")) == 2
     assert "softmax_over" in capsys.readouterr().err
 
+    # a checkpoint from before --similarity / --temperature / --feature-layer existed: read as their defaults
+    ckpt = torch.load(out / "checkpoint.pth", weights_only=True)
+    for key in ("similarity", "temperature", "feature_layer"):
+        del ckpt["config"][key]
+    torch.save(ckpt, out / "checkpoint.pth")
+    assert (
+        main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--epochs", "3")) == 0
+    )
+    cosine = train_args(
+        synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--similarity", "cosine"
+    )
+    assert main([*cosine, "--epochs", "4"]) == 2
+    assert "similarity" in capsys.readouterr().err
+
 
 def test_random_init_encoder_is_stored_in_checkpoint(tmp_path, synth):
     out = tmp_path / "run"

@@ -120,7 +120,8 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     ckpt_path = out / CHECKPOINT_NAME
     resume = read_part_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
     if resume is not None:
-        old = resume["config"]
+        # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
+        old = {**config_to_dict(PartsTrainConfig()), **resume["config"]}
         changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
         if changed:
             raise UserError(
