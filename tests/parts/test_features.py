@@ -111,3 +111,14 @@ def test_cached_batches_shard_ranks_disjointly_and_reshuffle_each_epoch():
     assert len(r0) == len(r1) == 9 and not set(r0) & set(r1)
     assert seen(0, 0) == r0  # seeded: a resumed epoch replays the same batches
     assert seen(0, 1) != r0
+
+
+def test_cli_refuses_a_token_cache_over_its_limit_in_one_line(tmp_path, synth, encoder_ckpt, capsys):
+    out = tmp_path / "run"
+    args = train_args(
+        synth / "train", out, encoder_ckpt, "--features", "cached", "--feature-cache-gb", "1e-6"
+    )
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--feature-cache-gb" in err and "--features online" in err
+    assert not (out / "checkpoint.pth").exists()
