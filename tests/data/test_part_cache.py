@@ -150,3 +150,43 @@ def test_pretrain_dataset_refuses_a_cache_on_another_grid(tmp_path):
     assert (
         PartImageDataset(root, cache.path, img_size=16, patch_size=8).cache.grid == 2
     )  # 16 / 8 = 2: accepted
+
+
+def test_pretrain_dataset_flip_only_with_and_without_a_cache(tmp_path):
+    """scale=None (``--augment flip``): each item is the whole image (both halves, no crop) or its mirror, and
+    with a cache the part ids are the cache's, mirrored together with the image."""
+    from PIL import Image
+
+    from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    root = tmp_path / "d"
+    (root / "a").mkdir(parents=True)
+    arr = np.zeros((48, 64, 3), dtype=np.uint8)
+    arr[:, :32, 0] = 220  # left half red, right half blue
+    arr[:, 32:, 2] = 220
+    for i in range(2):
+        Image.fromarray(arr).save(root / "a" / f"img{i}.png")
+    files = ImageFolderDataset(root).relative_paths
+    ids = np.stack([np.tile(np.arange(1, 5), (4, 1))] * 2)  # id = column + 1
+    cache = _write_all(tmp_path / "cache", files, ids, np.ones((2, 4, 4)), 4)
+
+    def side(image):
+        """'id' when red is on the left (as stored), 'mirror' when on the right; asserts both halves are whole."""
+        red = image[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        left, right = red[:, :13].mean(), red[:, 19:].mean()
+        assert {round(float(left), 1), round(float(right), 1)} == {0.0, 0.9}, (left, right)
+        return "id" if left > right else "mirror"
+
+    torch.manual_seed(0)
+    with_parts = PartImageDataset(root, cache.path, img_size=32, patch_size=8, scale=None)
+    without = PartImageDataset(root, None, img_size=32, patch_size=8, scale=None)
+    seen = set()
+    for trial in range(12):
+        item = with_parts[trial % 2]
+        how = side(item["image"])
+        grid = torch.as_tensor(ids[0]).long()
+        assert torch.equal(item["part_ids"].view(4, 4), grid if how == "id" else grid.flip(-1))
+        plain = without[trial % 2]
+        assert "part_ids" not in plain and plain["image"].shape == (3, 32, 32)
+        seen |= {("parts", how), ("plain", side(plain["image"]))}
+    assert seen == {(k, h) for k in ("parts", "plain") for h in ("id", "mirror")}

@@ -221,6 +221,7 @@ def test_every_flag_reaches_the_config():
         "--fg-keep": "0.25",
         "--resume": "auto",
         "--ckpt-every": "7",
+        "--augment": "flip",
     }
     for flag, value in given.items():
         argv = ["--data", "x", flag, *(value if isinstance(value, list) else [value])]
@@ -248,6 +249,8 @@ def test_presets_resolve(preset):
         assert (cfg.mask_ratio, tuple(cfg.betas), cfg.weight_decay) == (0.75, (0.9, 0.95), 0.05)
     if preset.endswith("vitb8"):
         assert cfg.fg_keep == 0.25 and cfg.gamma == 2
+    # paper Sec. 4.1: SemMAE pretrains with random horizontal flipping only; MAE's recipe crops as well
+    assert cfg.augment == ("flip" if preset.startswith("pretrain/semmae") else "crop-flip")
 
 
 def test_bad_image_stops_the_run_or_is_skipped_and_counted(tmp_path, micro_args, capsys):
@@ -276,3 +279,37 @@ def test_bad_image_stops_the_run_or_is_skipped_and_counted(tmp_path, micro_args,
     )
     assert "skipped 1 unreadable image" in capsys.readouterr().out
     assert read_log(out / "log.jsonl")[-1]["skipped_images"] == 1
+
+
+@pytest.mark.parametrize("with_parts", [True, False])
+def test_flip_only_augmentation_run(engine_images, tmp_path, micro_args, with_parts):
+    """`--augment flip` (SemMAE's resize + flip) trains with and without a part cache and is recorded."""
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.part_cache import PartCache
+
+    extra = ["--masking", "random"]
+    if with_parts:  # a 4x4 cache: mae_vit_micro_patch8 at 32 px
+        files = ImageFolderDataset(engine_images).relative_paths
+        writer = PartCache.create(tmp_path / "parts.cache", files, grid=4, num_parts=3)
+        writer.write(0, torch.randint(0, 4, (len(files), 4, 4)).numpy(), torch.rand(len(files), 4, 4).numpy())
+        writer.finalize()
+        extra = ["--masking", "adaptive", "--parts", str(tmp_path / "parts.cache")]
+    out = tmp_path / "r"
+    argv = micro_args(engine_images, out, *extra, "--augment", "flip", "--epochs", "1", "--num-workers", "0")
+    assert main(argv) == 0
+    losses = [r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r]
+    assert losses and all(torch.isfinite(torch.tensor(losses)))
+    assert resolve_config(PretrainConfig, {"config": str(out / "config.yaml")}).augment == "flip"
+
+
+def test_unknown_augmentation_is_a_one_line_error(engine_images, tmp_path, micro_args, capsys):
+    from semmae.errors import UserError
+
+    with pytest.raises(SystemExit) as stop:  # argparse's choices, through the one-line error parser
+        main(micro_args(engine_images, tmp_path / "r", "--augment", "crop"))
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--augment" in err[0] and "crop-flip" in err[0] and "flip" in err[0], err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UserError, match="--augment must be one of crop-flip, flip, got 'crop'"):
+        resolve_config(PretrainConfig, {"data": "x", "augment": "crop"})  # e.g. from a YAML config

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch.utils.data import Dataset
 
 from semmae.data.folder import ImageFolderDataset
@@ -22,7 +21,8 @@ class PartImageDataset(Dataset):
         root: ImageFolder tree. cache: a :class:`PartCache` (or its path) made for exactly this tree, or None;
             its grid must be the model's patch grid ``img_size // patch_size`` (a UserError otherwise).
         img_size, patch_size: the model's input side and patch (part maps are read on its grid).
-        scale, hflip: MAE augmentation (RandomResizedCrop(scale) + flip); ``scale=None`` disables cropping.
+        scale, hflip: MAE augmentation (RandomResizedCrop(scale) + flip); ``scale=None`` disables cropping: the
+            whole image is resized to ``img_size`` (+ flip), SemMAE's pretraining augmentation.
         skip_bad_images: see :class:`ImageFolderDataset`.
 
     Item: ``{"image" [3, S, S], "label", "index", "skipped"}`` plus ``"part_ids"`` long ``[L]`` and ``"fg"``
@@ -54,7 +54,7 @@ class PartImageDataset(Dataset):
             )
         self.cache = cache
         self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip)
-        self.plain = train_transform(img_size, scale=scale, hflip=hflip) if scale is not None else None
+        self.plain = train_transform(img_size, scale=scale, hflip=hflip)  # no cache: the image alone
 
     def __len__(self) -> int:
         return len(self.images)
@@ -66,16 +66,9 @@ class PartImageDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         img, i, skipped = self.images.load(index)
         item: dict[str, Any] = {"label": self.images.samples[i][1], "index": i, "skipped": skipped}
-        if self.cache is None and self.plain is not None:
+        if self.cache is None:
             item["image"] = self.plain(img)
             return item
-        if self.cache is None:
-            g = 1
-            part, fg = torch.zeros(g, g, dtype=torch.uint8), torch.zeros(g, g)
-        else:
-            part, fg = self.cache[i]
-        image, part_ids, fg_cells = self.joint(img, part, fg)
-        item["image"] = image
-        if self.cache is not None:
-            item["part_ids"], item["fg"] = part_ids, fg_cells
+        part, fg = self.cache[i]
+        item["image"], item["part_ids"], item["fg"] = self.joint(img, part, fg)
         return item

@@ -30,13 +30,20 @@ def _to_normalized_tensor() -> v2.Transform:
 
 
 def train_transform(
-    size: int, scale: tuple[float, float] = (0.2, 1.0), hflip: bool = True, interpolation: str = "bicubic"
+    size: int,
+    scale: tuple[float, float] | None = (0.2, 1.0),
+    hflip: bool = True,
+    interpolation: str = "bicubic",
 ) -> v2.Transform:
-    """MAE pretraining / linear-probe augmentation: RandomResizedCrop + horizontal flip + normalisation."""
-    steps = [
-        v2.RandomResizedCrop(
-            size, scale=tuple(scale), interpolation=_INTERPOLATION[interpolation], antialias=True
-        )
+    """MAE pretraining / linear-probe augmentation: RandomResizedCrop + horizontal flip + normalisation.
+
+    ``scale=None``: no crop, the whole image is resized to ``size x size`` (SemMAE's flip-only pretraining).
+    """
+    interp = _INTERPOLATION[interpolation]
+    steps: list[v2.Transform] = [
+        v2.RandomResizedCrop(size, scale=tuple(scale), interpolation=interp, antialias=True)
+        if scale is not None
+        else v2.Resize((size, size), interpolation=interp, antialias=True)
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())

@@ -14,6 +14,7 @@ from semmae.errors import UserError
 from semmae.utils.precision import PRECISIONS
 
 PART_FREE_HINT = "random, block"
+AUGMENTATIONS = ("crop-flip", "flip")
 
 
 def _f(default, help: str, **meta):
@@ -27,9 +28,17 @@ class PretrainConfig:
     parts: str | None = _f(
         None, "part cache written by `semmae parts export` (needed by part-guided masking)"
     )
-    img_size: int = _f(224, "input resolution S (RandomResizedCrop output side)")
-    crop_scale: tuple[float, float] = _f((0.2, 1.0), "RandomResizedCrop area range (MAE: 0.2 1.0)")
-    hflip: bool = _f(True, "random horizontal flip")
+    img_size: int = _f(224, "input resolution S (the augmented image's side)")
+    augment: str = _f(
+        "crop-flip",
+        "pretraining augmentation: crop-flip = MAE's RandomResizedCrop (--crop-scale) + flip; flip = SemMAE's "
+        "(paper Sec. 4.1): the whole image resized to --img-size + flip. The part map follows the same geometry",
+        choices=AUGMENTATIONS,
+    )
+    crop_scale: tuple[float, float] = _f(
+        (0.2, 1.0), "RandomResizedCrop area range of --augment crop-flip (MAE: 0.2 1.0)"
+    )
+    hflip: bool = _f(True, "random horizontal flip (either --augment)")
     num_workers: int = _f(8, "DataLoader worker processes per rank")
     skip_bad_images: bool = _f(False, "skip unreadable images instead of stopping (count is logged)")
     # model

@@ -133,7 +133,7 @@ class Pretrainer:
             cfg.parts,
             img_size=cfg.img_size,
             patch_size=self.patch_size,
-            scale=tuple(cfg.crop_scale),
+            scale=tuple(cfg.crop_scale) if cfg.augment == "crop-flip" else None,  # flip: resize only
             hflip=cfg.hflip,
             skip_bad_images=cfg.skip_bad_images,
         )
