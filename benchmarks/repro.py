@@ -22,6 +22,7 @@ Usage::
     python benchmarks/repro.py --preset gpu --device cuda           # one H100/H200, ~10 min
     python benchmarks/repro.py --preset cpu --only table4 --seeds 1 # one table, one seed
     python benchmarks/repro.py --preset anchor --only anchor        # the issue's MAE anchor (random masking)
+    python benchmarks/repro.py --preset cpu --only flip             # MAE and SemMAE with SemMAE's flip-only augmentation
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ sys.path.insert(0, str(HERE))
 import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package)
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
-TABLES = ("table1", "table3", "table4", "anchor")
+TABLES = ("table1", "table3", "table4", "anchor", "flip")
 EVAL_ONLY = ("eval_crop_pct",)
 PARTS_PRESET = "parts/tiny_cpu"  # preset fields that change only the evaluation of finished pretraining runs
 
@@ -113,6 +114,7 @@ class GridConfig:
     gamma: float = 2.0
     parts: str = ""  # "" (no cache), "learned" or "attention"
     fine: bool = False  # finer patch + keep the most-foreground ``fg_keep`` of the cells
+    augment: str = "crop-flip"  # `semmae pretrain --augment`: MAE's crop + flip, or SemMAE's flip only
     rows: tuple[tuple[str, str], ...] = ()  # (table, row label)
 
     @property
@@ -176,6 +178,16 @@ GRID: tuple[GridConfig, ...] = (
     ),
     GridConfig(
         "attention_g2", "adaptive", gamma=2.0, parts="attention", rows=(("table4", "raw-attention parts"),)
+    ),
+    # the paper's augmentation (Sec. 4.1: "only random horizontal flipping"): not in the default grid
+    GridConfig("random_flip", "random", augment="flip", rows=(("flip", "random, flip only"),)),
+    GridConfig(
+        "adaptive_g2_flip",
+        "adaptive",
+        gamma=2.0,
+        parts="learned",
+        augment="flip",
+        rows=(("flip", "adaptive 0 -> 1 (gamma = 2), flip only"),),
     ),
 )
 RANDOM_INIT = "random_init"  # eval-only row: the encoder at its initialisation (per seed)
@@ -390,6 +402,8 @@ class Harness:
             argv += ["--parts", cache]
         if cfg.fine:
             argv += ["--patch-size", str(p.fine_patch), "--fg-keep", str(p.fg_keep)]
+        if cfg.augment != "crop-flip":  # the default is left off: earlier runs' argv stay as they were
+            argv += ["--augment", cfg.augment]
         return argv
 
     def stage_bootstrap(self) -> str:
@@ -548,6 +562,7 @@ class Harness:
             "parts": cfg.parts or None,
             "patch": self.p.fine_patch if cfg.fine else self.patch,
             "fg_keep": self.p.fg_keep if cfg.fine else 1.0,
+            "augment": cfg.augment,
             "rows": [list(r) for r in cfg.rows],
             **metrics,
             "final_loss": logs[-1].get("loss") if logs else None,

@@ -85,6 +85,7 @@ TABLE_TITLES = {
     "table3": "Table 3 - masking strategies",
     "table1": "Table 1 - MAE vs SemMAE at two patch sizes (same encoder token count)",
     "table4": "Table 4 - which parts guide the masking",
+    "flip": "Augmentation - SemMAE's flip only (paper Sec. 4.1) instead of MAE's crop + flip (Δ vs random, flip only)",
 }
 DIFFERENCES = """\
 * **Scale.** Paper: ImageNet-1k (1.28 M images), ViT-B (86 M parameters), 224 px, 800 epochs, fine-tuning and a
@@ -132,6 +133,8 @@ def _paired(recs: list[dict], base: list[dict], metric: str) -> str:
 
 def _baseline_key(table: str, label: str) -> str:
     """The row each row is compared with: MAE with the same patch setting (random masking)."""
+    if table == "flip":
+        return "random_flip"
     return "mae_fine" if table == "table1" and "P/2" in label else "random"
 
 
@@ -264,7 +267,7 @@ def write_summary(
     def show(label: str) -> str:
         return label.replace("patch P/2", f"patch {p['fine_patch']}").replace("patch P", f"patch {patch}")
 
-    for table in ("table3", "table1", "table4"):
+    for table in ("table3", "table1", "table4", "flip"):
         have = tables.get(table, {})
         if not have and all(t != table for t, _ in planned_rows):
             continue

@@ -125,6 +125,22 @@ def test_grid_selection_dedups_and_rejects_unknown_names():
         repro.select_grid(["table9"])
 
 
+def test_flip_only_configs_pass_augment_flip_and_others_keep_the_default(tmp_path):
+    """The flip table (SemMAE's augmentation) is opt-in; its runs get `--augment flip`, no other run's argv changes."""
+    assert [c.key for c in repro.select_grid(["flip"])] == ["random_flip", "adaptive_g2_flip"]
+    args = repro.build_parser().parse_args(
+        ["--preset", "smoke", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    )
+    h = repro.Harness(args, repro.Preset.load("smoke"))
+    h.data = {"train": "x"}
+    for cfg in repro.GRID:
+        argv = h.pretrain_argv(tmp_path / "r", cfg, 0, 1, None)
+        flip = cfg.key.endswith("_flip")
+        assert ("--augment" in argv) == flip and (
+            argv[argv.index("--augment") + 1] == "flip" if flip else True
+        )
+
+
 def test_evaluation_view_can_change_on_a_finished_grid_but_training_settings_cannot(grid, tmp_path):
     root, argv = grid
     out = root / "out"
