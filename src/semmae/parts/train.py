@@ -147,6 +147,8 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     whole = ImageFolderDataset(cfg.data, transform=uint8_image_transform(encoder.img_size))
     if len(whole) == 0:
         raise UserError(f"no images found under {cfg.data}")
+    use_amp = cfg.amp and device.type == "cuda"
+    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
     max_bytes = int(cfg.feature_cache_gb * 2**30)
     # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
     diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()
@@ -166,7 +168,7 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             max_bytes,
             progress=False,
         )
-        batches = OnlineBatches(cfg, encoder, info, device)
+        batches = OnlineBatches(cfg, encoder, info, device, autocast)
     steps_per_epoch = batches.steps_per_epoch
     if cfg.steps_per_epoch:
         steps_per_epoch = min(cfg.steps_per_epoch, steps_per_epoch)
@@ -201,9 +203,6 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
             lr=cfg.lr,
             resumed_epoch=start_epoch,
         )
-    use_amp = cfg.amp and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
-
     usage = resume.get("diagnostics") if resume is not None else None
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
@@ -325,7 +324,7 @@ class CachedBatches:
 class OnlineBatches:
     """``--features online``: RandomResizedCrop + flip views decoded by a DataLoader, encoded every step."""
 
-    def __init__(self, cfg: PartsTrainConfig, encoder: FrozenEncoder, info, device: torch.device):
+    def __init__(self, cfg: PartsTrainConfig, encoder: FrozenEncoder, info, device: torch.device, autocast):
         dataset = ImageFolderDataset(
             cfg.data, transform=train_transform(encoder.img_size, (cfg.crop_scale_min, 1.0))
         )
@@ -343,7 +342,7 @@ class OnlineBatches:
             drop_last=len(dataset) >= cfg.batch_size * info.world_size,
             persistent_workers=cfg.num_workers > 0,
         )
-        self.encoder, self.device, self.amp = encoder, device, cfg.amp and device.type == "cuda"
+        self.encoder, self.device, self.autocast = encoder, device, autocast
         self.steps_per_epoch = len(self.loader)
 
     def epoch(self, epoch: int):
@@ -351,6 +350,6 @@ class OnlineBatches:
             self.sampler.set_epoch(epoch)
         for batch in self.loader:
             images = batch["image"].to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            with self.autocast():
                 feats = self.encoder(images)
             yield images, feats["cls"], feats["patches"]
