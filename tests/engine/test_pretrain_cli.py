@@ -110,6 +110,7 @@ def test_export_loads_into_timm_with_same_features(trained_run, tmp_path, capsys
 
     with safe_open(str(out), "pt") as fh:
         assert json.loads(fh.metadata()["model_config"])["embed_dim"] == 32
+        assert float(fh.metadata()["fg_keep"]) == ck["config"]["fg_keep"]  # the evaluations' kept fraction
         assert not any(k.startswith(("decoder", "mask_token")) for k in fh.keys())
 
 

@@ -24,6 +24,8 @@ class PartImageDataset(Dataset):
         scale, hflip: MAE augmentation (RandomResizedCrop(scale) + flip); ``scale=None`` disables cropping: the
             whole image is resized to ``img_size`` (+ flip), SemMAE's pretraining augmentation.
         skip_bad_images: see :class:`ImageFolderDataset`.
+        geometry: a v2 geometric transform replacing crop/flip for image and map alike (evaluation views,
+            :func:`~semmae.data.transforms.eval_geometry`); None = the pretraining augmentation.
 
     Item: ``{"image" [3, S, S], "label", "index", "skipped"}`` plus ``"part_ids"`` long ``[L]`` and ``"fg"``
     float ``[L]`` when a cache is given.
@@ -38,6 +40,7 @@ class PartImageDataset(Dataset):
         scale: tuple[float, float] | None = (0.2, 1.0),
         hflip: bool = True,
         skip_bad_images: bool = False,
+        geometry=None,
     ):
         self.images = ImageFolderDataset(root, skip_bad_images=skip_bad_images)
         if cache is not None and not isinstance(cache, PartCache):
@@ -53,7 +56,7 @@ class PartImageDataset(Dataset):
                 f"`semmae parts export --grid {grid}`"
             )
         self.cache = cache
-        self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip)
+        self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip, geometry=geometry)
         self.plain = train_transform(img_size, scale=scale, hflip=hflip)  # no cache: the image alone
 
     def __len__(self) -> int:

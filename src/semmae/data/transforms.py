@@ -50,16 +50,21 @@ def train_transform(
     return v2.Compose([*steps, _to_normalized_tensor()])
 
 
-def eval_transform(size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> v2.Transform:
-    """Evaluation: resize the short side to ``size / crop_pct`` then center-crop ``size`` (crop_pct 1 = no margin)."""
+def eval_geometry(size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> v2.Transform:
+    """The evaluation view's geometry alone (a part map can go through it too): resize the short side to
+    ``size / crop_pct``, center-crop ``size``."""
     resize = int(round(size / crop_pct))
     return v2.Compose(
         [
             v2.Resize(resize, interpolation=_INTERPOLATION[interpolation], antialias=True),
             v2.CenterCrop(size),
-            _to_normalized_tensor(),
         ]
     )
+
+
+def eval_transform(size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> v2.Transform:
+    """Evaluation: resize the short side to ``size / crop_pct`` then center-crop ``size`` (crop_pct 1 = no margin)."""
+    return v2.Compose([eval_geometry(size, crop_pct, interpolation), _to_normalized_tensor()])
 
 
 class JointPartTransform:
@@ -73,6 +78,8 @@ class JointPartTransform:
         img_size: output side S. patch_size: the model's patch p (L = (S / p)^2).
         scale: RandomResizedCrop area range (MAE: 0.2-1.0); ``scale=None`` means no crop (resize only).
         hflip: random horizontal flip. interpolation: for the image (the map always uses nearest).
+        geometry: a v2 transform used instead of crop/flip (e.g. :func:`eval_geometry` for evaluation views);
+            it must output ``img_size x img_size``.
 
     Returns (from ``__call__(image, part_ids, fg)``): image float ``[3, S, S]`` normalised, part ids long ``[L]``,
     foreground float ``[L]``.
@@ -85,6 +92,7 @@ class JointPartTransform:
         scale: tuple[float, float] | None = (0.2, 1.0),
         hflip: bool = True,
         interpolation: str = "bicubic",
+        geometry: v2.Transform | None = None,
     ):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -97,7 +105,7 @@ class JointPartTransform:
         )
         if hflip:
             geometric.append(v2.RandomHorizontalFlip())
-        self.geometric = v2.Compose(geometric)
+        self.geometric = v2.Compose(geometric) if geometry is None else geometry
         self.to_tensor = v2.Compose(
             [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
         )

@@ -38,8 +38,9 @@ def timm_arch_name(model_config: dict) -> str:
     )
 
 
-def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
-    """``(encoder state dict in timm key names, model_config)`` from a pretraining checkpoint file or run dir."""
+def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
+    """``(encoder state dict in timm key names, model_config, pretraining config)`` from a pretraining checkpoint
+    file or run dir."""
     from semmae.models import create_model
 
     path = Path(path)
@@ -59,17 +60,21 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
             f"checkpoint {path} does not match its model_config: {str(e).splitlines()[0]}"
         ) from None
     enc = {k: v.detach().contiguous().clone() for k, v in model.encoder_state_dict().items()}
-    return enc, model_config
+    return enc, model_config, dict(ckpt.get("config") or {})
 
 
 def export_encoder(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the encoder of ``checkpoint`` to ``out`` (``.safetensors``); returns the path."""
     from safetensors.torch import save
 
-    enc, model_config = encoder_from_checkpoint(checkpoint)
+    enc, model_config, pretrain_config = encoder_from_checkpoint(checkpoint)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the export is a safetensors file; name it *.safetensors")
     meta = {"format": "pt", "model_config": json.dumps(model_config), "arch": timm_arch_name(model_config)}
+    if (
+        "fg_keep" in pretrain_config
+    ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (eval/kept_tokens.py)
+        meta["fg_keep"] = str(float(pretrain_config["fg_keep"]))
     atomic_write_bytes(out, save(enc, metadata=meta))
     return out

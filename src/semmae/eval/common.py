@@ -16,7 +16,9 @@ from tqdm import tqdm
 
 from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.transforms import eval_geometry, eval_transform, train_transform
 from semmae.errors import UserError
+from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
 from semmae.models.encoder_loading import load_encoder, pooled_features
 from semmae.models.init_schemes import init_scheme_field
 from semmae.utils.distributed import DistInfo
@@ -61,6 +63,27 @@ class EvalCommonConfig:
             "(0.875 = MAE's; 1 = the whole short side)"
         },
     )
+    tokens: str = field(
+        default="auto",
+        metadata={
+            "help": "patches fed to the encoder: all; kept = the most-foreground --keep-fraction at their true "
+            "positions (patch-8 SemMAE, paper Sec. 4.1); auto = kept when the checkpoint was pretrained on a "
+            "kept fraction (--fg-keep < 1), else all",
+            "choices": ("auto", "all", "kept"),
+        },
+    )
+    keep_fraction: float | None = field(
+        default=None,
+        metadata={"help": "kept share of the patches (default: the checkpoint's --fg-keep, else 0.25)"},
+    )
+    train_parts: str | None = field(
+        default=None,
+        metadata={
+            "help": "part cache of the training folder (semmae parts export): its foreground picks the kept "
+            "patches; without caches the encoder's own CLS attention does"
+        },
+    )
+    val_parts: str | None = field(default=None, metadata={"help": "part cache of the validation folder"})
 
     def validate_common(self) -> None:
         if self.data is None and (self.train is None or self.val is None):
@@ -75,6 +98,14 @@ class EvalCommonConfig:
             raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
         if not 0 < self.crop_pct <= 1:
             raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
+        if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
+            raise UserError(f"--keep-fraction must be in (0, 1], got {self.keep_fraction}")
+        if (self.train_parts is None) != (self.val_parts is None):
+            raise UserError(
+                "give both --train-parts and --val-parts (part caches of the two folders), or neither"
+            )
+        if self.tokens == "all" and self.train_parts is not None:
+            raise UserError("--train-parts/--val-parts pick kept patches; they have no use with --tokens all")
 
     def split_dirs(self) -> tuple[Path, Path]:
         if self.data is not None:
@@ -94,13 +125,83 @@ def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolder
     train_dir, val_dir = cfg.split_dirs()
     train = ImageFolderDataset(train_dir, transform=train_tf)
     val = ImageFolderDataset(val_dir, transform=val_tf)
-    if train.classes != val.classes:
-        only_t = sorted(set(train.classes) - set(val.classes))[:5]
-        only_v = sorted(set(val.classes) - set(train.classes))[:5]
+    _check_same_classes(train.classes, val.classes)
+    return train, val
+
+
+def _check_same_classes(train: list[str], val: list[str]) -> None:
+    if train != val:
+        only_t = sorted(set(train) - set(val))[:5]
+        only_v = sorted(set(val) - set(train))[:5]
         raise UserError(
             f"train and val class folders differ (only in train: {only_t or '-'}; only in val: {only_v or '-'})"
         )
+
+
+# a view: ("center", None) = the evaluation crop; ("augment", (min_scale, 1)) = RandomResizedCrop + flip
+View = tuple[str, "tuple[float, float] | None"]
+CENTER: View = ("center", None)
+
+
+def view_transform(view: View, size: int, crop_pct: float):
+    """The image transform of a view (no part map)."""
+    kind, scale = view
+    return eval_transform(size, crop_pct=crop_pct) if kind == "center" else train_transform(size, scale=scale)
+
+
+def build_view_datasets(
+    cfg: EvalCommonConfig, size: int, patch_size: int, train_view: View, val_view: View = CENTER
+) -> tuple[Any, Any]:
+    """Train/val datasets for a view. With ``--train-parts/--val-parts`` they are
+    :class:`~semmae.data.pretrain_dataset.PartImageDataset` s whose foreground (item ``fg`` [L] on the encoder's
+    grid) goes through the same crop as the image; otherwise plain ImageFolders."""
+    if cfg.train_parts is None:
+        return build_datasets(
+            cfg, view_transform(train_view, size, cfg.crop_pct), view_transform(val_view, size, cfg.crop_pct)
+        )
+    train_dir, val_dir = cfg.split_dirs()
+    train = _part_dataset(train_dir, cfg.train_parts, size, patch_size, train_view, cfg.crop_pct)
+    val = _part_dataset(val_dir, cfg.val_parts, size, patch_size, val_view, cfg.crop_pct)
+    _check_same_classes(train.classes, val.classes)
     return train, val
+
+
+def _part_dataset(root, cache, size: int, patch_size: int, view: View, crop_pct: float):
+    from semmae.data.pretrain_dataset import PartImageDataset
+
+    kind, scale = view
+    geometry = eval_geometry(size, crop_pct) if kind == "center" else None
+    return PartImageDataset(
+        root, cache, size, patch_size, scale=scale, hflip=kind != "center", geometry=geometry
+    )
+
+
+def set_view(dataset, view: View, size: int, patch_size: int, crop_pct: float) -> None:
+    """Switch a dataset of :func:`build_view_datasets` to another view (fast linear probe's augmented passes)."""
+    from semmae.data.transforms import JointPartTransform
+
+    if hasattr(dataset, "joint"):
+        kind, scale = view
+        geometry = eval_geometry(size, crop_pct) if kind == "center" else None
+        dataset.joint = JointPartTransform(
+            size, patch_size, scale=scale, hflip=kind != "center", geometry=geometry
+        )
+    else:
+        dataset.transform = view_transform(view, size, crop_pct)
+
+
+def resolve_tokens(cfg: EvalCommonConfig, enc_info: dict[str, Any]) -> KeptTokens | None:
+    """The run's token choice (None = every patch); see :mod:`semmae.eval.kept_tokens`."""
+    return resolve_kept_tokens(cfg.tokens, cfg.keep_fraction, cfg.train_parts is not None, enc_info, cfg.seed)
+
+
+def batch_features(
+    encoder: torch.nn.Module, batch: dict, device: torch.device, pool: str, keep: KeptTokens | None
+) -> torch.Tensor:
+    """Pooled frozen features ``[B, D]`` of a batch: every patch, or the kept ones at their positions."""
+    if keep is None:
+        return pooled_features(encoder, batch["image"].to(device, non_blocking=True), pool)
+    return pooled_kept(encoder, batch, device, pool, keep)
 
 
 def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -168,10 +269,12 @@ def extract_features(
     amp: bool = True,
     dist_info: DistInfo | None = None,
     desc: str = "features",
+    keep: KeptTokens | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Frozen features of a whole dataset: (features float32 [N, D], labels long [N]) in dataset order.
 
     Under DDP every rank encodes its shard and the shards are gathered, so every rank returns all N rows.
+    ``keep``: feed only the kept patches (:mod:`semmae.eval.kept_tokens`); None = every patch.
     """
     info = dist_info or DistInfo()
     encoder.eval()
@@ -184,7 +287,7 @@ def extract_features(
         leave=False,
     ):
         with autocast(device, amp):
-            f = pooled_features(encoder, batch["image"].to(device, non_blocking=True), pool)
+            f = batch_features(encoder, batch, device, pool, keep)
         feats.append(f.float())
         labels.append(batch["label"].to(device))
         index.append(batch["index"].to(device))

@@ -83,6 +83,12 @@ class FinetuneConfig(EvalCommonConfig):
 
     def validate(self) -> None:
         self.validate_common()
+        if self.tokens == "kept" or self.train_parts is not None or self.keep_fraction is not None:
+            raise UserError(
+                "fine-tuning feeds every patch, as the paper does (its Limitations: a small patch 'increases the "
+                "computational cost in the fine-tuning stage'); --tokens kept, --keep-fraction and --train-parts are "
+                "for linprobe and knn"
+            )
         if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
             raise UserError(
                 f"need epochs >= 1 and 0 <= warmup-epochs <= epochs, got {self.epochs}/{self.warmup_epochs}"

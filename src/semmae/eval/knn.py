@@ -13,13 +13,14 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from semmae.data.transforms import eval_transform
 from semmae.errors import UserError
 from semmae.eval.common import (
+    CENTER,
     EvalCommonConfig,
-    build_datasets,
     build_encoder_from_config,
+    build_view_datasets,
     extract_features,
+    resolve_tokens,
     write_results,
 )
 from semmae.utils.distributed import cleanup, init_distributed, resolve_device
@@ -108,9 +109,9 @@ def run_knn(cfg: KnnConfig) -> dict:
         seed_everything(cfg.seed, info.rank)
         encoder, enc_info = build_encoder_from_config(cfg)
         encoder.to(device)
-        size = enc_info["spec"]["img_size"]
-        view = eval_transform(size, crop_pct=cfg.crop_pct)
-        train, val = build_datasets(cfg, view, view)
+        size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
+        keep = resolve_tokens(cfg, enc_info)
+        train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
         logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
         kw = dict(
             device=device,
@@ -119,6 +120,7 @@ def run_knn(cfg: KnnConfig) -> dict:
             pool=cfg.pool,
             amp=cfg.amp,
             dist_info=info,
+            keep=keep,
         )
         ftr, ytr = extract_features(encoder, train, desc="train features", **kw)
         fva, yva = extract_features(encoder, val, desc="val features", **kw)
@@ -130,6 +132,7 @@ def run_knn(cfg: KnnConfig) -> dict:
             "k": cfg.k,
             "temperature": cfg.temperature,
             "crop_pct": cfg.crop_pct,
+            **(keep.describe() if keep else {"tokens": "all"}),
             "num_train": len(train),
             "num_val": len(val),
         }

@@ -24,22 +24,25 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
-from semmae.data.transforms import eval_transform, train_transform
 from semmae.errors import UserError
 from semmae.eval.common import (
+    CENTER,
     EvalCommonConfig,
     ShardSampler,
     all_reduce_sum,
     autocast,
-    build_datasets,
+    batch_features,
     build_encoder_from_config,
+    build_view_datasets,
     extract_features,
     file_sha256,
     loader,
+    resolve_tokens,
+    set_view,
     write_results,
 )
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, cosine_factor, head_metrics, set_lr
-from semmae.models.encoder_loading import pooled_features
+from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunLogger
@@ -161,10 +164,18 @@ def fast_linear_probe(
 
 
 # --------------------------------------------------------------------------------------------------- the command
-def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, ckpt_digest: str | None):
+def _cached_features(
+    cfg: LinprobeConfig,
+    encoder,
+    enc_info,
+    device,
+    info: DistInfo,
+    ckpt_digest: str | None,
+    keep: KeptTokens | None,
+):
     """Fast mode: (train features with views [N*(1+V), D], labels, val features, val labels, class count),
     cached in OUT/features.pt and reused when the checkpoint digest and feature settings match."""
-    size = enc_info["spec"]["img_size"]
+    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
     cache = Path(cfg.out) / "features.pt"
     key = {
         "checkpoint_sha256": ckpt_digest,
@@ -175,6 +186,12 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
         "seed": cfg.seed,
         "crop_scale_min": cfg.crop_scale_min,
         "crop_pct": cfg.crop_pct,
+        **(keep.describe() if keep else {"tokens": "all"}),
+        **(
+            {"train_parts": cfg.train_parts, "val_parts": cfg.val_parts}
+            if keep and keep.source == "cache"
+            else {}
+        ),
     }
     if cfg.resume and cache.is_file() and not cfg.random_init:
         obj = load_checkpoint(cache)
@@ -186,8 +203,7 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
                 obj["val_y"].to(device),
                 len(obj["classes"]),
             )
-    view = eval_transform(size, crop_pct=cfg.crop_pct)
-    train, val = build_datasets(cfg, view, view)
+    train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
     kw = dict(
         device=device,
         batch_size=cfg.batch_size,
@@ -195,12 +211,13 @@ def _cached_features(cfg: LinprobeConfig, encoder, enc_info, device, info: DistI
         pool=cfg.pool,
         amp=cfg.amp,
         dist_info=info,
+        keep=keep,
     )
     xs, ys = [], []
     x, y = extract_features(encoder, train, desc="train features", **kw)
     xs.append(x)
     ys.append(y)
-    train.transform = train_transform(size, scale=(cfg.crop_scale_min, 1.0))
+    set_view(train, ("augment", (cfg.crop_scale_min, 1.0)), size, patch, cfg.crop_pct)
     for v in range(cfg.fast_views):
         x, y = extract_features(encoder, train, desc=f"train view {v + 1}", **kw)
         xs.append(x)
@@ -231,8 +248,9 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
         encoder.to(device).eval().requires_grad_(False)
         logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
         digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
+        keep = resolve_tokens(cfg, enc_info)
         if cfg.mode == "fast":
-            tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest)
+            tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
             metrics = fast_linear_probe(
                 tx,
                 ty,
@@ -251,7 +269,8 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
             )
             metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
         else:
-            metrics = _full_probe(cfg, encoder, enc_info, device, info, logger)
+            metrics = _full_probe(cfg, encoder, enc_info, device, info, logger, keep)
+        metrics.update(keep.describe() if keep else {"tokens": "all"})
         logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
         logger.close()
         if info.is_main:
@@ -261,13 +280,11 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
         cleanup()
 
 
-def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, logger: RunLogger) -> dict:
-    size = enc_info["spec"]["img_size"]
-    train, val = build_datasets(
-        cfg,
-        train_transform(size, scale=(cfg.crop_scale_min, 1.0)),
-        eval_transform(size, crop_pct=cfg.crop_pct),
-    )
+def _full_probe(
+    cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, logger: RunLogger, keep: KeptTokens | None
+) -> dict:
+    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
+    train, val = build_view_datasets(cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER)
     num_classes = len(train.classes)
     if len(train) < 2:
         raise UserError("the linear probe needs at least 2 training images")
@@ -298,9 +315,14 @@ def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, 
     start_epoch, metrics = 0, None
     if cfg.resume and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
-        if state.get("blrs") != list(cfg.blrs) or state.get("mode") != "full":
+        tokens = keep.describe() if keep else {"tokens": "all"}
+        if (
+            state.get("blrs") != list(cfg.blrs)
+            or state.get("mode") != "full"
+            or state.get("tokens", tokens) != tokens
+        ):
             raise UserError(
-                f"{ckpt_path} was written by a different probe (blrs/mode); use another --out or --no-resume"
+                f"{ckpt_path} was written by a different probe (blrs/mode/tokens); use another --out or --no-resume"
             )
         heads.load_state_dict(state["heads"])
         opt.load_state_dict(state["optimizer"])
@@ -316,7 +338,7 @@ def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, 
             step = epoch * steps_per_epoch + it
             set_lr(opt, cosine_factor(step, total, warmup))
             with torch.no_grad(), autocast(device, cfg.amp):
-                feats = pooled_features(encoder, batch["image"].to(device, non_blocking=True), cfg.pool)
+                feats = batch_features(encoder, batch, device, cfg.pool, keep)
             labels = batch["label"].to(device)
             loss = heads.loss(model(feats.float()), labels)
             opt.zero_grad(set_to_none=True)
@@ -329,7 +351,7 @@ def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, 
             "lr_best_head_factor": cosine_factor((epoch + 1) * steps_per_epoch - 1, total, warmup),
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = _evaluate_heads(heads, encoder, val, cfg, device, info)
+            metrics = _evaluate_heads(heads, encoder, val, cfg, device, info, keep)
             record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], best_blr=metrics["best_blr"])
         logger.log(epoch, **record)
         if info.is_main:
@@ -340,6 +362,7 @@ def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, 
                     "epoch": epoch,
                     "blrs": list(cfg.blrs),
                     "mode": "full",
+                    "tokens": keep.describe() if keep else {"tokens": "all"},
                     "metrics": metrics,
                 },
                 ckpt_path,
@@ -349,7 +372,9 @@ def _full_probe(cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, 
 
 
 @torch.no_grad()
-def _evaluate_heads(heads: ProbeHeads, encoder, val, cfg: LinprobeConfig, device, info: DistInfo) -> dict:
+def _evaluate_heads(
+    heads: ProbeHeads, encoder, val, cfg: LinprobeConfig, device, info: DistInfo, keep: KeptTokens | None
+) -> dict:
     heads.eval()
     sampler = ShardSampler(len(val), info.rank, info.world_size)
     h = len(cfg.blrs)
@@ -357,7 +382,7 @@ def _evaluate_heads(heads: ProbeHeads, encoder, val, cfg: LinprobeConfig, device
     c5 = torch.zeros(h, dtype=torch.long, device=device)
     for batch in loader(val, cfg.batch_size, cfg.num_workers, sampler=sampler):
         with autocast(device, cfg.amp):
-            feats = pooled_features(encoder, batch["image"].to(device), cfg.pool)
+            feats = batch_features(encoder, batch, device, cfg.pool, keep)
         a, b = head_metrics(heads, feats.float(), batch["label"].to(device))
         c1 += a
         c5 += b

@@ -151,7 +151,11 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
     hints: dict[str, Any] = {}
     if isinstance(obj.get("model"), dict) and isinstance(obj.get("model_config"), dict):
-        return "semmae_pretrain", obj["model"], {"model_config": obj["model_config"]}
+        hints = {"model_config": obj["model_config"]}
+        config = obj.get("config")
+        if isinstance(config, dict) and isinstance(config.get("fg_keep"), (int, float)):
+            hints["fg_keep"] = float(config["fg_keep"])  # pretrained on the kept fraction (patch-8 SemMAE)
+        return "semmae_pretrain", obj["model"], hints
     if "teacher" in obj or "student" in obj:
         which = "teacher" if _is_state_dict(obj.get("teacher")) else "student"
         sd = obj[which]
@@ -206,6 +210,11 @@ def _read_safetensors(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[st
             hints["model_config"] = {k: int(v) for k, v in cfg.items()}
     if "arch" in meta:
         hints["arch"] = meta["arch"]
+    if "fg_keep" in meta:
+        try:
+            hints["fg_keep"] = float(meta["fg_keep"])
+        except ValueError:
+            raise UserError(f"checkpoint {path} has an fg_keep metadata entry that is not a number") from None
     return "safetensors", sd, hints
 
 
@@ -474,7 +483,11 @@ def load_encoder(
         spec.global_pool = global_pool
     model = build_encoder(spec, drop_path_rate, dynamic_img_size)
     info: dict[str, Any] = dict(
-        layout=layout, checkpoint=str(checkpoint), random_init=bool(random_init), **notes
+        layout=layout,
+        checkpoint=str(checkpoint),
+        random_init=bool(random_init),
+        fg_keep=hints.get("fg_keep"),
+        **notes,
     )
     if random_init:
         scheme = resolve_init_scheme(init, layout)

@@ -92,13 +92,13 @@ class FrozenEncoder(nn.Module):
             if i == depth - 1 + self.feature_layer:
                 feats = vit.norm(x)
         last = vit.blocks[-1]
-        cls_attn = _cls_attention(last, x)[..., self.num_prefix :]
+        cls_attn = cls_attention(last, x)[..., self.num_prefix :]
         x = vit.norm(last(x))
         feats = x if feats is None else feats
         return {"cls": feats[:, 0], "patches": feats[:, self.num_prefix :], "cls_attn": cls_attn}
 
 
-def _cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Softmax attention of the class token's query over all tokens in ``block``: x [B, T, D] -> [B, H, T]."""
     attn = block.attn
     if not hasattr(attn, "qkv"):
