@@ -190,6 +190,7 @@ GRID: tuple[GridConfig, ...] = (
         rows=(("flip", "adaptive 0 -> 1 (gamma = 2), flip only"),),
     ),
 )
+KEPT_METRICS = ("knn_top1", "knn_top5", "linprobe_top1", "linprobe_top5", "linprobe_best_blr", "logreg_top1")
 RANDOM_INIT = "random_init"  # eval-only row: the encoder at its initialisation (per seed)
 
 
@@ -452,9 +453,11 @@ class Harness:
         run_verb(argv)
         return str(out / CHECKPOINT_NAME)
 
-    def stage_cache(self, kind: str, grid: int) -> str:
-        """Train-split part cache: ``learned`` (``semmae parts export``) or raw-``attention`` parts."""
-        cache = self.work / "parts" / f"{kind}_grid{grid}.cache"
+    def stage_cache(self, kind: str, grid: int, split: str = "train") -> str:
+        """Part cache of a split: ``learned`` (``semmae parts export``) or raw-``attention`` parts. Pretraining
+        reads the train split's; the kept-quarter evaluation of the patch-P/2 rows reads both splits' foreground."""
+        suffix = "" if split == "train" else f"_{split}"
+        cache = self.work / "parts" / f"{kind}_grid{grid}{suffix}.cache"
         if cache.exists():
             return str(cache)
         if kind == "learned":
@@ -463,7 +466,7 @@ class Harness:
                     "parts",
                     "export",
                     "--data",
-                    self.data["train"],
+                    self.data[split],
                     "--checkpoint",
                     self.parts_ckpt,
                     "--grid",
@@ -476,7 +479,7 @@ class Harness:
                 ]
             )
         else:
-            export_attention_cache(self.parts_ckpt, self.data["train"], cache, grid, self.p.eval_batch_size)
+            export_attention_cache(self.parts_ckpt, self.data[split], cache, grid, self.p.eval_batch_size)
         return str(cache)
 
     # -- one run -----------------------------------------------------------------------------------------------
@@ -552,7 +555,12 @@ class Harness:
         run_verb(self.pretrain_argv(run_dir, cfg, seed, self.p.epochs, cache))
         t1 = time.perf_counter()
         ckpt = self.latest_checkpoint(run_dir)
-        metrics = self.evaluate(run_dir / "eval", seed, ["--checkpoint", str(ckpt)])
+        # every patch (the default for patch-P rows; written explicitly so patch-P/2 checkpoints are not kept by auto)
+        metrics = self.evaluate(run_dir / "eval", seed, ["--checkpoint", str(ckpt), "--tokens", "all"])
+        if (
+            cfg.fine
+        ):  # the paper's protocol for its 8x8 rows: the kept quarter, foreground from the part caches
+            metrics["kept"] = self.evaluate_kept(run_dir, cfg, seed, ckpt)
         t2 = time.perf_counter()
         logs = _read_log(run_dir / "log.jsonl")
         record = {
@@ -573,6 +581,44 @@ class Harness:
         }
         self.finish(record_path, record)
 
+    def evaluate_kept(self, run_dir: Path, cfg: GridConfig, seed: int, ckpt: Path | str) -> dict[str, Any]:
+        """Kept-quarter evaluation of a patch-P/2 run (paper Sec. 4.1): linear probe, kNN and logistic regression
+        on the class token of the most-foreground ``fg_keep`` of the patches, foreground from the part caches."""
+        grid = self.p.img_size // self.p.fine_patch
+        kept = self.evaluate(
+            run_dir / "eval_kept",
+            seed,
+            [
+                "--checkpoint",
+                str(ckpt),
+                "--tokens",
+                "kept",
+                "--keep-fraction",
+                str(self.p.fg_keep),
+                "--train-parts",
+                self.caches[(cfg.parts, grid)],
+                "--val-parts",
+                self.caches[(cfg.parts, grid, "val")],
+            ],
+        )
+        return {k: kept[k] for k in KEPT_METRICS}
+
+    def backfill_kept(self) -> None:
+        """Add the kept-quarter evaluation to patch-P/2 records written before it existed (their checkpoints are
+        re-evaluated; nothing is pretrained again)."""
+        from semmae.utils.io import atomic_write_json
+
+        fine = {c.key: c for c in self.configs if c.fine}
+        for path in sorted(self.runs_dir.glob("*.json")):
+            rec = json.loads(path.read_text())
+            cfg = fine.get(rec["key"])
+            if cfg is None or "kept" in rec or not Path(rec.get("checkpoint", "")).is_file():
+                continue
+            self.log(f"{rec['key']} seed {rec['seed']}: adding the kept-quarter evaluation")
+            run_dir = self.work / "runs" / f"{rec['key']}-seed{rec['seed']}"
+            rec["kept"] = self.evaluate_kept(run_dir, cfg, rec["seed"], rec["checkpoint"])
+            atomic_write_json(path, rec)
+
     def run_random_init(self, seed: int) -> None:
         record_path = self.runs_dir / f"{RANDOM_INIT}-seed{seed}.json"
         if record_path.exists():
@@ -585,7 +631,7 @@ class Harness:
         metrics = self.evaluate(
             self.work / "runs" / f"{RANDOM_INIT}-seed{seed}",
             seed,
-            ["--random-init", "--checkpoint", str(ref_ckpt)],
+            ["--random-init", "--checkpoint", str(ref_ckpt), "--tokens", "all"],
         )
         record = {
             **self.base_record(RANDOM_INIT, seed),
@@ -632,7 +678,8 @@ class Harness:
             data=str(Path(self.args.data).resolve()),
             patch=self.patch,
             width=self.width,
-            planned_rows=[r for c in self.configs for r in c.rows],
+            planned_rows=[r for c in self.configs for r in c.rows]
+            + [(t, label + repro_report.KEPT_SUFFIX) for c in self.configs if c.fine for t, label in c.rows],
         )
 
     # -- driver ------------------------------------------------------------------------------------------------
@@ -661,7 +708,7 @@ class Harness:
         self.data = self.staged("data", self.stage_data)
         need_parts = sorted({c.parts for c in self.configs if c.parts})
         self.encoder_ckpt = ""
-        self.caches: dict[tuple[str, int], str] = {}
+        self.caches: dict[tuple, str] = {}
         if need_parts:
             self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
             self.parts_ckpt = self.staged("parts", self.stage_parts)
@@ -673,6 +720,14 @@ class Harness:
                 self.caches[(kind, grid)] = self.staged(
                     f"cache_{kind}_grid{grid}", lambda k=kind, g=grid: self.stage_cache(k, g)
                 )
+            for kind in sorted(
+                {c.parts for c in self.configs if c.fine}
+            ):  # kept-quarter eval: val foreground
+                grid = self.p.img_size // self.p.fine_patch
+                self.caches[(kind, grid, "val")] = self.staged(
+                    f"cache_{kind}_grid{grid}_val", lambda k=kind, g=grid: self.stage_cache(k, g, "val")
+                )
+            self.backfill_kept()
         self.summarise()
         todo = [(c, s) for s in self.seeds for c in [None, *self.configs]]  # None: random init, per seed
         for i, (cfg, seed) in enumerate(todo, 1):

@@ -206,10 +206,23 @@ def test_ordering_line_is_computed_from_the_numbers():
 
 def test_paper_numbers_are_keyed_by_grid_rows_and_quoted_from_the_paper():
     rows = {r for c in repro.GRID for r in c.rows}
+    rows |= {(t, label + repro_report.KEPT_SUFFIX) for c in repro.GRID if c.fine for t, label in c.rows}
     assert set(repro_report.PAPER) <= rows  # a renamed row would silently lose its paper number
     assert {t for t, _ in repro_report.PAPER} == {"table1", "table3", "table4"}
     for (table, label), row in repro_report.PAPER.items():
-        assert row.linear_probe is not None and row.linear_probe.table == int(table[-1]), label
+        if row.linear_probe is not None:
+            assert row.linear_probe.table == int(table[-1]), label
+        else:  # the patch-P/2 rows evaluated on every patch: only the fine-tuning number (Table 2) applies
+            assert (
+                "P/2" in label and not label.endswith(repro_report.KEPT_SUFFIX) and row.fine_tune.table == 2
+            )
+    # the paper probed its 8x8 models on the kept quarter (Sec. 4.2): 66.8 / 68.7 sit beside that evaluation
+    kept = {
+        label: row
+        for (t, label), row in repro_report.PAPER.items()
+        if label.endswith(repro_report.KEPT_SUFFIX)
+    }
+    assert sorted(r.linear_probe.text for r in kept.values()) == ["66.8", "68.7"]
     if not PAPER_MD.is_file():
         pytest.skip(f"{PAPER_MD} is not on this machine")
     text = PAPER_MD.read_text()
@@ -228,3 +241,44 @@ def test_paper_numbers_are_keyed_by_grid_rows_and_quoted_from_the_paper():
                 pattern = rf"(?<![\d.]){re.escape(number.text)}(?![\d])"
                 assert re.search(pattern, window(number.table)), number
     assert not re.search(r"(?<![\d.])68\.7(?![\d])", window(4))  # the window is the table's own
+
+
+def test_patch_half_rows_are_evaluated_on_all_patches_and_on_the_kept_quarter(tmp_path):
+    """Table 1's patch-P/2 rows: each run is probed twice - every patch, and the kept quarter whose foreground
+    comes from the train and val part caches - and the summary prints both, the paper's 66.8 / 68.7 beside the
+    kept-quarter rows."""
+    data = tmp_path / "data"
+    write_image_folder(data / "train", classes=("a", "b"), per_class=8, size=32, seed=0)
+    write_image_folder(data / "val", classes=("a", "b"), per_class=4, size=32, seed=1)
+    argv = ["--preset", "smoke", "--data", str(data), "--only", "mae_fine", "semmae_fine"]
+    argv += ["--work", str(tmp_path / "work"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert repro.main(argv) == 0
+    out = tmp_path / "out"
+    stem = _stem(out)
+    for key in ("mae_fine", "semmae_fine"):
+        rec = json.loads((out / stem / "per-run" / f"{key}-seed0.json").read_text())
+        assert set(rec["kept"]) >= {"knn_top1", "linprobe_top1", "logreg_top1"}
+        run = tmp_path / "work" / "runs" / f"{key}-seed0"
+        all_key = json.loads((run / "eval" / "linprobe" / "results.json").read_text())
+        kept = json.loads((run / "eval_kept" / "linprobe" / "results.json").read_text())
+        assert all_key["tokens"] == "all"
+        assert kept["tokens"] == "kept" and kept["keep_fraction"] == 0.25 and kept["foreground"] == "cache"
+        assert kept["config"]["val_parts"].endswith("_val.cache")
+    table1 = (out / f"{stem}.md").read_text().split("## Table 1")[1].split("##")[0]
+    assert re.search(
+        r"\| MAE, patch 4 \+ keep; eval on the kept quarter \| `mae_fine\+kept` \| 1 \|.*66\.8 \(Table 1\)",
+        table1,
+    )
+    assert re.search(r"\| SemMAE, patch 4 \+ keep; eval on the kept quarter \|.*68\.7 \(Table 1\)", table1)
+    assert re.search(
+        r"\| SemMAE, patch 4 \+ keep \| `semmae_fine` \|.*\| n/a \| 84\.50 \(Table 2\) \|", table1
+    )
+    summary = json.loads((out / f"{stem}.json").read_text())
+    assert not any(r.get("derived") for r in summary["runs"])  # derived rows are for the tables only
+    # an older record without the kept-quarter evaluation gets it on the next run, without pretraining again
+    path = out / stem / "per-run" / "mae_fine-seed0.json"
+    rec = json.loads(path.read_text())
+    del rec["kept"]
+    path.write_text(json.dumps(rec))
+    assert repro.main(argv) == 0
+    assert "kept" in json.loads(path.read_text())
