@@ -29,7 +29,7 @@ from semmae.engine.schedule import cosine_schedule, progress, scaled_lr
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.utils import distributed as du
 from semmae.utils.precision import LossScaler, resolve_precision
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunLogger, claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 NO_BAD_STEP = 2**62  # sentinel of the non-finite-loss tracker
@@ -104,9 +104,6 @@ class Pretrainer:
     """Holds the state of one pretraining run; :meth:`run` trains until the end or ``--max-steps``."""
 
     def __init__(self, cfg: PretrainConfig):
-        from semmae.data.pretrain_dataset import PartImageDataset
-        from semmae.models import create_model
-
         self.cfg = cfg
         self.strategy = build_strategy(cfg)  # fail fast, before touching data
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,8 +111,27 @@ class Pretrainer:
         self.device = du.resolve_device(want, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.is_main = self.dist.is_main
-        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)  # an unwritable out dir fails here, early
+        # the run folder is ours (or the run is refused) before anything is built; nothing is written into it
+        # until every check below, the resume checkpoint's included, has passed
+        self.run_dir = claim_run_dir(
+            cfg.out,
+            "pretrain",
+            resume=bool(cfg.resume),
+            overwrite=cfg.overwrite,
+            enabled=self.is_main,
+            resume_hint="--resume auto",
+        )
+        try:
+            self._build()
+        except BaseException:
+            self.run_dir.release()
+            raise
 
+    def _build(self) -> None:
+        from semmae.data.pretrain_dataset import PartImageDataset
+        from semmae.models import create_model
+
+        cfg = self.cfg
         seed_everything(cfg.seed, 0)  # identical initial weights on every rank
         self.overrides = cfg.model_overrides()
         try:
@@ -170,6 +186,8 @@ class Pretrainer:
         )
         self.mask_gen = torch.Generator(device=self.device)
         self.resumed_from = self._maybe_resume()
+        # a continued run drops log records past its checkpoint's step: they are logged again from here
+        self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.step if cfg.resume else None)
 
         self.model: torch.nn.Module = model
         if p.world_size > 1:
@@ -413,6 +431,11 @@ class Pretrainer:
             bar.close()
         return loss_value
 
+    def close(self) -> None:
+        """Close the logger and give the run directory back (the OS also does when the process ends)."""
+        self.logger.close()
+        self.run_dir.release()
+
     def _epoch_end(self, epoch: int) -> None:
         """After epoch ``epoch`` (1-based count of finished epochs): panel and online kNN every K epochs."""
         cfg = self.cfg
@@ -457,8 +480,11 @@ def _fmt_eta(seconds: float) -> str:
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run ``semmae pretrain`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
-    trainer = Pretrainer(cfg)
     try:
-        return trainer.run()
+        trainer = Pretrainer(cfg)
+        try:
+            return trainer.run()
+        finally:
+            trainer.close()
     finally:
         du.cleanup()
