@@ -42,13 +42,20 @@ LOCK_NAME = ".semmae.lock"
 RUN_MARKERS = ("config.yaml", "log.jsonl", "demo_config.yaml")
 _TMP_RE = re.compile(r"^\..+\.tmp$")  # semmae.utils.io's atomic-write temporaries
 
-#: the run directory this process holds (the CLI's internal-error guard writes its traceback there)
+#: the run directory this process holds, and the last one it claimed (the CLI's internal-error guard writes
+#: its traceback there)
 _current: RunDir | None = None
+_last_claimed: Path | None = None
 
 
 def current_run_dir() -> Path | None:
     """The run directory this process holds now, if any (innermost claim)."""
     return _current.path if _current is not None and _current.enabled else None
+
+
+def last_run_dir() -> Path | None:
+    """The run directory this process claimed last (held or already released), if any."""
+    return _last_claimed
 
 
 class RunDir:
@@ -214,7 +221,12 @@ class RunDir:
     def __enter__(self) -> RunDir:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any = None, exc: BaseException | None = None, tb: Any = None) -> None:
+        if exc is not None and self.enabled and not hasattr(exc, "semmae_run_dir"):
+            try:  # where the CLI's internal-error guard writes the traceback (the innermost run wins)
+                exc.semmae_run_dir = self.path  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
         self.release()
 
 
@@ -240,7 +252,7 @@ def claim_run_dir(
     Raises:
         UserError: the folder is in use, holds a run the flags do not account for, or cannot be written.
     """
-    global _current
+    global _current, _last_claimed
     from semmae.utils import distributed as du
 
     if resume and overwrite:
@@ -259,6 +271,7 @@ def claim_run_dir(
         raise UserError(error)
     if enabled:
         run._outer, _current = _current, run
+        _last_claimed = run.path
     return run
 
 
