@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
+from semmae.data.loader import DataLoader
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -108,7 +109,7 @@ def _loader(
             dataset, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed, drop_last=True
         )
     generator = torch.Generator().manual_seed(seed + dist_info.rank)
-    return torch.utils.data.DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
