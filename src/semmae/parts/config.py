@@ -129,8 +129,6 @@ class PartsTrainConfig:
             raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
         if not 0 < self.crop_scale_min <= 1:
             raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
-        if self.lr <= 0:
-            raise UserError(f"--lr must be > 0, got {self.lr}")
         if self.clip_grad < 0:
             raise UserError(f"--clip-grad must be >= 0 (0 = off), got {self.clip_grad}")
         if self.similarity == "cosine" and not self.temperature > 0:
@@ -156,6 +154,7 @@ class PartsExportConfig:
     amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
+    overwrite: bool = field(default=False, metadata=_h("replace a finished cache already at --out"))
 
     def validate(self) -> None:
         for name in ("data", "checkpoint", "out"):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
@@ -42,7 +43,15 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
         "fg_source": FG_SOURCE,
         "geometry": "whole image resized to the encoder input, no crop",
     }
-    writer = PartCache.create(cfg.out, dataset.relative_paths, grid, model.spec.num_parts, producer)
+    writer = PartCache.create(
+        cfg.out,
+        dataset.relative_paths,
+        grid,
+        model.spec.num_parts,
+        producer,
+        overwrite=cfg.overwrite,
+        root=cfg.data,
+    )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
     loader = DataLoader(
         todo,
