@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from semmae.config import config_to_dict
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.data.loader import DataLoader
+from semmae.engine.checkpoint import (
+    CheckpointManager,
+    load_newest_loadable,
+    load_pretrain_checkpoint,
+    resolve_resume,
+)
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer, set_lr
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
@@ -123,8 +128,8 @@ class Pretrainer:
         )
         try:
             self._build()
-        except BaseException:
-            self.run_dir.release()
+        except BaseException as e:
+            self.run_dir.__exit__(type(e), e, None)
             raise
 
     def _build(self) -> None:
@@ -198,10 +203,19 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> Path | None:
-        path = resolve_resume(self.cfg.resume, self.cfg.out)
-        if path is None:
-            return None
-        ckpt = load_pretrain_checkpoint(path)
+        if (
+            self.cfg.resume == "auto"
+        ):  # the newest checkpoint that loads; a damaged newer one is skipped, named
+            say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+            found = load_newest_loadable(self.cfg.out, say)
+            if found is None:
+                return None
+            path, ckpt = found
+        else:
+            path = resolve_resume(self.cfg.resume, self.cfg.out)
+            if path is None:
+                return None
+            ckpt = load_pretrain_checkpoint(path)
         saved_eff = ckpt["sampler"].get("effective_batch")
         if saved_eff is not None and saved_eff != self.plan.effective_batch:
             raise UserError(
@@ -431,11 +445,6 @@ class Pretrainer:
             bar.close()
         return loss_value
 
-    def close(self) -> None:
-        """Close the logger and give the run directory back (the OS also does when the process ends)."""
-        self.logger.close()
-        self.run_dir.release()
-
     def _epoch_end(self, epoch: int) -> None:
         """After epoch ``epoch`` (1-based count of finished epochs): panel and online kNN every K epochs."""
         cfg = self.cfg
@@ -482,9 +491,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run ``semmae pretrain`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
     try:
         trainer = Pretrainer(cfg)
-        try:
-            return trainer.run()
-        finally:
-            trainer.close()
+        with trainer.run_dir:
+            try:
+                return trainer.run()
+            finally:
+                trainer.logger.close()
     finally:
         du.cleanup()
