@@ -94,7 +94,18 @@ def test_damaged_cache_is_one_line_in_pretrain_with_workers(tmp_path, synth, val
     damaged = _damage(val_cache, tmp_path)
     argv = ["pretrain", "--data", str(synth / "val"), "--parts", str(damaged), "--out", str(tmp_path / "run")]
     argv += ["--model", "mae_vit_micro_patch8", "--img-size", "32", "--precision", "fp32", "--no-progress"]
-    argv += ["--batch-size", "2", "--epochs", "1", "--warmup-epochs", "0", "--num-workers", "1", "--vis-every", "0"]
+    argv += [
+        "--batch-size",
+        "2",
+        "--epochs",
+        "1",
+        "--warmup-epochs",
+        "0",
+        "--num-workers",
+        "1",
+        "--vis-every",
+        "0",
+    ]
     assert main(argv) == 2
     _one_line(capsys, str(damaged), "damaged")
 

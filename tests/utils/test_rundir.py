@@ -39,7 +39,7 @@ def test_empty_or_missing_folder_is_claimed_and_released(tmp_path):
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
         assert (out / LOCK_NAME).is_file()
         holder = json.loads((out / LOCK_NAME).read_text())
-        assert holder["pid"] == os.getpid() and holder["verb"] == "pretrain"
+        assert holder["pid"] == os.getpid() and holder["holder"] == "pretrain" and "verb" not in holder
         logger = run.start(tensorboard=False)
         logger.log(1, loss=0.5)
     # released: the same process can claim it again (to continue it)

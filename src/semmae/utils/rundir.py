@@ -84,7 +84,7 @@ class RunDir:
         holder = self._lock()
         self.previous = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
         if not self.previous:
-            self._record_holder()
+            self._record_holder(None)
             return
         listing = _listing(self.previous)
         other_verb = holder.get("verb")
@@ -94,7 +94,7 @@ class RunDir:
                 f"`semmae {self.verb}` run; use another --out"
             )
         if self.overwrite:
-            looks_like_run = bool(holder) or any((path / m).exists() for m in RUN_MARKERS)
+            looks_like_run = bool(other_verb) or any((path / m).exists() for m in RUN_MARKERS)
             if not looks_like_run:
                 raise UserError(
                     f"run directory {path} is not empty ({listing}) and does not look like a semmae run "
@@ -105,7 +105,7 @@ class RunDir:
                 f"run directory {path} already holds a run ({listing}); pass {resume_hint} to continue it, "
                 "--overwrite to delete it and start again, or another --out"
             )
-        self._record_holder()
+        self._record_holder(other_verb)
 
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
@@ -122,8 +122,9 @@ class RunDir:
                 os.close(fd)
                 if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                     raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+                verb = holder.get("holder", holder.get("verb", "?"))
                 who = (
-                    f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {holder.get('verb', '?')}`"
+                    f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
                     if holder
                     else "another process"
                 )
@@ -141,8 +142,12 @@ class RunDir:
             os.close(fd)
         raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
 
-    def _record_holder(self) -> None:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "verb": self.verb, "started": time.time()}
+    def _record_holder(self, run_verb: str | None) -> None:
+        """Record who holds the folder now (for a refused second writer) and whose run it holds (``run_verb``:
+        recorded by :meth:`start` only, so a claim that is refused later does not mark a folder as its run)."""
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": self.verb, "started": time.time()}
+        if run_verb:
+            info["verb"] = run_verb
         assert self._fd is not None
         try:
             os.ftruncate(self._fd, 0)
@@ -171,6 +176,7 @@ class RunDir:
         if self._fd is None:
             raise RuntimeError(f"run directory {self.path} was released before start()")
         self._started = True
+        self._record_holder(self.verb)
         if self.overwrite and self.previous:
             removed = self._remove_previous()
             if removed:
