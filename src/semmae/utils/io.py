@@ -12,6 +12,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -41,9 +42,29 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         raise UserError(
             f"cannot write {path}: {e.strerror or e} (the previous file, if any, is untouched)"
         ) from None
+    except RuntimeError as e:
+        # torch.save's zip writer reports a failed write (a full disk, mostly) as a RuntimeError, not an OSError
+        if not re.search(r"inline_container|PytorchStreamWriter|writ", str(e), re.IGNORECASE):
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path}: {_write_failure_cause(path.parent)} (the previous file, if any, is untouched)"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_failure_cause(folder: Path) -> str:
+    """Why a write failed when the writer did not say (torch's zip writer): a full disk when it is one."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "the write failed"
+    if free < 64 << 20:
+        return f"No space left on device ({free // 2**20} MiB free)"
+    return "the write failed (disk full, quota or I/O error)"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
