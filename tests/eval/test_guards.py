@@ -103,3 +103,22 @@ def test_fresh_eval_run_into_a_run_needs_overwrite(verb, tiny_data, tiny_ckpt, t
     assert main([*argv, "--no-resume"]) == 2
     _one_line(capsys, "already holds a run", "--overwrite")
     assert (out / "config.yaml").read_text() == "old: run\n"
+
+
+def test_segment_train_into_a_run_needs_resume_or_overwrite(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "seg"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1}\n')
+    argv = [
+        "segment",
+        "train",
+        "--data",
+        str(tmp_path / "nodata"),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 2
+    _one_line(capsys, "already holds a run", "--resume auto", "--overwrite")
+    assert (out / "log.jsonl").read_text() == '{"step": 1}\n'
