@@ -132,3 +132,15 @@ def test_parts_train_refuses_bad_numbers_and_a_taken_folder(tmp_path, synth, tra
     assert main(train_args(synth / "train", run, encoder_ckpt, "--no-resume")) == 2
     _one_line(capsys, "already holds a run", "--overwrite")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_a_second_export_into_the_same_cache_is_refused(tmp_path, synth, trained, capsys):
+    from semmae.utils.rundir import exclusive
+
+    out = tmp_path / "c.parts"
+    with exclusive(f"{out}.lock", f"part cache {out}", "parts export"):
+        assert _export(synth / "val", trained, out) == 2
+    _one_line(capsys, f"part cache {out} is in use by another run", "`semmae parts export`")
+    assert not out.exists() and not (tmp_path / "c.parts.partial").exists()
+    assert _export(synth / "val", trained, out) == 0  # released, and the lock file is gone afterwards
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.parts"]

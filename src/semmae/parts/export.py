@@ -21,6 +21,7 @@ from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
 from semmae.parts.inference import full_image_transform, infer_parts
 from semmae.utils.distributed import resolve_device
+from semmae.utils.rundir import exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
 
@@ -43,6 +44,12 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
         "fg_source": FG_SOURCE,
         "geometry": "whole image resized to the encoder input, no crop",
     }
+    # one export per cache at a time (a second one would interleave chunks): <out>.lock beside it
+    with exclusive(f"{cfg.out}.lock", f"part cache {cfg.out}", "parts export"):
+        return _export(cfg, device, encoder, model, grid, dataset, producer)
+
+
+def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, producer: dict) -> PartCache:
     writer = PartCache.create(
         cfg.out,
         dataset.relative_paths,

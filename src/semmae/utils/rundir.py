@@ -22,6 +22,7 @@ Under torchrun only rank 0 claims and writes; a refusal on rank 0 is raised on e
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -109,38 +110,8 @@ class RunDir:
 
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
-        lock_path = self.path / LOCK_NAME
-        for _ in range(5):
-            try:
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError as e:
-                raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as e:
-                holder = _read_holder(fd)
-                os.close(fd)
-                if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                    raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
-                verb = holder.get("holder", holder.get("verb", "?"))
-                who = (
-                    f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
-                    if holder
-                    else "another process"
-                )
-                raise UserError(
-                    f"run directory {self.path} is in use by another run ({who}); wait for it to end or use "
-                    "another --out"
-                ) from None
-            try:  # the file we locked must still be the one at the path (someone may have deleted it)
-                same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self._fd = fd
-                return _read_holder(fd)
-            os.close(fd)
-        raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
+        self._fd = _acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
+        return _read_holder(self._fd)
 
     def _record_holder(self, run_verb: str | None) -> None:
         """Record who holds the folder now (for a refused second writer) and whose run it holds (``run_verb``:
@@ -279,6 +250,64 @@ def claim_run_dir(
         run._outer, _current = _current, run
         _last_claimed = run.path
     return run
+
+
+def _acquire(lock_path: Path, what: str, flag: str) -> int:
+    """An exclusive, non-blocking ``flock`` on ``lock_path`` (created if missing); returns its descriptor, or
+    raises a UserError naming the holder. Robust to the file being removed or replaced while we wait for it."""
+    for _ in range(5):
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+            verb = holder.get("holder", holder.get("verb", "?"))
+            who = (
+                f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
+                if holder
+                else "another process"
+            )
+            raise UserError(
+                f"{what} is in use by another run ({who}); wait for it to end or use another {flag}"
+            ) from None
+        try:  # the file we locked must still be the one at the path (a holder may have removed it)
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
+    """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
+    exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
+    exit (while still held, so a waiting process notices and retries)."""
+    lock_path = Path(lock_path)
+    if not lock_path.parent.exists():
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {lock_path.parent}: {e.strerror or e}") from None
+    fd = _acquire(lock_path, what, flag)
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": verb, "started": time.time()}
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield
+    finally:
+        try:
+            lock_path.unlink()
+        except OSError:
+            pass
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
