@@ -24,12 +24,18 @@ def _one_line(capsys, *needles):
     return err
 
 
-def test_knn_reads_a_pretraining_run_directory(tiny_data, tmp_path, engine_run):
+def test_knn_reads_a_pretraining_run_directory_and_never_writes_into_it(
+    tiny_data, tmp_path, engine_run, capsys
+):
     out = tmp_path / "knn"
-    assert (
-        main(["knn", "--data", str(tiny_data), "--checkpoint", str(engine_run), "--out", str(out), *COMMON])
-        == 0
-    )
+    argv = ["knn", "--data", str(tiny_data), "--checkpoint", str(engine_run), *COMMON]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0  # a rerun replaces the results, and logs afresh
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
+    assert main([*argv, "--out", str(engine_run)]) == 2
+    _one_line(capsys, "holds a `semmae pretrain` run")
+    assert not (engine_run / "results.json").exists()
 
 
 @pytest.fixture(scope="module")
