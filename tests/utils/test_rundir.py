@@ -147,3 +147,13 @@ def test_a_file_as_run_folder_is_refused(tmp_path):
     f.write_text("x")
     with pytest.raises(UserError, match="is a file"):
         claim_run_dir(f, "pretrain", resume=False, overwrite=False)
+
+
+def test_a_run_that_never_started_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new" / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False):
+        assert out.is_dir()  # e.g. its data folder turns out to be missing here
+    assert not (tmp_path / "new").exists()
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+    assert out.is_dir()

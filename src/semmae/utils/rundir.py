@@ -72,16 +72,19 @@ class RunDir:
         self._fd: int | None = None
         self._outer: RunDir | None = None
         self._started = False
+        self._created: list[Path] = []  # folders this claim created (removed again if the run never started)
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
         path = self.path
         if path.exists() and not path.is_dir():
             raise UserError(f"run directory {path} is a file; pass a folder to --out")
+        missing = [p for p in (path, *path.parents) if not p.exists()]
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create run directory {path}: {e.strerror or e}") from None
+        self._created = missing  # innermost first
         holder = self._lock()
         self.previous = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
         if not self.previous:
@@ -190,6 +193,15 @@ class RunDir:
         """Drop the lock (the OS does it too when the process ends). Idempotent."""
         global _current
         if self._fd is not None:
+            if not self._started and self._created:  # refused or failed before writing: leave no trace
+                try:
+                    (
+                        self.path / LOCK_NAME
+                    ).unlink()  # while still held: a waiting process notices and retries
+                    for folder in self._created:
+                        folder.rmdir()
+                except OSError:
+                    pass
             os.close(self._fd)
             self._fd = None
         if _current is self:
