@@ -774,7 +774,7 @@ def export_attention_cache(part_ckpt: str, data: str, out: Path, grid: int, batc
             attn = encoder(batch["image"])["cls_attn"]  # [B, H, L]
         if writer is None:
             heads = attn.shape[1]
-            writer = PartCache.create(out, dataset.relative_paths, grid, heads, producer)
+            writer = PartCache.create(out, dataset.relative_paths, grid, heads, producer, root=dataset.root)
         writer.write(
             int(batch["index"][0]), attention_parts(attn, grid).to(torch.uint8), foreground_score(attn, grid)
         )

@@ -42,3 +42,42 @@ def test_unwritable_target_is_reported_and_old_file_kept(tmp_path):
     with pytest.raises(UserError, match="cannot write"):
         atomic_write_text(tmp_path / "f.txt" / "child", "new")  # parent is a file
     assert (tmp_path / "f.txt").read_text() == "old"
+
+
+FULL_DISK = """
+import resource, signal, sys
+import torch
+from semmae.errors import UserError
+from semmae.utils.io import atomic_torch_save
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) like one on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (200_000, 200_000))
+try:
+    atomic_torch_save({"model": torch.zeros(100_000)}, sys.argv[1])
+except UserError as e:
+    print("USERERROR", e)
+"""
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_keeps_the_old_one(tmp_path):
+    """torch.save's zip writer reports a failed write as a RuntimeError; it must still be a one-line UserError."""
+    import subprocess
+    import sys
+
+    target = tmp_path / "ckpt.pth"
+    atomic_torch_save({"model": torch.ones(3)}, target)
+    res = subprocess.run(
+        [sys.executable, "-c", FULL_DISK, str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert f"USERERROR cannot write {target}" in res.stdout and "previous file" in res.stdout
+    assert torch.equal(load_checkpoint(target)["model"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]  # the temporary file is gone
+
+
+def test_cli_turns_an_os_error_into_path_and_cause():
+    import errno
+
+    from semmae.cli import describe_os_error
+
+    err = OSError(errno.EROFS, "Read-only file system", "/ro/run/log.jsonl")
+    assert describe_os_error(err) == "/ro/run/log.jsonl: Read-only file system"

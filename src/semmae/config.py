@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -59,7 +60,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 raise ValueError(value)
             if base in (int, float) and isinstance(value, bool):
                 raise ValueError(value)
-            return base(value)
+            number = base(value)
+            if base is float and not math.isfinite(
+                number
+            ):  # nan/inf: no knob means them; refuse before step 1
+                raise UserError(f"'{name}' ({field_flag(name)}) must be a finite number, got {value!r}")
+            return number
         if origin in (list, tuple):
             (inner, *rest) = typing.get_args(base) or (str,)
             if isinstance(value, str):

@@ -19,6 +19,9 @@ class BadImageError(UserError):
         self.reason = reason
         super().__init__(f"cannot read image {self.path}: {reason}")
 
+    def __reduce__(self):  # pickled by DataLoader workers and multiprocessing: rebuild from both fields
+        return (type(self), (self.path, self.reason))
+
 
 class NonFiniteLossError(UserError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""

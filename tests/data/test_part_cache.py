@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -190,3 +192,87 @@ def test_pretrain_dataset_flip_only_with_and_without_a_cache(tmp_path):
         assert "part_ids" not in plain and plain["image"].shape == (3, 32, 32)
         seen |= {("parts", how), ("plain", side(plain["image"]))}
     assert seen == {(k, h) for k in ("parts", "plain") for h in ("id", "mirror")}
+
+
+# -- issue 18: a damaged, incomplete or foreign cache is one line naming the cache ---------------------------------
+def _cache_for(tmp_path, num_parts=3):
+    root = write_image_folder(tmp_path / "d", classes=("a",), per_class=3, size=24)
+    files = ImageFolderDataset(root).relative_paths
+    ids, fg = _maps(3, 4, num_parts)
+    w = PartCache.create(tmp_path / "cache", files, grid=4, num_parts=num_parts, root=root)
+    w.write(0, ids, fg)
+    return root, files, w.finalize(), ids
+
+
+def test_damaged_codes_fail_their_checksum_when_read(tmp_path):
+    root, files, cache, ids = _cache_for(tmp_path)
+    data = bytearray((cache.path / "codes.u8").read_bytes())
+    data[16 + 5] ^= 0x01  # image 1: a flipped foreground bit - still a valid code, only the checksum sees it
+    (cache.path / "codes.u8").write_bytes(bytes(data))
+    reopened = PartCache.open(cache.path, files, root=root)
+    assert (reopened[0][0].numpy() == ids[0]).all()
+    with pytest.raises(
+        UserError, match=r"cache.*is damaged: the part maps of image 1 fail their checksum.*--overwrite"
+    ):
+        reopened[1]
+
+
+def test_format_1_cache_is_read_with_a_note_and_range_checked(tmp_path, capsys):
+    _, files, cache, _ = _cache_for(tmp_path, num_parts=6)
+    meta = json.loads((cache.path / "meta.json").read_text())
+    meta["format_version"] = 1
+    for key in ("checksum", "content_fingerprint"):
+        meta.pop(key)
+    (cache.path / "meta.json").write_text(json.dumps(meta))
+    (cache.path / "crc32.u32").unlink()
+    (cache.path / "sizes.u64").unlink()
+    data = bytearray((cache.path / "codes.u8").read_bytes())
+    data[16] = 0xFF  # image 1: part id 7 in a 6-part cache (3 part bits)
+    (cache.path / "codes.u8").write_bytes(bytes(data))
+    old = PartCache.open(cache.path, files)
+    assert "format 1 (no checksums)" in capsys.readouterr().err
+    old[0]
+    with pytest.raises(UserError, match=r"image 1 holds part id 7, the cache has 6 parts"):
+        old[1]
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda m: m.pop("grid"), r"meta.json is incomplete \(no 'grid'\)"),
+        (lambda m: m.update(grid="4"), r"bad 'grid'"),
+        (lambda m: m.update(num_images=-1), r"bad 'num_images'"),
+        (lambda m: m.update(format_version=9), r"format version 9"),
+    ],
+)
+def test_damaged_meta_is_one_line_naming_the_cache(tmp_path, change, needle):
+    _, files, cache, _ = _cache_for(tmp_path)
+    meta = json.loads((cache.path / "meta.json").read_text())
+    change(meta)
+    (cache.path / "meta.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match=needle) as e:
+        PartCache.open(cache.path, files)
+    assert str(cache.path) in str(e.value) and "\n" not in str(e.value)
+    (cache.path / "meta.json").write_text("{not json")
+    with pytest.raises(UserError, match="meta.json is corrupt"):
+        PartCache.open(cache.path, files)
+
+
+def test_missing_checksums_file_is_refused(tmp_path):
+    _, files, cache, _ = _cache_for(tmp_path)
+    (cache.path / "crc32.u32").unlink()
+    with pytest.raises(UserError, match="crc32.u32 is missing"):
+        PartCache.open(cache.path, files)
+
+
+def test_cache_for_other_images_with_the_same_names_is_refused(tmp_path):
+    root, files, cache, _ = _cache_for(tmp_path)
+    from PIL import Image
+
+    Image.new("RGB", (50, 40), (9, 9, 9)).save(root / files[2])  # same name, another image
+    with pytest.raises(
+        UserError, match=rf"other images with the same file names; first difference: {files[2]}"
+    ):
+        PartCache.open(cache.path, files, root=root)
+    with pytest.raises(UserError, match="other images"):
+        PartImageDataset(root, cache.path, img_size=32, patch_size=8)

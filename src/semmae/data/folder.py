@@ -58,6 +58,7 @@ class ImageFolderDataset(Dataset):
         transform: applied to the RGB PIL image (e.g. :func:`semmae.data.transforms.eval_transform`).
         skip_bad_images: on an unreadable file, use the next readable image instead of raising; the item's
             ``skipped`` field counts the files passed over so the caller can report the total.
+        bad_image_hint: appended to the :class:`BadImageError` of an unreadable file (e.g. how to skip them).
 
     Item: ``{"image": transform(pil), "label": int, "index": int, "skipped": int}`` - ``index`` is the index of
     the image actually returned (it differs from the requested one only when a bad file was skipped).
@@ -68,8 +69,10 @@ class ImageFolderDataset(Dataset):
         root: str | Path,
         transform: Callable[[Image.Image], Any] | None = None,
         skip_bad_images: bool = False,
+        bad_image_hint: str = "",
     ):
         self.root = Path(root)
+        self.bad_image_hint = bad_image_hint
         self.classes, self.samples = scan_image_folder(self.root)
         self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
         self.targets = [label for _, label in self.samples]
@@ -94,8 +97,10 @@ class ImageFolderDataset(Dataset):
             i = (index + skipped) % n
             try:
                 return load_rgb(self.samples[i][0]), i, skipped
-            except BadImageError:
+            except BadImageError as e:
                 if not self.skip_bad_images:
+                    if self.bad_image_hint:
+                        raise BadImageError(e.path, e.reason + self.bad_image_hint) from None
                     raise
         raise UserError(f"no readable image in {self.root}")
 

@@ -11,21 +11,33 @@ costs 784 bytes per image; the official SemMAE release stored 196 x 975 float32 
 
 Layout of a cache folder::
 
-    meta.json    format version, grid, num_parts, bit split, image count, file-list digest, producer
+    meta.json    format version, grid, num_parts, bit split, image count, file-list digest, content fingerprint,
+                 producer
     files.txt    the dataset's relative file list (to explain a mismatch)
     codes.u8     uint8 [num_images, G * G], memory-mapped by every DataLoader worker
+    crc32.u32    uint32 [num_images]: the CRC-32 of each image's G * G codes (format 2)
+    sizes.u64    uint64 [num_images]: each image file's size in bytes when the cache was made (format 2)
 
 Writing happens in ``<path>.partial/`` chunk by chunk with a progress record after each chunk; an interrupted
 write resumes where it stopped, and only :meth:`PartCacheWriter.finalize` renames the folder to ``<path>``, so a
 reader never sees a half-written cache.
+
+What a reader checks, each failure one :class:`UserError` naming the cache: ``meta.json`` parses and holds every
+field with a sane value; the files have the sizes the meta implies; the file list is the dataset's (same names,
+same order); the images are the same (their sizes match the fingerprint: a cache made for other images with the
+same names is refused); and every image's codes match their checksum and decode to part ids ``<= num_parts``
+when read. Format-1 caches (before checksums) are still read, with a note: their codes are range-checked only.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import shutil
+import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -36,8 +48,11 @@ from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, atomic_write_text
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
+READABLE_VERSIONS = (1, 2)
 MAX_PARTS = 15  # keeps at least 4 foreground bits
+FINGERPRINT_KIND = "file sizes"
+REBUILD_HINT = "re-export it with `semmae parts export ... --overwrite`"
 
 
 def _bits(num_parts: int) -> tuple[int, int]:
@@ -82,7 +97,9 @@ class PartCache:
         self.grid = int(meta["grid"])
         self.num_parts = int(meta["num_parts"])
         self.no_part_id = self.num_parts
+        self.has_checksums = int(meta["format_version"]) >= 2
         self._codes: np.memmap | None = None  # opened lazily, once per process (DataLoader workers)
+        self._crc: np.memmap | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
     @staticmethod
@@ -93,13 +110,18 @@ class PartCache:
         num_parts: int,
         producer: dict[str, Any] | None = None,
         overwrite: bool = False,
+        root: str | Path | None = None,
     ) -> PartCacheWriter:
-        """Start (or resume) writing a cache for a dataset's file list. See :class:`PartCacheWriter`."""
-        return PartCacheWriter(Path(path), relative_paths, grid, num_parts, producer or {}, overwrite)
+        """Start (or resume) writing a cache for a dataset's file list (``root``: the dataset folder, whose file
+        sizes become the cache's content fingerprint). See :class:`PartCacheWriter`."""
+        return PartCacheWriter(Path(path), relative_paths, grid, num_parts, producer or {}, overwrite, root)
 
     @staticmethod
-    def open(path: str | Path, relative_paths: list[str] | None = None) -> PartCache:
-        """Open a finished cache; with ``relative_paths``, refuse it unless it was made for that file list."""
+    def open(
+        path: str | Path, relative_paths: list[str] | None = None, root: str | Path | None = None
+    ) -> PartCache:
+        """Open a finished cache; with ``relative_paths``, refuse it unless it was made for that file list, and
+        with ``root`` (the dataset folder) also unless it was made for the same images (file sizes)."""
         path = Path(path)
         partial = _partial_path(path)
         if not path.exists():
@@ -114,31 +136,30 @@ class PartCache:
             raise UserError(
                 f"{path} is not a part cache (no meta.json); create one with `semmae parts export`"
             )
-        try:
-            meta = json.loads(meta_path.read_text())
-        except json.JSONDecodeError as e:
-            raise UserError(f"part cache {path}: meta.json is corrupt ({e})") from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise UserError(
-                f"part cache {path} has format version {meta.get('format_version')}, this semmae reads "
-                f"version {FORMAT_VERSION}; re-export it"
-            )
-        cells = int(meta["grid"]) ** 2
-        expected = int(meta["num_images"]) * cells
-        size = (path / "codes.u8").stat().st_size if (path / "codes.u8").exists() else -1
-        if size != expected:
-            raise UserError(
-                f"part cache {path}: codes.u8 has {size} bytes, expected {expected} "
-                f"({meta['num_images']} images x {cells} cells); the cache is corrupt, re-export it"
+        meta = _read_meta(path)
+        cells = meta["grid"] ** 2
+        n = meta["num_images"]
+        _check_size(path, "codes.u8", n * cells, f"{n} images x {cells} cells")
+        if meta["format_version"] >= 2:
+            _check_size(path, "crc32.u32", n * 4, f"{n} images x 4 bytes")
+        else:
+            print(
+                f"note: part cache {path} has format 1 (no checksums): damaged codes are caught only when they "
+                f"are out of range; {REBUILD_HINT} to add checksums and a content fingerprint",
+                file=sys.stderr,
+                flush=True,
             )
         cache = PartCache(path, meta)
         if relative_paths is not None:
-            cache.check_matches(relative_paths)
+            cache.check_matches(relative_paths, root)
         return cache
 
-    def check_matches(self, relative_paths: list[str]) -> None:
-        """Raise UserError unless the cache was written for exactly this file list (same files, same order)."""
+    def check_matches(self, relative_paths: list[str], root: str | Path | None = None) -> None:
+        """Raise UserError unless the cache was written for exactly this file list (same files, same order) and,
+        given the dataset's ``root`` and a cache that records them, the same file sizes."""
         if file_list_digest(relative_paths) == self.meta["file_list_digest"]:
+            if root is not None:
+                self._check_fingerprint(relative_paths, Path(root))
             return
         theirs = (
             (self.path / "files.txt").read_text().splitlines() if (self.path / "files.txt").exists() else []
@@ -153,6 +174,25 @@ class PartCache:
             "this dataset"
         )
 
+    def _check_fingerprint(self, relative_paths: list[str], root: Path) -> None:
+        fingerprint = self.meta.get("content_fingerprint")
+        sizes_path = self.path / "sizes.u64"
+        if not fingerprint or not sizes_path.is_file():
+            return  # a format-1 cache, or one written without the dataset folder: nothing to compare
+        sizes = file_sizes(root, relative_paths)
+        if _sizes_digest(sizes) == fingerprint.get("digest"):
+            return
+        theirs = np.fromfile(sizes_path, dtype=np.uint64)
+        detail = ""
+        for i, (a, b) in enumerate(zip(theirs.tolist(), sizes.tolist())):
+            if a != b:
+                detail = f"; first difference: {relative_paths[i]} has {b} bytes, the cache's image had {a}"
+                break
+        raise UserError(
+            f"part cache {self.path} was made for other images with the same file names{detail}; "
+            f"{REBUILD_HINT} for this dataset"
+        )
+
     # -- reading --------------------------------------------------------------------------------------------
     def __len__(self) -> int:
         return int(self.meta["num_images"])
@@ -162,18 +202,38 @@ class PartCache:
             self._codes = np.memmap(
                 self.path / "codes.u8", dtype=np.uint8, mode="r", shape=(len(self), self.grid * self.grid)
             )
+            if self.has_checksums:
+                self._crc = np.memmap(self.path / "crc32.u32", dtype="<u4", mode="r", shape=(len(self),))
         return self._codes
 
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def codes(self, index: int) -> np.ndarray:
+        """Image ``index``'s raw codes (uint8 ``[G * G]``), checked against its checksum and the part range."""
         if not 0 <= index < len(self):
             raise IndexError(f"part cache index {index} out of range 0..{len(self) - 1}")
-        part, fg = decode_cells(self._array()[index], self.num_parts)
+        row = np.asarray(self._array()[index])
+        if self._crc is not None and zlib.crc32(row.tobytes()) != int(self._crc[index]):
+            raise UserError(
+                f"part cache {self.path} is damaged: the part maps of image {index} fail their checksum; "
+                f"{REBUILD_HINT}"
+            )
+        part_bits, fg_bits = _bits(self.num_parts)
+        top = int(row.max(initial=0)) >> fg_bits
+        if top > self.num_parts:
+            raise UserError(
+                f"part cache {self.path} is damaged: image {index} holds part id {top}, the cache has "
+                f"{self.num_parts} parts (ids 0..{self.num_parts}); {REBUILD_HINT}"
+            )
+        return row
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        part, fg = decode_cells(self.codes(index), self.num_parts)
         g = self.grid
         return torch.from_numpy(part.reshape(g, g)), torch.from_numpy(fg.reshape(g, g))
 
     def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open the memmap themselves
         state = self.__dict__.copy()
         state["_codes"] = None
+        state["_crc"] = None
         return state
 
     @property
@@ -183,6 +243,68 @@ class PartCache:
 
 def _partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
+
+
+#: meta.json fields a reader needs, with the check each value must pass
+_META_FIELDS = {
+    "format_version": lambda v: v in READABLE_VERSIONS,
+    "grid": lambda v: v >= 1,
+    "num_parts": lambda v: 1 <= v <= MAX_PARTS,
+    "num_images": lambda v: v >= 1,
+}
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    """meta.json, checked: every field a reader needs is there with a sane value (else one UserError)."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"part cache {path}: meta.json is corrupt ({e}); {REBUILD_HINT}") from None
+    except OSError as e:
+        raise UserError(f"part cache {path}: cannot read meta.json: {e.strerror or e}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"part cache {path}: meta.json holds no mapping; {REBUILD_HINT}")
+    version = meta.get("format_version")
+    if isinstance(version, int) and version not in READABLE_VERSIONS:
+        raise UserError(
+            f"part cache {path} has format version {version}, this semmae reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; {REBUILD_HINT}"
+        )
+    missing = [k for k in (*_META_FIELDS, "file_list_digest") if k not in meta]
+    if missing:
+        raise UserError(
+            f"part cache {path}: meta.json is incomplete (no {', '.join(repr(k) for k in missing)}); {REBUILD_HINT}"
+        )
+    for key, ok in _META_FIELDS.items():
+        value = meta[key]
+        if not isinstance(value, int) or isinstance(value, bool) or not ok(value):
+            raise UserError(f"part cache {path}: meta.json has a bad {key!r} ({value!r}); {REBUILD_HINT}")
+    if not isinstance(meta["file_list_digest"], str):
+        raise UserError(f"part cache {path}: meta.json has a bad 'file_list_digest'; {REBUILD_HINT}")
+    return meta
+
+
+def _check_size(path: Path, name: str, expected: int, what: str) -> None:
+    size = (path / name).stat().st_size if (path / name).is_file() else -1
+    if size != expected:
+        found = "is missing" if size < 0 else f"has {size} bytes"
+        raise UserError(
+            f"part cache {path}: {name} {found}, expected {expected} ({what}); the cache is corrupt or "
+            f"incomplete, {REBUILD_HINT}"
+        )
+
+
+def file_sizes(root: str | Path, relative_paths: list[str]) -> np.ndarray:
+    """Each file's size in bytes (uint64 ``[N]``): the cache's cheap content fingerprint (one ``stat`` per file)."""
+    root = Path(root)
+    try:
+        return np.array([os.stat(root / rel).st_size for rel in relative_paths], dtype=np.uint64)
+    except OSError as e:
+        raise UserError(f"cannot stat {e.filename}: {e.strerror or e}") from None
+
+
+def _sizes_digest(sizes: np.ndarray) -> str:
+    return hashlib.sha256(sizes.astype("<u8").tobytes()).hexdigest()
 
 
 class PartCacheWriter:
@@ -201,6 +323,7 @@ class PartCacheWriter:
         num_parts: int,
         producer: dict[str, Any],
         overwrite: bool,
+        root: str | Path | None = None,
     ):
         part_bits, fg_bits = _bits(num_parts)
         if grid < 1:
@@ -218,35 +341,64 @@ class PartCacheWriter:
             "fg_bits": fg_bits,
             "num_images": len(relative_paths),
             "file_list_digest": file_list_digest(relative_paths),
+            "checksum": "crc32 of each image's codes, crc32.u32",
             "producer": producer,
         }
-        if path.exists():
-            if not overwrite:
-                raise UserError(f"part cache {path} already exists; pass --overwrite to replace it")
+        sizes = file_sizes(root, relative_paths) if root is not None else None
+        if sizes is not None:
+            self.meta["content_fingerprint"] = {"kind": FINGERPRINT_KIND, "digest": _sizes_digest(sizes)}
+        if path.exists() and not overwrite:
+            raise UserError(
+                f"part cache {path} already exists; pass --overwrite to replace it, or use another --out"
+            )
+        try:
+            self._start(path, relative_paths, sizes, overwrite)
+        except OSError as e:
+            raise UserError(
+                f"cannot write part cache {e.filename or self.partial}: {e.strerror or e}"
+            ) from None
+
+    def _start(
+        self, path: Path, relative_paths: list[str], sizes: np.ndarray | None, overwrite: bool
+    ) -> None:
+        grid = self.grid
+        if path.exists() and overwrite:
             shutil.rmtree(path)
+            print(f"part cache {path}: --overwrite: deleted the old cache", file=sys.stderr, flush=True)
         progress_path = self.partial / "progress.json"
         if self.partial.exists() and progress_path.exists():
-            old = json.loads((self.partial / "meta.json").read_text())
+            try:
+                old = json.loads((self.partial / "meta.json").read_text())
+                self.next_index = int(json.loads(progress_path.read_text())["next_index"])
+            except (ValueError, KeyError, TypeError, OSError):
+                old = None  # a record damaged by a crash: start this unfinished cache again
+            if old is None:
+                shutil.rmtree(self.partial)
+                return self._start(path, relative_paths, sizes, overwrite)
             if old != self.meta:
                 changed = sorted(k for k in self.meta if old.get(k) != self.meta[k])
                 raise UserError(
                     f"an unfinished part cache at {self.partial} was started with other settings "
                     f"({', '.join(changed)} differ); delete it or rerun with the same settings"
                 )
-            self.next_index = int(json.loads(progress_path.read_text())["next_index"])
         else:
             if self.partial.exists():
                 shutil.rmtree(self.partial)
             self.partial.mkdir(parents=True)
             atomic_write_text(self.partial / "files.txt", "\n".join(relative_paths) + "\n")
-            with open(self.partial / "codes.u8", "wb") as fh:
-                fh.truncate(len(relative_paths) * grid * grid)
+            n = len(relative_paths)
+            for name, nbytes in (("codes.u8", n * grid * grid), ("crc32.u32", n * 4)):
+                with open(self.partial / name, "wb") as fh:
+                    # reserve the blocks now: a full disk is an error here, not a SIGBUS in a memmap write later
+                    os.posix_fallocate(fh.fileno(), 0, nbytes)
+            if sizes is not None:
+                sizes.astype("<u8").tofile(self.partial / "sizes.u64")
             atomic_write_json(self.partial / "meta.json", self.meta)
             self.next_index = 0
             self._record_progress()
-        self._codes = np.memmap(
-            self.partial / "codes.u8", dtype=np.uint8, mode="r+", shape=(len(relative_paths), grid * grid)
-        )
+        n = len(relative_paths)
+        self._codes = np.memmap(self.partial / "codes.u8", dtype=np.uint8, mode="r+", shape=(n, grid * grid))
+        self._crc = np.memmap(self.partial / "crc32.u32", dtype="<u4", mode="r+", shape=(n,))
 
     @property
     def num_images(self) -> int:
@@ -273,10 +425,16 @@ class PartCacheWriter:
             )
         if start + n > self.num_images:
             raise ValueError(f"writing {n} images at {start} overruns the cache's {self.num_images} images")
-        self._codes[start : start + n] = encode_cells(part_ids, fg, self.num_parts).reshape(n, -1)
-        self._codes.flush()
-        self.next_index = start + n
-        self._record_progress()
+        codes = encode_cells(part_ids, fg, self.num_parts).reshape(n, -1)
+        try:
+            self._codes[start : start + n] = codes
+            self._crc[start : start + n] = [zlib.crc32(row.tobytes()) for row in codes]
+            self._codes.flush()
+            self._crc.flush()
+            self.next_index = start + n
+            self._record_progress()
+        except OSError as e:
+            raise UserError(f"cannot write part cache {self.partial}: {e.strerror or e}") from None
 
     def finalize(self) -> PartCache:
         """Publish the finished cache at its path (atomic rename) and return it opened."""
@@ -284,9 +442,13 @@ class PartCacheWriter:
             raise UserError(
                 f"part cache {self.partial} is incomplete: {self.next_index}/{self.num_images} images"
             )
-        del self._codes
-        with open(self.partial / "codes.u8", "rb+") as fh:
-            os.fsync(fh.fileno())
-        (self.partial / "progress.json").unlink()
-        os.replace(self.partial, self.path)
+        del self._codes, self._crc
+        try:
+            for name in ("codes.u8", "crc32.u32"):
+                with open(self.partial / name, "rb+") as fh:
+                    os.fsync(fh.fileno())
+            (self.partial / "progress.json").unlink()
+            os.replace(self.partial, self.path)
+        except OSError as e:
+            raise UserError(f"cannot finish part cache {self.path}: {e.strerror or e}") from None
         return PartCache.open(self.path)

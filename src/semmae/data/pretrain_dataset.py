@@ -42,11 +42,15 @@ class PartImageDataset(Dataset):
         skip_bad_images: bool = False,
         geometry=None,
     ):
-        self.images = ImageFolderDataset(root, skip_bad_images=skip_bad_images)
+        self.images = ImageFolderDataset(
+            root,
+            skip_bad_images=skip_bad_images,
+            bad_image_hint="; pass --skip-bad-images to train past unreadable files (`semmae data check` lists them)",
+        )
         if cache is not None and not isinstance(cache, PartCache):
-            cache = PartCache.open(cache, self.images.relative_paths)
+            cache = PartCache.open(cache, self.images.relative_paths, root=root)
         elif cache is not None:
-            cache.check_matches(self.images.relative_paths)
+            cache.check_matches(self.images.relative_paths, root=root)
         grid = img_size // patch_size
         if cache is not None and cache.grid != grid:
             # refused, not resampled: a coarser map stretched onto the model's grid gives blocky parts

@@ -71,6 +71,12 @@ class DemoConfig:
         },
     )
     num_workers: int = field(default=2, metadata={"help": "DataLoader workers per stage"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "delete the demo run already in --out and start again (a rerun otherwise resumes it)"
+        },
+    )
     progress: bool = field(default=True, metadata={"help": "progress bars inside stages"})
 
     def validate(self) -> None:
@@ -481,26 +487,45 @@ class Demo:
             "style": self.cfg.style,
         }
 
-    def check_same_setup(self) -> None:
+    def check_same_setup(self, previous: list[str]) -> None:
+        """Refuse a folder that holds something other than a demo run, or a demo run with other settings."""
         path = self.out / "stages" / "setup.json"
-        record = self.setup_record()
+        if previous and not path.exists() and not (self.out / "demo_config.yaml").exists():
+            raise UserError(
+                f"{self.out} is not empty and holds no demo run ({', '.join(previous[:4])}); use another --out"
+            )
         if path.exists():
-            old = json.loads(path.read_text())
+            try:
+                old = json.loads(path.read_text())
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path} is corrupt ({e}); use another --out or --overwrite") from None
             old.setdefault("style", "class")  # folders made before --style existed
+            record = self.setup_record()
             changed = sorted(k for k in set(old) | set(record) if old.get(k) != record.get(k))
             if changed:
                 raise UserError(
                     f"{self.out} holds a demo run with other settings ({', '.join(changed)} differ); "
-                    "use another --out, or the same settings to resume it"
+                    "use another --out, --overwrite, or the same settings to resume it"
                 )
-        else:
-            atomic_write_json(path, record)
 
     def run(self) -> Path:
-        self.out.mkdir(parents=True, exist_ok=True)
+        from semmae.utils.rundir import claim_run_dir
+
+        # a rerun resumes (the stages check their own artifacts); --overwrite starts again
+        with claim_run_dir(
+            self.out, "demo", resume=not self.cfg.overwrite, overwrite=self.cfg.overwrite
+        ) as run:
+            if not self.cfg.overwrite:
+                self.check_same_setup(run.previous)
+            run.start(tensorboard=False)
+            return self._run()
+
+    def _run(self) -> Path:
         from semmae.config import save_config
 
-        self.check_same_setup()
+        setup = self.out / "stages" / "setup.json"
+        if not setup.exists():
+            atomic_write_json(setup, self.setup_record())
         save_config(self.cfg, self.out / "demo_config.yaml")
         stages = self.stages()
         t_all = time.perf_counter()

@@ -78,6 +78,39 @@ def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
     return path
 
 
+def load_newest_loadable(out_dir: str | Path, say=print) -> tuple[Path, dict[str, Any]] | None:
+    """``--resume auto``: the newest checkpoint of a run that loads (``latest`` first, then the others newest
+    first), saying which ones were skipped and why; ``None`` when the run has none. A run whose checkpoints all
+    fail to load is a UserError (starting over silently would discard it)."""
+    mgr = CheckpointManager(out_dir)
+    first = mgr.latest()
+    if first is None:
+        return None
+    order = [first, *[p for p in reversed(mgr.list()) if p != first]]
+    problems = []
+    for path in order:
+        try:
+            return path, load_pretrain_checkpoint(path)
+        except UserError as e:
+            problems.append(str(e))
+            say(f"semmae pretrain: --resume auto: skipped {path.name}: {e}")
+    raise UserError(
+        f"--resume auto: none of the {len(order)} checkpoint(s) in {mgr.dir} loads (newest: {problems[0]}); "
+        "pass --overwrite to start again"
+    )
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """A checkpoint file as given, or a pretraining run directory (or its ``checkpoints/``) -> its latest."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = CheckpointManager(path.parent if path.name == "checkpoints" else path).latest()
+    if found is None:
+        raise UserError(f"{path} holds no pretraining checkpoint (looked in {path / 'checkpoints'})")
+    return found
+
+
 def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load (weights_only) and check that every key a resume needs is there."""
     ckpt = load_checkpoint(path)

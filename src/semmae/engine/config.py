@@ -90,7 +90,12 @@ class PretrainConfig:
     out: str = _f("runs/pretrain", "run directory (config, log.jsonl, tb/, checkpoints/, vis/)")
     device: str = _f("auto", "auto | cpu | cuda (under torchrun each rank takes its LOCAL_RANK GPU)")
     seed: int = _f(0, "random seed (augmentations and masks are a function of seed, epoch/step and index)")
-    resume: str | None = _f(None, "checkpoint to continue from, or 'auto' for the run directory's latest")
+    resume: str | None = _f(
+        None,
+        "checkpoint to continue from, or 'auto' for the run directory's newest checkpoint that loads "
+        "(a fresh run into a folder that holds a run is refused without --resume or --overwrite)",
+    )
+    overwrite: bool = _f(False, "delete the run already in --out and start again (instead of --resume)")
     ckpt_every: int = _f(0, "also checkpoint every N optimiser steps (0: only at epoch ends)")
     keep_last: int = _f(3, "keep the newest K checkpoints")
     max_steps: int | None = _f(None, "stop after this many optimiser steps (schedules still span all epochs)")
@@ -123,6 +128,14 @@ class PretrainConfig:
         need(0.0 < self.fg_keep <= 1.0, f"--fg-keep must be in (0, 1], got {self.fg_keep}")
         need(self.gamma > 0, f"--gamma must be > 0, got {self.gamma}")
         need(self.blr > 0 and (self.lr is None or self.lr > 0), "learning rates must be > 0")
+        need(
+            self.clip_grad is None or self.clip_grad > 0,
+            f"--clip-grad must be > 0 (leave it unset for no clipping), got {self.clip_grad}",
+        )
+        need(
+            not (self.resume and self.overwrite),
+            "--resume continues a run and --overwrite deletes it: pass one",
+        )
         need(self.min_lr >= 0 and self.weight_decay >= 0, "--min-lr and --weight-decay must be >= 0")
         need(all(0 <= b < 1 for b in self.betas), f"--betas must be in [0, 1), got {self.betas}")
         need(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint
+from semmae.engine.checkpoint import checkpoint_file, load_pretrain_checkpoint
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_bytes
 
@@ -43,12 +43,7 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     file or run dir."""
     from semmae.models import create_model
 
-    path = Path(path)
-    if path.is_dir():
-        found = CheckpointManager(path).latest()
-        if found is None:
-            raise UserError(f"{path} holds no pretraining checkpoint (looked in {path / 'checkpoints'})")
-        path = found
+    path = checkpoint_file(path)
     ckpt = load_pretrain_checkpoint(path)
     model_config = dict(ckpt["model_config"])
     overrides = {k: v for k, v in model_config.items() if k != "name"}

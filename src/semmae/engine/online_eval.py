@@ -9,8 +9,8 @@ ranks wait at a barrier; the folders are meant to be small (a few thousand image
 from __future__ import annotations
 
 import torch
-from torch.utils.data import DataLoader
 
+from semmae.data.loader import DataLoader
 from semmae.engine.config import PretrainConfig
 from semmae.utils import distributed as du
 

@@ -18,10 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from semmae.config import config_to_dict
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.data.loader import DataLoader
+from semmae.engine.checkpoint import (
+    CheckpointManager,
+    load_newest_loadable,
+    load_pretrain_checkpoint,
+    resolve_resume,
+)
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer, set_lr
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
@@ -29,7 +34,7 @@ from semmae.engine.schedule import cosine_schedule, progress, scaled_lr
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.utils import distributed as du
 from semmae.utils.precision import LossScaler, resolve_precision
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunLogger, claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 NO_BAD_STEP = 2**62  # sentinel of the non-finite-loss tracker
@@ -104,9 +109,6 @@ class Pretrainer:
     """Holds the state of one pretraining run; :meth:`run` trains until the end or ``--max-steps``."""
 
     def __init__(self, cfg: PretrainConfig):
-        from semmae.data.pretrain_dataset import PartImageDataset
-        from semmae.models import create_model
-
         self.cfg = cfg
         self.strategy = build_strategy(cfg)  # fail fast, before touching data
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -114,8 +116,27 @@ class Pretrainer:
         self.device = du.resolve_device(want, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.is_main = self.dist.is_main
-        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)  # an unwritable out dir fails here, early
+        # the run folder is ours (or the run is refused) before anything is built; nothing is written into it
+        # until every check below, the resume checkpoint's included, has passed
+        self.run_dir = claim_run_dir(
+            cfg.out,
+            "pretrain",
+            resume=bool(cfg.resume),
+            overwrite=cfg.overwrite,
+            enabled=self.is_main,
+            resume_hint="--resume auto",
+        )
+        try:
+            self._build()
+        except BaseException as e:
+            self.run_dir.__exit__(type(e), e, None)
+            raise
 
+    def _build(self) -> None:
+        from semmae.data.pretrain_dataset import PartImageDataset
+        from semmae.models import create_model
+
+        cfg = self.cfg
         seed_everything(cfg.seed, 0)  # identical initial weights on every rank
         self.overrides = cfg.model_overrides()
         try:
@@ -170,6 +191,8 @@ class Pretrainer:
         )
         self.mask_gen = torch.Generator(device=self.device)
         self.resumed_from = self._maybe_resume()
+        # a continued run drops log records past its checkpoint's step: they are logged again from here
+        self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.step if cfg.resume else None)
 
         self.model: torch.nn.Module = model
         if p.world_size > 1:
@@ -180,10 +203,19 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> Path | None:
-        path = resolve_resume(self.cfg.resume, self.cfg.out)
-        if path is None:
-            return None
-        ckpt = load_pretrain_checkpoint(path)
+        if (
+            self.cfg.resume == "auto"
+        ):  # the newest checkpoint that loads; a damaged newer one is skipped, named
+            say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+            found = load_newest_loadable(self.cfg.out, say)
+            if found is None:
+                return None
+            path, ckpt = found
+        else:
+            path = resolve_resume(self.cfg.resume, self.cfg.out)
+            if path is None:
+                return None
+            ckpt = load_pretrain_checkpoint(path)
         saved_eff = ckpt["sampler"].get("effective_batch")
         if saved_eff is not None and saved_eff != self.plan.effective_batch:
             raise UserError(
@@ -457,8 +489,12 @@ def _fmt_eta(seconds: float) -> str:
 
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run ``semmae pretrain`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
-    trainer = Pretrainer(cfg)
     try:
-        return trainer.run()
+        trainer = Pretrainer(cfg)
+        with trainer.run_dir:
+            try:
+                return trainer.run()
+            finally:
+                trainer.logger.close()
     finally:
         du.cleanup()

@@ -11,11 +11,12 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import Sampler
 from tqdm import tqdm
 
 from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.data.transforms import eval_geometry, eval_transform, train_transform
 from semmae.errors import UserError
 from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
@@ -92,6 +93,11 @@ class EvalCommonConfig:
             raise UserError("give either --data or --train/--val, not both")
         if self.checkpoint is None and not self.random_init:
             raise UserError("give --checkpoint PATH, or --random-init for the untrained baseline")
+        if self.checkpoint is not None and Path(self.checkpoint).is_dir():
+            from semmae.engine.checkpoint import checkpoint_file
+
+            # a pretraining run directory means its latest checkpoint (as `semmae export` reads it)
+            self.checkpoint = str(checkpoint_file(self.checkpoint))
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:

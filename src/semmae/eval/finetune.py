@@ -41,7 +41,7 @@ from semmae.eval.common import (
 from semmae.eval.heads import cosine_factor, set_lr
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, load_checkpoint
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunDir, claim_run_dir
 from semmae.utils.seed import seed_everything
 
 
@@ -79,6 +79,12 @@ class FinetuneConfig(EvalCommonConfig):
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
     batch_size: int = field(default=32, metadata={"help": "images per process per step"})
     resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
+        },
+    )
     out: str = field(default="runs/finetune", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -97,6 +103,8 @@ class FinetuneConfig(EvalCommonConfig):
             raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if self.blr <= 0:
             raise UserError(f"--blr must be > 0, got {self.blr}")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise UserError(f"--clip-grad must be > 0 (leave it unset for no clipping), got {self.clip_grad}")
         if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
             raise UserError(f"Mixup/CutMix need an even --batch-size, got {self.batch_size}")
         if not 0 <= self.drop_path < 1 or not 0 <= self.reprob <= 1 or not 0 <= self.smoothing < 1:
@@ -128,13 +136,17 @@ def build_optimizer(model: nn.Module, cfg: FinetuneConfig, peak_lr: float) -> to
 def run_finetune(cfg: FinetuneConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
-        return _run(cfg, info)
+        device = resolve_device(cfg.device, info)
+        continuing = cfg.resume and not cfg.overwrite
+        with claim_run_dir(
+            cfg.out, "finetune", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
+        ) as run_dir:
+            return _run(cfg, info, device, continuing, run_dir)
     finally:
         cleanup()
 
 
-def _run(cfg: FinetuneConfig, info: DistInfo) -> dict:
-    device = resolve_device(cfg.device, info)
+def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir: RunDir) -> dict:
     seed_everything(cfg.seed, info.rank)
     train, val = build_datasets(cfg, None, None)
     num_classes = len(train.classes)
@@ -186,17 +198,25 @@ def _run(cfg: FinetuneConfig, info: DistInfo) -> dict:
     steps_per_epoch = len(train_loader)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     min_factor = cfg.min_lr / peak_lr if peak_lr > 0 else 0.0
-    logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
-    logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
     out = Path(cfg.out)
     start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
-    if cfg.resume and (out / "checkpoint.pth").is_file():
+    if continuing and (out / "checkpoint.pth").is_file():
         state = load_checkpoint(out / "checkpoint.pth")
-        model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        try:
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
+        except (KeyError, RuntimeError, ValueError) as e:
+            raise UserError(
+                f"cannot resume from {out / 'checkpoint.pth'}: it does not match this model "
+                f"({str(e).splitlines()[0]}); use another --out or --overwrite"
+            ) from None
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
         start_epoch, best = int(state["epoch"]) + 1, state["best"]
+    # epoch e is logged at step e + 1: a continued run drops the records after its checkpoint's epoch
+    logger = run_dir.start(cfg, keep_log_until=(start_epoch or -1) if continuing else None)
+    if start_epoch == 0:
+        logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
     history = []
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None:

@@ -24,7 +24,7 @@ from semmae.eval.common import (
     write_results,
 )
 from semmae.utils.distributed import cleanup, init_distributed, resolve_device
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import claim_run_dir
 from semmae.utils.seed import seed_everything
 
 
@@ -106,38 +106,45 @@ def run_knn(cfg: KnnConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
-        seed_everything(cfg.seed, info.rank)
-        encoder, enc_info = build_encoder_from_config(cfg)
-        encoder.to(device)
-        size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
-        keep = resolve_tokens(cfg, enc_info)
-        train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
-        logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
-        kw = dict(
-            device=device,
-            batch_size=cfg.batch_size,
-            num_workers=cfg.num_workers,
-            pool=cfg.pool,
-            amp=cfg.amp,
-            dist_info=info,
-            keep=keep,
-        )
-        ftr, ytr = extract_features(encoder, train, desc="train features", **kw)
-        fva, yva = extract_features(encoder, val, desc="val features", **kw)
-        metrics = knn_accuracy(ftr, ytr, fva, yva, cfg.k, cfg.temperature, num_classes=len(train.classes))
-        logger.log(0, knn_top1=metrics["top1"], knn_top5=metrics["top5"])
-        logger.close()
-        results = {
-            **metrics,
-            "k": cfg.k,
-            "temperature": cfg.temperature,
-            "crop_pct": cfg.crop_pct,
-            **(keep.describe() if keep else {"tokens": "all"}),
-            "num_train": len(train),
-            "num_val": len(val),
-        }
-        if info.is_main:
-            results = write_results(cfg.out, cfg, enc_info, results)
-        return results
+        # kNN has no state to continue: a rerun into its folder replaces the results (and its log), but the
+        # folder still has one writer at a time and is never another verb's run
+        with claim_run_dir(cfg.out, "knn", resume=True, overwrite=False, enabled=info.is_main) as run_dir:
+            return _run_knn(cfg, info, device, run_dir)
     finally:
         cleanup()
+
+
+def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
+    seed_everything(cfg.seed, info.rank)
+    encoder, enc_info = build_encoder_from_config(cfg)
+    encoder.to(device)
+    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
+    keep = resolve_tokens(cfg, enc_info)
+    train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
+    logger = run_dir.start(cfg, keep_log_until=-1)
+    kw = dict(
+        device=device,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pool=cfg.pool,
+        amp=cfg.amp,
+        dist_info=info,
+        keep=keep,
+    )
+    ftr, ytr = extract_features(encoder, train, desc="train features", **kw)
+    fva, yva = extract_features(encoder, val, desc="val features", **kw)
+    metrics = knn_accuracy(ftr, ytr, fva, yva, cfg.k, cfg.temperature, num_classes=len(train.classes))
+    logger.log(0, knn_top1=metrics["top1"], knn_top5=metrics["top5"])
+    logger.close()
+    results = {
+        **metrics,
+        "k": cfg.k,
+        "temperature": cfg.temperature,
+        "crop_pct": cfg.crop_pct,
+        **(keep.describe() if keep else {"tokens": "all"}),
+        "num_train": len(train),
+        "num_val": len(val),
+    }
+    if info.is_main:
+        results = write_results(cfg.out, cfg, enc_info, results)
+    return results

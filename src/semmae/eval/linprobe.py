@@ -45,7 +45,7 @@ from semmae.eval.heads import ProbeHeads, build_head_optimizer, cosine_factor, h
 from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, load_checkpoint
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunDir, RunLogger, claim_run_dir
 from semmae.utils.seed import seed_everything
 
 
@@ -81,6 +81,12 @@ class LinprobeConfig(EvalCommonConfig):
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
     resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
+        },
+    )
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -193,7 +199,7 @@ def _cached_features(
             else {}
         ),
     }
-    if cfg.resume and cache.is_file() and not cfg.random_init:
+    if cfg.resume and not cfg.overwrite and cache.is_file() and not cfg.random_init:
         obj = load_checkpoint(cache)
         if obj.get("key") == key:
             return (
@@ -243,46 +249,55 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
-        seed_everything(cfg.seed, info.rank)
-        encoder, enc_info = build_encoder_from_config(cfg)
-        encoder.to(device).eval().requires_grad_(False)
-        logger = RunLogger(cfg.out, cfg, enabled=info.is_main)
-        digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
-        keep = resolve_tokens(cfg, enc_info)
-        if cfg.mode == "fast":
-            tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
-            metrics = fast_linear_probe(
-                tx,
-                ty,
-                vx,
-                vy,
-                num_classes,
-                cfg.epochs,
-                cfg.blrs,
-                cfg.batch_size * info.world_size,
-                cfg.optimizer,
-                cfg.weight_decay,
-                cfg.momentum,
-                cfg.warmup_epochs,
-                cfg.seed,
-                log=lambda ep, rec: logger.log(ep, **rec),
-            )
-            metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
-        else:
-            metrics = _full_probe(cfg, encoder, enc_info, device, info, logger, keep)
-        metrics.update(keep.describe() if keep else {"tokens": "all"})
-        logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
-        logger.close()
-        if info.is_main:
-            metrics = write_results(cfg.out, cfg, enc_info, metrics)
-        return metrics
+        continuing = cfg.resume and not cfg.overwrite
+        with claim_run_dir(
+            cfg.out, "linprobe", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
+        ) as run_dir:
+            return _run_linprobe(cfg, info, device, run_dir)
     finally:
         cleanup()
 
 
+def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
+    seed_everything(cfg.seed, info.rank)
+    encoder, enc_info = build_encoder_from_config(cfg)
+    encoder.to(device).eval().requires_grad_(False)
+    digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
+    keep = resolve_tokens(cfg, enc_info)
+    if cfg.mode == "fast":
+        # the whole sweep runs again (only the features are reused), so it is logged afresh
+        logger = run_dir.start(cfg, keep_log_until=-1)
+        tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
+        metrics = fast_linear_probe(
+            tx,
+            ty,
+            vx,
+            vy,
+            num_classes,
+            cfg.epochs,
+            cfg.blrs,
+            cfg.batch_size * info.world_size,
+            cfg.optimizer,
+            cfg.weight_decay,
+            cfg.momentum,
+            cfg.warmup_epochs,
+            cfg.seed,
+            log=lambda ep, rec: logger.log(ep, **rec),
+        )
+        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
+    else:
+        metrics, logger = _full_probe(cfg, encoder, enc_info, device, info, run_dir, keep)
+    metrics.update(keep.describe() if keep else {"tokens": "all"})
+    logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
+    logger.close()
+    if info.is_main:
+        metrics = write_results(cfg.out, cfg, enc_info, metrics)
+    return metrics
+
+
 def _full_probe(
-    cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, logger: RunLogger, keep: KeptTokens | None
-) -> dict:
+    cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, run_dir: RunDir, keep: KeptTokens | None
+) -> tuple[dict, RunLogger]:
     size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
     train, val = build_view_datasets(cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER)
     num_classes = len(train.classes)
@@ -313,7 +328,8 @@ def _full_probe(
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     ckpt_path = Path(cfg.out) / "checkpoint.pth"
     start_epoch, metrics = 0, None
-    if cfg.resume and ckpt_path.is_file():
+    continuing = cfg.resume and not cfg.overwrite
+    if continuing and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         tokens = keep.describe() if keep else {"tokens": "all"}
         if (
@@ -322,11 +338,13 @@ def _full_probe(
             or state.get("tokens", tokens) != tokens
         ):
             raise UserError(
-                f"{ckpt_path} was written by a different probe (blrs/mode/tokens); use another --out or --no-resume"
+                f"{ckpt_path} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
             )
         heads.load_state_dict(state["heads"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, metrics = int(state["epoch"]) + 1, state.get("metrics")
+    # epochs are the log's steps: those after the checkpoint's are logged again
+    logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
     for epoch in range(start_epoch, cfg.epochs):
         if sampler is not None:
             sampler.set_epoch(epoch)
@@ -368,7 +386,7 @@ def _full_probe(
                 ckpt_path,
             )
     assert metrics is not None
-    return {**metrics, "mode": "full"}
+    return {**metrics, "mode": "full"}, logger
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ def load_examples(data: str | Path, cache: str | None, num_images: int, img_size
     if cache:
         from semmae.data.part_cache import PartCache
 
-        reader = PartCache.open(cache, dataset.relative_paths)
+        reader = PartCache.open(cache, dataset.relative_paths, root=data)
     images, maps, sources = [], [], set()
     for i in range(min(num_images, len(dataset))):
         pil, _, _ = dataset.load(i)

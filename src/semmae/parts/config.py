@@ -97,6 +97,12 @@ class PartsTrainConfig:
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
     resume: bool = field(default=True, metadata=_h("continue from OUT/checkpoint.pth when it exists"))
+    overwrite: bool = field(
+        default=False,
+        metadata=_h(
+            "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
+        ),
+    )
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed"))
 
@@ -123,6 +129,8 @@ class PartsTrainConfig:
             raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
         if not 0 < self.crop_scale_min <= 1:
             raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
+        if self.clip_grad < 0:
+            raise UserError(f"--clip-grad must be >= 0 (0 = off), got {self.clip_grad}")
         if self.similarity == "cosine" and not self.temperature > 0:
             raise UserError(f"--temperature must be > 0, got {self.temperature}")
         if not self.feature_cache_gb > 0:
@@ -146,6 +154,7 @@ class PartsExportConfig:
     amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
+    overwrite: bool = field(default=False, metadata=_h("replace a finished cache already at --out"))
 
     def validate(self) -> None:
         for name in ("data", "checkpoint", "out"):

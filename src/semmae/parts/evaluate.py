@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
 from semmae.errors import UserError
 from semmae.parts.baselines import TokenKMeans, majority_per_cell, resize_ids, spatial_split
@@ -173,7 +173,7 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist")
     dataset = ImageFolderDataset(root)
-    cache = PartCache.open(cfg.cache, dataset.relative_paths)
+    cache = PartCache.open(cfg.cache, dataset.relative_paths, root=root)
     g, n, num_images = cache.grid, cache.num_parts, len(dataset)
     preds = {"learned": torch.stack([cache[i][0].long() for i in range(num_images)])}
     num_labels = {"learned": n + 1}

@@ -11,15 +11,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
 from semmae.parts.inference import full_image_transform, infer_parts
 from semmae.utils.distributed import resolve_device
+from semmae.utils.rundir import exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
 
@@ -42,7 +44,21 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
         "fg_source": FG_SOURCE,
         "geometry": "whole image resized to the encoder input, no crop",
     }
-    writer = PartCache.create(cfg.out, dataset.relative_paths, grid, model.spec.num_parts, producer)
+    # one export per cache at a time (a second one would interleave chunks): <out>.lock beside it
+    with exclusive(f"{cfg.out}.lock", f"part cache {cfg.out}", "parts export"):
+        return _export(cfg, device, encoder, model, grid, dataset, producer)
+
+
+def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, producer: dict) -> PartCache:
+    writer = PartCache.create(
+        cfg.out,
+        dataset.relative_paths,
+        grid,
+        model.spec.num_parts,
+        producer,
+        overwrite=cfg.overwrite,
+        root=cfg.data,
+    )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
     loader = DataLoader(
         todo,

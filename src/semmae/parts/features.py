@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import torch
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder
 

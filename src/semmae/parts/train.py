@@ -18,11 +18,12 @@ import numpy as np
 import torch
 from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+from torch.utils.data import DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
 
 from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
@@ -35,7 +36,7 @@ from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
 from semmae.utils import distributed as dist_utils
 from semmae.utils.io import atomic_torch_save
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -115,10 +116,18 @@ def train_parts(cfg: PartsTrainConfig) -> Path:
 
 def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     device = dist_utils.resolve_device(cfg.device, info)
+    continuing = cfg.resume and not cfg.overwrite
+    with claim_run_dir(
+        cfg.out, "parts train", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
+    ) as run_dir:
+        return _train_in(cfg, info, device, continuing, run_dir)
+
+
+def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: bool, run_dir) -> Path:
     seed_everything(cfg.seed, info.rank)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
-    resume = read_part_checkpoint(ckpt_path) if cfg.resume and ckpt_path.is_file() else None
+    resume = read_part_checkpoint(ckpt_path) if continuing and ckpt_path.is_file() else None
     if resume is not None:
         # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
         old = {**config_to_dict(PartsTrainConfig()), **resume["config"]}
@@ -190,7 +199,8 @@ def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
 
-    logger = RunLogger(out, cfg, enabled=info.is_main)
+    # the first write into the run folder, after every check above (a refused resume leaves it as it was)
+    logger = run_dir.start(cfg, keep_log_until=step if continuing else None)
     if info.is_main:
         eff = cfg.batch_size * info.world_size
         logger.log(

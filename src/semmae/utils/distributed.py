@@ -56,12 +56,18 @@ def cleanup() -> None:
 
 def resolve_device(device: str, info: DistInfo | None = None) -> torch.device:
     """``auto`` picks CUDA when present; under torchrun each rank takes its LOCAL_RANK GPU."""
+    from semmae.errors import UserError
+
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise UserError(f"--device {device}: not a device; use auto, cpu, cuda or cuda:N") from None
+    if parsed.type not in ("cpu", "cuda", "mps"):
+        raise UserError(f"--device {device}: semmae runs on auto, cpu, cuda or cuda:N")
     if device.startswith("cuda"):
         if not torch.cuda.is_available():
-            from semmae.errors import UserError
-
             raise UserError("--device cuda was asked for but no CUDA device is available")
         if device == "cuda" and info is not None:
             return torch.device("cuda", info.local_rank)

@@ -12,7 +12,9 @@ import argparse
 import json
 import os
 import re
+import shutil
 import tempfile
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,9 +42,29 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         raise UserError(
             f"cannot write {path}: {e.strerror or e} (the previous file, if any, is untouched)"
         ) from None
+    except RuntimeError as e:
+        # torch.save's zip writer reports a failed write (a full disk, mostly) as a RuntimeError, not an OSError
+        if not re.search(r"inline_container|PytorchStreamWriter|writ", str(e), re.IGNORECASE):
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        Path(tmp).unlink(missing_ok=True)
+        raise UserError(
+            f"cannot write {path}: {_write_failure_cause(path.parent)} (the previous file, if any, is untouched)"
+        ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _write_failure_cause(folder: Path) -> str:
+    """Why a write failed when the writer did not say (torch's zip writer): a full disk when it is one."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return "the write failed"
+    if free < 64 << 20:
+        return f"No space left on device ({free // 2**20} MiB free)"
+    return "the write failed (disk full, quota or I/O error)"
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
@@ -78,10 +100,18 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
         raise UserError(f"checkpoint {path} is a directory, expected a file")
     safe = [argparse.Namespace] if allow_namespace else []
     try:
-        with torch.serialization.safe_globals(safe):
+        with torch.serialization.safe_globals(safe), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
             return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - torch raises many kinds for a bad file
         text = str(e)
+        blocked = re.search(r"unsupported GLOBAL ([\w.]+) whose module ([\w.]+) is blocked", text)
+        code = [blocked.group(1)] if blocked else _code_globals(path)
+        if code:
+            raise UserError(
+                f"checkpoint {path} was refused: loading it would run code ({', '.join(code[:3])}); "
+                "only plain-data checkpoints are loaded (torch.load weights_only=True)"
+            ) from None
         unsupported = re.search(r"Unsupported global: GLOBAL ([\w.]+)", text)
         if unsupported:
             raise UserError(
@@ -93,6 +123,56 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
         raise UserError(
             f"checkpoint {path} cannot be read (corrupt or not a PyTorch file): {reason}"
         ) from None
+
+
+#: modules whose functions a pickle can call to run arbitrary code
+_CODE_MODULES = (
+    "os",
+    "posix",
+    "nt",
+    "subprocess",
+    "builtins",
+    "__builtin__",
+    "sys",
+    "shutil",
+    "socket",
+    "importlib",
+    "runpy",
+    "pty",
+    "code",
+    "ctypes",
+    "webbrowser",
+    "pickle",
+    "marshal",
+    "types",
+    "operator",
+    "functools",
+)
+
+
+def _code_globals(path: Path, limit: int = 64 << 20) -> list[str]:
+    """``module.name`` of the callables a legacy (non-zip) pickle file imports from code-running modules, found
+    by reading its opcodes without executing any (``pickletools``); ``[]`` for a zip checkpoint or a clean file."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(path) or path.stat().st_size > limit:
+            return []
+        found, strings = [], []
+        with open(path, "rb") as fh:
+            for op, arg, _ in pickletools.genops(fh):
+                if op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+                if op.name == "STOP":
+                    break
+    except Exception:  # noqa: BLE001 - not a readable pickle: let the caller call it corrupt
+        return []
+    return [g for g in found if g.split(".")[0] in _CODE_MODULES]
 
 
 def read_json(path: str | Path) -> Any:

@@ -1,9 +1,36 @@
-"""A run directory: resolved config, ``log.jsonl`` and TensorBoard events, written by rank 0 only."""
+"""A run directory: who owns it, and what a run records in it (config, ``log.jsonl``, TensorBoard events).
+
+Every verb that writes a run folder (``pretrain``, ``parts train``, ``linprobe``, ``finetune``, ``segment train``,
+``demo``, ...) takes it with one call, :func:`claim_run_dir`, before it writes anything, and keeps it until it
+returns:
+
+- **One writer.** An exclusive ``fcntl.flock`` on ``<out>/.semmae.lock`` is held for the whole run. The operating
+  system drops it when the process ends in any way (``kill -9`` included), so a stale lock cannot exist; a second
+  process that wants the same folder is refused in one line naming the holder.
+- **One run.** A fresh run into a folder that already holds files is refused unless the user says what to do with
+  them: ``--resume`` (continue that run) or ``--overwrite`` (delete them and start again; refused for a folder that
+  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder). A folder that holds
+  another verb's run is refused either way.
+- **Nothing written before the checks pass.** Claiming writes only the lock file. The verb then checks what it
+  must (its resume checkpoint, its data, its model) and calls :meth:`RunDir.start`, which is the first write:
+  it deletes the old files (``--overwrite``), removes temporary files an interrupted write left behind
+  (``.<name>.<random>.tmp``), drops log records past the step a resumed run continues from (so no step is logged
+  twice), writes ``config.yaml`` and opens the :class:`RunLogger`.
+
+Under torchrun only rank 0 claims and writes; a refusal on rank 0 is raised on every rank.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import fcntl
 import json
 import math
+import os
+import re
+import shutil
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -11,13 +38,360 @@ from typing import Any
 from semmae.config import save_config
 from semmae.errors import UserError
 
+LOCK_NAME = ".semmae.lock"
+#: files whose presence marks a folder as a semmae run (besides the lock file, which runs since issue 18 leave)
+RUN_MARKERS = ("config.yaml", "log.jsonl", "demo_config.yaml")
+_TMP_RE = re.compile(r"^\..+\.tmp$")  # semmae.utils.io's atomic-write temporaries
+
+#: the run directory this process holds, and the last one it claimed (the CLI's internal-error guard writes
+#: its traceback there)
+_current: RunDir | None = None
+_last_claimed: Path | None = None
+
+
+def current_run_dir() -> Path | None:
+    """The run directory this process holds now, if any (innermost claim)."""
+    return _current.path if _current is not None and _current.enabled else None
+
+
+def last_run_dir() -> Path | None:
+    """The run directory this process claimed last (held or already released), if any."""
+    return _last_claimed
+
+
+class RunDir:
+    """Ownership of one run directory; create it with :func:`claim_run_dir`. A context manager (releases)."""
+
+    def __init__(self, path: Path, verb: str, resume: bool, overwrite: bool, enabled: bool):
+        self.path = path
+        self.verb = verb
+        self.resume = resume
+        self.overwrite = overwrite
+        self.enabled = enabled
+        self.previous: list[str] = []  # entries of the folder at claim time (lock file aside)
+        self._fd: int | None = None
+        self._outer: RunDir | None = None
+        self._started = False
+        self._created: list[Path] = []  # folders this claim created (removed again if the run never started)
+
+    # -- claiming -----------------------------------------------------------------------------------------
+    def _claim(self, resume_hint: str) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise UserError(f"run directory {path} is a file; pass a folder to --out")
+        missing = [p for p in (path, *path.parents) if not p.exists()]
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create run directory {path}: {e.strerror or e}") from None
+        self._created = missing  # innermost first
+        holder = self._lock()
+        self.previous = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+        if not self.previous:
+            self._record_holder(None)
+            return
+        listing = _listing(self.previous)
+        other_verb = holder.get("verb")
+        if other_verb and other_verb != self.verb:
+            raise UserError(
+                f"run directory {path} holds a `semmae {other_verb}` run ({listing}), not a "
+                f"`semmae {self.verb}` run; use another --out"
+            )
+        if self.overwrite:
+            looks_like_run = bool(other_verb) or any((path / m).exists() for m in RUN_MARKERS)
+            if not looks_like_run:
+                raise UserError(
+                    f"run directory {path} is not empty ({listing}) and does not look like a semmae run "
+                    f"(no {RUN_MARKERS[0]}); --overwrite deletes only runs, so choose a new or empty --out"
+                )
+        elif not self.resume:
+            raise UserError(
+                f"run directory {path} already holds a run ({listing}); pass {resume_hint} to continue it, "
+                "--overwrite to delete it and start again, or another --out"
+            )
+        self._record_holder(other_verb)
+
+    def _lock(self) -> dict[str, Any]:
+        """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
+        self._fd = _acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
+        return _read_holder(self._fd)
+
+    def _record_holder(self, run_verb: str | None) -> None:
+        """Record who holds the folder now (for a refused second writer) and whose run it holds (``run_verb``:
+        recorded by :meth:`start` only, so a claim that is refused later does not mark a folder as its run)."""
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": self.verb, "started": time.time()}
+        if run_verb:
+            info["verb"] = run_verb
+        assert self._fd is not None
+        try:
+            os.ftruncate(self._fd, 0)
+            os.pwrite(self._fd, (json.dumps(info) + "\n").encode(), 0)
+        except OSError as e:
+            raise UserError(f"cannot write {self.path / LOCK_NAME}: {e.strerror or e}") from None
+
+    # -- the first writes ---------------------------------------------------------------------------------
+    def start(
+        self,
+        config: Any | None = None,
+        keep_log_until: int | None = None,
+        tensorboard: bool = True,
+    ) -> RunLogger:
+        """Begin writing, after the verb's own checks passed; returns the run's :class:`RunLogger`.
+
+        Args:
+            config: the resolved config, written to ``config.yaml``.
+            keep_log_until: a continued run passes the step (in its log's own unit) it resumes from: records past
+                it are dropped from ``log.jsonl`` and TensorBoard so they are not logged twice; ``-1`` drops all.
+                ``None`` keeps the log as it is (a fresh run's is empty anyway).
+            tensorboard: also write TensorBoard events under ``tb/``.
+        """
+        if not self.enabled:
+            return RunLogger(self.path, enabled=False)
+        if self._fd is None:
+            raise RuntimeError(f"run directory {self.path} was released before start()")
+        self._started = True
+        self._record_holder(self.verb)
+        if self.overwrite and self.previous:
+            removed = self._remove_previous()
+            if removed:
+                print(
+                    f"semmae {self.verb}: --overwrite: deleted the previous run in {self.path} "
+                    f"({_listing(removed)})",
+                    flush=True,
+                )
+            keep_log_until = None
+        orphans = remove_orphaned_temporaries(self.path)
+        if orphans:
+            print(
+                f"semmae {self.verb}: removed {len(orphans)} temporary file(s) an interrupted write left in "
+                f"{self.path}",
+                flush=True,
+            )
+        if keep_log_until is not None:
+            truncate_log(self.path / "log.jsonl", keep_log_until)
+        purge = keep_log_until + 1 if keep_log_until is not None else None
+        return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
+
+    def _remove_previous(self) -> list[str]:
+        removed = []
+        for name in self.previous:
+            p = self.path / name
+            try:
+                if p.is_dir() and not p.is_symlink():
+                    shutil.rmtree(p)
+                elif p.exists() or p.is_symlink():
+                    p.unlink()
+                else:
+                    continue
+            except OSError as e:
+                raise UserError(f"--overwrite: cannot delete {p}: {e.strerror or e}") from None
+            removed.append(name)
+        return removed
+
+    # -- releasing ----------------------------------------------------------------------------------------
+    def release(self) -> None:
+        """Drop the lock (the OS does it too when the process ends). Idempotent."""
+        global _current
+        if self._fd is not None:
+            if not self._started and self._created:  # refused or failed before writing: leave no trace
+                try:
+                    (
+                        self.path / LOCK_NAME
+                    ).unlink()  # while still held: a waiting process notices and retries
+                    for folder in self._created:
+                        folder.rmdir()
+                except OSError:
+                    pass
+            os.close(self._fd)
+            self._fd = None
+        if _current is self:
+            _current = self._outer
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, exc_type: Any = None, exc: BaseException | None = None, tb: Any = None) -> None:
+        if exc is not None and self.enabled and not hasattr(exc, "semmae_run_dir"):
+            try:  # where the CLI's internal-error guard writes the traceback (the innermost run wins)
+                exc.semmae_run_dir = self.path  # type: ignore[attr-defined]
+            except AttributeError:
+                pass
+        self.release()
+
+
+def claim_run_dir(
+    out: str | Path,
+    verb: str,
+    *,
+    resume: bool,
+    overwrite: bool,
+    enabled: bool = True,
+    resume_hint: str = "--resume",
+) -> RunDir:
+    """Take ownership of run directory ``out`` for ``semmae <verb>`` (see the module docstring).
+
+    Args:
+        out: the run folder (created if missing).
+        verb: the command, as the user types it after ``semmae`` (``"pretrain"``, ``"parts train"``).
+        resume: the user asked to continue a run in ``out`` (refusals of a fresh run into a full folder need it).
+        overwrite: the user asked to delete what ``out`` holds and start again (done by :meth:`RunDir.start`).
+        enabled: ``False`` on non-main ranks: nothing is locked or written there.
+        resume_hint: how this verb's user asks to continue (``"--resume auto"`` for pretrain).
+
+    Raises:
+        UserError: the folder is in use, holds a run the flags do not account for, or cannot be written.
+    """
+    global _current, _last_claimed
+    from semmae.utils import distributed as du
+
+    if resume and overwrite:
+        raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
+    run = RunDir(Path(out), verb, resume, overwrite, enabled)
+    error = None
+    if enabled:
+        try:
+            run._claim(resume_hint)
+        except UserError as e:
+            run.release()
+            error = str(e)
+    error = du.broadcast_object(error) if du.is_dist() else error
+    if error is not None:
+        run.release()
+        raise UserError(error)
+    if enabled:
+        run._outer, _current = _current, run
+        _last_claimed = run.path
+    return run
+
+
+def _acquire(lock_path: Path, what: str, flag: str) -> int:
+    """An exclusive, non-blocking ``flock`` on ``lock_path`` (created if missing); returns its descriptor, or
+    raises a UserError naming the holder. Robust to the file being removed or replaced while we wait for it."""
+    for _ in range(5):
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = _read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+            verb = holder.get("holder", holder.get("verb", "?"))
+            who = (
+                f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
+                if holder
+                else "another process"
+            )
+            raise UserError(
+                f"{what} is in use by another run ({who}); wait for it to end or use another {flag}"
+            ) from None
+        try:  # the file we locked must still be the one at the path (a holder may have removed it)
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
+    """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
+    exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
+    exit (while still held, so a waiting process notices and retries)."""
+    lock_path = Path(lock_path)
+    if not lock_path.parent.exists():
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {lock_path.parent}: {e.strerror or e}") from None
+    fd = _acquire(lock_path, what, flag)
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": verb, "started": time.time()}
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield
+    finally:
+        try:
+            lock_path.unlink()
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def _read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        holder = json.loads(data) if data else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _listing(names: list[str], most: int = 4) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def remove_orphaned_temporaries(root: Path, depth: int = 2) -> list[Path]:
+    """Delete ``.<name>.<random>.tmp`` files (atomic writes a killed process never renamed) in ``root`` and its
+    sub-folders down to ``depth``; returns them. Only call it while holding the run directory."""
+    found: list[Path] = []
+    root = Path(root)
+    for dirpath, dirnames, filenames in os.walk(root):
+        if len(Path(dirpath).relative_to(root).parts) >= depth:
+            dirnames[:] = []
+        for name in filenames:
+            if _TMP_RE.match(name):
+                p = Path(dirpath) / name
+                try:
+                    p.unlink()
+                except OSError:
+                    continue
+                found.append(p)
+    return found
+
+
+def truncate_log(path: Path, keep_until: int) -> int:
+    """Rewrite ``log.jsonl`` without the records whose step is past ``keep_until`` (and without a line torn by a
+    kill); returns how many records were dropped."""
+    from semmae.utils.io import atomic_write_text
+
+    if not path.is_file():
+        return 0
+    lines = path.read_text(errors="replace").splitlines()
+    kept = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            step = int(record.get("step", 0))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a torn last line
+        if step <= keep_until:
+            kept.append(line)
+    dropped = sum(1 for line in lines if line.strip()) - len(kept)
+    if dropped:
+        atomic_write_text(path, "".join(line + "\n" for line in kept))
+    return dropped
+
 
 class RunLogger:
     """Records a run: ``config.yaml`` (resolved), one JSON object per logged step in ``log.jsonl``, and the same
-    scalars as TensorBoard events under ``tb/``. A non-main rank gets a logger that writes nothing."""
+    scalars as TensorBoard events under ``tb/``. A non-main rank gets a logger that writes nothing. Verbs get
+    theirs from :meth:`RunDir.start`, which checks the folder first."""
 
     def __init__(
-        self, out_dir: str | Path, config: Any | None = None, enabled: bool = True, tensorboard: bool = True
+        self,
+        out_dir: str | Path,
+        config: Any | None = None,
+        enabled: bool = True,
+        tensorboard: bool = True,
+        purge_step: int | None = None,
     ):
         self.out_dir = Path(out_dir)
         self.enabled = enabled
@@ -33,7 +407,10 @@ class RunLogger:
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self._tb = SummaryWriter(log_dir=str(self.out_dir / "tb"))
+            try:
+                self._tb = SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
+            except OSError as e:
+                raise UserError(f"cannot write {self.out_dir / 'tb'}: {e.strerror or e}") from None
         self._log_path = self.out_dir / "log.jsonl"
 
     def log(self, step: int, **values: Any) -> None:

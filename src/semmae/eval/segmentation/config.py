@@ -167,6 +167,12 @@ class SegmentTrainConfig(SegmentDataConfig):
         default=None,
         metadata={"help": "checkpoint to resume from; 'auto' = <out>/checkpoint.pth when it exists"},
     )
+    overwrite: bool = field(
+        default=False,
+        metadata={
+            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
+        },
+    )
 
     def validate(self) -> None:
         super().validate()
@@ -195,6 +201,10 @@ class SegmentTrainConfig(SegmentDataConfig):
             raise UserError(
                 "--lr must be > 0; --warmup-iters, --eval-every, --ckpt-every >= 0; --log-every >= 1"
             )
+        if self.clip_grad < 0:
+            raise UserError(f"--clip-grad must be >= 0 (0 = no clipping), got {self.clip_grad}")
+        if self.resume and self.overwrite:
+            raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
         if self.aux_weight < 0 or not 0 <= self.drop_path < 1 or not 0 <= self.head_dropout < 1:
             raise UserError("--aux-weight must be >= 0, --drop-path and --head-dropout in [0, 1)")
 

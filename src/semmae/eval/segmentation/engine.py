@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
+from semmae.data.loader import DataLoader
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -33,7 +34,7 @@ from semmae.eval.segmentation.visualize import colorize, save_comparison
 from semmae.models.encoder_loading import load_encoder
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, load_checkpoint
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunDir, RunLogger, claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 CKPT_NAME = "checkpoint.pth"
@@ -108,7 +109,7 @@ def _loader(
             dataset, dist_info.world_size, dist_info.rank, shuffle=True, seed=seed, drop_last=True
         )
     generator = torch.Generator().manual_seed(seed + dist_info.rank)
-    return torch.utils.data.DataLoader(
+    return DataLoader(
         dataset,
         batch_size=batch_size,
         shuffle=shuffle and sampler is None,
@@ -205,13 +206,21 @@ def train(cfg: SegmentTrainConfig) -> dict:
     """Run ``semmae segment train``; returns the final results (percent)."""
     dist_info = init_distributed(cfg.device)
     try:
-        return _train(cfg, dist_info)
+        device = resolve_device(cfg.device, dist_info)
+        with claim_run_dir(
+            cfg.out,
+            "segment train",
+            resume=bool(cfg.resume),
+            overwrite=cfg.overwrite,
+            enabled=dist_info.is_main,
+            resume_hint="--resume auto",
+        ) as run_dir:
+            return _train(cfg, dist_info, device, run_dir)
     finally:
         cleanup()
 
 
-def _train(cfg: SegmentTrainConfig, dist_info: DistInfo) -> dict:
-    device = resolve_device(cfg.device, dist_info)
+def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, run_dir: RunDir) -> dict:
     seed_everything(cfg.seed, dist_info.rank)
     out = Path(cfg.out)
     if cfg.batch_size % dist_info.world_size:
@@ -263,7 +272,8 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo) -> dict:
         )
     core = _unwrap(model)
     autocast = autocast_for(cfg.precision, device)
-    logger = RunLogger(out, cfg, enabled=dist_info.is_main)
+    # iterations are the log's steps: a continued run drops the records after its checkpoint's iteration
+    logger = run_dir.start(cfg, keep_log_until=start_it if cfg.resume else None)
     train_loader = _loader(
         train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
     )

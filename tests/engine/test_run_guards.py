@@ -1,0 +1,147 @@
+"""`semmae pretrain` against a hostile but fair user (issue 18): a run folder belongs to one run, and every failure
+is one line with exit 2 (an internal error: one line, exit 1, the traceback in the run folder's error.log)."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+
+import pytest
+
+from semmae.cli import main
+from semmae.engine.checkpoint import CheckpointManager
+from semmae.utils.rundir import LOCK_NAME, claim_run_dir, read_log
+
+FAST = ["--masking", "random", "--epochs", "1", "--num-workers", "0"]
+
+
+def _snapshot(root):
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+def _one_line_error(capsys, *needles):
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+@pytest.fixture
+def run_once(engine_images, micro_args, tmp_path):
+    out = tmp_path / "run"
+    assert main(micro_args(engine_images, out, *FAST, "--ckpt-every", "2")) == 0
+    return out
+
+
+def test_fresh_run_into_a_run_is_refused_and_changes_nothing(run_once, engine_images, micro_args, capsys):
+    before = _snapshot(run_once)
+    capsys.readouterr()
+    assert main(micro_args(engine_images, run_once, *FAST)) == 2
+    _one_line_error(capsys, "already holds a run", "--resume auto", "--overwrite")
+    assert _snapshot(run_once) == before
+
+
+def test_refused_resume_rewrites_nothing(run_once, engine_images, micro_args, capsys):
+    before = _snapshot(run_once)
+    capsys.readouterr()
+    # another effective batch: the checkpoint is refused, and config.yaml / tb/ stay as they were
+    assert main(micro_args(engine_images, run_once, *FAST, "--resume", "auto", "--batch-size", "2")) == 2
+    _one_line_error(capsys, "effective batch")
+    assert _snapshot(run_once) == before
+
+
+def test_overwrite_starts_again(run_once, engine_images, micro_args, capsys):
+    assert main(micro_args(engine_images, run_once, *FAST, "--ckpt-every", "3", "--overwrite")) == 0
+    assert "deleted the previous run" in capsys.readouterr().out
+    assert [p.name for p in CheckpointManager(run_once).list()] == [
+        "ckpt-000000003.pth",
+        "ckpt-000000004.pth",
+    ]
+    assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]
+
+
+def test_second_writer_is_refused(engine_images, micro_args, tmp_path, capsys):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False):
+        assert main(micro_args(engine_images, out, *FAST, "--resume", "auto")) == 2
+    _one_line_error(capsys, "in use by another run")
+    assert not (out / "config.yaml").exists()
+
+
+def test_resume_auto_skips_a_damaged_newest_checkpoint_and_says_so(
+    run_once, engine_images, micro_args, capsys
+):
+    mgr = CheckpointManager(run_once)
+    assert [p.name for p in mgr.list()] == ["ckpt-000000002.pth", "ckpt-000000004.pth"]
+    mgr.path_for(4).write_bytes(b"\0" * 100)  # damaged, and `latest` names it
+    (mgr.dir / ".ckpt-000000004.pth.x1y2.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+    capsys.readouterr()
+    assert main(micro_args(engine_images, run_once, *FAST, "--epochs", "2", "--resume", "auto")) == 0
+    out = capsys.readouterr().out
+    assert "skipped ckpt-000000004.pth" in out and "resumed from" in out and "ckpt-000000002.pth" in out
+    assert not list(mgr.dir.glob(".*.tmp"))
+    # the steps after the checkpoint are logged once
+    assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == list(range(1, 9))
+
+
+def test_corrupt_image_in_a_worker_is_the_same_one_line(engine_images, micro_args, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(engine_images, data)
+    (data / "a" / "0.png").write_bytes(b"not an image")
+    lines = []
+    for workers in ("0", "1"):
+        argv = micro_args(data, tmp_path / f"run{workers}", "--masking", "random", "--num-workers", workers)
+        assert main(argv) == 2
+        lines.append(_one_line_error(capsys, "0.png", "--skip-bad-images"))
+    assert lines[0].replace("run0", "") == lines[1].replace("run1", "")
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--device", "tpu"], "--device tpu"),
+        (["--clip-grad", "-1"], "--clip-grad must be > 0"),
+        (["--lr", "inf"], "must be a finite number"),
+        (["--blr", "nan"], "must be a finite number"),
+        (["--resume", "auto", "--overwrite"], "pass one"),
+    ],
+)
+def test_bad_values_are_one_line_before_anything_is_written(
+    flags, needle, engine_images, micro_args, tmp_path, capsys
+):
+    out = tmp_path / "run"
+    assert main(micro_args(engine_images, out, *FAST, *flags)) == 2
+    _one_line_error(capsys, needle)
+    assert not (out / "config.yaml").exists()
+
+
+def test_os_error_is_one_line_naming_path_and_cause(engine_images, micro_args, tmp_path, capsys, monkeypatch):
+    from semmae.engine import pretrain as engine
+
+    def full_disk(self):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "run" / "vis" / "x.png"))
+
+    monkeypatch.setattr(engine.Pretrainer, "run", full_disk)
+    assert main(micro_args(engine_images, tmp_path / "run", *FAST)) == 2
+    _one_line_error(capsys, "x.png", "No space left on device")
+
+
+def test_internal_error_is_one_line_with_the_traceback_in_the_run_folder(
+    engine_images, micro_args, tmp_path, capsys, monkeypatch
+):
+    from semmae.engine import pretrain as engine
+
+    def bug(self):
+        raise ZeroDivisionError("a bug")
+
+    monkeypatch.setattr(engine.Pretrainer, "run", bug)
+    out = tmp_path / "run"
+    assert main(micro_args(engine_images, out, *FAST)) == 1
+    err = _one_line_error(capsys, "internal error: ZeroDivisionError: a bug", str(out / "error.log"))
+    assert "Traceback" not in err
+    assert "Traceback" in (out / "error.log").read_text()

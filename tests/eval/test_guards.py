@@ -1,0 +1,133 @@
+"""Evaluation verbs against a hostile but fair user (issue 18): run folders, worker errors, run-directory
+checkpoints and malicious pickles."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+import shutil
+
+import pytest
+import torch
+
+from semmae.cli import main
+
+TQDM_BAR = re.compile(r"\d+/\d+ \[\d\d:\d\d<")  # a tqdm progress line (it/s or s/it)
+
+COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
+
+
+def _one_line(capsys, *needles):
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    err = "\n".join(line for line in lines if line.strip() and not TQDM_BAR.search(line))  # tqdm bars aside
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err
+
+
+def test_knn_reads_a_pretraining_run_directory_and_never_writes_into_it(
+    tiny_data, tmp_path, engine_run, capsys
+):
+    out = tmp_path / "knn"
+    argv = ["knn", "--data", str(tiny_data), "--checkpoint", str(engine_run), *COMMON]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert main([*argv, "--out", str(out)]) == 0  # a rerun replaces the results, and logs afresh
+    assert len((out / "log.jsonl").read_text().splitlines()) == 1
+    capsys.readouterr()
+    assert main([*argv, "--out", str(engine_run)]) == 2
+    _one_line(capsys, "holds a `semmae pretrain` run")
+    assert not (engine_run / "results.json").exists()
+
+
+@pytest.fixture(scope="module")
+def engine_run(tmp_path_factory, tiny_data):
+    """A one-epoch micro pretraining run on the tiny eval data (its folder is what users pass around)."""
+    out = tmp_path_factory.mktemp("pre") / "run"
+    argv = [
+        "pretrain",
+        "--data",
+        str(tiny_data / "train"),
+        "--out",
+        str(out),
+        "--model",
+        "mae_vit_micro_patch8",
+    ]
+    argv += ["--img-size", "32", "--precision", "fp32", "--no-progress", "--batch-size", "8", "--epochs", "1"]
+    argv += ["--warmup-epochs", "0", "--num-workers", "0", "--masking", "random", "--vis-every", "0"]
+    assert main(argv) == 0
+    return out
+
+
+def test_corrupt_image_in_knn_workers_is_the_same_one_line(tiny_data, tiny_ckpt, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    (data / "val" / "red" / "1.png").write_bytes(b"GIF89a broken")
+    lines = []
+    for workers in ("0", "2"):
+        argv = ["knn", "--data", str(data), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / workers)]
+        assert main([*argv, *COMMON, "--num-workers", workers]) == 2
+        lines.append(_one_line(capsys, "1.png"))
+    assert lines[0] == lines[1]
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo owned > /dev/null",))
+
+
+@pytest.mark.parametrize("zipped", [True, False])
+def test_malicious_pickle_is_refused_as_code_not_called_corrupt(tiny_data, tmp_path, capsys, zipped):
+    evil = tmp_path / "evil.pth"
+    if zipped:
+        torch.save({"model": _Evil()}, evil)
+    else:
+        evil.write_bytes(pickle.dumps({"model": _Evil()}, protocol=4))
+    assert (
+        main(
+            [
+                "knn",
+                "--data",
+                str(tiny_data),
+                "--checkpoint",
+                str(evil),
+                "--out",
+                str(tmp_path / "k"),
+                *COMMON,
+            ]
+        )
+        == 2
+    )
+    err = _one_line(capsys, "refused: loading it would run code", "system")
+    assert "corrupt" not in err
+
+
+@pytest.mark.parametrize("verb", ["linprobe", "finetune"])
+def test_fresh_eval_run_into_a_run_needs_overwrite(verb, tiny_data, tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / verb
+    out.mkdir()
+    (out / "config.yaml").write_text("old: run\n")
+    argv = [verb, "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--out", str(out), *COMMON]
+    assert main([*argv, "--no-resume"]) == 2
+    _one_line(capsys, "already holds a run", "--overwrite")
+    assert (out / "config.yaml").read_text() == "old: run\n"
+
+
+def test_segment_train_into_a_run_needs_resume_or_overwrite(tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "seg"
+    out.mkdir()
+    (out / "log.jsonl").write_text('{"step": 1}\n')
+    argv = [
+        "segment",
+        "train",
+        "--data",
+        str(tmp_path / "nodata"),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+    ]
+    assert main(argv) == 2
+    _one_line(capsys, "already holds a run", "--resume auto", "--overwrite")
+    assert (out / "log.jsonl").read_text() == '{"step": 1}\n'

@@ -1,0 +1,159 @@
+"""Run-directory ownership (issue 18): one writer, one run, nothing written before the checks pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from semmae.errors import UserError
+from semmae.utils.rundir import LOCK_NAME, claim_run_dir, read_log, truncate_log
+
+
+def _snapshot(root):
+    """{relative path: bytes} of every file under root except the lock file."""
+    return {
+        str(p.relative_to(root)): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != LOCK_NAME
+    }
+
+
+def _old_run(root):
+    (root / "checkpoints").mkdir(parents=True)
+    (root / "checkpoints" / "ckpt-000000003.pth").write_bytes(b"ckpt")
+    (root / "config.yaml").write_text("seed: 0\n")
+    (root / "log.jsonl").write_text(
+        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4))
+    )
+    return _snapshot(root)
+
+
+def test_empty_or_missing_folder_is_claimed_and_released(tmp_path):
+    out = tmp_path / "a" / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        assert (out / LOCK_NAME).is_file()
+        holder = json.loads((out / LOCK_NAME).read_text())
+        assert holder["pid"] == os.getpid() and holder["holder"] == "pretrain" and "verb" not in holder
+        logger = run.start(tensorboard=False)
+        logger.log(1, loss=0.5)
+    # released: the same process can claim it again (to continue it)
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False):
+        pass
+
+
+def test_second_writer_is_refused_in_one_line(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False):
+        with pytest.raises(UserError, match=r"in use by another run \(pid \d+ .*`semmae pretrain`\)") as e:
+            claim_run_dir(out, "pretrain", resume=True, overwrite=False)
+        assert "\n" not in str(e.value)
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from semmae.utils.rundir import claim_run_dir
+    run = claim_run_dir(sys.argv[1], "pretrain", resume=False, overwrite=False)
+    print("held", flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def test_kill_9_never_leaves_a_stale_lock(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "held"
+        with pytest.raises(UserError, match=f"pid {proc.pid}"):
+            claim_run_dir(out, "pretrain", resume=True, overwrite=False)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False):  # the OS dropped the dead one's lock
+        pass
+
+
+def test_fresh_run_into_a_run_is_refused_and_leaves_it_as_it_was(tmp_path):
+    out = tmp_path / "run"
+    before = _old_run(out)
+    with pytest.raises(
+        UserError, match=r"already holds a run \(checkpoints, config.yaml.*--resume auto.*--overwrite"
+    ):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=False, resume_hint="--resume auto")
+    assert _snapshot(out) == before
+
+
+def test_overwrite_deletes_the_old_run_only_at_start(tmp_path, capsys):
+    out = tmp_path / "run"
+    before = _old_run(out)
+    run = claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert _snapshot(out) == before  # the verb's own checks run before anything is deleted
+    run.start(tensorboard=False)
+    run.release()
+    assert _snapshot(out) == {}
+    assert "deleted the previous run" in capsys.readouterr().out
+
+
+def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
+    out = tmp_path / "home"
+    out.mkdir()
+    (out / "thesis.tex").write_text("precious")
+    with pytest.raises(UserError, match="does not look like a semmae run"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert (out / "thesis.tex").read_text() == "precious"
+
+
+def test_resume_and_overwrite_together_and_another_verbs_run_are_refused(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(UserError, match="pass one of them"):
+        claim_run_dir(out, "pretrain", resume=True, overwrite=True)
+    with claim_run_dir(out, "linprobe", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False).log(0, top1=1.0)
+    with pytest.raises(UserError, match="holds a `semmae linprobe` run"):
+        claim_run_dir(out, "pretrain", resume=True, overwrite=False)
+
+
+def test_start_drops_log_records_past_the_resumed_step_and_orphaned_temporaries(tmp_path):
+    out = tmp_path / "run"
+    _old_run(out)
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write('{"step": 5, "lo')  # a line torn by kill -9
+    orphan = out / "checkpoints" / ".ckpt-000000006.pth.k2j3h4.tmp"
+    orphan.write_bytes(b"half")
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        assert orphan.exists()  # claiming writes nothing
+        run.start(keep_log_until=2, tensorboard=False).log(3, loss=0.1)
+    assert [r["step"] for r in read_log(out / "log.jsonl")] == [1, 2, 3]
+    assert not orphan.exists() and (out / "checkpoints" / "ckpt-000000003.pth").exists()
+
+
+def test_truncate_log_keeps_everything_up_to_the_step(tmp_path):
+    path = tmp_path / "log.jsonl"
+    path.write_text("".join(json.dumps({"step": s}) + "\n" for s in (0, 1, 2, 2, 3)))
+    assert truncate_log(path, 2) == 1
+    assert [r["step"] for r in read_log(path)] == [0, 1, 2, 2]
+    assert truncate_log(path, -1) == 4 and read_log(path) == []
+
+
+def test_a_file_as_run_folder_is_refused(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("x")
+    with pytest.raises(UserError, match="is a file"):
+        claim_run_dir(f, "pretrain", resume=False, overwrite=False)
+
+
+def test_a_run_that_never_started_leaves_no_folder_behind(tmp_path):
+    out = tmp_path / "new" / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False):
+        assert out.is_dir()  # e.g. its data folder turns out to be missing here
+    assert not (tmp_path / "new").exists()
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+    assert out.is_dir()
