@@ -253,7 +253,11 @@ class Bootstrapper:
             with torch.no_grad():
                 t = self.teacher(globals_)
                 t_patch = self.teacher.head(t["tokens"][mask]) if mask is not None else None
-            s = self.model(globals_, locals_, mask)
+            # the student's drop path draws from (seed, step, shard) alone, so neither the data loader's use of
+            # the global RNG nor a resume changes it
+            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+                torch.manual_seed(mix_seed(cfg.seed, step, shard, 1))
+                s = self.model(globals_, locals_, mask)
         out = {
             "cls": class_token_loss(t["cls"], s["cls"], 2, b, self.cls_center.center, temp, cfg.student_temp)
         }
