@@ -33,7 +33,6 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-import parts_summary  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "data" / "imagenette2_96"
 PY = sys.executable
@@ -144,21 +143,53 @@ def cmd_eval(args: argparse.Namespace) -> None:
             print(f"{m} seed {seed}: {sorted(res)}", flush=True)
 
 
+def _ms(values: list[float], digits: int = 3) -> str:
+    if not values:
+        return "-"
+    mean = sum(values) / len(values)
+    if len(values) == 1:
+        return f"{mean:.{digits}f} (1 seed)"
+    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
+    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+
+
+#: (section, method in part_metrics.json, column) of the table
+COLUMNS = [
+    ("cub", "attention", "kp_nmi"),
+    ("cub", "attention", "fg_iou_image"),
+    ("cub", "learned", "kp_nmi"),
+    ("cub", "learned", "kp_ari"),
+    ("cub", "learned", "fg_iou_image"),
+    ("cub", "learned", "parts_used"),
+    ("synth", "attention", "nmi_image"),
+    ("synth", "attention", "fg_iou_image"),
+    ("synth", "learned", "nmi_image"),
+    ("synth", "learned", "fg_iou_image"),
+    ("synth", "learned", "parts_used"),
+]
+
+
 def cmd_report(args: argparse.Namespace) -> None:
+    """Markdown table (mean ± std over seeds) on stdout; every number in ``--out`` (JSON)."""
     times = json.loads((args.work / "times.json").read_text())
-    rows = {}
+    rows = {
+        m: [json.loads(p.read_text()) for p in sorted(args.work.glob(f"eval-{m}-seed*.json"))]
+        for m in METHODS
+    }
+    if args.out:
+        args.out.write_text(json.dumps({"times": times, "runs": rows}, indent=1))
+    head = ["encoder", "seeds", "train wall s", "kNN top-1", "kNN top-5"]
+    head += [f"{sec} {meth} {col}" for sec, meth, col in COLUMNS]
+    print("| " + " | ".join(head) + " |")
+    print("|---" * len(head) + "|")
+    names = {"boot": "self-distilled (`semmae bootstrap`)", "mae": "MAE bootstrap (random masking)"}
     for m in METHODS:
-        rows[m] = [json.loads(p.read_text()) for p in sorted(args.work.glob(f"eval-{m}-seed*.json"))]
-    out = {"times": times, "runs": rows}
-    args.out.write_text(json.dumps(out, indent=1))
-    cols = {"cub": ["kp_nmi", "kp_ari", "fg_iou_image", "parts_used"], "synth": ["nmi_image", "fg_iou_image"]}
-    for m in METHODS:
-        print(f"\n## {m}: wall s {[round(v) for k, v in sorted(times.items()) if k.startswith(m)]}")
-        print("kNN top-1:", [r["knn"]["top1"] for r in rows[m] if "knn" in r])
-        for key, c in cols.items():
-            runs = [r[key] for r in rows[m] if key in r]
-            if runs:
-                print(f"\n{key}\n" + parts_summary.table(runs, c))
+        runs = rows[m]
+        wall = [v for k, v in times.items() if k.startswith(f"{m}-")]
+        cells = [names[m], str(len(runs)), _ms(wall, 0)]
+        cells += [_ms([r["knn"][k] for r in runs if "knn" in r], 1) for k in ("top1", "top5")]
+        cells += [_ms([r[sec][meth][col] for r in runs if sec in r], 3) for sec, meth, col in COLUMNS]
+        print("| " + " | ".join(cells) + " |")
 
 
 def main() -> None:
