@@ -1,7 +1,8 @@
 """Part quality on the synthetic part dataset, the demo's own way, over seeds (issue: semantic parts).
 
 For each seed this runs the first three stages of ``semmae demo`` (same code: :class:`semmae.demo.pipeline.Demo`)
-into ``<work>/seed<s>``: the synthetic set (that seed), the bootstrap encoder (a short random-masking MAE), part
+into ``<work>/seed<s>``: the synthetic set (that seed), the bootstrap encoder (a short random-masking MAE, or
+``--encoder-checkpoint``, e.g. a ``semmae bootstrap`` one), part
 learning with the demo's recipe, export and ``parts eval`` against the ground-truth masks beside the baselines.
 A finished seed is skipped on a rerun. Prints mean +- std over seeds and paired wins of the learned parts.
 
@@ -31,13 +32,14 @@ from semmae.demo.pipeline import Demo, DemoConfig  # noqa: E402
 COLUMNS = ["nmi_image", "miou_image", "fg_iou", "fg_iou_image", "nmi", "parts_used", "largest_share"]
 
 
-def run_seed(work: Path, seed: int, budget: str, style: str) -> dict:
+def run_seed(work: Path, seed: int, budget: str, style: str, encoder_checkpoint: str = "") -> dict:
     demo = Demo(
         DemoConfig(
             out=str(work / f"seed{seed}"),
             budget=budget,
             seed=seed,
             style=style,
+            encoder_checkpoint=encoder_checkpoint,
             device="cpu",
             num_workers=1,
             progress=False,
@@ -61,8 +63,11 @@ def main() -> None:
     ap.add_argument("--budget", default="small")
     ap.add_argument("--style", default="class")
     ap.add_argument("--out", type=Path, default=None, help="also write the runs' metrics here (JSON)")
+    ap.add_argument(
+        "--encoder-checkpoint", default="", help="part encoder to use instead of the demo's MAE bootstrap"
+    )
     args = ap.parse_args()
-    runs = [run_seed(args.work, s, args.budget, args.style) for s in args.seeds]
+    runs = [run_seed(args.work, s, args.budget, args.style, args.encoder_checkpoint) for s in args.seeds]
     if args.out:
         args.out.write_text(json.dumps({"seeds": args.seeds, "runs": runs}, indent=1))
     print(f"budget {args.budget}, style {args.style}, seeds {args.seeds}\n")

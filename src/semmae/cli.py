@@ -17,6 +17,7 @@ from semmae.errors import UserError
 # verb modules, in the order the paper's pipeline runs
 VERB_MODULES = (
     "semmae.data.cli",  # data synth | check
+    "semmae.bootstrap.cli",  # bootstrap (a self-distilled part encoder)
     "semmae.parts.cli",  # parts train | export | show | eval
     "semmae.masking.cli",  # masks show
     "semmae.engine.cli",  # pretrain, export

@@ -46,6 +46,10 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     path = checkpoint_file(path)
     ckpt = load_pretrain_checkpoint(path)
     model_config = dict(ckpt["model_config"])
+    if (
+        model_config.get("trainer") == "bootstrap"
+    ):  # `semmae bootstrap`: "model" is the teacher's timm encoder
+        return {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}, model_config
     overrides = {k: v for k, v in model_config.items() if k != "name"}
     model = create_model(model_config["name"], **overrides)
     try:

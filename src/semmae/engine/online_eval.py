@@ -35,7 +35,11 @@ def encode_folder(
 def online_knn(
     model: torch.nn.Module, cfg: PretrainConfig, device: torch.device, is_main: bool
 ) -> dict[str, float] | None:
-    """``{"knn_top1", "knn_top5"}`` on rank 0 (None elsewhere). Collective: call on every rank."""
+    """``{"knn_top1", "knn_top5"}`` on rank 0 (None elsewhere). Collective: call on every rank.
+
+    ``model`` has ``forward_encoder_features(images) -> (cls [B, D], patches)``; ``cfg`` is any run config with
+    ``img_size``, ``batch_size``, ``num_workers``, ``eval_train``, ``eval_val`` and ``knn_k`` (``semmae
+    pretrain``'s and ``semmae bootstrap``'s)."""
     result = None
     if is_main:
         from semmae.eval.knn import knn_accuracy

@@ -1,0 +1,44 @@
+"""CLI verb ``semmae bootstrap``."""
+
+from __future__ import annotations
+
+import argparse
+
+from semmae.bootstrap.config import BootstrapConfig
+from semmae.config import add_config_args, resolve_config
+
+EPILOG = """examples:
+  semmae bootstrap --config bootstrap/tiny_cpu --data imagenette2_96/train --out runs/boot
+  semmae parts train --config parts/tiny_cpu --data imgs --encoder-checkpoint runs/boot/checkpoints/... --out parts
+  torchrun --nproc-per-node 8 -m semmae.cli bootstrap --config bootstrap/ibot_vits16 --data imagenet/train ...
+"""
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    from semmae.bootstrap.train import bootstrap
+
+    cfg = resolve_config(BootstrapConfig, args)
+    result = bootstrap(cfg)
+    if result.get("checkpoint"):
+        print(
+            f"semmae bootstrap: step {result['step']}, last logged loss {result['loss']:.4f}; "
+            f"encoder checkpoint {result['checkpoint']} (use it as --encoder-checkpoint / --checkpoint)"
+        )
+    return 0
+
+
+def register(sub) -> None:
+    desc = (
+        "Train a semantic part encoder by iBOT-style self-distillation (student + EMA teacher ViT, multi-crop, "
+        "centring and sharpening, masked-patch distillation; --no-ibot = DINO) on any ImageFolder. Its "
+        "checkpoints feed `parts train --encoder-checkpoint`, `knn`, `linprobe`, `export` (docs/bootstrap.md)."
+    )
+    p = sub.add_parser(
+        "bootstrap",
+        help="self-distilled (iBOT / DINO) part encoder on your own images",
+        description=desc,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_config_args(p, BootstrapConfig)
+    p.set_defaults(func=_bootstrap)
