@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
+    from semmae.utils.rundir import forget_last_run_dir
+
+    forget_last_run_dir()  # an internal error's traceback goes to this command's folder, not an earlier one's
     try:
         result = args.func(args)
     except UserError as e:

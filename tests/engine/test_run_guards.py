@@ -145,3 +145,24 @@ def test_internal_error_is_one_line_with_the_traceback_in_the_run_folder(
     err = _one_line_error(capsys, "internal error: ZeroDivisionError: a bug", str(out / "error.log"))
     assert "Traceback" not in err
     assert "Traceback" in (out / "error.log").read_text()
+
+
+def test_an_internal_error_without_a_run_folder_does_not_land_in_an_earlier_commands_folder(
+    engine_images, micro_args, tmp_path, capsys, monkeypatch
+):
+    """In-process callers (demo, harness, tests) run several commands: a command that claims no folder must not
+    write its traceback into the folder of the command before it."""
+    from semmae.engine import export
+
+    out = tmp_path / "run"
+    assert main(micro_args(engine_images, out, *FAST)) == 0
+
+    def bug(*a, **k):
+        raise ZeroDivisionError("export bug")
+
+    monkeypatch.setattr(export, "export_encoder", bug)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(out), "--out", str(tmp_path / "e.safetensors")]) == 1
+    err = capsys.readouterr().err
+    assert "internal error: ZeroDivisionError: export bug" in err and str(out / "error.log") not in err
+    assert not (out / "error.log").exists()

@@ -77,7 +77,12 @@ class BootstrapConfig:
     out: str = _f("runs/bootstrap", "run directory (config, log.jsonl, tb/, checkpoints/)")
     device: str = _f("auto", "auto | cpu | cuda (under torchrun each rank takes its LOCAL_RANK GPU)")
     seed: int = _f(0, "random seed (crops and masks are a function of seed, epoch/step and index)")
-    resume: str | None = _f(None, "checkpoint to continue from, or 'auto' for the run directory's latest")
+    resume: str | None = _f(
+        None,
+        "checkpoint to continue from, or 'auto' for the run directory's newest checkpoint that loads "
+        "(a fresh run into a folder that holds a run is refused without --resume or --overwrite)",
+    )
+    overwrite: bool = _f(False, "delete the run already in --out and start again (instead of --resume)")
     ckpt_every: int = _f(0, "also checkpoint every N optimiser steps (0: only at epoch ends)")
     keep_last: int = _f(3, "keep the newest K checkpoints")
     max_steps: int | None = _f(None, "stop after this many optimiser steps (schedules still span all epochs)")
@@ -114,6 +119,10 @@ class BootstrapConfig:
         need(
             min(self.teacher_temp, self.warmup_teacher_temp, self.student_temp) > 0,
             "temperatures (--teacher-temp, --warmup-teacher-temp, --student-temp) must be > 0",
+        )
+        need(
+            not (self.resume and self.overwrite),
+            "--resume continues a run and --overwrite deletes it: pass one",
         )
         need(self.out_dim >= 2, f"--out-dim must be >= 2, got {self.out_dim}")
         need(self.head_hidden_dim >= 1 and self.head_bottleneck_dim >= 1, "head dimensions must be >= 1")

@@ -20,14 +20,19 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 
 from semmae.bootstrap.config import BootstrapConfig
 from semmae.bootstrap.loss import Centering, class_token_loss, masked_patch_loss
 from semmae.bootstrap.model import Student, backbone_spec, ema_update_, teacher_from_student
 from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
 from semmae.config import config_to_dict
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.data.loader import DataLoader
+from semmae.engine.checkpoint import (
+    CheckpointManager,
+    load_newest_loadable,
+    load_pretrain_checkpoint,
+    resolve_resume,
+)
 from semmae.engine.optim import build_optimizer, set_lr
 from semmae.engine.pretrain import NO_BAD_STEP, _fmt_eta, _memory_mb, plan_run
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
@@ -35,7 +40,7 @@ from semmae.engine.schedule import cosine_schedule
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.utils import distributed as du
 from semmae.utils.precision import LossScaler, resolve_precision
-from semmae.utils.rundir import RunLogger
+from semmae.utils.rundir import RunLogger, claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 TRAINER = "bootstrap"  # model_config["trainer"] of this stage's checkpoints
@@ -57,8 +62,6 @@ class Bootstrapper:
     """Holds one self-distillation run; :meth:`run` trains until the end or ``--max-steps``."""
 
     def __init__(self, cfg: BootstrapConfig):
-        from semmae.data.folder import ImageFolderDataset
-
         self.cfg = cfg
         self.spec = backbone_spec(cfg.model, cfg.img_size, **cfg.encoder_overrides())  # fail fast
         patch = self.spec["patch_size"]
@@ -69,8 +72,26 @@ class Bootstrapper:
         self.device = du.resolve_device(want, self.dist)
         self.precision = resolve_precision(cfg.precision, self.device)
         self.is_main = self.dist.is_main
-        self.logger = RunLogger(cfg.out, cfg, enabled=self.is_main)
+        # the run folder is ours (or the run is refused) before anything is built; nothing is written into it
+        # until every check, the resume checkpoint's included, has passed (semmae.utils.rundir)
+        self.run_dir = claim_run_dir(
+            cfg.out,
+            "bootstrap",
+            resume=bool(cfg.resume),
+            overwrite=cfg.overwrite,
+            enabled=self.is_main,
+            resume_hint="--resume auto",
+        )
+        try:
+            self._build()
+        except BaseException as e:
+            self.run_dir.__exit__(type(e), e, None)
+            raise
 
+    def _build(self) -> None:
+        from semmae.data.folder import ImageFolderDataset
+
+        cfg = self.cfg
         self.dataset = ImageFolderDataset(
             cfg.data,
             transform=MultiCropTransform(
@@ -142,6 +163,8 @@ class Bootstrapper:
         )
         self.mask_gen = torch.Generator(device=self.device)
         self.resumed_from = self._maybe_resume()
+        # a continued run drops log records past its checkpoint's step: they are logged again from here
+        self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.step if cfg.resume else None)
 
         self.model: torch.nn.Module = student
         if p.world_size > 1:
@@ -155,10 +178,19 @@ class Bootstrapper:
         return {**self.spec, "trainer": TRAINER, "objective": "ibot" if self.use_masks else "dino"}
 
     def _maybe_resume(self) -> Path | None:
-        path = resolve_resume(self.cfg.resume, self.cfg.out)
-        if path is None:
-            return None
-        ckpt = load_pretrain_checkpoint(path)
+        if (
+            self.cfg.resume == "auto"
+        ):  # the newest checkpoint that loads; a damaged newer one is skipped, named
+            say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+            found = load_newest_loadable(self.cfg.out, say)
+            if found is None:
+                return None
+            path, ckpt = found
+        else:
+            path = resolve_resume(self.cfg.resume, self.cfg.out)
+            if path is None:
+                return None
+            ckpt = load_pretrain_checkpoint(path)
         if ckpt["model_config"].get("trainer") != TRAINER:
             raise UserError(
                 f"--resume {path}: not a `semmae bootstrap` checkpoint (a `semmae pretrain` one?)"
@@ -419,8 +451,12 @@ class Bootstrapper:
 
 def bootstrap(cfg: BootstrapConfig) -> dict[str, Any]:
     """Run ``semmae bootstrap`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
-    trainer = Bootstrapper(cfg)
     try:
-        return trainer.run()
+        trainer = Bootstrapper(cfg)
+        with trainer.run_dir:
+            try:
+                return trainer.run()
+            finally:
+                trainer.logger.close()
     finally:
         du.cleanup()

@@ -49,7 +49,8 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     if (
         model_config.get("trainer") == "bootstrap"
     ):  # `semmae bootstrap`: "model" is the teacher's timm encoder
-        return {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}, model_config
+        enc = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}
+        return enc, model_config, dict(ckpt.get("config") or {})
     overrides = {k: v for k, v in model_config.items() if k != "name"}
     model = create_model(model_config["name"], **overrides)
     try:

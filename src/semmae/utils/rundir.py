@@ -59,6 +59,12 @@ def last_run_dir() -> Path | None:
     return _last_claimed
 
 
+def forget_last_run_dir() -> None:
+    """Start a new command: an earlier command's folder (in-process callers run several) is not this one's."""
+    global _last_claimed
+    _last_claimed = None
+
+
 class RunDir:
     """Ownership of one run directory; create it with :func:`claim_run_dir`. A context manager (releases)."""
 
