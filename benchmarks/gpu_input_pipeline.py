@@ -111,10 +111,8 @@ class _RawFiles(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.samples)
 
-    def __getitem__(self, i: int):
-        from torchvision.io import read_file
-
-        return read_file(self.samples[i][0]), self.samples[i][1]
+    def __getitem__(self, i: int):  # bytes, not tensors: a batch of many small tensors would cost a file
+        return Path(self.samples[i][0]).read_bytes(), self.samples[i][1]  # descriptor each between processes
 
 
 def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, warmup: int = 5) -> float:
@@ -138,7 +136,9 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         prefetch_factor=4,
         drop_last=True,
     )
-    aug = BatchPartAugment(224, trainer.patch_size, side, scale=(0.2, 1.0))
+    aug = BatchPartAugment(
+        trainer.cfg.img_size, trainer.patch_size, side, scale=tuple(trainer.cfg.crop_scale)
+    )
     gen = torch.Generator().manual_seed(0)
     model, opt, scaler = trainer.model, trainer.optimizer, trainer.scaler
     times: list[float] = []
@@ -150,7 +150,8 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         except StopIteration:
             it = iter(loader)
             raw, _ = next(it)
-        decoded = decode_jpeg(raw, device=dev)  # one batched nvJPEG call
+        data = [torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in raw]
+        decoded = decode_jpeg(data, device=dev)  # one batched nvJPEG call
         sizes = torch.tensor([[d.shape[1], d.shape[2]] for d in decoded])
         pixels = torch.stack(
             [
@@ -165,7 +166,8 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
             loss = model(imgs, mask, keep_index=keep)["loss"]
         scaler(loss, opt, trainer.model_core.parameters)
         opt.zero_grad(set_to_none=True)
-        torch.cuda.synchronize()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
     return trainer.cfg.batch_size / statistics.median(times)
