@@ -114,8 +114,8 @@ def e2e_throughput(out: Path, batch: int, skip_logs: int = 1) -> float:
     return steps * batch / (log[-1]["time"] - log[0]["time"])
 
 
-def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float]:
-    """One short CPU pretraining run; returns the trainer and its end-to-end img/s."""
+def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float, float]:
+    """One short CPU pretraining run; returns the trainer, its end-to-end img/s and its input-wait share."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(
             data,
@@ -132,7 +132,7 @@ def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float]:
         )
         trainer = Pretrainer(cfg)
         trainer.run()
-        return trainer, e2e_throughput(Path(tmp), cfg.batch_size)
+        return trainer, e2e_throughput(Path(tmp), cfg.batch_size), data_wait(Path(tmp))
 
 
 def pack_for_bench(data: Path, out: Path) -> dict:
@@ -151,6 +151,12 @@ def pack_for_bench(data: Path, out: Path) -> dict:
     }
 
 
+def data_wait(out: Path, skip_logs: int = 1) -> float:
+    """Mean share of each logged window the run spent waiting for batches (``data_wait`` in log.jsonl)."""
+    log = [r for r in read_log(out / "log.jsonl") if "loss" in r][skip_logs:]
+    return statistics.mean(r["data_wait"] for r in log)
+
+
 def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
     steps = 15 if quick else 60
     n_step = 8 if quick else 20
@@ -161,17 +167,17 @@ def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
             packing = pack_for_bench(data, pack)
         # each feed's run, then the model step alone right after it on the same trainer (one process, side by
         # side): on a shared machine the load drifts, so each ratio uses the step measured next to it
-        folder2, e2e_folder2 = _cpu_run(data, steps, "2")
+        folder2, e2e_folder2, wait_folder2 = _cpu_run(data, steps, "2")
         step_folder2 = step_throughput(folder2, steps=n_step)
         data_folder2 = loader_throughput(folder2, 10 if quick else 30)
         del folder2
         gc.collect()  # its persistent workers stop
-        auto, e2e_auto = _cpu_run(data, steps, "auto")
+        auto, e2e_auto, wait_auto = _cpu_run(data, steps, "auto")
         step_auto = step_throughput(auto, steps=n_step)
         auto_workers = auto.num_workers
         del auto
         gc.collect()
-        packed, e2e_packed = _cpu_run(pack, steps, "auto")
+        packed, e2e_packed, wait_packed = _cpu_run(pack, steps, "auto")
         step_packed = step_throughput(packed, steps=n_step)
         packed_workers = packed.num_workers
         data_packed = loader_throughput(packed, 10 if quick else 30)
@@ -226,6 +232,13 @@ def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
             "unit": "x",
             "target": ">= 0.95x",
         },
+        {
+            "name": "input wait share of the run, JPEG folder, 2 workers",
+            "value": round(wait_folder2, 4),
+            "unit": "",
+        },
+        {"name": "input wait share of the run, JPEG folder, auto", "value": round(wait_auto, 4), "unit": ""},
+        {"name": "input wait share of the run, packed, auto", "value": round(wait_packed, 4), "unit": ""},
         {"name": "pretrain peak memory (max RSS)", "value": round(mem, 0), "unit": "MiB"},
     ]
     if packing is not None:

@@ -44,6 +44,8 @@ def test_part_guided_pretraining_from_a_pack(packs, tmp_path, micro_args, augmen
     assert main([*argv, "--epochs", "1", "--num-workers", "auto"]) == 0
     losses = _losses(out)
     assert sorted(losses) == [1, 2, 3, 4] and all(torch.isfinite(torch.tensor(list(losses.values()))))
+    waits = [r["data_wait"] for r in read_log(out / "log.jsonl") if "loss" in r]
+    assert all(0.0 <= w <= 1.0 for w in waits)  # the share of each window spent waiting for batches
 
 
 def test_packed_run_does_not_depend_on_workers(packs, tmp_path, micro_args):

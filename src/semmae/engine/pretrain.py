@@ -410,6 +410,8 @@ class Pretrainer:
 
             bar = tqdm(total=steps_here, desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False)
         window_t, window_steps = time.perf_counter(), 0
+        data_s = 0.0  # time this window spent waiting for batches (loader + packed-batch augmentation)
+        t_fetch = time.perf_counter()
         step_loss = torch.zeros((), device=self.device)
         loss_value = float("nan")
         micro = 0
@@ -421,7 +423,9 @@ class Pretrainer:
                 set_lr(self.optimizer, float(self.lr_schedule[step]))
                 step_loss.zero_()
             shard = self.dist.rank * p.accum_iter + micro
-            imgs, mask, keep_index, part_ids = self._masks(self._prepare(batch, step, shard), step, shard)
+            batch = self._prepare(batch, step, shard)
+            data_s += time.perf_counter() - t_fetch
+            imgs, mask, keep_index, part_ids = self._masks(batch, step, shard)
             last_micro = micro == p.accum_iter - 1
             sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
             with sync:
@@ -438,6 +442,7 @@ class Pretrainer:
                 )
             micro += 1
             if not last_micro:
+                t_fetch = time.perf_counter()
                 continue
             micro = 0
             self.optimizer.zero_grad(set_to_none=True)
@@ -458,7 +463,8 @@ class Pretrainer:
                 loss_value = float(du.all_reduce_mean(step_loss).item())
                 now = time.perf_counter()
                 ips = window_steps * p.effective_batch / max(now - window_t, 1e-9)
-                window_t, window_steps = now, 0
+                data_wait = data_s / max(now - window_t, 1e-9)
+                window_t, window_steps, data_s = now, 0, 0.0
                 alpha = self.strategy.alpha(progress(step, p.total_steps))
                 record = dict(
                     epoch=epoch,
@@ -470,6 +476,7 @@ class Pretrainer:
                     img_per_s=ips,
                     memory_mb=_memory_mb(self.device),
                     skipped_images=self.skipped_images,
+                    data_wait=data_wait,
                 )
                 self.logger.log(self.step, **record)
                 if bar is not None:
@@ -489,6 +496,7 @@ class Pretrainer:
                 self._check_finite(bad_step)
                 self.checkpoint()
             self._last_vis = (imgs, mask, out, part_ids, keep_index)
+            t_fetch = time.perf_counter()
             if self.step >= end:
                 break
         if bar is not None:
