@@ -257,7 +257,8 @@ def _write_shard(
                 path, reason = res
                 raise UserError(
                     f"cannot pack {path}: {reason}; `semmae data check --data DIR` lists every unreadable "
-                    "file (remove or replace them, then rerun to resume)"
+                    "file (replace them and rerun to resume; a changed file list needs --overwrite and a "
+                    "matching part cache)"
                 )
             pixels, h, w = res
             sizes[j] = (h, w)
