@@ -1,22 +1,31 @@
 """`semmae pretrain` end to end (data loading included) vs the model step alone on in-memory tensors.
 
-CPU (default): a small MAE (ViT-Tiny width, 6 blocks, patch 8) at 96 px on Imagenette-96 with 2 DataLoader
-workers. ``e2e`` is measured from the run's own ``log.jsonl`` timestamps after a warm-up (so worker start-up is
-excluded); ``step`` runs the same model, optimiser, precision and masking on one batch held in memory. Target:
-e2e / step >= 0.9 (the input pipeline keeps up). Peak memory is the process's max RSS (CPU) or the CUDA
-allocator's peak.
+CPU (default): a small MAE (ViT-Tiny width, 6 blocks, patch 8) at 96 px on Imagenette-96, batch 32, random
+masking, MAE's crop-flip augmentation, fed three ways side by side in one process: the JPEG folder with 2
+DataLoader workers (the earlier setting), the JPEG folder with ``--num-workers auto``, and a pack of the same
+images made by ``semmae data pack --side 96`` (whose pack throughput and bytes per image are reported too).
+``e2e`` is measured from each run's own ``log.jsonl`` timestamps after a warm-up (so worker start-up is
+excluded); ``step`` runs the same model, optimiser, precision and masking on one batch held in memory, measured
+right after each run on the same trainer (the denominator of that run's ratio: the load of a shared machine
+drifts). Targets: packed e2e / step >= 0.95, folder (auto workers) e2e / step >= 0.9. Peak memory is the
+process's max RSS (CPU) or the CUDA allocator's peak.
 
 GPU (``--device cuda``): ViT-B/16 at 224 px, bf16, random vs adaptive masking, with and without
 ``torch.compile`` (model step on in-memory tensors; synthetic part ids for the adaptive strategy). Results are
 written to ``benchmarks/results/pretrain-<device>.json``.
 
-    python benchmarks/bench_pretrain.py [--quick] [--device cuda] [--data DIR]
+    python benchmarks/bench_pretrain.py [--quick] [--device cuda] [--data DIR] [--pack DIR]
+
+(The GPU input-pipeline comparison - ViT-B/16 at 224 px from a pack vs JPEG folders, with batched
+``torchvision.io.decode_jpeg(device="cuda")`` as the JPEG fast path - is ``benchmarks/gpu_input_pipeline.py``.)
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -62,7 +71,9 @@ def _config(
 
 def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:
     """Images/s of mask + forward + backward + optimiser step on one in-memory batch (median over steps)."""
-    batch = next(iter(trainer.loader))
+    batch = trainer._prepare(
+        next(iter(trainer.loader)), 0, 0
+    )  # packed data: crop/flip once, outside the timing
     if part_ids:
         g = (trainer.cfg.img_size // trainer.patch_size) ** 2
         batch["part_ids"] = torch.randint(0, 6, (batch["image"].shape[0], g))
@@ -84,11 +95,15 @@ def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: 
 
 
 def loader_throughput(trainer: Pretrainer, batches: int) -> float:
-    """Images/s of the DataLoader alone (decode + joint transforms + collate), after its first batch."""
+    """Images/s of the input pipeline alone after its first batch: the DataLoader (decode + joint transforms +
+    collate for folders; the batch copy out of the shards for packs) plus, for packs, the batch crop/flip."""
     it = iter(trainer.loader)
     next(it)
     t0 = time.perf_counter()
-    n = sum(next(it)["image"].shape[0] for _ in range(batches))
+    n = 0
+    for k in range(batches):
+        batch = trainer._prepare(next(it), k, 0)
+        n += batch["image"].shape[0]
     return n / (time.perf_counter() - t0)
 
 
@@ -99,8 +114,8 @@ def e2e_throughput(out: Path, batch: int, skip_logs: int = 1) -> float:
     return steps * batch / (log[-1]["time"] - log[0]["time"])
 
 
-def run_cpu(quick: bool, data: Path) -> list[dict]:
-    steps = 15 if quick else 60
+def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float, float]:
+    """One short CPU pretraining run; returns the trainer, its end-to-end img/s and its input-wait share."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(
             data,
@@ -113,40 +128,140 @@ def run_cpu(quick: bool, data: Path) -> list[dict]:
             decoder_depth=2,
             batch_size=32,
             log_every=3,
+            num_workers=workers,
         )
         trainer = Pretrainer(cfg)
         trainer.run()
-        e2e = e2e_throughput(Path(tmp), cfg.batch_size)
-        step = step_throughput(trainer, steps=8 if quick else 20)
-        mem = _memory_mb(trainer.device)
-        data_only = loader_throughput(trainer, 10 if quick else 30)
-    return [
+        return trainer, e2e_throughput(Path(tmp), cfg.batch_size), data_wait(Path(tmp))
+
+
+def pack_for_bench(data: Path, out: Path) -> dict:
+    """Pack ``data`` at 96 px (decoding workers: every core but one); img/s and bytes/image of the pack."""
+    from semmae.data.packed import pack_dataset
+    from semmae.data.workers import available_cores
+
+    workers = max(0, available_cores() - 1)
+    report = pack_dataset(data, out, side=96, shard_size=2048, workers=workers, progress=False)
+    jpeg = sum(os.path.getsize(p) for p in data.rglob("*") if p.is_file())
+    return {
+        "img_s": report.num_images / report.seconds,
+        "bytes": report.bytes_per_image,
+        "jpeg_bytes": jpeg / report.num_images,
+        "workers": workers,
+    }
+
+
+def data_wait(out: Path, skip_logs: int = 1) -> float:
+    """Mean share of each logged window the run spent waiting for batches (``data_wait`` in log.jsonl)."""
+    log = [r for r in read_log(out / "log.jsonl") if "loss" in r][skip_logs:]
+    return statistics.mean(r["data_wait"] for r in log)
+
+
+def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
+    steps = 15 if quick else 60
+    n_step = 8 if quick else 20
+    with tempfile.TemporaryDirectory() as tmp:
+        packing = None
+        if pack is None:
+            pack = Path(tmp) / "pack"
+            packing = pack_for_bench(data, pack)
+        # each feed's run, then the model step alone right after it on the same trainer (one process, side by
+        # side): on a shared machine the load drifts, so each ratio uses the step measured next to it
+        folder2, e2e_folder2, wait_folder2 = _cpu_run(data, steps, "2")
+        step_folder2 = step_throughput(folder2, steps=n_step)
+        data_folder2 = loader_throughput(folder2, 10 if quick else 30)
+        del folder2
+        gc.collect()  # its persistent workers stop
+        auto, e2e_auto, wait_auto = _cpu_run(data, steps, "auto")
+        step_auto = step_throughput(auto, steps=n_step)
+        auto_workers = auto.num_workers
+        del auto
+        gc.collect()
+        packed, e2e_packed, wait_packed = _cpu_run(pack, steps, "auto")
+        step_packed = step_throughput(packed, steps=n_step)
+        packed_workers = packed.num_workers
+        data_packed = loader_throughput(packed, 10 if quick else 30)
+        mem = _memory_mb(packed.device)
+    rows = [
         {
-            "name": "pretrain e2e (2 workers, 96px, tiny/8 d6, fp32)",
-            "value": round(e2e, 1),
+            "name": "model step alone, after the folder 2-worker run",
+            "value": round(step_folder2, 1),
             "unit": "img/s",
-            "target": "",
         },
         {
-            "name": "pretrain model step alone (in-memory)",
-            "value": round(step, 1),
+            "name": "model step alone, after the folder auto run",
+            "value": round(step_auto, 1),
             "unit": "img/s",
-            "target": "",
+        },
+        {"name": "model step alone, after the packed run", "value": round(step_packed, 1), "unit": "img/s"},
+        {"name": "pretrain e2e, JPEG folder, 2 workers", "value": round(e2e_folder2, 1), "unit": "img/s"},
+        {
+            "name": f"pretrain e2e, JPEG folder, --num-workers auto ({auto_workers})",
+            "value": round(e2e_auto, 1),
+            "unit": "img/s",
         },
         {
-            "name": "data pipeline alone (2 workers)",
-            "value": round(data_only, 1),
+            "name": f"pretrain e2e, packed, --num-workers auto ({packed_workers})",
+            "value": round(e2e_packed, 1),
             "unit": "img/s",
-            "target": "",
         },
         {
-            "name": "pretrain e2e / model step",
-            "value": round(e2e / step, 3),
+            "name": "data pipeline alone, JPEG folder, 2 workers",
+            "value": round(data_folder2, 1),
+            "unit": "img/s",
+        },
+        {
+            "name": "data pipeline alone, packed (copy + batch crop/flip)",
+            "value": round(data_packed, 1),
+            "unit": "img/s",
+        },
+        {
+            "name": "e2e / model step: JPEG folder, 2 workers",
+            "value": round(e2e_folder2 / step_folder2, 3),
+            "unit": "x",
+        },
+        {
+            "name": "e2e / model step: JPEG folder, --num-workers auto",
+            "value": round(e2e_auto / step_auto, 3),
             "unit": "x",
             "target": ">= 0.9x",
         },
-        {"name": "pretrain peak memory (max RSS)", "value": round(mem, 0), "unit": "MiB", "target": ""},
+        {
+            "name": "e2e / model step: packed",
+            "value": round(e2e_packed / step_packed, 3),
+            "unit": "x",
+            "target": ">= 0.95x",
+        },
+        {
+            "name": "input wait share of the run, JPEG folder, 2 workers",
+            "value": round(wait_folder2, 4),
+            "unit": "",
+        },
+        {"name": "input wait share of the run, JPEG folder, auto", "value": round(wait_auto, 4), "unit": ""},
+        {"name": "input wait share of the run, packed, auto", "value": round(wait_packed, 4), "unit": ""},
+        {"name": "pretrain peak memory (max RSS)", "value": round(mem, 0), "unit": "MiB"},
     ]
+    if packing is not None:
+        rows += [
+            {
+                "name": f"pack throughput (96 px, {packing['workers']} decoding worker(s))",
+                "value": round(packing["img_s"], 1),
+                "unit": "img/s",
+            },
+            {
+                "name": "pack bytes per image (96 px, no part cells)",
+                "value": round(packing["bytes"], 0),
+                "unit": "B",
+            },
+            {
+                "name": "JPEG bytes per image (the source folder)",
+                "value": round(packing["jpeg_bytes"], 0),
+                "unit": "B",
+            },
+        ]
+    for r in rows:
+        r.setdefault("target", "")
+    return rows
 
 
 def run_gpu(quick: bool, data: Path) -> list[dict]:
@@ -193,10 +308,14 @@ def run_gpu(quick: bool, data: Path) -> list[dict]:
     return rows
 
 
-def run(quick: bool = False, device: str | None = None, data: str | None = None) -> list[dict]:
+def run(
+    quick: bool = False, device: str | None = None, data: str | None = None, pack: str | None = None
+) -> list[dict]:
     device = device or "cpu"
     data_path = Path(data) if data else DATA
-    return run_gpu(quick, data_path) if device == "cuda" else run_cpu(quick, data_path)
+    if device == "cuda":
+        return run_gpu(quick, data_path)
+    return run_cpu(quick, data_path, Path(pack) if pack else None)
 
 
 if __name__ == "__main__":
@@ -204,8 +323,11 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--data", default=None, help=f"ImageFolder of training images (default {DATA})")
+    ap.add_argument(
+        "--pack", default=None, help="a pack of --data at 96 px (default: packed here, and timed)"
+    )
     args = ap.parse_args()
-    rows = run(args.quick, args.device, args.data)
+    rows = run(args.quick, args.device, args.data, args.pack)
     for r in rows:
         print(f"{r['name']:<55} {r['value']:>10} {r['unit']:<6} {r['target']}")
     if args.device == "cuda":

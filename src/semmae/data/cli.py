@@ -1,4 +1,4 @@
-"""``semmae data synth`` and ``semmae data check``."""
+"""``semmae data synth``, ``semmae data check`` and ``semmae data pack``."""
 
 from __future__ import annotations
 
@@ -43,13 +43,55 @@ class SynthConfig:
 class CheckConfig:
     """Scan a dataset for unreadable and unusual images."""
 
-    data: str = field(default="", metadata={"help": "ImageFolder root (root/<class>/<image>)"})
+    data: str = field(
+        default="",
+        metadata={
+            "help": "ImageFolder root (root/<class>/<image>), or a pack (every shard's checksum is verified)"
+        },
+    )
 
     def validate(self) -> None:
         from semmae.errors import UserError
 
         if not self.data:
             raise UserError("--data is required")
+
+
+@dataclass
+class PackConfig:
+    """Decode a dataset once into shards (``semmae.data.packed``)."""
+
+    data: str = field(default="", metadata={"help": "ImageFolder root (root/<class>/<image>)"})
+    out: str = field(default="", metadata={"help": "pack folder to write (an unfinished one is resumed)"})
+    side: int = field(
+        default=256,
+        metadata={
+            "help": "stored side in pixels (the whole image resized to side x side): the training --img-size for "
+            "--augment flip, a bit more (e.g. 256 for 224) for crop-flip"
+        },
+    )
+    parts: str | None = field(
+        default=None,
+        metadata={"help": "part cache of this dataset (`semmae parts export`) to pack alongside"},
+    )
+    shard_size: int = field(default=2048, metadata={"help": "images per shard"})
+    num_workers: str = field(
+        default="auto", metadata={"help": "decoding processes, or 'auto' (every available core but one)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace a finished pack at --out"})
+
+    def validate(self) -> None:
+        from semmae.data.workers import parse_num_workers
+        from semmae.errors import UserError
+
+        if not self.data or not self.out:
+            raise UserError("--data and --out are required")
+        try:
+            parse_num_workers(self.num_workers)
+        except ValueError:
+            raise UserError(
+                f"--num-workers must be 'auto' or a count >= 0, got {self.num_workers!r}"
+            ) from None
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -68,18 +110,48 @@ def run_synth(args: argparse.Namespace) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     from semmae.data.check import check_dataset
+    from semmae.data.packed import is_pack, open_pack_checked
 
     cfg = resolve_config(CheckConfig, args)
+    if is_pack(cfg.data):
+        pack = open_pack_checked(cfg.data)  # a bad shard: UserError naming it (exit 2)
+        print(
+            f"{cfg.data}: pack of {len(pack)} images ({pack.side} px) in {len(pack.meta['shards'])} shards, "
+            f"{pack.bytes_per_image:.0f} bytes/image; every checksum matches"
+        )
+        return 0
     report = check_dataset(cfg.data, progress=sys.stderr.isatty())
     print(report.format())
     return 1 if report.unreadable else 0
 
 
+def run_pack(args: argparse.Namespace) -> int:
+    from semmae.data.packed import pack_dataset
+    from semmae.data.workers import available_cores, parse_num_workers
+
+    cfg = resolve_config(PackConfig, args)
+    workers = parse_num_workers(cfg.num_workers)
+    if workers is None:
+        workers = max(0, available_cores() - 1)
+    report = pack_dataset(
+        cfg.data,
+        cfg.out,
+        cfg.side,
+        parts=cfg.parts,
+        shard_size=cfg.shard_size,
+        workers=workers,
+        overwrite=cfg.overwrite,
+        progress=sys.stderr.isatty(),
+    )
+    print(report.format())
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser(
         "data",
-        help="Datasets: generate the synthetic part set, check a folder",
-        description="Datasets: generate the synthetic part set, check a folder",
+        help="Datasets: generate the synthetic part set, check a folder, pack a dataset",
+        description="Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset",
     )
     actions = p.add_subparsers(dest="action", metavar="<action>")
     actions.required = True
@@ -97,3 +169,11 @@ def register(sub) -> None:
     )
     add_config_args(c, CheckConfig)
     c.set_defaults(func=run_check)
+    k = actions.add_parser(
+        "pack",
+        help="Decode a dataset once into shards (pixels + label + part cells) for fast pretraining",
+        description="Decode every image once to --side x --side and write WebDataset shards with its label and "
+        "part-cache cells; resumable; `semmae pretrain --data PACK` reads it with no per-image decoding",
+    )
+    add_config_args(k, PackConfig)
+    k.set_defaults(func=run_pack)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.data.workers import parse_num_workers
 from semmae.errors import UserError
 from semmae.utils.precision import PRECISIONS
 
@@ -24,7 +25,11 @@ def _f(default, help: str, **meta):
 @dataclass
 class PretrainConfig:
     # data
-    data: str = _f("", "training images: an ImageFolder root (class sub-folders) or a flat folder tree")
+    data: str = _f(
+        "",
+        "training images: an ImageFolder root (class sub-folders), or a pack from `semmae data pack` (decoded "
+        "once; crops and flips run on whole batches, part cells included)",
+    )
     parts: str | None = _f(
         None, "part cache written by `semmae parts export` (needed by part-guided masking)"
     )
@@ -39,7 +44,11 @@ class PretrainConfig:
         (0.2, 1.0), "RandomResizedCrop area range of --augment crop-flip (MAE: 0.2 1.0)"
     )
     hflip: bool = _f(True, "random horizontal flip (either --augment)")
-    num_workers: int = _f(8, "DataLoader worker processes per rank")
+    num_workers: str = _f(
+        "8",
+        "DataLoader worker processes per rank, or 'auto': what the cores leave after the training step "
+        "(semmae.data.workers)",
+    )
     skip_bad_images: bool = _f(False, "skip unreadable images instead of stopping (count is logged)")
     # model
     model: str = _f("mae_vit_base_patch16", "registered MAE model name (semmae.models.create_model)")
@@ -142,7 +151,12 @@ class PretrainConfig:
             0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
             f"--crop-scale must be 0 < lo <= hi <= 1, got {self.crop_scale}",
         )
-        need(self.num_workers >= 0, "--num-workers must be >= 0")
+        try:
+            parse_num_workers(self.num_workers)
+        except ValueError:
+            raise UserError(
+                f"--num-workers must be 'auto' or a count >= 0, got {self.num_workers!r}"
+            ) from None
         need(self.ckpt_every >= 0 and self.keep_last >= 1, "--ckpt-every must be >= 0 and --keep-last >= 1")
         need(self.log_every >= 1, "--log-every must be >= 1")
         need(self.max_steps is None or self.max_steps >= 1, "--max-steps must be >= 1")

@@ -42,11 +42,13 @@ def online_knn(
     pretrain``'s and ``semmae bootstrap``'s)."""
     result = None
     if is_main:
+        from semmae.data.workers import parse_num_workers
         from semmae.eval.knn import knn_accuracy
 
         was_training = model.training
         model.eval()
-        args = (cfg.img_size, cfg.batch_size, min(cfg.num_workers, 2), device)
+        workers = parse_num_workers(cfg.num_workers)
+        args = (cfg.img_size, cfg.batch_size, min(1 if workers is None else workers, 2), device)
         train_f, train_y = encode_folder(model, cfg.eval_train, *args)
         val_f, val_y = encode_folder(model, cfg.eval_val, *args)
         model.train(was_training)

@@ -12,15 +12,18 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import BatchSampler, Dataset
 
 from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
+from semmae.data.workers import auto_num_workers, lower_priority, parse_num_workers
 from semmae.engine.checkpoint import (
     CheckpointManager,
     load_newest_loadable,
@@ -38,6 +41,7 @@ from semmae.utils.rundir import RunLogger, claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 NO_BAD_STEP = 2**62  # sentinel of the non-finite-loss tracker
+AUGMENT_STREAM = 0xA5  # seeds the packed-batch crops/flips apart from the masks of the same (step, shard)
 
 
 @dataclass
@@ -79,20 +83,24 @@ def plan_run(cfg: PretrainConfig, world_size: int, num_images: int) -> RunPlan:
     )
 
 
-def build_strategy(cfg: PretrainConfig):
-    """The masking strategy; refuses a part-guided one (or ``--fg-keep < 1``) without ``--parts``."""
+def build_strategy(cfg: PretrainConfig, has_parts: bool | None = None):
+    """The masking strategy; refuses a part-guided one (or ``--fg-keep < 1``) without part maps (``--parts``,
+    or a pack made with ``--parts``: ``has_parts``)."""
     from semmae.masking import build_masking
+
+    has_parts = bool(cfg.parts) if has_parts is None else has_parts
 
     try:
         strategy = build_masking(cfg.masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
     except ValueError as e:
         raise UserError(f"--masking {cfg.masking}: {e}") from None
-    if strategy.needs_parts and not cfg.parts:
+    if strategy.needs_parts and not has_parts:
         raise UserError(
             f"masking '{cfg.masking}' is part-guided and needs a part cache: pass --parts CACHE "
-            f"(from `semmae parts export`), or use a part-free strategy ({PART_FREE_HINT})"
+            f"(from `semmae parts export`; for a pack, `semmae data pack --parts CACHE`), or use a part-free "
+            f"strategy ({PART_FREE_HINT})"
         )
-    if cfg.fg_keep < 1 and not cfg.parts:
+    if cfg.fg_keep < 1 and not has_parts:
         raise UserError(f"--fg-keep {cfg.fg_keep} keeps the most-foreground patches and needs --parts CACHE")
     return strategy
 
@@ -105,12 +113,30 @@ def _memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+class PackedBatches(Dataset):
+    """A pack read a micro-batch at a time: ``batches[[(epoch, index), ...]]`` -> the raw batch of
+    :meth:`~semmae.data.packed.PackedImages.get_batch` (augmented later, on the device, by the engine)."""
+
+    def __init__(self, pack):
+        self.pack = pack
+
+    def __len__(self) -> int:
+        return len(self.pack)
+
+    def __getitem__(self, keys: list[tuple[int, int]]) -> dict[str, torch.Tensor]:
+        return self.pack.get_batch([i for _, i in keys])
+
+
 class Pretrainer:
     """Holds the state of one pretraining run; :meth:`run` trains until the end or ``--max-steps``."""
 
     def __init__(self, cfg: PretrainConfig):
+        from semmae.data.packed import is_pack, read_pack_manifest
+
         self.cfg = cfg
-        self.strategy = build_strategy(cfg)  # fail fast, before touching data
+        self.packed = is_pack(cfg.data)
+        has_parts = bool(read_pack_manifest(cfg.data).get("parts")) if self.packed else None
+        self.strategy = build_strategy(cfg, has_parts)  # fail fast, before touching data
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.dist = du.init_distributed(want)
         self.device = du.resolve_device(want, self.dist)
@@ -149,16 +175,22 @@ class Pretrainer:
         self.model_core = model
         seed_everything(cfg.seed, self.dist.rank)
 
-        self.dataset = PartImageDataset(
-            cfg.data,
-            cfg.parts,
-            img_size=cfg.img_size,
-            patch_size=self.patch_size,
-            scale=tuple(cfg.crop_scale) if cfg.augment == "crop-flip" else None,  # flip: resize only
-            hflip=cfg.hflip,
-            skip_bad_images=cfg.skip_bad_images,
-        )
-        self.no_part_id = self.dataset.cache.no_part_id if self.dataset.cache is not None else None
+        scale = tuple(cfg.crop_scale) if cfg.augment == "crop-flip" else None  # flip: resize only
+        self.augment = None  # packed data: crops/flips on whole batches (semmae.data.batch_augment)
+        if self.packed:
+            self.dataset = self._open_pack(scale)
+            self.no_part_id = self.dataset.no_part_id
+        else:
+            self.dataset = PartImageDataset(
+                cfg.data,
+                cfg.parts,
+                img_size=cfg.img_size,
+                patch_size=self.patch_size,
+                scale=scale,
+                hflip=cfg.hflip,
+                skip_bad_images=cfg.skip_bad_images,
+            )
+            self.no_part_id = self.dataset.cache.no_part_id if self.dataset.cache is not None else None
         self.plan = plan_run(cfg, self.dist.world_size, len(self.dataset))
         p = self.plan
         self.lr_schedule = cosine_schedule(p.lr, cfg.min_lr, p.total_steps, p.warmup_steps)
@@ -178,16 +210,25 @@ class Pretrainer:
             rank=self.dist.rank,
             seed=cfg.seed,
         )
-        workers = cfg.num_workers
+        workers = self.num_workers = self._num_workers()
+        if self.packed:  # one item = one micro-batch, copied out of the memory-mapped shards
+            items, batching = (
+                PackedBatches(self.dataset),
+                dict(batch_size=None, sampler=BatchSampler(self.sampler, p.batch_size, drop_last=False)),
+            )
+        else:
+            items, batching = (
+                SeededItems(self.dataset, cfg.seed),
+                dict(batch_size=p.batch_size, sampler=self.sampler, drop_last=False),
+            )
         self.loader = DataLoader(
-            SeededItems(self.dataset, cfg.seed),
-            batch_size=p.batch_size,
-            sampler=self.sampler,
+            items,
             num_workers=workers,
             pin_memory=self.device.type == "cuda",
-            drop_last=False,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=lower_priority if parse_num_workers(cfg.num_workers) is None else None,
+            **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
         self.resumed_from = self._maybe_resume()
@@ -200,6 +241,48 @@ class Pretrainer:
             self.model = torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
         if cfg.compile:
             self.model = torch.compile(self.model)
+
+    def _open_pack(self, scale: tuple[float, float] | None):
+        from semmae.data.batch_augment import BatchPartAugment
+        from semmae.data.packed import PackedImages
+
+        cfg = self.cfg
+        if cfg.parts:
+            raise UserError(
+                f"--data {cfg.data} is a pack, which carries its own part cells: drop --parts (to use another "
+                "cache, repack with `semmae data pack --parts CACHE`)"
+            )
+        pack = PackedImages.open(cfg.data)
+        grid = cfg.img_size // self.patch_size
+        if pack.grid is not None and pack.grid != grid:
+            raise UserError(
+                f"pack {cfg.data} holds part cells on a {pack.grid}x{pack.grid} grid, the model's patch grid is "
+                f"{grid}x{grid} ({cfg.img_size} px / patch {self.patch_size}); repack it from a cache exported "
+                f"with `semmae parts export --grid {grid}`"
+            )
+        self.augment = BatchPartAugment(
+            cfg.img_size, self.patch_size, pack.side, scale=scale, hflip=cfg.hflip, num_parts=pack.num_parts
+        )
+        return pack
+
+    def _num_workers(self) -> int:
+        n = parse_num_workers(self.cfg.num_workers)
+        if n is None:
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            n = auto_num_workers(self.packed, self.device.type, local_world_size=local)
+            if self.is_main:
+                print(f"semmae pretrain: --num-workers auto -> {n} per rank", flush=True)
+        return n
+
+    def _prepare(self, batch: dict[str, torch.Tensor], step: int, shard: int) -> dict[str, torch.Tensor]:
+        """A packed micro-batch -> model inputs: crops/flips drawn from ``(seed, step, shard)`` (so they do not
+        depend on the world, like the masks) and applied on the device. Folder batches pass through."""
+        if self.augment is None:
+            return batch
+        gen = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, shard, AUGMENT_STREAM))
+        raw = {k: batch[k].to(self.device, non_blocking=True) for k in ("pixels", "codes") if k in batch}
+        out = self.augment({**raw, "size": batch["size"]}, gen)
+        return {**out, "label": batch["label"], "index": batch["index"]}
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> Path | None:
@@ -361,6 +444,8 @@ class Pretrainer:
 
             bar = tqdm(total=steps_here, desc=f"epoch {epoch}", unit="step", dynamic_ncols=True, leave=False)
         window_t, window_steps = time.perf_counter(), 0
+        data_s = 0.0  # time this window spent waiting for batches (loader + packed-batch augmentation)
+        t_fetch = time.perf_counter()
         step_loss = torch.zeros((), device=self.device)
         loss_value = float("nan")
         micro = 0
@@ -371,7 +456,10 @@ class Pretrainer:
             if micro == 0:
                 set_lr(self.optimizer, float(self.lr_schedule[step]))
                 step_loss.zero_()
-            imgs, mask, keep_index, part_ids = self._masks(batch, step, self.dist.rank * p.accum_iter + micro)
+            shard = self.dist.rank * p.accum_iter + micro
+            batch = self._prepare(batch, step, shard)
+            data_s += time.perf_counter() - t_fetch
+            imgs, mask, keep_index, part_ids = self._masks(batch, step, shard)
             last_micro = micro == p.accum_iter - 1
             sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
             with sync:
@@ -388,6 +476,7 @@ class Pretrainer:
                 )
             micro += 1
             if not last_micro:
+                t_fetch = time.perf_counter()
                 continue
             micro = 0
             self.optimizer.zero_grad(set_to_none=True)
@@ -408,7 +497,8 @@ class Pretrainer:
                 loss_value = float(du.all_reduce_mean(step_loss).item())
                 now = time.perf_counter()
                 ips = window_steps * p.effective_batch / max(now - window_t, 1e-9)
-                window_t, window_steps = now, 0
+                data_wait = data_s / max(now - window_t, 1e-9)
+                window_t, window_steps, data_s = now, 0, 0.0
                 alpha = self.strategy.alpha(progress(step, p.total_steps))
                 record = dict(
                     epoch=epoch,
@@ -420,6 +510,7 @@ class Pretrainer:
                     img_per_s=ips,
                     memory_mb=_memory_mb(self.device),
                     skipped_images=self.skipped_images,
+                    data_wait=data_wait,
                 )
                 self.logger.log(self.step, **record)
                 if bar is not None:
@@ -439,6 +530,7 @@ class Pretrainer:
                 self._check_finite(bad_step)
                 self.checkpoint()
             self._last_vis = (imgs, mask, out, part_ids, keep_index)
+            t_fetch = time.perf_counter()
             if self.step >= end:
                 break
         if bar is not None:

@@ -1,0 +1,492 @@
+"""Packed datasets (``semmae data pack``): every image decoded once, at a fixed side, with its label and part cells.
+
+A pack is a folder of WebDataset shards - plain POSIX tar files written by ``webdataset.TarWriter`` - plus a
+manifest. Each image is one tar sample::
+
+    <index>.pixels.npy   uint8 [side, side, 3]: the whole image resized (bicubic, antialiased) to side x side
+    <index>.parts.npy    uint8 [G, G]: its part-cache cells (the codes of :mod:`semmae.data.part_cache`), if any
+    <index>.cls          the class index
+    <index>.json         {"path": relative path, "height", "width"}: the image as it was on disk
+
+so any WebDataset reader streams a pack from a filesystem, HTTP or object storage (:func:`stream_pack`), while on
+one box :class:`PackedImages` memory-maps the shards and copies a batch's pixels straight out of them (the byte
+offsets of every array are recorded per shard in ``index/``). Layout of a pack folder::
+
+    pack.json          format version, side, classes, image count, file-list digest, part-cache settings, and
+                       one row per finished shard: name, first image, count, bytes, sha256 (tar and index)
+    files.txt          the dataset's relative file list (pack index = ImageFolder index)
+    shard-000000.tar   ...
+    index/shard-000000.npy   int64 [count, 5]: pixels offset, parts offset, label, height, width
+
+Packing decodes with the same rules as ``semmae data check`` (:func:`semmae.data.images.load_rgb`); an unreadable
+file stops it with its path. Shards are written as ``*.partial`` and renamed once hashed and recorded, so an
+interrupted pack resumes at the first unfinished shard. Opening a pack checks every shard's size; ``semmae data
+check --data PACK`` (:meth:`PackedImages.verify`) re-hashes every shard and names a bad one.
+
+The whole image is resized to a square (its size on disk is kept), so the part cache's G x G grid over the image
+stays aligned with the pixels; :class:`~semmae.data.batch_augment.BatchPartAugment` draws RandomResizedCrop boxes in
+the original frame and moves them to the square, so the crops' aspect ratios are the ones a JPEG run would draw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tarfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from semmae.data.folder import file_list_digest, scan_image_folder
+from semmae.errors import BadImageError, UserError
+from semmae.utils.io import atomic_write_json, atomic_write_text
+
+FORMAT = "semmae-pack"
+FORMAT_VERSION = 1
+MANIFEST = "pack.json"
+
+
+def is_pack(path: str | Path) -> bool:
+    """True if ``path`` is a pack folder (has a ``pack.json``), finished or not."""
+    return (Path(path) / MANIFEST).is_file()
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.tar"
+
+
+def _sha256(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _decode(job: tuple[str, int]) -> tuple[np.ndarray, int, int] | tuple[str, str]:
+    """Decode one file to ``(uint8 [side, side, 3], height, width)``, or ``(path, reason)`` when unreadable."""
+    from PIL import Image
+
+    from semmae.data.images import load_rgb
+
+    path, side = job
+    try:
+        img = load_rgb(path)
+    except BadImageError as e:
+        return (str(path), e.reason)
+    w, h = img.size
+    if (w, h) != (side, side):
+        img = img.resize((side, side), Image.BICUBIC)
+    return np.asarray(img, dtype=np.uint8), h, w
+
+
+@dataclass
+class PackReport:
+    path: str
+    num_images: int
+    shards_written: int
+    shards_total: int
+    seconds: float
+    bytes_total: int
+
+    @property
+    def bytes_per_image(self) -> float:
+        return self.bytes_total / max(self.num_images, 1)
+
+    def format(self) -> str:
+        rate = (
+            f"{self.shards_written} shard(s) written in {self.seconds:.1f} s"
+            if self.shards_written
+            else "nothing to write"
+        )
+        return (
+            f"packed {self.num_images} images into {self.path} ({self.shards_total} shards, "
+            f"{self.bytes_total / 2**20:.1f} MiB, {self.bytes_per_image:.0f} bytes/image); {rate}"
+        )
+
+
+def pack_dataset(
+    data: str | Path,
+    out: str | Path,
+    side: int,
+    parts: str | Path | None = None,
+    shard_size: int = 2048,
+    workers: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> PackReport:
+    """Pack an ImageFolder (and optionally its part cache) into ``out``; resumes an unfinished pack.
+
+    Args:
+        data: ImageFolder root. out: the pack folder. side: the stored square side (the training ``--img-size``
+            for ``--augment flip``; a bit more, e.g. 8/7 of it, for crops). parts: a part cache made for ``data``.
+        shard_size: images per shard. workers: decoding processes (0: this process).
+        overwrite: replace a finished pack. max_shards: stop after writing this many shards (tests, staging).
+    """
+    from semmae.data.part_cache import PartCache
+
+    if side < 8:
+        raise UserError(f"--side must be >= 8, got {side}")
+    if shard_size < 1:
+        raise UserError(f"--shard-size must be >= 1, got {shard_size}")
+    root, out = Path(data), Path(out)
+    if is_pack(root):
+        raise UserError(f"{root} is already a pack; pass the ImageFolder it was made from")
+    classes, samples = scan_image_folder(root)
+    rel = [Path(p).relative_to(root).as_posix() for p, _ in samples]
+    cache = PartCache.open(parts, rel) if parts is not None else None
+    meta: dict[str, Any] = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "side": side,
+        "num_images": len(samples),
+        "shard_size": shard_size,
+        "classes": classes,
+        "file_list_digest": file_list_digest(rel),
+        "parts": None
+        if cache is None
+        else {
+            "grid": cache.grid,
+            "num_parts": cache.num_parts,
+            "cache": str(cache.path),
+            "producer": cache.meta.get("producer", {}),
+        },
+    }
+    manifest = out / MANIFEST
+    shards: list[dict[str, Any]] = []
+    if manifest.is_file():
+        old = _read_manifest(out)
+        settings = {k: v for k, v in old.items() if k not in ("shards", "complete")}
+        if old.get("complete") and not overwrite:
+            raise UserError(f"pack {out} already exists; pass --overwrite to replace it")
+        if old.get("complete") or settings != meta:
+            if not overwrite:
+                changed = sorted(k for k in meta if settings.get(k) != meta[k])
+                raise UserError(
+                    f"an unfinished pack at {out} was started with other settings ({', '.join(changed)} "
+                    "differ); rerun with the same settings to resume it, or pass --overwrite"
+                )
+        else:
+            shards = list(old["shards"])
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} exists and is not a pack; choose a new --out")
+    if overwrite and not shards:
+        _clear_pack(out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "index").mkdir(exist_ok=True)
+    atomic_write_text(out / "files.txt", "\n".join(rel) + "\n")
+
+    n_shards = -(-len(samples) // shard_size)
+    done = {s["name"] for s in shards}
+    todo = [k for k in range(n_shards) if shard_name(k) not in done]
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    _write_manifest(out, meta, shards, complete=False)
+    t0 = time.perf_counter()
+    pool = None
+    if workers > 0 and todo:
+        import multiprocessing as mp
+
+        pool = mp.get_context("spawn" if torch.cuda.is_initialized() else "fork").Pool(workers)
+    try:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(todo) * shard_size, desc="pack", unit="img", disable=not progress)
+        for k in todo:
+            first = k * shard_size
+            chunk = samples[first : first + shard_size]
+            row = _write_shard(out, k, first, chunk, rel, side, cache, pool)
+            shards.append(row)
+            shards.sort(key=lambda s: s["first"])
+            _write_manifest(out, meta, shards, complete=False)
+            bar.update(len(chunk))
+        bar.close()
+    finally:
+        if pool is not None:
+            pool.terminate()
+    seconds = time.perf_counter() - t0
+    complete = len(shards) == n_shards
+    _write_manifest(out, meta, shards, complete=complete)
+    total = sum(s["bytes"] + s["index_bytes"] for s in shards)
+    return PackReport(str(out), len(samples), len(todo), n_shards, seconds, total)
+
+
+def _clear_pack(out: Path) -> None:
+    if not out.exists():
+        return
+    for p in list(out.glob("shard-*.tar*")) + list((out / "index").glob("*.npy")):
+        p.unlink()
+    for name in (MANIFEST, "files.txt"):
+        if (out / name).exists():
+            (out / name).unlink()
+
+
+def _write_manifest(out: Path, meta: dict[str, Any], shards: list[dict[str, Any]], complete: bool) -> None:
+    atomic_write_json(out / MANIFEST, {**meta, "complete": complete, "shards": shards})
+
+
+def _write_shard(
+    out: Path,
+    k: int,
+    first: int,
+    chunk: list[tuple[str, int]],
+    rel: list[str],
+    side: int,
+    cache,
+    pool,
+) -> dict[str, Any]:
+    """Decode, write, index and hash one shard; returns its manifest row."""
+    import webdataset as wds
+
+    jobs = [(p, side) for p, _ in chunk]
+    results = pool.imap(_decode, jobs, chunksize=16) if pool is not None else map(_decode, jobs)
+    partial = out / (shard_name(k) + ".partial")
+    sizes = np.zeros((len(chunk), 2), dtype=np.int64)
+    with wds.TarWriter(str(partial), mtime=0) as sink:  # mtime fixed: the same pack, byte for byte
+        for j, res in enumerate(results):
+            i = first + j
+            if len(res) == 2:
+                path, reason = res
+                raise UserError(
+                    f"cannot pack {path}: {reason}; `semmae data check --data DIR` lists every unreadable "
+                    "file (replace them and rerun to resume; a changed file list needs --overwrite and a "
+                    "matching part cache)"
+                )
+            pixels, h, w = res
+            sizes[j] = (h, w)
+            sample = {
+                "__key__": f"{i:09d}",
+                "pixels.npy": pixels,
+                "cls": chunk[j][1],
+                "json": {"path": rel[i], "height": int(h), "width": int(w)},
+            }
+            if cache is not None:
+                sample["parts.npy"] = np.asarray(cache._array()[i]).reshape(cache.grid, cache.grid)
+            sink.write(sample)
+    index = _index_shard(partial, first, len(chunk), [lab for _, lab in chunk], sizes)
+    idx_path = out / "index" / shard_name(k).replace(".tar", ".npy")
+    buf = io.BytesIO()
+    np.save(buf, index)
+    tmp = idx_path.with_suffix(".npy.partial")
+    tmp.write_bytes(buf.getvalue())
+    with open(partial, "rb+") as fh:
+        os.fsync(fh.fileno())
+    os.replace(tmp, idx_path)
+    os.replace(partial, out / shard_name(k))
+    return {
+        "name": shard_name(k),
+        "first": first,
+        "count": len(chunk),
+        "bytes": (out / shard_name(k)).stat().st_size,
+        "sha256": _sha256(out / shard_name(k)),
+        "index_bytes": idx_path.stat().st_size,
+        "index_sha256": _sha256(idx_path),
+    }
+
+
+def _npy_data_offset(fh, offset: int) -> int:
+    """Byte offset of the array data of the ``.npy`` member whose file data starts at ``offset``."""
+    fh.seek(offset)
+    fmt = np.lib.format
+    major, _ = fmt.read_magic(fh)
+    (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(fh)  # advances past the header
+    return fh.tell()
+
+
+def _index_shard(path: Path, first: int, count: int, labels: list[int], sizes: np.ndarray) -> np.ndarray:
+    """int64 ``[count, 5]``: (pixels data offset, parts data offset or -1, label, height, width)."""
+    index = np.full((count, 5), -1, dtype=np.int64)
+    index[:, 2] = labels
+    index[:, 3:] = sizes
+    with tarfile.open(path, "r:") as tar, open(path, "rb") as fh:
+        for m in tar:
+            key, _, field = m.name.partition(".")
+            j = int(key) - first
+            if field == "pixels.npy":
+                index[j, 0] = _npy_data_offset(fh, m.offset_data)
+            elif field == "parts.npy":
+                index[j, 1] = _npy_data_offset(fh, m.offset_data)
+    if (index[:, 0] < 0).any():
+        raise UserError(f"packed shard {path} is missing images (internal error while writing it)")
+    return index
+
+
+def read_pack_manifest(path: str | Path) -> dict[str, Any]:
+    """A pack's ``pack.json`` (format checked), without opening its shards."""
+    return _read_manifest(Path(path))
+
+
+def _read_manifest(path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads((path / MANIFEST).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"pack {path}: {MANIFEST} is unreadable ({e})") from None
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise UserError(
+            f"pack {path} has format {meta.get('format')} v{meta.get('format_version')}, this semmae reads "
+            f"{FORMAT} v{FORMAT_VERSION}; repack it"
+        )
+    return meta
+
+
+class PackedImages:
+    """Read side of a pack: memory-maps the shards; ``get_batch(indices)`` copies a batch out of them.
+
+    Attributes: ``side``, ``classes``, ``relative_paths``, ``labels`` (long numpy ``[N]``), and when the pack
+    carries part cells ``grid``, ``num_parts``, ``no_part_id`` (else None).
+    """
+
+    def __init__(self, path: Path, meta: dict[str, Any], index: np.ndarray, shard_of: np.ndarray):
+        self.path, self.meta = path, meta
+        self.side = int(meta["side"])
+        self.classes: list[str] = list(meta["classes"])
+        parts = meta.get("parts")
+        self.grid = int(parts["grid"]) if parts else None
+        self.num_parts = int(parts["num_parts"]) if parts else None
+        self.no_part_id = self.num_parts
+        self._index, self._shard_of = index, shard_of
+        self.labels = index[:, 2].copy()
+        self._maps: list[np.memmap] | None = None  # opened lazily, once per process (DataLoader workers)
+
+    @staticmethod
+    def open(path: str | Path) -> PackedImages:
+        """Open a finished pack, checking its manifest and every shard's size (a bad shard is named)."""
+        path = Path(path)
+        if not is_pack(path):
+            raise UserError(f"{path} is not a pack (no {MANIFEST}); make one with `semmae data pack`")
+        meta = _read_manifest(path)
+        if not meta.get("complete"):
+            raise UserError(
+                f"pack {path} is unfinished ({len(meta['shards'])} shards written); rerun `semmae data pack` "
+                "with the same arguments to resume it"
+            )
+        rows, shard_of = [], []
+        for k, s in enumerate(meta["shards"]):
+            for name, key in (
+                (s["name"], "bytes"),
+                ("index/" + s["name"].replace(".tar", ".npy"), "index_bytes"),
+            ):
+                p = path / name
+                size = p.stat().st_size if p.is_file() else -1
+                if size != s[key]:
+                    what = "missing" if size < 0 else f"{size} bytes, the manifest records {s[key]}"
+                    raise UserError(
+                        f"packed shard {p} is {what}: it is damaged; delete it and rerun `semmae data pack` "
+                        "to rewrite it"
+                    )
+            try:
+                idx = np.load(path / "index" / s["name"].replace(".tar", ".npy"))
+            except ValueError as e:
+                raise UserError(f"packed shard index {s['name']}: {e}; rerun `semmae data check`") from None
+            rows.append(idx)
+            shard_of.append(np.full(len(idx), k, dtype=np.int64))
+        index = np.concatenate(rows)
+        if len(index) != meta["num_images"]:
+            raise UserError(
+                f"pack {path} indexes {len(index)} images, its manifest says {meta['num_images']}"
+            )
+        return PackedImages(path, meta, index, np.concatenate(shard_of))
+
+    def __len__(self) -> int:
+        return int(self.meta["num_images"])
+
+    @property
+    def relative_paths(self) -> list[str]:
+        return (self.path / "files.txt").read_text().splitlines()
+
+    @property
+    def bytes_per_image(self) -> float:
+        total = sum(s["bytes"] + s["index_bytes"] for s in self.meta["shards"])
+        return total / max(len(self), 1)
+
+    def _shards(self) -> list[np.memmap]:
+        if self._maps is None:
+            self._maps = [
+                np.memmap(self.path / s["name"], dtype=np.uint8, mode="r") for s in self.meta["shards"]
+            ]
+        return self._maps
+
+    def __getstate__(self) -> dict[str, Any]:  # DataLoader workers re-open the memory maps themselves
+        state = self.__dict__.copy()
+        state["_maps"] = None
+        return state
+
+    def get_batch(self, indices: Sequence[int]) -> dict[str, torch.Tensor]:
+        """``{"pixels" uint8 [B, side, side, 3], "codes" uint8 [B, G, G] (with parts), "label" long [B],
+        "index" long [B], "size" long [B, 2] (height, width on disk)}``."""
+        idx = np.asarray(indices, dtype=np.int64)
+        maps, rows, shard = self._shards(), self._index[idx], self._shard_of[idx]
+        s, n = self.side, len(idx)
+        pixels = np.empty((n, s, s, 3), dtype=np.uint8)
+        nbytes = s * s * 3
+        for j in range(n):
+            o = rows[j, 0]
+            pixels[j] = maps[shard[j]][o : o + nbytes].reshape(s, s, 3)
+        out = {
+            "pixels": torch.from_numpy(pixels),
+            "label": torch.from_numpy(rows[:, 2].copy()),
+            "index": torch.from_numpy(idx.copy()),
+            "size": torch.from_numpy(rows[:, 3:5].copy()),
+        }
+        if self.grid is not None:
+            g = self.grid
+            codes = np.empty((n, g, g), dtype=np.uint8)
+            for j in range(n):
+                o = rows[j, 1]
+                codes[j] = maps[shard[j]][o : o + g * g].reshape(g, g)
+            out["codes"] = torch.from_numpy(codes)
+        return out
+
+    def verify(self, progress: bool = False) -> list[str]:
+        """Re-hash every shard and index against the manifest; returns the names of bad ones (empty: all good)."""
+        from tqdm import tqdm
+
+        bad = []
+        for s in tqdm(self.meta["shards"], desc="verify", unit="shard", disable=not progress):
+            idx_name = "index/" + s["name"].replace(".tar", ".npy")
+            if (
+                _sha256(self.path / s["name"]) != s["sha256"]
+                or _sha256(self.path / idx_name) != s["index_sha256"]
+            ):
+                bad.append(s["name"])
+        return bad
+
+
+def open_pack_checked(path: str | Path) -> PackedImages:
+    """:meth:`PackedImages.open` plus a full checksum pass; the first bad shard is named in one line."""
+    pack = PackedImages.open(path)
+    bad = pack.verify()
+    if bad:
+        more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
+        raise UserError(
+            f"packed shard {Path(path) / bad[0]} has a bad checksum{more}: it is corrupt; delete it and rerun "
+            "`semmae data pack` to rewrite it"
+        )
+    return pack
+
+
+def stream_pack(urls: str | list[str]) -> Iterator[dict[str, Any]]:
+    """Stream a pack's shards with WebDataset (local paths, ``https://...`` or ``pipe:aws s3 cp s3://... -``):
+    yields ``{"pixels" uint8 [side, side, 3], "codes" uint8 [G, G] (with parts), "label", "index", "size"}``
+    in shard order - the record :meth:`PackedImages.get_batch` returns for one image."""
+    import webdataset as wds
+
+    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode():
+        info = sample["json"]
+        item = {
+            "pixels": torch.from_numpy(sample["pixels.npy"]),
+            "label": int(sample["cls"]),
+            "index": int(sample["__key__"]),
+            "size": torch.tensor([info["height"], info["width"]]),
+        }
+        if "parts.npy" in sample:
+            item["codes"] = torch.from_numpy(sample["parts.npy"])
+        yield item

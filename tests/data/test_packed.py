@@ -1,0 +1,155 @@
+"""`semmae data pack`: round trip, checksums, resume (tiny generated images)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from semmae.cli import main
+from semmae.data.folder import ImageFolderDataset
+from semmae.data.images import load_rgb
+from semmae.data.packed import PackedImages, open_pack_checked, pack_dataset, stream_pack
+from semmae.data.part_cache import PartCache
+from semmae.errors import UserError
+
+SIDE = 16
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """7 images of different sizes and modes in two classes (one grayscale, one with alpha)."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "imgs"
+    shapes = [(20, 30), (16, 16), (9, 25), (40, 12), (18, 18), (24, 20), (17, 33)]
+    for i, (h, w) in enumerate(shapes):
+        cls = root / ("a" if i < 4 else "b")
+        cls.mkdir(parents=True, exist_ok=True)
+        arr = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+        img = Image.fromarray(arr)
+        if i == 2:
+            img = img.convert("L")
+        if i == 5:
+            img = img.convert("RGBA")
+        img.save(cls / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def cache(folder, tmp_path):
+    files = ImageFolderDataset(folder).relative_paths
+    writer = PartCache.create(tmp_path / "parts.cache", files, grid=4, num_parts=3)
+    g = torch.Generator().manual_seed(0)
+    writer.write(
+        0, torch.randint(0, 4, (len(files), 4, 4), generator=g), torch.rand(len(files), 4, 4, generator=g)
+    )
+    return writer.finalize()
+
+
+def _expected_pixels(path) -> np.ndarray:
+    img = load_rgb(path)  # data check's decoding rules
+    return np.asarray(img.resize((SIDE, SIDE), Image.BICUBIC) if img.size != (SIDE, SIDE) else img)
+
+
+def test_round_trip_pixels_labels_sizes_and_part_cells(folder, cache, tmp_path):
+    report = pack_dataset(folder, tmp_path / "pack", SIDE, parts=cache.path, shard_size=3, progress=False)
+    assert (report.num_images, report.shards_total, report.shards_written) == (7, 3, 3)
+    pack = PackedImages.open(tmp_path / "pack")
+    ds = ImageFolderDataset(folder)
+    assert len(pack) == 7 and pack.classes == ds.classes and pack.relative_paths == ds.relative_paths
+    assert (pack.grid, pack.num_parts, pack.no_part_id) == (4, 3, 3)
+    order = [6, 0, 3, 4, 1]
+    batch = pack.get_batch(order)
+    assert batch["pixels"].dtype == torch.uint8 and batch["pixels"].shape == (5, SIDE, SIDE, 3)
+    for j, i in enumerate(order):
+        path, label = ds.samples[i]
+        np.testing.assert_array_equal(batch["pixels"][j].numpy(), _expected_pixels(path))
+        assert batch["label"][j] == label and batch["index"][j] == i
+        w, h = Image.open(path).size
+        assert batch["size"][j].tolist() == [h, w]
+        np.testing.assert_array_equal(batch["codes"][j].numpy().ravel(), cache._array()[i])
+    assert report.bytes_per_image == pytest.approx(pack.bytes_per_image)
+
+    # any WebDataset reader streams the same records, in index order
+    shards = sorted(str(p) for p in (tmp_path / "pack").glob("shard-*.tar"))
+    streamed = list(stream_pack(shards))
+    assert [s["index"] for s in streamed] == list(range(7))
+    everything = pack.get_batch(range(7))
+    for s in streamed:
+        i = s["index"]
+        assert torch.equal(s["pixels"], everything["pixels"][i]) and torch.equal(
+            s["codes"], everything["codes"][i]
+        )
+        assert s["label"] == everything["label"][i] and torch.equal(s["size"], everything["size"][i])
+
+
+def test_pack_without_parts_and_cli(folder, tmp_path, capsys):
+    out = tmp_path / "pack"
+    assert (
+        main(["data", "pack", "--data", str(folder), "--out", str(out), "--side", "16", "--num-workers", "0"])
+        == 0
+    )
+    assert "packed 7 images" in capsys.readouterr().out
+    pack = PackedImages.open(out)
+    assert pack.grid is None and "codes" not in pack.get_batch([0])
+    assert main(["data", "check", "--data", str(out)]) == 0
+    assert "every checksum matches" in capsys.readouterr().out
+    # a finished pack is not overwritten by accident
+    assert main(["data", "pack", "--data", str(folder), "--out", str(out), "--side", "16"]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_corrupt_shard_is_named_in_one_line(folder, tmp_path, capsys):
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, shard_size=3, progress=False)
+    shard = out / "shard-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF  # same size, one flipped byte: only the checksum notices
+    shard.write_bytes(bytes(data))
+    PackedImages.open(out)  # sizes still match
+    assert main(["data", "check", "--data", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "shard-000001.tar" in err[0] and "checksum" in err[0], err
+    with pytest.raises(UserError, match="shard-000001.tar"):
+        open_pack_checked(out)
+    shard.write_bytes(bytes(data[:-512]))  # truncated: refused on open, before any training
+    with pytest.raises(UserError, match=r"shard-000001.tar is \d+ bytes"):
+        PackedImages.open(out)
+
+
+def test_interrupted_pack_resumes_to_the_same_bytes(folder, cache, tmp_path):
+    ref = tmp_path / "ref"
+    pack_dataset(folder, ref, SIDE, parts=cache.path, shard_size=2, progress=False)
+    out = tmp_path / "run"
+    first = pack_dataset(folder, out, SIDE, parts=cache.path, shard_size=2, progress=False, max_shards=2)
+    assert first.shards_written == 2 and first.shards_total == 4
+    (out / "shard-000002.tar.partial").write_bytes(b"half a shard")  # killed while writing shard 2
+    with pytest.raises(UserError, match="unfinished"):
+        PackedImages.open(out)
+    with pytest.raises(UserError, match="side differ"):
+        pack_dataset(folder, out, SIDE + 1, parts=cache.path, shard_size=2, progress=False)
+    rest = pack_dataset(folder, out, SIDE, parts=cache.path, shard_size=2, progress=False)
+    assert rest.shards_written == 2
+    assert not list(out.glob("*.partial"))
+    a, b = (json.loads((p / "pack.json").read_text()) for p in (ref, out))
+    assert a["complete"] and b["complete"]
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+    open_pack_checked(out)
+
+
+def test_unreadable_image_stops_the_pack_naming_it(folder, tmp_path):
+    (folder / "b" / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(UserError, match=r"bad\.png.*semmae data check"):
+        pack_dataset(folder, tmp_path / "pack", SIDE, shard_size=100, progress=False)
+    with pytest.raises(UserError, match="unfinished"):
+        PackedImages.open(tmp_path / "pack")
+
+
+def test_decoding_workers_write_the_same_pack(folder, tmp_path):
+    pack_dataset(folder, tmp_path / "a", SIDE, shard_size=4, progress=False)
+    pack_dataset(folder, tmp_path / "b", SIDE, shard_size=4, progress=False, workers=2)
+    a, b = (json.loads((tmp_path / p / "pack.json").read_text()) for p in ("a", "b"))
+    assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
