@@ -48,7 +48,7 @@ def run_seed(work: Path, seed: int, budget: str, style: str, encoder_checkpoint:
     metrics = demo.out / "parts" / "part_metrics.json"
     if not metrics.exists():
         demo.out.mkdir(parents=True, exist_ok=True)
-        demo.check_same_setup()
+        demo.check_same_setup([])  # the folder is this script's own: only the settings are checked
         for stage in demo.stages()[:3]:  # data, bootstrap, parts
             t0 = time.perf_counter()
             stage.run()
