@@ -27,12 +27,7 @@ from semmae.bootstrap.model import Student, backbone_spec, ema_update_, teacher_
 from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
 from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.engine.checkpoint import (
-    CheckpointManager,
-    load_newest_loadable,
-    load_pretrain_checkpoint,
-    resolve_resume,
-)
+from semmae.engine.checkpoint import CheckpointManager, load_resume
 from semmae.engine.optim import build_optimizer, set_lr
 from semmae.engine.pretrain import NO_BAD_STEP, _fmt_eta, _memory_mb, plan_run
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
@@ -178,19 +173,13 @@ class Bootstrapper:
         return {**self.spec, "trainer": TRAINER, "objective": "ibot" if self.use_masks else "dino"}
 
     def _maybe_resume(self) -> Path | None:
-        if (
-            self.cfg.resume == "auto"
-        ):  # the newest checkpoint that loads; a damaged newer one is skipped, named
-            say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
-            found = load_newest_loadable(self.cfg.out, say)
-            if found is None:
-                return None
-            path, ckpt = found
-        else:
-            path = resolve_resume(self.cfg.resume, self.cfg.out)
-            if path is None:
-                return None
-            ckpt = load_pretrain_checkpoint(path)
+        say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+        found = load_resume(
+            self.cfg.resume, self.cfg.out, say, "bootstrap"
+        )  # auto: a damaged newer one is skipped
+        if found is None:
+            return None
+        path, ckpt = found
         if ckpt["model_config"].get("trainer") != TRAINER:
             raise UserError(
                 f"--resume {path}: not a `semmae bootstrap` checkpoint (a `semmae pretrain` one?)"

@@ -78,7 +78,9 @@ def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
     return path
 
 
-def load_newest_loadable(out_dir: str | Path, say=print) -> tuple[Path, dict[str, Any]] | None:
+def load_newest_loadable(
+    out_dir: str | Path, say=print, verb: str = "pretrain"
+) -> tuple[Path, dict[str, Any]] | None:
     """``--resume auto``: the newest checkpoint of a run that loads (``latest`` first, then the others newest
     first), saying which ones were skipped and why; ``None`` when the run has none. A run whose checkpoints all
     fail to load is a UserError (starting over silently would discard it)."""
@@ -93,11 +95,22 @@ def load_newest_loadable(out_dir: str | Path, say=print) -> tuple[Path, dict[str
             return path, load_pretrain_checkpoint(path)
         except UserError as e:
             problems.append(str(e))
-            say(f"semmae pretrain: --resume auto: skipped {path.name}: {e}")
+            say(f"semmae {verb}: --resume auto: skipped {path.name}: {e}")
     raise UserError(
         f"--resume auto: none of the {len(order)} checkpoint(s) in {mgr.dir} loads (newest: {problems[0]}); "
         "pass --overwrite to start again"
     )
+
+
+def load_resume(
+    resume: str | None, out_dir: str | Path, say=print, verb: str = "pretrain"
+) -> tuple[Path, dict[str, Any]] | None:
+    """What a training verb resumes from: ``(path, checkpoint)``, or None to start fresh. ``auto`` takes the newest
+    checkpoint that loads (:func:`load_newest_loadable`); a path is loaded as given (:func:`resolve_resume`)."""
+    if resume == "auto":
+        return load_newest_loadable(out_dir, say, verb)
+    path = resolve_resume(resume, out_dir)
+    return None if path is None else (path, load_pretrain_checkpoint(path))
 
 
 def checkpoint_file(path: str | Path) -> Path:

@@ -24,12 +24,7 @@ from torch.utils.data import BatchSampler, Dataset
 from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_num_workers, lower_priority, parse_num_workers
-from semmae.engine.checkpoint import (
-    CheckpointManager,
-    load_newest_loadable,
-    load_pretrain_checkpoint,
-    resolve_resume,
-)
+from semmae.engine.checkpoint import CheckpointManager, load_resume
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer, set_lr
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
@@ -286,19 +281,13 @@ class Pretrainer:
 
     # ------------------------------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> Path | None:
-        if (
-            self.cfg.resume == "auto"
-        ):  # the newest checkpoint that loads; a damaged newer one is skipped, named
-            say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
-            found = load_newest_loadable(self.cfg.out, say)
-            if found is None:
-                return None
-            path, ckpt = found
-        else:
-            path = resolve_resume(self.cfg.resume, self.cfg.out)
-            if path is None:
-                return None
-            ckpt = load_pretrain_checkpoint(path)
+        say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+        found = load_resume(
+            self.cfg.resume, self.cfg.out, say, "pretrain"
+        )  # auto: a damaged newer one is skipped
+        if found is None:
+            return None
+        path, ckpt = found
         saved_eff = ckpt["sampler"].get("effective_batch")
         if saved_eff is not None and saved_eff != self.plan.effective_batch:
             raise UserError(
