@@ -309,6 +309,21 @@ def extract_features(
     return out_f, out_y
 
 
+def feature_options(
+    cfg: EvalCommonConfig, device: torch.device, info: DistInfo, keep: KeptTokens | None
+) -> dict:
+    """The keyword arguments of :func:`extract_features` that a run's config decides (``cfg.pool`` included)."""
+    return dict(
+        device=device,
+        batch_size=cfg.batch_size,
+        num_workers=cfg.num_workers,
+        pool=cfg.pool,
+        amp=cfg.amp,
+        dist_info=info,
+        keep=keep,
+    )
+
+
 def _gather_rows(f: torch.Tensor, y: torch.Tensor, i: torch.Tensor, world: int):
     """all_gather of per-rank row blocks of different lengths (padded to the longest, then trimmed)."""
     n = torch.tensor([f.shape[0]], device=f.device)

@@ -20,6 +20,7 @@ from semmae.eval.common import (
     build_encoder_from_config,
     build_view_datasets,
     extract_features,
+    feature_options,
     resolve_tokens,
     write_results,
 )
@@ -122,15 +123,7 @@ def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
     keep = resolve_tokens(cfg, enc_info)
     train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
     logger = run_dir.start(cfg, keep_log_until=-1)
-    kw = dict(
-        device=device,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        pool=cfg.pool,
-        amp=cfg.amp,
-        dist_info=info,
-        keep=keep,
-    )
+    kw = feature_options(cfg, device, info, keep)
     ftr, ytr = extract_features(encoder, train, desc="train features", **kw)
     fva, yva = extract_features(encoder, val, desc="val features", **kw)
     metrics = knn_accuracy(ftr, ytr, fva, yva, cfg.k, cfg.temperature, num_classes=len(train.classes))

@@ -35,6 +35,7 @@ from semmae.eval.common import (
     build_encoder_from_config,
     build_view_datasets,
     extract_features,
+    feature_options,
     file_sha256,
     loader,
     resolve_tokens,
@@ -210,15 +211,7 @@ def _cached_features(
                 len(obj["classes"]),
             )
     train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
-    kw = dict(
-        device=device,
-        batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
-        pool=cfg.pool,
-        amp=cfg.amp,
-        dist_info=info,
-        keep=keep,
-    )
+    kw = feature_options(cfg, device, info, keep)
     xs, ys = [], []
     x, y = extract_features(encoder, train, desc="train features", **kw)
     xs.append(x)
