@@ -16,6 +16,7 @@ import time
 import torch
 
 from semmae.data.part_cache import PartCache
+from semmae.engine.precision import resolve_precision
 from semmae.parts.encoder import EncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
 from semmae.parts.loss import part_loss
@@ -59,7 +60,7 @@ def run(quick: bool = True) -> list[dict]:
         writer = PartCache.create(f"{tmp}/bench.parts", [f"{i}.png" for i in range(n_total)], grid, 6)
 
         def export_step():
-            res = infer_parts(encoder, model.eval(), images, grid, amp=amp)
+            res = infer_parts(encoder, model.eval(), images, grid, resolve_precision("auto", device))
             writer.write(writer.next_index, res["part_ids"].to(torch.uint8).cpu(), res["fg"].cpu())
 
         t_exp = _timeit(export_step, iters, device)

@@ -34,7 +34,8 @@ from pathlib import Path
 import torch
 
 from semmae.engine.config import PretrainConfig
-from semmae.engine.pretrain import Pretrainer, _memory_mb
+from semmae.engine.pretrain import Pretrainer
+from semmae.engine.progress import memory_mb
 from semmae.utils.rundir import read_log
 
 DATA = Path("/work/shared/data/imagenette2_96/train")
@@ -71,7 +72,7 @@ def _config(
 
 def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:
     """Images/s of mask + forward + backward + optimiser step on one in-memory batch (median over steps)."""
-    batch = trainer._prepare(
+    batch = trainer.prepare(
         next(iter(trainer.loader)), 0, 0
     )  # packed data: crop/flip once, outside the timing
     if part_ids:
@@ -102,7 +103,7 @@ def loader_throughput(trainer: Pretrainer, batches: int) -> float:
     t0 = time.perf_counter()
     n = 0
     for k in range(batches):
-        batch = trainer._prepare(next(it), k, 0)
+        batch = trainer.prepare(next(it), k, 0)
         n += batch["image"].shape[0]
     return n / (time.perf_counter() - t0)
 
@@ -181,7 +182,7 @@ def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
         step_packed = step_throughput(packed, steps=n_step)
         packed_workers = packed.num_workers
         data_packed = loader_throughput(packed, 10 if quick else 30)
-        mem = _memory_mb(packed.device)
+        mem = memory_mb(packed.device)
     rows = [
         {
             "name": "model step alone, after the folder 2-worker run",
@@ -300,7 +301,7 @@ def run_gpu(quick: bool, data: Path) -> list[dict]:
                 rows.append(
                     {
                         "name": f"ViT-B/16 224 bf16 {masking}{' compile' if compile_ else ''} peak memory",
-                        "value": round(_memory_mb(trainer.device), 0),
+                        "value": round(memory_mb(trainer.device), 0),
                         "unit": "MiB",
                         "target": "",
                     }

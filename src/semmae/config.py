@@ -197,3 +197,12 @@ def save_config(cfg: Any, path: str | Path) -> None:
     from semmae.utils.io import atomic_write_text
 
     atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+
+
+def option(default: Any, help: str, **meta: Any) -> Any:
+    """A config field with its flag's help text (and e.g. ``choices``): ``x: int = option(3, "what x is")``."""
+    if isinstance(default, (list, dict, set)):
+        return dataclasses.field(
+            default_factory=lambda: type(default)(default), metadata=dict(help=help, **meta)
+        )
+    return dataclasses.field(default=default, metadata=dict(help=help, **meta))

@@ -11,8 +11,8 @@ from PIL import Image
 
 from semmae.bootstrap.loss import Centering, class_token_loss, masked_patch_loss
 from semmae.bootstrap.model import Student, backbone_spec, ema_update_, teacher_from_student
-from semmae.bootstrap.train import teacher_temp_schedule
 from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
+from semmae.engine.schedule import warmup_constant_schedule
 from semmae.errors import UserError
 
 SPEC = backbone_spec("vit_micro_patch8", 32)
@@ -95,7 +95,7 @@ def test_masked_patch_loss_weights_each_image_equally():
 
 
 def test_teacher_temperature_warms_up_linearly_then_stays():
-    sched = teacher_temp_schedule(0.04, 0.07, total_steps=10, warmup_steps=4)
+    sched = warmup_constant_schedule(0.04, 0.07, total_steps=10, warmup_steps=4)
     assert sched.shape == (10,)
     assert sched[0] == pytest.approx(0.04) and sched[3] == pytest.approx(0.07) and set(sched[4:]) == {0.07}
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
-from semmae.engine.optim import build_optimizer, param_groups, set_lr
-from semmae.engine.schedule import cosine_schedule, progress, scaled_lr
+from semmae.engine.optim import build_optimizer, param_groups
+from semmae.engine.precision import LossScaler, Precision, resolve_precision
+from semmae.engine.schedule import cosine_schedule, progress, scaled_lr, set_lr
 from semmae.errors import UserError
-from semmae.utils.precision import LossScaler, Precision, resolve_precision
 
 
 def _direct(i, base, final, total, warm):
@@ -76,7 +76,8 @@ def test_frozen_params_left_out():
 
 def test_precision_resolution_cpu():
     cpu = torch.device("cpu")
-    assert resolve_precision("auto", cpu) == Precision("bf16", "cpu")
+    assert resolve_precision("auto", cpu) == Precision("fp32", "cpu")  # bf16 only when asked for on CPUs
+    assert resolve_precision("bf16", cpu) == Precision("bf16", "cpu")
     assert resolve_precision("fp32", cpu).dtype is None
     with pytest.raises(UserError, match="fp16 needs a CUDA GPU"):
         resolve_precision("fp16", cpu)

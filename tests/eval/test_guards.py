@@ -109,7 +109,7 @@ def test_fresh_eval_run_into_a_run_needs_overwrite(verb, tiny_data, tiny_ckpt, t
     out.mkdir()
     (out / "config.yaml").write_text("old: run\n")
     argv = [verb, "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--out", str(out), *COMMON]
-    assert main([*argv, "--no-resume"]) == 2
+    assert main([*argv, "--resume", "none"]) == 2
     _one_line(capsys, "already holds a run", "--overwrite")
     assert (out / "config.yaml").read_text() == "old: run\n"
 

@@ -132,7 +132,7 @@ def test_parts_train_refuses_bad_numbers_and_a_taken_folder(tmp_path, synth, tra
         _one_line(capsys, needle)
     run = trained.parent
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
-    assert main(train_args(synth / "train", run, encoder_ckpt, "--no-resume")) == 2
+    assert main(train_args(synth / "train", run, encoder_ckpt, "--resume", "none")) == 2
     _one_line(capsys, "already holds a run", "--overwrite")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 

@@ -30,8 +30,3 @@ def build_optimizer(
     fused = any(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every group's learning rate (times its ``lr_scale`` when present, as layer decay uses)."""
-    for g in optimizer.param_groups:
-        g["lr"] = lr * g.get("lr_scale", 1.0)

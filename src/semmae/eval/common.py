@@ -18,6 +18,8 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import eval_geometry, eval_transform, train_transform
+from semmae.engine.precision import Precision, resolve_precision
+from semmae.engine.run_options import precision_option
 from semmae.errors import UserError
 from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
 from semmae.models.encoder_loading import load_encoder, pooled_features
@@ -53,7 +55,7 @@ class EvalCommonConfig:
     )
     batch_size: int = field(default=256, metadata={"help": "images per process per step"})
     num_workers: int = field(default=8, metadata={"help": "data-loader workers per process"})
-    amp: bool = field(default=True, metadata={"help": "bf16 autocast on CUDA (no effect on the CPU)"})
+    precision: str = precision_option()
     out: str = field(default="runs/eval", metadata={"help": "run directory"})
     device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
     seed: int = field(default=0, metadata={"help": "random seed"})
@@ -222,13 +224,6 @@ def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.n
     )
 
 
-def autocast(device: torch.device, enabled: bool) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when enabled; a no-op otherwise (chosen once, as timm does)."""
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 class ShardSampler(Sampler[int]):
     """Rank ``r`` of ``w`` takes indices ``r, r + w, ...`` - no padding, so summed metrics are exact."""
 
@@ -272,7 +267,7 @@ def extract_features(
     batch_size: int,
     num_workers: int,
     pool: str = "token",
-    amp: bool = True,
+    precision: Precision | None = None,
     dist_info: DistInfo | None = None,
     desc: str = "features",
     keep: KeptTokens | None = None,
@@ -292,7 +287,7 @@ def extract_features(
         disable=not info.is_main,
         leave=False,
     ):
-        with autocast(device, amp):
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
             f = batch_features(encoder, batch, device, pool, keep)
         feats.append(f.float())
         labels.append(batch["label"].to(device))
@@ -318,7 +313,7 @@ def feature_options(
         batch_size=cfg.batch_size,
         num_workers=cfg.num_workers,
         pool=cfg.pool,
-        amp=cfg.amp,
+        precision=resolve_precision(cfg.precision, device),
         dist_info=info,
         keep=keep,
     )

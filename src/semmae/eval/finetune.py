@@ -26,12 +26,13 @@ from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from semmae.data.transforms import eval_transform
+from semmae.engine.precision import resolve_precision
+from semmae.engine.run_options import continues, resume_option
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.eval.common import (
     EvalCommonConfig,
     ShardSampler,
     all_reduce_sum,
-    autocast,
     build_datasets,
     build_encoder_from_config,
     loader,
@@ -78,7 +79,7 @@ class FinetuneConfig(EvalCommonConfig):
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
     batch_size: int = field(default=32, metadata={"help": "images per process per step"})
-    resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    resume: str | None = resume_option("auto")
     overwrite: bool = field(
         default=False,
         metadata={
@@ -137,7 +138,7 @@ def run_finetune(cfg: FinetuneConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
-        continuing = cfg.resume and not cfg.overwrite
+        continuing = continues(cfg)
         with claim_run_dir(
             cfg.out, "finetune", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
         ) as run_dir:
@@ -231,7 +232,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
             x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             if mixup is not None:
                 x, y = mixup(x, y)
-            with autocast(device, cfg.amp):
+            with resolve_precision(cfg.precision, device).autocast():
                 loss = criterion(ddp(x), y)
             if not math.isfinite(loss.item()):
                 raise NonFiniteLossError(
@@ -308,7 +309,7 @@ def evaluate(model: nn.Module, dataset, cfg: EvalCommonConfig, device: torch.dev
     sampler = ShardSampler(len(dataset), info.rank, info.world_size)
     c1 = c5 = 0
     for batch in loader(dataset, cfg.batch_size, cfg.num_workers, sampler=sampler):
-        with autocast(device, cfg.amp):
+        with resolve_precision(cfg.precision, device).autocast():
             logits = model(batch["image"].to(device))
         a, b = topk_correct(logits.float(), batch["label"].to(device))
         c1, c5 = c1 + a, c5 + b

@@ -24,13 +24,14 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from semmae.engine.precision import resolve_precision
+from semmae.engine.run_options import continues, resume_option
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
     EvalCommonConfig,
     ShardSampler,
     all_reduce_sum,
-    autocast,
     batch_features,
     build_encoder_from_config,
     build_view_datasets,
@@ -81,7 +82,7 @@ class LinprobeConfig(EvalCommonConfig):
         default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
-    resume: bool = field(default=True, metadata={"help": "continue from OUT/checkpoint.pth when it exists"})
+    resume: str | None = resume_option("auto")
     overwrite: bool = field(
         default=False,
         metadata={
@@ -200,7 +201,7 @@ def _cached_features(
             else {}
         ),
     }
-    if cfg.resume and not cfg.overwrite and cache.is_file() and not cfg.random_init:
+    if continues(cfg) and cache.is_file() and not cfg.random_init:
         obj = load_checkpoint(cache)
         if obj.get("key") == key:
             return (
@@ -242,7 +243,7 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
-        continuing = cfg.resume and not cfg.overwrite
+        continuing = continues(cfg)
         with claim_run_dir(
             cfg.out, "linprobe", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
         ) as run_dir:
@@ -321,7 +322,7 @@ def _full_probe(
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     ckpt_path = Path(cfg.out) / "checkpoint.pth"
     start_epoch, metrics = 0, None
-    continuing = cfg.resume and not cfg.overwrite
+    continuing = continues(cfg)
     if continuing and ckpt_path.is_file():
         state = load_checkpoint(ckpt_path)
         tokens = keep.describe() if keep else {"tokens": "all"}
@@ -348,7 +349,7 @@ def _full_probe(
         ):
             step = epoch * steps_per_epoch + it
             set_lr(opt, cosine_factor(step, total, warmup))
-            with torch.no_grad(), autocast(device, cfg.amp):
+            with torch.no_grad(), resolve_precision(cfg.precision, device).autocast():
                 feats = batch_features(encoder, batch, device, cfg.pool, keep)
             labels = batch["label"].to(device)
             loss = heads.loss(model(feats.float()), labels)
@@ -392,7 +393,7 @@ def _evaluate_heads(
     c1 = torch.zeros(h, dtype=torch.long, device=device)
     c5 = torch.zeros(h, dtype=torch.long, device=device)
     for batch in loader(val, cfg.batch_size, cfg.num_workers, sampler=sampler):
-        with autocast(device, cfg.amp):
+        with resolve_precision(cfg.precision, device).autocast():
             feats = batch_features(encoder, batch, device, cfg.pool, keep)
         a, b = head_metrics(heads, feats.float(), batch["label"].to(device))
         c1 += a

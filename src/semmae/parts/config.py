@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.engine.run_options import precision_option, resume_option
 from semmae.errors import UserError
 from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
 
@@ -92,11 +93,11 @@ class PartsTrainConfig:
     warmup_epochs: float = field(default=1.0, metadata=_h("linear warm-up length in epochs"))
     clip_grad: float = field(default=1.0, metadata=_h("gradient-norm clip; 0 = off"))
     crop_scale_min: float = field(default=0.5, metadata=_h("RandomResizedCrop smallest area fraction"))
-    amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
+    precision: str = precision_option()
     num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
-    resume: bool = field(default=True, metadata=_h("continue from OUT/checkpoint.pth when it exists"))
+    resume: str | None = resume_option("auto")
     overwrite: bool = field(
         default=False,
         metadata=_h(
@@ -151,7 +152,7 @@ class PartsExportConfig:
     )
     batch_size: int = field(default=64, metadata=_h("images per forward pass"))
     num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
-    amp: bool = field(default=True, metadata=_h("bfloat16 autocast on CUDA (ignored on CPU)"))
+    precision: str = precision_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
     overwrite: bool = field(default=False, metadata=_h("replace a finished cache already at --out"))

@@ -17,6 +17,7 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
+from semmae.engine.precision import resolve_precision
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
 from semmae.parts.inference import full_image_transform, infer_parts
@@ -50,6 +51,7 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
 
 
 def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, producer: dict) -> PartCache:
+    precision = resolve_precision(cfg.precision, device)
     writer = PartCache.create(
         cfg.out,
         dataset.relative_paths,
@@ -70,7 +72,7 @@ def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, 
     with tqdm(total=len(dataset), initial=writer.next_index, desc="export parts", dynamic_ncols=True) as bar:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
-            res = infer_parts(encoder, model, images, grid, amp=cfg.amp)
+            res = infer_parts(encoder, model, images, grid, precision)
             start = int(batch["index"][0])
             writer.write(start, res["part_ids"].to(torch.uint8).cpu(), res["fg"].cpu())
             bar.update(images.shape[0])

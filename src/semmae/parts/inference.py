@@ -13,11 +13,14 @@ say nothing about which part is background.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2
 
+from semmae.engine.precision import Precision
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.model import PartModel
 
@@ -61,12 +64,16 @@ def attention_parts(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
 
 @torch.no_grad()
 def infer_parts(
-    encoder: FrozenEncoder, model: PartModel, images: torch.Tensor, grid: int, amp: bool = False
+    encoder: FrozenEncoder,
+    model: PartModel,
+    images: torch.Tensor,
+    grid: int,
+    precision: Precision | None = None,
 ) -> dict[str, torch.Tensor]:
     """Images [B, 3, S, S] -> ``{"part_ids": long [B, G, G], "probs": [B, N, G, G], "fg": [B, G, G],
-    "attn_ids": long [B, G, G], "patches": [B, L, D]}`` (part maps resized to the cache grid, then argmax)."""
-    use_amp = amp and images.device.type == "cuda"
-    with torch.autocast(images.device.type, dtype=torch.bfloat16, enabled=use_amp):
+    "attn_ids": long [B, G, G], "patches": [B, L, D]}`` (part maps resized to the cache grid, then argmax);
+    ``precision``: the run's (:mod:`semmae.engine.precision`), fp32 when None."""
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
         feats = encoder(images)
         maps = model.part_maps(feats["cls"], feats["patches"])
     probs = to_grid(maps.float(), grid)

@@ -10,7 +10,6 @@ for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data)
 from __future__ import annotations
 
 import collections
-import contextlib
 import math
 from pathlib import Path
 
@@ -25,6 +24,8 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
+from semmae.engine.precision import resolve_precision
+from semmae.engine.run_options import continues, resume_file
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
@@ -116,7 +117,7 @@ def train_parts(cfg: PartsTrainConfig) -> Path:
 
 def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
     device = dist_utils.resolve_device(cfg.device, info)
-    continuing = cfg.resume and not cfg.overwrite
+    continuing = continues(cfg)
     with claim_run_dir(
         cfg.out, "parts train", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
     ) as run_dir:
@@ -127,15 +128,16 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
     seed_everything(cfg.seed, info.rank)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME
-    resume = read_part_checkpoint(ckpt_path) if continuing and ckpt_path.is_file() else None
+    resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
+    resume = read_part_checkpoint(resume_from) if resume_from is not None else None
     if resume is not None:
         # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
         old = {**config_to_dict(PartsTrainConfig()), **resume["config"]}
         changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
         if changed:
             raise UserError(
-                f"{ckpt_path} was trained with other model settings ({', '.join(changed)}); "
-                "use another --out or --no-resume"
+                f"{resume_from} was trained with other model settings ({', '.join(changed)}); "
+                "use another --out or --overwrite"
             )
 
     enc_spec = EncoderSpec(
@@ -156,8 +158,8 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
     whole = ImageFolderDataset(cfg.data, transform=uint8_image_transform(encoder.img_size))
     if len(whole) == 0:
         raise UserError(f"no images found under {cfg.data}")
-    use_amp = cfg.amp and device.type == "cuda"
-    autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if use_amp else contextlib.nullcontext
+    precision = resolve_precision(cfg.precision, device)
+    autocast = precision.autocast
     max_bytes = int(cfg.feature_cache_gb * 2**30)
     # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
     diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()

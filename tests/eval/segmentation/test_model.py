@@ -7,9 +7,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from semmae.engine.schedule import poly_schedule, set_lr
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid, default_out_indices
-from semmae.eval.segmentation.optim import build_optimizer, poly_schedule, set_lr
+from semmae.eval.segmentation.optim import build_optimizer
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 
 
@@ -132,7 +133,7 @@ def test_layer_decay_groups():
 
 
 def test_poly_schedule_with_warmup():
-    lr = poly_schedule(1e-4, 100, 10, power=1.0, min_lr=0.0)
+    lr = poly_schedule(1e-4, 100, 10, power=1.0, final=0.0)
     assert lr.shape == (100,)
     assert lr[0] == pytest.approx(1e-4 * 1e-6)
     t = 5

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.engine.precision import PRECISIONS
+from semmae.engine.run_options import check_resume_overwrite, precision_option, resume_option
 from semmae.errors import UserError
 from semmae.models.init_schemes import init_scheme_field
 
 LAYOUTS = ("auto", "pairs", "synth")
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass
@@ -70,7 +71,7 @@ class SegmentDataConfig:
     num_vis: int = field(default=4, metadata={"help": "validation images drawn next to their ground truth"})
     out: str = field(default="runs/segment", metadata={"help": "run directory"})
     device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    precision: str = field(default="fp32", metadata={"help": "autocast precision", "choices": PRECISIONS})
+    precision: str = precision_option()
     num_workers: int = field(default=4, metadata={"help": "data-loading worker processes per rank"})
     seed: int = field(default=0, metadata={"help": "random seed (each rank adds its rank)"})
 
@@ -163,10 +164,7 @@ class SegmentTrainConfig(SegmentDataConfig):
     )
     ckpt_every: int = field(default=4000, metadata={"help": "write checkpoint.pth every N iterations"})
     log_every: int = field(default=50, metadata={"help": "log the loss every N iterations"})
-    resume: str | None = field(
-        default=None,
-        metadata={"help": "checkpoint to resume from; 'auto' = <out>/checkpoint.pth when it exists"},
-    )
+    resume: str | None = resume_option(None)
     overwrite: bool = field(
         default=False,
         metadata={
@@ -203,8 +201,7 @@ class SegmentTrainConfig(SegmentDataConfig):
             )
         if self.clip_grad < 0:
             raise UserError(f"--clip-grad must be >= 0 (0 = no clipping), got {self.clip_grad}")
-        if self.resume and self.overwrite:
-            raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
+        check_resume_overwrite(self.resume, self.overwrite)
         if self.aux_weight < 0 or not 0 <= self.drop_path < 1 or not 0 <= self.head_dropout < 1:
             raise UserError("--aux-weight must be >= 0, --drop-path and --head-dropout in [0, 1)")
 

@@ -1,7 +1,7 @@
 """Training and evaluation loops of ``semmae segment`` (paper Table 7 protocol, iteration-based like mmseg).
 
 Train: per-rank batch = global batch / world size, an endless shuffled loader (DistributedSampler under torchrun),
-per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, optional bf16 autocast,
+per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision (:mod:`semmae.engine.precision`),
 ``checkpoint.pth`` every ``ckpt_every`` iterations (resumable: model, optimizer, iteration, RNG), evaluation every
 ``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` + ``predictions.png`` at the end.
 Eval: each rank evaluates a disjoint slice of the validation images one at a time with sliding windows; the
@@ -10,8 +10,6 @@ confusion matrices are summed over ranks, so every image counts exactly once.
 
 from __future__ import annotations
 
-import math
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +19,17 @@ from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.errors import NonFiniteLossError, UserError
+from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.precision import LossScaler, Precision, resolve_precision
+from semmae.engine.run_options import resume_file, resume_mode
+from semmae.engine.schedule import poly_schedule, set_lr
+from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
 from semmae.eval.segmentation.dataset import SegmentationDataset, SegmentationSource, resolve_source
 from semmae.eval.segmentation.inference import predict
 from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
-from semmae.eval.segmentation.optim import build_optimizer, poly_schedule, set_lr
+from semmae.eval.segmentation.optim import build_optimizer
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
 from semmae.eval.segmentation.visualize import colorize, save_comparison
@@ -39,13 +41,6 @@ from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 CKPT_NAME = "checkpoint.pth"
 FINAL_NAME = "seg_final.pth"
-
-
-def autocast_for(precision: str, device: torch.device) -> AbstractContextManager:
-    """bf16 autocast on the device, or a no-op for fp32 (no grad scaler needed for either)."""
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def source_of(cfg: Any) -> SegmentationSource:
@@ -140,7 +135,7 @@ def evaluate(
     crop: int,
     stride: int,
     device: torch.device,
-    autocast: AbstractContextManager,
+    precision: Precision,
     dist_info: DistInfo,
     num_vis: int = 0,
     num_workers: int = 0,
@@ -155,7 +150,7 @@ def evaluate(
     rows = []
     for batch in tqdm(loader, desc="eval", disable=not dist_info.is_main, leave=False):
         image, label = batch["image"].to(device), batch["label"].to(device)
-        pred = predict(model, image, label.shape[-2:], source.num_classes, crop, stride, autocast)
+        pred = predict(model, image, label.shape[-2:], source.num_classes, crop, stride, precision)
         cm.update(pred, label)
         if dist_info.is_main and len(rows) < num_vis:
             img = F.interpolate(image.float(), size=label.shape[-2:], mode="bilinear", align_corners=False)[0]
@@ -210,7 +205,7 @@ def train(cfg: SegmentTrainConfig) -> dict:
         with claim_run_dir(
             cfg.out,
             "segment train",
-            resume=bool(cfg.resume),
+            resume=resume_mode(cfg.resume) is not None,
             overwrite=cfg.overwrite,
             enabled=dist_info.is_main,
             resume_hint="--resume auto",
@@ -252,8 +247,8 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
     schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
     start_it, epoch = 0, 0
-    resume = out / CKPT_NAME if cfg.resume == "auto" else (Path(cfg.resume) if cfg.resume else None)
-    if resume is not None and (cfg.resume != "auto" or resume.exists()):
+    resume = resume_file(cfg.resume, out / CKPT_NAME, cfg.overwrite)
+    if resume is not None:
         ckpt = load_checkpoint(resume)
         try:
             model.load_state_dict(ckpt["model"])
@@ -271,9 +266,14 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
     core = _unwrap(model)
-    autocast = autocast_for(cfg.precision, device)
+    precision = resolve_precision(cfg.precision, device)
+    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
     # iterations are the log's steps: a continued run drops the records after its checkpoint's iteration
-    logger = run_dir.start(cfg, keep_log_until=start_it if cfg.resume else None)
+    logger = run_dir.start(cfg, keep_log_until=start_it if resume_mode(cfg.resume) else None)
+
+    def explain(bad: int) -> str:
+        return f"loss became non-finite at iteration {bad}; lower --lr or use --precision fp32 (last checkpoint kept in {out})"
+
     train_loader = _loader(
         train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
     )
@@ -310,21 +310,16 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
             set_lr(optimizer, float(schedule[it]))
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
-            with autocast:
+            with precision.autocast():
                 out_maps = model(images)
             losses = segmentation_loss(out_maps, labels, source.ignore_index, cfg.aux_weight)
-            if not math.isfinite(float(losses["loss"].detach())):
-                raise NonFiniteLossError(
-                    f"loss became {float(losses['loss'])} at iteration {it}; "
-                    f"lower --lr or use --precision fp32 (last checkpoint kept in {out})"
-                )
+            grad_norm = scaler(losses["loss"], optimizer, core.parameters, clip_grad=cfg.clip_grad)
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
+            watch.record(it, losses["loss"].detach(), None if scaler.enabled else grad_norm)
             it += 1
             bar.update(1)
+            if it % cfg.log_every == 0 or it == cfg.iters or (cfg.ckpt_every and it % cfg.ckpt_every == 0):
+                watch.check(explain)
             if it % cfg.log_every == 0 or it == cfg.iters:
                 vals = {k: float(v.detach()) for k, v in losses.items()}
                 logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
@@ -337,7 +332,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
                     cfg.crop_size,
                     cfg.eval_stride,
                     device,
-                    autocast,
+                    precision,
                     dist_info,
                     0,
                     cfg.num_workers,
@@ -365,7 +360,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
         cfg.crop_size,
         cfg.eval_stride,
         device,
-        autocast,
+        precision,
         dist_info,
         cfg.num_vis,
         cfg.num_workers,
@@ -444,7 +439,7 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
             train_cfg.crop_size,
             train_cfg.eval_stride,
             device,
-            autocast_for(train_cfg.precision, device),
+            resolve_precision(train_cfg.precision, device),
             dist_info,
             cfg.num_vis,
             cfg.num_workers,

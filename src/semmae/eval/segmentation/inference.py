@@ -5,11 +5,13 @@ padded (the padding's logits are discarded)."""
 from __future__ import annotations
 
 import math
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import nullcontext
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from semmae.engine.precision import Precision
 
 
 def window_starts(size: int, crop: int, stride: int) -> list[int]:
@@ -25,7 +27,7 @@ def slide_logits(
     num_classes: int,
     crop: int,
     stride: int,
-    autocast: AbstractContextManager | None = None,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
     """``image [B, 3, H, W] -> logits [B, K, H, W]`` (float32) averaged over the sliding windows."""
     b, _, h, w = image.shape
@@ -36,7 +38,7 @@ def slide_logits(
             win = image[:, :, y : y + crop, x : x + crop]
             ch, cw = win.shape[-2:]
             win = F.pad(win, (0, crop - cw, 0, crop - ch))
-            with autocast or nullcontext():
+            with precision.autocast() if precision is not None else nullcontext():
                 out = model(win)["logits"]
             out = F.interpolate(out.float(), size=(crop, crop), mode="bilinear", align_corners=False)
             logits[:, :, y : y + ch, x : x + cw] += out[:, :, :ch, :cw]
@@ -52,9 +54,9 @@ def predict(
     num_classes: int,
     crop: int,
     stride: int,
-    autocast: AbstractContextManager | None = None,
+    precision: Precision | None = None,
 ) -> torch.Tensor:
     """``image [B, 3, h, w]`` at the test scale -> class map ``[B, H, W]`` at the label's ``out_size``."""
-    logits = slide_logits(model, image, num_classes, crop, stride, autocast)
+    logits = slide_logits(model, image, num_classes, crop, stride, precision)
     logits = F.interpolate(logits, size=out_size, mode="bilinear", align_corners=False)
     return logits.argmax(1)

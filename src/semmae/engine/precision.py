@@ -1,7 +1,8 @@
-"""Numeric precision, chosen once per run: an autocast context (or a no-op) and a loss scaler.
+"""Numeric precision, chosen once per run and spelled the same by every stage: ``--precision auto|bf16|fp16|fp32``.
 
-bf16 autocast runs on CPUs and on GPUs that support it and needs no loss scaling; fp16 autocast (GPUs without
-bf16, e.g. V100/T4) needs a :class:`torch.amp.GradScaler`, and only then is one created. The
+``auto`` is mixed precision where it pays: bf16 autocast on GPUs that support it (no loss scaling), fp16 autocast +
+:class:`torch.amp.GradScaler` on older GPUs (V100/T4), and fp32 on the CPU, where bf16 matmuls are slower than
+fp32 on most processors (``--precision bf16`` still asks for it there). A grad scaler is created only for fp16. The
 :class:`LossScaler` bundles backward, optional gradient clipping, the optimiser step and the gradient norm, and
 carries its own ``state_dict`` so a resumed fp16 run continues with the same loss scale.
 """
@@ -18,6 +19,7 @@ import torch
 from semmae.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU"
 
 
 @dataclass(frozen=True)
@@ -48,8 +50,8 @@ class Precision:
 
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
-    """Pick the precision once. ``auto``: bf16 where supported (every CPU, Ampere+ GPUs), fp16 + grad scaler on
-    older GPUs. Asking for fp16 on the CPU or bf16 on a GPU without it is a :class:`UserError`."""
+    """Pick the precision once. ``auto``: bf16 on GPUs that support it (Ampere+), fp16 + grad scaler on older
+    GPUs, fp32 on the CPU. Asking for fp16 on the CPU or bf16 on a GPU without it is a :class:`UserError`."""
     if name not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
     kind = device.type
@@ -57,7 +59,7 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
         return Precision("fp32", kind) if name in ("auto", "fp32") else _refuse(name, kind)
     bf16_ok = kind == "cpu" or torch.cuda.is_bf16_supported()
     if name == "auto":
-        name = "bf16" if bf16_ok else "fp16"
+        name = "fp32" if kind == "cpu" else ("bf16" if bf16_ok else "fp16")
     if name == "bf16" and not bf16_ok:
         raise UserError("--precision bf16 was asked for but this GPU does not support bf16; use fp16 or auto")
     if name == "fp16" and kind == "cpu":

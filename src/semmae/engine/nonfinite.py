@@ -1,0 +1,40 @@
+"""A non-finite loss is noticed on the device and acted on at log steps: no host sync per step.
+
+Each optimiser step folds ``isfinite(loss)`` (and, without a grad scaler, ``isfinite(grad_norm)``: fp16 overflow
+steps are skipped by the scaler itself) into one device tensor holding the first bad step. :meth:`check` reads it
+(one ``.item()``, an all-reduce-min under DDP so every rank stops together) and raises
+:class:`~semmae.errors.NonFiniteLossError` naming the step; training loops call it where they already sync: at log
+steps, before checkpoints and at epoch ends.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from semmae.errors import NonFiniteLossError
+
+NO_BAD_STEP = 2**62  # "no non-finite step yet"
+
+
+class NonFiniteWatch:
+    """The first optimiser step whose loss (or gradient norm) was not finite, kept on the device."""
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), NO_BAD_STEP, dtype=torch.long, device=device)
+
+    def record(self, step: int, loss: torch.Tensor, grad_norm: torch.Tensor | None = None) -> None:
+        """Fold one step in (no sync). ``grad_norm``: pass it only when no grad scaler skips overflow steps."""
+        finite = torch.isfinite(loss)
+        if grad_norm is not None:
+            finite = finite & torch.isfinite(grad_norm)
+        bad = torch.minimum(self.first_bad, torch.full_like(self.first_bad, step))
+        self.first_bad.copy_(torch.where(finite, self.first_bad, bad))
+
+    def check(self, explain: Callable[[int], str], reduce: Callable | None = None) -> None:
+        """Raise ``NonFiniteLossError(explain(step))`` when some step was bad (a sync; ``reduce``: e.g. an
+        all-reduce-min so all ranks raise together)."""
+        first = int((reduce(self.first_bad) if reduce is not None else self.first_bad).item())
+        if first != NO_BAD_STEP:
+            raise NonFiniteLossError(explain(first))

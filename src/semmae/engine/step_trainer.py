@@ -1,0 +1,423 @@
+"""The step-based training loop shared by ``semmae pretrain`` and ``semmae bootstrap``.
+
+One optimiser step consumes a global batch of ``world_size x accum_iter x batch_size`` images. The loop owns what
+every such stage needs and does the same way: the run folder claim, the device/world/precision, the plan
+(effective batch, steps, MAE's ``lr = blr x batch / 256``), the step-indexed sampler and loader, gradient
+accumulation under DDP's ``no_sync``, loss scaling + clipping (:class:`~semmae.engine.precision.LossScaler`), the
+non-finite watch that syncs only at log steps, logging, the progress bar, checkpoints that resume *to the step*
+(model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN.
+
+A stage subclasses :class:`StepTrainer` and fills in its hooks: :meth:`build` (data, model, optimiser, schedules),
+:meth:`losses` (one micro-batch's losses), and optionally :meth:`begin_step`, :meth:`end_step`,
+:meth:`log_extras`, :meth:`model_state` / :meth:`load_model_state` and :meth:`epoch_end`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import Dataset
+
+from semmae.config import config_to_dict
+from semmae.data.loader import DataLoader
+from semmae.data.workers import auto_num_workers, lower_priority, parse_num_workers
+from semmae.engine.checkpoint import CheckpointManager, load_resume
+from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.precision import LossScaler, resolve_precision
+from semmae.engine.progress import fmt_eta, memory_mb, step_bar
+from semmae.engine.run_options import resume_mode
+from semmae.engine.sampler import SeededItems, StepSampler
+from semmae.engine.schedule import scaled_lr, set_lr
+from semmae.errors import UserError
+from semmae.utils import distributed as du
+from semmae.utils.rundir import RunLogger, claim_run_dir
+from semmae.utils.seed import rng_state, set_rng_state
+
+
+@dataclass
+class RunPlan:
+    """Sizes derived once from the config, the world and the dataset."""
+
+    world_size: int
+    batch_size: int
+    accum_iter: int
+    effective_batch: int
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    lr: float
+
+
+def plan_run(cfg: Any, world_size: int, num_images: int) -> RunPlan:
+    """Effective batch, accumulation, steps and the absolute learning rate (``lr = blr * eff_batch / 256``)."""
+    accum = cfg.accum_iter
+    if cfg.global_batch is not None:
+        per_step = cfg.batch_size * world_size
+        if cfg.global_batch % per_step:
+            raise UserError(
+                f"--global-batch {cfg.global_batch} is not a multiple of --batch-size {cfg.batch_size} "
+                f"x {world_size} rank(s) = {per_step}"
+            )
+        accum = cfg.global_batch // per_step
+    eff = cfg.batch_size * accum * world_size
+    spe = num_images // eff
+    if spe < 1:
+        raise UserError(
+            f"the dataset has {num_images} images, fewer than one effective batch of {eff} "
+            f"(batch {cfg.batch_size} x accum {accum} x {world_size} rank(s)); lower --batch-size"
+        )
+    total = cfg.epochs * spe
+    lr = cfg.lr if cfg.lr is not None else scaled_lr(cfg.blr, eff)
+    return RunPlan(
+        world_size, cfg.batch_size, accum, eff, spe, total, int(round(cfg.warmup_epochs * spe)), lr
+    )
+
+
+class StepTrainer:
+    """One run of a step-based stage; :meth:`run` trains until the end or ``--max-steps``.
+
+    After :meth:`build` the subclass must have set ``dataset``, ``plan``, ``model_core`` (the module that trains;
+    DDP wraps it), ``optimizer`` and ``lr_schedule`` (per-step array).
+    """
+
+    verb = "train"  # the CLI verb, in messages and the run folder's claim
+    loss_keys: tuple[str, ...] = ("loss",)  # per-step means kept on the device and logged
+
+    def __init__(self, cfg: Any):
+        self.cfg = cfg
+        self.preflight()
+        want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        self.dist = du.init_distributed(want)
+        self.device = du.resolve_device(want, self.dist)
+        self.precision = resolve_precision(cfg.precision, self.device)
+        self.is_main = self.dist.is_main
+        # the run folder is ours (or the run is refused) before anything is built; nothing is written into it
+        # until every check, the resume checkpoint's included, has passed (semmae.utils.rundir)
+        self.run_dir = claim_run_dir(
+            cfg.out,
+            self.verb,
+            resume=resume_mode(cfg.resume) is not None,
+            overwrite=cfg.overwrite,
+            enabled=self.is_main,
+            resume_hint="--resume auto",
+        )
+        try:
+            self._build()
+        except BaseException as e:
+            self.run_dir.__exit__(type(e), e, None)
+            raise
+
+    # ------------------------------------------------------------------------------------------------ hooks
+    def preflight(self) -> None:
+        """Checks that need neither data nor device (they fail before anything is claimed)."""
+
+    def build(self) -> None:
+        """Data, model, optimiser and schedules (see the class docstring)."""
+        raise NotImplementedError
+
+    def loader_items(self) -> tuple[Dataset, dict]:
+        """What the DataLoader iterates and its batching arguments: seeded items, ``batch_size`` micro-batches."""
+        p = self.plan
+        return SeededItems(self.dataset, self.cfg.seed), dict(
+            batch_size=p.batch_size, sampler=self.sampler, drop_last=False
+        )
+
+    def prepare(self, batch: dict, step: int, shard: int) -> dict:
+        """A loaded micro-batch -> model inputs (counted as data time); identity by default."""
+        return batch
+
+    def losses(self, batch: dict, step: int, shard: int) -> dict[str, torch.Tensor]:
+        """One micro-batch's losses (``"loss"``: what is minimised, float32) under the run's precision."""
+        raise NotImplementedError
+
+    def begin_step(self, step: int) -> None:
+        """Before the first micro-batch of optimiser step ``step`` (the learning rate is set already)."""
+
+    def end_step(self, step: int) -> None:
+        """After optimiser step ``step`` (e.g. a teacher's EMA update)."""
+
+    def log_extras(self, step: int, values: dict[str, float]) -> dict[str, Any]:
+        """Stage-specific fields of a log record (``values``: the logged means of :attr:`loss_keys`)."""
+        return {}
+
+    def model_state(self) -> dict[str, Any]:
+        """Checkpoint entries of the model(s): at least ``model`` and ``model_config``."""
+        raise NotImplementedError
+
+    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+        """Load :meth:`model_state`'s entries back (a UserError when they do not fit this run)."""
+        raise NotImplementedError
+
+    def epoch_end(self, epoch: int) -> None:
+        """After ``epoch`` finished epochs (1-based): the online kNN every ``--eval-every`` epochs."""
+        if self.cfg.eval_every and epoch % self.cfg.eval_every == 0:
+            self.online_knn(self.model_core, epoch)
+
+    def describe(self) -> str:
+        """The first words of the start line (``semmae pretrain: 1000 images``)."""
+        return f"semmae {self.verb}: {len(self.dataset)} images"
+
+    # ---------------------------------------------------------------------------------------------- building
+    def _build(self) -> None:
+        cfg = self.cfg
+        self.skipped_images = 0  # unreadable files passed over in this process (--skip-bad-images)
+        self.build()
+        p = self.plan
+        self.scaler = LossScaler(self.precision)
+        self.ckpts = CheckpointManager(cfg.out, cfg.keep_last)
+        self.step = 0
+        self._saved_step = -1
+        self.sampler = StepSampler(
+            self.dataset, p.batch_size, p.accum_iter, num_replicas=p.world_size, rank=self.dist.rank, seed=cfg.seed
+        )
+        workers = self.num_workers = self._num_workers()
+        items, batching = self.loader_items()
+        self.loader = DataLoader(
+            items,
+            num_workers=workers,
+            pin_memory=self.device.type == "cuda",
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers > 0 else None,
+            worker_init_fn=lower_priority if parse_num_workers(str(cfg.num_workers)) is None else None,
+            **batching,
+        )
+        self.mask_gen = torch.Generator(device=self.device)
+        self.resumed_from = self._maybe_resume()
+        # a continued run drops log records past its checkpoint's step: they are logged again from here
+        continuing = resume_mode(cfg.resume) is not None
+        self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.step if continuing else None)
+        self.model: torch.nn.Module = self.model_core
+        if p.world_size > 1:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.model = torch.nn.parallel.DistributedDataParallel(self.model_core, device_ids=ids)
+        if cfg.compile:
+            self.model = torch.compile(self.model)
+
+    def _num_workers(self) -> int:
+        n = parse_num_workers(str(self.cfg.num_workers))
+        if n is None:
+            local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            n = auto_num_workers(getattr(self, "packed", False), self.device.type, local_world_size=local)
+            if self.is_main:
+                print(f"semmae {self.verb}: --num-workers auto -> {n} per rank", flush=True)
+        return n
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def _maybe_resume(self) -> Path | None:
+        say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+        found = load_resume(resume_mode(self.cfg.resume), self.cfg.out, say, self.verb)  # auto: skips damaged
+        if found is None:
+            return None
+        path, ckpt = found
+        saved_eff = ckpt["sampler"].get("effective_batch")
+        if saved_eff is not None and saved_eff != self.plan.effective_batch:
+            raise UserError(
+                f"--resume {path}: it was trained with effective batch {saved_eff}, this run has "
+                f"{self.plan.effective_batch}; keep batch x accum x world size the same to resume"
+            )
+        self.load_model_state(path, ckpt)
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.step = self._saved_step = int(ckpt["step"])
+        rngs = ckpt["rng"]
+        if len(rngs) == self.dist.world_size:
+            set_rng_state(rngs[self.dist.rank])
+        say(f"semmae {self.verb}: resumed from {path} at step {self.step} (epoch {ckpt['epoch']})")
+        return path
+
+    def checkpoint(self) -> Path | None:
+        """Save on rank 0 (every rank contributes its RNG state). Collective: call on all ranks."""
+        rngs = du.all_gather_object(rng_state())
+        self._saved_step = self.step
+        if not self.is_main:
+            return None
+        p = self.plan
+        state = {
+            **self.model_state(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "epoch": self.step // p.steps_per_epoch,
+            "step": self.step,
+            "config": config_to_dict(self.cfg),
+            "rng": rngs,
+            "sampler": {
+                "epoch": self.step // p.steps_per_epoch,
+                "step_in_epoch": self.step % p.steps_per_epoch,
+                "seed": self.cfg.seed,
+                "effective_batch": p.effective_batch,
+                "steps_per_epoch": p.steps_per_epoch,
+            },
+        }
+        return self.ckpts.save(state)
+
+    def _check_finite(self) -> None:
+        """Stop all ranks together when any rank saw a non-finite loss (one small all-reduce)."""
+
+        def explain(step: int) -> str:
+            last = self.ckpts.latest()
+            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
+            return (
+                f"the loss became non-finite at step {step} (epoch {step // self.plan.steps_per_epoch}); "
+                f"{kept}. Lower --blr, set --clip-grad, or use --precision bf16/fp32"
+            )
+
+        self.watch.check(explain, du.all_reduce_min)
+
+    # ---------------------------------------------------------------------------------------------- training
+    def run(self) -> dict[str, Any]:
+        cfg, p = self.cfg, self.plan
+        end = p.total_steps if cfg.max_steps is None else min(p.total_steps, cfg.max_steps)
+        if self.is_main:
+            print(
+                f"{self.describe()}, {p.world_size} rank(s) x batch {p.batch_size} x accum {p.accum_iter} = "
+                f"effective batch {p.effective_batch}; base lr {cfg.blr:.3g}, effective lr {p.lr:.3g}; "
+                f"{p.steps_per_epoch} steps/epoch, {p.total_steps} steps in all; precision {self.precision.name}; "
+                f"device {self.device}",
+                flush=True,
+            )
+        self.watch = NonFiniteWatch(self.device)
+        last_loss = float("nan")
+        self.model.train()
+        while self.step < end:
+            epoch, start = divmod(self.step, p.steps_per_epoch)
+            last_loss = self._train_epoch(epoch, start, end)
+            self._check_finite()
+            if (self.step % p.steps_per_epoch == 0 or self.step == end) and self._saved_step != self.step:
+                self.checkpoint()
+            if self.step % p.steps_per_epoch == 0:
+                self.epoch_end(self.step // p.steps_per_epoch)
+        self.logger.close()
+        skipped = int(du.all_reduce_sum(torch.tensor(float(self.skipped_images), device=self.device)).item())
+        if skipped and self.is_main:
+            print(
+                f"semmae {self.verb}: skipped {skipped} unreadable image load(s) (--skip-bad-images); "
+                "`semmae data check` lists the files",
+                flush=True,
+            )
+        du.barrier()
+        return {
+            "skipped_images": skipped,
+            "step": self.step,
+            "loss": last_loss,
+            "out": str(cfg.out),
+            "checkpoint": str(self.ckpts.latest()) if self.is_main else None,
+        }
+
+    def _train_epoch(self, epoch: int, start: int, end: int) -> float:
+        cfg, p = self.cfg, self.plan
+        self.sampler.set_position(epoch, start)
+        steps_here = min(p.steps_per_epoch, end - epoch * p.steps_per_epoch) - start
+        bar = step_bar(steps_here, f"epoch {epoch}", self.is_main and cfg.progress)
+        window_t, window_steps = time.perf_counter(), 0
+        data_s = 0.0  # time this window spent waiting for batches (loader + prepare)
+        t_fetch = time.perf_counter()
+        sums = {k: torch.zeros((), device=self.device) for k in self.loss_keys}
+        loss_value = float("nan")
+        micro = 0
+        for batch in self.loader:
+            step = self.step
+            if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
+                self.skipped_images += int(batch["skipped"].sum())
+            if micro == 0:
+                set_lr(self.optimizer, float(self.lr_schedule[step]))
+                self.begin_step(step)
+                for v in sums.values():
+                    v.zero_()
+            shard = self.dist.rank * p.accum_iter + micro
+            batch = self.prepare(batch, step, shard)
+            data_s += time.perf_counter() - t_fetch
+            last_micro = micro == p.accum_iter - 1
+            sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
+            with sync:
+                losses = self.losses(batch, step, shard)
+                for k in self.loss_keys:
+                    if k in losses:
+                        sums[k] += losses[k].detach().float() / p.accum_iter
+                grad_norm = self.scaler(
+                    losses["loss"] / p.accum_iter,
+                    self.optimizer,
+                    self.model_core.parameters,
+                    clip_grad=cfg.clip_grad,
+                    update=last_micro,
+                )
+            micro += 1
+            if not last_micro:
+                t_fetch = time.perf_counter()
+                continue
+            micro = 0
+            self.optimizer.zero_grad(set_to_none=True)
+            self.end_step(step)
+            # fp16 overflow steps are skipped by the scaler: only without one is a non-finite norm an error
+            self.watch.record(step, sums["loss"], grad_norm if not self.scaler.enabled else None)
+            self.step += 1
+            window_steps += 1
+            if bar is not None:
+                bar.update(1)
+            if self.step % cfg.log_every == 0 or self.step == end:
+                self._check_finite()
+                values = {k: float(du.all_reduce_mean(v).item()) for k, v in sums.items()}
+                loss_value = values["loss"]
+                now = time.perf_counter()
+                ips = window_steps * p.effective_batch / max(now - window_t, 1e-9)
+                data_wait = data_s / max(now - window_t, 1e-9)
+                window_t, window_steps, data_s = now, 0, 0.0
+                record = dict(
+                    epoch=epoch,
+                    loss=loss_value,
+                    lr=float(self.lr_schedule[step]),
+                    **self.log_extras(step, values),
+                    grad_norm=float(grad_norm) if grad_norm is not None else None,
+                    img_per_s=ips,
+                    memory_mb=memory_mb(self.device),
+                    skipped_images=self.skipped_images,
+                    data_wait=data_wait,
+                )
+                self.logger.log(self.step, **record)
+                if bar is not None:
+                    eta_s = (end - self.step) * p.effective_batch / max(ips, 1e-9)
+                    bar.set_postfix(
+                        loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{ips:.0f}", eta=fmt_eta(eta_s)
+                    )
+            if (
+                cfg.ckpt_every
+                and self.step % cfg.ckpt_every == 0
+                and self.step % p.steps_per_epoch
+                and self.step != end
+            ):
+                self._check_finite()
+                self.checkpoint()
+            t_fetch = time.perf_counter()
+            if self.step >= end:
+                break
+        if bar is not None:
+            bar.close()
+        return loss_value
+
+    def online_knn(self, encoder: torch.nn.Module, epoch: int) -> None:
+        """kNN accuracy of ``encoder`` on ``--eval-train`` / ``--eval-val``, logged at this step."""
+        from semmae.engine.online_eval import online_knn
+
+        acc = online_knn(encoder, self.cfg, self.device, is_main=self.is_main)
+        if acc is not None:
+            self.logger.log(self.step, epoch=epoch, **acc)
+        self.model.train()
+
+
+def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:
+    """Build and run a step-based stage; returns ``{"step", "loss", "out", "checkpoint", "skipped_images"}``."""
+    try:
+        trainer = trainer_cls(cfg)
+        with trainer.run_dir:
+            try:
+                return trainer.run()
+            finally:
+                trainer.logger.close()
+    finally:
+        du.cleanup()
+
