@@ -10,7 +10,6 @@ The peak lr is ``blr * global_batch / 256``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,18 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
 from semmae.data.transforms import eval_transform
-from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import continues, resume_option
-from semmae.errors import NonFiniteLossError, UserError
+from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.optim import layer_decay_optimizer
+from semmae.engine.precision import LossScaler, resolve_precision
+from semmae.engine.run_options import continues, resume_file, resume_option
+from semmae.engine.schedule import cosine_schedule, set_lr
+from semmae.errors import UserError
 from semmae.eval.common import (
     EvalCommonConfig,
     ShardSampler,
@@ -39,11 +40,12 @@ from semmae.eval.common import (
     topk_correct,
     write_results,
 )
-from semmae.eval.heads import cosine_factor, set_lr
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, claim_run_dir
 from semmae.utils.seed import seed_everything
+
+FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
 
 
 @dataclass
@@ -121,19 +123,6 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     return model, info
 
 
-def build_optimizer(model: nn.Module, cfg: FinetuneConfig, peak_lr: float) -> torch.optim.Optimizer:
-    groups = param_groups_layer_decay(
-        model,
-        weight_decay=cfg.weight_decay,
-        no_weight_decay_list=model.no_weight_decay(),
-        layer_decay=cfg.layer_decay,
-    )
-    opt = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
-    for g in opt.param_groups:
-        g["base_lr"] = peak_lr
-    return opt
-
-
 def run_finetune(cfg: FinetuneConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
@@ -169,7 +158,9 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     ddp = DistributedDataParallel(model) if info.enabled else model
     global_batch = cfg.batch_size * info.world_size
     peak_lr = cfg.blr * global_batch / 256
-    opt = build_optimizer(model, cfg, peak_lr)
+    opt = layer_decay_optimizer(model, peak_lr, cfg.weight_decay, cfg.layer_decay, FINETUNE_BETAS)
+    precision = resolve_precision(cfg.precision, device)
+    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(
@@ -198,17 +189,18 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     )
     steps_per_epoch = len(train_loader)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    min_factor = cfg.min_lr / peak_lr if peak_lr > 0 else 0.0
+    lr_schedule = cosine_schedule(peak_lr, cfg.min_lr, total, warmup, warmup_offset=1)
     out = Path(cfg.out)
     start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
-    if continuing and (out / "checkpoint.pth").is_file():
-        state = load_checkpoint(out / "checkpoint.pth")
+    resume_from = resume_file(cfg.resume, out / "checkpoint.pth", cfg.overwrite)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
         try:
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
         except (KeyError, RuntimeError, ValueError) as e:
             raise UserError(
-                f"cannot resume from {out / 'checkpoint.pth'}: it does not match this model "
+                f"cannot resume from {resume_from}: it does not match this model "
                 f"({str(e).splitlines()[0]}); use another --out or --overwrite"
             ) from None
         if ema is not None and state.get("ema") is not None:
@@ -223,34 +215,31 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
         if sampler is not None:
             sampler.set_epoch(epoch)
         ddp.train()
-        running, n = 0.0, 0
+        running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
         for it, batch in enumerate(
             tqdm(train_loader, desc=f"finetune {epoch}", disable=not info.is_main, leave=False)
         ):
             step = epoch * steps_per_epoch + it
-            set_lr(opt, cosine_factor(step, total, warmup, min_factor))
+            set_lr(opt, float(lr_schedule[step]))
             x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             if mixup is not None:
                 x, y = mixup(x, y)
-            with resolve_precision(cfg.precision, device).autocast():
+            with precision.autocast():
                 loss = criterion(ddp(x), y)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(
-                    f"non-finite loss {loss.item()} at epoch {epoch} step {it}; "
-                    f"{out / 'checkpoint.pth'} holds the last good epoch"
-                )
+            grad_norm = scaler(loss, opt, model.parameters, clip_grad=cfg.clip_grad)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
+            watch.record(step, loss.detach(), None if scaler.enabled else grad_norm)
             if ema is not None:
                 ema.update(model, step=step)
-            running += loss.item()
+            running += loss.detach().float()
             n += 1
+        watch.check(
+            lambda bad: f"non-finite loss at step {bad} (epoch {bad // steps_per_epoch}); "
+            f"{out / 'checkpoint.pth'} holds the last good epoch (lower --blr or set --clip-grad)"
+        )
         metrics = evaluate(model, val, cfg, device, info)
         record = {
-            "train_loss": running / max(n, 1),
+            "train_loss": running.item() / max(n, 1),
             "val_top1": metrics["top1"],
             "val_top5": metrics["top5"],
             "lr": opt.param_groups[-1]["lr"],

@@ -20,6 +20,7 @@ from tqdm import tqdm
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
 from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
 from semmae.engine.schedule import poly_schedule, set_lr
@@ -29,7 +30,6 @@ from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig,
 from semmae.eval.segmentation.dataset import SegmentationDataset, SegmentationSource, resolve_source
 from semmae.eval.segmentation.inference import predict
 from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
-from semmae.eval.segmentation.optim import build_optimizer
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
 from semmae.eval.segmentation.visualize import colorize, save_comparison
@@ -244,7 +244,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
 
     model, enc_info = build_segmentor(cfg, source.num_classes)
     model.to(device)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
+    optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
     schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
     start_it, epoch = 0, 0
     resume = resume_file(cfg.resume, out / CKPT_NAME, cfg.overwrite)
