@@ -23,6 +23,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
 from semmae.engine.nonfinite import NonFiniteWatch
 from semmae.engine.optim import layer_decay_optimizer
@@ -142,15 +143,17 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     num_classes = len(train.classes)
     model, enc_info = build_classifier(cfg, num_classes)
     size = enc_info["spec"]["img_size"]
-    train.transform = create_transform(
-        size,
-        is_training=True,
-        color_jitter=None,
-        auto_augment=cfg.auto_augment or None,
-        interpolation="bicubic",
-        re_prob=cfg.reprob,
-        re_mode="pixel",
-        re_count=1,
+    train.transform = patch_posterize(
+        create_transform(
+            size,
+            is_training=True,
+            color_jitter=None,
+            auto_augment=cfg.auto_augment or None,
+            interpolation="bicubic",
+            re_prob=cfg.reprob,
+            re_mode="pixel",
+            re_count=1,
+        )
     )
     val.transform = eval_transform(size, crop_pct=cfg.crop_pct)
     model.to(device)
@@ -234,8 +237,10 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
             running += loss.detach().float()
             n += 1
         watch.check(
-            lambda bad: f"non-finite loss at step {bad} (epoch {bad // steps_per_epoch}); "
-            f"{out / 'checkpoint.pth'} holds the last good epoch (lower --blr or set --clip-grad)"
+            lambda bad: (
+                f"non-finite loss at step {bad} (epoch {bad // steps_per_epoch}); "
+                f"{out / 'checkpoint.pth'} holds the last good epoch (lower --blr or set --clip-grad)"
+            )
         )
         metrics = evaluate(model, val, cfg, device, info)
         record = {
