@@ -443,6 +443,7 @@ class Harness:
             "--seed",
             str(self.args.seed),
             "--resume",
+            "auto",
             "--device",
             self.device,
             "--num-workers",

@@ -263,6 +263,7 @@ class Demo:
                 "--seed",
                 str(self.cfg.seed),
                 "--resume",
+                "auto",
                 *self.common(),
             ]
         )
