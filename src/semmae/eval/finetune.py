@@ -21,15 +21,16 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
 from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
+from semmae.engine.checkpoint import restore
+from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.nonfinite import NonFiniteWatch
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, resolve_precision
-from semmae.engine.run_options import continues, resume_file, resume_option
-from semmae.engine.schedule import cosine_schedule, set_lr
+from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
+from semmae.engine.schedule import cosine_schedule
 from semmae.errors import UserError
 from semmae.eval.common import (
     EvalCommonConfig,
@@ -42,7 +43,7 @@ from semmae.eval.common import (
     write_results,
 )
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
-from semmae.utils.io import atomic_torch_save, load_checkpoint
+from semmae.utils.io import atomic_torch_save
 from semmae.utils.rundir import RunDir, claim_run_dir
 from semmae.utils.seed import seed_everything
 
@@ -83,12 +84,7 @@ class FinetuneConfig(EvalCommonConfig):
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
     batch_size: int = field(default=32, metadata={"help": "images per process per step"})
     resume: str | None = resume_option("auto")
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        },
-    )
+    overwrite: bool = overwrite_option()
     out: str = field(default="runs/finetune", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -197,15 +193,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
     resume_from = resume_file(cfg.resume, out / "checkpoint.pth", cfg.overwrite)
     if resume_from is not None:
-        state = load_checkpoint(resume_from)
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(
-                f"cannot resume from {resume_from}: it does not match this model "
-                f"({str(e).splitlines()[0]}); use another --out or --overwrite"
-            ) from None
+        state = restore(resume_from, model=model, optimizer=opt)
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
         start_epoch, best = int(state["epoch"]) + 1, state["best"]
@@ -215,15 +203,11 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
         logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
     history = []
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         ddp.train()
         running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
-        for it, batch in enumerate(
-            tqdm(train_loader, desc=f"finetune {epoch}", disable=not info.is_main, leave=False)
+        for step, batch in scheduled_batches(
+            train_loader, epoch, steps_per_epoch, opt, lr_schedule, "finetune", info.is_main
         ):
-            step = epoch * steps_per_epoch + it
-            set_lr(opt, float(lr_schedule[step]))
             x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             if mixup is not None:
                 x, y = mixup(x, y)

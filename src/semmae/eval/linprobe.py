@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
+from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import continues, resume_file, resume_option
+from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.errors import UserError
 from semmae.eval.common import (
@@ -85,12 +85,7 @@ class LinprobeConfig(EvalCommonConfig):
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
     resume: str | None = resume_option("auto")
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        },
-    )
+    overwrite: bool = overwrite_option()
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -352,15 +347,11 @@ def _full_probe(
     # epochs are the log's steps: those after the checkpoint's are logged again
     logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         heads.train()
         running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
-        for it, batch in enumerate(
-            tqdm(train_loader, desc=f"linprobe {epoch}", disable=not info.is_main, leave=False)
+        for _, batch in scheduled_batches(
+            train_loader, epoch, steps_per_epoch, opt, factors, "linprobe", info.is_main
         ):
-            step = epoch * steps_per_epoch + it
-            set_lr(opt, float(factors[step]))
             with torch.no_grad(), precision.autocast():
                 feats = batch_features(encoder, batch, device, cfg.pool, keep)
             labels = batch["label"].to(device)
