@@ -12,7 +12,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from semmae.cli import main
 
@@ -34,32 +33,9 @@ RECORDED = {
 }
 
 
-def _images(root):
-    rng = np.random.default_rng(0)
-    for c in ("a", "b"):
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-
-
-def test_fixed_seed_pretrain_and_probes_match_the_pre_refactor_run(tmp_path):
-    _images(tmp_path / "imgs")
-    argv = ["pretrain", "--data", str(tmp_path / "imgs"), "--out", str(tmp_path / "pt")]
-    argv += ["--model", "mae_vit_micro_patch8", "--img-size", "32", "--precision", "fp32", "--no-progress"]
-    argv += [
-        "--vis-every",
-        "0",
-        "--log-every",
-        "1",
-        "--batch-size",
-        "4",
-        "--warmup-epochs",
-        "1",
-        "--epochs",
-        "2",
-    ]
-    argv += ["--num-workers", "0", "--seed", "3", "--masking", "random"]
-    assert main(argv) == 0
+def test_fixed_seed_pretrain_and_probes_match_the_pre_refactor_run(tmp_path, engine_images, micro_args):
+    extra = ("--epochs", "2", "--num-workers", "0", "--seed", "3", "--masking", "random")
+    assert main(micro_args(engine_images, tmp_path / "pt", *extra)) == 0
     records = [json.loads(line) for line in (tmp_path / "pt" / "log.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in records if "loss" in r]
     same_machine = (torch.__version__, torch.backends.cpu.get_cpu_capability()) == (
@@ -72,7 +48,7 @@ def test_fixed_seed_pretrain_and_probes_match_the_pre_refactor_run(tmp_path):
         np.testing.assert_allclose(losses, RECORDED["losses"], rtol=1e-5)
 
     ckpt = sorted((tmp_path / "pt" / "checkpoints").glob("ckpt-*.pth"))[-1]
-    data = ["--train", str(tmp_path / "imgs"), "--val", str(tmp_path / "imgs"), "--checkpoint", str(ckpt)]
+    data = ["--train", str(engine_images), "--val", str(engine_images), "--checkpoint", str(ckpt)]
     data += ["--num-workers", "0", "--device", "cpu"]
     probe = [
         "--mode",
