@@ -138,3 +138,16 @@ def test_record_round_trips_and_refuses_what_it_cannot_read():
     assert record.replace(embed_dim=384, depth=12, num_heads=6, img_size=224).timm_name() == (
         "vit_small_patch8_224"
     )
+
+
+def test_a_checkpoint_that_carries_its_record_is_read_through_it(mae, tmp_path):
+    """What `semmae pretrain` may write: ``"encoder": EncoderRecord.from_mae_config(model_config, fg_keep)``."""
+    ckpt = pretrain_checkpoint(tmp_path / "ckpt.pth", mae, fg_keep=1.0)
+    ckpt["encoder"] = EncoderRecord.from_mae_config(ckpt["model_config"], fg_keep=0.5).to_dict()
+    torch.save(ckpt, tmp_path / "rec.pth")
+    _, info = load_encoder(tmp_path / "rec.pth")
+    assert (
+        info["layout"] == "semmae_pretrain" and info["fg_keep"] == 0.5 and info["record"] == ckpt["encoder"]
+    )
+    out = export_encoder(tmp_path / "rec.pth", tmp_path / "enc.safetensors")
+    assert json.loads(metadata(out)["model_config"]) == ckpt["encoder"] and metadata(out)["fg_keep"] == "0.5"

@@ -19,8 +19,9 @@ Architecture: this project's checkpoints and exports carry an encoder record
 from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred from their weights
 (:meth:`EncoderRecord.from_state_dict`): embedding dim, patch size, input channels, depth, MLP ratio and qkv bias;
 the number of heads (not visible in the weights) comes from an explicit ``num_heads``, the release's ``args.model``
-/ ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution
-differs from the one the checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
+/ ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is
+resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution differs from the one the
+checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
 mask tokens and classifier heads are dropped (listed in ``info["dropped_keys"]``); anything else that does not fit
 raises :class:`UserError` listing missing/unexpected keys and shape differences.
 
@@ -68,7 +69,7 @@ def _args_to_dict(args: Any) -> dict[str, Any]:
 
 def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> EncoderRecord | None:
     """The record a ``model_config`` (or record dict) describes; None when it lacks the encoder sizes."""
-    if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord._REQUIRED):
+    if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord.REQUIRED_FIELDS):
         return None
     try:
         return EncoderRecord.from_mae_config(config, fg_keep)
@@ -278,7 +279,7 @@ def _random_init_record(
     values: dict[str, Any] = {"img_size": 224, **(parse_arch(arch) if arch is not None else {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
     values.update({k: v for k, v in (("img_size", img_size), ("num_heads", num_heads)) if v is not None})
-    lacking = [k for k in EncoderRecord._REQUIRED if k not in values]
+    lacking = [k for k in EncoderRecord.REQUIRED_FIELDS if k not in values]
     if lacking:
         raise UserError(f"a random-init encoder needs --arch (or {', '.join(lacking)})")
     unknown = set(values) - set(EncoderRecord.ARCH_FIELDS)

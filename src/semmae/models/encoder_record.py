@@ -179,7 +179,7 @@ class EncoderRecord:
         "in_chans",
         "global_pool",
     )
-    _REQUIRED: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+    REQUIRED_FIELDS: ClassVar[tuple[str, ...]] = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
 
     def __post_init__(self) -> None:
         if min(self.img_size, self.patch_size, self.embed_dim, self.depth, self.num_heads, self.in_chans) < 1:
@@ -266,7 +266,7 @@ class EncoderRecord:
 
     @classmethod
     def _checked(cls, body: dict[str, Any], source: str) -> EncoderRecord:
-        lacking = [k for k in cls._REQUIRED if k not in body]
+        lacking = [k for k in cls.REQUIRED_FIELDS if k not in body]
         if lacking:
             raise UserError(f"{source} lacks the encoder size(s) {', '.join(lacking)}")
         return cls(**body)
