@@ -31,7 +31,7 @@ from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
-from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
+from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 from semmae.parts.features import FeatureCache, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
@@ -133,7 +133,7 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
                 "use another --out or --overwrite"
             )
 
-    enc_spec = EncoderSpec(
+    enc_spec = FrozenEncoderSpec(
         arch=cfg.encoder,
         checkpoint=cfg.encoder_checkpoint,
         img_size=cfg.img_size,
