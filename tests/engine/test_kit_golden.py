@@ -14,6 +14,9 @@ import pytest
 import torch
 
 from semmae.cli import main
+from semmae.models.encoder_loading import load_encoder
+from semmae.models.encoder_record import EncoderRecord
+from semmae.utils.io import load_checkpoint
 
 RECORDED = {
     "torch": "2.14.1+cu130",
@@ -48,6 +51,12 @@ def test_fixed_seed_pretrain_and_probes_match_the_pre_refactor_run(tmp_path, eng
         np.testing.assert_allclose(losses, RECORDED["losses"], rtol=1e-5)
 
     ckpt = sorted((tmp_path / "pt" / "checkpoints").glob("ckpt-*.pth"))[-1]
+    # the typed encoder record pretrain writes is what export copies and load_encoder reads back
+    record = EncoderRecord.from_dict(load_checkpoint(ckpt)["encoder"])
+    assert (record.patch_size, record.img_size, record.fg_keep) == (8, 32, 1.0)
+    assert EncoderRecord.from_dict(load_encoder(str(ckpt))[1]["record"]) == record
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "enc.safetensors")]) == 0
+    assert EncoderRecord.from_dict(load_encoder(str(tmp_path / "enc.safetensors"))[1]["record"]) == record
     data = ["--train", str(engine_images), "--val", str(engine_images), "--checkpoint", str(ckpt)]
     data += ["--num-workers", "0", "--device", "cpu"]
     probe = [

@@ -28,6 +28,7 @@ from semmae.engine.sampler import mix_seed
 from semmae.engine.schedule import cosine_schedule, set_weight_decay, warmup_constant_schedule
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.seed import seed_everything
 
 TRAINER = "bootstrap"  # model_config["trainer"] of this stage's checkpoints
@@ -106,6 +107,7 @@ class Bootstrapper(StepTrainer):
         return {
             "model": self.teacher.backbone.state_dict(),  # the encoder: timm VisionTransformer key names
             "model_config": self.model_config(),
+            "encoder": EncoderRecord.from_mae_config(self.model_config()).to_dict(),
             "student": self.model_core.state_dict(),
             "teacher_head": self.teacher.head.state_dict(),
             "centers": {"cls": self.cls_center.state_dict(), "patch": self.patch_center.state_dict()},

@@ -21,6 +21,7 @@ from semmae.engine.sampler import mix_seed
 from semmae.engine.schedule import cosine_schedule, progress
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.seed import seed_everything
 
 AUGMENT_STREAM = 0xA5  # seeds the packed-batch crops/flips apart from the masks of the same (step, shard)
@@ -154,7 +155,13 @@ class Pretrainer(StepTrainer):
         return {**out, "label": batch["label"], "index": batch["index"]}
 
     def model_state(self) -> dict[str, Any]:
-        return {"model": self.model_core.state_dict(), "model_config": self.model_config}
+        # the encoder record (sizes + the kept fraction) that `export` copies and `load_encoder` reads back
+        record = EncoderRecord.from_mae_config(self.model_config, fg_keep=self.cfg.fg_keep)
+        return {
+            "model": self.model_core.state_dict(),
+            "model_config": self.model_config,
+            "encoder": record.to_dict(),
+        }
 
     def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
         try:
