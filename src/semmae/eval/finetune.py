@@ -31,6 +31,7 @@ from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
 from semmae.engine.schedule import cosine_schedule
+from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.common import (
     EvalCommonConfig,
@@ -42,9 +43,9 @@ from semmae.eval.common import (
     topk_correct,
     write_results,
 )
-from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save
-from semmae.utils.rundir import RunDir, claim_run_dir
+from semmae.utils.rundir import RunDir
 from semmae.utils.seed import seed_everything
 
 FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
@@ -121,19 +122,11 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
-    info = init_distributed(cfg.device)
-    try:
-        device = resolve_device(cfg.device, info)
-        continuing = continues(cfg)
-        with claim_run_dir(
-            cfg.out, "finetune", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
-        ) as run_dir:
-            return _run(cfg, info, device, continuing, run_dir)
-    finally:
-        cleanup()
+    return run_claimed(cfg, "finetune", _run)
 
 
-def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir: RunDir) -> dict:
+def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
+    continuing = continues(cfg)
     seed_everything(cfg.seed, info.rank)
     train, val = build_datasets(cfg, None, None)
     num_classes = len(train.classes)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -24,8 +25,6 @@ from semmae.eval.common import (
     resolve_tokens,
     write_results,
 )
-from semmae.utils.distributed import cleanup, init_distributed, resolve_device
-from semmae.utils.rundir import claim_run_dir
 from semmae.utils.seed import seed_everything
 
 
@@ -104,15 +103,9 @@ class KnnConfig(EvalCommonConfig):
 
 def run_knn(cfg: KnnConfig) -> dict:
     """Encode train and val once (center crop), classify val by its neighbours in train, write results.json."""
-    info = init_distributed(cfg.device)
-    try:
-        device = resolve_device(cfg.device, info)
-        # kNN has no state to continue: a rerun into its folder replaces the results (and its log), but the
-        # folder still has one writer at a time and is never another verb's run
-        with claim_run_dir(cfg.out, "knn", resume=True, overwrite=False, enabled=info.is_main) as run_dir:
-            return _run_knn(cfg, info, device, run_dir)
-    finally:
-        cleanup()
+    # kNN has no state to continue: a rerun into its folder replaces the results (and its log), but the folder
+    # still has one writer at a time and is never another verb's run
+    return run_claimed(cfg, "knn", _run_knn, resume=True)
 
 
 def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:

@@ -28,6 +28,7 @@ from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.precision import resolve_precision
 from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
 from semmae.engine.schedule import cosine_schedule, set_lr
+from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -47,9 +48,9 @@ from semmae.eval.common import (
 )
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.kept_tokens import KeptTokens
-from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
-from semmae.utils.rundir import RunDir, RunLogger, claim_run_dir
+from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import seed_everything
 
 
@@ -244,16 +245,7 @@ def _cached_features(
 
 
 def run_linprobe(cfg: LinprobeConfig) -> dict:
-    info = init_distributed(cfg.device)
-    try:
-        device = resolve_device(cfg.device, info)
-        continuing = continues(cfg)
-        with claim_run_dir(
-            cfg.out, "linprobe", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
-        ) as run_dir:
-            return _run_linprobe(cfg, info, device, run_dir)
-    finally:
-        cleanup()
+    return run_claimed(cfg, "linprobe", _run_linprobe)
 
 
 def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) -> dict:

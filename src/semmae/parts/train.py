@@ -27,6 +27,7 @@ from semmae.engine.optim import param_groups
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
 from semmae.engine.schedule import cosine_schedule, set_lr
+from semmae.engine.stage_run import run_claimed
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
@@ -38,7 +39,6 @@ from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
 from semmae.utils import distributed as dist_utils
 from semmae.utils.io import atomic_torch_save
-from semmae.utils.rundir import claim_run_dir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 CHECKPOINT_NAME = "checkpoint.pth"
@@ -101,23 +101,11 @@ def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.
 
 def train_parts(cfg: PartsTrainConfig) -> Path:
     """Run (or resume) part learning; returns the checkpoint path."""
-    info = dist_utils.init_distributed(cfg.device)
-    try:
-        return _train(cfg, info)
-    finally:
-        dist_utils.cleanup()
+    return run_claimed(cfg, "parts train", _train)
 
 
-def _train(cfg: PartsTrainConfig, info: dist_utils.DistInfo) -> Path:
-    device = dist_utils.resolve_device(cfg.device, info)
+def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     continuing = continues(cfg)
-    with claim_run_dir(
-        cfg.out, "parts train", resume=continuing, overwrite=cfg.overwrite, enabled=info.is_main
-    ) as run_dir:
-        return _train_in(cfg, info, device, continuing, run_dir)
-
-
-def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: bool, run_dir) -> Path:
     seed_everything(cfg.seed, info.rank)
     out = Path(cfg.out)
     ckpt_path = out / CHECKPOINT_NAME

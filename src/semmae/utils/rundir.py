@@ -232,7 +232,7 @@ def claim_run_dir(
     resume: bool,
     overwrite: bool,
     enabled: bool = True,
-    resume_hint: str = "--resume",
+    resume_hint: str = "--resume auto",
 ) -> RunDir:
     """Take ownership of run directory ``out`` for ``semmae <verb>`` (see the module docstring).
 

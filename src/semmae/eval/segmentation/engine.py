@@ -25,6 +25,7 @@ from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
 from semmae.engine.schedule import poly_schedule, set_lr
+from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -37,7 +38,7 @@ from semmae.eval.segmentation.visualize import colorize, save_comparison
 from semmae.models.encoder_loading import load_encoder
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, load_checkpoint
-from semmae.utils.rundir import RunDir, RunLogger, claim_run_dir
+from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 CKPT_NAME = "checkpoint.pth"
@@ -200,20 +201,7 @@ def _unwrap(model: torch.nn.Module) -> Segmentor:
 
 def train(cfg: SegmentTrainConfig) -> dict:
     """Run ``semmae segment train``; returns the final results (percent)."""
-    dist_info = init_distributed(cfg.device)
-    try:
-        device = resolve_device(cfg.device, dist_info)
-        with claim_run_dir(
-            cfg.out,
-            "segment train",
-            resume=resume_mode(cfg.resume) is not None,
-            overwrite=cfg.overwrite,
-            enabled=dist_info.is_main,
-            resume_hint="--resume auto",
-        ) as run_dir:
-            return _train(cfg, dist_info, device, run_dir)
-    finally:
-        cleanup()
+    return run_claimed(cfg, "segment train", _train)
 
 
 def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, run_dir: RunDir) -> dict:

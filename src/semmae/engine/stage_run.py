@@ -1,0 +1,38 @@
+"""How a stage that writes one run folder starts and ends: the process group and device, the run folder claimed
+(:func:`semmae.utils.rundir.claim_run_dir`) for as long as the stage runs, and the process group torn down
+whatever happens. The step-based trainers do the same in :class:`semmae.engine.step_trainer.StepTrainer`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+
+from semmae.engine.run_options import continues
+from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
+from semmae.utils.rundir import RunDir, claim_run_dir
+
+T = TypeVar("T")
+
+
+def run_claimed(
+    cfg: Any,
+    verb: str,
+    body: Callable[[Any, DistInfo, torch.device, RunDir], T],
+    *,
+    resume: bool | None = None,
+) -> T:
+    """``body(cfg, dist_info, device, run_dir)`` inside ``cfg.out`` claimed for ``semmae <verb>``. ``resume``: whether
+    the run may continue what the folder holds (default: the config's ``--resume``/``--overwrite``)."""
+    info = init_distributed(cfg.device)
+    try:
+        device = resolve_device(cfg.device, info)
+        continuing = continues(cfg) if resume is None else resume
+        overwrite = bool(getattr(cfg, "overwrite", False))
+        with claim_run_dir(
+            cfg.out, verb, resume=continuing, overwrite=overwrite, enabled=info.is_main
+        ) as run_dir:
+            return body(cfg, info, device, run_dir)
+    finally:
+        cleanup()
