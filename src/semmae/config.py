@@ -206,3 +206,29 @@ def option(default: Any, help: str, **meta: Any) -> Any:
             default_factory=lambda: type(default)(default), metadata=dict(help=help, **meta)
         )
     return dataclasses.field(default=default, metadata=dict(help=help, **meta))
+
+
+def add_verb(
+    sub: Any,
+    name: str,
+    cls: type,
+    func: Any,
+    help: str,
+    description: str | None = None,
+    epilog: str | None = None,
+) -> argparse.ArgumentParser:
+    """A verb (or an action of a verb group): its parser with one flag per field of ``cls`` and its handler
+    ``func(args) -> exit code``. An ``epilog`` keeps its line breaks (examples)."""
+    extra = dict(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter) if epilog else {}
+    p = sub.add_parser(name, help=help, description=description or help, **extra)
+    add_config_args(p, cls)
+    p.set_defaults(func=func)
+    return p
+
+
+def add_verb_group(sub: Any, name: str, help: str, description: str | None = None) -> Any:
+    """A verb with actions (``semmae parts train``): returns the subparsers to :func:`add_verb` the actions on."""
+    p = sub.add_parser(name, help=help, description=description or help)
+    actions = p.add_subparsers(dest="action", metavar="<action>", parser_class=type(p))
+    actions.required = True
+    return actions

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from semmae.bootstrap.config import BootstrapConfig
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, resolve_config
 
 EPILOG = """examples:
   semmae bootstrap --config bootstrap/tiny_cpu --data imagenette2_96/train --out runs/boot
@@ -33,12 +33,12 @@ def register(sub) -> None:
         "centring and sharpening, masked-patch distillation; --no-ibot = DINO) on any ImageFolder. Its "
         "checkpoints feed `parts train --encoder-checkpoint`, `knn`, `linprobe`, `export` (docs/bootstrap.md)."
     )
-    p = sub.add_parser(
+    add_verb(
+        sub,
         "bootstrap",
-        help="self-distilled (iBOT / DINO) part encoder on your own images",
-        description=desc,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        BootstrapConfig,
+        _bootstrap,
+        "self-distilled (iBOT / DINO) part encoder on your own images",
+        desc,
+        EPILOG,
     )
-    add_config_args(p, BootstrapConfig)
-    p.set_defaults(func=_bootstrap)

@@ -6,7 +6,7 @@ import argparse
 import sys
 from dataclasses import dataclass, field
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, add_verb_group, resolve_config
 from semmae.data.synth import STYLES
 
 
@@ -143,32 +143,33 @@ def run_pack(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    actions = add_verb_group(
+        sub,
         "data",
-        help="Datasets: generate the synthetic part set, check a folder, pack a dataset",
-        description="Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset",
+        "Datasets: generate the synthetic part set, check a folder, pack a dataset",
+        "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset",
     )
-    actions = p.add_subparsers(dest="action", metavar="<action>")
-    actions.required = True
-    s = actions.add_parser(
+    add_verb(
+        actions,
         "synth",
-        help="Write the synthetic part dataset (ImageFolder + ground-truth part masks)",
-        description="Write the synthetic part dataset (ImageFolder + ground-truth part masks)",
+        SynthConfig,
+        run_synth,
+        "Write the synthetic part dataset (ImageFolder + ground-truth part masks)",
     )
-    add_config_args(s, SynthConfig)
-    s.set_defaults(func=run_synth)
-    c = actions.add_parser(
+    add_verb(
+        actions,
         "check",
-        help="Scan an image dataset for unreadable files before a long run",
-        description="Decode every image; list unreadable files (exit 1 if any) and unusual ones",
+        CheckConfig,
+        run_check,
+        "Scan an image dataset for unreadable files before a long run",
+        "Decode every image; list unreadable files (exit 1 if any) and unusual ones",
     )
-    add_config_args(c, CheckConfig)
-    c.set_defaults(func=run_check)
-    k = actions.add_parser(
+    add_verb(
+        actions,
         "pack",
-        help="Decode a dataset once into shards (pixels + label + part cells) for fast pretraining",
-        description="Decode every image once to --side x --side and write WebDataset shards with its label and "
-        "part-cache cells; resumable; `semmae pretrain --data PACK` reads it with no per-image decoding",
+        PackConfig,
+        run_pack,
+        "Decode a dataset once into shards (pixels + label + part cells) for fast pretraining",
+        "Decode every image once to --side x --side and write WebDataset shards with its label and part-cache "
+        "cells; resumable; `semmae pretrain --data PACK` reads it with no per-image decoding",
     )
-    add_config_args(k, PackConfig)
-    k.set_defaults(func=run_pack)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, resolve_config
 from semmae.demo.pipeline import Demo, DemoConfig
 
 
@@ -14,12 +14,13 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    add_verb(
+        sub,
         "demo",
-        help="The whole paper end to end on the built-in synthetic dataset, with a report",
-        description="Generate the synthetic part dataset, bootstrap a part encoder, learn parts, pretrain SemMAE "
-        "and MAE with the same budget, evaluate both and write report.html / report.md. Rerunning with "
-        "the same --out skips finished stages and resumes an interrupted one.",
+        DemoConfig,
+        run_demo,
+        "The whole paper end to end on the built-in synthetic dataset, with a report",
+        "Generate the synthetic part dataset, bootstrap a part encoder, learn parts, pretrain SemMAE and MAE with "
+        "the same budget, evaluate both and write report.html / report.md. Rerunning with the same --out skips "
+        "finished stages and resumes an interrupted one.",
     )
-    add_config_args(p, DemoConfig)
-    p.set_defaults(func=run_demo)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, resolve_config
 from semmae.engine.config import PretrainConfig
 
 PRETRAIN_EPILOG = """examples:
@@ -40,15 +40,15 @@ def register(sub) -> None:
         "MAE / SemMAE pretraining (paper Sec. 4.1). One process per GPU under torchrun; resumable to the step "
         "with --resume auto. Flags override --config presets (see `docs/pretraining.md`)."
     )
-    p = sub.add_parser(
+    add_verb(
+        sub,
         "pretrain",
-        help="MAE / SemMAE pretraining (torchrun for many GPUs)",
-        description=desc,
-        epilog=PRETRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        PretrainConfig,
+        _pretrain,
+        "MAE / SemMAE pretraining (torchrun for many GPUs)",
+        desc,
+        PRETRAIN_EPILOG,
     )
-    add_config_args(p, PretrainConfig)
-    p.set_defaults(func=_pretrain)
 
     desc = (
         "Export a pretrained encoder as a timm VisionTransformer safetensors file, loadable with "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, resolve_config
 
 
 def _linprobe(args) -> int:
@@ -44,20 +44,27 @@ def register(sub) -> None:
     from semmae.eval.knn import KnnConfig
     from semmae.eval.linprobe import LinprobeConfig
 
-    text = "Linear probe on a frozen encoder (MAE protocol; full or fast cached-feature mode, lr sweep)"
-    p = sub.add_parser("linprobe", help=text, description=text)
-    add_config_args(p, LinprobeConfig)
-    p.set_defaults(func=_linprobe)
-
-    text = "Fine-tune an encoder (MAE recipe: layer decay, drop path, Mixup/CutMix, RandAugment, EMA)"
-    p = sub.add_parser("finetune", help=text, description=text)
-    add_config_args(p, FinetuneConfig)
-    p.set_defaults(func=_finetune)
-
-    text = "k-NN accuracy on frozen features (cosine, k=20, T=0.07, temperature-weighted votes)"
-    p = sub.add_parser("knn", help=text, description=text)
-    add_config_args(p, KnnConfig)
-    p.set_defaults(func=_knn)
+    add_verb(
+        sub,
+        "linprobe",
+        LinprobeConfig,
+        _linprobe,
+        "Linear probe on a frozen encoder (MAE protocol; full or fast cached-feature mode, lr sweep)",
+    )
+    add_verb(
+        sub,
+        "finetune",
+        FinetuneConfig,
+        _finetune,
+        "Fine-tune an encoder (MAE recipe: layer decay, drop path, Mixup/CutMix, RandAugment, EMA)",
+    )
+    add_verb(
+        sub,
+        "knn",
+        KnnConfig,
+        _knn,
+        "k-NN accuracy on frozen features (cosine, k=20, T=0.07, temperature-weighted votes)",
+    )
 
     text = "Convert CUB-200-2011 / Stanford Cars / iNaturalist 2019 releases to ImageFolder trees (symlinks)"
     p = sub.add_parser("convert", help=text, description=text)

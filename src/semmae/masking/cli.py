@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, add_verb_group, resolve_config
 from semmae.errors import UserError
 
 
@@ -69,19 +69,13 @@ def show(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "masks",
-        help="Semantic-guided masking (Algorithm 1)",
-        description="Semantic-guided masking (Algorithm 1)",
-    )
-    actions = p.add_subparsers(dest="action", metavar="<action>")
-    actions.required = True
-    a = actions.add_parser(
+    actions = add_verb_group(sub, "masks", "Semantic-guided masking (Algorithm 1)")
+    add_verb(
+        actions,
         "show",
-        help="Draw masks along the alpha schedule (paper Fig. 1 and 3)",
-        description="Draw, for a few images, the part map and the image with its masked patches "
-        "greyed out for several alphas (paper Fig. 1 and 3). Example: semmae masks "
-        "show --data synth/train --out masks.png",
+        MasksShowConfig,
+        show,
+        "Draw masks along the alpha schedule (paper Fig. 1 and 3)",
+        "Draw, for a few images, the part map and the image with its masked patches greyed out for several "
+        "alphas (paper Fig. 1 and 3). Example: semmae masks show --data synth/train --out masks.png",
     )
-    add_config_args(a, MasksShowConfig)
-    a.set_defaults(func=show)

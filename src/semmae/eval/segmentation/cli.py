@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
-
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, add_verb_group, resolve_config
 from semmae.eval.segmentation.config import SegmentEvalConfig, SegmentTrainConfig
 
 TRAIN_EPILOG = """examples:
@@ -32,30 +30,29 @@ def _eval(args) -> int:
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
+    actions = add_verb_group(
+        sub,
         "segment",
-        help="Semantic segmentation transfer with UPerNet (paper Table 7)",
-        description="Semantic segmentation transfer with UPerNet on a ViT encoder (paper Table 7)",
+        "Semantic segmentation transfer with UPerNet (paper Table 7)",
+        "Semantic segmentation transfer with UPerNet on a ViT encoder (paper Table 7)",
     )
-    actions = p.add_subparsers(dest="action", metavar="{train,eval}", parser_class=type(p))
-    actions.required = True
-    t = actions.add_parser(
+    add_verb(
+        actions,
         "train",
-        help="train UPerNet + auxiliary FCN on a (pretrained) ViT encoder",
-        description="Train UPerNet on a ViT encoder; writes checkpoints, results.json, "
-        "predictions.png, config.yaml, log.jsonl and TensorBoard events to --out.",
-        epilog=TRAIN_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        SegmentTrainConfig,
+        _train,
+        "train UPerNet + auxiliary FCN on a (pretrained) ViT encoder",
+        "Train UPerNet on a ViT encoder; writes checkpoints, results.json, predictions.png, config.yaml, "
+        "log.jsonl and TensorBoard events to --out.",
+        TRAIN_EPILOG,
     )
-    add_config_args(t, SegmentTrainConfig)
-    t.set_defaults(func=_train)
-    e = actions.add_parser(
+    add_verb(
+        actions,
         "eval",
-        help="sliding-window mIoU / mAcc / aAcc of a trained segmentor",
-        description="Evaluate a `segment train` checkpoint on the validation split; unset data "
-        "options default to the training run's.",
-        epilog=EVAL_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        SegmentEvalConfig,
+        _eval,
+        "sliding-window mIoU / mAcc / aAcc of a trained segmentor",
+        "Evaluate a `segment train` checkpoint on the validation split; unset data options default to the "
+        "training run's.",
+        EVAL_EPILOG,
     )
-    add_config_args(e, SegmentEvalConfig)
-    e.set_defaults(func=_eval)
