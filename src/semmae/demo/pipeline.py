@@ -139,6 +139,15 @@ class Demo:
     def common(self) -> dict[str, Any]:
         return {"device": self.cfg.device, "num_workers": self.cfg.num_workers}
 
+    def training(self) -> dict[str, Any]:
+        """Fields every training stage of the demo shares; an interrupted one continues (``resume auto``)."""
+        return {
+            "batch_size": self.budget.batch_size,
+            "seed": self.cfg.seed,
+            "resume": "auto",
+            **self.common(),
+        }
+
     def pretrain_config(self) -> Any:
         """The bootstrap's pretraining (random masking); the compared runs are ``dataclasses.replace``s of it."""
         b = self.budget
@@ -153,14 +162,11 @@ class Demo:
             masking=MAE_MASKING,
             epochs=b.bootstrap_epochs,
             warmup_epochs=b.warmup_epochs,
-            batch_size=b.batch_size,
             blr=b.blr,
-            seed=self.cfg.seed,
-            resume="auto",
             vis_every=max(b.bootstrap_epochs, 1),
             log_every=1,
             progress=self.cfg.progress,
-            **self.common(),
+            **self.training(),
         )
 
     @staticmethod
@@ -217,10 +223,7 @@ class Demo:
             num_parts=b.num_parts,
             blur_kernel=b.blur_kernel,
             epochs=b.parts_epochs,
-            batch_size=b.batch_size,
-            seed=self.cfg.seed,
-            resume="auto",
-            **self.common(),
+            **self.training(),
         )
         run_stage("parts train", train)
         ckpt = str(self.parts_checkpoint())
