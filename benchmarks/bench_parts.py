@@ -17,7 +17,7 @@ import torch
 
 from semmae.data.part_cache import PartCache
 from semmae.engine.precision import resolve_precision
-from semmae.parts.encoder import EncoderSpec, build_encoder
+from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
@@ -43,7 +43,7 @@ def run(quick: bool = True) -> list[dict]:
         else ("vit_small_patch16_224", 224, 64 if device.type == "cuda" else 16, 10)
     )
     torch.manual_seed(0)
-    encoder = build_encoder(EncoderSpec(arch=arch, img_size=img)).to(device)
+    encoder = build_encoder(FrozenEncoderSpec(arch=arch, img_size=img)).to(device)
     spec = PartHeadSpec(embed_dim=encoder.embed_dim, grid_size=encoder.grid_size, img_size=img, num_parts=6)
     model = PartModel(spec).to(device)
     images = torch.randn(batch, 3, img, img, device=device)

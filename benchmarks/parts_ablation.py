@@ -23,7 +23,7 @@ import torch
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.parts.diagnostics import part_usage
-from semmae.parts.encoder import EncoderSpec, build_encoder
+from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.evaluate import load_masks
 from semmae.parts.inference import full_image_transform
 from semmae.parts.loss import part_loss
@@ -57,7 +57,7 @@ a = p.parse_args()
 torch.manual_seed(a.seed)
 torch.set_num_threads(int(__import__("os").environ.get("NT", "1")))
 
-enc = build_encoder(EncoderSpec(checkpoint=a.enc, img_size=a.img, feature_layer=a.layer))
+enc = build_encoder(FrozenEncoderSpec(checkpoint=a.enc, img_size=a.img, feature_layer=a.layer))
 root = Path(a.data)
 
 

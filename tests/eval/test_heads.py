@@ -7,18 +7,21 @@ import math
 import pytest
 import torch
 
-from semmae.eval.heads import ProbeHeads, build_head_optimizer, cosine_factor, head_metrics, set_lr
+from semmae.engine.schedule import cosine_schedule, set_lr
+from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.linprobe import fast_linear_probe
 
 
-def test_cosine_schedule_values():
-    assert cosine_factor(0, 100, 10) == pytest.approx(0.1)
-    assert cosine_factor(9, 100, 10) == pytest.approx(1.0)
-    assert cosine_factor(10, 100, 10) == pytest.approx(1.0)
-    assert cosine_factor(55, 100, 10) == pytest.approx(0.5)
-    assert cosine_factor(100, 100, 10, min_factor=0.01) == pytest.approx(0.01)
-    mid = cosine_factor(32, 100, 10)
-    assert mid == pytest.approx(0.5 * (1 + math.cos(math.pi * 22 / 90)))
+def test_probe_schedule_values():
+    """The probe's factors: warm-up reaching 1 on the last warm-up step (offset 1), then a half cosine."""
+    f = cosine_schedule(1.0, 0.0, 100, 10, warmup_offset=1)
+    assert f[0] == pytest.approx(0.1)
+    assert f[9] == pytest.approx(1.0)
+    assert f[10] == pytest.approx(1.0)
+    assert f[55] == pytest.approx(0.5)
+    assert f[32] == pytest.approx(0.5 * (1 + math.cos(math.pi * 22 / 90)))
+    g = cosine_schedule(1.0, 0.01, 101, 10, warmup_offset=1)
+    assert g[100] == pytest.approx(0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * 90 / 91)))
 
 
 def test_heads_share_a_parameter_free_batchnorm_and_are_independent():

@@ -35,7 +35,7 @@ def test_kept_forward_is_the_pretraining_encoder_on_the_same_patches():
     as MAE pretraining with that ``keep_index`` and nothing masked (same tokens, same positions)."""
     torch.manual_seed(1)
     mae = create_model("mae_vit_tiny_patch8", img_size=32, patch_size=4, depth=2, decoder_depth=1).eval()
-    vit = VisionTransformer(**mae.timm_encoder_kwargs()).eval()
+    vit = mae.encoder_record().build().eval()
     vit.load_state_dict(mae.encoder_state_dict(), strict=True)
     x = torch.randn(2, 3, 32, 32)
     keep = torch.stack([torch.randperm(64)[:16].sort().values for _ in range(2)])

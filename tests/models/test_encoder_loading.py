@@ -14,11 +14,11 @@ from timm.models.vision_transformer import VisionTransformer
 from semmae.errors import UserError
 from semmae.models.encoder_loading import (
     encoder_tokens,
-    infer_spec,
     load_encoder,
     pooled_features,
     read_checkpoint,
 )
+from semmae.models.encoder_record import EncoderRecord
 
 CFG = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
@@ -237,7 +237,7 @@ def test_heads_come_from_the_standard_table_when_unnamed():
         "blocks.11.norm1.weight": torch.zeros(768),
         "blocks.0.mlp.fc1.weight": torch.zeros(3072, 768),
     }
-    spec, notes = infer_spec(sd)
+    spec, source = EncoderRecord.from_state_dict(sd)
     assert (spec.num_heads, spec.depth, spec.patch_size, spec.img_size, spec.mlp_ratio) == (
         12,
         12,
@@ -245,9 +245,13 @@ def test_heads_come_from_the_standard_table_when_unnamed():
         224,
         4.0,
     )
-    assert notes["num_heads_source"] == "default table"
-    spec, notes = infer_spec(sd, {"model_config": {"num_heads": 6}})
-    assert spec.num_heads == 6 and notes["num_heads_source"] == "model_config"
+    assert source == "default table"
+    spec, source = EncoderRecord.from_state_dict(sd, hints={"num_heads": 6})
+    assert spec.num_heads == 6 and source == "model_config"
+    spec, source = EncoderRecord.from_state_dict(sd, arch="vit_base_patch16")
+    assert spec.num_heads == 12 and source == "arch name"
+    spec, source = EncoderRecord.from_state_dict(sd, num_heads=4, arch="vit_small_patch16")  # width differs
+    assert spec.num_heads == 4 and source == "argument"
 
 
 def test_random_init_has_the_checkpoint_architecture_but_not_its_weights(ref, tmp_path):

@@ -157,7 +157,8 @@ def test_bad_inputs():
 def test_encoder_state_dict_loads_into_timm_vit():
     torch.manual_seed(0)
     model = create_model("mae_vit_micro_patch8").eval()
-    vit = VisionTransformer(**model.timm_encoder_kwargs()).eval()
+    vit = model.encoder_record().build().eval()
+    assert type(vit) is VisionTransformer  # a plain timm ViT, no subclass
     vit.load_state_dict(model.encoder_state_dict(), strict=True)
     imgs = torch.randn(2, 3, 32, 32)
     with torch.no_grad():

@@ -1,4 +1,5 @@
-"""Loading the official MAE / SemMAE pretraining layouts (tiny checkpoints written here in those layouts)."""
+"""The official MAE / SemMAE pretraining layouts (tiny checkpoints written here in those layouts) load through the
+one encoder loader, :func:`semmae.models.encoder_loading.load_encoder`."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ import torch
 
 from semmae.cli import main
 from semmae.errors import UserError
-from semmae.masking import random_mask
-from semmae.models import create_model, load_mae_checkpoint
+from semmae.models import create_model
+from semmae.models.encoder_loading import load_encoder
 
 
 def official_layout(model, **args) -> dict:
@@ -24,78 +25,60 @@ def official_layout(model, **args) -> dict:
     }
 
 
-def outputs(model, imgs, mask):
+def encoder_features(model, imgs):
     with torch.no_grad():
-        return model.eval()(imgs, mask)["pred"]
+        return model.eval().forward_encoder_features(imgs)[0]
 
 
-def test_official_mae_layout_round_trip(tmp_path):
+def test_official_mae_layout_loads_the_same_encoder(tmp_path):
     torch.manual_seed(0)
     src = create_model("mae_vit_micro_patch8")
     path = tmp_path / "mae_pretrain.pth"
     torch.save(official_layout(src), path)
-    dst = create_model("mae_vit_micro_patch8")
-    meta = load_mae_checkpoint(dst, path)
-    assert meta["epoch"] == 799 and meta["args"]["model"] == "mae_vit_micro_patch8"
+    vit, info = load_encoder(path)  # heads from the release's args.model name (micro: 2)
+    assert info["layout"] == "mae_release" and info["num_heads_source"] == "arch name"
+    assert info["spec"] == src.encoder_record().arch() and "decoder_pred.weight" in info["dropped_keys"]
     imgs = torch.randn(2, 3, 32, 32)
-    mask = random_mask(2, 16, 0.75, torch.Generator().manual_seed(0))
-    assert torch.equal(outputs(src, imgs, mask), outputs(dst, imgs, mask))
+    with torch.no_grad():
+        torch.testing.assert_close(vit.eval()(imgs), encoder_features(src, imgs), atol=1e-5, rtol=1e-5)
 
 
 def test_semmae_patch8_layout_with_28x28_table(tmp_path):
-    """The official SemMAE patch-8 release: a 28x28 + 1 position table, 8x8 projection, 196 patches enter."""
+    """The official SemMAE patch-8 release: a 28x28 + 1 position table, 8x8 projection, DDP-wrapped keys."""
     torch.manual_seed(0)
     src = create_model("mae_vit_micro_patch8", img_size=224)
     state = official_layout(src)
     assert state["model"]["pos_embed"].shape == (1, 28 * 28 + 1, 32)
-    assert state["model"]["decoder_pos_embed"].shape == (1, 785, 32)
-    # DDP-wrapped key names as some training scripts save them
     state["model"] = {f"module.{k}": v for k, v in state["model"].items()}
     path = tmp_path / "semmae_patch8.pth"
     torch.save(state, path)
-    dst = create_model("mae_vit_micro_patch8", img_size=224)
-    load_mae_checkpoint(dst, path)
-    assert torch.equal(dst.pos_embed, src.pos_embed) and torch.equal(
-        dst.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight
-    )
-    # a patch-8 model at the wrong image size is refused, naming the position table
-    with pytest.raises(
-        UserError,
-        match=r"shape differences: decoder_pos_embed: checkpoint \[1, 785, 32\] vs model \[1, 17, 32\]",
-    ):
-        load_mae_checkpoint(create_model("mae_vit_micro_patch8"), path)
+    vit, info = load_encoder(path)
+    assert info["spec"]["img_size"] == 224 and info["checkpoint_grid"] == 28
+    assert torch.equal(vit.pos_embed, src.pos_embed)
+    assert torch.equal(vit.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
 
 
 def test_refuses_missing_and_unexpected_keys(tmp_path):
     model = create_model("mae_vit_micro_patch8")
     state = official_layout(model)
-    del state["model"]["decoder_pred.weight"]
-    state["model"]["head.weight"] = torch.zeros(3, 3)
+    del state["model"]["blocks.1.mlp.fc2.weight"]
+    state["model"]["blocks.0.attn.extra"] = torch.zeros(3)
     path = tmp_path / "bad.pth"
     torch.save(state, path)
     with pytest.raises(UserError) as e:
-        load_mae_checkpoint(model, path)
-    assert "missing keys: decoder_pred.weight" in str(e.value) and "unexpected keys: head.weight" in str(
-        e.value
-    )
+        load_encoder(path)
+    assert "missing keys: blocks.1.mlp.fc2.weight" in str(e.value)
+    assert "unexpected keys: blocks.0.attn.extra" in str(e.value)
 
 
 def test_refuses_non_checkpoints(tmp_path):
     path = tmp_path / "junk.pth"
     path.write_bytes(b"not a checkpoint")
     with pytest.raises(UserError, match="junk.pth"):
-        load_mae_checkpoint(create_model("mae_vit_micro_patch8"), path)
+        load_encoder(path)
     torch.save({"model": {"a": 1}}, tmp_path / "nomodel.pth")
-    with pytest.raises(UserError, match="holds no model state dict"):
-        load_mae_checkpoint(create_model("mae_vit_micro_patch8"), tmp_path / "nomodel.pth")
-
-
-def test_bare_state_dict_written_with_plain_data(tmp_path):
-    model = create_model("mae_vit_micro_patch4")
-    path = tmp_path / "plain.pth"
-    torch.save({"model": model.state_dict(), "config": model.config_dict()}, path)
-    assert torch.load(path, weights_only=True)["config"]["name"] == "mae_vit_micro_patch4"
-    assert load_mae_checkpoint(create_model("mae_vit_micro_patch4"), path) == {}
+    with pytest.raises(UserError, match="not a known encoder layout"):
+        load_encoder(tmp_path / "nomodel.pth")
 
 
 def test_cli_is_wired():

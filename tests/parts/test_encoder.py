@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
+from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 
 from .conftest import HEADS, IMG, PATCH, tiny_vit
 
@@ -53,7 +53,7 @@ def test_encoder_is_frozen_and_stays_in_eval_mode():
 
 
 def test_build_encoder_from_checkpoint_and_random_init(encoder_ckpt):
-    enc = build_encoder(EncoderSpec(checkpoint=str(encoder_ckpt), img_size=IMG))
+    enc = build_encoder(FrozenEncoderSpec(checkpoint=str(encoder_ckpt), img_size=IMG))
     ref = tiny_vit()
     torch.testing.assert_close(
         enc.vit.state_dict()["blocks.1.attn.qkv.weight"], ref.state_dict()["blocks.1.attn.qkv.weight"]

@@ -22,8 +22,10 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from semmae.errors import UserError
+from semmae.models.encoder_record import EncoderRecord
 
 _MODEL_RE = re.compile(r"^vit_([a-z]+)_patch(\d+)$")
+_SPEC_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
 
 
 def backbone_spec(model: str, img_size: int, **overrides: int) -> dict:
@@ -47,31 +49,12 @@ def backbone_spec(model: str, img_size: int, **overrides: int) -> dict:
         registered = next(n for n in list_models() if n.startswith(f"mae_vit_{size}_patch"))
         overrides = {"patch_size": int(m.group(2)), **overrides}
     c = model_config(registered, img_size=img_size, **overrides)
-    return dict(
-        name=model,
-        img_size=c.img_size,
-        patch_size=c.patch_size,
-        embed_dim=c.embed_dim,
-        depth=c.depth,
-        num_heads=c.num_heads,
-        mlp_ratio=c.mlp_ratio,
-    )
+    return {"name": model, **{k: getattr(c, k) for k in _SPEC_FIELDS}}
 
 
 def build_backbone(spec: dict, drop_path: float = 0.0) -> VisionTransformer:
     """A timm ViT (class token, learned positions, no classifier) that accepts any multiple of the patch size."""
-    return VisionTransformer(
-        img_size=spec["img_size"],
-        patch_size=spec["patch_size"],
-        embed_dim=spec["embed_dim"],
-        depth=spec["depth"],
-        num_heads=spec["num_heads"],
-        mlp_ratio=spec["mlp_ratio"],
-        qkv_bias=True,
-        num_classes=0,
-        drop_path_rate=drop_path,
-        dynamic_img_size=True,
-    )
+    return EncoderRecord.from_mae_config(spec).build(drop_path, dynamic_img_size=True)
 
 
 def backbone_tokens(vit: VisionTransformer, images: Tensor, mask: Tensor | None = None, token=None) -> Tensor:

@@ -113,7 +113,9 @@ class Bootstrapper(StepTrainer):
 
     def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
         if ckpt["model_config"].get("trainer") != TRAINER:
-            raise UserError(f"--resume {path}: not a `semmae bootstrap` checkpoint (a `semmae pretrain` one?)")
+            raise UserError(
+                f"--resume {path}: not a `semmae bootstrap` checkpoint (a `semmae pretrain` one?)"
+            )
         try:
             self.model_core.load_state_dict(ckpt["student"], strict=True)
             self.teacher.backbone.load_state_dict(ckpt["model"], strict=True)

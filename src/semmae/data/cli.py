@@ -81,17 +81,12 @@ class PackConfig:
     overwrite: bool = field(default=False, metadata={"help": "replace a finished pack at --out"})
 
     def validate(self) -> None:
-        from semmae.data.workers import parse_num_workers
+        from semmae.data.workers import check_num_workers
         from semmae.errors import UserError
 
         if not self.data or not self.out:
             raise UserError("--data and --out are required")
-        try:
-            parse_num_workers(self.num_workers)
-        except ValueError:
-            raise UserError(
-                f"--num-workers must be 'auto' or a count >= 0, got {self.num_workers!r}"
-            ) from None
+        check_num_workers(self.num_workers)
 
 
 def run_synth(args: argparse.Namespace) -> int:

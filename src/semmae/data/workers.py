@@ -54,6 +54,16 @@ def parse_num_workers(value: str | int) -> int | None:
     return n
 
 
+def check_num_workers(value: str | int) -> None:
+    """Config validation of ``--num-workers``: a UserError unless it is ``auto`` or a count >= 0."""
+    from semmae.errors import UserError
+
+    try:
+        parse_num_workers(value)
+    except ValueError:
+        raise UserError(f"--num-workers must be 'auto' or a count >= 0, got {value!r}") from None
+
+
 def lower_priority(_worker_id: int = 0, increment: int = 10) -> None:
     """``worker_init_fn``: raise this worker's niceness so the training step's threads are scheduled first."""
     try:

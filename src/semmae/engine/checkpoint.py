@@ -113,6 +113,22 @@ def load_resume(
     return None if path is None else (path, load_pretrain_checkpoint(path))
 
 
+def restore(path: str | Path, **modules: Any) -> dict[str, Any]:
+    """Load a stage's checkpoint file and its entries into ``modules`` (``model=net, optimizer=opt``: each gets
+    ``ckpt[name]`` via ``load_state_dict``); a UserError names the file when one does not fit. Returns the whole
+    checkpoint for the caller's own entries (epoch, metrics, RNG state)."""
+    ckpt = load_checkpoint(path)
+    try:
+        for name, module in modules.items():
+            module.load_state_dict(ckpt[name])
+    except (KeyError, RuntimeError, ValueError, TypeError) as e:
+        raise UserError(
+            f"cannot resume from {path}: it does not match this run ({str(e).splitlines()[0]}); "
+            "use another --out or --overwrite"
+        ) from None
+    return ckpt
+
+
 def checkpoint_file(path: str | Path) -> Path:
     """A checkpoint file as given, or a pretraining run directory (or its ``checkpoints/``) -> its latest."""
     path = Path(path)

@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from semmae.config import option
-from semmae.data.workers import parse_num_workers
+from semmae.data.workers import check_num_workers
 from semmae.engine.run_options import StepRunOptions, need
-from semmae.errors import UserError
 
 PART_FREE_HINT = "random, block"
 AUGMENTATIONS = ("crop-flip", "flip")
@@ -111,12 +110,7 @@ class PretrainConfig(StepRunOptions):
             0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
             f"--crop-scale must be 0 < lo <= hi <= 1, got {self.crop_scale}",
         )
-        try:
-            parse_num_workers(self.num_workers)
-        except ValueError:
-            raise UserError(
-                f"--num-workers must be 'auto' or a count >= 0, got {self.num_workers!r}"
-            ) from None
+        check_num_workers(self.num_workers)
         need(self.vis_every >= 0 and self.vis_images >= 1, "--vis-every must be >= 0 and --vis-images >= 1")
 
     def model_overrides(self) -> dict:

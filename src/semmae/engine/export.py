@@ -1,10 +1,13 @@
 """``semmae export``: the pretrained encoder as a timm ``VisionTransformer`` state dict in safetensors.
 
+The encoder keys are copied straight from the checkpoint's ``model`` state dict (wrapper prefixes stripped, the
+MAE decoder and mask token dropped: :func:`semmae.models.encoder_record.encoder_state_dict`); no model is built.
 The MAE's encoder keys are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``,
-``norm.*``), so the file loads with
+``norm.*``), and a ``semmae bootstrap`` checkpoint's ``model`` is a timm ViT already, so the file loads with
 ``timm.create_model("vit_base_patch16_224", pretrained=True, num_classes=0,
-pretrained_cfg_overlay=dict(file="encoder.safetensors"))``. The model description is stored as JSON in the
-file's metadata (``model_config``) for :mod:`semmae.models.encoder_loading`.
+pretrained_cfg_overlay=dict(file="encoder.safetensors"))``. The checkpoint's encoder record
+(:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON in the file's metadata (``model_config``)
+for :mod:`semmae.models.encoder_loading`, next to ``arch`` (the closest timm name) and ``fg_keep``.
 """
 
 from __future__ import annotations
@@ -16,65 +19,38 @@ import torch
 
 from semmae.engine.checkpoint import checkpoint_file, load_pretrain_checkpoint
 from semmae.errors import UserError
+from semmae.models.encoder_loading import checkpoint_record, record_misfits
+from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.utils.io import atomic_write_bytes
 
-TIMM_ARCH = {
-    (768, 12, 12): "vit_base",
-    (384, 12, 6): "vit_small",
-    (192, 12, 3): "vit_tiny",
-    (1024, 24, 16): "vit_large",
-    (1280, 32, 16): "vit_huge",
-}
 
-
-def timm_arch_name(model_config: dict) -> str:
-    """The closest timm model name (e.g. ``vit_base_patch16_224``); shape overrides are still needed for
-    non-standard sizes (``img_size``, ``embed_dim``, ...)."""
-    size = TIMM_ARCH.get(
-        (model_config.get("embed_dim"), model_config.get("depth"), model_config.get("num_heads"))
-    )
-    return (
-        f"{size or 'vit_base'}_patch{model_config.get('patch_size', 16)}_{model_config.get('img_size', 224)}"
-    )
-
-
-def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict, dict]:
-    """``(encoder state dict in timm key names, model_config, pretraining config)`` from a pretraining checkpoint
-    file or run dir."""
-    from semmae.models import create_model
-
+def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], EncoderRecord]:
+    """``(encoder state dict in timm key names, encoder record)`` from a pretraining (or bootstrap) checkpoint
+    file or run dir; the weights are checked against the record."""
     path = checkpoint_file(path)
     ckpt = load_pretrain_checkpoint(path)
-    model_config = dict(ckpt["model_config"])
-    if (
-        model_config.get("trainer") == "bootstrap"
-    ):  # `semmae bootstrap`: "model" is the teacher's timm encoder
-        enc = {k: v.detach().contiguous().clone() for k, v in ckpt["model"].items()}
-        return enc, model_config, dict(ckpt.get("config") or {})
-    overrides = {k: v for k, v in model_config.items() if k != "name"}
-    model = create_model(model_config["name"], **overrides)
-    try:
-        model.load_state_dict(ckpt["model"], strict=True)
-    except RuntimeError as e:
-        raise UserError(
-            f"checkpoint {path} does not match its model_config: {str(e).splitlines()[0]}"
-        ) from None
-    enc = {k: v.detach().contiguous().clone() for k, v in model.encoder_state_dict().items()}
-    return enc, model_config, dict(ckpt.get("config") or {})
+    record = checkpoint_record(ckpt, f"checkpoint {path}")
+    if record is None:
+        raise UserError(f"checkpoint {path} has a model_config without the encoder sizes")
+    enc, _ = encoder_state_dict(ckpt["model"])
+    misfit = record_misfits(record, enc)
+    if misfit:
+        raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
+    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record
 
 
 def export_encoder(checkpoint: str | Path, out: str | Path) -> Path:
     """Write the encoder of ``checkpoint`` to ``out`` (``.safetensors``); returns the path."""
     from safetensors.torch import save
 
-    enc, model_config, pretrain_config = encoder_from_checkpoint(checkpoint)
     out = Path(out)
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the export is a safetensors file; name it *.safetensors")
-    meta = {"format": "pt", "model_config": json.dumps(model_config), "arch": timm_arch_name(model_config)}
+    enc, record = encoder_from_checkpoint(checkpoint)
+    meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     if (
-        "fg_keep" in pretrain_config
-    ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (eval/kept_tokens.py)
-        meta["fg_keep"] = str(float(pretrain_config["fg_keep"]))
+        record.fg_keep is not None
+    ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
+        meta["fg_keep"] = str(record.fg_keep)
     atomic_write_bytes(out, save(enc, metadata=meta))
     return out

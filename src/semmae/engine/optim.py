@@ -1,9 +1,16 @@
-"""AdamW with MAE's parameter groups: no weight decay on norms, biases, position embeddings and special tokens."""
+"""The optimisers of every training stage: AdamW with MAE's parameter groups (no weight decay on norms, biases,
+position embeddings and special tokens), with or without layer-wise lr decay.
+
+Layer decay (BEiT; MAE fine-tuning, paper Table 7 segmentation): the encoder stem is layer 0, block ``i`` layer
+``i + 1``, heads and necks layer ``L = depth + 1``; a parameter of layer ``l`` trains at ``lr * decay ** (L - l)``.
+Groups come from timm's ``param_groups_layer_decay`` (the model's ``group_matcher``) and carry ``lr_scale``, which
+:func:`semmae.engine.schedule.set_lr` multiplies in.
+"""
 
 from __future__ import annotations
 
 import torch
-from timm.optim import param_groups_weight_decay
+from timm.optim import param_groups_layer_decay, param_groups_weight_decay
 
 from semmae.utils.distributed import unwrap_model
 
@@ -30,3 +37,18 @@ def build_optimizer(
     fused = any(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
+
+def layer_decay_optimizer(
+    model: torch.nn.Module, lr: float, weight_decay: float, layer_decay: float, betas: tuple[float, float]
+) -> torch.optim.AdamW:
+    """AdamW over layer-decay groups (each group's lr starts at ``lr * lr_scale``)."""
+    model = unwrap_model(model)
+    groups = param_groups_layer_decay(
+        model,
+        weight_decay=weight_decay,
+        layer_decay=layer_decay,
+        no_weight_decay_list=sorted(no_weight_decay_names(model)),
+    )
+    for g in groups:
+        g["lr"] = lr * g["lr_scale"]
+    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))

@@ -24,6 +24,16 @@ RESUME_HELP = (
 )
 
 
+OVERWRITE_HELP = (
+    "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
+)
+
+
+def overwrite_option() -> Any:
+    """The ``--overwrite`` field of a stage config."""
+    return option(False, OVERWRITE_HELP)
+
+
 def precision_option(default: str = "auto") -> Any:
     """The ``--precision`` field of a stage config."""
     return option(default, PRECISION_HELP, choices=PRECISIONS)
@@ -87,7 +97,7 @@ class StepRunOptions:
     device: str = option("auto", "auto | cpu | cuda (under torchrun each rank takes its LOCAL_RANK GPU)")
     seed: int = option(0, "random seed (augmentations and masks are a function of seed, step and index)")
     resume: str | None = resume_option(None)
-    overwrite: bool = option(False, "delete the run already in --out and start again (instead of --resume)")
+    overwrite: bool = overwrite_option()
     ckpt_every: int = option(0, "also checkpoint every N optimiser steps (0: only at epoch ends)")
     keep_last: int = option(3, "keep the newest K checkpoints")
     max_steps: int | None = option(

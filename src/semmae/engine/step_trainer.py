@@ -174,7 +174,12 @@ class StepTrainer:
         self.step = 0
         self._saved_step = -1
         self.sampler = StepSampler(
-            self.dataset, p.batch_size, p.accum_iter, num_replicas=p.world_size, rank=self.dist.rank, seed=cfg.seed
+            self.dataset,
+            p.batch_size,
+            p.accum_iter,
+            num_replicas=p.world_size,
+            rank=self.dist.rank,
+            seed=cfg.seed,
         )
         workers = self.num_workers = self._num_workers()
         items, batching = self.loader_items()
@@ -382,7 +387,10 @@ class StepTrainer:
                 if bar is not None:
                     eta_s = (end - self.step) * p.effective_batch / max(ips, 1e-9)
                     bar.set_postfix(
-                        loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{ips:.0f}", eta=fmt_eta(eta_s)
+                        loss=f"{loss_value:.4f}",
+                        lr=f"{record['lr']:.2e}",
+                        img_s=f"{ips:.0f}",
+                        eta=fmt_eta(eta_s),
                     )
             if (
                 cfg.ckpt_every
@@ -420,4 +428,3 @@ def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:
                 trainer.logger.close()
     finally:
         du.cleanup()
-

@@ -212,16 +212,14 @@ def batch_features(
     return pooled_kept(encoder, batch, device, pool, keep)
 
 
+# the EvalCommonConfig fields that are load_encoder arguments of the same name
+ENCODER_FLAGS = ("arch", "img_size", "random_init", "num_heads", "init")
+
+
 def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
-    return load_encoder(
-        cfg.checkpoint,
-        arch=cfg.arch,
-        img_size=cfg.img_size,
-        random_init=cfg.random_init,
-        num_heads=cfg.num_heads,
-        init=cfg.init,
-        **kw,
-    )
+    """The encoder of ``cfg.checkpoint`` (:func:`load_encoder`) with the run's encoder flags; ``kw`` adds more
+    ``load_encoder`` arguments (``global_pool``, ``drop_path_rate``, ...)."""
+    return load_encoder(cfg.checkpoint, **{k: getattr(cfg, k) for k in ENCODER_FLAGS}, **kw)
 
 
 class ShardSampler(Sampler[int]):

@@ -10,7 +10,6 @@ The peak lr is ``blr * global_batch / 256``.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,16 +18,20 @@ import torch
 import torch.nn as nn
 from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-from timm.optim import param_groups_layer_decay
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
+from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
-from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import continues, resume_option
-from semmae.errors import NonFiniteLossError, UserError
+from semmae.engine.checkpoint import restore
+from semmae.engine.epoch_loop import scheduled_batches
+from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.optim import layer_decay_optimizer
+from semmae.engine.precision import LossScaler, resolve_precision
+from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
+from semmae.engine.schedule import cosine_schedule
+from semmae.errors import UserError
 from semmae.eval.common import (
     EvalCommonConfig,
     ShardSampler,
@@ -39,11 +42,12 @@ from semmae.eval.common import (
     topk_correct,
     write_results,
 )
-from semmae.eval.heads import cosine_factor, set_lr
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
-from semmae.utils.io import atomic_torch_save, load_checkpoint
+from semmae.utils.io import atomic_torch_save
 from semmae.utils.rundir import RunDir, claim_run_dir
 from semmae.utils.seed import seed_everything
+
+FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
 
 
 @dataclass
@@ -80,12 +84,7 @@ class FinetuneConfig(EvalCommonConfig):
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
     batch_size: int = field(default=32, metadata={"help": "images per process per step"})
     resume: str | None = resume_option("auto")
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        },
-    )
+    overwrite: bool = overwrite_option()
     out: str = field(default="runs/finetune", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -121,19 +120,6 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
     return model, info
 
 
-def build_optimizer(model: nn.Module, cfg: FinetuneConfig, peak_lr: float) -> torch.optim.Optimizer:
-    groups = param_groups_layer_decay(
-        model,
-        weight_decay=cfg.weight_decay,
-        no_weight_decay_list=model.no_weight_decay(),
-        layer_decay=cfg.layer_decay,
-    )
-    opt = torch.optim.AdamW(groups, lr=peak_lr, betas=(0.9, 0.999))
-    for g in opt.param_groups:
-        g["base_lr"] = peak_lr
-    return opt
-
-
 def run_finetune(cfg: FinetuneConfig) -> dict:
     info = init_distributed(cfg.device)
     try:
@@ -153,15 +139,17 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     num_classes = len(train.classes)
     model, enc_info = build_classifier(cfg, num_classes)
     size = enc_info["spec"]["img_size"]
-    train.transform = create_transform(
-        size,
-        is_training=True,
-        color_jitter=None,
-        auto_augment=cfg.auto_augment or None,
-        interpolation="bicubic",
-        re_prob=cfg.reprob,
-        re_mode="pixel",
-        re_count=1,
+    train.transform = patch_posterize(
+        create_transform(
+            size,
+            is_training=True,
+            color_jitter=None,
+            auto_augment=cfg.auto_augment or None,
+            interpolation="bicubic",
+            re_prob=cfg.reprob,
+            re_mode="pixel",
+            re_count=1,
+        )
     )
     val.transform = eval_transform(size, crop_pct=cfg.crop_pct)
     model.to(device)
@@ -169,7 +157,9 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     ddp = DistributedDataParallel(model) if info.enabled else model
     global_batch = cfg.batch_size * info.world_size
     peak_lr = cfg.blr * global_batch / 256
-    opt = build_optimizer(model, cfg, peak_lr)
+    opt = layer_decay_optimizer(model, peak_lr, cfg.weight_decay, cfg.layer_decay, FINETUNE_BETAS)
+    precision = resolve_precision(cfg.precision, device)
+    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
     mixup = None
     if cfg.mixup > 0 or cfg.cutmix > 0:
         mixup = Mixup(
@@ -198,19 +188,12 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
     )
     steps_per_epoch = len(train_loader)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    min_factor = cfg.min_lr / peak_lr if peak_lr > 0 else 0.0
+    lr_schedule = cosine_schedule(peak_lr, cfg.min_lr, total, warmup, warmup_offset=1)
     out = Path(cfg.out)
     start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
-    if continuing and (out / "checkpoint.pth").is_file():
-        state = load_checkpoint(out / "checkpoint.pth")
-        try:
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(
-                f"cannot resume from {out / 'checkpoint.pth'}: it does not match this model "
-                f"({str(e).splitlines()[0]}); use another --out or --overwrite"
-            ) from None
+    resume_from = resume_file(cfg.resume, out / "checkpoint.pth", cfg.overwrite)
+    if resume_from is not None:
+        state = restore(resume_from, model=model, optimizer=opt)
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
         start_epoch, best = int(state["epoch"]) + 1, state["best"]
@@ -220,37 +203,32 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, continuing: bool, run_dir:
         logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
     history = []
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         ddp.train()
-        running, n = 0.0, 0
-        for it, batch in enumerate(
-            tqdm(train_loader, desc=f"finetune {epoch}", disable=not info.is_main, leave=False)
+        running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
+        for step, batch in scheduled_batches(
+            train_loader, epoch, steps_per_epoch, opt, lr_schedule, "finetune", info.is_main
         ):
-            step = epoch * steps_per_epoch + it
-            set_lr(opt, cosine_factor(step, total, warmup, min_factor))
             x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
             if mixup is not None:
                 x, y = mixup(x, y)
-            with resolve_precision(cfg.precision, device).autocast():
+            with precision.autocast():
                 loss = criterion(ddp(x), y)
-            if not math.isfinite(loss.item()):
-                raise NonFiniteLossError(
-                    f"non-finite loss {loss.item()} at epoch {epoch} step {it}; "
-                    f"{out / 'checkpoint.pth'} holds the last good epoch"
-                )
+            grad_norm = scaler(loss, opt, model.parameters, clip_grad=cfg.clip_grad)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.clip_grad is not None:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            opt.step()
+            watch.record(step, loss.detach(), None if scaler.enabled else grad_norm)
             if ema is not None:
                 ema.update(model, step=step)
-            running += loss.item()
+            running += loss.detach().float()
             n += 1
+        watch.check(
+            lambda bad: (
+                f"non-finite loss at step {bad} (epoch {bad // steps_per_epoch}); "
+                f"{out / 'checkpoint.pth'} holds the last good epoch (lower --blr or set --clip-grad)"
+            )
+        )
         metrics = evaluate(model, val, cfg, device, info)
         record = {
-            "train_loss": running / max(n, 1),
+            "train_loss": running.item() / max(n, 1),
             "val_top1": metrics["top1"],
             "val_top5": metrics["top5"],
             "lr": opt.param_groups[-1]["lr"],

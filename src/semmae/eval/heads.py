@@ -3,13 +3,12 @@
 One shared ``BatchNorm1d(affine=False)`` (it has no parameters, so every head would compute the same thing)
 feeds H independent linear classifiers, one per learning rate of the sweep: all heads see the same batch in one
 pass over the features, and the best is reported (the dinov2 recipe). The learning rate of head h is
-``lr_h = blr_h * global_batch / 256`` (MAE's linear scaling rule) times a per-iteration cosine schedule with a
-linear warm-up.
+``lr_h = blr_h * global_batch / 256`` (MAE's linear scaling rule), kept as the group's ``lr_scale``, times a
+per-iteration factor (:func:`semmae.engine.schedule.cosine_schedule` from 1 with a linear warm-up, applied by
+:func:`semmae.engine.schedule.set_lr`).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn as nn
@@ -42,7 +41,7 @@ class ProbeHeads(nn.Module):
 def build_head_optimizer(
     heads: ProbeHeads, lrs: list[float], name: str = "lars", weight_decay: float = 0.0, momentum: float = 0.9
 ) -> torch.optim.Optimizer:
-    """One param group per head weight and bias, each remembering its peak ``base_lr``.
+    """One param group per head weight and bias, each with its peak learning rate as ``lr_scale``.
 
     LARS (timm's ``Lars``) adapts the weights' step by the trust ratio; biases are excluded from adaptation and
     weight decay, as in MAE's LARS. ``sgd`` is plain momentum SGD.
@@ -51,8 +50,8 @@ def build_head_optimizer(
         raise ValueError("one learning rate per head")
     groups = []
     for head, lr in zip(heads.heads, lrs):
-        w_group = {"params": [head.weight], "lr": lr, "base_lr": lr, "weight_decay": weight_decay}
-        b_group = {"params": [head.bias], "lr": lr, "base_lr": lr, "weight_decay": 0.0}
+        w_group = {"params": [head.weight], "lr": lr, "lr_scale": lr, "weight_decay": weight_decay}
+        b_group = {"params": [head.bias], "lr": lr, "lr_scale": lr, "weight_decay": 0.0}
         if name == "lars":
             w_group["always_adapt"] = True
             b_group["always_adapt"] = False
@@ -62,21 +61,6 @@ def build_head_optimizer(
     if name == "sgd":
         return torch.optim.SGD(groups, lr=lrs[0], momentum=momentum, weight_decay=weight_decay)
     raise UserError(f"optimizer must be 'lars' or 'sgd', got {name!r}")
-
-
-def cosine_factor(step: int, total_steps: int, warmup_steps: int, min_factor: float = 0.0) -> float:
-    """Linear warm-up to 1 over ``warmup_steps`` then half-cosine to ``min_factor`` at ``total_steps``."""
-    if warmup_steps > 0 and step < warmup_steps:
-        return (step + 1) / warmup_steps
-    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
-    progress = min(max(progress, 0.0), 1.0)
-    return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def set_lr(optimizer: torch.optim.Optimizer, factor: float) -> None:
-    """lr of every group = its ``base_lr`` (times its ``lr_scale`` when layer decay set one) times ``factor``."""
-    for g in optimizer.param_groups:
-        g["lr"] = g["base_lr"] * g.get("lr_scale", 1.0) * factor
 
 
 @torch.no_grad()

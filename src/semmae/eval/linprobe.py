@@ -19,13 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
-from tqdm import tqdm
 
+from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import continues, resume_option
+from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
+from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -43,7 +45,7 @@ from semmae.eval.common import (
     set_view,
     write_results,
 )
-from semmae.eval.heads import ProbeHeads, build_head_optimizer, cosine_factor, head_metrics, set_lr
+from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, load_checkpoint
@@ -83,12 +85,7 @@ class LinprobeConfig(EvalCommonConfig):
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
     resume: str | None = resume_option("auto")
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        },
-    )
+    overwrite: bool = overwrite_option()
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
 
     def validate(self) -> None:
@@ -150,25 +147,32 @@ def fast_linear_probe(
     steps_per_epoch = max(1, train_features.shape[0] // bs)  # drop_last: BatchNorm never sees a batch of 1
     total = epochs * steps_per_epoch
     warmup = min(warmup_epochs, epochs) * steps_per_epoch
+    factors = probe_schedule(total, warmup)
     y = train_labels.to(device).long()
     step = 0
     heads.train()
     for epoch in range(epochs):
         perm = torch.randperm(train_features.shape[0], generator=g).to(device)
-        running = 0.0
+        running = torch.zeros((), device=device)  # summed on the device: one sync per epoch
         for s in range(steps_per_epoch):
             idx = perm[s * bs : (s + 1) * bs]
-            set_lr(opt, cosine_factor(step, total, warmup))
+            set_lr(opt, float(factors[step]))
             loss = heads.loss(heads(train_features[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running += loss.item() / len(blrs)
+            running += loss.detach() / len(blrs)
             step += 1
         if log is not None:
-            log(epoch, {"train_loss": running / steps_per_epoch})
+            log(epoch, {"train_loss": running.item() / steps_per_epoch})
     c1, c5 = head_metrics(heads, val_features.to(device), val_labels.to(device).long())
     return _sweep_results(c1, c5, val_features.shape[0], blrs)
+
+
+def probe_schedule(total_steps: int, warmup_steps: int) -> np.ndarray:
+    """Per-step factors of every head's peak lr: linear warm-up reaching 1 on the last warm-up step, then a half
+    cosine to 0 (MAE's linear-probe recipe)."""
+    return cosine_schedule(1.0, 0.0, total_steps, warmup_steps, warmup_offset=1)
 
 
 # --------------------------------------------------------------------------------------------------- the command
@@ -298,6 +302,7 @@ def _full_probe(
     if len(train) < 2:
         raise UserError("the linear probe needs at least 2 training images")
     heads = ProbeHeads(encoder.embed_dim, num_classes, len(cfg.blrs)).to(device)
+    precision = resolve_precision(cfg.precision, device)
     global_batch = cfg.batch_size * info.world_size
     opt = build_head_optimizer(
         heads, [b * global_batch / 256 for b in cfg.blrs], cfg.optimizer, cfg.weight_decay, cfg.momentum
@@ -320,11 +325,13 @@ def _full_probe(
     model = DistributedDataParallel(heads) if info.enabled else heads
     steps_per_epoch = len(train_loader)
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
+    factors = probe_schedule(total, warmup)
     ckpt_path = Path(cfg.out) / "checkpoint.pth"
     start_epoch, metrics = 0, None
     continuing = continues(cfg)
-    if continuing and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path)
+    resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from)
         tokens = keep.describe() if keep else {"tokens": "all"}
         if (
             state.get("blrs") != list(cfg.blrs)
@@ -332,7 +339,7 @@ def _full_probe(
             or state.get("tokens", tokens) != tokens
         ):
             raise UserError(
-                f"{ckpt_path} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
+                f"{resume_from} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
             )
         heads.load_state_dict(state["heads"])
         opt.load_state_dict(state["optimizer"])
@@ -340,27 +347,23 @@ def _full_probe(
     # epochs are the log's steps: those after the checkpoint's are logged again
     logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
     for epoch in range(start_epoch, cfg.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
         heads.train()
-        running, n = 0.0, 0
-        for it, batch in enumerate(
-            tqdm(train_loader, desc=f"linprobe {epoch}", disable=not info.is_main, leave=False)
+        running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
+        for _, batch in scheduled_batches(
+            train_loader, epoch, steps_per_epoch, opt, factors, "linprobe", info.is_main
         ):
-            step = epoch * steps_per_epoch + it
-            set_lr(opt, cosine_factor(step, total, warmup))
-            with torch.no_grad(), resolve_precision(cfg.precision, device).autocast():
+            with torch.no_grad(), precision.autocast():
                 feats = batch_features(encoder, batch, device, cfg.pool, keep)
             labels = batch["label"].to(device)
             loss = heads.loss(model(feats.float()), labels)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            running += loss.item() / len(cfg.blrs)
+            running += loss.detach() / len(cfg.blrs)
             n += 1
         record: dict[str, Any] = {
-            "train_loss": running / max(n, 1),
-            "lr_best_head_factor": cosine_factor((epoch + 1) * steps_per_epoch - 1, total, warmup),
+            "train_loss": running.item() / max(n, 1),
+            "lr_best_head_factor": float(factors[(epoch + 1) * steps_per_epoch - 1]),
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
             metrics = _evaluate_heads(heads, encoder, val, cfg, device, info, keep)

@@ -14,11 +14,14 @@ Supported layouts (auto-detected; ``info["layout"]`` says which one was found):
 ``dino``                  facebookresearch/dino checkpoints: ``teacher``/``student``, ``backbone.``/``module.``
 ========================  ==========================================================================================
 
-Architecture: embedding dim, patch size, input channels, depth, MLP ratio and qkv bias are read from the weights;
-the number of heads (not visible in the weights) comes from ``model_config``, the release's ``args.model`` name,
-the ``arch`` name, an explicit ``num_heads``, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...).
-The position table is resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution
-differs from the one the checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
+Architecture: this project's checkpoints and exports carry an encoder record
+(:class:`semmae.models.encoder_record.EncoderRecord`: their ``model_config``, or an ``encoder`` entry) and are built
+from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred from their weights
+(:meth:`EncoderRecord.from_state_dict`): embedding dim, patch size, input channels, depth, MLP ratio and qkv bias;
+the number of heads (not visible in the weights) comes from an explicit ``num_heads``, the release's ``args.model``
+/ ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is
+resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution differs from the one the
+checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
 mask tokens and classifier heads are dropped (listed in ``info["dropped_keys"]``); anything else that does not fit
 raises :class:`UserError` listing missing/unexpected keys and shape differences.
 
@@ -32,8 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import re
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,97 +43,22 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.errors import UserError
+from semmae.models.encoder_record import (
+    EncoderRecord,
+    encoder_prefix,
+    encoder_state_dict,
+    parse_arch,
+    pos_grid,
+)
 from semmae.models.init_schemes import mae_init_, resolve_init_scheme
 from semmae.utils.io import load_checkpoint
 
 LAYOUTS = ("semmae_pretrain", "safetensors", "mae_release", "timm", "ibot", "dino")
 
-# standard ViT sizes: name -> (embed_dim, depth, num_heads)
-VIT_SIZES: dict[str, tuple[int, int, int]] = {
-    "tiny": (192, 12, 3),
-    "small": (384, 12, 6),
-    "base": (768, 12, 12),
-    "large": (1024, 24, 16),
-    "huge": (1280, 32, 16),
-    "giant": (1408, 40, 16),
-}
-HEADS_BY_DIM = {dim: heads for dim, _, heads in VIT_SIZES.values()}
-
-# keys of a checkpoint that are not part of the encoder and are dropped on purpose
-_DROP_PATTERNS = (
-    r"^decoder[._]",  # MAE decoder (decoder_embed, decoder_blocks, decoder_pos_embed, ...)
-    r"^mask_token$",  # MAE decoder mask token
-    r"^masked_embed$",  # iBOT masked-patch token
-    r"^head\.",  # classifier / DINO / iBOT projection heads
-    r"^head_dist\.",
-)
-_PREFIXES = ("module.", "_orig_mod.", "backbone.", "encoder.", "model.")
-
-
-@dataclass
-class EncoderSpec:
-    """The timm ``VisionTransformer`` arguments of an encoder."""
-
-    img_size: int
-    patch_size: int
-    embed_dim: int
-    depth: int
-    num_heads: int
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    in_chans: int = 3
-    global_pool: str = "token"  # "token" (CLS after the final norm) or "avg" (mean of patch tokens + fc_norm)
-
-    @property
-    def grid(self) -> int:
-        return self.img_size // self.patch_size
-
-
-def parse_arch(arch: str) -> dict[str, int]:
-    """Read size and patch from a name like ``vit_base_patch16_224``, ``mae_vit_large_patch16`` or ``base``."""
-    out: dict[str, int] = {}
-    name = arch.lower()
-    for size, (dim, depth, heads) in VIT_SIZES.items():
-        if re.search(rf"(^|_){size}(_|$)", name):
-            out.update(embed_dim=dim, depth=depth, num_heads=heads)
-            break
-    m = re.search(r"patch(\d+)", name)
-    if m:
-        out["patch_size"] = int(m.group(1))
-    m = re.search(r"_(\d{2,4})$", name)
-    if m and "patch_size" in out:
-        out["img_size"] = int(m.group(1))
-    if not out:
-        raise UserError(
-            f"cannot read an architecture from {arch!r}: use a name like vit_base_patch16 "
-            f"(sizes: {', '.join(VIT_SIZES)}) or pass embed_dim/depth/num_heads/patch_size"
-        )
-    return out
-
 
 # ----------------------------------------------------------------------------------------------- layout detection
 def _is_state_dict(obj: Any) -> bool:
     return isinstance(obj, dict) and len(obj) > 0 and all(isinstance(v, torch.Tensor) for v in obj.values())
-
-
-def _find_prefix(sd: dict[str, torch.Tensor]) -> str | None:
-    """The prefix under which the encoder lives (``""``, ``backbone.``, ``module.backbone.``, ...), or None."""
-    anchors = ("patch_embed.proj.weight", "cls_token")
-    for key in sd:
-        for anchor in anchors:
-            if key.endswith(anchor):
-                prefix = key[: -len(anchor)]
-                rest = prefix
-                while rest:  # the prefix must be made of known wrapper names only
-                    for p in _PREFIXES:
-                        if rest.startswith(p):
-                            rest = rest[len(p) :]
-                            break
-                    else:
-                        break
-                if not rest:
-                    return prefix
-    return None
 
 
 def _args_to_dict(args: Any) -> dict[str, Any]:
@@ -141,8 +67,33 @@ def _args_to_dict(args: Any) -> dict[str, Any]:
     return dict(args) if isinstance(args, dict) else {}
 
 
+def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> EncoderRecord | None:
+    """The record a ``model_config`` (or record dict) describes; None when it lacks the encoder sizes."""
+    if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord.REQUIRED_FIELDS):
+        return None
+    try:
+        return EncoderRecord.from_mae_config(config, fg_keep)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def checkpoint_record(ckpt: dict[str, Any], source: str = "checkpoint") -> EncoderRecord | None:
+    """The encoder record of a ``semmae pretrain`` / ``semmae bootstrap`` checkpoint: its ``encoder`` entry, else
+    its ``model_config`` (with ``config["fg_keep"]``); None when neither tells the sizes."""
+    if EncoderRecord.is_record(ckpt.get("encoder")):
+        return _record_of(ckpt["encoder"], None, source)
+    config = ckpt.get("config")
+    fg_keep = config.get("fg_keep") if isinstance(config, dict) else None
+    fg_keep = float(fg_keep) if isinstance(fg_keep, (int, float)) else None  # patch-8 SemMAE's kept fraction
+    return _record_of(dict(ckpt.get("model_config") or {}), fg_keep, source)
+
+
 def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
-    """Open ``path`` and return ``(layout, raw state dict, hints)``; hints may hold ``model_config`` / ``arch``."""
+    """Open ``path`` and return ``(layout, raw state dict, hints)``.
+
+    Hints: ``record`` (an :class:`EncoderRecord`, when the file carries one), ``config`` (a partial
+    ``model_config`` of sizes), ``arch`` (a model name), ``fg_keep``, ``which`` (``teacher``/``student``).
+    """
     path = Path(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
@@ -151,10 +102,8 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
     hints: dict[str, Any] = {}
     if isinstance(obj.get("model"), dict) and isinstance(obj.get("model_config"), dict):
-        hints = {"model_config": obj["model_config"]}
-        config = obj.get("config")
-        if isinstance(config, dict) and isinstance(config.get("fg_keep"), (int, float)):
-            hints["fg_keep"] = float(config["fg_keep"])  # pretrained on the kept fraction (patch-8 SemMAE)
+        record = checkpoint_record(obj, f"checkpoint {path}")
+        hints = {"record": record} if record else {"config": obj["model_config"]}
         return "semmae_pretrain", obj["model"], hints
     if "teacher" in obj or "student" in obj:
         which = "teacher" if _is_state_dict(obj.get("teacher")) else "student"
@@ -177,8 +126,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
             hints["arch"] = str(args["model"])
         return "mae_release", obj["model"], hints
     if _is_state_dict(obj):
-        prefix = _find_prefix(obj) or ""
-        layout = "ibot" if f"{prefix}masked_embed" in obj else "timm"
+        layout = "ibot" if f"{encoder_prefix(obj) or ''}masked_embed" in obj else "timm"
         return layout, obj, hints
     raise UserError(
         f"checkpoint {path} is not a known encoder layout (top-level keys: {', '.join(sorted(map(str, obj))[:12])}); "
@@ -199,154 +147,95 @@ def _read_safetensors(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[st
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"checkpoint {path} cannot be read as safetensors: {e}") from None
     hints: dict[str, Any] = {}
-    if "model_config" in meta:
-        try:
-            hints["model_config"] = json.loads(meta["model_config"])
-        except json.JSONDecodeError:
-            raise UserError(f"checkpoint {path} has a model_config metadata entry that is not JSON") from None
-    else:
-        cfg = {k: meta[k] for k in ("img_size", "patch_size", "embed_dim", "depth", "num_heads") if k in meta}
-        if cfg:
-            hints["model_config"] = {k: int(v) for k, v in cfg.items()}
-    if "arch" in meta:
-        hints["arch"] = meta["arch"]
     if "fg_keep" in meta:
         try:
             hints["fg_keep"] = float(meta["fg_keep"])
         except ValueError:
             raise UserError(f"checkpoint {path} has an fg_keep metadata entry that is not a number") from None
+    if "model_config" in meta:  # the record (older exports: the MAE's model_config)
+        try:
+            config = json.loads(meta["model_config"])
+        except json.JSONDecodeError:
+            raise UserError(f"checkpoint {path} has a model_config metadata entry that is not JSON") from None
+    else:
+        keys = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
+        config = {k: int(meta[k]) for k in keys if k in meta}
+    record = _record_of(config, hints.get("fg_keep"), f"checkpoint {path}")
+    hints.update({"record": record} if record else {"config": config})
+    if "arch" in meta:
+        hints["arch"] = meta["arch"]
     return "safetensors", sd, hints
 
 
-# ---------------------------------------------------------------------------------------------- state dict → spec
-def encoder_state_dict(sd: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
-    """Strip wrapper prefixes and drop non-encoder keys. Returns (encoder state dict, dropped key names)."""
-    prefix = _find_prefix(sd)
-    if prefix is None:
-        raise UserError(
-            "the checkpoint holds no ViT encoder (no 'patch_embed.proj.weight' / 'cls_token' key under a known "
-            f"prefix); first keys: {', '.join(list(sd)[:8])}"
-        )
-    enc: dict[str, torch.Tensor] = {}
-    dropped: list[str] = []
-    for key, value in sd.items():
-        if not key.startswith(prefix):
-            dropped.append(key)
-            continue
-        name = key[len(prefix) :]
-        if any(re.match(p, name) for p in _DROP_PATTERNS):
-            dropped.append(key)
-            continue
-        enc[name] = value
-    return enc, dropped
-
-
-def infer_spec(
+# ------------------------------------------------------------------------------------------- weights -> record
+def _resolve_record(
     enc: dict[str, torch.Tensor],
-    hints: dict[str, Any] | None = None,
-    arch: str | None = None,
-    img_size: int | None = None,
-    num_heads: int | None = None,
-) -> tuple[EncoderSpec, dict[str, Any]]:
-    """Read the architecture from the weights (+ hints for what the weights do not show: heads, image size)."""
-    hints = hints or {}
-    w = enc.get("patch_embed.proj.weight")
-    if w is None or w.ndim != 4:
-        raise UserError(
-            "the checkpoint has no 4-D 'patch_embed.proj.weight'; only ViT encoders are supported"
+    hints: dict[str, Any],
+    arch: str | None,
+    img_size: int | None,
+    num_heads: int | None,
+) -> tuple[EncoderRecord, dict[str, Any]]:
+    """The checkpoint's record (or one inferred from the weights) with the caller's overrides applied."""
+    grid = pos_grid(enc)
+    record = hints.get("record")
+    if record is None:
+        named = arch
+        if named is None and hints.get("arch"):  # a release's model name, when it is one we can read
+            try:
+                parse_arch(str(hints["arch"]))
+                named = str(hints["arch"])
+            except UserError:
+                named = None
+        record, source = EncoderRecord.from_state_dict(
+            enc, num_heads=num_heads, img_size=img_size, arch=named, hints=hints.get("config")
         )
-    embed_dim, in_chans, patch_size = int(w.shape[0]), int(w.shape[1]), int(w.shape[-1])
-    block_ids = {int(m.group(1)) for k in enc if (m := re.match(r"blocks\.(\d+)\.", k))}
-    if not block_ids:
-        raise UserError("the checkpoint has no transformer blocks ('blocks.N.*' keys)")
-    depth = max(block_ids) + 1
-    fc1 = enc.get("blocks.0.mlp.fc1.weight")
-    mlp_ratio = float(fc1.shape[0]) / embed_dim if fc1 is not None else 4.0
-    qkv_bias = "blocks.0.attn.qkv.bias" in enc
-    pos = enc.get("pos_embed")
-    n_prefix = 1 if "cls_token" in enc else 0
-    ckpt_grid = None
-    if pos is not None:
-        n = int(pos.shape[1]) - n_prefix
-        g = math.isqrt(n)
-        if g * g != n:
-            raise UserError(
-                f"position table of {pos.shape[1]} tokens is not a square grid (+{n_prefix} class token)"
-            )
-        ckpt_grid = g
-    cfg = dict(hints.get("model_config") or {})
-    named: dict[str, int] = {}
-    arch_name = arch or hints.get("arch")
-    if arch_name:
-        try:
-            named = parse_arch(str(arch_name))
-        except UserError:
-            if arch is not None:
-                raise
-    if arch is not None:  # an explicit arch must agree with the weights
+        record = record.replace(fg_keep=hints.get("fg_keep"))
+    else:
+        source = "record" if num_heads is None else "argument"
+        record = record.replace(num_heads=num_heads, img_size=img_size)
+    if arch is not None:  # an explicit arch must agree with the checkpoint
+        named_sizes = parse_arch(arch)
         diffs = [
-            f"{k}: arch {named[k]} vs weights {v}"
-            for k, v in (("embed_dim", embed_dim), ("depth", depth), ("patch_size", patch_size))
-            if k in named and named[k] != v
+            f"{k}: arch {named_sizes[k]} vs weights {getattr(record, k)}"
+            for k in ("embed_dim", "depth", "patch_size")
+            if k in named_sizes and named_sizes[k] != getattr(record, k)
         ]
         if diffs:
             raise UserError(f"--arch {arch} does not match the checkpoint ({'; '.join(diffs)})")
-    heads_source = "argument"
-    if num_heads is None:
-        for source, value in (("model_config", cfg.get("num_heads")), ("arch name", named.get("num_heads"))):
-            if value is not None and (source != "arch name" or named.get("embed_dim") == embed_dim):
-                num_heads, heads_source = int(value), source
-                break
-    if num_heads is None:
-        num_heads = HEADS_BY_DIM.get(embed_dim, max(1, embed_dim // 64))
-        heads_source = "default table"
-    if embed_dim % num_heads:
-        raise UserError(f"num_heads {num_heads} does not divide embed_dim {embed_dim}")
-    if img_size is None:
-        img_size = (
-            int(cfg["img_size"]) if "img_size" in cfg else (ckpt_grid * patch_size if ckpt_grid else 224)
-        )
-    if img_size % patch_size:
-        raise UserError(f"image size {img_size} is not a multiple of the patch size {patch_size}")
-    global_pool = "avg" if ("fc_norm.weight" in enc and "norm.weight" not in enc) else "token"
-    spec = EncoderSpec(
-        img_size=int(img_size),
-        patch_size=patch_size,
-        embed_dim=embed_dim,
-        depth=depth,
-        num_heads=int(num_heads),
-        mlp_ratio=mlp_ratio,
-        qkv_bias=qkv_bias,
-        in_chans=in_chans,
-        global_pool=global_pool,
-    )
-    return spec, {"num_heads_source": heads_source, "checkpoint_grid": ckpt_grid}
+    return record, {"num_heads_source": source, "checkpoint_grid": grid}
 
 
 # ------------------------------------------------------------------------------------------------------ building
-def build_encoder(
-    spec: EncoderSpec, drop_path_rate: float = 0.0, dynamic_img_size: bool = False
-) -> VisionTransformer:
-    """A timm ``VisionTransformer`` with ``num_classes=0`` (``forward`` returns pooled features [B, D])."""
-    return VisionTransformer(
-        img_size=spec.img_size,
-        patch_size=spec.patch_size,
-        in_chans=spec.in_chans,
-        num_classes=0,
-        global_pool=spec.global_pool,
-        fc_norm=spec.global_pool == "avg",
-        embed_dim=spec.embed_dim,
-        depth=spec.depth,
-        num_heads=spec.num_heads,
-        mlp_ratio=spec.mlp_ratio,
-        qkv_bias=spec.qkv_bias,
-        drop_path_rate=drop_path_rate,
-        dynamic_img_size=dynamic_img_size,
-    )
+def misfits(
+    target: dict[str, torch.Tensor], enc: dict[str, torch.Tensor], fresh: list[str] = ()
+) -> list[str]:
+    """What keeps ``enc`` from loading strictly into a model whose state dict is ``target``: missing keys (but
+    ``fresh``), unexpected keys, shape differences - one phrase each, empty when it fits."""
+    missing = sorted(k for k in target if k not in enc and k not in fresh)
+    unexpected = sorted(k for k in enc if k not in target)
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in enc.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    parts = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+        if keys:
+            parts.append(f"{label}: {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}")
+    if shapes:
+        parts.append(f"shape differences: {'; '.join(shapes[:10])}")
+    return parts
+
+
+def record_misfits(record: EncoderRecord, enc: dict[str, torch.Tensor]) -> list[str]:
+    """:func:`misfits` against the encoder ``record`` describes, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        target = record.build().state_dict()
+    return misfits(target, enc)
 
 
 def _fit_state_dict(
-    model: VisionTransformer, enc: dict[str, torch.Tensor], spec: EncoderSpec, source: str
+    model: VisionTransformer, enc: dict[str, torch.Tensor], record: EncoderRecord, source: str
 ) -> tuple[dict[str, torch.Tensor], list[str], list[str], tuple[int, int] | None]:
     """Resample the position table, reconcile the final norm with the pooling; refuse anything else that differs.
 
@@ -357,14 +246,14 @@ def _fit_state_dict(
     fresh: list[str] = []
     dropped: list[str] = []
     resampled = None
-    if spec.global_pool == "avg" and "fc_norm.weight" not in enc:
+    if record.global_pool == "avg" and "fc_norm.weight" not in enc:
         # MAE fine-tune recipe (global pool): the final norm is replaced by a freshly initialised fc_norm
         for k in ("norm.weight", "norm.bias"):
             if k in enc:
                 dropped.append(k)
                 enc.pop(k)
         fresh += [k for k in ("fc_norm.weight", "fc_norm.bias") if k in target]
-    elif spec.global_pool == "token" and "norm.weight" not in enc and "fc_norm.weight" in enc:
+    elif record.global_pool == "token" and "norm.weight" not in enc and "fc_norm.weight" in enc:
         # a global-pool fine-tuned checkpoint evaluated on the class token: its fc_norm is the final norm
         enc["norm.weight"], enc["norm.bias"] = enc.pop("fc_norm.weight"), enc.pop("fc_norm.bias")
     pos = enc.get("pos_embed")
@@ -377,25 +266,26 @@ def _fit_state_dict(
                 pos.float(), new_size=list(new), old_size=[old, old], num_prefix_tokens=n_prefix
             ).to(pos.dtype)
             resampled = (old, int(new[0]))
-    missing = sorted(k for k in target if k not in enc and k not in fresh)
-    unexpected = sorted(k for k in enc if k not in target)
-    shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in enc.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys: {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}")
-        if unexpected:
-            parts.append(
-                f"unexpected keys: {', '.join(unexpected[:20])}{' ...' if len(unexpected) > 20 else ''}"
-            )
-        if shapes:
-            parts.append(f"shape differences: {'; '.join(shapes[:10])}")
+    parts = misfits(target, enc, fresh)
+    if parts:
         raise UserError(f"checkpoint {source} does not fit a ViT encoder: {' | '.join(parts)}")
     return enc, fresh, dropped, resampled
+
+
+def _random_init_record(
+    arch: str | None, img_size: int | None, num_heads: int | None, global_pool: str | None, overrides: dict
+) -> EncoderRecord:
+    """The record of a random-init encoder without a checkpoint: ``arch`` and explicit sizes."""
+    values: dict[str, Any] = {"img_size": 224, **(parse_arch(arch) if arch is not None else {})}
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    values.update({k: v for k, v in (("img_size", img_size), ("num_heads", num_heads)) if v is not None})
+    lacking = [k for k in EncoderRecord.REQUIRED_FIELDS if k not in values]
+    if lacking:
+        raise UserError(f"a random-init encoder needs --arch (or {', '.join(lacking)})")
+    unknown = set(values) - set(EncoderRecord.ARCH_FIELDS)
+    if unknown:
+        raise UserError(f"unknown architecture option(s): {', '.join(sorted(unknown))}")
+    return EncoderRecord(**values).replace(global_pool=global_pool)
 
 
 def load_encoder(
@@ -432,85 +322,44 @@ def load_encoder(
             random-init encoder without a checkpoint.
 
     Returns:
-        ``(model, info)`` with info keys ``layout``, ``checkpoint``, ``spec`` (dict), ``random_init``,
-        ``dropped_keys``, ``fresh_keys``, ``pos_embed_resampled`` ((old grid, new grid) or None), ``num_heads_source``.
+        ``(model, info)`` with info keys ``layout``, ``checkpoint``, ``spec`` (the ``VisionTransformer`` arguments,
+        :meth:`EncoderRecord.arch`), ``record`` (:meth:`EncoderRecord.to_dict`), ``random_init``, ``fg_keep``,
+        ``dropped_keys``, ``fresh_keys``, ``pos_embed_resampled`` ((old grid, new grid) or None),
+        ``num_heads_source``.
     """
     if global_pool not in (None, "token", "avg"):
         raise UserError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
     if checkpoint is None:
         if not random_init:
             raise UserError("give a checkpoint, or ask for a randomly initialised encoder (--random-init)")
-        values: dict[str, Any] = {"img_size": 224, "mlp_ratio": 4.0, "qkv_bias": True, "in_chans": 3}
-        if arch is not None:
-            values.update(parse_arch(arch))
-        values.update({k: v for k, v in arch_overrides.items() if v is not None})
-        if img_size is not None:
-            values["img_size"] = img_size
-        if num_heads is not None:
-            values["num_heads"] = num_heads
-        lacking = [k for k in ("embed_dim", "depth", "num_heads", "patch_size") if k not in values]
-        if lacking:
-            raise UserError(f"a random-init encoder needs --arch (or {', '.join(lacking)})")
-        unknown = set(values) - set(EncoderSpec.__dataclass_fields__)
-        if unknown:
-            raise UserError(f"unknown architecture option(s): {', '.join(sorted(unknown))}")
-        spec = EncoderSpec(**values, global_pool=global_pool or "token")
-        model = build_encoder(spec, drop_path_rate, dynamic_img_size)
-        scheme = resolve_init_scheme(init, None)
-        if scheme == "mae":
-            mae_init_(model)
-        info = dict(
-            init=scheme,
-            layout=None,
-            checkpoint=None,
-            spec=asdict(spec),
-            random_init=True,
-            dropped_keys=[],
-            fresh_keys=sorted(model.state_dict()),
-            pos_embed_resampled=None,
-            num_heads_source="argument",
-        )
-        return model, info
-
-    if arch_overrides:
-        raise UserError(
-            f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
-        )
-    layout, raw, hints = read_checkpoint(checkpoint)
-    enc, dropped = encoder_state_dict(raw)
-    spec, notes = infer_spec(enc, hints, arch=arch, img_size=img_size, num_heads=num_heads)
-    if global_pool is not None:
-        spec.global_pool = global_pool
-    model = build_encoder(spec, drop_path_rate, dynamic_img_size)
-    info: dict[str, Any] = dict(
-        layout=layout,
-        checkpoint=str(checkpoint),
-        random_init=bool(random_init),
-        fg_keep=hints.get("fg_keep"),
-        **notes,
-    )
+        record = _random_init_record(arch, img_size, num_heads, global_pool, arch_overrides)
+        layout, enc, info = None, None, dict(checkpoint=None, fg_keep=None, num_heads_source="argument")
+    else:
+        if arch_overrides:
+            raise UserError(
+                f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
+            )
+        layout, raw, hints = read_checkpoint(checkpoint)
+        enc, dropped = encoder_state_dict(raw)
+        record, notes = _resolve_record(enc, hints, arch, img_size, num_heads)
+        record = record.replace(global_pool=global_pool)
+        info = dict(checkpoint=str(checkpoint), fg_keep=record.fg_keep, **notes)
+        info.update({"which": hints["which"]} if "which" in hints else {})
+    model = record.build(drop_path_rate, dynamic_img_size)
+    info.update(layout=layout, random_init=bool(random_init), spec=record.arch(), record=record.to_dict())
     if random_init:
         scheme = resolve_init_scheme(init, layout)
         if scheme == "mae":
             mae_init_(model)
         info.update(
-            init=scheme,
-            spec=asdict(spec),
-            dropped_keys=[],
-            fresh_keys=sorted(model.state_dict()),
-            pos_embed_resampled=None,
+            init=scheme, dropped_keys=[], fresh_keys=sorted(model.state_dict()), pos_embed_resampled=None
         )
         return model, info
-    enc, fresh, dropped2, resampled = _fit_state_dict(model, enc, spec, str(checkpoint))
+    enc, fresh, dropped2, resampled = _fit_state_dict(model, enc, record, str(checkpoint))
     model.load_state_dict(enc, strict=False)  # strictness was checked above, with the fresh keys allowed
     info.update(
-        spec=asdict(spec),
-        dropped_keys=sorted(dropped + dropped2),
-        fresh_keys=sorted(fresh),
-        pos_embed_resampled=resampled,
+        dropped_keys=sorted(dropped + dropped2), fresh_keys=sorted(fresh), pos_embed_resampled=resampled
     )
-    if "which" in hints:
-        info["which"] = hints["which"]
     return model, info
 
 

@@ -5,7 +5,7 @@ The model never decides what is masked: ``forward(imgs, mask, keep_index)`` take
 
 * Encoder: patch embedding, fixed 2D sin-cos positions, timm ``Block`` s (fused scaled-dot-product attention),
   run on the visible patches plus a class token. Its weights are named as timm's ``VisionTransformer``, so
-  :meth:`MaskedAutoencoder.encoder_state_dict` loads into one built from :meth:`timm_encoder_kwargs`.
+  :meth:`MaskedAutoencoder.encoder_state_dict` loads into ``encoder_record().build()``.
 * Decoder: a lighter transformer over visible tokens and mask tokens; predicts every patch's pixels.
 * Loss: mean squared error on the *masked* patches only, against per-patch normalised pixels (``norm_pix_loss``).
 
@@ -29,14 +29,12 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from semmae.masking.indices import mask_to_ids
+from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.init_schemes import xavier_linears_unit_norms_, xavier_patch_projection_
 from semmae.models.patches import normalize_patches, patchify
 from semmae.models.pos_embed import sincos_2d_pos_embed
 
-__all__ = ["MAEConfig", "MaskedAutoencoder", "ENCODER_PREFIXES"]
-
-# state-dict keys that belong to the encoder (timm VisionTransformer names)
-ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
+__all__ = ["MAEConfig", "MaskedAutoencoder"]
 
 
 @dataclass
@@ -116,23 +114,12 @@ class MaskedAutoencoder(nn.Module):
         xavier_linears_unit_norms_(self)
 
     def encoder_state_dict(self) -> dict[str, Tensor]:
-        """Encoder weights named as timm's ``VisionTransformer`` (load with ``timm_encoder_kwargs()``)."""
-        return {k: v for k, v in self.state_dict().items() if k.startswith(ENCODER_PREFIXES)}
+        """Encoder weights named as timm's ``VisionTransformer`` (they load into ``encoder_record().build()``)."""
+        return encoder_state_dict(self.state_dict())[0]
 
-    def timm_encoder_kwargs(self) -> dict:
-        """Arguments of ``timm.models.vision_transformer.VisionTransformer`` matching this encoder (no head)."""
-        c = self.config
-        return dict(
-            img_size=c.img_size,
-            patch_size=c.patch_size,
-            in_chans=c.in_chans,
-            embed_dim=c.embed_dim,
-            depth=c.depth,
-            num_heads=c.num_heads,
-            mlp_ratio=c.mlp_ratio,
-            qkv_bias=True,
-            num_classes=0,
-        )
+    def encoder_record(self) -> EncoderRecord:
+        """The encoder's :class:`~semmae.models.encoder_record.EncoderRecord` (timm ViT arguments, no head)."""
+        return EncoderRecord.from_mae_config(self.config_dict())
 
     def config_dict(self) -> dict:
         """Plain-data architecture (for checkpoints): ``{"name": ..., **MAEConfig fields}``."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 
 from semmae.errors import UserError
+from semmae.models.encoder_record import VIT_SIZES
 from semmae.models.mae import MAEConfig, MaskedAutoencoder
 
 __all__ = ["create_model", "list_models", "model_config", "register_model"]
@@ -24,26 +25,19 @@ def register_model(name: str, config: MAEConfig, alias: bool = True) -> None:
         _REGISTRY[f"{name}_dec{config.decoder_embed_dim}d{config.decoder_depth}b"] = config
 
 
-# encoder: (width, depth, heads); decoder: (width, depth, heads); image size
-_SIZES = {
-    "micro": ((32, 2, 2), (32, 1, 2), 32),
-    "tiny": ((192, 12, 3), (128, 4, 4), 224),
-    "small": ((384, 12, 6), (256, 4, 8), 224),
-    "base": ((768, 12, 12), (512, 8, 16), 224),
-    "large": ((1024, 24, 16), (512, 8, 16), 224),
-    "huge": ((1280, 32, 16), (512, 8, 16), 224),
-}
-_PATCHES = {
-    "micro": (8, 4),
-    "tiny": (16, 8),
-    "small": (16, 8),
-    "base": (16, 8),
-    "large": (16, 8),
-    "huge": (14,),
+# per encoder size (VIT_SIZES): the MAE decoder (width, depth, heads), the image size and the registered patches
+_MAE_SIZES = {
+    "micro": ((32, 1, 2), 32, (8, 4)),
+    "tiny": ((128, 4, 4), 224, (16, 8)),
+    "small": ((256, 4, 8), 224, (16, 8)),
+    "base": ((512, 8, 16), 224, (16, 8)),
+    "large": ((512, 8, 16), 224, (16, 8)),
+    "huge": ((512, 8, 16), 224, (14,)),
 }
 
-for _size, ((_d, _n, _h), (_dd, _dn, _dh), _img) in _SIZES.items():
-    for _p in _PATCHES[_size]:
+for _size, ((_dd, _dn, _dh), _img, _patches) in _MAE_SIZES.items():
+    _d, _n, _h = VIT_SIZES[_size]
+    for _p in _patches:
         register_model(
             f"mae_vit_{_size}_patch{_p}",
             MAEConfig(

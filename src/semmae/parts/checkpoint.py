@@ -1,7 +1,7 @@
 """Part checkpoints: plain data only (loadable with ``torch.load(weights_only=True)``).
 
 Layout: ``{"format": "semmae-parts", "version": 1, "config": {...}, "head": PartHeadSpec fields,
-"encoder": EncoderSpec fields, "encoder_state": state dict or None, "model": state dict, "optimizer": state
+"encoder": FrozenEncoderSpec fields, "encoder_state": state dict or None, "model": state dict, "optimizer": state
 dict, "epoch": int (epochs finished), "step": int, "rng": {...}}``. ``encoder_state`` is stored only when the
 encoder has no checkpoint of its own (a random-init encoder), so that export and eval see the same encoder.
 """
@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from semmae.errors import UserError
-from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
+from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.utils.io import load_checkpoint
 
@@ -35,7 +35,7 @@ def load_part_model(
     """Rebuild (frozen encoder, part model in eval mode, checkpoint dict) from a part checkpoint."""
     ckpt = read_part_checkpoint(path)
     head = PartHeadSpec(**ckpt["head"])
-    enc_spec = EncoderSpec(**ckpt["encoder"])
+    enc_spec = FrozenEncoderSpec(**ckpt["encoder"])
     encoder = build_encoder(enc_spec, ckpt.get("encoder_state"))
     if encoder.embed_dim != head.embed_dim or encoder.grid_size != head.grid_size:
         raise UserError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semmae.engine.run_options import precision_option, resume_option
+from semmae.engine.run_options import overwrite_option, precision_option, resume_option
 from semmae.errors import UserError
 from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
 
@@ -98,12 +98,7 @@ class PartsTrainConfig:
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
     resume: str | None = resume_option("auto")
-    overwrite: bool = field(
-        default=False,
-        metadata=_h(
-            "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        ),
-    )
+    overwrite: bool = overwrite_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed"))
 

@@ -18,8 +18,10 @@ from semmae.errors import UserError
 
 
 @dataclass(frozen=True)
-class EncoderSpec:
-    """How to rebuild the frozen encoder (stored in part checkpoints and cache metadata)."""
+class FrozenEncoderSpec:
+    """How part learning gets its frozen encoder (stored in part checkpoints and cache metadata): a checkpoint path
+    (whose architecture :func:`semmae.models.encoder_loading.load_encoder` reads) or a timm name for a random
+    encoder, the resolution and the feature layer. Not an encoder record (:mod:`semmae.models.encoder_record`)."""
 
     arch: str = "vit_small_patch16_224"
     checkpoint: str | None = None
@@ -114,7 +116,7 @@ def cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
 
 
-def build_encoder(spec: EncoderSpec, state_dict: dict | None = None) -> FrozenEncoder:
+def build_encoder(spec: FrozenEncoderSpec, state_dict: dict | None = None) -> FrozenEncoder:
     """Build the frozen encoder: a checkpoint goes through :mod:`semmae.models.encoder_loading` (every supported
     layout: iBOT, DINO, MAE, this project's MAE); without one, a timm model ``spec.arch`` with random weights
     (or with ``state_dict`` when a part checkpoint carried the random encoder it was trained on)."""

@@ -9,13 +9,11 @@ for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data)
 
 from __future__ import annotations
 
-import collections
 import math
 from pathlib import Path
 
 import numpy as np
 import torch
-from timm.scheduler import CosineLRScheduler
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, RandomSampler, Subset
 from tqdm import tqdm
@@ -24,13 +22,16 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
-from semmae.engine.precision import resolve_precision
+from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.optim import param_groups
+from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
+from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.errors import NonFiniteLossError, UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
-from semmae.parts.encoder import EncoderSpec, FrozenEncoder, build_encoder
+from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 from semmae.parts.features import FeatureCache, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
@@ -83,14 +84,6 @@ def head_spec(cfg: PartsTrainConfig, encoder: FrozenEncoder) -> PartHeadSpec:
     )
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW groups: no weight decay on biases and 1-D gains (norms, AdaIN biases)."""
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        (no_decay if p.ndim <= 1 or name.endswith(".bias") else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.device) -> np.ndarray:
     """image | reconstruction | part overlay for the first ``num_images`` diagnostic images, one row each
     (uint8 [H, W, 3])."""
@@ -140,7 +133,7 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
                 "use another --out or --overwrite"
             )
 
-    enc_spec = EncoderSpec(
+    enc_spec = FrozenEncoderSpec(
         arch=cfg.encoder,
         checkpoint=cfg.encoder_checkpoint,
         img_size=cfg.img_size,
@@ -185,15 +178,22 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
         steps_per_epoch = min(cfg.steps_per_epoch, steps_per_epoch)
     total = steps_per_epoch * cfg.epochs
 
+    # AdamW without weight decay on biases and 1-D gains (norms, AdaIN biases); the cosine spans every step and the
+    # warm-up from min_lr replaces its start (the schedule this stage has always used)
     optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    scheduler = CosineLRScheduler(
-        optimizer,
-        t_initial=total,
-        lr_min=cfg.min_lr,
-        warmup_t=int(round(cfg.warmup_epochs * steps_per_epoch)),
-        warmup_lr_init=cfg.min_lr,
-        t_in_epochs=False,
+    lr_schedule = cosine_schedule(
+        cfg.lr,
+        cfg.min_lr,
+        total,
+        int(round(cfg.warmup_epochs * steps_per_epoch)),
+        warmup_start=cfg.min_lr,
+        after_warmup=False,
     )
+    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
+
+    def explain(bad: int) -> str:
+        return f"part loss became non-finite at step {bad}; the last checkpoint {ckpt_path} is kept (try a lower --lr)"
+
     start_epoch, step = 0, 0
     if resume is not None:
         optimizer.load_state_dict(resume["optimizer"])
@@ -218,7 +218,7 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
     usage = resume.get("diagnostics") if resume is not None else None
     model.train()
     for epoch in range(start_epoch, cfg.epochs):
-        sums: dict[str, float] = collections.defaultdict(float)
+        sums: dict[str, torch.Tensor] = {}  # per-epoch loss sums, kept on the device
         bar = tqdm(
             total=steps_per_epoch,
             desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
@@ -229,35 +229,30 @@ def _train_in(cfg: PartsTrainConfig, info, device: torch.device, continuing: boo
         for it, (images, f_c, f) in enumerate(batches.epoch(epoch)):
             if it >= steps_per_epoch:
                 break
-            scheduler.step_update(step)
+            set_lr(optimizer, float(lr_schedule[step]))
             with autocast():
                 out_ = ddp(f_c, f)
             losses = part_loss(
                 out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight, cfg.concentration_weight
             )
-            if not torch.isfinite(losses["loss"]):
-                raise NonFiniteLossError(
-                    f"part loss became {losses['loss'].item()} at step {step}; the last "
-                    f"checkpoint {ckpt_path} is kept (try a lower --lr)"
-                )
+            grad_norm = scaler(losses["loss"], optimizer, model.parameters, clip_grad=cfg.clip_grad)
             optimizer.zero_grad(set_to_none=True)
-            losses["loss"].backward()
-            if cfg.clip_grad > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip_grad)
-            optimizer.step()
+            watch.record(step, losses["loss"].detach(), None if scaler.enabled else grad_norm)
             step += 1
-            vals = {k: v.item() for k, v in losses.items()}
-            for k, v in vals.items():
-                sums[k] += v
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach()
             bar.update(1)
-            bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
             if step % cfg.log_every == 0:
+                watch.check(explain)
+                vals = {k: v.item() for k, v in losses.items()}
+                bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
                 logger.log(
                     step, epoch=epoch, lr=optimizer.param_groups[0]["lr"], **vals, **part_usage(out_["maps"])
                 )
         bar.close()
+        watch.check(explain)
         n = max(1, min(steps_per_epoch, it + 1))
-        means = {f"epoch_{k}": v / n for k, v in sums.items()}
+        means = {f"epoch_{k}": v.item() / n for k, v in sums.items()}
         if info.is_main:
             usage = diagnose(model, diag, device, cfg.batch_size)
             logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})

@@ -7,10 +7,10 @@ import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
 
+from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.schedule import poly_schedule, set_lr
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid, default_out_indices
-from semmae.eval.segmentation.optim import build_optimizer
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 
 
@@ -82,7 +82,7 @@ def test_frozen_encoder_stays_fixed_while_necks_and_heads_learn():
     model = Segmentor(ViTPyramid(vit, frozen=True), 5, 16, [1, 2], aux_channels=8).train()
     assert not model.backbone.vit.training and model.decode_head.training  # no drop path in the encoder
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    opt = build_optimizer(model, lr=1e-2, weight_decay=0.05, layer_decay=0.75, betas=(0.9, 0.999))
+    opt = layer_decay_optimizer(model, lr=1e-2, weight_decay=0.05, layer_decay=0.75, betas=(0.9, 0.999))
     assert sum(len(g["params"]) for g in opt.param_groups) == sum(
         1 for n in before if not n.startswith("backbone.vit.")
     )
@@ -112,7 +112,7 @@ def test_loss_ignores_the_ignore_index():
 
 def test_layer_decay_groups():
     model = _segmentor()
-    opt = build_optimizer(model, lr=1.0, weight_decay=0.05, layer_decay=0.5, betas=(0.9, 0.999))
+    opt = layer_decay_optimizer(model, lr=1.0, weight_decay=0.05, layer_decay=0.5, betas=(0.9, 0.999))
     scale = {}
     decay = {}
     for g in opt.param_groups:

@@ -11,7 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from semmae.engine.precision import PRECISIONS
-from semmae.engine.run_options import check_resume_overwrite, precision_option, resume_option
+from semmae.engine.run_options import (
+    check_resume_overwrite,
+    overwrite_option,
+    precision_option,
+    resume_option,
+)
 from semmae.errors import UserError
 from semmae.models.init_schemes import init_scheme_field
 
@@ -165,12 +170,7 @@ class SegmentTrainConfig(SegmentDataConfig):
     ckpt_every: int = field(default=4000, metadata={"help": "write checkpoint.pth every N iterations"})
     log_every: int = field(default=50, metadata={"help": "log the loss every N iterations"})
     resume: str | None = resume_option(None)
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the run already in --out and start again (a fresh run into a folder that holds a run is refused)"
-        },
-    )
+    overwrite: bool = overwrite_option()
 
     def validate(self) -> None:
         super().validate()

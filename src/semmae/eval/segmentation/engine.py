@@ -19,7 +19,9 @@ from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
+from semmae.engine.checkpoint import restore
 from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
 from semmae.engine.schedule import poly_schedule, set_lr
@@ -29,7 +31,6 @@ from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig,
 from semmae.eval.segmentation.dataset import SegmentationDataset, SegmentationSource, resolve_source
 from semmae.eval.segmentation.inference import predict
 from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
-from semmae.eval.segmentation.optim import build_optimizer
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
 from semmae.eval.segmentation.visualize import colorize, save_comparison
@@ -244,19 +245,12 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
 
     model, enc_info = build_segmentor(cfg, source.num_classes)
     model.to(device)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
+    optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
     schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
     start_it, epoch = 0, 0
     resume = resume_file(cfg.resume, out / CKPT_NAME, cfg.overwrite)
     if resume is not None:
-        ckpt = load_checkpoint(resume)
-        try:
-            model.load_state_dict(ckpt["model"])
-            optimizer.load_state_dict(ckpt["optimizer"])
-        except (KeyError, RuntimeError, ValueError) as e:
-            raise UserError(
-                f"cannot resume from {resume}: it does not match this model ({str(e).splitlines()[0]})"
-            ) from None
+        ckpt = restore(resume, model=model, optimizer=optimizer)
         start_it, epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
         if "rng" in ckpt and dist_info.world_size == 1:
             set_rng_state(ckpt["rng"])
@@ -270,6 +264,23 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     scaler, watch = LossScaler(precision), NonFiniteWatch(device)
     # iterations are the log's steps: a continued run drops the records after its checkpoint's iteration
     logger = run_dir.start(cfg, keep_log_until=start_it if resume_mode(cfg.resume) else None)
+
+    def validate(num_vis: int) -> tuple[dict, list]:
+        """Sliding-window metrics on the validation split, logged at the current iteration."""
+        metrics, rows = evaluate(
+            core,
+            val_set,
+            source,
+            cfg.crop_size,
+            cfg.eval_stride,
+            device,
+            precision,
+            dist_info,
+            num_vis,
+            cfg.num_workers,
+        )
+        logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+        return metrics, rows
 
     def explain(bad: int) -> str:
         return f"loss became non-finite at iteration {bad}; lower --lr or use --precision fp32 (last checkpoint kept in {out})"
@@ -325,19 +336,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
                 logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
                 bar.set_postfix(loss=f"{vals['loss']:.3f}")
             if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
-                metrics, _ = evaluate(
-                    core,
-                    val_set,
-                    source,
-                    cfg.crop_size,
-                    cfg.eval_stride,
-                    device,
-                    precision,
-                    dist_info,
-                    0,
-                    cfg.num_workers,
-                )
-                logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+                validate(num_vis=0)
             if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters and dist_info.is_main:
                 atomic_torch_save(
                     {
@@ -353,19 +352,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
         epoch += 1
     bar.close()
 
-    metrics, rows = evaluate(
-        core,
-        val_set,
-        source,
-        cfg.crop_size,
-        cfg.eval_stride,
-        device,
-        precision,
-        dist_info,
-        cfg.num_vis,
-        cfg.num_workers,
-    )
-    logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+    metrics, rows = validate(cfg.num_vis)
     results: dict = {}
     if dist_info.is_main:
         atomic_torch_save({**meta, "model": core.state_dict(), "iteration": it}, out / FINAL_NAME)

@@ -1,0 +1,83 @@
+"""The run options every stage spells the same way: --resume auto|none|PATH, --overwrite, --precision."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from semmae.bootstrap.config import BootstrapConfig
+from semmae.engine.config import PretrainConfig
+from semmae.engine.precision import PRECISIONS, resolve_precision
+from semmae.engine.run_options import check_resume_overwrite, resume_file, resume_mode
+from semmae.errors import UserError
+from semmae.eval.finetune import FinetuneConfig
+from semmae.eval.linprobe import LinprobeConfig
+from semmae.eval.segmentation.config import SegmentTrainConfig
+from semmae.parts.config import PartsExportConfig, PartsTrainConfig
+
+
+@pytest.mark.parametrize("value", [None, "", "none", "None", "no", "false", "0"])
+def test_resume_none_spellings_start_fresh(value, tmp_path):
+    assert resume_mode(value) is None
+    (tmp_path / "checkpoint.pth").write_bytes(b"x")
+    assert resume_file(value, tmp_path / "checkpoint.pth") is None
+
+
+def test_resume_auto_and_path(tmp_path):
+    default = tmp_path / "checkpoint.pth"
+    assert resume_mode("AUTO") == "auto"
+    assert resume_file("auto", default) is None  # nothing to continue: a fresh start
+    default.write_bytes(b"x")
+    assert resume_file("auto", default) == default
+    assert resume_file("auto", default, overwrite=True) is None  # --overwrite wins over the default 'auto'
+    other = tmp_path / "elsewhere.pth"
+    with pytest.raises(UserError, match="no such checkpoint"):
+        resume_file(str(other), default)
+    other.write_bytes(b"y")
+    assert resume_file(str(other), default) == other
+    assert resume_file(str(tmp_path), default) == default  # a run folder means its checkpoint file
+
+
+def test_resume_path_with_overwrite_is_refused():
+    check_resume_overwrite("auto", True)
+    check_resume_overwrite(None, True)
+    with pytest.raises(UserError, match="--overwrite deletes it"):
+        check_resume_overwrite("runs/x/checkpoint.pth", True)
+
+
+STAGES = [
+    PretrainConfig,
+    BootstrapConfig,
+    PartsTrainConfig,
+    PartsExportConfig,
+    LinprobeConfig,
+    FinetuneConfig,
+]
+
+
+@pytest.mark.parametrize("cls", [*STAGES, SegmentTrainConfig])
+def test_every_stage_spells_precision_the_same_way(cls):
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    assert "amp" not in fields
+    assert fields["precision"].default == "auto"
+    assert tuple(fields["precision"].metadata["choices"]) == PRECISIONS
+
+
+@pytest.mark.parametrize(
+    "cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig]
+)
+def test_every_training_stage_spells_resume_the_same_way(cls):
+    f = {f.name: f for f in dataclasses.fields(cls)}["resume"]
+    assert f.type in ("str | None", str | None)
+    assert (
+        f.metadata["help"]
+        == {g.name: g for g in dataclasses.fields(PretrainConfig)}["resume"].metadata["help"]
+    )
+
+
+def test_auto_precision_is_fp32_on_the_cpu_and_bf16_only_when_asked():
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == "fp32"
+    assert resolve_precision("bf16", cpu).name == "bf16"
