@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE))
 
 import parts_summary  # noqa: E402
 
-from semmae.demo.pipeline import run_verb  # noqa: E402
+from semmae.cli import run_stage, stage_config  # noqa: E402
 from semmae.engine.checkpoint import CheckpointManager  # noqa: E402
 
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cub200_parts"
@@ -75,53 +75,81 @@ def main() -> None:
     ap.add_argument("--encoder-checkpoint", type=Path, default=None)
     ap.add_argument("--tag", default="", help="suffix of the part run folders (ablations side by side)")
     ap.add_argument(
-        "--extra", nargs=argparse.REMAINDER, default=[], help="more `parts train` flags (ablations)"
+        "--extra",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="more `parts train` config fields (ablations), e.g. similarity=dot div_weight=0.03",
     )
     args = ap.parse_args()
+    extra = dict(item.split("=", 1) for item in args.extra)
     paths = prepare(args.data, args.work)
-    common = ["--num-workers", "1", "--device", "cpu"]
+    common = {"num_workers": 1, "device": "cpu"}
 
     enc = args.encoder_checkpoint
     if enc is None:
         boot = args.work / "bootstrap"
-        run_verb(
-            ["pretrain", "--config", "pretrain/tiny_cpu", "--data", str(paths["train"]), "--out", str(boot)]
-            + ["--img-size", str(args.img_size), "--patch-size", str(args.patch_size), "--masking", "random"]
-            + ["--epochs", str(args.bootstrap_epochs), "--warmup-epochs", "1", "--batch-size", "64"]
-            + ["--lr", "1e-3", "--resume", "auto", "--no-progress", *common]
+        cfg = stage_config(
+            "pretrain",
+            "pretrain/tiny_cpu",
+            data=str(paths["train"]),
+            out=str(boot),
+            img_size=args.img_size,
+            patch_size=args.patch_size,
+            masking="random",
+            epochs=args.bootstrap_epochs,
+            warmup_epochs=1,
+            batch_size=64,
+            lr=1e-3,
+            resume="auto",
+            progress=False,
+            **common,
         )
+        run_stage("pretrain", cfg)
         enc = CheckpointManager(boot).latest()
     grid = args.img_size // args.patch_size
     metrics = []
     for seed in args.seeds:
         run = args.work / f"parts{args.num_parts}{args.tag}-seed{seed}"
-        run_verb(
-            ["parts", "train", "--config", "parts/tiny_cpu", "--data", str(paths["train"]), "--out", str(run)]
-            + ["--encoder-checkpoint", str(enc), "--img-size", str(args.img_size)]
-            + ["--num-parts", str(args.num_parts), "--epochs", str(args.parts_epochs), "--seed", str(seed)]
-            + ["--resume", *common, *args.extra]
+        train = stage_config(
+            "parts train",
+            "parts/tiny_cpu",
+            data=str(paths["train"]),
+            out=str(run),
+            encoder_checkpoint=str(enc),
+            img_size=args.img_size,
+            num_parts=args.num_parts,
+            epochs=args.parts_epochs,
+            seed=seed,
+            resume="auto",
+            **common,
+            **extra,
         )
+        run_stage("parts train", train)
         cache = run / "test.parts"
         if not cache.exists():
-            run_verb(
-                ["parts", "export", "--data", str(paths["test"]), "--checkpoint", str(run / "checkpoint.pth")]
-                + ["--grid", str(grid), "--out", str(cache), *common]
+            export = stage_config(
+                "parts export",
+                data=str(paths["test"]),
+                checkpoint=str(run / "checkpoint.pth"),
+                grid=grid,
+                out=str(cache),
+                **common,
             )
+            run_stage("parts export", export)
         out = run / "part_metrics.json"
         if not out.exists():
-            run_verb(
-                [
-                    "parts",
-                    "eval",
-                    "--data",
-                    str(paths["test"]),
-                    "--cache",
-                    str(cache),
-                    "--keypoints",
-                    str(args.data),
-                ]
-                + ["--masks", str(paths["masks"]), "--eval-size", "120", "--out", str(out), *common]
+            evaluation = stage_config(
+                "parts eval",
+                data=str(paths["test"]),
+                cache=str(cache),
+                keypoints=str(args.data),
+                masks=str(paths["masks"]),
+                eval_size=120,
+                out=str(out),
+                **common,
             )
+            run_stage("parts eval", evaluation)
         metrics.append(json.loads(out.read_text()))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"seeds": args.seeds, "runs": metrics}, indent=1))

@@ -1,12 +1,14 @@
 """Reproduce the paper's Tables 1, 3 and 4 at small scale on real images (issue 9).
 
-Stages (each chained in-process through the same CLI verbs a user runs, :func:`semmae.demo.pipeline.run_verb`):
+Stages, each running the CLI verbs a user runs, in this process, from typed configs (:func:`semmae.cli.stage_config`
+and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
 
 1. ``data``      - class-balanced symlink subsets of ``--data``/train and /val (preset ``*_per_class``; 0 = all);
 2. ``bootstrap`` - the part encoder: a random-masking MAE on the same train images (skipped with
                    ``--encoder-checkpoint``, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16);
 3. ``parts``     - part learning (Sec. 3.1) and the part caches: learned parts on the MAE's patch grid and on the
-                   finer grid (Table 1's patch-8 setting), and raw last-layer CLS-attention parts (Table 4);
+                   finer grid (Table 1's patch-8 setting), and raw last-layer CLS-attention parts (Table 4,
+                   ``semmae parts export --source attention``);
 4. the grid      - every configuration x seed, seed-major: ``semmae pretrain`` with identical budgets, then
                    ``semmae linprobe --mode fast`` (cached center-crop features) and the weighted kNN (cosine,
                    k=20, T=0.07) on the same features; plus the encoder at its random initialisation per seed.
@@ -28,6 +30,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import os
@@ -49,6 +52,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 
 import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package)
+
+from semmae.cli import guard, run_stage, stage_config  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
 TABLES = ("table1", "table3", "table4", "anchor", "flip")
@@ -228,13 +233,6 @@ def git_commit() -> str:
         return ""
 
 
-def run_verb(argv: list[str]) -> Any:
-    """``semmae <argv>`` in this process (the demo's helper: same parser, same verbs)."""
-    from semmae.demo.pipeline import run_verb as demo_run_verb
-
-    return demo_run_verb(argv)
-
-
 def make_subset(src: Path, dst: Path, per_class: int, seed: int = 0) -> Path:
     """``per_class`` images of every class of ImageFolder ``src`` as symlinks under ``dst`` (0: ``src`` itself).
 
@@ -304,14 +302,14 @@ class Harness:
         return self._model_spec()[1]
 
     def _model_spec(self) -> tuple[int, int]:
-        """(patch size, encoder width) of the preset's registered model."""
-        from semmae.models import create_model
+        """(patch size, encoder width) of the preset's registered model, from the registry's table."""
+        from semmae.models import model_config
 
-        model = create_model(self.p.model, img_size=self.p.img_size, depth=1)
-        return model.patch_size, int(model.config.embed_dim)
+        model = model_config(self.p.model, img_size=self.p.img_size)
+        return model.patch_size, int(model.embed_dim)
 
-    def common(self) -> list[str]:
-        return ["--device", self.device, "--num-workers", str(self.p.num_workers)]
+    def common(self) -> dict[str, Any]:
+        return {"device": self.device, "num_workers": self.p.num_workers}
 
     def log(self, msg: str) -> None:
         print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", flush=True)
@@ -354,104 +352,69 @@ class Harness:
         val = make_subset(src / "val", self.work / "data" / "val", self.p.val_per_class)
         return {"train": str(train), "val": str(val)}
 
-    def pretrain_argv(
-        self, out: Path, cfg: GridConfig, seed: int, epochs: int, cache: str | None
-    ) -> list[str]:
+    def pretrain_config(self, out: Path, cfg: GridConfig, seed: int, epochs: int, cache: str | None) -> Any:
+        """``semmae pretrain``'s config of one run: the preset's budget, then the grid row's masking and patch."""
         p = self.p
-        argv = [
+        budget = stage_config(
             "pretrain",
-            "--data",
-            self.data["train"],
-            "--out",
-            str(out),
-            "--model",
-            p.model,
-            "--img-size",
-            str(p.img_size),
-            "--depth",
-            str(p.depth),
-            "--decoder-depth",
-            str(p.decoder_depth),
-            "--masking",
-            cfg.masking,
-            "--gamma",
-            str(cfg.gamma),
-            "--epochs",
-            str(epochs),
-            "--warmup-epochs",
-            str(min(p.warmup_epochs, epochs)),
-            "--batch-size",
-            str(p.batch_size),
-            "--blr",
-            str(p.blr),
-            "--seed",
-            str(seed),
-            "--resume",
-            "auto",
-            "--keep-last",
-            "1",
-            "--vis-every",
-            str(max(epochs, 1)),
-            "--log-every",
-            "5",
-            "--precision",
-            p.precision if self.device != "cpu" else "fp32",
-            "--no-progress",
-            *self.common(),
-        ]
-        if cache:
-            argv += ["--parts", cache]
-        if cfg.fine:
-            argv += ["--patch-size", str(p.fine_patch), "--fg-keep", str(p.fg_keep)]
-        if cfg.augment != "crop-flip":  # the default is left off: earlier runs' argv stay as they were
-            argv += ["--augment", cfg.augment]
-        return argv
+            data=self.data["train"],
+            model=p.model,
+            img_size=p.img_size,
+            depth=p.depth,
+            decoder_depth=p.decoder_depth,
+            batch_size=p.batch_size,
+            blr=p.blr,
+            resume="auto",
+            keep_last=1,
+            log_every=5,
+            precision=p.precision if self.device != "cpu" else "fp32",
+            progress=False,
+            **self.common(),
+        )
+        fine = {"patch_size": p.fine_patch, "fg_keep": p.fg_keep} if cfg.fine else {}
+        return dataclasses.replace(
+            budget,
+            out=str(out),
+            masking=cfg.masking,
+            gamma=cfg.gamma,
+            parts=cache,
+            augment=cfg.augment,
+            epochs=epochs,
+            warmup_epochs=min(p.warmup_epochs, epochs),
+            vis_every=max(epochs, 1),
+            seed=seed,
+            **fine,
+        )
 
     def stage_bootstrap(self) -> str:
         if self.args.encoder_checkpoint:
             return str(Path(self.args.encoder_checkpoint).resolve())
         out = self.work / "bootstrap"
         cfg = GridConfig("bootstrap", "random")
-        run_verb(self.pretrain_argv(out, cfg, self.args.seed, self.p.bootstrap_epochs, None))
+        run_stage("pretrain", self.pretrain_config(out, cfg, self.args.seed, self.p.bootstrap_epochs, None))
         return str(self.latest_checkpoint(out))
 
     def stage_parts(self) -> str:
         from semmae.parts.train import CHECKPOINT_NAME
 
         out = self.work / "parts" / "run"
-        argv = [
-            "parts",
-            "train",
-            "--config",
+        cfg = stage_config(
+            "parts train",
             PARTS_PRESET,  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
-            "--data",
-            self.data["train"],
-            "--out",
-            str(out),
-            "--encoder-checkpoint",
-            self.encoder_ckpt,
-            "--img-size",
-            str(self.p.img_size),
-            "--num-parts",
-            str(self.p.num_parts),
-            "--blur-kernel",
-            str(self.p.blur_kernel),
-            "--epochs",
-            str(self.p.parts_epochs),
-            "--batch-size",
-            str(self.p.batch_size),
-            "--seed",
-            str(self.args.seed),
-            "--resume",
-            "auto",
-            "--device",
-            self.device,
-            "--num-workers",
-            str(self.p.num_workers),
-        ]
-        if self.args.encoder:
-            argv += ["--encoder", self.args.encoder]
-        run_verb(argv)
+            data=self.data["train"],
+            out=str(out),
+            encoder_checkpoint=self.encoder_ckpt,
+            **({"encoder": self.args.encoder} if self.args.encoder else {}),
+            img_size=self.p.img_size,
+            num_parts=self.p.num_parts,
+            blur_kernel=self.p.blur_kernel,
+            epochs=self.p.parts_epochs,
+            batch_size=self.p.batch_size,
+            seed=self.args.seed,
+            resume="auto",
+            **self.common(),
+        )
+        run_stage("parts train", cfg)
         return str(out / CHECKPOINT_NAME)
 
     def stage_cache(self, kind: str, grid: int, split: str = "train") -> str:
@@ -461,66 +424,51 @@ class Harness:
         cache = self.work / "parts" / f"{kind}_grid{grid}{suffix}.cache"
         if cache.exists():
             return str(cache)
-        if kind == "learned":
-            run_verb(
-                [
-                    "parts",
-                    "export",
-                    "--data",
-                    self.data[split],
-                    "--checkpoint",
-                    self.parts_ckpt,
-                    "--grid",
-                    str(grid),
-                    "--out",
-                    str(cache),
-                    "--batch-size",
-                    str(self.p.eval_batch_size),
-                    *self.common(),
-                ]
-            )
-        else:
-            export_attention_cache(self.parts_ckpt, self.data[split], cache, grid, self.p.eval_batch_size)
+        # learned: the part checkpoint's parts; attention: the argmax over the part encoder's CLS-attention heads
+        source = (
+            {"checkpoint": self.parts_ckpt}
+            if kind == "learned"
+            else {"encoder_checkpoint": self.encoder_ckpt, "img_size": self.p.img_size}
+        )
+        cfg = stage_config(
+            "parts export",
+            source=kind,
+            data=self.data[split],
+            grid=grid,
+            out=str(cache),
+            batch_size=self.p.eval_batch_size,
+            **source,
+            **self.common(),
+        )
+        run_stage("parts export", cfg)
         return str(cache)
 
     # -- one run -----------------------------------------------------------------------------------------------
-    def evaluate(self, out: Path, seed: int, source: list[str]) -> dict[str, Any]:
+    def evaluate(self, out: Path, seed: int, source: dict[str, Any]) -> dict[str, Any]:
         """Fast linear probe (writes ``features.pt``), then the weighted kNN and the logistic-regression probe on
-        those same features."""
+        those same features. ``source``: the probe's encoder fields (checkpoint, random init, tokens)."""
         from semmae.eval.knn import knn_accuracy
         from semmae.utils.io import load_checkpoint
 
         probe_dir = out / "linprobe"
-        probe = run_verb(
-            [
-                "linprobe",
-                "--train",
-                self.data["train"],
-                "--val",
-                self.data["val"],
-                *source,
-                "--img-size",
-                str(self.p.img_size),
-                "--batch-size",
-                str(self.p.eval_batch_size),
-                "--mode",
-                "fast",
-                "--crop-pct",
-                str(self.p.eval_crop_pct),
-                "--epochs",
-                str(self.p.linprobe_epochs),
-                "--warmup-epochs",
-                str(self.p.linprobe_epochs // 10),
-                "--seed",
-                str(seed),
-                "--out",
-                str(probe_dir),
-                *self.common(),
-            ]
+        cfg = stage_config(
+            "linprobe",
+            train=self.data["train"],
+            val=self.data["val"],
+            **source,
+            img_size=self.p.img_size,
+            batch_size=self.p.eval_batch_size,
+            mode="fast",
+            crop_pct=self.p.eval_crop_pct,
+            epochs=self.p.linprobe_epochs,
+            warmup_epochs=self.p.linprobe_epochs // 10,
+            seed=seed,
+            out=str(probe_dir),
+            **self.common(),
         )
-        if not isinstance(probe, dict):  # the CLI verb returns its exit code; the numbers are in results.json
-            probe = json.loads((probe_dir / "results.json").read_text())
-            probe = probe.get("metrics", probe)
+        run_stage("linprobe", cfg)
+        probe = json.loads((probe_dir / "results.json").read_text())
+        probe = probe.get("metrics", probe)
         feats = load_checkpoint(probe_dir / "features.pt")
         knn = knn_accuracy(
             feats["train_x"],
@@ -553,11 +501,11 @@ class Harness:
             grid = self.p.img_size // (self.p.fine_patch if cfg.fine else self.patch)
             cache = self.caches[(cfg.parts, grid)]
         t0 = time.perf_counter()
-        run_verb(self.pretrain_argv(run_dir, cfg, seed, self.p.epochs, cache))
+        run_stage("pretrain", self.pretrain_config(run_dir, cfg, seed, self.p.epochs, cache))
         t1 = time.perf_counter()
         ckpt = self.latest_checkpoint(run_dir)
         # every patch (the default for patch-P rows; written explicitly so patch-P/2 checkpoints are not kept by auto)
-        metrics = self.evaluate(run_dir / "eval", seed, ["--checkpoint", str(ckpt), "--tokens", "all"])
+        metrics = self.evaluate(run_dir / "eval", seed, {"checkpoint": str(ckpt), "tokens": "all"})
         if (
             cfg.fine
         ):  # the paper's protocol for its 8x8 rows: the kept quarter, foreground from the part caches
@@ -589,18 +537,13 @@ class Harness:
         kept = self.evaluate(
             run_dir / "eval_kept",
             seed,
-            [
-                "--checkpoint",
-                str(ckpt),
-                "--tokens",
-                "kept",
-                "--keep-fraction",
-                str(self.p.fg_keep),
-                "--train-parts",
-                self.caches[(cfg.parts, grid)],
-                "--val-parts",
-                self.caches[(cfg.parts, grid, "val")],
-            ],
+            {
+                "checkpoint": str(ckpt),
+                "tokens": "kept",
+                "keep_fraction": self.p.fg_keep,
+                "train_parts": self.caches[(cfg.parts, grid)],
+                "val_parts": self.caches[(cfg.parts, grid, "val")],
+            },
         )
         return {k: kept[k] for k in KEPT_METRICS}
 
@@ -632,7 +575,7 @@ class Harness:
         metrics = self.evaluate(
             self.work / "runs" / f"{RANDOM_INIT}-seed{seed}",
             seed,
-            ["--random-init", "--checkpoint", str(ref_ckpt), "--tokens", "all"],
+            {"random_init": True, "checkpoint": str(ref_ckpt), "tokens": "all"},
         )
         record = {
             **self.base_record(RANDOM_INIT, seed),
@@ -750,39 +693,6 @@ class Harness:
         return self.out / f"{self.stem}.md"
 
 
-def export_attention_cache(part_ckpt: str, data: str, out: Path, grid: int, batch_size: int) -> None:
-    """Table 4's baseline cache: per cell, the argmax over the last layer's CLS-attention heads (one "part" per
-    head, :func:`semmae.parts.inference.attention_parts`) and the same foreground score as the learned cache."""
-    import torch
-    from torch.utils.data import DataLoader
-
-    from semmae.data.folder import ImageFolderDataset
-    from semmae.data.part_cache import PartCache
-    from semmae.parts.checkpoint import load_part_model
-    from semmae.parts.inference import attention_parts, foreground_score, full_image_transform
-
-    encoder, _, _ = load_part_model(part_ckpt, "cpu")
-    dataset = ImageFolderDataset(data, transform=full_image_transform(encoder.img_size))
-    producer = {
-        "command": "benchmarks/repro.py export_attention_cache",
-        "checkpoint": part_ckpt,
-        "grid": grid,
-    }
-    heads = None
-    writer = None
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        with torch.no_grad():
-            attn = encoder(batch["image"])["cls_attn"]  # [B, H, L]
-        if writer is None:
-            heads = attn.shape[1]
-            writer = PartCache.create(out, dataset.relative_paths, grid, heads, producer, root=dataset.root)
-        writer.write(
-            int(batch["index"][0]), attention_parts(attn, grid).to(torch.uint8), foreground_score(attn, grid)
-        )
-    assert writer is not None and heads is not None
-    writer.finalize()
-
-
 def logistic_probe(feats: dict[str, Any], max_iter: int = 1000) -> float:
     """Top-1 (percent) of a standardised multinomial logistic regression on cached features (the issue's anchor
     probe; unlike the few-hundred-step fast probe it is trained to convergence, L-BFGS, C = 1)."""
@@ -842,8 +752,13 @@ def main(argv: list[str] | None = None) -> int:
     preset = Preset.load(args.preset)
     if args.encoder_checkpoint and not Path(args.encoder_checkpoint).is_file():
         raise SystemExit(f"repro: --encoder-checkpoint {args.encoder_checkpoint} does not exist")
-    Harness(args, preset).run()
-    return 0
+
+    def run() -> None:
+        Harness(args, preset).run()
+
+    return guard(
+        "benchmarks/repro.py", run
+    )  # as the CLI: a failed stage is one line, its traceback in error.log
 
 
 if __name__ == "__main__":

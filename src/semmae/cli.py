@@ -3,13 +3,23 @@
 
 It is also the last guard: a user error raised inside a DataLoader worker, an ``OSError`` (full disk, read-only file
 system, no permission) and any other exception become one line; the traceback of an internal error goes to the run
-folder's ``error.log`` (``SEMMAE_TRACEBACK=1`` also prints it)."""
+folder's ``error.log`` (``SEMMAE_TRACEBACK=1`` also prints it).
+
+Pipelines that chain stages (``semmae demo``, ``benchmarks/repro.py``) take the same road in-process with typed
+configs: :func:`stage_config` resolves a verb's config as the CLI does (defaults <- preset <- values) and
+:func:`run_stage` runs the verb's handler on it - the function ``semmae <verb>`` calls - with no argv in between;
+:func:`guard` is the exit-code wrapping of :func:`main` for a script's own entry point.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import importlib
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from semmae import __version__
 from semmae.errors import UserError
@@ -48,23 +58,99 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
     from semmae.utils.rundir import forget_last_run_dir
 
     forget_last_run_dir()  # an internal error's traceback goes to this command's folder, not an earlier one's
+    return guard(command, lambda: _dispatch(args))
+
+
+def guard(command: str, call: Callable[[], int | None]) -> int:
+    """Run ``call`` as the CLI runs a verb and return the exit code: its own (0 for None), 2 with one line for a
+    user error (also one raised in a DataLoader worker, or an ``OSError``), 130 when interrupted, else 1 with one
+    line and the traceback in the run folder's ``error.log``."""
     try:
-        result = args.func(args)
+        return int(call() or 0)
     except UserError as e:
         print(f"{command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"semmae {args.verb}: interrupted (checkpoints already written are kept)", file=sys.stderr)
+        print(f"{command}: interrupted (checkpoints already written are kept)", file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 - the last guard: one line, never a traceback on the terminal
         return _last_guard(command, e)
-    return int(result or 0)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    """The verb's handler on parsed (or typed, :func:`run_stage`) arguments: resolve the config, run the stage."""
+    return int(args.func(args) or 0)
+
+
+# ------------------------------------------------------------------------------- stages chained in one process
+@dataclasses.dataclass(frozen=True)
+class Verb:
+    """A verb whose flags are a config dataclass (``semmae.config.add_config_args``) and the handler it runs."""
+
+    name: str  # "pretrain", "parts export", ...
+    config: type
+    handler: Callable[[argparse.Namespace], int | None]
+
+
+@functools.lru_cache(maxsize=1)
+def config_verbs() -> dict[str, Verb]:
+    """Every verb with a typed config, read off the CLI parser itself (so there is no second table to drift)."""
+    verbs: dict[str, Verb] = {}
+
+    def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        for action in parser._actions:  # argparse has no public accessor for sub-commands
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    walk(sub, (*path, name))
+        config, handler = parser.get_default("_config_cls"), parser.get_default("func")
+        if path and config is not None and handler is not None:
+            verbs[" ".join(path)] = Verb(" ".join(path), config, handler)
+
+    walk(build_parser(), ())
+    return verbs
+
+
+def _verb(name: str) -> Verb:
+    verbs = config_verbs()
+    if name not in verbs:
+        raise KeyError(f"no config verb {name!r}; verbs: {', '.join(sorted(verbs))}")
+    return verbs[name]
+
+
+def stage_config(verb: str, preset: str | None = None, **values: Any) -> Any:
+    """The config of ``semmae <verb>`` as the CLI resolves it: defaults <- ``preset`` (a packaged preset or YAML
+    file, as ``--config``) <- ``values`` (typed field values, checked like flags). Derive variants with
+    ``dataclasses.replace``; :func:`run_stage` checks them again."""
+    from semmae.config import resolve_config
+
+    return resolve_config(_verb(verb).config, {"config": preset, **values})
+
+
+def run_stage(verb: str, cfg: Any) -> None:
+    """Run ``semmae <verb>`` in this process on its typed config ``cfg``: the handler the CLI calls, which checks
+    the config as for flags (types, choices, ``validate()``) and runs the stage. No argv is built. Errors
+    propagate so that a pipeline can name the stage that failed (an internal error carries the stage's run folder,
+    where :func:`guard` writes its traceback); a non-zero exit code becomes a :class:`UserError`."""
+    v = _verb(verb)
+    if type(cfg) is not v.config:
+        raise TypeError(f"semmae {verb} takes a {v.config.__name__}, got {type(cfg).__name__}")
+    names = verb.split()
+    values = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg)}
+    args = argparse.Namespace(
+        verb=names[0],
+        action=names[1] if len(names) > 1 else None,
+        func=v.handler,
+        _config_cls=v.config,
+        **values,
+    )
+    code = _dispatch(args)
+    if code:
+        raise UserError(f"semmae {verb} exited with code {code}")
 
 
 def _last_guard(command: str, e: Exception) -> int:
@@ -119,7 +205,9 @@ def _write_traceback(e: Exception) -> str:
     )
     if os.environ.get("SEMMAE_TRACEBACK"):
         print(text, file=sys.stderr)
-    run_dir = getattr(e, "semmae_run_dir", None) or last_run_dir()
+    # the innermost run folder an exception passed through (a pipeline's stage inside the pipeline's folder)
+    tagged = [c.semmae_run_dir for c in _chain(e) if getattr(c, "semmae_run_dir", None) is not None]
+    run_dir = tagged[-1] if tagged else last_run_dir()
     candidates = [run_dir / "error.log"] if run_dir is not None else []
     candidates.append(os.path.join(tempfile.gettempdir(), f"semmae-error-{os.getpid()}.log"))
     for path in candidates:

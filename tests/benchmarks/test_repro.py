@@ -125,8 +125,8 @@ def test_grid_selection_dedups_and_rejects_unknown_names():
         repro.select_grid(["table9"])
 
 
-def test_flip_only_configs_pass_augment_flip_and_others_keep_the_default(tmp_path):
-    """The flip table (SemMAE's augmentation) is opt-in; its runs get `--augment flip`, no other run's argv changes."""
+def test_flip_only_configs_pretrain_with_augment_flip_and_others_keep_the_default(tmp_path):
+    """The flip table (SemMAE's augmentation) is opt-in; its runs get `augment="flip"`, every other run MAE's."""
     assert [c.key for c in repro.select_grid(["flip"])] == ["random_flip", "adaptive_g2_flip"]
     args = repro.build_parser().parse_args(
         ["--preset", "smoke", "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
@@ -134,11 +134,15 @@ def test_flip_only_configs_pass_augment_flip_and_others_keep_the_default(tmp_pat
     h = repro.Harness(args, repro.Preset.load("smoke"))
     h.data = {"train": "x"}
     for cfg in repro.GRID:
-        argv = h.pretrain_argv(tmp_path / "r", cfg, 0, 1, None)
-        flip = cfg.key.endswith("_flip")
-        assert ("--augment" in argv) == flip and (
-            argv[argv.index("--augment") + 1] == "flip" if flip else True
+        run = h.pretrain_config(tmp_path / "r", cfg, 0, 1, None)
+        assert run.augment == ("flip" if cfg.key.endswith("_flip") else "crop-flip"), cfg.key
+        assert (run.masking, run.gamma, run.epochs, run.out) == (
+            cfg.masking,
+            cfg.gamma,
+            1,
+            str(tmp_path / "r"),
         )
+        assert (run.patch_size, run.fg_keep) == ((4, 0.25) if cfg.fine else (None, 1.0))
 
 
 def test_evaluation_view_can_change_on_a_finished_grid_but_training_settings_cannot(grid, tmp_path):

@@ -4,7 +4,7 @@ numbers."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,21 @@ class Budget:
     blur_kernel: int = 3
 
 
+_SMALL = Budget(
+    num_images=600,
+    img_size=64,
+    model="mae_vit_tiny_patch8",
+    depth=6,
+    decoder_depth=2,
+    batch_size=64,
+    bootstrap_epochs=6,
+    parts_epochs=40,
+    pretrain_epochs=6,
+    warmup_epochs=1,
+    linprobe_epochs=30,
+    seeds=2,
+)
+
 BUDGETS: dict[str, Budget] = {
     "micro": Budget(
         num_images=40,
@@ -43,27 +58,11 @@ BUDGETS: dict[str, Budget] = {
         linprobe_epochs=3,
         seeds=1,
     ),
-    "small": Budget(
-        num_images=600,
-        img_size=64,
-        model="mae_vit_tiny_patch8",
-        depth=6,
-        decoder_depth=2,
-        batch_size=64,
-        bootstrap_epochs=6,
-        parts_epochs=40,
-        pretrain_epochs=6,
-        warmup_epochs=1,
-        linprobe_epochs=30,
-        seeds=2,
-    ),
-    "medium": Budget(
+    "small": _SMALL,
+    # the small setting on five times the data, trained longer, with a third seed
+    "medium": replace(
+        _SMALL,
         num_images=3000,
-        img_size=64,
-        model="mae_vit_tiny_patch8",
-        depth=6,
-        decoder_depth=2,
-        batch_size=64,
         bootstrap_epochs=15,
         parts_epochs=20,
         pretrain_epochs=30,

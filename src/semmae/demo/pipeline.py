@@ -1,6 +1,7 @@
 """``semmae demo``: the paper end to end on the built-in synthetic dataset (issue: demo).
 
-Stages, each a call of the same CLI verb a user would run, in order:
+Stages, in order, each running the same CLI verbs a user would run - in this process, from typed configs
+(:func:`semmae.cli.stage_config` and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
 
 1. ``data``       - the synthetic part dataset with ground-truth part masks (:mod:`semmae.data.synth`);
 2. ``bootstrap``  - a part encoder bootstrapped offline by a short random-masking MAE (or the user's iBOT/DINO
@@ -14,7 +15,7 @@ Stages, each a call of the same CLI verb a user would run, in order:
 
 A stage that finished records its artifacts in ``<out>/stages/<stage>.json``; a rerun with the same ``--out``
 checks those artifacts (they must exist and images must decode) and skips the stage, and an interrupted stage
-resumes from its own checkpoints (pretraining ``--resume auto``, part training ``--resume``, cache export).
+resumes from its own checkpoints (pretraining and part training ``--resume auto``, cache export).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from semmae.cli import run_stage, stage_config
 from semmae.data.synth import STYLES
 from semmae.demo.budgets import BUDGETS, Budget
 from semmae.errors import UserError
@@ -36,6 +38,10 @@ from semmae.utils.io import atomic_write_json
 #: the part-learning recipe of the demo (cached tokens, light decoder, cosine Eq. 2, softmax over parts);
 #: the budget sets the image size, part count, blur and epochs
 PARTS_PRESET = "parts/tiny_cpu"
+#: the two pretrainings compared; SemMAE's gamma is PretrainConfig's default, the paper's 2
+SEMMAE_MASKING, MAE_MASKING = "adaptive", "random"
+#: the figures: images drawn with their parts, and the mask schedule's alphas (per part -> whole parts)
+PART_FIGURE_IMAGES, MASK_FIGURE_IMAGES, MASK_FIGURE_ALPHAS = 6, 3, (0.0, 0.5, 1.0)
 
 
 @dataclass
@@ -86,17 +92,6 @@ class DemoConfig:
             raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
 
 
-def run_verb(argv: list[str]) -> Any:
-    """Run ``semmae <argv>`` in this process and return the verb's result (exceptions propagate)."""
-    from semmae.cli import build_parser
-
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:  # a flag the demo built is wrong: a bug, not a user error
-        raise RuntimeError(f"internal: the demo built invalid arguments: semmae {' '.join(argv)}") from e
-    return args.func(args)
-
-
 def verify_artifact(path: Path) -> str | None:
     """None if ``path`` is a usable artifact, else why not (missing, empty, an image that does not decode)."""
     if not path.exists():
@@ -141,57 +136,38 @@ class Demo:
         self.timings: dict[str, float] = {}
 
     # -- helpers ------------------------------------------------------------------------------------------
-    def common(self) -> list[str]:
-        return ["--device", self.cfg.device, "--num-workers", str(self.cfg.num_workers)]
+    def common(self) -> dict[str, Any]:
+        return {"device": self.cfg.device, "num_workers": self.cfg.num_workers}
 
-    def pretrain_args(self, out: Path, masking: str, seed: int, epochs: int, parts: Path | None) -> list[str]:
+    def training(self) -> dict[str, Any]:
+        """Fields every training stage of the demo shares; an interrupted one continues (``resume auto``)."""
+        return {
+            "batch_size": self.budget.batch_size,
+            "seed": self.cfg.seed,
+            "resume": "auto",
+            **self.common(),
+        }
+
+    def pretrain_config(self) -> Any:
+        """The bootstrap's pretraining (random masking); the compared runs are ``dataclasses.replace``s of it."""
         b = self.budget
-        argv = [
+        return stage_config(
             "pretrain",
-            "--data",
-            str(self.data / "train"),
-            "--out",
-            str(out),
-            "--model",
-            b.model,
-            "--img-size",
-            str(b.img_size),
-            "--depth",
-            str(b.depth),
-            "--decoder-depth",
-            str(b.decoder_depth),
-            "--masking",
-            masking,
-            "--epochs",
-            str(epochs),
-            "--warmup-epochs",
-            str(b.warmup_epochs),
-            "--batch-size",
-            str(b.batch_size),
-            "--blr",
-            str(b.blr),
-            "--seed",
-            str(seed),
-            "--resume",
-            "auto",
-            "--vis-every",
-            str(max(epochs, 1)),
-            "--log-every",
-            "1",
-            "--precision",
-            self.precision(),
-            "--progress" if self.cfg.progress else "--no-progress",
-            *self.common(),
-        ]
-        if parts is not None:
-            argv += ["--parts", str(parts), "--gamma", "2"]
-        return argv
-
-    def precision(self) -> str:
-        """bf16 autocast on a GPU; fp32 on the CPU, where bf16 matmuls are slow on most processors."""
-        import torch
-
-        return "auto" if self.cfg.device != "cpu" and torch.cuda.is_available() else "fp32"
+            data=str(self.data / "train"),
+            out=str(self.out / "bootstrap"),
+            model=b.model,
+            img_size=b.img_size,
+            depth=b.depth,
+            decoder_depth=b.decoder_depth,
+            masking=MAE_MASKING,
+            epochs=b.bootstrap_epochs,
+            warmup_epochs=b.warmup_epochs,
+            blr=b.blr,
+            vis_every=max(b.bootstrap_epochs, 1),
+            log_every=1,
+            progress=self.cfg.progress,
+            **self.training(),
+        )
 
     @staticmethod
     def latest_checkpoint(run_dir: Path) -> Path:
@@ -229,106 +205,69 @@ class Demo:
     def stage_bootstrap(self) -> list[Path]:
         if self.cfg.encoder_checkpoint:
             return [Path(self.cfg.encoder_checkpoint)]
-        out = self.out / "bootstrap"
-        run_verb(self.pretrain_args(out, "random", self.cfg.seed, self.budget.bootstrap_epochs, None))
-        return [self.latest_checkpoint(out)]
+        cfg = self.pretrain_config()
+        run_stage("pretrain", cfg)
+        return [self.latest_checkpoint(Path(cfg.out))]
 
     def stage_parts(self) -> list[Path]:
         b = self.budget
-        parts = self.out / "parts"
-        enc = ["--encoder-checkpoint", str(self.encoder_checkpoint())]
-        if self.cfg.encoder:
-            enc += ["--encoder", self.cfg.encoder]
-        run_verb(
-            [
-                "parts",
-                "train",
-                "--config",
-                PARTS_PRESET,
-                "--data",
-                str(self.data / "train"),
-                "--out",
-                str(parts / "run"),
-                *enc,
-                "--img-size",
-                str(b.img_size),
-                "--num-parts",
-                str(b.num_parts),
-                "--blur-kernel",
-                str(b.blur_kernel),
-                "--epochs",
-                str(b.parts_epochs),
-                "--batch-size",
-                str(b.batch_size),
-                "--seed",
-                str(self.cfg.seed),
-                "--resume",
-                "auto",
-                *self.common(),
-            ]
+        parts, val = self.out / "parts", str(self.data / "val")
+        train = stage_config(
+            "parts train",
+            PARTS_PRESET,
+            data=str(self.data / "train"),
+            out=str(parts / "run"),
+            encoder_checkpoint=str(self.encoder_checkpoint()),
+            **({"encoder": self.cfg.encoder} if self.cfg.encoder else {}),
+            img_size=b.img_size,
+            num_parts=b.num_parts,
+            blur_kernel=b.blur_kernel,
+            epochs=b.parts_epochs,
+            **self.training(),
         )
-        ckpt = self.parts_checkpoint()
-        grid = b.img_size // self.patch_size()
+        run_stage("parts train", train)
+        ckpt = str(self.parts_checkpoint())
+        export = stage_config(
+            "parts export",
+            data=str(self.data / "train"),
+            checkpoint=ckpt,
+            grid=b.img_size // self.patch_size(),
+            out=str(parts / "cache_train"),
+            batch_size=b.batch_size,
+            **self.common(),
+        )
         for split in ("train", "val"):
             cache = parts / f"cache_{split}"
             if not cache.exists():
-                run_verb(
-                    [
-                        "parts",
-                        "export",
-                        "--data",
-                        str(self.data / split),
-                        "--checkpoint",
-                        str(ckpt),
-                        "--grid",
-                        str(grid),
-                        "--out",
-                        str(cache),
-                        "--batch-size",
-                        str(b.batch_size),
-                        *self.common(),
-                    ]
+                run_stage(
+                    "parts export", dataclasses.replace(export, data=str(self.data / split), out=str(cache))
                 )
         metrics = parts / "part_metrics.json"
-        run_verb(
-            [
-                "parts",
-                "eval",
-                "--data",
-                str(self.data / "val"),
-                "--cache",
-                str(parts / "cache_val"),
-                "--masks",
-                str(self.data / "masks" / "val"),
-                "--checkpoint",
-                str(ckpt),
-                "--out",
-                str(metrics),
-                "--batch-size",
-                str(b.batch_size),
-                *self.common(),
-            ]
+        run_stage(
+            "parts eval",
+            stage_config(
+                "parts eval",
+                data=val,
+                cache=str(parts / "cache_val"),
+                masks=str(self.data / "masks" / "val"),
+                checkpoint=ckpt,
+                out=str(metrics),
+                batch_size=b.batch_size,
+                **self.common(),
+            ),
         )
         figure = self.out / "figures" / "parts.png"
-        run_verb(
-            [
-                "parts",
-                "show",
-                "--data",
-                str(self.data / "val"),
-                "--checkpoint",
-                str(ckpt),
-                "--out",
-                str(figure),
-                "--num-images",
-                "6",
-                "--masks",
-                str(self.data / "masks" / "val"),
-                "--device",
-                self.cfg.device,
-            ]
+        show = stage_config(
+            "parts show",
+            data=val,
+            checkpoint=ckpt,
+            out=str(figure),
+            num_images=PART_FIGURE_IMAGES,
+            masks=str(self.data / "masks" / "val"),
+            device=self.cfg.device,
         )
-        return [ckpt, parts / "cache_train", parts / "cache_val", metrics, figure]
+        run_stage("parts show", show)
+        return [Path(ckpt), parts / "cache_train", parts / "cache_val", metrics, figure]
 
     def parts_checkpoint(self) -> Path:
         from semmae.parts.train import CHECKPOINT_NAME
@@ -339,51 +278,41 @@ class Demo:
         return ckpt
 
     def patch_size(self) -> int:
-        from semmae.models import create_model
+        """The budget's model's patch, from the model registry's table (no model is built)."""
+        from semmae.models import model_config
 
-        return create_model(self.budget.model, img_size=self.budget.img_size, depth=1).patch_size
+        return model_config(self.budget.model, img_size=self.budget.img_size).patch_size
 
     def stage_masks(self) -> list[Path]:
         figure = self.out / "figures" / "masks.png"
-        run_verb(
-            [
-                "masks",
-                "show",
-                "--data",
-                str(self.data / "val"),
-                "--cache",
-                str(self.out / "parts" / "cache_val"),
-                "--out",
-                str(figure),
-                "--num-images",
-                "3",
-                "--alphas",
-                "0",
-                "0.5",
-                "1",
-                "--img-size",
-                str(self.budget.img_size),
-                "--patch-size",
-                str(self.patch_size()),
-                "--seed",
-                str(self.cfg.seed),
-            ]
+        cfg = stage_config(
+            "masks show",
+            data=str(self.data / "val"),
+            cache=str(self.out / "parts" / "cache_val"),
+            out=str(figure),
+            num_images=MASK_FIGURE_IMAGES,
+            alphas=MASK_FIGURE_ALPHAS,
+            img_size=self.budget.img_size,
+            patch_size=self.patch_size(),
+            seed=self.cfg.seed,
         )
+        run_stage("masks show", cfg)
         return [figure]
 
     def stage_pretrain(self) -> list[Path]:
         artifacts = []
+        epochs = self.budget.pretrain_epochs
+        base = dataclasses.replace(self.pretrain_config(), epochs=epochs, vis_every=max(epochs, 1))
         for method, seed, run in self.runs():
-            cache = self.out / "parts" / "cache_train" if method == "semmae" else None
-            run_verb(
-                self.pretrain_args(
-                    run,
-                    "adaptive" if method == "semmae" else "random",
-                    seed,
-                    self.budget.pretrain_epochs,
-                    cache,
-                )
+            semmae = method == "semmae"
+            cfg = dataclasses.replace(
+                base,
+                out=str(run),
+                seed=seed,
+                masking=SEMMAE_MASKING if semmae else MAE_MASKING,
+                parts=str(self.out / "parts" / "cache_train") if semmae else None,
             )
+            run_stage("pretrain", cfg)
             artifacts += [self.latest_checkpoint(run), run / "log.jsonl"]
         return artifacts
 
@@ -391,49 +320,32 @@ class Demo:
         b = self.budget
         evals = self.out / "eval"
         results: dict[str, list[dict]] = {}
-        targets = [(m, s, ["--checkpoint", str(self.latest_checkpoint(r))]) for m, s, r in self.runs()]
-        targets.append(
-            (
-                "random init",
-                self.cfg.seed,
-                ["--random-init", "--checkpoint", str(self.latest_checkpoint(self.runs()[0][2]))],
+        targets = [(m, s, self.latest_checkpoint(r), False) for m, s, r in self.runs()]
+        # the untrained encoder: the architecture of the first run's checkpoint, at its initialisation
+        targets.append(("random init", self.cfg.seed, self.latest_checkpoint(self.runs()[0][2]), True))
+        for method, seed, checkpoint, random_init in targets:
+            name = evals / f"{method.replace(' ', '_')}-seed{seed}"
+            common = dict(
+                data=str(self.data),
+                checkpoint=str(checkpoint),
+                random_init=random_init,
+                img_size=b.img_size,
+                batch_size=b.batch_size,
+                seed=seed,
+                **self.common(),
             )
-        )
-        for method, seed, source in targets:
-            name = f"{method.replace(' ', '_')}-seed{seed}"
-            common = [
-                "--data",
-                str(self.data),
-                *source,
-                "--img-size",
-                str(b.img_size),
-                "--batch-size",
-                str(b.batch_size),
-                "--seed",
-                str(seed),
-                *self.common(),
-            ]
-            knn = run_verb(["knn", *common, "--out", str(evals / name / "knn")])
-            probe = run_verb(
-                [
-                    "linprobe",
-                    *common,
-                    "--mode",
-                    "fast",
-                    "--epochs",
-                    str(b.linprobe_epochs),
-                    "--warmup-epochs",
-                    str(b.linprobe_epochs // 10),
-                    "--out",
-                    str(evals / name / "linprobe"),
-                ]
+            run_stage("knn", stage_config("knn", **common, out=str(name / "knn")))
+            probe = stage_config(
+                "linprobe",
+                **common,
+                mode="fast",
+                epochs=b.linprobe_epochs,
+                warmup_epochs=b.linprobe_epochs // 10,
+                out=str(name / "linprobe"),
             )
+            run_stage("linprobe", probe)
             results.setdefault(method, []).append(
-                {
-                    "seed": seed,
-                    "knn_top1": _top1(knn, evals / name / "knn"),
-                    "linprobe_top1": _top1(probe, evals / name / "linprobe"),
-                }
+                {"seed": seed, "knn_top1": _top1(name / "knn"), "linprobe_top1": _top1(name / "linprobe")}
             )
         path = evals / "accuracy.json"
         atomic_write_json(path, results)
@@ -555,9 +467,8 @@ class Demo:
         return self.out / "report.html"
 
 
-def _top1(result: Any, run_dir: Path) -> float:
-    if isinstance(result, dict) and "top1" in result:
-        return float(result["top1"])
+def _top1(run_dir: Path) -> float:
+    """Top-1 of a finished kNN or linear-probe run (its ``results.json``)."""
     data = json.loads((run_dir / "results.json").read_text())
     value = data.get("top1", data.get("metrics", {}).get("top1"))
     if value is None or not math.isfinite(float(value)):

@@ -57,8 +57,10 @@ VERBS = (
         "export",
         PartsExportConfig,
         _export,
-        "Write the part-map cache (argmax part + foreground score per cell)",
-        "semmae parts export --data DIR --checkpoint runs/parts/checkpoint.pth --grid 14 --out DIR.parts",
+        "Write the part-map cache (argmax part + foreground score per cell): learned parts, or with --source "
+        "attention the raw-attention parts of an encoder (Table 4's baseline)",
+        "semmae parts export --data DIR --checkpoint runs/parts/checkpoint.pth --grid 14 --out DIR.parts; "
+        "semmae parts export --source attention --data DIR --encoder-checkpoint ibot.pth --out DIR.attn.parts",
     ),
     (
         "show",

@@ -137,10 +137,31 @@ class PartsTrainConfig:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
 
 
+#: what ``semmae parts export`` writes per cell: the learned parts of a part checkpoint, or the raw-attention
+#: baseline of Table 4 (the argmax over the frozen encoder's last-layer CLS-attention heads)
+EXPORT_SOURCES = ("learned", "attention")
+
+
 @dataclass
 class PartsExportConfig:
     data: str = field(default="", metadata=_h("image folder to export part maps for"))
+    source: str = field(
+        default="learned",
+        metadata=_h(
+            "learned = the parts of --checkpoint (a part checkpoint); attention = raw-attention parts (paper "
+            "Table 4's baseline: argmax over the last-layer CLS-attention heads of --encoder-checkpoint)",
+            choices=EXPORT_SOURCES,
+        ),
+    )
     checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    encoder_checkpoint: str = field(
+        default="",
+        metadata=_h("--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts)"),
+    )
+    img_size: int = field(
+        default=0,
+        metadata=_h("--source attention: encoder input size (the part encoder's); 0 = the checkpoint's own"),
+    )
     out: str = field(default="", metadata=_h("part-cache path to write (resumes an unfinished one)"))
     grid: int = field(
         default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
@@ -153,11 +174,29 @@ class PartsExportConfig:
     overwrite: bool = field(default=False, metadata=_h("replace a finished cache already at --out"))
 
     def validate(self) -> None:
-        for name in ("data", "checkpoint", "out"):
+        for name in ("data", "out"):
             if not getattr(self, name):
                 raise UserError(f"--{name} is required")
-        if self.grid < 0 or self.batch_size < 1:
-            raise UserError("--grid must be >= 0 and --batch-size >= 1")
+        if self.source == "learned":
+            if not self.checkpoint:
+                raise UserError("--checkpoint is required: the part checkpoint whose parts are exported")
+            if self.encoder_checkpoint or self.img_size:
+                raise UserError(
+                    "--encoder-checkpoint and --img-size are for --source attention; learned parts take the "
+                    "encoder the part checkpoint names"
+                )
+        else:
+            if not self.encoder_checkpoint:
+                raise UserError(
+                    "--source attention needs --encoder-checkpoint: the encoder whose attention is read"
+                )
+            if self.checkpoint:
+                raise UserError(
+                    "--source attention reads the encoder from --encoder-checkpoint; --checkpoint (a part "
+                    "checkpoint) is for --source learned"
+                )
+        if self.grid < 0 or self.batch_size < 1 or self.img_size < 0:
+            raise UserError("--grid and --img-size must be >= 0 and --batch-size >= 1")
 
 
 @dataclass

@@ -1,13 +1,18 @@
 """``semmae parts export``: write the part-map cache (data layer format) that semantic-guided masking reads.
 
-For every image, in dataset order, without augmentation (the whole image resized to the encoder's input): the
-argmax part per cell of a G x G grid (part maps bilinearly resized from the encoder grid to G, e.g. 14 -> 28 for
-the patch-8 MAE) and a foreground score per cell (CLS attention, see :mod:`semmae.parts.inference`). Batched;
-an interrupted export resumes at the first image not yet written.
+For every image, in dataset order, without augmentation (the whole image resized to the encoder's input), a part id
+and a foreground score per cell of a G x G grid. ``--source learned`` (default): the argmax over the learned part
+maps of a part checkpoint (Sec. 3.1), bilinearly resized from the encoder grid to G (e.g. 14 -> 28 for the patch-8
+MAE). ``--source attention``: the raw-attention parts of paper Table 4's baseline, the argmax over the last layer's
+CLS-attention heads of a frozen encoder checkpoint (one "part" per head). The foreground score is the same for both
+(CLS attention, see :mod:`semmae.parts.inference`). Batched; an interrupted export resumes at the first image not
+yet written.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -17,46 +22,77 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
-from semmae.engine.precision import resolve_precision
+from semmae.engine.precision import Precision, resolve_precision
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
-from semmae.parts.inference import full_image_transform, infer_parts
+from semmae.parts.encoder import FrozenEncoder
+from semmae.parts.inference import full_image_transform, infer_attention_parts, infer_parts
 from semmae.utils.distributed import resolve_device
 from semmae.utils.rundir import exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
+ATTENTION_PARTS = "argmax over the last-layer CLS-attention heads, bilinear to grid (one part per head)"
+GEOMETRY = "whole image resized to the encoder input, no crop"
+
+#: (images [B, 3, S, S], grid G, precision) -> {"part_ids": long [B, G, G], "fg": float [B, G, G], ...}
+Predict = Callable[[torch.Tensor, int, Precision], dict[str, torch.Tensor]]
 
 
 def export_parts(cfg: PartsExportConfig) -> PartCache:
     """Export (or resume exporting) the cache at ``cfg.out``; returns it opened."""
     device = resolve_device(cfg.device)
-    encoder, model, ckpt = load_part_model(cfg.checkpoint, device)
+    if cfg.source == "attention":
+        encoder = load_attention_encoder(cfg.encoder_checkpoint, cfg.img_size).to(device)
+        num_parts = encoder.num_heads
+        producer = {
+            "command": "semmae parts export --source attention",
+            "encoder_checkpoint": str(Path(cfg.encoder_checkpoint).resolve()),
+            "parts": ATTENTION_PARTS,
+        }
+        predict: Predict = partial(infer_attention_parts, encoder)
+    else:
+        encoder, model, ckpt = load_part_model(cfg.checkpoint, device)
+        num_parts = model.spec.num_parts
+        producer = {
+            "command": "semmae parts export",
+            "checkpoint": str(Path(cfg.checkpoint).resolve()),
+            # the spec names a timm arch only for random-init encoders; record what was really used
+            "encoder": {**ckpt["encoder"], **({"arch": None} if ckpt["encoder"].get("checkpoint") else {})},
+            "softmax_over": model.spec.softmax_over,
+        }
+        predict = partial(infer_parts, encoder, model)
     grid = cfg.grid or encoder.grid_size
-    dataset = ImageFolderDataset(cfg.data, transform=full_image_transform(encoder.img_size))
-    producer = {
-        "command": "semmae parts export",
-        "checkpoint": str(Path(cfg.checkpoint).resolve()),
-        # the spec names a timm arch only for random-init encoders; record what was really used
-        "encoder": {**ckpt["encoder"], **({"arch": None} if ckpt["encoder"].get("checkpoint") else {})},
+    producer |= {
         "encoder_architecture": encoder.describe(),
-        "softmax_over": model.spec.softmax_over,
         "encoder_grid": encoder.grid_size,
         "img_size": encoder.img_size,
         "fg_source": FG_SOURCE,
-        "geometry": "whole image resized to the encoder input, no crop",
+        "geometry": GEOMETRY,
     }
+    dataset = ImageFolderDataset(cfg.data, transform=full_image_transform(encoder.img_size))
     # one export per cache at a time (a second one would interleave chunks): <out>.lock beside it
     with exclusive(f"{cfg.out}.lock", f"part cache {cfg.out}", "parts export"):
-        return _export(cfg, device, encoder, model, grid, dataset, producer)
+        return _export(cfg, device, predict, grid, num_parts, dataset, producer)
 
 
-def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, producer: dict) -> PartCache:
+def load_attention_encoder(checkpoint: str, img_size: int = 0) -> FrozenEncoder:
+    """The frozen encoder of an encoder checkpoint (any layout :mod:`semmae.models.encoder_loading` reads) at
+    ``img_size`` (0: the checkpoint's own input size), for the raw-attention parts."""
+    from semmae.models.encoder_loading import load_encoder
+
+    vit, _ = load_encoder(checkpoint, img_size=img_size or None)
+    return FrozenEncoder(vit)
+
+
+def _export(
+    cfg: PartsExportConfig, device, predict: Predict, grid: int, num_parts: int, dataset, producer: dict
+) -> PartCache:
     precision = resolve_precision(cfg.precision, device)
     writer = PartCache.create(
         cfg.out,
         dataset.relative_paths,
         grid,
-        model.spec.num_parts,
+        num_parts,
         producer,
         overwrite=cfg.overwrite,
         root=cfg.data,
@@ -72,7 +108,7 @@ def _export(cfg: PartsExportConfig, device, encoder, model, grid: int, dataset, 
     with tqdm(total=len(dataset), initial=writer.next_index, desc="export parts", dynamic_ncols=True) as bar:
         for batch in loader:
             images = batch["image"].to(device, non_blocking=True)
-            res = infer_parts(encoder, model, images, grid, precision)
+            res = predict(images, grid, precision)
             start = int(batch["index"][0])
             writer.write(start, res["part_ids"].to(torch.uint8).cpu(), res["fg"].cpu())
             bar.update(images.shape[0])

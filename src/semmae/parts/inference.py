@@ -84,3 +84,14 @@ def infer_parts(
         "attn_ids": attention_parts(feats["cls_attn"], grid),
         "patches": feats["patches"],
     }
+
+
+@torch.no_grad()
+def infer_attention_parts(
+    encoder: FrozenEncoder, images: torch.Tensor, grid: int, precision: Precision | None = None
+) -> dict[str, torch.Tensor]:
+    """Raw-attention parts (paper Table 4's baseline) without a part model: images [B, 3, S, S] ->
+    ``{"part_ids": long [B, G, G] (:func:`attention_parts`), "fg": [B, G, G] (:func:`foreground_score`)}``."""
+    with precision.autocast() if precision is not None else contextlib.nullcontext():
+        cls_attn = encoder(images)["cls_attn"]
+    return {"part_ids": attention_parts(cls_attn, grid), "fg": foreground_score(cls_attn, grid)}
