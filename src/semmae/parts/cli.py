@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semmae.config import add_config_args, resolve_config
+from semmae.config import add_verb, add_verb_group, resolve_config
 from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsShowConfig, PartsTrainConfig
 
 
@@ -80,14 +80,6 @@ VERBS = (
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "parts",
-        help="Semantic part learning (paper Sec. 3.1, Eq. 1-7)",
-        description="Semantic part learning (paper Sec. 3.1, Eq. 1-7)",
-    )
-    actions = p.add_subparsers(dest="action", metavar="<action>", parser_class=type(p))
-    actions.required = True
+    actions = add_verb_group(sub, "parts", "Semantic part learning (paper Sec. 3.1, Eq. 1-7)")
     for name, cls, func, help_text, example in VERBS:
-        a = actions.add_parser(name, help=help_text, description=f"{help_text}. Example: {example}")
-        add_config_args(a, cls)
-        a.set_defaults(func=func)
+        add_verb(actions, name, cls, func, help_text, f"{help_text}. Example: {example}")
