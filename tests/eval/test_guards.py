@@ -131,3 +131,15 @@ def test_segment_train_into_a_run_needs_resume_or_overwrite(tiny_ckpt, tmp_path,
     assert main(argv) == 2
     _one_line(capsys, "already holds a run", "--resume auto", "--overwrite")
     assert (out / "log.jsonl").read_text() == '{"step": 1}\n'
+
+
+def test_diverging_finetune_stops_with_one_line_and_keeps_no_bad_weights(
+    tiny_data, tiny_ckpt, tmp_path, capsys
+):
+    out = tmp_path / "ft"
+    argv = ["finetune", "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--out", str(out), *COMMON]
+    argv += ["--epochs", "1", "--warmup-epochs", "0", "--blr", "1e30", "--auto-augment", "", "--mixup", "0"]
+    argv += ["--cutmix", "0", "--reprob", "0"]
+    assert main(argv) == 2
+    _one_line(capsys, "non-finite loss at step", "no checkpoint had been written yet")
+    assert not (out / "checkpoint.pth").exists() and not (out / "best.pth").exists()

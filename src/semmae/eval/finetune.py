@@ -213,12 +213,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
                 ema.update(model, step=step)
             running += loss.detach().float()
             n += 1
-        watch.check(
-            lambda bad: (
-                f"non-finite loss at step {bad} (epoch {bad // steps_per_epoch}); "
-                f"{out / 'checkpoint.pth'} holds the last good epoch (lower --blr or set --clip-grad)"
-            )
-        )
+        watch.check(lambda bad: _diverged(bad, steps_per_epoch, out / "checkpoint.pth"))
         metrics = evaluate(model, val, cfg, device, info)
         record = {
             "train_loss": running.item() / max(n, 1),
@@ -271,6 +266,11 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     if info.is_main:
         results = write_results(cfg.out, cfg, enc_info, results)
     return results
+
+
+def _diverged(step: int, steps_per_epoch: int, ckpt: Path) -> str:
+    kept = f"{ckpt} holds the last good epoch" if ckpt.is_file() else "no checkpoint had been written yet"
+    return f"non-finite loss at step {step} (epoch {step // steps_per_epoch}); {kept} (lower --blr or set --clip-grad)"
 
 
 @torch.no_grad()
