@@ -105,3 +105,16 @@ def test_image_only_train_transform_without_scale_is_resize_and_flip():
         assert torch.allclose(out, want.flip(-1) if flipped else want, atol=1e-5)
         seen.add(flipped)
     assert seen == {False, True}
+
+
+def test_normalize_batch_equals_the_per_image_transform_to_the_bit():
+    """Pretraining's loader sends uint8 and normalises a batch at a time; the values must not change."""
+    from semmae.data.transforms import _to_normalized_tensor, normalize_batch
+
+    g = torch.Generator().manual_seed(0)
+    imgs = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=g)
+    per_image = torch.stack([_to_normalized_tensor()(x) for x in imgs]).as_subclass(torch.Tensor)
+    assert torch.equal(normalize_batch(imgs), per_image)
+    t = train_transform(8, scale=None, hflip=False, normalize=False)
+    out = t(tv_tensors.Image(imgs[0]))
+    assert out.dtype == torch.uint8 and torch.equal(out.as_subclass(torch.Tensor), imgs[0])

@@ -26,6 +26,8 @@ class PartImageDataset(Dataset):
         skip_bad_images: see :class:`ImageFolderDataset`.
         geometry: a v2 geometric transform replacing crop/flip for image and map alike (evaluation views,
             :func:`~semmae.data.transforms.eval_geometry`); None = the pretraining augmentation.
+        normalize: False = images stay uint8, for :func:`~semmae.data.transforms.normalize_batch` in the training
+            process (pretraining does this: a quarter of the bytes through the loader, no float work in workers).
 
     Item: ``{"image" [3, S, S], "label", "index", "skipped"}`` plus ``"part_ids"`` long ``[L]`` and ``"fg"``
     float ``[L]`` when a cache is given.
@@ -41,6 +43,7 @@ class PartImageDataset(Dataset):
         hflip: bool = True,
         skip_bad_images: bool = False,
         geometry=None,
+        normalize: bool = True,
     ):
         self.images = ImageFolderDataset(
             root,
@@ -60,8 +63,10 @@ class PartImageDataset(Dataset):
                 f"`semmae parts export --grid {grid}`"
             )
         self.cache = cache
-        self.joint = JointPartTransform(img_size, patch_size, scale=scale, hflip=hflip, geometry=geometry)
-        self.plain = train_transform(img_size, scale=scale, hflip=hflip)  # no cache: the image alone
+        self.joint = JointPartTransform(
+            img_size, patch_size, scale=scale, hflip=hflip, geometry=geometry, normalize=normalize
+        )
+        self.plain = train_transform(img_size, scale=scale, hflip=hflip, normalize=normalize)  # no cache
 
     def __len__(self) -> int:
         return len(self.images)

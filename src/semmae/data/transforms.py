@@ -29,15 +29,25 @@ def _to_normalized_tensor() -> v2.Transform:
     )
 
 
+def normalize_batch(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, 3, H, W]`` -> float32 ImageNet-normalised, the same operations (and values, to the bit) as the
+    per-image ``ToDtype(scale=True)`` + ``Normalize`` of the transforms, on a whole batch where it already is (the
+    training process or the GPU): loader workers then send uint8, a quarter of the bytes, and skip the float work."""
+    x = v2.functional.to_dtype(images, torch.float32, scale=True)
+    return v2.functional.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
+
+
 def train_transform(
     size: int,
     scale: tuple[float, float] | None = (0.2, 1.0),
     hflip: bool = True,
     interpolation: str = "bicubic",
+    normalize: bool = True,
 ) -> v2.Transform:
     """MAE pretraining / linear-probe augmentation: RandomResizedCrop + horizontal flip + normalisation.
 
     ``scale=None``: no crop, the whole image is resized to ``size x size`` (SemMAE's flip-only pretraining).
+    ``normalize=False``: a uint8 tensor, normalised later by :func:`normalize_batch`.
     """
     interp = _INTERPOLATION[interpolation]
     steps: list[v2.Transform] = [
@@ -47,7 +57,7 @@ def train_transform(
     ]
     if hflip:
         steps.append(v2.RandomHorizontalFlip())
-    return v2.Compose([*steps, _to_normalized_tensor()])
+    return v2.Compose([*steps, _to_normalized_tensor() if normalize else v2.ToImage()])
 
 
 def eval_geometry(size: int, crop_pct: float = 0.875, interpolation: str = "bicubic") -> v2.Transform:
@@ -80,9 +90,10 @@ class JointPartTransform:
         hflip: random horizontal flip. interpolation: for the image (the map always uses nearest).
         geometry: a v2 transform used instead of crop/flip (e.g. :func:`eval_geometry` for evaluation views);
             it must output ``img_size x img_size``.
+        normalize: False = the image stays uint8 (normalised later, a batch at a time: :func:`normalize_batch`).
 
-    Returns (from ``__call__(image, part_ids, fg)``): image float ``[3, S, S]`` normalised, part ids long ``[L]``,
-    foreground float ``[L]``.
+    Returns (from ``__call__(image, part_ids, fg)``): image float ``[3, S, S]`` normalised (uint8 with
+    ``normalize=False``), part ids long ``[L]``, foreground float ``[L]``.
     """
 
     def __init__(
@@ -93,6 +104,7 @@ class JointPartTransform:
         hflip: bool = True,
         interpolation: str = "bicubic",
         geometry: v2.Transform | None = None,
+        normalize: bool = True,
     ):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
@@ -106,8 +118,10 @@ class JointPartTransform:
         if hflip:
             geometric.append(v2.RandomHorizontalFlip())
         self.geometric = v2.Compose(geometric) if geometry is None else geometry
-        self.to_tensor = v2.Compose(
-            [v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+        self.to_tensor = (
+            v2.Compose([v2.ToDtype(torch.float32, scale=True), v2.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
+            if normalize
+            else v2.Identity()
         )
 
     def __call__(

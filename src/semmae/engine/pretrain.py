@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import BatchSampler, Dataset
 
+from semmae.data.transforms import normalize_batch
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer
 from semmae.engine.sampler import mix_seed
@@ -107,6 +108,7 @@ class Pretrainer(StepTrainer):
                 scale=scale,
                 hflip=cfg.hflip,
                 skip_bad_images=cfg.skip_bad_images,
+                normalize=False,  # uint8 through the loader; normalised a batch at a time in prepare()
             )
             self.no_part_id = self.dataset.cache.no_part_id if self.dataset.cache is not None else None
         self.plan = p = plan_run(cfg, self.dist.world_size, len(self.dataset))
@@ -145,10 +147,12 @@ class Pretrainer(StepTrainer):
         return pack
 
     def prepare(self, batch: dict[str, torch.Tensor], step: int, shard: int) -> dict[str, torch.Tensor]:
-        """A packed micro-batch -> model inputs: crops/flips drawn from ``(seed, step, shard)`` (so they do not
-        depend on the world, like the masks) and applied on the device. Folder batches pass through."""
+        """A micro-batch -> model inputs on the device. Folder batches arrive as uint8 (cropped and flipped in the
+        loader workers) and are normalised here, a batch at a time. Packed batches get their crops/flips drawn from
+        ``(seed, step, shard)`` (so they do not depend on the world, like the masks), applied on the device."""
         if self.augment is None:
-            return batch
+            image = batch["image"].to(self.device, non_blocking=True)
+            return {**batch, "image": normalize_batch(image) if image.dtype == torch.uint8 else image}
         gen = torch.Generator().manual_seed(mix_seed(self.cfg.seed, step, shard, AUGMENT_STREAM))
         raw = {k: batch[k].to(self.device, non_blocking=True) for k in ("pixels", "codes") if k in batch}
         out = self.augment({**raw, "size": batch["size"]}, gen)
