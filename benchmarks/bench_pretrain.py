@@ -158,7 +158,29 @@ def data_wait(out: Path, skip_logs: int = 1) -> float:
     return statistics.mean(r["data_wait"] for r in log)
 
 
-def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
+FEEDS = (("folder2", "JPEG folder, 2 workers", "2"), ("auto", "JPEG folder, --num-workers auto", "auto"))
+
+
+def _round(data: Path, pack: Path, steps: int, n_step: int, quick: bool) -> dict[str, dict]:
+    """One side-by-side round: each feed's run, then the model step alone right after it on the same trainer (on a
+    shared machine the load drifts, so each ratio uses the step measured next to it)."""
+    out: dict[str, dict] = {}
+    for key, _, workers in (*FEEDS, ("packed", "pack", "auto")):
+        trainer, e2e, wait = _cpu_run(pack if key == "packed" else data, steps, workers)
+        step = step_throughput(trainer, steps=n_step)
+        out[key] = dict(e2e=e2e, step=step, ratio=e2e / step, wait=wait, workers=trainer.num_workers)
+        if key in ("folder2", "packed"):
+            out[key]["pipeline"] = loader_throughput(trainer, 10 if quick else 30)
+        if key == "packed":
+            out[key]["memory"] = memory_mb(trainer.device)
+        del trainer
+        gc.collect()  # its persistent workers stop
+    return out
+
+
+def run_cpu(quick: bool, data: Path, pack: Path | None = None, rounds: int = 3) -> list[dict]:
+    """``rounds`` side-by-side rounds; every ratio is reported as the median over rounds with its range (the model
+    step alone drifts by 10-20% between minutes on a shared 2-core VM, more than the effects measured)."""
     steps = 15 if quick else 60
     n_step = 8 if quick else 20
     with tempfile.TemporaryDirectory() as tmp:
@@ -166,81 +188,77 @@ def run_cpu(quick: bool, data: Path, pack: Path | None = None) -> list[dict]:
         if pack is None:
             pack = Path(tmp) / "pack"
             packing = pack_for_bench(data, pack)
-        # each feed's run, then the model step alone right after it on the same trainer (one process, side by
-        # side): on a shared machine the load drifts, so each ratio uses the step measured next to it
-        folder2, e2e_folder2, wait_folder2 = _cpu_run(data, steps, "2")
-        step_folder2 = step_throughput(folder2, steps=n_step)
-        data_folder2 = loader_throughput(folder2, 10 if quick else 30)
-        del folder2
-        gc.collect()  # its persistent workers stop
-        auto, e2e_auto, wait_auto = _cpu_run(data, steps, "auto")
-        step_auto = step_throughput(auto, steps=n_step)
-        auto_workers = auto.num_workers
-        del auto
-        gc.collect()
-        packed, e2e_packed, wait_packed = _cpu_run(pack, steps, "auto")
-        step_packed = step_throughput(packed, steps=n_step)
-        packed_workers = packed.num_workers
-        data_packed = loader_throughput(packed, 10 if quick else 30)
-        mem = memory_mb(packed.device)
-    rows = [
+        results = [_round(data, pack, steps, n_step, quick) for _ in range(max(1, rounds))]
+
+    def med(key: str, field: str) -> float:
+        return statistics.median(r[key][field] for r in results)
+
+    def spread(key: str) -> str:
+        vals = sorted(r[key]["ratio"] for r in results)
+        return f"rounds: {', '.join(f'{v:.3f}' for v in vals)}"
+
+    rows = []
+    for key, label in (
+        ("folder2", "JPEG folder, 2 workers"),
+        ("auto", "JPEG folder, --num-workers auto"),
+        ("packed", "packed, --num-workers auto"),
+    ):
+        rows.append(
+            {
+                "name": f"model step alone, next to the {label} run (median)",
+                "value": round(med(key, "step"), 1),
+                "unit": "img/s",
+            }
+        )
+        rows.append(
+            {
+                "name": f"pretrain e2e, {label} ({results[0][key]['workers']} workers) (median)",
+                "value": round(med(key, "e2e"), 1),
+                "unit": "img/s",
+            }
+        )
+    targets = {"folder2": "", "auto": ">= 0.9x", "packed": ">= 0.95x"}
+    for key, label in (
+        ("folder2", "JPEG folder, 2 workers"),
+        ("auto", "JPEG folder, --num-workers auto"),
+        ("packed", "packed"),
+    ):
+        rows.append(
+            {
+                "name": f"e2e / model step: {label} (median of {len(results)}; {spread(key)})",
+                "value": round(med(key, "ratio"), 3),
+                "unit": "x",
+                "target": targets[key],
+            }
+        )
+    for key, label in (
+        ("folder2", "JPEG folder, 2 workers"),
+        ("auto", "JPEG folder, auto"),
+        ("packed", "packed, auto"),
+    ):
+        rows.append(
+            {
+                "name": f"input wait share of the run, {label} (median)",
+                "value": round(med(key, "wait"), 4),
+                "unit": "",
+            }
+        )
+    rows += [
         {
-            "name": "model step alone, after the folder 2-worker run",
-            "value": round(step_folder2, 1),
+            "name": "data pipeline alone, JPEG folder, 2 workers (median)",
+            "value": round(med("folder2", "pipeline"), 1),
             "unit": "img/s",
         },
         {
-            "name": "model step alone, after the folder auto run",
-            "value": round(step_auto, 1),
-            "unit": "img/s",
-        },
-        {"name": "model step alone, after the packed run", "value": round(step_packed, 1), "unit": "img/s"},
-        {"name": "pretrain e2e, JPEG folder, 2 workers", "value": round(e2e_folder2, 1), "unit": "img/s"},
-        {
-            "name": f"pretrain e2e, JPEG folder, --num-workers auto ({auto_workers})",
-            "value": round(e2e_auto, 1),
+            "name": "data pipeline alone, packed (copy + batch crop/flip) (median)",
+            "value": round(med("packed", "pipeline"), 1),
             "unit": "img/s",
         },
         {
-            "name": f"pretrain e2e, packed, --num-workers auto ({packed_workers})",
-            "value": round(e2e_packed, 1),
-            "unit": "img/s",
+            "name": "pretrain peak memory (max RSS)",
+            "value": round(max(r["packed"]["memory"] for r in results), 0),
+            "unit": "MiB",
         },
-        {
-            "name": "data pipeline alone, JPEG folder, 2 workers",
-            "value": round(data_folder2, 1),
-            "unit": "img/s",
-        },
-        {
-            "name": "data pipeline alone, packed (copy + batch crop/flip)",
-            "value": round(data_packed, 1),
-            "unit": "img/s",
-        },
-        {
-            "name": "e2e / model step: JPEG folder, 2 workers",
-            "value": round(e2e_folder2 / step_folder2, 3),
-            "unit": "x",
-        },
-        {
-            "name": "e2e / model step: JPEG folder, --num-workers auto",
-            "value": round(e2e_auto / step_auto, 3),
-            "unit": "x",
-            "target": ">= 0.9x",
-        },
-        {
-            "name": "e2e / model step: packed",
-            "value": round(e2e_packed / step_packed, 3),
-            "unit": "x",
-            "target": ">= 0.95x",
-        },
-        {
-            "name": "input wait share of the run, JPEG folder, 2 workers",
-            "value": round(wait_folder2, 4),
-            "unit": "",
-        },
-        {"name": "input wait share of the run, JPEG folder, auto", "value": round(wait_auto, 4), "unit": ""},
-        {"name": "input wait share of the run, packed, auto", "value": round(wait_packed, 4), "unit": ""},
-        {"name": "pretrain peak memory (max RSS)", "value": round(mem, 0), "unit": "MiB"},
     ]
     if packing is not None:
         rows += [
@@ -310,13 +328,17 @@ def run_gpu(quick: bool, data: Path) -> list[dict]:
 
 
 def run(
-    quick: bool = False, device: str | None = None, data: str | None = None, pack: str | None = None
+    quick: bool = False,
+    device: str | None = None,
+    data: str | None = None,
+    pack: str | None = None,
+    rounds: int = 3,
 ) -> list[dict]:
     device = device or "cpu"
     data_path = Path(data) if data else DATA
     if device == "cuda":
         return run_gpu(quick, data_path)
-    return run_cpu(quick, data_path, Path(pack) if pack else None)
+    return run_cpu(quick, data_path, Path(pack) if pack else None, rounds)
 
 
 if __name__ == "__main__":
@@ -327,10 +349,13 @@ if __name__ == "__main__":
     ap.add_argument(
         "--pack", default=None, help="a pack of --data at 96 px (default: packed here, and timed)"
     )
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="side-by-side rounds (CPU); ratios are their medians"
+    )
     args = ap.parse_args()
-    rows = run(args.quick, args.device, args.data, args.pack)
+    rows = run(args.quick, args.device, args.data, args.pack, 1 if args.quick else args.rounds)
     for r in rows:
-        print(f"{r['name']:<55} {r['value']:>10} {r['unit']:<6} {r['target']}")
+        print(f"{r['name']:<75} {r['value']:>10} {r['unit']:<6} {r['target']}")
     if args.device == "cuda":
         RESULTS.mkdir(exist_ok=True)
         (RESULTS / f"pretrain-{torch.cuda.get_device_name(0).replace(' ', '_')}.json").write_text(

@@ -115,6 +115,7 @@ def test_normalize_batch_equals_the_per_image_transform_to_the_bit():
     imgs = torch.randint(0, 256, (4, 3, 8, 8), dtype=torch.uint8, generator=g)
     per_image = torch.stack([_to_normalized_tensor()(x) for x in imgs]).as_subclass(torch.Tensor)
     assert torch.equal(normalize_batch(imgs), per_image)
+    assert not torch.equal(normalize_batch(imgs.flip(-1)), per_image)  # the check can fail
     t = train_transform(8, scale=None, hflip=False, normalize=False)
     out = t(tv_tensors.Image(imgs[0]))
     assert out.dtype == torch.uint8 and torch.equal(out.as_subclass(torch.Tensor), imgs[0])
