@@ -4,13 +4,11 @@ encoder consumer accepts, exact resume after SIGKILL, one-line errors."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
+from _helpers import logged_losses, run_killed_at
 
 from semmae.bootstrap.config import BootstrapConfig
 from semmae.cli import main
@@ -18,11 +16,6 @@ from semmae.config import resolve_config
 from semmae.engine.checkpoint import CheckpointManager
 from semmae.models.encoder_loading import encoder_tokens, load_encoder
 from semmae.utils.rundir import read_log
-
-
-def _losses(out) -> dict[int, float]:
-    """Last logged loss per step (a resumed run re-logs the steps after its checkpoint)."""
-    return {r["step"]: r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r}
 
 
 @pytest.fixture(scope="module")
@@ -107,24 +100,10 @@ def test_student_learns_to_match_its_teacher(boot_images, tmp_path, boot_args):
     argv = boot_args(boot_images, out, "--epochs", "6", "--momentum", "1", "--no-ibot", "--local-crops", "0")
     argv += ["--teacher-temp", "0.04", "--center-momentum", "0", "--drop-path", "0", "--lr", "1e-3"]
     assert main(argv) == 0
-    losses = list(_losses(out).values())
+    losses = list(logged_losses(out).values())
     assert len(losses) == 24
     first, last = sum(losses[1:5]) / 4, sum(losses[-4:]) / 4  # step 1 is centred on 0, not on a batch mean
     assert last < 0.85 * first, losses
-
-
-KILLER = """
-import os, signal, sys
-from semmae.utils import rundir
-_log = rundir.RunLogger.log
-def log(self, step, **kw):
-    _log(self, step, **kw)
-    if step == {kill_at}:
-        os.kill(os.getpid(), signal.SIGKILL)
-rundir.RunLogger.log = log
-from semmae.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
 
 
 @pytest.mark.slow
@@ -132,13 +111,9 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(boot_images, tmp_pa
     # 4 steps per epoch, 3 epochs; checkpoints every 3 steps and at epoch ends: 3, 4, 6, 8, 9, 12. Every run is
     # a one-thread subprocess, so float sums run in the same order and the comparison can be exact.
     common = ["--epochs", "3", "--ckpt-every", "3", "--keep-last", "10", "--lr", "1e-3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
     def run_cli(argv, kill_at=0):
-        code = KILLER.format(kill_at=kill_at)
-        return subprocess.run(
-            [sys.executable, "-c", code, *argv], capture_output=True, text=True, timeout=300, env=env
-        )
+        return run_killed_at(kill_at, argv, timeout=300)
 
     ref = tmp_path / "ref"
     assert run_cli(boot_args(boot_images, ref, *common, "--num-workers", "0")).returncode == 0
@@ -147,14 +122,14 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(boot_images, tmp_pa
     res = run_cli(argv, kill_at=11)
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     mgr = CheckpointManager(run)
-    assert mgr.latest() == mgr.path_for(9) and max(_losses(run)) == 11
+    assert mgr.latest() == mgr.path_for(9) and max(logged_losses(run)) == 11
 
     res = run_cli([*argv, "--resume", "auto"])
     assert res.returncode == 0, res.stderr[-3000:]
     log = [r for r in read_log(run / "log.jsonl") if "loss" in r]
     # 10 and 11 are redone; the resumed run drops their first records, so every step is logged once
     assert [r["step"] for r in log] == list(range(1, 13))
-    lr, lu = _losses(ref), _losses(run)
+    lr, lu = logged_losses(ref), logged_losses(run)
     assert sorted(lr) == sorted(lu) == list(range(1, 13))
     for s in lr:
         assert lu[s] == lr[s], s  # bit for bit (and workers 0 vs 2 give the same crops)

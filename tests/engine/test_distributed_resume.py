@@ -3,28 +3,17 @@ and a run SIGKILLed mid-epoch then resumed logs the same losses as an uninterrup
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 
 import pytest
 import torch
+from _helpers import logged_losses, run_killed_at, run_torchrun
 
 from semmae.cli import main
 from semmae.engine.checkpoint import CheckpointManager
 from semmae.utils.rundir import read_log
 
 pytestmark = pytest.mark.slow
-
-
-def _losses(out) -> dict[int, float]:
-    """Logged loss per step."""
-    return {r["step"]: r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r}
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def test_two_gloo_ranks_match_one_rank_with_same_global_batch(engine_images, tmp_path, micro_args):
@@ -43,22 +32,9 @@ def test_two_gloo_ranks_match_one_rank_with_same_global_batch(engine_images, tmp
     one = tmp_path / "one"
     assert main(micro_args(engine_images, one, *common, "--accum-iter", "2")) == 0
     two = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "semmae.cli",
-        *micro_args(engine_images, two, *common, "--device", "cpu"),
-    ]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=_env())
+    res = run_torchrun(micro_args(engine_images, two, *common, "--device", "cpu"))
     assert res.returncode == 0, res.stderr[-3000:]
-    l1, l2 = _losses(one), _losses(two)
+    l1, l2 = logged_losses(one), logged_losses(two)
     assert sorted(l1) == sorted(l2) == list(range(1, 9))  # 16 images / global batch 4 = 4 steps x 2 epochs
     for s in l1:
         assert l2[s] == pytest.approx(l1[s], rel=1e-4, abs=1e-5), s
@@ -70,20 +46,6 @@ def test_two_gloo_ranks_match_one_rank_with_same_global_batch(engine_images, tmp
         torch.testing.assert_close(c2["model"][k], v, rtol=1e-4, atol=1e-5, msg=k)
 
 
-KILLER = """
-import os, signal, sys
-from semmae.utils import rundir
-_log = rundir.RunLogger.log
-def log(self, step, **kw):
-    _log(self, step, **kw)
-    if step == {kill_at}:
-        os.kill(os.getpid(), signal.SIGKILL)
-rundir.RunLogger.log = log
-from semmae.cli import main
-sys.exit(main(sys.argv[1:]))
-"""
-
-
 def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(engine_images, tmp_path, micro_args):
     # 4 steps per epoch, 3 epochs; checkpoints every 3 steps and at epoch ends: ..., 8, 9, 12
     common = ["--masking", "block", "--epochs", "3", "--ckpt-every", "3", "--keep-last", "10"]
@@ -92,24 +54,18 @@ def test_sigkill_mid_epoch_then_resume_matches_uninterrupted(engine_images, tmp_
 
     run = tmp_path / "run"
     argv = micro_args(engine_images, run, *common, "--num-workers", "2")
-    res = subprocess.run(
-        [sys.executable, "-c", KILLER.format(kill_at=11), *argv],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        env=_env(),
-    )
+    res = run_killed_at(11, argv)
     assert res.returncode == -signal.SIGKILL, res.stderr[-3000:]
     mgr = CheckpointManager(run)
     assert mgr.latest() == mgr.path_for(9)  # mid-epoch 2 (step_in_epoch 1); steps 10, 11 are lost
-    assert max(_losses(run)) == 11
-    first_try = _losses(run)
+    assert max(logged_losses(run)) == 11
+    first_try = logged_losses(run)
 
     assert main([*argv, "--resume", "auto"]) == 0
     log = [r for r in read_log(run / "log.jsonl") if "loss" in r]
     # 10 and 11 are redone after the resume, and logged once: the records past the checkpoint were dropped
     assert [r["step"] for r in log] == list(range(1, 13))
-    lr, lu = _losses(ref), _losses(run)
+    lr, lu = logged_losses(ref), logged_losses(run)
     assert sorted(lr) == sorted(lu) == list(range(1, 13))
     for s in lr:
         assert lu[s] == pytest.approx(lr[s], rel=1e-5, abs=1e-6), s

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 import torch
+from _helpers import run_torchrun
 
 from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
@@ -78,21 +76,7 @@ def test_two_gloo_ranks_on_a_pack_match_one_rank(packs, tmp_path, micro_args):
     one = tmp_path / "one"
     assert main(micro_args(data, one, *common, "--accum-iter", "2")) == 0
     two = tmp_path / "two"
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nnodes",
-        "1",
-        "--nproc-per-node",
-        "2",
-        "-m",
-        "semmae.cli",
-        *micro_args(data, two, *common, "--device", "cpu"),
-    ]
-    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env)
+    res = run_torchrun(micro_args(data, two, *common, "--device", "cpu"))
     assert res.returncode == 0, res.stderr[-3000:]
     l1, l2 = _losses(one), _losses(two)
     assert sorted(l1) == sorted(l2) == list(range(1, 9))
