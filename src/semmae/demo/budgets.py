@@ -1,4 +1,4 @@
-"""Demo budgets: how much data and training each stage gets. ``small`` is the README's main job (3 min 33 s wall on
+"""Demo budgets: how much data and training each stage gets. ``small`` is the README's main job (3 min 22-50 s wall on
 an idle 2-core CPU, measured 2026-11-29); ``micro`` is the test suite's smoke run; ``medium`` gives more trustworthy
 numbers."""
 
