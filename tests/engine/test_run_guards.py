@@ -65,6 +65,22 @@ def test_overwrite_starts_again(run_once, engine_images, micro_args, capsys):
     assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]
 
 
+def test_resume_auto_with_overwrite_starts_again_and_reads_nothing_old(
+    run_once, engine_images, micro_args, capsys
+):
+    """--overwrite wins over --resume auto (the default of the evaluation stages): the old run is deleted and
+    nothing of it is resumed (the old checkpoint at step 4 would have ended this 1-epoch run at once)."""
+    argv = micro_args(engine_images, run_once, *FAST, "--ckpt-every", "3", "--resume", "auto", "--overwrite")
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "deleted the previous run" in out and "resumed from" not in out
+    assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]
+    assert [p.name for p in CheckpointManager(run_once).list()] == [
+        "ckpt-000000003.pth",
+        "ckpt-000000004.pth",
+    ]
+
+
 def test_second_writer_is_refused(engine_images, micro_args, tmp_path, capsys):
     out = tmp_path / "run"
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False):
@@ -108,7 +124,7 @@ def test_corrupt_image_in_a_worker_is_the_same_one_line(engine_images, micro_arg
         (["--clip-grad", "-1"], "--clip-grad must be > 0"),
         (["--lr", "inf"], "must be a finite number"),
         (["--blr", "nan"], "must be a finite number"),
-        (["--resume", "auto", "--overwrite"], "pass one"),
+        (["--resume", "runs/old/checkpoints/ckpt-000000004.pth", "--overwrite"], "--overwrite deletes it"),
     ],
 )
 def test_bad_values_are_one_line_before_anything_is_written(

@@ -31,7 +31,7 @@ from semmae.engine.checkpoint import CheckpointManager, load_resume
 from semmae.engine.nonfinite import NonFiniteWatch
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.progress import fmt_eta, memory_mb, step_bar
-from semmae.engine.run_options import resume_mode
+from semmae.engine.run_options import continues, resume_mode
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.engine.schedule import scaled_lr, set_lr
 from semmae.errors import UserError
@@ -102,7 +102,7 @@ class StepTrainer:
         self.run_dir = claim_run_dir(
             cfg.out,
             self.verb,
-            resume=resume_mode(cfg.resume) is not None,
+            resume=continues(cfg),  # --overwrite wins over a default or explicit 'auto'
             overwrite=cfg.overwrite,
             enabled=self.is_main,
             resume_hint="--resume auto",
@@ -195,7 +195,7 @@ class StepTrainer:
         self.mask_gen = torch.Generator(device=self.device)
         self.resumed_from = self._maybe_resume()
         # a continued run drops log records past its checkpoint's step: they are logged again from here
-        continuing = resume_mode(cfg.resume) is not None
+        continuing = continues(cfg)
         self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.step if continuing else None)
         self.model: torch.nn.Module = self.model_core
         if p.world_size > 1:
@@ -216,6 +216,8 @@ class StepTrainer:
     # ------------------------------------------------------------------------------------------ checkpoints
     def _maybe_resume(self) -> Path | None:
         say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
+        if not continues(self.cfg):  # a fresh run, or --overwrite: nothing of the old run is read
+            return None
         found = load_resume(resume_mode(self.cfg.resume), self.cfg.out, say, self.verb)  # auto: skips damaged
         if found is None:
             return None
