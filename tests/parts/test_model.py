@@ -133,3 +133,26 @@ def test_part_model_shapes_and_gradients(grid, img):
     missing = [n for n, p in model.named_parameters() if p.grad is None]
     assert not missing
     torch.testing.assert_close(model.part_maps(f_c, f), out["maps"])
+
+
+def test_part_optimizer_state_from_before_the_training_kit_loads():
+    """Part checkpoints written before issue 16 hold AdamW groups as [decayed, not decayed]; they still resume."""
+    import torch
+
+    from semmae.engine.optim import param_groups
+    from semmae.parts.train import load_optimizer_state
+
+    net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 2))
+    decay = [p for n, p in net.named_parameters() if p.ndim > 1]
+    no_decay = [p for n, p in net.named_parameters() if p.ndim <= 1]
+    old = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}]
+    )
+    net(torch.randn(5, 3)).sum().backward()
+    old.step()
+    new = torch.optim.AdamW(param_groups(net, 0.01))
+    load_optimizer_state(new, old.state_dict())
+    for p in net.parameters():  # every parameter got its own moments back
+        torch.testing.assert_close(new.state[p]["exp_avg"], old.state[p]["exp_avg"])
+    assert {g["weight_decay"] for g in new.param_groups} == {0.0, 0.01}
+    assert all((g["weight_decay"] > 0) == all(p.ndim > 1 for p in g["params"]) for g in new.param_groups)

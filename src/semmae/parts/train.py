@@ -83,6 +83,17 @@ def head_spec(cfg: PartsTrainConfig, encoder: FrozenEncoder) -> PartHeadSpec:
     )
 
 
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a part checkpoint's AdamW state. Checkpoints written before the training kit (issue 16) list the two
+    weight-decay groups the other way round ([decayed, not decayed]); their groups are matched back by order."""
+    try:
+        optimizer.load_state_dict(state)
+    except ValueError:
+        if len(state.get("param_groups", [])) != 2:
+            raise
+        optimizer.load_state_dict({**state, "param_groups": state["param_groups"][::-1]})
+
+
 def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.device) -> np.ndarray:
     """image | reconstruction | part overlay for the first ``num_images`` diagnostic images, one row each
     (uint8 [H, W, 3])."""
@@ -183,7 +194,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
 
     start_epoch, step = 0, 0
     if resume is not None:
-        optimizer.load_state_dict(resume["optimizer"])
+        load_optimizer_state(optimizer, resume["optimizer"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
