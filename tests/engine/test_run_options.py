@@ -81,3 +81,14 @@ def test_auto_precision_is_fp32_on_the_cpu_and_bf16_only_when_asked():
     cpu = torch.device("cpu")
     assert resolve_precision("auto", cpu).name == "fp32"
     assert resolve_precision("bf16", cpu).name == "bf16"
+
+
+@pytest.mark.parametrize("cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig])
+def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):
+    from semmae.config import build_config
+
+    values = {"resume": str(tmp_path / "ckpt.pth"), "overwrite": True, "data": str(tmp_path)}
+    if cls in (LinprobeConfig, FinetuneConfig):
+        values["random_init"] = True
+    with pytest.raises(UserError, match="--overwrite deletes it"):
+        build_config(cls, values)

@@ -29,7 +29,13 @@ from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.nonfinite import NonFiniteWatch
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, resolve_precision
-from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
+from semmae.engine.run_options import (
+    check_resume_overwrite,
+    continues,
+    overwrite_option,
+    resume_file,
+    resume_option,
+)
 from semmae.engine.schedule import cosine_schedule
 from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
@@ -90,6 +96,7 @@ class FinetuneConfig(EvalCommonConfig):
 
     def validate(self) -> None:
         self.validate_common()
+        check_resume_overwrite(self.resume, self.overwrite)
         if self.tokens == "kept" or self.train_parts is not None or self.keep_fraction is not None:
             raise UserError(
                 "fine-tuning feeds every patch, as the paper does (its Limitations: a small patch 'increases the "

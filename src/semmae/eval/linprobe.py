@@ -26,7 +26,13 @@ from torch.utils.data import DistributedSampler
 
 from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import continues, overwrite_option, resume_file, resume_option
+from semmae.engine.run_options import (
+    check_resume_overwrite,
+    continues,
+    overwrite_option,
+    resume_file,
+    resume_option,
+)
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
@@ -91,6 +97,7 @@ class LinprobeConfig(EvalCommonConfig):
 
     def validate(self) -> None:
         self.validate_common()
+        check_resume_overwrite(self.resume, self.overwrite)
         if self.epochs < 1:
             raise UserError(f"--epochs must be >= 1, got {self.epochs}")
         if not 0 <= self.warmup_epochs <= self.epochs:

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semmae.engine.run_options import overwrite_option, precision_option, resume_option
+from semmae.engine.run_options import (
+    check_resume_overwrite,
+    overwrite_option,
+    precision_option,
+    resume_option,
+)
 from semmae.errors import UserError
 from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
 
@@ -103,6 +108,7 @@ class PartsTrainConfig:
     seed: int = field(default=0, metadata=_h("random seed"))
 
     def validate(self) -> None:
+        check_resume_overwrite(self.resume, self.overwrite)
         if not self.data:
             raise UserError("--data is required: an image folder to learn parts on")
         for name in (
