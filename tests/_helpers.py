@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 from PIL import Image
 
 
-def write_image_folder(root, classes=("a", "b"), per_class=3, size=32, seed=0, ext="png"):
-    """Write a tiny ImageFolder tree of random RGB images; returns the root."""
+def write_image_folder(root, classes=("a", "b"), per_class=3, size=32, seed=0, ext="png", stem="img"):
+    """Write a tiny ImageFolder tree of random RGB images (``<class>/<stem><i>.<ext>``); returns the root."""
     rng = np.random.default_rng(seed)
     for c in classes:
         (root / c).mkdir(parents=True, exist_ok=True)
         for i in range(per_class):
             arr = rng.integers(0, 255, size=(size, size, 3), dtype=np.uint8)
-            Image.fromarray(arr).save(root / c / f"img{i}.{ext}")
+            Image.fromarray(arr).save(root / c / f"{stem}{i}.{ext}")
     return root
 
 
@@ -68,3 +70,16 @@ def run_killed_at(step: int, argv: list[str], timeout: int = 240):
         timeout=timeout,
         env=subprocess_env(),
     )
+
+
+TQDM_BAR = re.compile(r"\d+/\d+ \[\d\d:\d\d<")  # a tqdm progress line (it/s or s/it)
+
+
+def one_error_line(capsys, *needles):
+    """The captured stderr, tqdm bars aside, is exactly one line holding every needle; returns it."""
+    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    err = "\n".join(line for line in lines if line.strip() and not TQDM_BAR.search(line))
+    assert len(err.splitlines()) == 1, err
+    for needle in needles:
+        assert needle in err, err
+    return err

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
-from PIL import Image
+from _helpers import write_image_folder
 
 MICRO = [
     "--model",
@@ -42,13 +41,7 @@ MICRO = [
 @pytest.fixture(scope="session")
 def boot_images(tmp_path_factory):
     """16 random 40x40 RGB images in two classes (ImageFolder layout)."""
-    root = tmp_path_factory.mktemp("boot") / "imgs"
-    rng = np.random.default_rng(0)
-    for c in ("a", "b"):
-        (root / c).mkdir(parents=True)
-        for i in range(8):
-            Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(root / c / f"{i}.png")
-    return root
+    return write_image_folder(tmp_path_factory.mktemp("boot") / "imgs", per_class=8, size=40, stem="")
 
 
 @pytest.fixture(scope="session")

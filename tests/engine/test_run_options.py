@@ -83,7 +83,9 @@ def test_auto_precision_is_fp32_on_the_cpu_and_bf16_only_when_asked():
     assert resolve_precision("bf16", cpu).name == "bf16"
 
 
-@pytest.mark.parametrize("cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig])
+@pytest.mark.parametrize(
+    "cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig]
+)
 def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):
     from semmae.config import build_config
 

@@ -5,26 +5,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import re
 import shutil
 
 import pytest
 import torch
+from _helpers import one_error_line
 
 from semmae.cli import main
 
-TQDM_BAR = re.compile(r"\d+/\d+ \[\d\d:\d\d<")  # a tqdm progress line (it/s or s/it)
-
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
-
-
-def _one_line(capsys, *needles):
-    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
-    err = "\n".join(line for line in lines if line.strip() and not TQDM_BAR.search(line))  # tqdm bars aside
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def test_knn_reads_a_pretraining_run_directory_and_never_writes_into_it(
@@ -37,7 +26,7 @@ def test_knn_reads_a_pretraining_run_directory_and_never_writes_into_it(
     assert len((out / "log.jsonl").read_text().splitlines()) == 1
     capsys.readouterr()
     assert main([*argv, "--out", str(engine_run)]) == 2
-    _one_line(capsys, "holds a `semmae pretrain` run")
+    one_error_line(capsys, "holds a `semmae pretrain` run")
     assert not (engine_run / "results.json").exists()
 
 
@@ -60,7 +49,7 @@ def engine_run(tmp_path_factory, tiny_data):
     return out
 
 
-def test_corrupt_image_in_knn_workers_is_the_same_one_line(tiny_data, tiny_ckpt, tmp_path, capsys):
+def test_corrupt_image_in_knn_workers_is_the_sameone_error_line(tiny_data, tiny_ckpt, tmp_path, capsys):
     data = tmp_path / "data"
     shutil.copytree(tiny_data, data)
     (data / "val" / "red" / "1.png").write_bytes(b"GIF89a broken")
@@ -68,7 +57,7 @@ def test_corrupt_image_in_knn_workers_is_the_same_one_line(tiny_data, tiny_ckpt,
     for workers in ("0", "2"):
         argv = ["knn", "--data", str(data), "--checkpoint", str(tiny_ckpt), "--out", str(tmp_path / workers)]
         assert main([*argv, *COMMON, "--num-workers", workers]) == 2
-        lines.append(_one_line(capsys, "1.png"))
+        lines.append(one_error_line(capsys, "1.png"))
     assert lines[0] == lines[1]
 
 
@@ -99,7 +88,7 @@ def test_malicious_pickle_is_refused_as_code_not_called_corrupt(tiny_data, tmp_p
         )
         == 2
     )
-    err = _one_line(capsys, "refused: loading it would run code", "system")
+    err = one_error_line(capsys, "refused: loading it would run code", "system")
     assert "corrupt" not in err
 
 
@@ -110,7 +99,7 @@ def test_fresh_eval_run_into_a_run_needs_overwrite(verb, tiny_data, tiny_ckpt, t
     (out / "config.yaml").write_text("old: run\n")
     argv = [verb, "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--out", str(out), *COMMON]
     assert main([*argv, "--resume", "none"]) == 2
-    _one_line(capsys, "already holds a run", "--overwrite")
+    one_error_line(capsys, "already holds a run", "--overwrite")
     assert (out / "config.yaml").read_text() == "old: run\n"
 
 
@@ -129,7 +118,7 @@ def test_segment_train_into_a_run_needs_resume_or_overwrite(tiny_ckpt, tmp_path,
         str(out),
     ]
     assert main(argv) == 2
-    _one_line(capsys, "already holds a run", "--resume auto", "--overwrite")
+    one_error_line(capsys, "already holds a run", "--resume auto", "--overwrite")
     assert (out / "log.jsonl").read_text() == '{"step": 1}\n'
 
 
@@ -141,5 +130,5 @@ def test_diverging_finetune_stops_with_one_line_and_keeps_no_bad_weights(
     argv += ["--epochs", "1", "--warmup-epochs", "0", "--blr", "1e30", "--auto-augment", "", "--mixup", "0"]
     argv += ["--cutmix", "0", "--reprob", "0"]
     assert main(argv) == 2
-    _one_line(capsys, "non-finite loss at step", "no checkpoint had been written yet")
+    one_error_line(capsys, "non-finite loss at step", "no checkpoint had been written yet")
     assert not (out / "checkpoint.pth").exists() and not (out / "best.pth").exists()

@@ -3,31 +3,20 @@ paths and taken run folders are each one line with exit 2."""
 
 from __future__ import annotations
 
-import re
 import shutil
 
 import pytest
+from _helpers import one_error_line
 
 from semmae.cli import main
 from semmae.data.part_cache import PartCache
 
 from .conftest import train_args
 
-TQDM_BAR = re.compile(r"\d+/\d+ \[\d\d:\d\d<")  # a tqdm progress line (it/s or s/it)
-
 
 def _export(data, ckpt, out, *extra):
     argv = ["parts", "export", "--data", str(data), "--checkpoint", str(ckpt), "--out", str(out)]
     return main([*argv, "--grid", "4", "--batch-size", "4", "--num-workers", "0", *extra])
-
-
-def _one_line(capsys, *needles):
-    lines = capsys.readouterr().err.replace("\r", "\n").splitlines()
-    err = "\n".join(line for line in lines if line.strip() and not TQDM_BAR.search(line))  # tqdm bars aside
-    assert len(err.splitlines()) == 1, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture(scope="module")
@@ -41,19 +30,19 @@ def test_export_onto_a_cache_needs_overwrite_which_exists(tmp_path, synth, train
     cache = tmp_path / "c.parts"
     shutil.copytree(val_cache, cache)
     assert _export(synth / "val", trained, cache) == 2
-    _one_line(capsys, "already exists", "--overwrite")
+    one_error_line(capsys, "already exists", "--overwrite")
     assert _export(synth / "val", trained, cache, "--overwrite") == 0
     assert len(PartCache.open(cache)) == len(PartCache.open(val_cache))
 
 
-def test_export_to_an_unwritable_path_is_one_line(tmp_path, synth, trained, capsys):
+def test_export_to_an_unwritable_path_isone_error_line(tmp_path, synth, trained, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     assert _export(synth / "val", trained, blocker / "c.parts") == 2
-    _one_line(capsys, str(blocker), "Not a directory")
+    one_error_line(capsys, str(blocker), "Not a directory")
 
 
-def test_corrupt_image_in_export_workers_is_the_same_one_line(tmp_path, synth, trained, capsys):
+def test_corrupt_image_in_export_workers_is_the_sameone_error_line(tmp_path, synth, trained, capsys):
     data = tmp_path / "val"
     shutil.copytree(synth / "val", data)
     victim = sorted(data.rglob("*.png"))[1]
@@ -61,7 +50,7 @@ def test_corrupt_image_in_export_workers_is_the_same_one_line(tmp_path, synth, t
     lines = []
     for workers in ("0", "2"):
         assert _export(data, trained, tmp_path / f"c{workers}.parts", "--num-workers", workers) == 2
-        lines.append(_one_line(capsys, victim.name))
+        lines.append(one_error_line(capsys, victim.name))
     assert lines[0] == lines[1]
 
 
@@ -78,7 +67,7 @@ def test_damaged_cache_is_one_line_in_eval_and_masks_show(tmp_path, synth, val_c
     damaged = _damage(val_cache, tmp_path)
     argv = ["parts", "eval", "--data", str(synth / "val"), "--cache", str(damaged)]
     assert main([*argv, "--masks", str(synth / "masks" / "val"), "--no-baselines", "--num-workers", "0"]) == 2
-    _one_line(capsys, str(damaged), "damaged", "image 0")
+    one_error_line(capsys, str(damaged), "damaged", "image 0")
     argv = [
         "masks",
         "show",
@@ -90,7 +79,7 @@ def test_damaged_cache_is_one_line_in_eval_and_masks_show(tmp_path, synth, val_c
         str(tmp_path / "m.png"),
     ]
     assert main([*argv, "--img-size", "32", "--patch-size", "8", "--num-images", "1"]) == 2
-    _one_line(capsys, str(damaged), "damaged")
+    one_error_line(capsys, str(damaged), "damaged")
 
 
 def test_damaged_cache_is_one_line_in_pretrain_with_workers(tmp_path, synth, val_cache, capsys):
@@ -110,10 +99,10 @@ def test_damaged_cache_is_one_line_in_pretrain_with_workers(tmp_path, synth, val
         "0",
     ]
     assert main(argv) == 2
-    _one_line(capsys, str(damaged), "damaged")
+    one_error_line(capsys, str(damaged), "damaged")
 
 
-def test_meta_without_grid_is_one_line(tmp_path, synth, val_cache, capsys):
+def test_meta_without_grid_isone_error_line(tmp_path, synth, val_cache, capsys):
     import json
 
     broken = tmp_path / "nogrid.parts"
@@ -123,17 +112,17 @@ def test_meta_without_grid_is_one_line(tmp_path, synth, val_cache, capsys):
     (broken / "meta.json").write_text(json.dumps(meta))
     argv = ["parts", "eval", "--data", str(synth / "val"), "--cache", str(broken)]
     assert main([*argv, "--masks", str(synth / "masks" / "val"), "--no-baselines"]) == 2
-    _one_line(capsys, str(broken), "no 'grid'")
+    one_error_line(capsys, str(broken), "no 'grid'")
 
 
 def test_parts_train_refuses_bad_numbers_and_a_taken_folder(tmp_path, synth, trained, encoder_ckpt, capsys):
     for flags, needle in ((["--lr", "nan"], "finite"), (["--clip-grad", "-1"], "--clip-grad must be >= 0")):
         assert main(train_args(synth / "train", tmp_path / "new", encoder_ckpt, *flags)) == 2
-        _one_line(capsys, needle)
+        one_error_line(capsys, needle)
     run = trained.parent
     before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
     assert main(train_args(synth / "train", run, encoder_ckpt, "--resume", "none")) == 2
-    _one_line(capsys, "already holds a run", "--overwrite")
+    one_error_line(capsys, "already holds a run", "--overwrite")
     assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
 
 
@@ -143,7 +132,7 @@ def test_a_second_export_into_the_same_cache_is_refused(tmp_path, synth, trained
     out = tmp_path / "c.parts"
     with exclusive(f"{out}.lock", f"part cache {out}", "parts export"):
         assert _export(synth / "val", trained, out) == 2
-    _one_line(capsys, f"part cache {out} is in use by another run", "`semmae parts export`")
+    one_error_line(capsys, f"part cache {out} is in use by another run", "`semmae parts export`")
     assert not out.exists() and not (tmp_path / "c.parts.partial").exists()
     assert _export(synth / "val", trained, out) == 0  # released, and the lock file is gone afterwards
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.parts"]
