@@ -17,13 +17,7 @@ EPILOG = """examples:
 def _bootstrap(args: argparse.Namespace) -> int:
     from semmae.bootstrap.train import bootstrap
 
-    cfg = resolve_config(BootstrapConfig, args)
-    result = bootstrap(cfg)
-    if result.get("checkpoint"):
-        print(
-            f"semmae bootstrap: step {result['step']}, last logged loss {result['loss']:.4f}; "
-            f"encoder checkpoint {result['checkpoint']} (use it as --encoder-checkpoint / --checkpoint)"
-        )
+    bootstrap(resolve_config(BootstrapConfig, args))  # it ends with a line naming its encoder checkpoint
     return 0
 
 

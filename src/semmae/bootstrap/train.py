@@ -38,6 +38,7 @@ class Bootstrapper(StepTrainer):
     """One self-distillation run; :meth:`run` trains until the end or ``--max-steps``."""
 
     verb = "bootstrap"
+    checkpoint_note = "encoder checkpoint {checkpoint} (use it as --encoder-checkpoint / --checkpoint)"
     loss_keys = ("loss", "cls", "patch")
 
     def preflight(self) -> None:

@@ -17,13 +17,7 @@ PRETRAIN_EPILOG = """examples:
 def _pretrain(args: argparse.Namespace) -> int:
     from semmae.engine.pretrain import pretrain
 
-    cfg = resolve_config(PretrainConfig, args)
-    result = pretrain(cfg)
-    if result.get("checkpoint"):
-        print(
-            f"semmae pretrain: step {result['step']}, last logged loss {result['loss']:.4f}; "
-            f"checkpoint {result['checkpoint']}"
-        )
+    pretrain(resolve_config(PretrainConfig, args))  # it ends with a line naming its checkpoint
     return 0
 
 

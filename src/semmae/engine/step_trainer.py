@@ -87,6 +87,7 @@ class StepTrainer:
     """
 
     verb = "train"  # the CLI verb, in messages and the run folder's claim
+    checkpoint_note = "checkpoint {checkpoint}"  # how the closing line names the checkpoint a run hands on
     loss_keys: tuple[str, ...] = ("loss",)  # per-step means kept on the device and logged
 
     def __init__(self, cfg: Any):
@@ -308,12 +309,19 @@ class StepTrainer:
                 flush=True,
             )
         du.barrier()
+        checkpoint = str(self.ckpts.latest()) if self.is_main else None
+        if checkpoint:
+            print(
+                f"semmae {self.verb}: step {self.step}, last logged loss {last_loss:.4f}; "
+                + self.checkpoint_note.format(checkpoint=checkpoint),
+                flush=True,
+            )
         return {
             "skipped_images": skipped,
             "step": self.step,
             "loss": last_loss,
             "out": str(cfg.out),
-            "checkpoint": str(self.ckpts.latest()) if self.is_main else None,
+            "checkpoint": checkpoint,
         }
 
     def _train_epoch(self, epoch: int, start: int, end: int) -> float:
