@@ -1,20 +1,21 @@
 """`semmae pretrain` end to end (data loading included) vs the model step alone on in-memory tensors.
 
 CPU (default): a small MAE (ViT-Tiny width, 6 blocks, patch 8) at 96 px on Imagenette-96, batch 32, random
-masking, MAE's crop-flip augmentation, fed three ways side by side in one process: the JPEG folder with 2
-DataLoader workers (the earlier setting), the JPEG folder with ``--num-workers auto``, and a pack of the same
-images made by ``semmae data pack --side 96`` (whose pack throughput and bytes per image are reported too).
-``e2e`` is measured from each run's own ``log.jsonl`` timestamps after a warm-up (so worker start-up is
-excluded); ``step`` runs the same model, optimiser, precision and masking on one batch held in memory, measured
-right after each run on the same trainer (the denominator of that run's ratio: the load of a shared machine
-drifts). Targets: packed e2e / step >= 0.95, folder (auto workers) e2e / step >= 0.9. Peak memory is the
-process's max RSS (CPU) or the CUDA allocator's peak.
+masking, MAE's crop-flip augmentation, fed four ways side by side in one process: the JPEG folder decoded in the
+training process (0 workers), with 2 DataLoader workers (the earlier setting), with ``--num-workers auto``, and
+a pack of the same images made by ``semmae data pack --side 96`` (whose pack throughput and bytes per image are
+reported too). ``e2e`` is measured from each run's own ``log.jsonl`` timestamps after a warm-up (so worker
+start-up is excluded); ``step`` runs the same model, optimiser, precision and masking on one batch held in memory,
+on the same trainer, in two blocks: right before the run and right after it (the load of a shared machine drifts;
+the pooled rate of the two blocks cancels a linear drift). Both rates are images over wall-clock time of their
+window, so their ratio compares like with like. Targets: packed e2e / step >= 0.95, folder (auto workers)
+e2e / step >= 0.9. Peak memory is the process's max RSS (CPU) or the CUDA allocator's peak.
 
 GPU (``--device cuda``): ViT-B/16 at 224 px, bf16, random vs adaptive masking, with and without
 ``torch.compile`` (model step on in-memory tensors; synthetic part ids for the adaptive strategy). Results are
 written to ``benchmarks/results/pretrain-<device>.json``.
 
-    python benchmarks/bench_pretrain.py [--quick] [--device cuda] [--data DIR] [--pack DIR]
+    python benchmarks/bench_pretrain.py [--quick] [--rounds N] [--raw FILE] [--device cuda] [--data DIR] [--pack DIR]
 
 (The GPU input-pipeline comparison - ViT-B/16 at 224 px from a pack vs JPEG folders, with batched
 ``torchvision.io.decode_jpeg(device="cuda")`` as the JPEG fast path - is ``benchmarks/gpu_input_pipeline.py``.)
@@ -70,8 +71,10 @@ def _config(
     return cfg
 
 
-def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:
-    """Images/s of mask + forward + backward + optimiser step on one in-memory batch (median over steps)."""
+def step_times(
+    trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False
+) -> tuple[int, list[float]]:
+    """Seconds of each mask + forward + backward + optimiser step on one in-memory batch (after ``warmup``)."""
     batch = trainer.prepare(
         next(iter(trainer.loader)), 0, 0
     )  # packed data: crop/flip once, outside the timing
@@ -92,7 +95,15 @@ def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: 
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return imgs.shape[0] / statistics.median(times)
+    return int(imgs.shape[0]), times
+
+
+def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:
+    """Images/s of the model step alone on one in-memory batch: images over the wall-clock time of ``steps``
+    consecutive steps - the same statistic as the end-to-end rate (a total over a window), so that their ratio
+    compares like with like (a median of step times would drop the slow steps that the e2e window keeps)."""
+    batch, times = step_times(trainer, steps, warmup, part_ids)
+    return batch * len(times) / sum(times)
 
 
 def loader_throughput(trainer: Pretrainer, batches: int) -> float:
@@ -115,8 +126,10 @@ def e2e_throughput(out: Path, batch: int, skip_logs: int = 1) -> float:
     return steps * batch / (log[-1]["time"] - log[0]["time"])
 
 
-def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float, float]:
-    """One short CPU pretraining run; returns the trainer, its end-to-end img/s and its input-wait share."""
+def _cpu_run(data: Path, steps: int, n_step: int, workers: str) -> dict:
+    """One short CPU pretraining run bracketed by two blocks of the model step alone on the same trainer (before
+    and after: a linear drift of the machine's speed cancels in their pooled rate). Returns the trainer, its
+    end-to-end img/s, its input-wait share, the pooled step img/s and the step's per-step times."""
     with tempfile.TemporaryDirectory() as tmp:
         cfg = _config(
             data,
@@ -132,8 +145,18 @@ def _cpu_run(data: Path, steps: int, workers: str) -> tuple[Pretrainer, float, f
             num_workers=workers,
         )
         trainer = Pretrainer(cfg)
+        batch, before = step_times(trainer, n_step)
         trainer.run()
-        return trainer, e2e_throughput(Path(tmp), cfg.batch_size), data_wait(Path(tmp))
+        _, after = step_times(trainer, n_step)
+        times = before + after
+        return dict(
+            trainer=trainer,
+            e2e=e2e_throughput(Path(tmp), cfg.batch_size),
+            wait=data_wait(Path(tmp)),
+            step=batch * len(times) / sum(times),
+            step_median=batch / statistics.median(times),
+            drift=sum(after) / sum(before),
+        )
 
 
 def pack_for_bench(data: Path, out: Path) -> dict:
@@ -158,84 +181,94 @@ def data_wait(out: Path, skip_logs: int = 1) -> float:
     return statistics.mean(r["data_wait"] for r in log)
 
 
-FEEDS = (("folder2", "JPEG folder, 2 workers", "2"), ("auto", "JPEG folder, --num-workers auto", "auto"))
+FEEDS = (
+    ("folder0", "JPEG folder, 0 workers", "0"),
+    ("folder2", "JPEG folder, 2 workers", "2"),
+    ("auto", "JPEG folder, --num-workers auto", "auto"),
+    ("packed", "packed, --num-workers auto", "auto"),
+)
 
 
-def _round(data: Path, pack: Path, steps: int, n_step: int, quick: bool) -> dict[str, dict]:
-    """One side-by-side round: each feed's run, then the model step alone right after it on the same trainer (on a
-    shared machine the load drifts, so each ratio uses the step measured next to it)."""
+def _round(data: Path, pack: Path, steps: int, n_step: int, quick: bool, shift: int = 0) -> dict[str, dict]:
+    """One side-by-side round: each feed's run between two blocks of the model step alone on the same trainer (on a
+    shared machine the load drifts, so each ratio uses the steps measured around it). ``shift`` rotates the order
+    of the feeds, so that no feed always runs first or last in a round."""
     out: dict[str, dict] = {}
-    for key, _, workers in (*FEEDS, ("packed", "pack", "auto")):
-        trainer, e2e, wait = _cpu_run(pack if key == "packed" else data, steps, workers)
-        step = step_throughput(trainer, steps=n_step)
-        out[key] = dict(e2e=e2e, step=step, ratio=e2e / step, wait=wait, workers=trainer.num_workers)
+    order = FEEDS[shift % len(FEEDS) :] + FEEDS[: shift % len(FEEDS)]
+    for key, _, workers in order:
+        r = _cpu_run(pack if key == "packed" else data, steps, n_step, workers)
+        trainer = r.pop("trainer")
+        r.update(ratio=r["e2e"] / r["step"], ratio_median_step=r["e2e"] / r["step_median"])
+        r["workers"] = trainer.num_workers
         if key in ("folder2", "packed"):
-            out[key]["pipeline"] = loader_throughput(trainer, 10 if quick else 30)
+            r["pipeline"] = loader_throughput(trainer, 10 if quick else 30)
         if key == "packed":
-            out[key]["memory"] = memory_mb(trainer.device)
+            r["memory"] = memory_mb(trainer.device)
+        out[key] = r
         del trainer
         gc.collect()  # its persistent workers stop
     return out
 
 
-def run_cpu(quick: bool, data: Path, pack: Path | None = None, rounds: int = 3) -> list[dict]:
-    """``rounds`` side-by-side rounds; every ratio is reported as the median over rounds with its range (the model
-    step alone drifts by 10-20% between minutes on a shared 2-core VM, more than the effects measured)."""
+TARGETS = {"auto": ">= 0.9x", "packed": ">= 0.95x"}
+
+
+def run_cpu(
+    quick: bool, data: Path, pack: Path | None = None, rounds: int = 3, raw: Path | None = None
+) -> list[dict]:
+    """``rounds`` side-by-side rounds (the feeds' order rotated each round); every ratio is reported as the median
+    over rounds with every round's value (the model step alone drifts by 10-20% between minutes on a shared 2-core
+    VM, more than the effects measured). ``raw``: write every round's numbers there as JSON."""
     steps = 15 if quick else 60
-    n_step = 8 if quick else 20
+    n_step = 5 if quick else 10  # per bracket: before and after each run
     with tempfile.TemporaryDirectory() as tmp:
         packing = None
         if pack is None:
             pack = Path(tmp) / "pack"
             packing = pack_for_bench(data, pack)
-        results = [_round(data, pack, steps, n_step, quick) for _ in range(max(1, rounds))]
+        results = [_round(data, pack, steps, n_step, quick, shift=k) for k in range(max(1, rounds))]
+    if raw is not None:
+        raw.write_text(json.dumps({"rounds": results, "packing": packing}, indent=1) + "\n")
 
     def med(key: str, field: str) -> float:
         return statistics.median(r[key][field] for r in results)
 
-    def spread(key: str) -> str:
-        vals = sorted(r[key]["ratio"] for r in results)
-        return f"rounds: {', '.join(f'{v:.3f}' for v in vals)}"
+    def spread(key: str, field: str = "ratio") -> str:
+        return ", ".join(f"{r[key][field]:.3f}" for r in results)
 
     rows = []
-    for key, label in (
-        ("folder2", "JPEG folder, 2 workers"),
-        ("auto", "JPEG folder, --num-workers auto"),
-        ("packed", "packed, --num-workers auto"),
-    ):
-        rows.append(
+    for key, label, _ in FEEDS:
+        workers = results[0][key]["workers"]
+        rows += [
             {
-                "name": f"model step alone, next to the {label} run (median)",
+                "name": f"model step alone, around the {label} run (median)",
                 "value": round(med(key, "step"), 1),
                 "unit": "img/s",
-            }
-        )
-        rows.append(
+            },
             {
-                "name": f"pretrain e2e, {label} ({results[0][key]['workers']} workers) (median)",
+                "name": f"pretrain e2e, {label} ({workers} workers) (median)",
                 "value": round(med(key, "e2e"), 1),
                 "unit": "img/s",
-            }
-        )
-    targets = {"folder2": "", "auto": ">= 0.9x", "packed": ">= 0.95x"}
-    for key, label in (
-        ("folder2", "JPEG folder, 2 workers"),
-        ("auto", "JPEG folder, --num-workers auto"),
-        ("packed", "packed"),
-    ):
+            },
+        ]
+    for key, label, _ in FEEDS:
         rows.append(
             {
-                "name": f"e2e / model step: {label} (median of {len(results)}; {spread(key)})",
+                "name": f"e2e / model step: {label} (median of {len(results)}; rounds in order: {spread(key)})",
                 "value": round(med(key, "ratio"), 3),
                 "unit": "x",
-                "target": targets[key],
+                "target": TARGETS.get(key, ""),
             }
         )
-    for key, label in (
-        ("folder2", "JPEG folder, 2 workers"),
-        ("auto", "JPEG folder, auto"),
-        ("packed", "packed, auto"),
-    ):
+    for key, label, _ in FEEDS:
+        rows.append(
+            {
+                "name": f"  same, over the median step time (the earlier statistic): {label}",
+                "value": round(med(key, "ratio_median_step"), 3),
+                "unit": "x",
+            }
+        )
+    for key, label, _ in FEEDS:
         rows.append(
             {
                 "name": f"input wait share of the run, {label} (median)",
@@ -243,6 +276,13 @@ def run_cpu(quick: bool, data: Path, pack: Path | None = None, rounds: int = 3) 
                 "unit": "",
             }
         )
+    rows.append(
+        {
+            "name": f"step drift across a run, after / before (rounds: {spread('packed', 'drift')}, packed)",
+            "value": round(statistics.median(r[k]["drift"] for r in results for k in r), 3),
+            "unit": "x",
+        }
+    )
     rows += [
         {
             "name": "data pipeline alone, JPEG folder, 2 workers (median)",
@@ -333,12 +373,13 @@ def run(
     data: str | None = None,
     pack: str | None = None,
     rounds: int = 3,
+    raw: str | None = None,
 ) -> list[dict]:
     device = device or "cpu"
     data_path = Path(data) if data else DATA
     if device == "cuda":
         return run_gpu(quick, data_path)
-    return run_cpu(quick, data_path, Path(pack) if pack else None, rounds)
+    return run_cpu(quick, data_path, Path(pack) if pack else None, rounds, Path(raw) if raw else None)
 
 
 if __name__ == "__main__":
@@ -352,8 +393,9 @@ if __name__ == "__main__":
     ap.add_argument(
         "--rounds", type=int, default=3, help="side-by-side rounds (CPU); ratios are their medians"
     )
+    ap.add_argument("--raw", default=None, help="CPU: write every round's numbers to this JSON file")
     args = ap.parse_args()
-    rows = run(args.quick, args.device, args.data, args.pack, 1 if args.quick else args.rounds)
+    rows = run(args.quick, args.device, args.data, args.pack, 1 if args.quick else args.rounds, args.raw)
     for r in rows:
         print(f"{r['name']:<75} {r['value']:>10} {r['unit']:<6} {r['target']}")
     if args.device == "cuda":
