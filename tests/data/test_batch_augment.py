@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torchvision.transforms import v2
@@ -17,7 +15,6 @@ from semmae.data.batch_augment import (
 )
 from semmae.data.part_cache import encode_cells
 from semmae.data.transforms import JointPartTransform
-from semmae.data.workers import auto_num_workers, parse_num_workers
 
 K = 3  # parts
 
@@ -125,20 +122,3 @@ def test_crop_boxes_follow_random_resized_crop():
     assert (moved[:, 0] + moved[:, 2] <= 64).all() and (moved[:, 1] + moved[:, 3] <= 64).all()
     assert (moved[:, 2:] >= 1).all()
     assert torch.allclose(moved[:, 2].double(), bh.double() * 64 / 400, atol=1)
-
-
-def test_num_workers_auto():
-    # this 2-core box, 2 compute threads: JPEG decoding gets one worker, packed data none
-    assert auto_num_workers(False, "cpu", cores=2, compute_threads=2) == 1
-    assert auto_num_workers(True, "cpu", cores=2, compute_threads=2) == 0
-    assert auto_num_workers(False, "cpu", cores=1, compute_threads=1) == 1
-    assert auto_num_workers(False, "cpu", cores=16, compute_threads=4) == 12
-    # a GPU node: 96 cores, 8 ranks -> 12 cores each, one drives the GPU
-    assert auto_num_workers(False, "cuda", local_world_size=8, cores=96) == 11
-    assert auto_num_workers(True, "cuda", local_world_size=8, cores=96) == 2
-    assert auto_num_workers(False, "cuda", cores=256) == 16  # capped
-    assert parse_num_workers("auto") is None and parse_num_workers("3") == 3 and parse_num_workers(0) == 0
-    for bad in ("-1", "many"):
-        with pytest.raises(ValueError):
-            parse_num_workers(bad)
-    assert math.isfinite(auto_num_workers(False, "cpu"))  # this machine, its own core count

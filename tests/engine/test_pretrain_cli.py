@@ -314,3 +314,30 @@ def test_unknown_augmentation_is_a_one_line_error(engine_images, tmp_path, micro
     assert not (tmp_path / "r").exists()
     with pytest.raises(UserError, match="--augment must be one of crop-flip, flip, got 'crop'"):
         resolve_config(PretrainConfig, {"data": "x", "augment": "crop"})  # e.g. from a YAML config
+
+
+def test_auto_workers_and_kept_token_online_knn(engine_images, tmp_path, micro_args, capsys, monkeypatch):
+    """A run whose step threads take every core gets idle-priority decoding workers from `--num-workers auto`,
+    and a `--fg-keep` run's online kNN is logged (scored on its kept patches: tests/engine/test_online_eval.py)."""
+    from semmae.data import workers
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.part_cache import PartCache
+
+    monkeypatch.setattr(workers, "available_cores", lambda: torch.get_num_threads())  # no spare core
+    files = ImageFolderDataset(engine_images).relative_paths
+    writer = PartCache.create(tmp_path / "parts.cache", files, grid=4, num_parts=3)
+    writer.write(0, torch.randint(0, 4, (len(files), 4, 4)).numpy(), torch.rand(len(files), 4, 4).numpy())
+    writer.finalize()
+    out = tmp_path / "r"
+    argv = micro_args(
+        engine_images,
+        out,
+        *("--parts", str(tmp_path / "parts.cache"), "--fg-keep", "0.25", "--epochs", "1"),
+        *("--num-workers", "auto", "--eval-every", "1"),
+        *("--eval-train", str(engine_images), "--eval-val", str(engine_images)),
+    )
+    assert main(argv) == 0
+    n = min(torch.get_num_threads(), workers.MAX_AUTO_WORKERS)
+    assert f"--num-workers auto -> {n} per rank at idle priority" in capsys.readouterr().out
+    knn = [r for r in read_log(out / "log.jsonl") if "knn_top1" in r]
+    assert len(knn) == 1 and 0.0 <= knn[0]["knn_top1"] <= 100.0

@@ -1,17 +1,26 @@
-"""How many DataLoader worker processes a rank gets (``--num-workers auto``).
+"""How many DataLoader worker processes a rank gets (``--num-workers auto``), and at what priority.
 
 Loader workers and the training step share the machine's cores. On a GPU node the step needs one core per rank
 (the process driving its GPU); on a CPU run it needs as many cores as torch's compute threads. ``auto`` gives the
-loader what is left over and never takes a core the step uses: decoding JPEG folders needs at least one worker
-(else the decode runs between steps, serially), and a packed dataset, whose batches are a copy out of a memory
-map, needs none unless cores are spare (then up to two, to hide page faults on a cold or networked disk).
-Workers started by ``auto`` also run at a lower scheduling priority, so where they must share a core with the
-step (a small CPU machine) the step's threads run first and the workers fill the gaps.
+loader what is left over:
+
+* **Spare cores** (a GPU node, or a CPU run with fewer compute threads than cores): JPEG folders get one worker
+  per spare core (at most 16), at a lower priority (nice 10); a packed dataset, whose batches are a copy out of a
+  memory map, gets up to two (to hide page faults on a cold or networked disk).
+* **No spare core** (a CPU run whose compute threads take every core, e.g. torch's default on a small machine):
+  a pack gets none; a JPEG folder gets one worker per core (at most 16), at *idle* priority (Linux
+  ``SCHED_IDLE``; elsewhere nice 19). A worker of normal or merely lowered priority takes a core in the middle
+  of the step's parallel regions, and then both compute threads wait at the barrier: on 2 cores, one nice-10
+  worker ran end to end at 0.86x the step alone, serial decoding between steps (0 workers) at 0.90x, and idle
+  workers at 0.93x (``benchmarks/results/2026-11-29-input-pipeline-cpu.md``, runs 10-11). Idle workers run only
+  in the step's idle moments, and when the step waits for a batch they decode on every core at once.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 
@@ -27,6 +36,38 @@ def available_cores() -> int:
         return os.cpu_count() or 1
 
 
+@dataclass(frozen=True)
+class WorkerPlan:
+    """``count`` loader workers; ``idle``: they share cores with the step's threads, so they run at idle
+    priority (:func:`idle_priority`), else at a lowered one (:func:`lower_priority`)."""
+
+    count: int
+    idle: bool = False
+
+    @property
+    def init_fn(self) -> Callable[[int], None]:
+        return idle_priority if self.idle else lower_priority
+
+
+def auto_worker_plan(
+    packed: bool,
+    device_type: str,
+    local_world_size: int = 1,
+    compute_threads: int | None = None,
+    cores: int | None = None,
+) -> WorkerPlan:
+    """The workers of ``--num-workers auto`` for one rank (see the module docstring)."""
+    cores = available_cores() if cores is None else cores
+    per_rank = max(1, cores // max(1, local_world_size))
+    busy = (compute_threads or torch.get_num_threads()) if device_type == "cpu" else 1
+    spare = per_rank - busy
+    if packed:
+        return WorkerPlan(max(0, min(2, spare)))
+    if spare >= 1:
+        return WorkerPlan(min(spare, MAX_AUTO_WORKERS))
+    return WorkerPlan(min(per_rank, MAX_AUTO_WORKERS), idle=True)
+
+
 def auto_num_workers(
     packed: bool,
     device_type: str,
@@ -34,14 +75,8 @@ def auto_num_workers(
     compute_threads: int | None = None,
     cores: int | None = None,
 ) -> int:
-    """The worker count of ``--num-workers auto`` for one rank (see the module docstring)."""
-    cores = available_cores() if cores is None else cores
-    per_rank = max(1, cores // max(1, local_world_size))
-    busy = (compute_threads or torch.get_num_threads()) if device_type == "cpu" else 1
-    spare = per_rank - busy
-    if packed:
-        return max(0, min(2, spare))
-    return max(1, min(spare, MAX_AUTO_WORKERS))
+    """The worker count of ``--num-workers auto`` for one rank (:func:`auto_worker_plan`)."""
+    return auto_worker_plan(packed, device_type, local_world_size, compute_threads, cores).count
 
 
 def parse_num_workers(value: str | int) -> int | None:
@@ -62,6 +97,15 @@ def check_num_workers(value: str | int) -> None:
         parse_num_workers(value)
     except ValueError:
         raise UserError(f"--num-workers must be 'auto' or a count >= 0, got {value!r}") from None
+
+
+def idle_priority(_worker_id: int = 0) -> None:
+    """``worker_init_fn``: run this worker only when a core would otherwise be idle (Linux ``SCHED_IDLE``;
+    where that policy is missing or refused, the lowest niceness)."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        lower_priority(increment=19)
 
 
 def lower_priority(_worker_id: int = 0, increment: int = 10) -> None:

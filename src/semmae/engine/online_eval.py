@@ -4,6 +4,11 @@ Rank 0 encodes a labelled held-out pair of folders (``--eval-train`` as the memo
 queries; eval transform: resize + centre crop) with the *unmasked* encoder's class token and scores the weighted
 kNN classifier of :func:`semmae.eval.knn.knn_accuracy` (DINO protocol, cosine similarity, T = 0.07). The other
 ranks wait at a barrier; the folders are meant to be small (a few thousand images).
+
+A run that feeds the encoder only the most-foreground share of its patches (``--fg-keep < 1``, the paper's
+patch-8 setting) is scored on the same share, as ``semmae knn`` scores its checkpoint (``--tokens auto``): the
+patches are picked by the encoder's own last-layer class-token attention (the ``attention`` foreground of
+:mod:`semmae.eval.kept_tokens`; the held-out folders have no part caches), with the same seeded tie-break.
 """
 
 from __future__ import annotations
@@ -12,21 +17,39 @@ import torch
 
 from semmae.data.loader import DataLoader
 from semmae.engine.config import PretrainConfig
+from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils import distributed as du
 
 
 @torch.no_grad()
 def encode_folder(
-    model: torch.nn.Module, root: str, img_size: int, batch_size: int, num_workers: int, device: torch.device
+    model: torch.nn.Module,
+    root: str,
+    img_size: int,
+    batch_size: int,
+    num_workers: int,
+    device: torch.device,
+    keep: KeptTokens | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Class-token features ``[N, D]`` (float32, CPU) and labels ``[N]`` of an ImageFolder."""
+    """Class-token features ``[N, D]`` (float32, CPU) and labels ``[N]`` of an ImageFolder; with ``keep`` only
+    the kept patches enter (picked by the model's own ``last_cls_attention``)."""
     from semmae.data.folder import ImageFolderDataset
     from semmae.data.transforms import eval_transform
+    from semmae.parts.inference import foreground_score
 
     ds = ImageFolderDataset(root, transform=eval_transform(img_size))
     feats, labels = [], []
     for batch in DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False):
-        cls, _ = model.forward_encoder_features(batch["image"].to(device))
+        images = batch["image"].to(device)
+        keep_index = None
+        if keep is not None:
+            attn = model.last_cls_attention(images)
+            fg = foreground_score(attn, int(round(attn.shape[-1] ** 0.5))).flatten(1)
+            keep_index = keep.keep_index(fg, batch["index"])
+        if keep_index is None:
+            cls, _ = model.forward_encoder_features(images)
+        else:
+            cls, _ = model.forward_encoder_features(images, keep_index)
         feats.append(cls.float().cpu())
         labels.append(batch["label"])
     return torch.cat(feats), torch.cat(labels)
@@ -37,7 +60,8 @@ def online_knn(
 ) -> dict[str, float] | None:
     """``{"knn_top1", "knn_top5"}`` on rank 0 (None elsewhere). Collective: call on every rank.
 
-    ``model`` has ``forward_encoder_features(images) -> (cls [B, D], patches)``; ``cfg`` is any run config with
+    ``model`` has ``forward_encoder_features(images, keep_index=None) -> (cls [B, D], patches)`` (and, for
+    ``fg_keep < 1``, ``last_cls_attention(images) -> [B, H, L]``); ``cfg`` is any run config with
     ``img_size``, ``batch_size``, ``num_workers``, ``eval_train``, ``eval_val`` and ``knn_k`` (``semmae
     pretrain``'s and ``semmae bootstrap``'s)."""
     result = None
@@ -49,8 +73,10 @@ def online_knn(
         model.eval()
         workers = parse_num_workers(cfg.num_workers)
         args = (cfg.img_size, cfg.batch_size, min(1 if workers is None else workers, 2), device)
-        train_f, train_y = encode_folder(model, cfg.eval_train, *args)
-        val_f, val_y = encode_folder(model, cfg.eval_val, *args)
+        fraction = float(getattr(cfg, "fg_keep", 1.0))
+        keep = KeptTokens(fraction, "attention", cfg.seed) if fraction < 1.0 else None
+        train_f, train_y = encode_folder(model, cfg.eval_train, *args, keep=keep)
+        val_f, val_y = encode_folder(model, cfg.eval_val, *args, keep=keep)
         model.train(was_training)
         acc = knn_accuracy(train_f, train_y, val_f, val_y, k=cfg.knn_k)
         result = {f"knn_{k}": float(v) for k, v in acc.items()}

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 
 from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.data.workers import auto_num_workers, lower_priority, parse_num_workers
+from semmae.data.workers import auto_worker_plan, parse_num_workers
 from semmae.engine.checkpoint import CheckpointManager, load_resume
 from semmae.engine.nonfinite import NonFiniteWatch
 from semmae.engine.precision import LossScaler, resolve_precision
@@ -190,7 +190,7 @@ class StepTrainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=lower_priority if parse_num_workers(str(cfg.num_workers)) is None else None,
+            worker_init_fn=self.worker_init_fn,
             **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
@@ -206,12 +206,16 @@ class StepTrainer:
             self.model = torch.compile(self.model)
 
     def _num_workers(self) -> int:
+        """The loader's worker count; ``--num-workers auto`` also sets their priority (``worker_init_fn``)."""
+        self.worker_init_fn = None
         n = parse_num_workers(str(self.cfg.num_workers))
         if n is None:
             local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-            n = auto_num_workers(getattr(self, "packed", False), self.device.type, local_world_size=local)
+            plan = auto_worker_plan(getattr(self, "packed", False), self.device.type, local_world_size=local)
+            n, self.worker_init_fn = plan.count, plan.init_fn
             if self.is_main:
-                print(f"semmae {self.verb}: --num-workers auto -> {n} per rank", flush=True)
+                idle = " at idle priority (they share the step's cores)" if plan.idle and n else ""
+                print(f"semmae {self.verb}: --num-workers auto -> {n} per rank{idle}", flush=True)
         return n
 
     # ------------------------------------------------------------------------------------------ checkpoints

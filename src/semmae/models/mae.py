@@ -238,9 +238,25 @@ class MaskedAutoencoder(nn.Module):
         loss = self.forward_loss(self.targets(imgs, keep_index), pred, mask)
         return {"loss": loss, "pred": pred, "mask": mask}
 
-    def forward_encoder_features(self, imgs: Tensor) -> tuple[Tensor, Tensor]:
-        """Unmasked encoding: class token ``[B, D]`` and patch tokens ``[B, L, D]`` after the final norm."""
+    @torch.no_grad()
+    def last_cls_attention(self, imgs: Tensor) -> Tensor:
+        """The encoder's last-layer class-token attention over every patch, ``[B, H, L]`` (unmasked, all patches):
+        the ``attention`` foreground of kept-token evaluation (:mod:`semmae.eval.kept_tokens`)."""
+        from semmae.parts.encoder import cls_attention
+
         x = self.embed_patches(imgs)
+        cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
+        x = torch.cat([cls, x], dim=1)
+        for blk in self.blocks[:-1]:
+            x = blk(x)
+        return cls_attention(self.blocks[-1], x)[..., 1:]
+
+    def forward_encoder_features(
+        self, imgs: Tensor, keep_index: Tensor | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Unmasked encoding: class token ``[B, D]`` and patch tokens ``[B, L', D]`` after the final norm; with
+        ``keep_index`` ``[B, L']`` only those patches enter, at their own positions (the patch-8 setting)."""
+        x = self.embed_patches(imgs, keep_index)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)
         for blk in self.blocks:

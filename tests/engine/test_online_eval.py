@@ -1,0 +1,54 @@
+"""Online kNN during pretraining: a run that keeps a share of its patches (--fg-keep) is scored on that share,
+exactly as `semmae knn --tokens kept` (attention foreground) scores the exported encoder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from semmae.engine.online_eval import encode_folder
+from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, forward_features_kept
+from semmae.models import create_model
+from semmae.models.encoder_loading import load_encoder
+from tests._helpers import write_image_folder
+
+
+@pytest.fixture
+def mae():
+    torch.manual_seed(0)
+    model = create_model("mae_vit_micro_patch8")
+    with torch.no_grad():  # non-trivial weights: the attention differs between patches
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()
+
+
+def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, tmp_path):
+    from semmae.engine.export import export_encoder
+    from tests.engine.test_export import pretrain_checkpoint
+
+    root = write_image_folder(tmp_path / "imgs", per_class=3, size=40)
+    keep = KeptTokens(0.25, "attention", seed=5)
+    feats, labels = encode_folder(mae, str(root), 32, 4, 0, torch.device("cpu"), keep=keep)
+    assert feats.shape == (6, mae.config_dict()["embed_dim"]) and labels.tolist() == [0, 0, 0, 1, 1, 1]
+
+    # the evaluation verbs' road: export, load as a timm ViT, pick by its own attention, forward the kept patches
+    pretrain_checkpoint(tmp_path / "ckpt.pth", mae)
+    vit, _ = load_encoder(export_encoder(tmp_path / "ckpt.pth", tmp_path / "enc.safetensors"))
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.transforms import eval_transform
+
+    ds = ImageFolderDataset(str(root), transform=eval_transform(32))
+    images = torch.stack([ds[i]["image"] for i in range(len(ds))])
+    with torch.no_grad():
+        fg = encoder_foreground(vit.eval(), images)
+        index = keep.keep_index(fg, torch.arange(len(ds)))
+        want = forward_features_kept(vit, images, index)[:, 0]
+    assert index.shape == (6, 4)  # a quarter of the 4x4 grid
+    torch.testing.assert_close(feats, want, atol=1e-5, rtol=1e-5)
+
+    # every patch (fg_keep = 1) is the plain unmasked encoding, and differs from the kept one
+    all_feats, _ = encode_folder(mae, str(root), 32, 4, 0, torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(all_feats, vit(images), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(all_feats, feats, atol=1e-3)
