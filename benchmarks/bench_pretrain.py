@@ -8,7 +8,10 @@ reported too). ``e2e`` is measured from each run's own ``log.jsonl`` timestamps 
 start-up is excluded); ``step`` runs the same model, optimiser, precision and masking on one batch held in memory,
 on the same trainer, in two blocks: right before the run and right after it (the load of a shared machine drifts;
 the pooled rate of the two blocks cancels a linear drift). Both rates are images over wall-clock time of their
-window, so their ratio compares like with like. Targets: packed e2e / step >= 0.95, folder (auto workers)
+window, so their ratio compares like with like. Because a run and its step blocks are half a minute
+apart, and this VM's speed drifts by 10-20 % within that, each feed is also measured by ``paired_ratio``: on the
+same trainer, short blocks of loader-fed steps alternate with blocks of held-batch steps (workers settled and
+their prefetched batches discarded between blocks), which cancels the drift. Targets: packed e2e / step >= 0.95, folder (auto workers)
 e2e / step >= 0.9. Peak memory is the process's max RSS (CPU) or the CUDA allocator's peak.
 
 GPU (``--device cuda``): ViT-B/16 at 224 px, bf16, random vs adaptive masking, with and without
@@ -106,6 +109,59 @@ def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: 
     return batch * len(times) / sum(times)
 
 
+def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float = 0.5) -> float:
+    """Loader-fed step over held-batch step, alternated in short blocks on one trainer (``blocks`` times: ``k``
+    steps on one batch held in memory, then ``k`` steps fed by the loader: fetch + ``prepare`` + the step); the
+    ratio of their summed wall-clock times. Alternating every few seconds cancels the machine's drift, which the
+    run-based ratio (a minute apart) keeps.
+
+    Loader workers keep ``prefetch_factor x workers`` batches in flight, so untimed, between the blocks: before a
+    held block the workers are given ``settle_s`` to fill their queue (then they are idle, as a baseline must
+    have them), and before a fed block the prefetched batches are taken off the queue unused (so the fed block
+    decodes every batch it steps on; its first step waits for a whole batch, which counts against the feed).
+    The trainer's own per-step bookkeeping (a log record every ``--log-every`` steps) is in neither block."""
+    opt, scaler = trainer.optimizer, trainer.scaler
+    in_flight = trainer.num_workers * (trainer.loader.prefetch_factor or 0)
+
+    def step_on(batch: dict, step: int) -> None:
+        loss = trainer.losses(batch, step, 0)["loss"]
+        scaler(loss, opt, trainer.model_core.parameters)
+        opt.zero_grad(set_to_none=True)
+
+    it = iter(trainer.loader)
+
+    def fetch() -> dict:
+        nonlocal it
+        try:
+            return next(it)
+        except StopIteration:  # an epoch's end: the next epoch
+            it = iter(trainer.loader)
+            return next(it)
+
+    held = trainer.prepare(fetch(), 0, 0)
+    for i in range(2):  # warm-up of both kinds
+        step_on(trainer.prepare(fetch(), i, 0), i)
+        step_on(held, i)
+    fed_s = held_s = 0.0
+    step = 2
+    for _ in range(blocks):
+        if in_flight:
+            time.sleep(settle_s)
+        t0 = time.perf_counter()
+        for _ in range(k):
+            step_on(held, step)
+            step += 1
+        held_s += time.perf_counter() - t0
+        for _ in range(in_flight):
+            fetch()
+        t0 = time.perf_counter()
+        for _ in range(k):
+            step_on(trainer.prepare(fetch(), step, 0), step)
+            step += 1
+        fed_s += time.perf_counter() - t0
+    return held_s / fed_s
+
+
 def loader_throughput(trainer: Pretrainer, batches: int) -> float:
     """Images/s of the input pipeline alone after its first batch: the DataLoader (decode + joint transforms +
     collate for folders; the batch copy out of the shards for packs) plus, for packs, the batch crop/flip."""
@@ -200,6 +256,7 @@ def _round(data: Path, pack: Path, steps: int, n_step: int, quick: bool, shift: 
         trainer = r.pop("trainer")
         r.update(ratio=r["e2e"] / r["step"], ratio_median_step=r["e2e"] / r["step_median"])
         r["workers"] = trainer.num_workers
+        r["paired"] = paired_ratio(trainer, blocks=3 if quick else 10, k=4 if trainer.num_workers == 0 else 8)
         if key in ("folder2", "packed"):
             r["pipeline"] = loader_throughput(trainer, 10 if quick else 30)
         if key == "packed":
@@ -256,6 +313,15 @@ def run_cpu(
             {
                 "name": f"e2e / model step: {label} (median of {len(results)}; rounds in order: {spread(key)})",
                 "value": round(med(key, "ratio"), 3),
+                "unit": "x",
+                "target": TARGETS.get(key, ""),
+            }
+        )
+    for key, label, _ in FEEDS:
+        rows.append(
+            {
+                "name": f"fed / held step, paired blocks: {label} (rounds: {spread(key, 'paired')})",
+                "value": round(med(key, "paired"), 3),
                 "unit": "x",
                 "target": TARGETS.get(key, ""),
             }
