@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch
 from PIL import Image
 
 
@@ -83,3 +84,20 @@ def one_error_line(capsys, *needles):
     for needle in needles:
         assert needle in err, err
     return err
+
+
+def pretrain_checkpoint(path, mae, **config) -> dict:
+    """A checkpoint in `semmae pretrain`'s layout (every key a resume needs)."""
+    ckpt = {
+        "model": mae.state_dict(),
+        "model_config": mae.config_dict(),
+        "optimizer": {},
+        "scaler": {},
+        "epoch": 1,
+        "step": 4,
+        "config": dict(config),
+        "rng": {},
+        "sampler": {},
+    }
+    torch.save(ckpt, path)
+    return ckpt

@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+from _helpers import pretrain_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
@@ -18,23 +19,6 @@ from semmae.models.encoder_record import EncoderRecord
 
 # what the previous export kept of an MAE state dict (MaskedAutoencoder.encoder_state_dict then)
 OLD_ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
-
-
-def pretrain_checkpoint(path, mae, **config) -> dict:
-    """A checkpoint in `semmae pretrain`'s layout (every key a resume needs)."""
-    ckpt = {
-        "model": mae.state_dict(),
-        "model_config": mae.config_dict(),
-        "optimizer": {},
-        "scaler": {},
-        "epoch": 1,
-        "step": 4,
-        "config": dict(config),
-        "rng": {},
-        "sampler": {},
-    }
-    torch.save(ckpt, path)
-    return ckpt
 
 
 @pytest.fixture

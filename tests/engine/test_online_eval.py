@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from _helpers import pretrain_checkpoint, write_image_folder
 
 from semmae.engine.online_eval import encode_folder
 from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, forward_features_kept
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
-from tests._helpers import write_image_folder
 
 
 @pytest.fixture
@@ -25,7 +25,6 @@ def mae():
 
 def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, tmp_path):
     from semmae.engine.export import export_encoder
-    from tests.engine.test_export import pretrain_checkpoint
 
     root = write_image_folder(tmp_path / "imgs", per_class=3, size=40)
     keep = KeptTokens(0.25, "attention", seed=5)

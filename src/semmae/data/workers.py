@@ -12,8 +12,8 @@ loader what is left over:
   ``SCHED_IDLE``; elsewhere nice 19). A worker of normal or merely lowered priority takes a core in the middle
   of the step's parallel regions, and then both compute threads wait at the barrier: on 2 cores, one nice-10
   worker ran end to end at 0.86x the step alone, serial decoding between steps (0 workers) at 0.90x, and idle
-  workers at 0.93x (``benchmarks/results/2026-11-29-input-pipeline-cpu.md``, runs 10-11). Idle workers run only
-  in the step's idle moments, and when the step waits for a batch they decode on every core at once.
+  workers at 0.93x (``benchmarks/results/2026-11-29-input-pipeline-cpu.md``, runs 10-12). Idle workers run
+  almost only in the step's idle moments, and when the step waits for a batch they decode on every core at once.
 """
 
 from __future__ import annotations
@@ -100,8 +100,9 @@ def check_num_workers(value: str | int) -> None:
 
 
 def idle_priority(_worker_id: int = 0) -> None:
-    """``worker_init_fn``: run this worker only when a core would otherwise be idle (Linux ``SCHED_IDLE``;
-    where that policy is missing or refused, the lowest niceness)."""
+    """``worker_init_fn``: Linux ``SCHED_IDLE``, the scheduler's lowest weight (below nice 19): the worker runs
+    on cores that have nothing else to do and gets almost no time while the step's threads run. Where that
+    policy is missing or refused: the lowest niceness."""
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):
