@@ -445,6 +445,7 @@ def run(
     data_path = Path(data) if data else DATA
     if device == "cuda":
         return run_gpu(quick, data_path)
+    rounds = 1 if quick else rounds  # a smoke run (run_all --quick too): one round
     return run_cpu(quick, data_path, Path(pack) if pack else None, rounds, Path(raw) if raw else None)
 
 
@@ -461,7 +462,7 @@ if __name__ == "__main__":
     )
     ap.add_argument("--raw", default=None, help="CPU: write every round's numbers to this JSON file")
     args = ap.parse_args()
-    rows = run(args.quick, args.device, args.data, args.pack, 1 if args.quick else args.rounds, args.raw)
+    rows = run(args.quick, args.device, args.data, args.pack, args.rounds, args.raw)
     for r in rows:
         print(f"{r['name']:<75} {r['value']:>10} {r['unit']:<6} {r['target']}")
     if args.device == "cuda":
