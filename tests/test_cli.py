@@ -75,3 +75,26 @@ def test_every_flag_maps_to_a_config_field(path):
         assert action.dest in fields, (
             f"flag {action.option_strings} of `semmae {' '.join(path)}` maps to no field"
         )
+
+
+def test_config_verbs_reads_every_verb_and_action_off_the_parser():
+    import dataclasses
+
+    from semmae.cli import config_verbs
+
+    verbs = config_verbs()
+    # top-level verbs and the actions of verb groups, found by walking the parser's sub-commands
+    for name in (
+        "pretrain",
+        "bootstrap",
+        "demo",
+        "knn",
+        "parts train",
+        "parts export",
+        "data pack",
+        "segment eval",
+    ):
+        assert name in verbs, name
+        assert verbs[name].name == name and dataclasses.is_dataclass(verbs[name].config)
+        assert callable(verbs[name].handler)
+    assert not any(name in verbs for name in ("parts", "data", "segment"))  # groups themselves have no config

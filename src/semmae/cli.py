@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"semmae {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="<verb>", parser_class=OneLineErrorParser)
+    parser.subcommands = sub  # read by config_verbs (argparse keeps its sub-commands private)
     sub.required = True
     for name in VERB_MODULES:
         importlib.import_module(name).register(sub)
@@ -103,10 +104,9 @@ def config_verbs() -> dict[str, Verb]:
     verbs: dict[str, Verb] = {}
 
     def walk(parser: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
-        for action in parser._actions:  # argparse has no public accessor for sub-commands
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    walk(sub, (*path, name))
+        subcommands = getattr(parser, "subcommands", None)  # set where the sub-parsers are made
+        for name, sub in (subcommands.choices if subcommands is not None else {}).items():
+            walk(sub, (*path, name))
         config, handler = parser.get_default("_config_cls"), parser.get_default("func")
         if path and config is not None and handler is not None:
             verbs[" ".join(path)] = Verb(" ".join(path), config, handler)

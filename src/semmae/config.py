@@ -231,4 +231,5 @@ def add_verb_group(sub: Any, name: str, help: str, description: str | None = Non
     p = sub.add_parser(name, help=help, description=description or help)
     actions = p.add_subparsers(dest="action", metavar="<action>", parser_class=type(p))
     actions.required = True
+    p.subcommands = actions  # the verb's actions, for semmae.cli.config_verbs
     return actions
