@@ -293,55 +293,27 @@ def run_cpu(
     def spread(key: str, field: str = "ratio") -> str:
         return ", ".join(f"{r[key][field]:.3f}" for r in results)
 
+    def row(name: str, key: str, field: str, digits: int, unit: str, target: bool = False) -> dict:
+        """One printed row: the median over rounds of ``field`` of feed ``key`` (with its target, if asked)."""
+        value = round(med(key, field), digits)
+        return {"name": name, "value": value, "unit": unit, "target": TARGETS.get(key, "") if target else ""}
+
     rows = []
     for key, label, _ in FEEDS:
         workers = results[0][key]["workers"]
-        rows += [
-            {
-                "name": f"model step alone, around the {label} run (median)",
-                "value": round(med(key, "step"), 1),
-                "unit": "img/s",
-            },
-            {
-                "name": f"pretrain e2e, {label} ({workers} workers) (median)",
-                "value": round(med(key, "e2e"), 1),
-                "unit": "img/s",
-            },
-        ]
+        rows.append(row(f"model step alone, around the {label} run (median)", key, "step", 1, "img/s"))
+        rows.append(row(f"pretrain e2e, {label} ({workers} workers) (median)", key, "e2e", 1, "img/s"))
     for key, label, _ in FEEDS:
-        rows.append(
-            {
-                "name": f"e2e / model step: {label} (median of {len(results)}; rounds in order: {spread(key)})",
-                "value": round(med(key, "ratio"), 3),
-                "unit": "x",
-                "target": TARGETS.get(key, ""),
-            }
-        )
+        name = f"e2e / model step: {label} (median of {len(results)}; rounds in order: {spread(key)})"
+        rows.append(row(name, key, "ratio", 3, "x", target=True))
     for key, label, _ in FEEDS:
-        rows.append(
-            {
-                "name": f"fed / held step, paired blocks: {label} (rounds: {spread(key, 'paired')})",
-                "value": round(med(key, "paired"), 3),
-                "unit": "x",
-                "target": TARGETS.get(key, ""),
-            }
-        )
+        name = f"fed / held step, paired blocks: {label} (rounds: {spread(key, 'paired')})"
+        rows.append(row(name, key, "paired", 3, "x", target=True))
     for key, label, _ in FEEDS:
-        rows.append(
-            {
-                "name": f"  same, over the median step time (the earlier statistic): {label}",
-                "value": round(med(key, "ratio_median_step"), 3),
-                "unit": "x",
-            }
-        )
+        name = f"  same, over the median step time (the earlier statistic): {label}"
+        rows.append(row(name, key, "ratio_median_step", 3, "x"))
     for key, label, _ in FEEDS:
-        rows.append(
-            {
-                "name": f"input wait share of the run, {label} (median)",
-                "value": round(med(key, "wait"), 4),
-                "unit": "",
-            }
-        )
+        rows.append(row(f"input wait share of the run, {label} (median)", key, "wait", 4, ""))
     rows.append(
         {
             "name": f"step drift across a run, after / before (rounds: {spread('packed', 'drift')}, packed)",
