@@ -121,11 +121,11 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
     from torchvision.io import decode_jpeg
 
     from semmae.data.batch_augment import BatchPartAugment
-    from semmae.data.workers import auto_num_workers
+    from semmae.data.workers import auto_worker_plan
 
     dev = trainer.device
     ds = _RawFiles(data)
-    workers = max(1, auto_num_workers(True, "cuda"))
+    workers = max(1, auto_worker_plan(True, "cuda").count)
     loader = torch.utils.data.DataLoader(
         ds,
         batch_size=trainer.cfg.batch_size,

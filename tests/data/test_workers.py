@@ -12,7 +12,6 @@ from torch.utils.data import DataLoader, Dataset
 
 from semmae.data.workers import (
     WorkerPlan,
-    auto_num_workers,
     auto_worker_plan,
     idle_priority,
     lower_priority,
@@ -32,9 +31,9 @@ def test_auto_plan_gives_jpeg_decoding_idle_workers_on_cores_the_step_uses():
     # a GPU node: 96 cores, 8 ranks -> 12 cores each, one drives the GPU
     assert auto_worker_plan(False, "cuda", local_world_size=8, cores=96) == WorkerPlan(11)
     assert auto_worker_plan(True, "cuda", local_world_size=8, cores=96) == WorkerPlan(2)
-    assert auto_num_workers(False, "cuda", cores=256) == 16  # capped
+    assert auto_worker_plan(False, "cuda", cores=256).count == 16  # capped
     assert WorkerPlan(2, idle=True).init_fn is idle_priority and WorkerPlan(3).init_fn is lower_priority
-    assert math.isfinite(auto_num_workers(False, "cpu"))  # this machine, its own core count
+    assert math.isfinite(auto_worker_plan(False, "cpu").count)  # this machine, its own core count
 
 
 def test_parse_num_workers():

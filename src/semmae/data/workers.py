@@ -68,17 +68,6 @@ def auto_worker_plan(
     return WorkerPlan(min(per_rank, MAX_AUTO_WORKERS), idle=True)
 
 
-def auto_num_workers(
-    packed: bool,
-    device_type: str,
-    local_world_size: int = 1,
-    compute_threads: int | None = None,
-    cores: int | None = None,
-) -> int:
-    """The worker count of ``--num-workers auto`` for one rank (:func:`auto_worker_plan`)."""
-    return auto_worker_plan(packed, device_type, local_world_size, compute_threads, cores).count
-
-
 def parse_num_workers(value: str | int) -> int | None:
     """``"auto"`` -> None, ``"4"`` -> 4; raises ValueError for anything else (or a negative count)."""
     if str(value).strip().lower() == AUTO:
