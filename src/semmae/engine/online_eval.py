@@ -17,7 +17,7 @@ import torch
 
 from semmae.data.loader import DataLoader
 from semmae.engine.config import PretrainConfig
-from semmae.eval.kept_tokens import KeptTokens
+from semmae.eval.kept_tokens import KeptTokens, encoder_foreground
 from semmae.utils import distributed as du
 
 
@@ -32,10 +32,9 @@ def encode_folder(
     keep: KeptTokens | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-token features ``[N, D]`` (float32, CPU) and labels ``[N]`` of an ImageFolder; with ``keep`` only
-    the kept patches enter (picked by the model's own ``last_cls_attention``)."""
+    the kept patches enter (picked by the model's own attention: ``encoder_foreground``)."""
     from semmae.data.folder import ImageFolderDataset
     from semmae.data.transforms import eval_transform
-    from semmae.parts.inference import foreground_score
 
     ds = ImageFolderDataset(root, transform=eval_transform(img_size))
     feats, labels = [], []
@@ -43,9 +42,7 @@ def encode_folder(
         images = batch["image"].to(device)
         keep_index = None
         if keep is not None:
-            attn = model.last_cls_attention(images)
-            fg = foreground_score(attn, int(round(attn.shape[-1] ** 0.5))).flatten(1)
-            keep_index = keep.keep_index(fg, batch["index"])
+            keep_index = keep.keep_index(encoder_foreground(model, images), batch["index"])
         if keep_index is None:
             cls, _ = model.forward_encoder_features(images)
         else:

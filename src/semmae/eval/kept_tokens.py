@@ -71,20 +71,25 @@ def forward_features_kept(
 
 
 @torch.no_grad()
-def encoder_foreground(model: VisionTransformer, images: torch.Tensor) -> torch.Tensor:
+def encoder_foreground(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
     """The ``attention`` source: the encoder's last-layer CLS attention over its patches, head-averaged and min-max
-    normalised per image (the same score ``parts export`` stores), float ``[B, L]``."""
+    normalised per image (the same score ``parts export`` stores), float ``[B, L]``. ``model``: a timm
+    ``VisionTransformer``, or a model that gives that attention itself (``last_cls_attention(images)`` ->
+    ``[B, H, L]``: this project's MAE, scored during pretraining)."""
     from semmae.parts.encoder import cls_attention
     from semmae.parts.inference import foreground_score
 
-    if model.num_prefix_tokens < 1 or model.cls_token is None:
-        raise UserError(
-            "the 'attention' foreground needs an encoder with a class token; give part caches instead"
-        )
-    x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
-    for blk in model.blocks[:-1]:
-        x = blk(x)
-    attn = cls_attention(model.blocks[-1], x)[..., model.num_prefix_tokens :]  # [B, H, L]
+    if hasattr(model, "last_cls_attention"):
+        attn = model.last_cls_attention(images)
+    else:
+        if model.num_prefix_tokens < 1 or model.cls_token is None:
+            raise UserError(
+                "the 'attention' foreground needs an encoder with a class token; give part caches instead"
+            )
+        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
+        for blk in model.blocks[:-1]:
+            x = blk(x)
+        attn = cls_attention(model.blocks[-1], x)[..., model.num_prefix_tokens :]  # [B, H, L]
     grid = int(round(attn.shape[-1] ** 0.5))
     return foreground_score(attn, grid).flatten(1)
 
