@@ -143,9 +143,10 @@ class PartsTrainConfig:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
 
 
-#: what ``semmae parts export`` writes per cell: the learned parts of a part checkpoint, or the raw-attention
-#: baseline of Table 4 (the argmax over the frozen encoder's last-layer CLS-attention heads)
-EXPORT_SOURCES = ("learned", "attention")
+#: what ``semmae parts export`` writes per cell: the learned parts of a part checkpoint, the raw-attention
+#: baseline of Table 4 (the argmax over the frozen encoder's last-layer CLS-attention heads), or ground-truth
+#: label masks (the oracle parts: what perfect part learning would hand to the masking)
+EXPORT_SOURCES = ("learned", "attention", "masks")
 
 
 @dataclass
@@ -155,7 +156,8 @@ class PartsExportConfig:
         default="learned",
         metadata=_h(
             "learned = the parts of --checkpoint (a part checkpoint); attention = raw-attention parts (paper "
-            "Table 4's baseline: argmax over the last-layer CLS-attention heads of --encoder-checkpoint)",
+            "Table 4's baseline: argmax over the last-layer CLS-attention heads of --encoder-checkpoint); "
+            "masks = oracle parts from the ground-truth label PNGs under --masks (majority label per cell)",
             choices=EXPORT_SOURCES,
         ),
     )
@@ -167,6 +169,13 @@ class PartsExportConfig:
     img_size: int = field(
         default=0,
         metadata=_h("--source attention: encoder input size (the part encoder's); 0 = the checkpoint's own"),
+    )
+    masks: str = field(
+        default="",
+        metadata=_h(
+            "--source masks: folder of per-image label PNGs (0 = background, 1..K parts; same relative paths, "
+            "e.g. <synth>/masks/train); background becomes part 0"
+        ),
     )
     out: str = field(default="", metadata=_h("part-cache path to write (resumes an unfinished one)"))
     grid: int = field(
@@ -183,7 +192,19 @@ class PartsExportConfig:
         for name in ("data", "out"):
             if not getattr(self, name):
                 raise UserError(f"--{name} is required")
-        if self.source == "learned":
+        if self.source == "masks":
+            if not self.masks:
+                raise UserError("--source masks needs --masks: the folder of ground-truth label PNGs")
+            if self.checkpoint or self.encoder_checkpoint or self.img_size:
+                raise UserError(
+                    "--source masks reads only --masks; --checkpoint, --encoder-checkpoint and --img-size are "
+                    "for the learned and attention sources"
+                )
+            if self.grid < 1:
+                raise UserError("--source masks needs --grid: the cache grid (the MAE's patch grid), e.g. 8")
+        elif self.masks:
+            raise UserError(f"--masks is for --source masks, not --source {self.source}")
+        elif self.source == "learned":
             if not self.checkpoint:
                 raise UserError("--checkpoint is required: the part checkpoint whose parts are exported")
             if self.encoder_checkpoint or self.img_size:

@@ -5,8 +5,10 @@ and a foreground score per cell of a G x G grid. ``--source learned`` (default):
 maps of a part checkpoint (Sec. 3.1), bilinearly resized from the encoder grid to G (e.g. 14 -> 28 for the patch-8
 MAE). ``--source attention``: the raw-attention parts of paper Table 4's baseline, the argmax over the last layer's
 CLS-attention heads of a frozen encoder checkpoint (one "part" per head). The foreground score is the same for both
-(CLS attention, see :mod:`semmae.parts.inference`). Batched; an interrupted export resumes at the first image not
-yet written.
+(CLS attention, see :mod:`semmae.parts.inference`). ``--source masks``: the oracle parts - the majority label of
+ground-truth label PNGs in each cell (background, label 0, is part 0 like any other), foreground = the cell's share
+of non-background pixels; what a perfect part learner would hand to the masking (issue: the mechanism test).
+Batched; an interrupted export resumes at the first image not yet written.
 """
 
 from __future__ import annotations
@@ -15,14 +17,16 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Subset
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
-from semmae.data.part_cache import PartCache
+from semmae.data.part_cache import MAX_PARTS, PartCache
 from semmae.engine.precision import Precision, resolve_precision
+from semmae.errors import UserError
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
 from semmae.parts.encoder import FrozenEncoder
@@ -31,6 +35,10 @@ from semmae.utils.distributed import resolve_device
 from semmae.utils.rundir import exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
+MASK_PARTS = "majority ground-truth label per cell (label 0 = background is part 0)"
+MASK_FG = "share of non-background (label > 0) pixels in the cell"
+#: label masks are resized (nearest) to ``grid * MASK_CELL_PIXELS`` before the per-cell vote
+MASK_CELL_PIXELS = 8
 ATTENTION_PARTS = "argmax over the last-layer CLS-attention heads, bilinear to grid (one part per head)"
 GEOMETRY = "whole image resized to the encoder input, no crop"
 
@@ -40,6 +48,8 @@ Predict = Callable[[torch.Tensor, int, Precision], dict[str, torch.Tensor]]
 
 def export_parts(cfg: PartsExportConfig) -> PartCache:
     """Export (or resume exporting) the cache at ``cfg.out``; returns it opened."""
+    if cfg.source == "masks":
+        return export_mask_parts(cfg)
     device = resolve_device(cfg.device)
     if cfg.source == "attention":
         encoder = load_attention_encoder(cfg.encoder_checkpoint, cfg.img_size).to(device)
@@ -73,6 +83,53 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
     # one export per cache at a time (a second one would interleave chunks): <out>.lock beside it
     with exclusive(f"{cfg.out}.lock", f"part cache {cfg.out}", "parts export"):
         return _export(cfg, device, predict, grid, num_parts, dataset, producer)
+
+
+def mask_cells(masks: np.ndarray, grid: int, num_labels: int) -> tuple[np.ndarray, np.ndarray]:
+    """Oracle cells of label masks ``uint8 [n, R, R]`` (R a multiple of ``grid``): the majority label
+    ``int64 [n, G, G]`` and the non-background share ``float32 [n, G, G]`` of every cell."""
+    n, r = masks.shape[0], masks.shape[1] // grid
+    cells = masks.reshape(n, grid, r, grid, r).transpose(0, 1, 3, 2, 4).reshape(n, grid, grid, r * r)
+    counts = (cells[..., None] == np.arange(num_labels, dtype=masks.dtype)).sum(3)
+    return counts.argmax(-1), (cells > 0).mean(-1, dtype=np.float32)
+
+
+def export_mask_parts(cfg: PartsExportConfig) -> PartCache:
+    """``--source masks``: the oracle part cache of ``cfg.data`` from the label PNGs under ``cfg.masks``."""
+    from semmae.parts.evaluate import load_masks
+
+    dataset = ImageFolderDataset(cfg.data)
+    size = cfg.grid * MASK_CELL_PIXELS
+    masks = load_masks(cfg.masks, dataset.relative_paths, size)
+    num_labels = int(masks.max()) + 1
+    if num_labels < 2:
+        raise UserError(f"the masks under {cfg.masks} hold no part label (all 0 = background)")
+    if num_labels > MAX_PARTS:
+        raise UserError(
+            f"the masks under {cfg.masks} hold {num_labels} labels (background included); a part cache holds "
+            f"at most {MAX_PARTS}"
+        )
+    producer = {
+        "command": "semmae parts export --source masks",
+        "masks": str(Path(cfg.masks).resolve()),
+        "parts": MASK_PARTS,
+        "fg_source": MASK_FG,
+        "geometry": f"whole label mask resized (nearest) to {size} px, no crop",
+    }
+    with exclusive(f"{cfg.out}.lock", f"part cache {cfg.out}", "parts export"):
+        writer = PartCache.create(
+            cfg.out,
+            dataset.relative_paths,
+            cfg.grid,
+            num_labels,
+            producer,
+            overwrite=cfg.overwrite,
+            root=cfg.data,
+        )
+        for start in range(writer.next_index, len(dataset), cfg.batch_size):
+            part_ids, fg = mask_cells(masks[start : start + cfg.batch_size], cfg.grid, num_labels)
+            writer.write(start, part_ids, fg)
+        return writer.finalize()
 
 
 def load_attention_encoder(checkpoint: str, img_size: int = 0) -> FrozenEncoder:
