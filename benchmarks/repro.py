@@ -57,7 +57,7 @@ from semmae.cli import guard, run_stage, stage_config  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
 TABLES = ("table1", "table3", "table4", "anchor", "flip")
-EVAL_ONLY = ("eval_crop_pct",)
+EVAL_ONLY = ("eval_crop_pct", "linprobe_blrs")
 PARTS_PRESET = "parts/tiny_cpu"  # preset fields that change only the evaluation of finished pretraining runs
 
 
@@ -90,6 +90,8 @@ class Preset:
     name: str = ""
     # eval view: Resize(img / crop) + CenterCrop(img); 1.0 = the whole short side
     eval_crop_pct: float = 0.875
+    # the fast probe's base learning rates (empty: `semmae linprobe`'s default sweep)
+    linprobe_blrs: tuple[float, ...] = ()
 
     @staticmethod
     def load(name_or_path: str) -> Preset:
@@ -195,7 +197,16 @@ GRID: tuple[GridConfig, ...] = (
         rows=(("flip", "adaptive 0 -> 1 (gamma = 2), flip only"),),
     ),
 )
-KEPT_METRICS = ("knn_top1", "knn_top5", "linprobe_top1", "linprobe_top5", "linprobe_best_blr", "logreg_top1")
+KEPT_METRICS = (
+    "knn_top1",
+    "knn_top5",
+    "linprobe_top1",
+    "linprobe_top5",
+    "linprobe_best_blr",
+    "linprobe_best_on_edge",
+    "logreg_top1",
+    "logreg_converged",
+)
 RANDOM_INIT = "random_init"  # eval-only row: the encoder at its initialisation (per seed)
 
 
@@ -418,18 +429,20 @@ class Harness:
         return str(out / CHECKPOINT_NAME)
 
     def stage_cache(self, kind: str, grid: int, split: str = "train") -> str:
-        """Part cache of a split: ``learned`` (``semmae parts export``) or raw-``attention`` parts. Pretraining
+        """Part cache of a split: ``learned`` (``semmae parts export``), raw-``attention`` or ground-truth ``masks`` parts. Pretraining
         reads the train split's; the kept-quarter evaluation of the patch-P/2 rows reads both splits' foreground."""
         suffix = "" if split == "train" else f"_{split}"
         cache = self.work / "parts" / f"{kind}_grid{grid}{suffix}.cache"
         if cache.exists():
             return str(cache)
         # learned: the part checkpoint's parts; attention: the argmax over the part encoder's CLS-attention heads
-        source = (
-            {"checkpoint": self.parts_ckpt}
-            if kind == "learned"
-            else {"encoder_checkpoint": self.encoder_ckpt, "img_size": self.p.img_size}
-        )
+        # masks: the oracle parts of a dataset with ground-truth label PNGs (``data[f"masks_{split}"]``)
+        if kind == "learned":
+            source = {"checkpoint": self.parts_ckpt}
+        elif kind == "masks":
+            source = {"masks": self.data[f"masks_{split}"]}
+        else:
+            source = {"encoder_checkpoint": self.encoder_ckpt, "img_size": self.p.img_size}
         cfg = stage_config(
             "parts export",
             source=kind,
@@ -464,6 +477,7 @@ class Harness:
             warmup_epochs=self.p.linprobe_epochs // 10,
             seed=seed,
             out=str(probe_dir),
+            **({"blrs": [float(b) for b in self.p.linprobe_blrs]} if self.p.linprobe_blrs else {}),
             **self.common(),
         )
         run_stage("linprobe", cfg)
@@ -479,13 +493,18 @@ class Harness:
             0.07,
             len(feats["classes"]),
         )
+        logreg_top1, logreg_converged = logistic_probe_fit(feats)
+        blrs = [float(b) for b in cfg.blrs]
         return {
             "knn_top1": knn["top1"],
             "knn_top5": knn["top5"],
             "linprobe_top1": float(probe["top1"]),
             "linprobe_top5": float(probe["top5"]),
             "linprobe_best_blr": probe.get("best_blr"),
-            "logreg_top1": logistic_probe(feats),
+            "linprobe_blrs": blrs,
+            "linprobe_best_on_edge": sweep_edge(probe.get("best_blr"), blrs),
+            "logreg_top1": logreg_top1,
+            "logreg_converged": logreg_converged,
             "features": str(probe_dir / "features.pt"),
             "num_train": int(feats["train_x"].shape[0]),
             "num_val": int(feats["val_x"].shape[0]),
@@ -693,17 +712,38 @@ class Harness:
         return self.out / f"{self.stem}.md"
 
 
+def sweep_edge(best: float | None, swept: list[float]) -> str | None:
+    """ "top" / "bottom" when a probe's chosen learning rate is the largest / smallest of its sweep (the optimum may
+    lie outside it: the probe has not converged in its hyperparameter), else None."""
+    if best is None or len(swept) < 2:
+        return None
+    if best >= max(swept):
+        return "top"
+    return "bottom" if best <= min(swept) else None
+
+
 def logistic_probe(feats: dict[str, Any], max_iter: int = 1000) -> float:
     """Top-1 (percent) of a standardised multinomial logistic regression on cached features (the issue's anchor
     probe; unlike the few-hundred-step fast probe it is trained to convergence, L-BFGS, C = 1)."""
+    return logistic_probe_fit(feats, max_iter)[0]
+
+
+def logistic_probe_fit(feats: dict[str, Any], max_iter: int = 1000) -> tuple[float, bool]:
+    """:func:`logistic_probe` and whether L-BFGS converged (stopped before ``max_iter``)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     clf = make_pipeline(StandardScaler(), LogisticRegression(max_iter=max_iter))
-    clf.fit(feats["train_x"].float().cpu().numpy(), feats["train_y"].cpu().numpy())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # reported as the flag instead
+        clf.fit(feats["train_x"].float().cpu().numpy(), feats["train_y"].cpu().numpy())
     pred = clf.predict(feats["val_x"].float().cpu().numpy())
-    return float((pred == feats["val_y"].cpu().numpy()).mean() * 100.0)
+    converged = bool((clf[-1].n_iter_ < max_iter).all())
+    return float((pred == feats["val_y"].cpu().numpy()).mean() * 100.0), converged
 
 
 def _stage_seconds(work: Path) -> dict[str, float]:

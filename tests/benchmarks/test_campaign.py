@@ -1,0 +1,211 @@
+"""benchmarks/campaign.py on a tiny plan (micro model, generated synthetic set): the gate, pair-by-pair order, a stop
+after one run and a resume that neither reruns nor re-evaluates finished runs, the commit pin, the report, and the
+statistics against direct formulas."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    sys.path.insert(0, str(BENCH))
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[name] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+repro = _load("repro")
+campaign = _load("campaign")
+
+PIN = {"commit": "a" * 40, "problem": ""}
+BUDGET = yaml.safe_load((BENCH / "repro_presets" / "smoke.yaml").read_text())
+BUDGET.pop("seeds")
+BUDGET["linprobe_blrs"] = [0.1, 1.0]
+
+
+def write_plan(path: Path, **over) -> Path:
+    plan = {
+        "name": "tiny",
+        "question": "does the tiny schedule help?",
+        "budget": BUDGET,
+        "data": {"kind": "synth", "num_images": 30, "size": 32, "style": "random", "val_fraction": 0.3},
+        "arms": [
+            {"key": "mae", "masking": "random"},
+            {"key": "oracle", "masking": "adaptive", "gamma": 2.0, "parts": "masks"},
+            {"key": "learned", "masking": "adaptive", "gamma": 2.0, "parts": "learned"},
+        ],
+        "baseline": "mae",
+        "seeds": 2,
+        "primary": "logreg_top1",
+        "secondary": ["knn_top1"],
+        "gate_min_gain": -1000.0,  # the plumbing is under test here, not whether a 1-epoch micro MAE learns
+        "gate_metrics": ["logreg_top1"],
+        "gate_converged_probes": False,  # 20 tiny images: the sweep's accuracies tie; convergence is tested below
+        **over,
+    }
+    path.write_text(yaml.safe_dump(plan))
+    return path
+
+
+@pytest.fixture(scope="module")
+def stopped_and_resumed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("campaign")
+    plan = write_plan(root / "tiny.yaml")
+    argv = [str(plan), "--work", str(root / "work"), "--out", str(root / "out"), "--device", "cpu"]
+    calls = []
+    original = repro.Harness.evaluate
+
+    def counting(self, out, seed, source):
+        calls.append(out.name if out.parent.name == "runs" else out.parent.name)  # run_dir/eval, or the run
+        return original(self, out, seed, source)
+
+    repro.Harness.evaluate = counting
+    try:
+        assert campaign.main([*argv, "--max-runs", "1"], pin=PIN) == 0  # the gate (mae + untrained) + one run
+        per_run = root / "out" / "campaign-tiny" / "per-run"
+        first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in per_run.glob("*.json")}
+        first_calls = list(calls)
+        assert campaign.main(argv, pin=PIN) == 0  # resumes: the rest, nothing twice
+    finally:
+        repro.Harness.evaluate = original
+    return root, argv, first, first_calls, calls
+
+
+def test_stop_after_one_run_then_resume_skips_finished_runs(stopped_and_resumed):
+    root, _, first, first_calls, calls = stopped_and_resumed
+    # seed 0 runs the baseline first (the gate), then the untrained encoder, then the next arm in plan order
+    assert sorted(first) == ["mae-seed0.json", "oracle-seed0.json", "untrained-seed0.json"]
+    assert first_calls == ["mae-seed0", "untrained-seed0", "oracle-seed0"]
+    # the resume ran only what was left - seed 1 rotated by one (oracle, learned, mae) - and re-evaluated nothing
+    assert calls[len(first_calls) :] == ["learned-seed0", "oracle-seed1", "learned-seed1", "mae-seed1"]
+    per_run = root / "out" / "campaign-tiny" / "per-run"
+    for name, (mtime, data) in first.items():
+        assert (per_run / name).stat().st_mtime_ns == mtime and (per_run / name).read_bytes() == data
+
+
+def test_records_carry_the_commit_and_checkpoint_hash(stopped_and_resumed):
+    root, *_ = stopped_and_resumed
+    rec = json.loads((root / "out" / "campaign-tiny" / "per-run" / "oracle-seed1.json").read_text())
+    assert rec["commit"] == PIN["commit"] and rec["campaign"] == "tiny"
+    assert rec["checkpoint_sha256"] == campaign.sha256(rec["checkpoint"])
+    assert rec["parts"] == "masks" and rec["masking"] == "adaptive"
+    assert rec["linprobe_blrs"] == [0.1, 1.0] and "logreg_converged" in rec
+
+
+def test_report_has_decisions_tables_figure_and_part_quality(stopped_and_resumed):
+    root, *_ = stopped_and_resumed
+    out = root / "out"
+    summary = json.loads((out / "campaign-tiny.json").read_text())
+    assert summary["complete"] and summary["gate"]["passed"]
+    assert set(summary["decisions"]) == {"oracle", "learned"}
+    for arm in ("oracle", "learned"):
+        st = summary["stats"][arm]["logreg_top1"]
+        runs = summary["runs"]
+        want = [runs[f"{arm}-seed{s}"]["logreg_top1"] - runs[f"mae-seed{s}"]["logreg_top1"] for s in (0, 1)]
+        assert st["diffs"] == pytest.approx(want) and st["n"] == 2
+        assert summary["decisions"][arm]["verdict"] in {"helps", "hurts", "null", "inconclusive"}
+    # the learned cache was scored against the ground truth beside its baselines
+    (quality,) = summary["part_quality"].values()
+    assert {"learned", "spatial", "ceiling"} <= set(quality)
+    md = (out / "campaign-tiny.md").read_text()
+    assert "## Decisions" in md and "pairs 2/2 done, 0 left" in md
+    assert "| `oracle` - `mae` | `logreg_top1` | 2 |" in md
+    from PIL import Image
+
+    with Image.open(out / "campaign-tiny.png") as img:
+        assert img.width > 200 and img.height > 200
+
+
+def test_status_line(stopped_and_resumed, capsys):
+    _, argv, *_ = stopped_and_resumed
+    assert campaign.main([*argv, "--status"], pin={"commit": "b" * 40, "problem": ""}) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("campaign tiny: pairs 2/2 done, 0 left;") and "min per pair" in line
+
+
+def test_another_commit_is_refused_and_changes_nothing(stopped_and_resumed, capsys):
+    root, argv, *_ = stopped_and_resumed
+    before = {p: p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()}
+    assert campaign.main(argv, pin={"commit": "b" * 40, "problem": ""}) == 2
+    err = capsys.readouterr().err
+    assert "never mixes commits" in err and "aaaaaaaaaaaa" in err
+    assert {p: p.read_bytes() for p in (root / "out").rglob("*") if p.is_file()} == before
+
+
+def test_an_uncommitted_plan_or_tree_is_refused(tmp_path, capsys):
+    plan = write_plan(tmp_path / "p.yaml")
+    pin = {
+        "commit": "c" * 40,
+        "problem": "the plan p.yaml is not committed: commit it before the first result",
+    }
+    argv = [str(plan), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o")]
+    assert campaign.main(argv, pin=pin) == 2
+    assert "not committed" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_failed_gate_stops_before_any_other_arm(tmp_path, capsys):
+    plan = write_plan(
+        tmp_path / "p.yaml", arms=[{"key": "mae", "masking": "random"}, {"key": "b", "masking": "random"}]
+    )
+    plan.write_text(plan.read_text().replace("gate_min_gain: -1000.0", "gate_min_gain: 1000.0"))
+    argv = [str(plan), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert campaign.main(argv, pin=PIN) == 2
+    assert "the gate failed" in capsys.readouterr().err
+    runs = sorted(p.name for p in (tmp_path / "o" / "campaign-tiny" / "per-run").glob("*.json"))
+    assert runs == ["mae-seed0.json", "untrained-seed0.json"]
+    assert json.loads((tmp_path / "o" / "campaign-tiny" / "gate.json").read_text())["passed"] is False
+
+
+@pytest.mark.parametrize(
+    "n_arms, seed, first", [(2, 0, "a"), (2, 1, "b"), (2, 2, "a"), (3, 1, "b"), (3, 2, "c")]
+)
+def test_arm_order_rotates_per_seed(tmp_path, n_arms, seed, first):
+    arms = [{"key": k, "masking": "random"} for k in "abc"[:n_arms]]
+    plan = campaign.Plan.load(write_plan(tmp_path / "p.yaml", arms=arms, baseline="a"))
+    order = [a.key for a in plan.arm_order(seed)]
+    assert order[0] == first and sorted(order) == list("abc"[:n_arms])
+
+
+def test_paired_stats_equal_the_direct_formulas():
+    from scipy import stats
+
+    d = [0.5, -0.2, 1.1, 0.3, 0.9, -0.4, 0.6, 0.2]
+    st = campaign.paired_stats(d, alpha=0.05, margin=1.0)
+    n, mean = len(d), sum(d) / len(d)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in d) / (n - 1))
+    half = stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n)
+    assert st["mean"] == pytest.approx(mean) and st["sd"] == pytest.approx(sd)
+    assert st["ci95"] == pytest.approx([mean - half, mean + half])
+    assert st["p_two_sided"] == pytest.approx(stats.ttest_1samp(d, 0.0).pvalue)
+    # TOST: the larger of the two one-sided p values against -1 and +1
+    p_lo = stats.ttest_1samp(d, -1.0, alternative="greater").pvalue
+    p_hi = stats.ttest_1samp(d, 1.0, alternative="less").pvalue
+    assert st["p_equivalence"] == pytest.approx(max(p_lo, p_hi))
+
+
+@pytest.mark.parametrize(
+    "diffs, verdict",
+    [
+        ([1.0, 1.2, 0.9, 1.1, 1.3, 0.8], "helps"),
+        ([-2.0, -2.2, -1.9, -2.1], "hurts"),
+        ([0.1, -0.1, 0.05, -0.05, 0.0, 0.1, -0.1, 0.02], "null"),
+        ([3.0, -3.0, 2.0, -2.5], "inconclusive"),
+    ],
+)
+def test_decision_rule(diffs, verdict):
+    st = campaign.paired_stats(diffs, margin=1.0)
+    assert campaign.decide(st, 1.0)[0] == verdict
