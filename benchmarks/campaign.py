@@ -281,11 +281,18 @@ class Campaign(repro.Harness):
         self.device = device if device != "auto" else ("cuda" if repro._cuda() else "cpu")
         self.out = out.resolve()
         self.stem = f"campaign-{plan.name}"
-        self.runs_dir = self.out / self.stem / "per-run"
+        # what must outlive a machine (committed with the results): the pin, the gate, the per-run records, the
+        # part caches every arm reads and their stage records; --work holds only what can be rebuilt
+        self.keep = self.out / self.stem
+        self.runs_dir = self.keep / "per-run"
         self.stage_seconds: dict[str, float] = {}
         self.pin = pin if pin is not None else code_pin(plan.path)
         self.plan_sha = sha256(plan.path)
-        self.state_path = self.work / "campaign.json"
+        self.state_path = self.keep / "campaign.json"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.keep / "caches"
 
     # -- the pin -----------------------------------------------------------------------------------------------
     def claim(self) -> None:
@@ -313,6 +320,24 @@ class Campaign(repro.Harness):
         }
         from semmae.utils.io import atomic_write_json
 
+        self.keep.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.state_path, state)
+
+    def check_caches(self) -> None:
+        """Record each part cache's SHA-256 at first use; refuse a campaign whose caches changed since (a part
+        encoder retrained on another machine gives other parts: runs must not mix them)."""
+        from semmae.utils.io import atomic_write_json
+
+        state = json.loads(self.state_path.read_text())
+        known = state.setdefault("caches", {})
+        for path in sorted(set(self.caches.values())):
+            name = Path(path).name
+            digest = sha256(Path(path) / "codes.u8")
+            if known.setdefault(name, digest) != digest:
+                raise UserError(
+                    f"part cache {path} differs from the one this campaign started with (sha256 "
+                    f"{known[name][:12]}); restore it from the committed results or start a new campaign"
+                )
         atomic_write_json(self.state_path, state)
 
     # -- stages ------------------------------------------------------------------------------------------------
@@ -348,37 +373,47 @@ class Campaign(repro.Harness):
     def prepare(self) -> None:
         """Data, the part encoder and part learning (once), every part cache the arms read, part diagnostics."""
         self.data = self.staged("data", self.stage_data)
-        kinds = {a.parts for a in self.plan.arms if a.parts}
         self.encoder_ckpt, self.caches = "", {}
-        if kinds & {"learned", "attention"}:
-            self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
-        if "learned" in kinds:
-            self.parts_ckpt = self.staged("parts", self.stage_parts)
+        wanted = {}  # (kind, grid[, split]) -> cache name
         for arm in self.plan.arms:
             if not arm.parts:
                 continue
             grid = self.p.img_size // (self.p.fine_patch if arm.fine else self.patch)
-            splits = ("train", "val") if arm.fine else ("train",)
-            for split in splits:
+            for split in ("train", "val") if arm.fine else ("train",):
                 key = (arm.parts, grid) if split == "train" else (arm.parts, grid, split)
-                suffix = "" if split == "train" else f"_{split}"
-                self.caches[key] = self.staged(
-                    f"cache_{arm.parts}_grid{grid}{suffix}",
-                    lambda k=arm.parts, g=grid, s=split: self.stage_cache(k, g, s),
-                )
+                wanted[key] = f"{arm.parts}_grid{grid}{'' if split == 'train' else '_' + split}.cache"
+        if "masks_val" in self.data:  # the learned parts are scored on the validation images
+            for kind, grid in {k[:2] for k in wanted if k[0] != "masks"}:
+                wanted[(kind, grid, "val")] = f"{kind}_grid{grid}_val.cache"
+        missing = {k for k, name in wanted.items() if not (self.cache_dir / name / "meta.json").exists()}
+        kinds = {k[0] for k in missing}
+        # the part encoder and part learning run only while a cache is missing (never again once committed)
+        if kinds & {"learned", "attention"}:
+            self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+        if "learned" in kinds:
+            self.parts_ckpt = self.staged("parts", self.stage_parts)
+        for key in sorted(wanted, key=str):
+            split = key[2] if len(key) == 3 else "train"
+            self.caches[key] = self.stage_cache(key[0], key[1], split)
+        self.check_caches()
         if "masks_val" in self.data:
-            for kind, grid in sorted({k[:2] for k in self.caches if k[0] != "masks"}):
-                self.staged(f"part_quality_{kind}_grid{grid}", lambda k=kind, g=grid: self.part_quality(k, g))
+            for kind, grid in sorted({k[:2] for k in wanted if k[0] != "masks"}):
+                marker = self.keep / "stages" / f"part_quality_{kind}_grid{grid}.json"
+                if not marker.exists():
+                    from semmae.utils.io import atomic_write_json
+
+                    marker.parent.mkdir(parents=True, exist_ok=True)
+                    atomic_write_json(marker, {"result": self.part_quality(kind, grid)})
 
     def part_quality(self, kind: str, grid: int) -> dict[str, Any]:
         """The part cache scored against the ground truth on the validation images (with its baselines)."""
-        cache = self.stage_cache(kind, grid, "val")
+        cache = self.caches[(kind, grid, "val")]
         cfg = stage_config(
             "parts eval",
             data=self.data["val"],
             cache=cache,
             masks=self.data["masks_val"],
-            out=str(self.work / "parts" / f"quality_{kind}_grid{grid}.json"),
+            out=str(self.work / "parts_quality" / f"{kind}_grid{grid}.json"),
             **self.common(),
         )
         run_stage("parts eval", cfg)
@@ -400,8 +435,10 @@ class Campaign(repro.Harness):
             return None
         if rec.get("commit") != self.pin["commit"] or metric(rec, self.plan.primary) is None:
             return None
+        # on the machine that wrote it, the checkpoint must still be the one evaluated; on another machine (the
+        # work folder is not committed) the committed record stands on its own
         ckpt = rec.get("checkpoint")
-        if ckpt and (not Path(ckpt).is_file() or sha256(ckpt) != rec.get("checkpoint_sha256")):
+        if ckpt and Path(ckpt).is_file() and sha256(ckpt) != rec.get("checkpoint_sha256"):
             return None
         return rec
 
@@ -502,6 +539,7 @@ class Campaign(repro.Harness):
     def run(self, max_runs: int | None = None) -> Path:
         self.claim()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.log(self.status())
         self.prepare()
         self.gate()
         ran = 0
@@ -574,7 +612,7 @@ def write_report(c: Campaign, recs: dict[tuple[str, int], dict[str, Any]]) -> No
         decisions[arm] = {"verdict": verdict if complete else "interim", "sentence": sentence}
     gate_path = c.runs_dir.parent / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
-    quality = {k: v["result"] for k, v in _stage_records(c.work).items() if k.startswith("part_quality")}
+    quality = {k: v["result"] for k, v in _stage_records(c.keep).items() if k.startswith("part_quality")}
     summary = {
         "plan": {k: v for k, v in asdict(plan).items() if k != "path"},
         "plan_file": os.path.relpath(plan.path, REPO),

@@ -305,6 +305,11 @@ class Harness:
 
     # -- small helpers -----------------------------------------------------------------------------------------
     @property
+    def cache_dir(self) -> Path:
+        """Where the part caches are written."""
+        return self.work / "parts"
+
+    @property
     def patch(self) -> int:
         return self._model_spec()[0]
 
@@ -432,7 +437,7 @@ class Harness:
         """Part cache of a split: ``learned`` (``semmae parts export``), raw-``attention`` or ground-truth ``masks`` parts. Pretraining
         reads the train split's; the kept-quarter evaluation of the patch-P/2 rows reads both splits' foreground."""
         suffix = "" if split == "train" else f"_{split}"
-        cache = self.work / "parts" / f"{kind}_grid{grid}{suffix}.cache"
+        cache = self.cache_dir / f"{kind}_grid{grid}{suffix}.cache"
         if cache.exists():
             return str(cache)
         # learned: the part checkpoint's parts; attention: the argmax over the part encoder's CLS-attention heads

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -78,6 +79,7 @@ def stopped_and_resumed(tmp_path_factory):
         per_run = root / "out" / "campaign-tiny" / "per-run"
         first = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in per_run.glob("*.json")}
         first_calls = list(calls)
+        shutil.rmtree(root / "work")  # another machine: only the committed results folder survives
         assert campaign.main(argv, pin=PIN) == 0  # resumes: the rest, nothing twice
     finally:
         repro.Harness.evaluate = original
@@ -94,6 +96,23 @@ def test_stop_after_one_run_then_resume_skips_finished_runs(stopped_and_resumed)
     per_run = root / "out" / "campaign-tiny" / "per-run"
     for name, (mtime, data) in first.items():
         assert (per_run / name).stat().st_mtime_ns == mtime and (per_run / name).read_bytes() == data
+    # the committed caches were reused: no part encoder or part learning on the second machine
+    assert not (root / "work" / "stages" / "bootstrap.json").exists()
+    assert not (root / "work" / "stages" / "parts.json").exists()
+    caches = sorted(p.name for p in (root / "out" / "campaign-tiny" / "caches").iterdir())
+    assert caches == ["learned_grid4.cache", "learned_grid4_val.cache", "masks_grid4.cache"]
+
+
+def test_a_changed_part_cache_is_refused(stopped_and_resumed, tmp_path, capsys):
+    root, argv, *_ = stopped_and_resumed
+    keep = tmp_path / "out" / "campaign-tiny"
+    shutil.copytree(root / "out" / "campaign-tiny", keep)
+    state = json.loads((keep / "campaign.json").read_text())
+    state["caches"]["masks_grid4.cache"] = "0" * 64
+    (keep / "campaign.json").write_text(json.dumps(state))
+    argv = [argv[0], "--work", str(root / "work"), "--out", str(tmp_path / "out"), "--device", "cpu"]
+    assert campaign.main(argv, pin=PIN) == 2
+    assert "differs from the one this campaign started with" in capsys.readouterr().err
 
 
 def test_records_carry_the_commit_and_checkpoint_hash(stopped_and_resumed):
