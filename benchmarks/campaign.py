@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import hashlib
 import json
-import math
 import os
 import subprocess
 import sys
@@ -54,6 +53,7 @@ import repro  # noqa: E402  (sibling module, benchmarks/ is not a package)
 
 from semmae.cli import guard, run_stage, stage_config  # noqa: E402
 from semmae.errors import UserError  # noqa: E402
+from semmae.eval.paired import decide, paired_stats  # noqa: E402,F401  (the campaign's statistics)
 
 PART_SOURCES = ("", "learned", "attention", "masks")
 UNTRAINED = "untrained"  # the eval-only arm: the baseline's architecture at its initialisation (gate seed)
@@ -168,57 +168,6 @@ def metric(record: dict[str, Any], name: str) -> float | None:
             return None
         node = node[part]
     return None if node is None else float(node)
-
-
-def paired_stats(diffs: list[float], alpha: float = 0.05, margin: float = 1.0) -> dict[str, Any]:
-    """Mean, SD and t-based CIs of paired differences, and the equivalence test (two one-sided t tests against
-    ``+-margin``; equivalent at level ``alpha`` <=> the ``1 - 2 alpha`` CI lies inside ``+-margin``)."""
-    from scipy import stats
-
-    n = len(diffs)
-    out: dict[str, Any] = {"n": n, "diffs": diffs}
-    if n == 0:
-        return out
-    mean = sum(diffs) / n
-    out["mean"] = mean
-    if n < 2:
-        return out
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (n - 1))
-    se = sd / math.sqrt(n)
-    out |= {"sd": sd, "se": se, "wins": sum(d > 0 for d in diffs)}
-    t95 = stats.t.ppf(1 - alpha / 2, n - 1)
-    t90 = stats.t.ppf(1 - alpha, n - 1)
-    out["ci95"] = [mean - t95 * se, mean + t95 * se]
-    out["ci90"] = [mean - t90 * se, mean + t90 * se]
-    if se > 0:
-        out["p_two_sided"] = float(2 * stats.t.sf(abs(mean) / se, n - 1))
-        p_low = stats.t.sf((mean + margin) / se, n - 1)  # H0: diff <= -margin
-        p_high = stats.t.cdf((mean - margin) / se, n - 1)  # H0: diff >= +margin
-        out["p_equivalence"] = float(max(p_low, p_high))
-    else:
-        out["p_two_sided"] = 0.0 if mean != 0 else 1.0
-        out["p_equivalence"] = 0.0 if abs(mean) < margin else 1.0
-    return out
-
-
-def decide(st: dict[str, Any], margin: float, paper_effect: float | None = None) -> tuple[str, str]:
-    """(verdict, sentence) of the plan's decision rule for one comparison's paired statistics."""
-    if "ci95" not in st:
-        return "insufficient", "fewer than 2 pairs: no decision"
-    lo, hi = st["ci95"]
-    lo90, hi90 = st["ci90"]
-    ci = f"mean {st['mean']:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}], n = {st['n']}"
-    if lo > 0:
-        size = f"; the paper's gain is {paper_effect:+.1f}" if paper_effect is not None else ""
-        return "helps", f"the direction reproduces ({ci}{size})"
-    if hi < 0:
-        return "hurts", f"the arm hurts here ({ci})"
-    if -margin < lo90 and hi90 < margin:
-        return "null", (
-            f"a well-powered null: no difference larger than {margin:g} point ({ci}; 90 % CI "
-            f"[{lo90:+.2f}, {hi90:+.2f}] inside +-{margin:g})"
-        )
-    return "inconclusive", f"inconclusive: the CI includes 0 and reaches beyond +-{margin:g} ({ci})"
 
 
 # ------------------------------------------------------------------------------------------------------- the pin
