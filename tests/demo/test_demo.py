@@ -31,7 +31,7 @@ def test_report_figures_decode_and_tables_have_numbers(demo_dir):
             img.load()
             assert img.width > 10 and img.height > 10
     tables = [block for block in md.split("\n\n") if block.startswith("| ")]
-    assert len(tables) >= 2  # part quality + accuracy
+    assert len(tables) >= 3  # part quality + accuracy + paired differences
     for table in tables:
         body = table.splitlines()[2:]
         assert body, table
@@ -41,7 +41,10 @@ def test_report_figures_decode_and_tables_have_numbers(demo_dir):
     html = (demo_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)  # self-contained
     accuracy = json.loads((demo_dir / "eval" / "accuracy.json").read_text())
-    assert set(accuracy) == {"semmae", "mae", "random init"}
+    assert set(accuracy) == {"semmae", "semmae_gt", "mae", "random init"}  # + the ground-truth-parts oracle
+    assert "SemMAE minus MAE, paired by seed" in md and "SemMAE (ground-truth parts) - MAE" in md
+    oracle = json.loads((demo_dir / "parts" / "cache_gt_train" / "meta.json").read_text())
+    assert oracle["producer"]["command"].endswith("--source masks")
     metrics = json.loads((demo_dir / "parts" / "part_metrics.json").read_text())
     assert {"learned", "attention", "kmeans", "spatial", "ceiling"} <= set(metrics)
 
@@ -88,3 +91,21 @@ def test_style_is_part_of_the_setup_and_reaches_the_data(demo_dir, capsys):
     setup.write_text(json.dumps(record))
     assert main([*argv, "--num-workers", "0"]) == 0
     assert "style" not in capsys.readouterr().err
+
+
+def test_paired_table_reads_its_own_numbers():
+    from semmae.demo.make_report import paired_table
+
+    runs = {
+        "mae": [{"seed": s, "knn_top1": 50.0 + s, "linprobe_top1": 60.0} for s in range(3)],
+        "semmae": [
+            {"seed": s, "knn_top1": 52.0 + s + 0.1 * s, "linprobe_top1": 60.0 + (-1) ** s} for s in range(3)
+        ],
+        "semmae_gt": [{"seed": s, "knn_top1": 50.0 + s, "linprobe_top1": 60.0} for s in range(3)],
+    }
+    table = paired_table(runs)
+    knn = next(r for r in table.rows if r[0].startswith("SemMAE (learned") and r[1] == "kNN")
+    assert knn[2] == "+2.0, +2.1, +2.2" and knn[3] == "+2.1" and knn[5] == "helps"
+    probe = next(r for r in table.rows if r[0].startswith("SemMAE (learned") and r[1] == "linear probe")
+    assert probe[2] == "+1.0, -1.0, +1.0" and probe[5] == "inconclusive"
+    assert "cannot say" not in table.note  # one comparison is decided: no blanket "cannot say"

@@ -9,8 +9,9 @@ Stages, in order, each running the same CLI verbs a user would run - in this pro
 3. ``parts``      - part learning (Sec. 3.1), the part-map caches, part scores against the ground truth next to
                     the baselines (raw attention, k-means, spatial split, grid ceiling), the part figure;
 4. ``masks``      - the mask schedule panel (paper Fig. 1 / Fig. 3);
-5. ``pretrain``   - SemMAE (adaptive masking, gamma 2) and MAE (random masking), same budget, same seeds;
-6. ``evaluate``   - kNN and the fast linear probe for both, and for the untrained encoder;
+5. ``pretrain``   - SemMAE (adaptive masking, gamma 2) on the learned parts and on the ground-truth parts (the
+                    oracle), and MAE (random masking), same budget, same seeds;
+6. ``evaluate``   - kNN and the fast linear probe for each, and for the untrained encoder; paired differences;
 7. ``report``     - ``report.html`` (self-contained) and ``report.md``.
 
 A stage that finished records its artifacts in ``<out>/stages/<stage>.json``; a rerun with the same ``--out``
@@ -40,6 +41,20 @@ from semmae.utils.io import atomic_write_json
 PARTS_PRESET = "parts/tiny_cpu"
 #: the two pretrainings compared; SemMAE's gamma is PretrainConfig's default, the paper's 2
 SEMMAE_MASKING, MAE_MASKING = "adaptive", "random"
+#: the pretrainings of the demo: SemMAE on the learned parts, SemMAE on the ground-truth parts (the oracle: what
+#: perfect part learning would buy at this scale), MAE; the key, the masking and the part cache it reads
+METHODS = {
+    "semmae": (SEMMAE_MASKING, "cache_train"),
+    "semmae_gt": (SEMMAE_MASKING, "cache_gt_train"),
+    "mae": (MAE_MASKING, None),
+}
+#: how the report names them
+METHOD_LABELS = {
+    "semmae": "SemMAE (learned parts)",
+    "semmae_gt": "SemMAE (ground-truth parts)",
+    "mae": "MAE (random masking)",
+    "random init": "untrained encoder",
+}
 #: the figures: images drawn with their parts, and the mask schedule's alphas (per part -> whole parts)
 PART_FIGURE_IMAGES, MASK_FIGURE_IMAGES, MASK_FIGURE_ALPHAS = 6, 3, (0.0, 0.5, 1.0)
 
@@ -185,7 +200,7 @@ class Demo:
 
     def runs(self) -> list[tuple[str, int, Path]]:
         """(method, seed, run dir) of every pretraining run."""
-        return [(m, s, self.out / "pretrain" / f"{m}-seed{s}") for m in ("semmae", "mae") for s in self.seeds]
+        return [(m, s, self.out / "pretrain" / f"{m}-seed{s}") for m in METHODS for s in self.seeds]
 
     # -- stages -------------------------------------------------------------------------------------------
     def stage_data(self) -> list[Path]:
@@ -299,18 +314,34 @@ class Demo:
         run_stage("masks show", cfg)
         return [figure]
 
+    def oracle_cache(self) -> Path:
+        """The ground-truth part cache of the training images (``parts export --source masks``), on the MAE's grid."""
+        cache = self.out / "parts" / "cache_gt_train"
+        if not cache.exists():
+            cfg = stage_config(
+                "parts export",
+                source="masks",
+                data=str(self.data / "train"),
+                masks=str(self.data / "masks" / "train"),
+                grid=self.budget.img_size // self.patch_size(),
+                out=str(cache),
+            )
+            run_stage("parts export", cfg)
+        return cache
+
     def stage_pretrain(self) -> list[Path]:
         artifacts = []
         epochs = self.budget.pretrain_epochs
         base = dataclasses.replace(self.pretrain_config(), epochs=epochs, vis_every=max(epochs, 1))
+        self.oracle_cache()
         for method, seed, run in self.runs():
-            semmae = method == "semmae"
+            masking, cache = METHODS[method]
             cfg = dataclasses.replace(
                 base,
                 out=str(run),
                 seed=seed,
-                masking=SEMMAE_MASKING if semmae else MAE_MASKING,
-                parts=str(self.out / "parts" / "cache_train") if semmae else None,
+                masking=masking,
+                parts=str(self.out / "parts" / cache) if cache else None,
             )
             run_stage("pretrain", cfg)
             artifacts += [self.latest_checkpoint(run), run / "log.jsonl"]
