@@ -320,8 +320,7 @@ class Campaign(repro.Harness):
         }
 
     def prepare(self) -> None:
-        """Data, the part encoder and part learning (once), every part cache the arms read, part diagnostics."""
-        self.data = self.staged("data", self.stage_data)
+        """The part encoder and part learning (once), every part cache the arms read, part diagnostics."""
         self.encoder_ckpt, self.caches = "", {}
         wanted = {}  # (kind, grid[, split]) -> cache name
         for arm in self.plan.arms:
@@ -489,8 +488,14 @@ class Campaign(repro.Harness):
         self.claim()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.log(self.status())
-        self.prepare()
-        self.gate()
+        self.data = self.staged("data", self.stage_data)
+        if self.arms[self.plan.baseline].parts:  # the baseline reads a cache (e.g. its foreground keep)
+            self.prepare()
+            self.gate()
+        else:  # decide the gate first: a failed gate then costs no part encoder
+            self.encoder_ckpt, self.caches = "", {}
+            self.gate()
+            self.prepare()
         ran = 0
         for seed in self.seeds:
             for arm in self.plan.arm_order(seed):

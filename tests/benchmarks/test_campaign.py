@@ -176,9 +176,8 @@ def test_an_uncommitted_plan_or_tree_is_refused(tmp_path, capsys):
 
 
 def test_a_failed_gate_stops_before_any_other_arm(tmp_path, capsys):
-    plan = write_plan(
-        tmp_path / "p.yaml", arms=[{"key": "mae", "masking": "random"}, {"key": "b", "masking": "random"}]
-    )
+    arms = [{"key": "mae", "masking": "random"}, {"key": "b", "masking": "adaptive", "parts": "learned"}]
+    plan = write_plan(tmp_path / "p.yaml", arms=arms)
     plan.write_text(plan.read_text().replace("gate_min_gain: -1000.0", "gate_min_gain: 1000.0"))
     argv = [str(plan), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
     assert campaign.main(argv, pin=PIN) == 2
@@ -186,6 +185,9 @@ def test_a_failed_gate_stops_before_any_other_arm(tmp_path, capsys):
     runs = sorted(p.name for p in (tmp_path / "o" / "campaign-tiny" / "per-run").glob("*.json"))
     assert runs == ["mae-seed0.json", "untrained-seed0.json"]
     assert json.loads((tmp_path / "o" / "campaign-tiny" / "gate.json").read_text())["passed"] is False
+    # the baseline reads no parts: the gate was decided before the part encoder, which never ran
+    assert not (tmp_path / "w" / "stages" / "bootstrap.json").exists()
+    assert not (tmp_path / "w" / "bootstrap").exists()
 
 
 @pytest.mark.parametrize(
