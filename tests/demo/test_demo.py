@@ -37,7 +37,7 @@ def test_report_figures_decode_and_tables_have_numbers(demo_dir):
         assert body, table
         for row in body:
             cells = [c.strip() for c in row.strip("|").split("|")[1:]]
-            assert any(re.match(r"^-?\d+(\.\d+)?", c) for c in cells), row
+            assert any(re.match(r"^[-+]?\d+(\.\d+)?", c) for c in cells), row
     html = (demo_dir / "report.html").read_text()
     assert html.count("data:image/png;base64,") == len(figures)  # self-contained
     accuracy = json.loads((demo_dir / "eval" / "accuracy.json").read_text())
