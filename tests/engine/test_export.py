@@ -122,7 +122,9 @@ def test_record_round_trips_and_refuses_what_it_cannot_read():
     # the CPU presets' size (width 192, 6 blocks) is no timm size: the name says its real shape
     tiny6 = record.replace(embed_dim=192, depth=6, num_heads=3, img_size=64)
     assert tiny6.timm_name() == "vit_d192x6h3_patch8_64"
-    assert parse_arch(tiny6.timm_name()) == dict(embed_dim=192, depth=6, num_heads=3, patch_size=8, img_size=64)
+    assert parse_arch(tiny6.timm_name()) == dict(
+        embed_dim=192, depth=6, num_heads=3, patch_size=8, img_size=64
+    )
     assert record.replace(embed_dim=384, depth=12, num_heads=6, img_size=224).timm_name() == (
         "vit_small_patch8_224"
     )
