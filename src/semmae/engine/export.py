@@ -32,15 +32,17 @@ from semmae.models.encoder_loading import checkpoint_record, record_misfits
 from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.timm_dir import timm_config, write_timm_dir
 from semmae.utils.hub import push_folder
-from semmae.utils.io import atomic_write_bytes
+from semmae.utils.io import atomic_write_bytes, load_checkpoint
 
 FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
 
 
-def _read(path: str | Path) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any], Path]:
+def _read(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any], Path]:
     path = checkpoint_file(path)
-    ckpt = load_pretrain_checkpoint(path)
+    ckpt = load_pretrain_checkpoint(path, ckpt)
     record = checkpoint_record(ckpt, f"checkpoint {path}")
     if record is None:
         raise UserError(f"checkpoint {path} has a model_config without the encoder sizes")
@@ -56,6 +58,17 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     file or run dir; the weights are checked against the record."""
     enc, record, _, _ = _read(path)
     return enc, record
+
+
+def _source(path: str | Path) -> Path:
+    """A checkpoint file as given; a `semmae parts train` run folder -> its ``checkpoint.pth``; a pretraining (or
+    bootstrap) run folder -> its latest checkpoint."""
+    from semmae.parts.train import CHECKPOINT_NAME
+
+    path = Path(path)
+    if path.is_dir() and (path / CHECKPOINT_NAME).is_file() and not (path / "checkpoints").is_dir():
+        return path / CHECKPOINT_NAME
+    return checkpoint_file(path)
 
 
 def resolve_format(out: str | Path, fmt: str | None) -> str:
@@ -85,11 +98,23 @@ def export_encoder(
     ``out``'s name) and, with ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written."""
     from safetensors.torch import save
 
+    from semmae.parts.checkpoint import FORMAT as PARTS_FORMAT
+
+    path = _source(checkpoint)
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == PARTS_FORMAT:  # the part learner of Sec. 3.1
+        from semmae.parts.publish import export_part_learner
+
+        if fmt == "safetensors":
+            raise UserError(
+                "a part learner exports to a folder (its head + its frozen encoder); drop --format"
+            )
+        return export_part_learner(path, out, push_to_hub)
     fmt = resolve_format(out, fmt)
     if push_to_hub and fmt != "timm-dir":
         raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
     out = Path(out)
-    enc, record, ckpt, path = _read(checkpoint)
+    enc, record, ckpt, path = _read(path, ckpt)
     meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     if (
         record.fg_keep is not None
