@@ -209,3 +209,20 @@ def test_push_to_hub_without_a_network_fails_in_one_line(tmp_path, capsys, monke
     assert main([*argv, "--push-to-hub", "me/semmae-micro"]) == 2
     one_error_line(capsys, "--push-to-hub me/semmae-micro", "http://127.0.0.1:9", "the export is kept")
     assert (tmp_path / "export" / "model.safetensors").is_file()
+
+
+def test_a_timm_folder_from_elsewhere_is_read_through_its_config(tmp_path):
+    """A folder timm itself wrote (``save_for_hf``), no semmae record: the sizes, heads included, from config.json."""
+    from timm.models import save_for_hf
+
+    torch.manual_seed(0)
+    vit = timm.create_model(
+        "vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4
+    )
+    vit.reset_classifier(0)
+    save_for_hf(vit.eval(), str(tmp_path / "theirs"), safe_serialization=True)
+    ours, info = load_encoder(tmp_path / "theirs")
+    assert info["layout"] == "timm_dir" and info["spec"]["num_heads"] == 4 and info["spec"]["img_size"] == 32
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), vit(x), atol=0, rtol=0)

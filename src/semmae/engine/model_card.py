@@ -21,6 +21,7 @@ CITATION = """@inproceedings{li2022semmae,
   year      = {2022}
 }"""
 MAX_RESULTS = 20  # results.json files listed at most (newest first)
+SEARCH_DEPTH = 3  # folders below the run folder searched for them (RUN/evals/knn/results.json is 2)
 
 
 def run_folder(checkpoint: Path) -> Path:
@@ -96,8 +97,10 @@ def _protocol(result: dict[str, Any]) -> tuple[str, str]:
 
 
 def evaluation_rows(run: Path, checkpoint_sha256: str | None) -> list[str]:
-    """Markdown table rows, one per ``results.json`` under ``run`` (newest first)."""
-    found = sorted(run.rglob("results.json"), key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_RESULTS]
+    """Markdown table rows, one per ``results.json`` at most :data:`SEARCH_DEPTH` folders below ``run`` (newest
+    first)."""
+    found = [p for depth in range(SEARCH_DEPTH + 1) for p in run.glob("*/" * depth + "results.json")]
+    found = sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)[:MAX_RESULTS]
     rows = []
     for path in found:
         try:
@@ -146,7 +149,9 @@ def encoder_card(
     data = config.get("data") or "unknown"
     name = record.name or record.timm_name()
     load = f"hf-hub:{repo}" if repo else "local-dir:PATH_TO_THIS_FOLDER"
-    rows = evaluation_rows(run, file_sha256(checkpoint))
+    # only a run folder (<run>/checkpoints/ckpt-N.pth) is searched, never whatever folder holds a loose file
+    in_run = Path(checkpoint).resolve().parent.name == "checkpoints"
+    rows = evaluation_rows(run, file_sha256(checkpoint)) if in_run else []
     lines = [
         "---",
         "library_name: timm",
@@ -188,11 +193,13 @@ def encoder_card(
             "|---|---|---|---|---|---|---|",
             *rows,
         ]
-    else:
+    elif in_run:
         lines.append(
             f"No `results.json` under the run folder `{run}`: run `semmae knn` / `semmae linprobe` / "
             "`semmae finetune` with `--out` inside the run folder before exporting to have them listed here."
         )
+    else:
+        lines.append("Not recorded: the checkpoint was exported from a file outside a run folder.")
     if record.fg_keep is not None and record.fg_keep < 1:
         lines += [
             "",

@@ -104,7 +104,14 @@ def config_sizes(config: dict[str, Any]) -> dict[str, Any]:
     except UserError:
         pass
     args = config.get("model_args") or {}
-    sizes.update({k: v for k, v in args.items() if k in EncoderRecord.ARCH_FIELDS and v is not None})
+    for key, value in args.items():
+        if key not in EncoderRecord.ARCH_FIELDS or value is None:
+            continue
+        if isinstance(value, (list, tuple)):  # timm writes sizes as [h, w]
+            if len(set(value)) != 1:
+                raise UserError(f"timm config {key} {value} is not square; semmae encoders are square")
+            value = value[0]
+        sizes[key] = value
     input_size = (config.get("pretrained_cfg") or {}).get("input_size")
     if "img_size" not in args and isinstance(input_size, (list, tuple)) and len(input_size) == 3:
         sizes["img_size"] = int(input_size[-1])

@@ -59,7 +59,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
     from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
     out = Path(out)
-    if out.suffix:
+    if out.suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
         raise UserError(
             f"--out {out}: a part learner exports to a folder; give a folder name without {out.suffix}"
         )
