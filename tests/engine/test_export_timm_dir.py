@@ -167,7 +167,13 @@ def test_the_card_lists_the_runs_evaluations(engine_images, micro_args, tmp_path
     top1 = json.loads((run / "evals" / "knn" / "results.json").read_text())["top1"]
     row = next(line for line in card.splitlines() if line.startswith("| kNN |"))
     assert f"| {top1:.4g} |" in row and "k 3" in row and "this checkpoint" in row and "`evals/knn`" in row
-    for needle in ("Li et al., NeurIPS 2022", "MIT", "follow that data's terms", "random, mask ratio 0.75"):
+    for needle in (
+        "Li et al., NeurIPS 2022",
+        "MIT",
+        "follow that data's terms",
+        "random, mask ratio 0.75",
+        "(MAE",
+    ):
         assert needle in card, needle
     assert f"`{engine_images}`" in card  # the training data
     # the folder is what the evaluations read too

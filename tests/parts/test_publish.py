@@ -65,7 +65,9 @@ def test_the_exported_part_learner_gives_the_same_part_cache(tmp_path, synth, tr
     card = (export_encoder(tmp_path / "ckpt.pth", tmp_path / "enc") / "README.md").read_text()
     row = next(line for line in card.splitlines() if line.startswith("| part cache"))
     assert "`semmae parts export`" in row and str(folder.resolve()) in row
-    assert "adaptive, mask ratio 0.75, alpha = progress^gamma with gamma 2" in card
+    assert (
+        "adaptive, mask ratio 0.75, alpha = progress^gamma with gamma 2" in card and "(SemMAE encoder" in card
+    )
 
 
 def test_a_random_init_part_encoder_travels_in_the_folder(tmp_path, synth):

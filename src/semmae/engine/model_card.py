@@ -130,6 +130,15 @@ def evaluation_rows(run: Path, checkpoint_sha256: str | None) -> list[str]:
     return rows
 
 
+def _kind(config: dict[str, Any], bootstrap: bool) -> str:
+    if bootstrap:
+        return "iBOT/DINO bootstrap"
+    masking = config.get("masking")
+    if masking is None:
+        return "MAE-family"
+    return "MAE (random-masking baseline)" if masking in ("random", "block") else "SemMAE"
+
+
 def encoder_card(
     record: EncoderRecord,
     ckpt: dict[str, Any],
@@ -160,7 +169,7 @@ def encoder_card(
         "tags: [image-feature-extraction, timm, semmae, masked-image-modeling]",
         "---",
         "",
-        f"# {name} ({'iBOT/DINO bootstrap' if bootstrap else 'SemMAE / MAE'} encoder, {record.timm_name()})",
+        f"# {name} ({_kind(config, bootstrap)} encoder, {record.timm_name()})",
         "",
         f"A ViT encoder trained with the `{PACKAGE}` package, an implementation of *{PAPER}*, {PAPER_ID}. "
         "Exported with `semmae export`: timm `VisionTransformer` weights (`model.safetensors`), a timm "
