@@ -15,7 +15,7 @@ from semmae.engine.export import export_encoder
 from semmae.errors import UserError
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
-from semmae.models.encoder_record import EncoderRecord
+from semmae.models.encoder_record import EncoderRecord, parse_arch
 
 # what the previous export kept of an MAE state dict (MaskedAutoencoder.encoder_state_dict then)
 OLD_ENCODER_PREFIXES = ("cls_token", "pos_embed", "patch_embed.", "blocks.", "norm.")
@@ -48,7 +48,7 @@ def test_export_copies_the_encoder_tensors_of_the_previous_export(mae, tmp_path)
     # what the previous readers take from the metadata: heads, image size, the timm name and fg_keep
     config = json.loads(meta["model_config"])
     assert (config["num_heads"], config["img_size"], config["embed_dim"]) == (2, 32, 32)
-    assert meta["arch"] == "vit_base_patch8_32" and meta["fg_keep"] == "0.25"
+    assert meta["arch"] == "vit_micro_patch8_32" and meta["fg_keep"] == "0.25"
     record = EncoderRecord.from_dict(config)
     assert record == mae.encoder_record().replace(fg_keep=0.25)
     vit, info = load_encoder(out)
@@ -118,7 +118,13 @@ def test_record_round_trips_and_refuses_what_it_cannot_read():
         EncoderRecord.from_dict({k: v for k, v in data.items() if k != "depth"})
     with pytest.raises(UserError, match="does not divide"):
         record.replace(num_heads=3)
-    assert record.timm_name() == "vit_base_patch8_32"
+    assert record.timm_name() == "vit_micro_patch8_32"
+    # the CPU presets' size (width 192, 6 blocks) is no timm size: the name says its real shape
+    tiny6 = record.replace(embed_dim=192, depth=6, num_heads=3, img_size=64)
+    assert tiny6.timm_name() == "vit_d192x6h3_patch8_64"
+    assert parse_arch(tiny6.timm_name()) == dict(
+        embed_dim=192, depth=6, num_heads=3, patch_size=8, img_size=64
+    )
     assert record.replace(embed_dim=384, depth=12, num_heads=6, img_size=224).timm_name() == (
         "vit_small_patch8_224"
     )

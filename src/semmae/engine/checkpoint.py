@@ -140,9 +140,10 @@ def checkpoint_file(path: str | Path) -> Path:
     return found
 
 
-def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load (weights_only) and check that every key a resume needs is there."""
-    ckpt = load_checkpoint(path)
+def load_pretrain_checkpoint(path: str | Path, ckpt: Any = None) -> dict[str, Any]:
+    """Load (weights_only; or take ``ckpt``, already loaded from ``path``) and check that every key a resume needs
+    is there."""
+    ckpt = load_checkpoint(path) if ckpt is None else ckpt
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise UserError(

@@ -1,19 +1,28 @@
-"""``semmae export``: the pretrained encoder as a timm ``VisionTransformer`` state dict in safetensors.
+"""``semmae export``: the pretrained encoder as a timm ``VisionTransformer``, where users look for it.
+
+Two formats (``--format``; by default a ``--out`` ending in ``.safetensors`` is the file, anything else the folder):
+
+* ``timm-dir`` - a folder with ``config.json`` (timm's: a registered architecture + ``model_args`` with the real
+  sizes + ``pretrained_cfg`` with input size and mean/std, ``num_classes: 0``), ``model.safetensors`` and a
+  ``README.md`` model card written from the run (:mod:`semmae.engine.model_card`). It loads with
+  ``timm.create_model("local-dir:FOLDER", pretrained=True)`` without semmae, or from the Hub after
+  ``--push-to-hub USER/REPO`` as ``hf-hub:USER/REPO`` (:mod:`semmae.models.timm_dir`).
+* ``safetensors`` - the state dict alone, loadable with ``timm.create_model(NAME, pretrained=True, num_classes=0,
+  pretrained_cfg_overlay=dict(file=FILE))`` when NAME is the right size.
 
 The encoder keys are copied straight from the checkpoint's ``model`` state dict (wrapper prefixes stripped, the
-MAE decoder and mask token dropped: :func:`semmae.models.encoder_record.encoder_state_dict`); no model is built.
-The MAE's encoder keys are timm's (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``,
-``norm.*``), and a ``semmae bootstrap`` checkpoint's ``model`` is a timm ViT already, so the file loads with
-``timm.create_model("vit_base_patch16_224", pretrained=True, num_classes=0,
-pretrained_cfg_overlay=dict(file="encoder.safetensors"))``. The checkpoint's encoder record
-(:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON in the file's metadata (``model_config``)
-for :mod:`semmae.models.encoder_loading`, next to ``arch`` (the closest timm name) and ``fg_keep``.
+MAE decoder and mask token dropped: :func:`semmae.models.encoder_record.encoder_state_dict`); the MAE's encoder
+keys are timm's and a ``semmae bootstrap`` checkpoint's ``model`` is a timm ViT already. The checkpoint's encoder
+record (:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON in the weights' metadata
+(``model_config``) for :mod:`semmae.models.encoder_loading`, next to ``arch`` (a name with the real size) and
+``fg_keep``.
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -21,14 +30,19 @@ from semmae.engine.checkpoint import checkpoint_file, load_pretrain_checkpoint
 from semmae.errors import UserError
 from semmae.models.encoder_loading import checkpoint_record, record_misfits
 from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
-from semmae.utils.io import atomic_write_bytes
+from semmae.models.timm_dir import timm_config, write_timm_dir
+from semmae.utils.hub import push_folder
+from semmae.utils.io import atomic_write_bytes, load_checkpoint
+
+FORMATS = ("timm-dir", "safetensors")
+_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
 
 
-def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], EncoderRecord]:
-    """``(encoder state dict in timm key names, encoder record)`` from a pretraining (or bootstrap) checkpoint
-    file or run dir; the weights are checked against the record."""
+def _read(
+    path: str | Path, ckpt: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any], Path]:
     path = checkpoint_file(path)
-    ckpt = load_pretrain_checkpoint(path)
+    ckpt = load_pretrain_checkpoint(path, ckpt)
     record = checkpoint_record(ckpt, f"checkpoint {path}")
     if record is None:
         raise UserError(f"checkpoint {path} has a model_config without the encoder sizes")
@@ -36,21 +50,93 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     misfit = record_misfits(record, enc)
     if misfit:
         raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
-    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record
+    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record, ckpt, path
 
 
-def export_encoder(checkpoint: str | Path, out: str | Path) -> Path:
-    """Write the encoder of ``checkpoint`` to ``out`` (``.safetensors``); returns the path."""
+def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], EncoderRecord]:
+    """``(encoder state dict in timm key names, encoder record)`` from a pretraining (or bootstrap) checkpoint
+    file or run dir; the weights are checked against the record."""
+    enc, record, _, _ = _read(path)
+    return enc, record
+
+
+def _source(path: str | Path) -> Path:
+    """A checkpoint file as given; a `semmae parts train` run folder -> its ``checkpoint.pth``; a pretraining (or
+    bootstrap) run folder -> its latest checkpoint."""
+    from semmae.parts.train import CHECKPOINT_NAME
+
+    path = Path(path)
+    if path.is_dir() and (path / CHECKPOINT_NAME).is_file() and not (path / "checkpoints").is_dir():
+        return path / CHECKPOINT_NAME
+    return checkpoint_file(path)
+
+
+def resolve_format(out: str | Path, fmt: str | None) -> str:
+    """``--format``, or (None) the one ``--out`` names: ``*.safetensors`` the file, anything else the folder."""
+    out = Path(out)
+    if fmt is None:
+        if out.suffix in _FILE_SUFFIXES:
+            raise UserError(
+                f"--out {out}: name it *.safetensors for the single file, or give a folder (timm-dir, the default)"
+            )
+        return "safetensors" if out.suffix == ".safetensors" else "timm-dir"
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "safetensors" and out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the export is a safetensors file; name it *.safetensors")
+    if fmt == "timm-dir" and out.suffix in (".safetensors", *_FILE_SUFFIXES):
+        raise UserError(
+            f"--out {out}: --format timm-dir writes a folder; give a folder name without {out.suffix}"
+        )
+    return fmt
+
+
+def export_encoder(
+    checkpoint: str | Path, out: str | Path, fmt: str | None = None, push_to_hub: str | None = None
+) -> Path:
+    """Write the encoder of ``checkpoint`` (file or run folder) to ``out`` in ``fmt`` (:data:`FORMATS`; None: from
+    ``out``'s name) and, with ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written."""
     from safetensors.torch import save
 
+    from semmae.parts.checkpoint import FORMAT as PARTS_FORMAT
+
+    path = _source(checkpoint)
+    ckpt = load_checkpoint(path)
+    if isinstance(ckpt, dict) and ckpt.get("format") == PARTS_FORMAT:  # the part learner of Sec. 3.1
+        from semmae.parts.publish import export_part_learner
+
+        if fmt == "safetensors":
+            raise UserError(
+                "a part learner exports to a folder (its head + its frozen encoder); drop --format"
+            )
+        return export_part_learner(path, out, push_to_hub)
+    fmt = resolve_format(out, fmt)
+    if push_to_hub and fmt != "timm-dir":
+        raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
     out = Path(out)
-    if out.suffix != ".safetensors":
-        raise UserError(f"--out {out}: the export is a safetensors file; name it *.safetensors")
-    enc, record = encoder_from_checkpoint(checkpoint)
+    enc, record, ckpt, path = _read(path, ckpt)
     meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     if (
         record.fg_keep is not None
     ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
         meta["fg_keep"] = str(record.fg_keep)
-    atomic_write_bytes(out, save(enc, metadata=meta))
+    weights = save(enc, metadata=meta)
+    if fmt == "safetensors":
+        atomic_write_bytes(out, weights)
+        return out
+    from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+    from semmae.engine.model_card import encoder_card
+
+    config = timm_config(
+        record,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        license="other (weights follow the training data's terms; code MIT)",
+        description=f"SemMAE-package encoder exported from {path.name}",
+    )
+    num_params = sum(v.numel() for v in enc.values())
+    card = encoder_card(record, ckpt, path, config["architecture"], num_params, repo=push_to_hub)
+    write_timm_dir(out, config, weights, card)
+    if push_to_hub:
+        push_folder(out, push_to_hub)
     return out

@@ -16,6 +16,7 @@ from typing import Any
 from semmae.config import option
 from semmae.engine.precision import PRECISION_HELP, PRECISIONS
 from semmae.errors import UserError
+from semmae.utils.trackers import logger_option
 
 NO_RESUME = ("", "none", "no", "false", "0")
 RESUME_HELP = (
@@ -104,6 +105,7 @@ class StepRunOptions:
         None, "stop after this many optimiser steps (schedules still span all epochs)"
     )
     log_every: int = option(50, "append to log.jsonl / TensorBoard every N optimiser steps")
+    logger: str = logger_option()
     progress: bool = option(True, "tqdm progress bar on rank 0")
     eval_every: int = option(0, "online kNN every K epochs on --eval-train / --eval-val (0: off)")
     eval_train: str | None = option(None, "kNN memory bank: labelled ImageFolder")

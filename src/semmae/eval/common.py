@@ -97,9 +97,12 @@ class EvalCommonConfig:
             raise UserError("give --checkpoint PATH, or --random-init for the untrained baseline")
         if self.checkpoint is not None and Path(self.checkpoint).is_dir():
             from semmae.engine.checkpoint import checkpoint_file
+            from semmae.models.timm_dir import is_timm_dir
 
-            # a pretraining run directory means its latest checkpoint (as `semmae export` reads it)
-            self.checkpoint = str(checkpoint_file(self.checkpoint))
+            # a pretraining run directory means its latest checkpoint (as `semmae export` reads it); a timm model
+            # folder (`semmae export`'s) is read by load_encoder as it is
+            if not is_timm_dir(self.checkpoint):
+                self.checkpoint = str(checkpoint_file(self.checkpoint))
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:
@@ -353,6 +356,10 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
 def file_sha256(path: str | Path | None) -> str | None:
     if path is None:
         return None
+    if Path(path).is_dir():  # a timm model folder: its weights
+        from semmae.models.timm_dir import WEIGHTS_NAME
+
+        path = Path(path) / WEIGHTS_NAME
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):

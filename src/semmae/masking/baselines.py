@@ -29,7 +29,11 @@ def random_mask(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
 ) -> Tensor:
-    """MAE's random masking: per-image shuffle by ``argsort`` of uniform noise; the last patches are masked."""
+    """MAE's random masking: per-image shuffle by ``argsort`` of uniform noise; the last patches are masked.
+
+    Returns:
+        bool ``[batch_size, num_patches]``, True = masked, ``round(mask_ratio * num_patches)`` per row.
+    """
     _check_ratio(mask_ratio)
     n_mask = num_masked(num_patches, mask_ratio)
     noise = torch.rand(batch_size, num_patches, device=device, generator=generator)
@@ -52,6 +56,9 @@ def block_mask(
     ``[min_aspect, 1 / min_aspect]`` are dropped one after another; a patch's key is the index of the first
     rectangle that covers it plus uniform noise, and the ``n_mask`` lowest keys are masked. This is "add blocks
     until the budget is reached, the last one partly", and patches no block covers fill any remainder at random.
+
+    Returns:
+        bool ``[batch_size, h * w]`` (row-major over the grid), True = masked, ``round(mask_ratio * h * w)`` per row.
     """
     _check_ratio(mask_ratio)
     if not (isinstance(grid_hw, (tuple, list)) and len(grid_hw) == 2):
@@ -87,6 +94,9 @@ def attention_mask(score: Tensor, mask_ratio: float, generator: torch.Generator 
 
     Args:
         score: float ``[B, L]``; equal scores are broken at random.
+
+    Returns:
+        bool ``[B, L]``, True = masked.
     """
     _check_ratio(mask_ratio)
     if not isinstance(score, Tensor) or score.dim() != 2 or not score.is_floating_point():

@@ -6,6 +6,8 @@ Supported layouts (auto-detected; ``info["layout"]`` says which one was found):
 ========================  ==========================================================================================
 ``semmae_pretrain``       this project's pretrain checkpoints: ``{"model": MAE state dict, "model_config": {...}}``
 ``safetensors``           this project's exports (timm keys; optional metadata ``model_config`` as JSON)
+``timm_dir``              a timm model folder (``config.json`` + ``model.safetensors``: ``semmae export``'s default,
+                          a Hugging Face Hub download); sizes from the weights' record, else ``config.json``
 ``mae_release``           official MAE / SemMAE releases: ``{"model": ..., "args": argparse.Namespace, ...}`` or
                           ``{"model": ...}``; the SemMAE patch-8 setting stores a 28x28+1 position table (224 px)
 ``timm``                  a plain timm / DINO-backbone state dict (``cls_token``, ``blocks.N.*``, ...)
@@ -51,9 +53,10 @@ from semmae.models.encoder_record import (
     pos_grid,
 )
 from semmae.models.init_schemes import mae_init_, resolve_init_scheme
+from semmae.models.timm_dir import WEIGHTS_NAME, config_sizes, is_timm_dir, read_timm_config
 from semmae.utils.io import load_checkpoint
 
-LAYOUTS = ("semmae_pretrain", "safetensors", "mae_release", "timm", "ibot", "dino")
+LAYOUTS = ("semmae_pretrain", "safetensors", "timm_dir", "mae_release", "timm", "ibot", "dino")
 
 
 # ----------------------------------------------------------------------------------------------- layout detection
@@ -97,6 +100,8 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
     path = Path(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
+    if is_timm_dir(path):
+        return _read_timm_dir(path)
     obj = load_checkpoint(path, allow_namespace=True)
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
@@ -165,6 +170,18 @@ def _read_safetensors(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[st
     if "arch" in meta:
         hints["arch"] = meta["arch"]
     return "safetensors", sd, hints
+
+
+def _read_timm_dir(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
+    config = read_timm_config(path)
+    files = [path / WEIGHTS_NAME] if (path / WEIGHTS_NAME).is_file() else sorted(path.glob("*.safetensors"))
+    if not files:
+        raise UserError(f"timm model folder {path} has no {WEIGHTS_NAME}; re-export it with `semmae export`")
+    _, sd, hints = _read_safetensors(files[0])
+    if "record" not in hints:  # a timm folder from elsewhere: its config.json says the sizes
+        hints["config"] = {**config_sizes(config), **hints.get("config", {})}
+        hints["arch"] = str(config.get("architecture", hints.get("arch", "")))
+    return "timm_dir", sd, hints
 
 
 # ------------------------------------------------------------------------------------------- weights -> record
@@ -304,7 +321,7 @@ def load_encoder(
     """Build a timm ``VisionTransformer`` (``num_classes=0``) and load an encoder checkpoint of any layout into it.
 
     Args:
-        checkpoint: a ``.pth``/``.pt``/``.safetensors`` file in one of :data:`LAYOUTS`, or None with
+        checkpoint: a ``.pth``/``.pt``/``.safetensors`` file or a timm model folder in one of :data:`LAYOUTS`, or None with
             ``random_init=True`` (then ``arch`` or ``arch_overrides`` give the architecture).
         arch: a name such as ``vit_base_patch16`` / ``mae_vit_large_patch16``; inferred from the weights when None.
             Given together with a checkpoint it must agree with the weights.

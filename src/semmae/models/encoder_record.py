@@ -59,13 +59,17 @@ RECORD_VERSION = 1
 
 
 def parse_arch(arch: str) -> dict[str, int]:
-    """Read size and patch from a name like ``vit_base_patch16_224``, ``mae_vit_large_patch16`` or ``base``."""
+    """Read size and patch from a name like ``vit_base_patch16_224``, ``mae_vit_large_patch16``, ``base`` or
+    ``vit_d192x6h3_patch8_64``."""
     out: dict[str, int] = {}
     name = arch.lower()
     for size, (dim, depth, heads) in VIT_SIZES.items():
         if re.search(rf"(^|_){size}(_|$)", name):
             out.update(embed_dim=dim, depth=depth, num_heads=heads)
             break
+    m = re.search(r"(^|_)d(\d+)x(\d+)h(\d+)(_|$)", name)  # EncoderRecord.timm_name of a size off the table
+    if m:
+        out.update(embed_dim=int(m.group(2)), depth=int(m.group(3)), num_heads=int(m.group(4)))
     m = re.search(r"patch(\d+)", name)
     if m:
         out["patch_size"] = int(m.group(1))
@@ -202,10 +206,11 @@ class EncoderRecord:
         return {k: getattr(self, k) for k in self.ARCH_FIELDS}
 
     def timm_name(self) -> str:
-        """The closest timm model name (``vit_base_patch16_224``); a non-standard size is named ``vit_base`` and
-        needs its shapes passed to timm as overrides."""
+        """A timm-style name that encodes the real size: ``vit_base_patch16_224`` for a table size
+        (:data:`VIT_SIZES`), else ``vit_d192x6h3_patch8_64`` (width x depth, heads); :func:`parse_arch` reads both."""
         dims = (self.embed_dim, self.depth, self.num_heads)
-        size = next((s for s in STANDARD_SIZES if VIT_SIZES[s] == dims), "base")
+        size = next((s for s, d in VIT_SIZES.items() if d == dims), None)
+        size = size or f"d{self.embed_dim}x{self.depth}h{self.num_heads}"
         return f"vit_{size}_patch{self.patch_size}_{self.img_size}"
 
     def build(self, drop_path_rate: float = 0.0, dynamic_img_size: bool = False) -> VisionTransformer:

@@ -4,6 +4,7 @@ Layout: ``{"format": "semmae-parts", "version": 1, "config": {...}, "head": Part
 "encoder": FrozenEncoderSpec fields, "encoder_state": state dict or None, "model": state dict, "optimizer": state
 dict, "epoch": int (epochs finished), "step": int, "rng": {...}}``. ``encoder_state`` is stored only when the
 encoder has no checkpoint of its own (a random-init encoder), so that export and eval see the same encoder.
+A part-learner folder (``semmae export --checkpoint PART_CHECKPOINT``) is read in the same shape.
 """
 
 from __future__ import annotations
@@ -23,6 +24,11 @@ FORMAT = "semmae-parts"
 
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A part checkpoint, or a part-learner folder of ``semmae export`` read as one (:mod:`semmae.parts.publish`)."""
+    from semmae.parts.publish import is_part_learner_dir, read_part_learner_dir
+
+    if is_part_learner_dir(path):
+        return read_part_learner_dir(path)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a part checkpoint written by 'semmae parts train'")

@@ -13,6 +13,7 @@ from semmae.engine.run_options import (
 )
 from semmae.errors import UserError
 from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
+from semmae.utils.trackers import logger_option
 
 FEATURE_MODES = ("online", "cached")
 
@@ -102,6 +103,7 @@ class PartsTrainConfig:
     num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
+    logger: str = logger_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))

@@ -32,10 +32,11 @@ import re
 import shutil
 import socket
 import time
+from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
-from semmae.config import save_config
+from semmae.config import config_to_dict, save_config
 from semmae.errors import UserError
 
 LOCK_NAME = ".semmae.lock"
@@ -388,8 +389,9 @@ def truncate_log(path: Path, keep_until: int) -> int:
 
 class RunLogger:
     """Records a run: ``config.yaml`` (resolved), one JSON object per logged step in ``log.jsonl``, and the same
-    scalars as TensorBoard events under ``tb/``. A non-main rank gets a logger that writes nothing. Verbs get
-    theirs from :meth:`RunDir.start`, which checks the folder first."""
+    scalars, config and figures in the trackers of the config's ``logger`` field (``--logger``; default
+    TensorBoard events under ``tb/``; :mod:`semmae.utils.trackers`). A non-main rank gets a logger that writes
+    nothing. Verbs get theirs from :meth:`RunDir.start`, which checks the folder first."""
 
     def __init__(
         self,
@@ -399,24 +401,23 @@ class RunLogger:
         tensorboard: bool = True,
         purge_step: int | None = None,
     ):
+        from semmae.utils.trackers import open_trackers, parse_trackers
+
         self.out_dir = Path(out_dir)
         self.enabled = enabled
-        self._tb = None
+        self._trackers: list[Any] = []
         if not enabled:
             return
+        names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create run directory {self.out_dir}: {e.strerror or e}") from None
+        plain = None
         if config is not None:
             save_config(config, self.out_dir / "config.yaml")
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            try:
-                self._tb = SummaryWriter(log_dir=str(self.out_dir / "tb"), purge_step=purge_step)
-            except OSError as e:
-                raise UserError(f"cannot write {self.out_dir / 'tb'}: {e.strerror or e}") from None
+            plain = config_to_dict(config) if is_dataclass(config) else dict(config)
+        self._trackers = open_trackers(names, self.out_dir, plain, purge_step)
         self._log_path = self.out_dir / "log.jsonl"
 
     def log(self, step: int, **values: Any) -> None:
@@ -429,19 +430,24 @@ class RunLogger:
                 fh.write(json.dumps(record) + "\n")
         except OSError as e:
             raise UserError(f"cannot append to {self._log_path}: {e.strerror or e}") from None
-        if self._tb is not None:
-            for k, v in record.items():
-                if k not in ("step", "time") and isinstance(v, (int, float)) and math.isfinite(v):
-                    self._tb.add_scalar(k, v, int(step))
+        scalars = {
+            k: v
+            for k, v in record.items()
+            if k not in ("step", "time") and isinstance(v, (int, float)) and math.isfinite(v)
+        }
+        for tracker in self._trackers:
+            tracker.scalars(int(step), scalars)
 
     def add_image(self, tag: str, image_chw: Any, step: int) -> None:
-        if self.enabled and self._tb is not None:
-            self._tb.add_image(tag, image_chw, int(step))
+        """A figure ``[C, H, W]`` (uint8, or float in [0, 1]) for every tracker."""
+        if self.enabled:
+            for tracker in self._trackers:
+                tracker.image(tag, image_chw, int(step))
 
     def close(self) -> None:
-        if self._tb is not None:
-            self._tb.close()
-            self._tb = None
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.close()
 
 
 def _plain(v: Any) -> Any:

@@ -1,0 +1,185 @@
+"""The part learner (paper Sec. 3.1) exported the way encoders are (``semmae export --checkpoint PART_CHECKPOINT``):
+a folder that holds everything the part maps need, so it outlives the encoder file the training pointed at.
+
+Layout::
+
+    parts.json          {"format": "semmae-part-learner", "version": 1, "head": PartHeadSpec fields,
+                         "encoder": {"folder": "encoder", "img_size", "feature_layer", "trained_with": ...},
+                         "config": the training config, "epoch", "metrics"}
+    parts.safetensors   the part head (part tokens + decoder: PartModel's state dict)
+    encoder/            the frozen encoder as a timm model folder (config.json, model.safetensors, README.md)
+    README.md           the card
+
+:func:`semmae.parts.checkpoint.read_part_checkpoint` reads the folder as a part checkpoint, so ``semmae parts
+export | show | eval --checkpoint FOLDER`` take it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semmae.errors import UserError
+from semmae.models.encoder_loading import record_misfits
+from semmae.models.encoder_record import EncoderRecord
+from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
+from semmae.parts.checkpoint import FORMAT, load_part_model
+from semmae.parts.encoder import FrozenEncoder
+from semmae.utils.io import atomic_write_bytes, atomic_write_text
+
+EXPORT_FORMAT = "semmae-part-learner"
+EXPORT_VERSION = 1
+SPEC_NAME = "parts.json"
+HEAD_NAME = "parts.safetensors"
+ENCODER_DIR = "encoder"
+
+
+def is_part_learner_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / SPEC_NAME).is_file()
+
+
+def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
+    """The encoder record and timm state dict of the ViT a part learner runs on (as built: resampled to its size)."""
+    sd = {k: v.detach().contiguous().clone() for k, v in encoder.vit.state_dict().items()}
+    record, _ = EncoderRecord.from_state_dict(sd, num_heads=encoder.num_heads, img_size=encoder.img_size)
+    record = record.replace(global_pool=getattr(encoder.vit, "global_pool", None) or None)
+    misfit = record_misfits(record, sd)
+    if misfit:
+        raise UserError(f"the part learner's encoder is not a plain timm ViT: {'; '.join(misfit)}")
+    return record, sd
+
+
+def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | None = None) -> Path:
+    """Write the part learner of the part checkpoint ``checkpoint`` to the folder ``out``; returns it."""
+    from safetensors.torch import save
+
+    from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    out = Path(out)
+    if out.suffix in (".safetensors", ".pth", ".pt", ".bin", ".ckpt"):
+        raise UserError(
+            f"--out {out}: a part learner exports to a folder; give a folder name without {out.suffix}"
+        )
+    if out.is_dir() and any(out.iterdir()) and not is_part_learner_dir(out):
+        raise UserError(f"--out {out} is a folder that is not a semmae export; give a new or empty folder")
+    encoder, model, ckpt = load_part_model(checkpoint)
+    record, enc_sd = frozen_encoder_record(encoder)
+    source = ckpt["encoder"].get("checkpoint") or f"random-init {ckpt['encoder'].get('arch')}"
+    enc_card = (
+        f"# Frozen encoder of a SemMAE part learner\n\nThe ViT that the part learner in the parent folder runs on "
+        f"(paper Sec. 3.1), exported from `{source}` at {record.img_size} px. It loads with "
+        f'`timm.create_model("local-dir:THIS_FOLDER", pretrained=True)`. Its licence is the one of `{source}`.\n'
+    )
+    config = timm_config(
+        record, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
+    )
+    meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
+    out.mkdir(parents=True, exist_ok=True)
+    write_timm_dir(out / ENCODER_DIR, config, save(enc_sd, metadata=meta), enc_card)
+    head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
+    spec = {
+        "format": EXPORT_FORMAT,
+        "version": EXPORT_VERSION,
+        "head": ckpt["head"],
+        "encoder": {
+            "folder": ENCODER_DIR,
+            "img_size": encoder.img_size,
+            "feature_layer": encoder.feature_layer,
+            "trained_with": ckpt["encoder"],
+        },
+        "config": ckpt.get("config", {}),
+        "epoch": ckpt.get("epoch"),
+        "metrics": ckpt.get("metrics", {}),
+    }
+    atomic_write_text(out / "README.md", part_learner_card(spec, record, checkpoint))
+    atomic_write_text(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")  # last: it marks the folder done
+    if push_to_hub:
+        from semmae.utils.hub import push_folder
+
+        push_folder(out, push_to_hub)
+    return out
+
+
+def read_part_learner_dir(path: str | Path) -> dict[str, Any]:
+    """A part-learner folder as the dict :func:`semmae.parts.checkpoint.load_part_model` reads (a part checkpoint
+    without optimiser state), the encoder taken from its ``encoder/`` timm folder."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        spec = json.loads((path / SPEC_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path / SPEC_NAME} is not readable ({e}); re-export the part learner") from None
+    if spec.get("format") != EXPORT_FORMAT or not 1 <= int(spec.get("version", 0)) <= EXPORT_VERSION:
+        raise UserError(
+            f"{path} is not a part-learner export this semmae reads ({EXPORT_FORMAT} 1..{EXPORT_VERSION})"
+        )
+    enc = spec["encoder"]
+    trained = enc.get("trained_with") or {}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "config": spec.get("config", {}),
+        "head": spec["head"],
+        "encoder": {
+            "arch": trained.get("arch", "vit_small_patch16_224"),
+            "checkpoint": str(path / enc["folder"]),
+            "img_size": int(enc["img_size"]),
+            "feature_layer": int(enc["feature_layer"]),
+        },
+        "encoder_state": None,
+        "model": load_file(str(path / HEAD_NAME)),
+        "epoch": spec.get("epoch"),
+    }
+
+
+def part_learner_card(spec: dict[str, Any], record: EncoderRecord, checkpoint: Path) -> str:
+    head, config = spec["head"], spec.get("config") or {}
+    trained = spec["encoder"]["trained_with"]
+    source = trained.get("checkpoint") or f"random-init `{trained.get('arch')}`"
+    metrics = spec.get("metrics") or {}
+    metric_lines = [f"| {k} | {v:.4g} |" for k, v in metrics.items() if isinstance(v, (int, float))]
+    lines = [
+        "---",
+        "library_name: semmae",
+        "license: other",
+        "tags: [semmae, part-learning, image-segmentation]",
+        "---",
+        "",
+        f"# SemMAE part learner ({head['num_parts']} parts, {record.timm_name()} encoder)",
+        "",
+        f"The semantic part learner of *{PAPER}*, {PAPER_ID}, Sec. 3.1 (Eq. 1-7): {head['num_parts']} part tokens "
+        "and a decoder on a frozen ViT. Its part maps (`semmae parts export --checkpoint THIS_FOLDER`) are the "
+        "part cache that semantic-guided masking reads (Sec. 3.2).",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| frozen encoder | `encoder/` (a timm folder): width {record.embed_dim}, depth {record.depth}, "
+        f"patch {record.patch_size}, {record.img_size} px; trained on `{source}` |",
+        f"| feature layer | {spec['encoder']['feature_layer']} (0 = the last block) |",
+        f"| part head | softmax over {head.get('softmax_over')}, similarity {head.get('similarity')}, "
+        f"projection {head.get('proj_dim')} |",
+        f"| training | `semmae parts train`, {spec.get('epoch')} epochs on `{config.get('data', 'unknown')}` |",
+        f"| checkpoint | `{checkpoint}` |",
+    ]
+    if metric_lines:
+        lines += ["", "Last epoch's training metrics:", "", "| metric | value |", "|---|---|", *metric_lines]
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```bash",
+        "semmae parts export --data IMAGES --checkpoint THIS_FOLDER --grid 14 --out IMAGES.parts",
+        "```",
+        "",
+        "## Licence",
+        "",
+        "The code (semmae) is under the MIT licence. The weights follow the terms of the data they were trained "
+        "on (named above) and of the encoder's own weights.",
+        "",
+    ]
+    return "\n".join(lines)

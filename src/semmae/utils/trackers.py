@@ -1,0 +1,200 @@
+"""Experiment trackers behind :class:`semmae.utils.rundir.RunLogger` (``--logger tensorboard,wandb,mlflow`` on the
+training verbs). Each one receives the same things: every numeric value the run logs (the scalars of
+``log.jsonl``, at the same step), the resolved config once, and the figures (reconstruction / part panels).
+
+``log.jsonl`` is always written; TensorBoard is the default tracker. Weights & Biases and MLflow are optional
+(``pip install 'semmae[wandb]'`` / ``'semmae[mlflow]'``): asking for one that is not installed is one
+:class:`UserError` line. Their own settings come from their own environment variables: ``WANDB_MODE=offline``
+(runs under ``<out>/wandb``), ``WANDB_PROJECT`` (default ``semmae``); ``MLFLOW_TRACKING_URI`` (default: a
+store in the run folder, :func:`mlflow_store`), ``MLFLOW_EXPERIMENT_NAME`` (default ``semmae``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from semmae.errors import UserError
+
+TRACKERS = ("tensorboard", "wandb", "mlflow")
+_PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
+_DEFAULT_PROJECT = "semmae"
+
+
+def logger_option() -> Any:
+    """The ``--logger`` config field of the training verbs."""
+    from semmae.config import option
+
+    return option(
+        "tensorboard",
+        f"trackers besides log.jsonl, comma-separated: {', '.join(TRACKERS)} (wandb / mlflow: optional "
+        "packages, offline modes through their own environment variables); none = log.jsonl only",
+    )
+
+
+def installed(package: str) -> bool:
+    return importlib.util.find_spec(package) is not None
+
+
+def parse_trackers(spec: str | None) -> tuple[str, ...]:
+    """``"tensorboard,wandb"`` -> ``("tensorboard", "wandb")``; ``"none"`` or empty -> ``()``; each one installed."""
+    names = tuple(dict.fromkeys(n.strip().lower() for n in (spec or "").split(",") if n.strip()))
+    if names == ("none",):
+        return ()
+    unknown = [n for n in names if n not in TRACKERS]
+    if unknown:
+        raise UserError(
+            f"--logger {spec}: unknown tracker {', '.join(unknown)}; choose from {', '.join(TRACKERS)}, none"
+        )
+    for name in names:
+        if not installed(_PACKAGES[name]):
+            raise UserError(
+                f"--logger {name}: the {_PACKAGES[name]} package is not installed; pip install "
+                f"'semmae[{name}]' or drop {name} from --logger"
+            )
+    return names
+
+
+def _hwc_uint8(image_chw: Any) -> Any:
+    """A figure [C, H, W] (uint8, or float in [0, 1]) as a uint8 numpy array [H, W, C]."""
+    import numpy as np
+
+    arr = image_chw.detach().cpu().numpy() if hasattr(image_chw, "detach") else np.asarray(image_chw)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))
+
+
+class TensorBoardTracker:
+    def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
+        from torch.utils.tensorboard import SummaryWriter
+
+        try:
+            self.writer = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=purge_step)
+        except OSError as e:
+            raise UserError(f"cannot write {out_dir / 'tb'}: {e.strerror or e}") from None
+        if config and purge_step is None:
+            import yaml
+
+            self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", 0)
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        for k, v in values.items():
+            self.writer.add_scalar(k, v, step)
+
+    def image(self, tag: str, image_chw: Any, step: int) -> None:
+        self.writer.add_image(tag, image_chw, step)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+class WandbTracker:
+    """One W&B run per run folder: its id is kept in ``<out>/wandb-run-id`` so a resumed run continues it."""
+
+    def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
+        import wandb
+
+        id_file = out_dir / "wandb-run-id"
+        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
+        id_file.write_text(run_id + "\n")
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", _DEFAULT_PROJECT),
+            name=out_dir.name,
+            dir=str(out_dir),
+            id=run_id,
+            resume="allow",
+            config=config or {},
+        )
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        self.run.log(values, step=step)
+
+    def image(self, tag: str, image_chw: Any, step: int) -> None:
+        self.run.log({tag: self.wandb.Image(_hwc_uint8(image_chw))}, step=step)
+
+    def close(self) -> None:
+        self.run.finish()
+
+
+class MlflowTracker:
+    """One MLflow run per run folder (its id kept in ``<out>/mlflow-run-id``); the config as flattened params."""
+
+    def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
+        from mlflow.tracking import MlflowClient
+
+        uri, artifacts = mlflow_store(out_dir)
+        self.client = client = MlflowClient(tracking_uri=uri)
+        name = os.environ.get("MLFLOW_EXPERIMENT_NAME", _DEFAULT_PROJECT)
+        experiment = client.get_experiment_by_name(name)
+        experiment_id = (
+            experiment.experiment_id
+            if experiment
+            else client.create_experiment(name, artifact_location=artifacts)
+        )
+        id_file = out_dir / "mlflow-run-id"
+        if id_file.is_file():
+            self.run_id = id_file.read_text().strip()
+        else:
+            self.run_id = client.create_run(experiment_id, run_name=out_dir.name).info.run_id
+            id_file.write_text(self.run_id + "\n")
+            if config:
+                from mlflow.entities import Param
+
+                params = [Param(k, str(v)[:500]) for k, v in _flatten(config).items()]
+                for i in range(0, len(params), 100):  # MLflow takes at most 100 params a batch
+                    client.log_batch(self.run_id, params=params[i : i + 100])
+                client.log_dict(self.run_id, config, "config.json")
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in values.items()]
+        )
+
+    def image(self, tag: str, image_chw: Any, step: int) -> None:
+        self.client.log_image(self.run_id, _hwc_uint8(image_chw), artifact_file=f"{tag}/step_{step:09d}.png")
+
+    def close(self) -> None:
+        self.client.set_terminated(self.run_id)
+
+
+def mlflow_store(out_dir: Path) -> tuple[str, str | None]:
+    """(tracking URI, artifact location of a new experiment): ``MLFLOW_TRACKING_URI`` when set (the server's
+    artifact store), else a store inside the run folder - ``<out>/mlflow.db`` (SQLite, MLflow's default backend
+    since 3.x) with ``<out>/mlartifacts``, or, without SQLAlchemy (``mlflow-skinny``), the file store
+    ``<out>/mlruns``."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"], None
+    out_dir = out_dir.resolve()
+    if installed("sqlalchemy") and installed("alembic"):
+        return f"sqlite:///{out_dir / 'mlflow.db'}", (out_dir / "mlartifacts").as_uri()
+    os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # MLflow 3 asks for this opt-in for a file store
+    return (out_dir / "mlruns").as_uri(), None
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+_CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
+
+
+def open_trackers(
+    names: tuple[str, ...], out_dir: Path, config: dict[str, Any] | None, purge_step: int | None
+) -> list[Any]:
+    """Start the trackers ``names`` (from :func:`parse_trackers`) for the run folder ``out_dir``."""
+    return [_CLASSES[name](out_dir, config, purge_step) for name in names]
