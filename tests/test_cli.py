@@ -1,6 +1,8 @@
 """The CLI surface: --help on every verb, one-line errors with exit code 2, flags that all map to config fields."""
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -98,3 +100,43 @@ def test_config_verbs_reads_every_verb_and_action_off_the_parser():
         assert verbs[name].name == name and dataclasses.is_dataclass(verbs[name].config)
         assert callable(verbs[name].handler)
     assert not any(name in verbs for name in ("parts", "data", "segment"))  # groups themselves have no config
+
+
+# a fresh interpreter runs `semmae ARGV` and reports which heavy modules got imported on the way
+HEAVY = ("torch", "timm", "torchvision")
+PROBE = f"""
+import sys
+from semmae.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit:
+    pass
+print("imported:", [m for m in {HEAVY!r} if m in sys.modules], file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["pretrain", "--help"],
+        ["parts", "train", "--help"],
+        ["segment", "train", "--help"],
+        ["pretrain", "--no-such-flag"],
+        ["pretrain", "--batch-size", "big"],
+        ["knn", "--k", "0", "--data", "x", "--random-init"],
+    ],
+    ids=" ".join,
+)
+def test_help_and_usage_errors_import_no_torch(argv):
+    """Issue 29: `--help` and a bad flag or value answer without importing torch, timm or torchvision."""
+    out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True, timeout=120)
+    assert out.stderr.strip().splitlines()[-1] == "imported: []", out.stderr
+
+
+def test_building_the_parser_imports_no_torch():
+    code = "import sys; from semmae.cli import config_verbs; config_verbs(); print(sorted(sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    modules = set(eval(out.stdout))
+    assert not modules & set(HEAVY), sorted(modules & set(HEAVY))
+

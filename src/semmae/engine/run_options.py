@@ -14,8 +14,12 @@ from pathlib import Path
 from typing import Any
 
 from semmae.config import option
-from semmae.engine.precision import PRECISION_HELP, PRECISIONS
 from semmae.errors import UserError
+
+#: ``--precision`` (resolved by :func:`semmae.engine.precision.resolve_precision`; named here, where no torch is
+#: imported, because ``semmae <verb> --help`` reads the choices)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU"
 
 NO_RESUME = ("", "none", "no", "false", "0")
 RESUME_HELP = (

@@ -46,9 +46,9 @@ class MasksShowConfig:
 
 
 def show(args) -> int:
+    cfg = resolve_config(MasksShowConfig, args)
     from semmae.masking.figure import draw_masks_figure, load_examples
 
-    cfg = resolve_config(MasksShowConfig, args)
     images, part_ids, source, no_part_id = load_examples(
         cfg.data, cfg.cache, cfg.num_images, cfg.img_size, cfg.patch_size
     )

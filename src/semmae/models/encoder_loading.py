@@ -50,7 +50,8 @@ from semmae.models.encoder_record import (
     parse_arch,
     pos_grid,
 )
-from semmae.models.init_schemes import mae_init_, resolve_init_scheme
+from semmae.models.init_schemes import resolve_init_scheme
+from semmae.models.mae_init import mae_init_
 from semmae.utils.io import load_checkpoint
 
 LAYOUTS = ("semmae_pretrain", "safetensors", "mae_release", "timm", "ibot", "dino")

@@ -12,8 +12,11 @@ from semmae.engine.run_options import (
     resume_option,
 )
 from semmae.errors import UserError
-from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
 
+SOFTMAX_AXES = ("positions", "parts")
+#: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two
+#: projections divided by a temperature (so the maps' sharpness does not depend on the encoder's token norms)
+SIMILARITIES = ("dot", "cosine")
 FEATURE_MODES = ("online", "cached")
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semmae.engine.precision import PRECISIONS
 from semmae.engine.run_options import (
+    PRECISIONS,
     check_resume_overwrite,
     overwrite_option,
     precision_option,
