@@ -72,6 +72,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 value = [v for v in value.replace(",", " ").split() if v]
             if not isinstance(value, (list, tuple)):
                 value = [value]
+            length = fixed_length(base)
+            if length is not None and len(value) != length:
+                raise UserError(
+                    f"'{name}' ({field_flag(name)}) takes {length} values, got {len(value)}: "
+                    f"{' '.join(map(str, value))}"
+                )
             items = [_coerce(v, inner, name) for v in value]
             return tuple(items) if origin is tuple else items
     except (TypeError, ValueError):
@@ -79,6 +85,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             f"'{name}' ({field_flag(name)}) expects {getattr(base, '__name__', base)}, got {value!r}"
         ) from None
     return value
+
+
+def fixed_length(tp: Any) -> int | None:
+    """The length of a fixed-length tuple type (``tuple[float, float]`` -> 2); None for lists and
+    ``tuple[float, ...]``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is not tuple or not args or args[-1] is Ellipsis:
+        return None
+    return len(args)
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -110,8 +125,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, exclude: tuple[s
             parser.add_argument(field_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if typing.get_origin(base) in (list, tuple):
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = "+"  # a count other than a fixed tuple's length: one line from _coerce
             kwargs["type"] = str
+            if fixed_length(base):
+                kwargs["help"] = f"{fixed_length(base)} values: {help_text}"
         else:
             kwargs["type"] = str
         if "choices" in f.metadata:
