@@ -25,8 +25,8 @@ def test_namespace_only_with_allow_namespace(tmp_path):
 def test_bad_checkpoints_get_one_clear_message(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth")
-    with pytest.raises(UserError, match="is a directory"):
-        load_checkpoint(tmp_path)
+    with pytest.raises(UserError, match="is a folder without a checkpoint"):
+        load_checkpoint(tmp_path)  # a run folder is read as its checkpoint (issue 29); this one has none
     (tmp_path / "junk.pth").write_bytes(b"garbage" * 10)
     with pytest.raises(UserError, match="cannot be read \\(corrupt or not a PyTorch file\\)"):
         load_checkpoint(tmp_path / "junk.pth")

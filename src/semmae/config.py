@@ -5,7 +5,9 @@ its fields into flags (``--batch-size`` for ``batch_size``), so every flag maps 
 nothing is parsed but never read. :func:`resolve_config` merges, validates and returns the dataclass; the run
 writes it back with :func:`save_config` so a run directory always records what actually ran.
 
-Field metadata understood here: ``help`` (the flag's help text) and ``choices``.
+Field metadata understood here: ``help`` (the flag's help text), ``choices``, and ``checkpoint`` (the value is a
+checkpoint file or a run folder; it is resolved to the file, :func:`semmae.utils.io.checkpoint_file`, so the run
+records and reports the file it read).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from semmae.errors import UserError
+from semmae.utils.io import checkpoint_file
 
 C = TypeVar("C")
 
@@ -177,6 +180,8 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
             raise UserError(
                 f"{field_flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
             )
+        if f.metadata.get("checkpoint") and value:
+            value = str(checkpoint_file(value))
         kwargs[name] = value
     cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)

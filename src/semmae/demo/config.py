@@ -32,7 +32,10 @@ class DemoConfig:
     )
     encoder_checkpoint: str = field(
         default="",
-        metadata={"help": "iBOT / DINO / MAE weights for part learning; default: bootstrap one offline"},
+        metadata={
+            "help": "iBOT / DINO / MAE weights (or run folder) for part learning; default: bootstrap one offline",
+            "checkpoint": True,
+        },
     )
     style: str = field(
         default="class",

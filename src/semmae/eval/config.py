@@ -26,7 +26,11 @@ class EvalCommonConfig:
         default=None, metadata={"help": "folder holding train/ and val/ (instead of --train/--val)"}
     )
     checkpoint: str | None = field(
-        default=None, metadata={"help": "encoder checkpoint (.pth/.safetensors, any layout)"}
+        default=None,
+        metadata={
+            "help": "encoder checkpoint (.pth/.safetensors, any layout) or run folder",
+            "checkpoint": True,
+        },
     )
     random_init: bool = field(
         default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
@@ -83,11 +87,6 @@ class EvalCommonConfig:
             raise UserError("give either --data or --train/--val, not both")
         if self.checkpoint is None and not self.random_init:
             raise UserError("give --checkpoint PATH, or --random-init for the untrained baseline")
-        if self.checkpoint is not None and Path(self.checkpoint).is_dir():
-            from semmae.engine.checkpoint import checkpoint_file
-
-            # a pretraining run directory means its latest checkpoint (as `semmae export` reads it)
-            self.checkpoint = str(checkpoint_file(self.checkpoint))
         if self.batch_size < 1:
             raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
         if self.num_workers < 0:

@@ -17,12 +17,14 @@ import torch
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 from semmae.parts.model import PartHeadSpec, PartModel
-from semmae.utils.io import load_checkpoint
+from semmae.utils.io import checkpoint_file, load_checkpoint
 
 FORMAT = "semmae-parts"
 
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A part checkpoint (a file, or a `parts train` run folder: its checkpoint.pth) as a dict."""
+    path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a part checkpoint written by 'semmae parts train'")

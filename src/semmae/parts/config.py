@@ -32,7 +32,11 @@ class PartsTrainConfig:
         default="vit_small_patch16_224", metadata=_h("timm ViT architecture of the frozen encoder")
     )
     encoder_checkpoint: str | None = field(
-        default=None, metadata=_h("encoder weights (iBOT/DINO/MAE/timm/semmae layouts); none = random init")
+        default=None,
+        metadata=_h(
+            "encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder; none = random init",
+            checkpoint=True,
+        ),
     )
     img_size: int = field(default=224, metadata=_h("input resolution (pixels)"))
     feature_layer: int = field(
@@ -162,10 +166,16 @@ class PartsExportConfig:
             choices=EXPORT_SOURCES,
         ),
     )
-    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    checkpoint: str = field(
+        default="",
+        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    )
     encoder_checkpoint: str = field(
         default="",
-        metadata=_h("--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts)"),
+        metadata=_h(
+            "--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder",
+            checkpoint=True,
+        ),
     )
     img_size: int = field(
         default=0,
@@ -211,7 +221,10 @@ class PartsExportConfig:
 @dataclass
 class PartsShowConfig:
     data: str = field(default="", metadata=_h("image folder to draw from"))
-    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    checkpoint: str = field(
+        default="",
+        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    )
     out: str = field(default="parts.png", metadata=_h("PNG to write"))
     num_images: int = field(default=8, metadata=_h("images (rows) in the grid"))
     grid: int = field(default=0, metadata=_h("grid the parts are drawn at; 0 = encoder grid"))
@@ -246,7 +259,10 @@ class PartsEvalConfig:
     )
     checkpoint: str | None = field(
         default=None,
-        metadata=_h("part checkpoint for the encoder baselines; default: the one the cache names"),
+        metadata=_h(
+            "part checkpoint (or run folder) for the encoder baselines; default: the one the cache names",
+            checkpoint=True,
+        ),
     )
     baselines: bool = field(
         default=True, metadata=_h("also score raw attention, k-means, spatial split, ceiling")

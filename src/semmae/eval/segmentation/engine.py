@@ -37,7 +37,7 @@ from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, d
 from semmae.eval.segmentation.visualize import colorize, save_comparison
 from semmae.models.encoder_loading import load_encoder
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
-from semmae.utils.io import atomic_torch_save, atomic_write_json, load_checkpoint
+from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -367,23 +367,13 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     return results
 
 
-def _find_checkpoint(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in (FINAL_NAME, CKPT_NAME):
-            if (p / name).is_file():
-                return p / name
-        raise UserError(f"{p} holds neither {FINAL_NAME} nor {CKPT_NAME}")
-    return p
-
-
 def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
     """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split."""
     dist_info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, dist_info)
         seed_everything(cfg.seed, dist_info.rank)
-        path = _find_checkpoint(cfg.checkpoint)
+        path = checkpoint_file(cfg.checkpoint)
         ckpt = load_checkpoint(path)
         if not isinstance(ckpt, dict) or "config" not in ckpt or "encoder" not in ckpt:
             raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
