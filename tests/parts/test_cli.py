@@ -292,6 +292,7 @@ def test_eval_with_cub_style_keypoints(tmp_path, synth, trained):
         (["parts", "train", "--data", "x", "--blur-kernel", "4"], "--blur-kernel"),
         (["parts", "export", "--data", "x", "--checkpoint", "/no/ckpt.pth", "--out", "y"], "does not exist"),
         (["parts", "eval", "--data", "x", "--cache", "y"], "--masks"),
+        (["parts", "train", "--data", "x", "--num-parts", "300"], "holds at most 15 parts"),  # issue 29
     ],
 )
 def test_user_errors_are_one_line(argv, needle, capsys):

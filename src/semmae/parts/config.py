@@ -134,6 +134,13 @@ class PartsTrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_parts < 2:
             raise UserError(f"--num-parts must be >= 2 (Eq. 6 compares parts), got {self.num_parts}")
+        from semmae.data.part_cache import MAX_PARTS  # here: the module imports torch, --help does not
+
+        if self.num_parts > MAX_PARTS:
+            raise UserError(
+                f"--num-parts {self.num_parts}: a part cache (`semmae parts export`, what masking reads) holds at "
+                f"most {MAX_PARTS} parts; pass --num-parts {MAX_PARTS} or fewer"
+            )
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
         if not 0 < self.crop_scale_min <= 1:
