@@ -483,7 +483,7 @@ class Harness:
             "knn_top1": knn["top1"],
             "knn_top5": knn["top5"],
             "linprobe_top1": float(probe["top1"]),
-            "linprobe_top5": float(probe["top5"]),
+            "linprobe_top5": None if probe.get("top5") is None else float(probe["top5"]),  # None: <= 5 classes
             "linprobe_best_blr": probe.get("best_blr"),
             "logreg_top1": logistic_probe(feats),
             "features": str(probe_dir / "features.pt"),

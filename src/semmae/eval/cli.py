@@ -8,12 +8,17 @@ from semmae.config import add_verb, resolve_config
 from semmae.eval.config import FinetuneConfig, KnnConfig, LinprobeConfig
 
 
+def _print_metrics(res: dict, keys: tuple[str, ...]) -> None:
+    """One JSON line of the headline metrics; top-5 only where it was recorded (more than 5 classes)."""
+    print(json.dumps({k: res[k] for k in keys if res.get(k) is not None or k != "top5"}))
+
+
 def _linprobe(args) -> int:
     cfg = resolve_config(LinprobeConfig, args)
     from semmae.eval.linprobe import run_linprobe
 
     res = run_linprobe(cfg)
-    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_blr")}))
+    _print_metrics(res, ("top1", "top5", "best_blr"))
     return 0
 
 
@@ -22,7 +27,7 @@ def _finetune(args) -> int:
     from semmae.eval.finetune import run_finetune
 
     res = run_finetune(cfg)
-    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_epoch")}))
+    _print_metrics(res, ("top1", "top5", "best_epoch"))
     return 0
 
 
@@ -31,7 +36,7 @@ def _knn(args) -> int:
     from semmae.eval.knn import run_knn
 
     res = run_knn(cfg)
-    print(json.dumps({k: res[k] for k in ("top1", "top5")}))
+    _print_metrics(res, ("top1", "top5"))
     return 0
 
 

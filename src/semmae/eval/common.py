@@ -258,14 +258,34 @@ def file_sha256(path: str | Path | None) -> str | None:
     return h.hexdigest()
 
 
+#: top-5 accuracy means something only with more classes than 5 (with 5 or fewer it is 100 % by construction)
+TOP5_MIN_CLASSES = 6
+
+
+def without_trivial_top5(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with every ``*top5`` entry (also in lists of per-setting rows) None when
+    ``metrics["num_classes"]`` is under :data:`TOP5_MIN_CLASSES`."""
+    if metrics.get("num_classes", TOP5_MIN_CLASSES) >= TOP5_MIN_CLASSES:
+        return metrics
+
+    def clear(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: None if k.endswith("top5") else clear(v) for k, v in value.items()}
+        return [clear(v) for v in value] if isinstance(value, list) else value
+
+    return clear(metrics)
+
+
 def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metrics: dict[str, Any]) -> dict:
-    """``results.json``: the metrics, the exact checkpoint (path + SHA-256 + layout) and the resolved config."""
+    """``results.json``: the metrics (top-5 only with more than 5 classes), the exact checkpoint (path + SHA-256 +
+    layout; no hash for a random-init encoder, which reads no weights) and the resolved config."""
     ckpt = getattr(cfg, "checkpoint", None)
+    random_init = bool(getattr(cfg, "random_init", False))
     results = {
-        **metrics,
+        **without_trivial_top5(metrics),
         "checkpoint": ckpt,
-        "checkpoint_sha256": file_sha256(ckpt) if ckpt else None,
-        "random_init": bool(getattr(cfg, "random_init", False)),
+        "checkpoint_sha256": file_sha256(ckpt) if ckpt and not random_init else None,
+        "random_init": random_init,
         "encoder": {
             k: encoder_info.get(k)
             for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source", "init")

@@ -108,6 +108,7 @@ def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
         **(keep.describe() if keep else {"tokens": "all"}),
         "num_train": len(train),
         "num_val": len(val),
+        "num_classes": len(train.classes),
     }
     if info.is_main:
         results = write_results(cfg.out, cfg, enc_info, results)

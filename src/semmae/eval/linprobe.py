@@ -227,7 +227,7 @@ def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) 
             cfg.seed,
             log=lambda ep, rec: logger.log(ep, **rec),
         )
-        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
+        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]), num_classes=num_classes)
     else:
         metrics, logger = _full_probe(cfg, encoder, enc_info, device, info, run_dir, keep)
     metrics.update(keep.describe() if keep else {"tokens": "all"})
@@ -328,7 +328,7 @@ def _full_probe(
                 ckpt_path,
             )
     assert metrics is not None
-    return {**metrics, "mode": "full"}, logger
+    return {**metrics, "mode": "full", "num_classes": num_classes}, logger
 
 
 @torch.no_grad()
