@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.data.workers import check_num_workers
 from semmae.engine.run_options import (
     check_resume_overwrite,
     overwrite_option,
@@ -193,7 +194,10 @@ class PartsExportConfig:
         default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
     )
     batch_size: int = field(default=64, metadata=_h("images per forward pass"))
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(
+        default="auto",
+        metadata=_h("data-loading worker processes, or 'auto': what the cores leave after the forward pass"),
+    )
     precision: str = precision_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
@@ -223,6 +227,7 @@ class PartsExportConfig:
                 )
         if self.grid < 0 or self.batch_size < 1 or self.img_size < 0:
             raise UserError("--grid and --img-size must be >= 0 and --batch-size >= 1")
+        check_num_workers(self.num_workers)
 
 
 @dataclass

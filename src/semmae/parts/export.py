@@ -22,6 +22,7 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
+from semmae.data.workers import WorkerPlan, auto_worker_plan, parse_num_workers
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
@@ -98,11 +99,14 @@ def _export(
         root=cfg.data,
     )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
+    count = parse_num_workers(cfg.num_workers)
+    plan = auto_worker_plan(False, device.type) if count is None else WorkerPlan(count)
     loader = DataLoader(
         todo,
         batch_size=cfg.batch_size,
         shuffle=False,
-        num_workers=cfg.num_workers,
+        num_workers=plan.count,
+        worker_init_fn=plan.init_fn if plan.count else None,
         pin_memory=device.type == "cuda",
     )
     with tqdm(total=len(dataset), initial=writer.next_index, desc="export parts", dynamic_ncols=True) as bar:
