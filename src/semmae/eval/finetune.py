@@ -25,7 +25,7 @@ from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
 from semmae.engine.checkpoint import restore
 from semmae.engine.epoch_loop import scheduled_batches
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import (
@@ -211,8 +211,10 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
 
 
 def _diverged(step: int, steps_per_epoch: int, ckpt: Path) -> str:
-    kept = f"{ckpt} holds the last good epoch" if ckpt.is_file() else "no checkpoint had been written yet"
-    return f"non-finite loss at step {step} (epoch {step // steps_per_epoch}); {kept} (lower --blr or set --clip-grad)"
+    return (
+        f"non-finite loss at step {step} (epoch {step // steps_per_epoch}); {kept_checkpoint(ckpt)} (lower --blr or "
+        "set --clip-grad)"
+    )
 
 
 @torch.no_grad()

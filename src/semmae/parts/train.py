@@ -21,7 +21,7 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import param_groups
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
@@ -190,7 +190,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     scaler, watch = LossScaler(precision), NonFiniteWatch(device)
 
     def explain(bad: int) -> str:
-        return f"part loss became non-finite at step {bad}; the last checkpoint {ckpt_path} is kept (try a lower --lr)"
+        return f"part loss became non-finite at step {bad}; {kept_checkpoint(ckpt_path)} (try a lower --lr)"
 
     start_epoch, step = 0, 0
     if resume is not None:

@@ -20,7 +20,7 @@ from tqdm import tqdm
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
 from semmae.engine.checkpoint import restore
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
@@ -271,7 +271,10 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
         return metrics, rows
 
     def explain(bad: int) -> str:
-        return f"loss became non-finite at iteration {bad}; lower --lr or use --precision fp32 (last checkpoint kept in {out})"
+        return (
+            f"loss became non-finite at iteration {bad}; {kept_checkpoint(out / CKPT_NAME)} (lower --lr or use "
+            "--precision fp32)"
+        )
 
     train_loader = _loader(
         train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
