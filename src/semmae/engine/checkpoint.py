@@ -12,6 +12,7 @@ and is replaced atomically after the checkpoint itself is on disk, so it never n
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -114,10 +115,38 @@ def restore(path: str | Path, **modules: Any) -> dict[str, Any]:
             module.load_state_dict(ckpt[name])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(
-            f"cannot resume from {path}: it does not match this run ({str(e).splitlines()[0]}); "
+            f"cannot resume from {path}: it does not match this run ({mismatch(e)}); "
             "use another --out or --overwrite"
         ) from None
     return ckpt
+
+
+def mismatch(e: BaseException, shown: int = 3) -> str:
+    """One line saying how a state dict did not fit: ``load_state_dict``'s missing and unexpected keys and shape
+    mismatches (``shown`` of each kind, then a count), or the first line of any other error."""
+    text = str(e).strip()
+    if not text.startswith("Error(s) in loading state_dict"):
+        return text.splitlines()[0] if text else type(e).__name__
+    parts = []
+    for label, pattern in (
+        ("missing", r"Missing key\(s\) in state_dict: (.*)"),
+        ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)"),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+            parts.append(f"{label} {len(keys)} key(s): {', '.join(keys[:shown])}{more}")
+    sizes = re.findall(
+        r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^]]*\])\) from checkpoint, "
+        r"the shape in current model is torch\.Size\((\[[^]]*\])\)",
+        text,
+    )
+    for name, theirs, ours in sizes[:shown]:
+        parts.append(f"{name} is {theirs} in the checkpoint, {ours} in the model")
+    if len(sizes) > shown:
+        parts.append(f"+{len(sizes) - shown} more shape mismatch(es)")
+    return "; ".join(parts) or text.splitlines()[0]
 
 
 def load_pretrain_checkpoint(path: str | Path) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.engine.checkpoint import restore
+from semmae.engine.checkpoint import mismatch, restore
 from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
@@ -393,7 +393,7 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            raise UserError(f"{path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{path} does not fit the model it describes: {mismatch(e)}") from None
         model.to(device)
         val_set = SegmentationDataset(
             source, "val", EvalTransform(train_cfg.eval_short_side, train_cfg.max_long), train_cfg.val_split
