@@ -202,10 +202,12 @@ class EncoderRecord:
         return {k: getattr(self, k) for k in self.ARCH_FIELDS}
 
     def timm_name(self) -> str:
-        """The closest timm model name (``vit_base_patch16_224``); a non-standard size is named ``vit_base`` and
-        needs its shapes passed to timm as overrides."""
+        """The model's name: timm's (``vit_base_patch16_224``) when width, depth and heads are one of
+        :data:`VIT_SIZES`, else a custom name that spells them (``vit_w192_d6_h3_patch8_64``; timm then needs the
+        shapes as overrides)."""
         dims = (self.embed_dim, self.depth, self.num_heads)
-        size = next((s for s in STANDARD_SIZES if VIT_SIZES[s] == dims), "base")
+        size = next((s for s in VIT_SIZES if VIT_SIZES[s] == dims), None)
+        size = size or f"w{self.embed_dim}_d{self.depth}_h{self.num_heads}"
         return f"vit_{size}_patch{self.patch_size}_{self.img_size}"
 
     def build(self, drop_path_rate: float = 0.0, dynamic_img_size: bool = False) -> VisionTransformer:
