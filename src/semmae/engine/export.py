@@ -7,7 +7,7 @@ The MAE's encoder keys are timm's (``cls_token``, ``pos_embed``, ``patch_embed.p
 ``timm.create_model("vit_base_patch16_224", pretrained=True, num_classes=0,
 pretrained_cfg_overlay=dict(file="encoder.safetensors"))``. The checkpoint's encoder record
 (:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON in the file's metadata (``model_config``)
-for :mod:`semmae.models.encoder_loading`, next to ``arch`` (the closest timm name) and ``fg_keep``.
+for :mod:`semmae.models.encoder_loading`, next to ``arch`` (:meth:`EncoderRecord.timm_name`) and ``fg_keep``.
 """
 
 from __future__ import annotations
