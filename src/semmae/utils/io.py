@@ -9,6 +9,7 @@ nothing that was already there. A full disk or unwritable folder becomes a :clas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -59,6 +60,18 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         ) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def naming_os_errors(path: str | Path):
+    """An ``OSError`` inside the block that names no file (a write to an open file object: a full disk) is
+    re-raised naming ``path``, so the one-line message says which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.strerror:
+            raise OSError(e.errno, e.strerror, str(path)) from e
         raise
 
 
