@@ -108,7 +108,9 @@ class StepRunOptions:
         None, "stop after this many optimiser steps (schedules still span all epochs)"
     )
     log_every: int = option(50, "append to log.jsonl / TensorBoard every N optimiser steps")
-    progress: bool = option(True, "tqdm progress bar on rank 0")
+    progress: bool = option(
+        True, "tqdm progress bar on rank 0; --no-progress: one plain line (step, loss, img/s) per --log-every steps"
+    )
     eval_every: int = option(0, "online kNN every K epochs on --eval-train / --eval-val (0: off)")
     eval_train: str | None = option(None, "kNN memory bank: labelled ImageFolder")
     eval_val: str | None = option(None, "kNN queries: labelled ImageFolder")

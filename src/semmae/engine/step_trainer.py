@@ -396,13 +396,16 @@ class StepTrainer:
                     data_wait=data_wait,
                 )
                 self.logger.log(self.step, **record)
+                eta = fmt_eta((end - self.step) * p.effective_batch / max(ips, 1e-9))
                 if bar is not None:
-                    eta_s = (end - self.step) * p.effective_batch / max(ips, 1e-9)
                     bar.set_postfix(
-                        loss=f"{loss_value:.4f}",
-                        lr=f"{record['lr']:.2e}",
-                        img_s=f"{ips:.0f}",
-                        eta=fmt_eta(eta_s),
+                        loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{ips:.0f}", eta=eta
+                    )
+                elif self.is_main:  # --no-progress: one plain line per log interval (logs, pipes, CI)
+                    print(
+                        f"semmae {self.verb}: step {self.step}/{end} (epoch {epoch}) loss {loss_value:.4f} "
+                        f"lr {record['lr']:.2e} {ips:.1f} img/s eta {eta}",
+                        flush=True,
                     )
             if (
                 cfg.ckpt_every
