@@ -483,7 +483,7 @@ class Harness:
             "knn_top1": knn["top1"],
             "knn_top5": knn["top5"],
             "linprobe_top1": float(probe["top1"]),
-            "linprobe_top5": None if probe.get("top5") is None else float(probe["top5"]),  # None: <= 5 classes
+            "linprobe_top5": _top5(probe),
             "linprobe_best_blr": probe.get("best_blr"),
             "logreg_top1": logistic_probe(feats),
             "features": str(probe_dir / "features.pt"),
@@ -691,6 +691,11 @@ class Harness:
         self.summarise()
         self.log(f"finished in {time.perf_counter() - t_all:.0f} s: {self.out / (self.stem + '.md')}")
         return self.out / f"{self.stem}.md"
+
+
+def _top5(results: dict) -> float | None:
+    """A linear probe's top-5, None where it was not recorded (5 classes or fewer, issue 29)."""
+    return None if results.get("top5") is None else float(results["top5"])
 
 
 def logistic_probe(feats: dict[str, Any], max_iter: int = 1000) -> float:

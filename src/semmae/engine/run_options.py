@@ -109,7 +109,8 @@ class StepRunOptions:
     )
     log_every: int = option(50, "append to log.jsonl / TensorBoard every N optimiser steps")
     progress: bool = option(
-        True, "tqdm progress bar on rank 0; --no-progress: one plain line (step, loss, img/s) per --log-every steps"
+        True,
+        "tqdm progress bar on rank 0; --no-progress: one plain line (step, loss, img/s) per --log-every steps",
     )
     eval_every: int = option(0, "online kNN every K epochs on --eval-train / --eval-val (0: off)")
     eval_train: str | None = option(None, "kNN memory bank: labelled ImageFolder")
