@@ -112,9 +112,14 @@ def test_export_workers_follow_the_machine_by_default(tmp_path, synth, encoder_c
     import warnings
 
     from semmae.data.workers import auto_worker_plan
-    from semmae.parts.config import PartsExportConfig
+    from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsTrainConfig
 
-    assert PartsExportConfig().num_workers == "auto"
+    assert (
+        PartsExportConfig().num_workers
+        == PartsTrainConfig().num_workers
+        == PartsEvalConfig().num_workers
+        == "auto"
+    )
     seen = []
     monkeypatch.setattr("semmae.parts.export.DataLoader.__init__", _record_workers(seen))
     argv = ["parts", "export", "--source", "attention", "--data", str(synth / "val"), "--device", "cpu"]

@@ -78,6 +78,13 @@ def parse_num_workers(value: str | int) -> int | None:
     return n
 
 
+def worker_plan(value: str | int, device_type: str, packed: bool = False) -> WorkerPlan:
+    """The loader workers of a ``--num-workers`` value: a count as given, ``auto`` -> :func:`auto_worker_plan`
+    (one rank; the step trainer plans per rank itself)."""
+    n = parse_num_workers(value)
+    return auto_worker_plan(packed, device_type) if n is None else WorkerPlan(n)
+
+
 def check_num_workers(value: str | int) -> None:
     """Config validation of ``--num-workers``: a UserError unless it is ``auto`` or a count >= 0."""
     from semmae.errors import UserError

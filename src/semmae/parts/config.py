@@ -18,6 +18,7 @@ SOFTMAX_AXES = ("positions", "parts")
 #: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two
 #: projections divided by a temperature (so the maps' sharpness does not depend on the encoder's token norms)
 SIMILARITIES = ("dot", "cosine")
+WORKERS_HELP = "data-loading worker processes, or 'auto': what the cores leave after the encoder's work"
 FEATURE_MODES = ("online", "cached")
 
 
@@ -107,7 +108,7 @@ class PartsTrainConfig:
     clip_grad: float = field(default=1.0, metadata=_h("gradient-norm clip; 0 = off"))
     crop_scale_min: float = field(default=0.5, metadata=_h("RandomResizedCrop smallest area fraction"))
     precision: str = precision_option()
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
     resume: str | None = resume_option("auto")
@@ -156,6 +157,7 @@ class PartsTrainConfig:
             raise UserError(f"--concentration-weight must be >= 0, got {self.concentration_weight}")
         if self.lr <= 0 or self.div_weight < 0 or self.steps_per_epoch < 0 or self.decoder_convs < 0:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
+        check_num_workers(self.num_workers)
 
 
 #: what ``semmae parts export`` writes per cell: the learned parts of a part checkpoint, or the raw-attention
@@ -194,10 +196,7 @@ class PartsExportConfig:
         default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
     )
     batch_size: int = field(default=64, metadata=_h("images per forward pass"))
-    num_workers: str = field(
-        default="auto",
-        metadata=_h("data-loading worker processes, or 'auto': what the cores leave after the forward pass"),
-    )
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     precision: str = precision_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
@@ -286,7 +285,7 @@ class PartsEvalConfig:
         default=100000, metadata=_h("patch tokens sampled to fit the k-means baseline")
     )
     batch_size: int = field(default=64, metadata=_h("images per encoder pass (baselines)"))
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     out: str | None = field(
         default=None, metadata=_h("metrics JSON path; default: part_metrics.json beside the cache")
     )
@@ -301,3 +300,4 @@ class PartsEvalConfig:
             raise UserError("give --masks (label PNG folder) and/or --keypoints (CUB-style keypoints.csv)")
         if self.eval_size < 1 or self.batch_size < 1 or self.kmeans_fit_tokens < 1:
             raise UserError("--eval-size, --batch-size and --kmeans-fit-tokens must be >= 1")
+        check_num_workers(self.num_workers)

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
-from semmae.data.workers import WorkerPlan, auto_worker_plan, parse_num_workers
+from semmae.data.workers import worker_plan
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.parts.checkpoint import load_part_model
 from semmae.parts.config import PartsExportConfig
@@ -99,8 +99,7 @@ def _export(
         root=cfg.data,
     )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
-    count = parse_num_workers(cfg.num_workers)
-    plan = auto_worker_plan(False, device.type) if count is None else WorkerPlan(count)
+    plan = worker_plan(cfg.num_workers, device.type)
     loader = DataLoader(
         todo,
         batch_size=cfg.batch_size,
