@@ -62,7 +62,9 @@ def probe_page(page: Path, width: int) -> dict:
         # relative image paths must still resolve: keep the copy beside the original's files via <base>
         base = f'<base href="{page.parent.resolve().as_uri()}/">'
         copy.write_text(re.sub(r"(<head[^>]*>)", r"\1" + base, text, count=1) + PROBE)
-        dom = headless(f"--window-size={width},1000", "--virtual-time-budget=8000", "--dump-dom", copy.as_uri())
+        dom = headless(
+            f"--window-size={width},1000", "--virtual-time-budget=8000", "--dump-dom", copy.as_uri()
+        )
     found = re.search(r"<title>REPORT-CHECK (.*?)</title>", dom, re.S)
     if not found:
         raise SystemExit("report_check: the page never finished loading (no probe result in the DOM)")
@@ -72,7 +74,9 @@ def probe_page(page: Path, width: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("page", help="report.html")
-    ap.add_argument("--out", default="bench_out/report-check", help="folder for report.png and report-check.json")
+    ap.add_argument(
+        "--out", default="bench_out/report-check", help="folder for report.png and report-check.json"
+    )
     ap.add_argument("--width", type=int, default=1280, help="window width in CSS px")
     ap.add_argument("--min-figure-width", type=int, default=480, help="smallest acceptable drawn image width")
     ap.add_argument("--max-height", type=int, default=16000, help="screenshot height cap (px)")
@@ -88,16 +92,24 @@ def main(argv: list[str] | None = None) -> int:
     headless(f"--window-size={args.width},{height}", f"--screenshot={shot.resolve()}", page.as_uri())
     problems = []
     for img in result["images"]:
-        print(f"{'ok ' if img['ok'] else 'BROKEN'} {img['alt'][:70]:70s} natural {img['natural']} drawn {img['drawn']}")
+        print(
+            f"{'ok ' if img['ok'] else 'BROKEN'} {img['alt'][:70]:70s} natural {img['natural']} drawn {img['drawn']}"
+        )
         if not img["ok"]:
             problems.append(f"image {img['alt']!r} did not load")
         elif img["drawn"][0] < args.min_figure_width:
-            problems.append(f"image {img['alt']!r} is drawn {img['drawn'][0]} px wide (< {args.min_figure_width})")
+            problems.append(
+                f"image {img['alt']!r} is drawn {img['drawn'][0]} px wide (< {args.min_figure_width})"
+            )
     if result["page"][0] > args.width:
-        problems.append(f"the page is {result['page'][0]} px wide in a {args.width} px window (horizontal scroll)")
+        problems.append(
+            f"the page is {result['page'][0]} px wide in a {args.width} px window (horizontal scroll)"
+        )
     result |= {"screenshot": str(shot), "problems": problems}
     (out / "report-check.json").write_text(json.dumps(result, indent=1))
-    print(f"{len(result['images'])} images, {result['tables']} tables, page {result['page']}; screenshot {shot}")
+    print(
+        f"{len(result['images'])} images, {result['tables']} tables, page {result['page']}; screenshot {shot}"
+    )
     for p in problems:
         print(f"PROBLEM: {p}")
     return 1 if problems else 0

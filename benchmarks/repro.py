@@ -504,7 +504,7 @@ class Harness:
             "knn_top1": knn["top1"],
             "knn_top5": knn["top5"],
             "linprobe_top1": float(probe["top1"]),
-            "linprobe_top5": float(probe["top5"]),
+            "linprobe_top5": _top5(probe),
             "linprobe_best_blr": probe.get("best_blr"),
             "linprobe_blrs": blrs,
             "linprobe_best_on_edge": sweep_edge(probe.get("best_blr"), blrs),
@@ -725,6 +725,11 @@ def sweep_edge(best: float | None, swept: list[float]) -> str | None:
     if best >= max(swept):
         return "top"
     return "bottom" if best <= min(swept) else None
+
+
+def _top5(results: dict) -> float | None:
+    """A linear probe's top-5, None where it was not recorded (5 classes or fewer, issue 29)."""
+    return None if results.get("top5") is None else float(results["top5"])
 
 
 def logistic_probe(feats: dict[str, Any], max_iter: int = 1000) -> float:

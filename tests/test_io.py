@@ -25,8 +25,8 @@ def test_namespace_only_with_allow_namespace(tmp_path):
 def test_bad_checkpoints_get_one_clear_message(tmp_path):
     with pytest.raises(UserError, match="does not exist"):
         load_checkpoint(tmp_path / "none.pth")
-    with pytest.raises(UserError, match="is a directory"):
-        load_checkpoint(tmp_path)
+    with pytest.raises(UserError, match="is a folder without a checkpoint"):
+        load_checkpoint(tmp_path)  # a run folder is read as its checkpoint (issue 29); this one has none
     (tmp_path / "junk.pth").write_bytes(b"garbage" * 10)
     with pytest.raises(UserError, match="cannot be read \\(corrupt or not a PyTorch file\\)"):
         load_checkpoint(tmp_path / "junk.pth")
@@ -81,3 +81,23 @@ def test_cli_turns_an_os_error_into_path_and_cause():
 
     err = OSError(errno.EROFS, "Read-only file system", "/ro/run/log.jsonl")
     assert describe_os_error(err) == "/ro/run/log.jsonl: Read-only file system"
+
+
+def test_written_files_follow_the_umask_like_open(tmp_path):
+    """Issue 29: an export (or any atomic write) is 0644 under umask 022, not mkstemp's 0600; a file written
+    over keeps its mode."""
+    import os
+
+    from semmae.utils.io import atomic_write_bytes
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "enc.safetensors", b"x")
+        atomic_torch_save({"a": 1}, tmp_path / "c.pth")
+        assert (tmp_path / "enc.safetensors").stat().st_mode & 0o777 == 0o644
+        assert (tmp_path / "c.pth").stat().st_mode & 0o777 == 0o644
+        os.chmod(tmp_path / "c.pth", 0o600)
+        atomic_torch_save({"a": 2}, tmp_path / "c.pth")
+        assert (tmp_path / "c.pth").stat().st_mode & 0o777 == 0o600
+    finally:
+        os.umask(old)

@@ -1,6 +1,10 @@
 """``semmae <verb>``: a thin dispatcher. Each stage registers its own verbs (``register(subparsers)``) in its
 ``cli`` module; this file only wires them and turns :class:`UserError` into one line on stderr and exit code 2.
 
+The parser is built without torch, timm or torchvision (``semmae --help`` answers in a fraction of a second): a
+verb's config dataclass and the choices it offers live in modules that import none of them (``<stage>/config.py``),
+and a handler resolves its config first and imports the heavy modules only then.
+
 It is also the last guard: a user error raised inside a DataLoader worker, an ``OSError`` (full disk, read-only file
 system, no permission) and any other exception become one line; the traceback of an internal error goes to the run
 folder's ``error.log`` (``SEMMAE_TRACEBACK=1`` also prints it).

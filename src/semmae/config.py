@@ -5,7 +5,9 @@ its fields into flags (``--batch-size`` for ``batch_size``), so every flag maps 
 nothing is parsed but never read. :func:`resolve_config` merges, validates and returns the dataclass; the run
 writes it back with :func:`save_config` so a run directory always records what actually ran.
 
-Field metadata understood here: ``help`` (the flag's help text) and ``choices``.
+Field metadata understood here: ``help`` (the flag's help text), ``choices``, and ``checkpoint`` (the value is a
+checkpoint file or a run folder; it is resolved to the file, :func:`semmae.utils.io.checkpoint_file`, so the run
+records and reports the file it read).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any, TypeVar
 import yaml
 
 from semmae.errors import UserError
+from semmae.utils.io import checkpoint_file
 
 C = TypeVar("C")
 
@@ -72,6 +75,12 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
                 value = [v for v in value.replace(",", " ").split() if v]
             if not isinstance(value, (list, tuple)):
                 value = [value]
+            length = fixed_length(base)
+            if length is not None and len(value) != length:
+                raise UserError(
+                    f"'{name}' ({field_flag(name)}) takes {length} values, got {len(value)}: "
+                    f"{' '.join(map(str, value))}"
+                )
             items = [_coerce(v, inner, name) for v in value]
             return tuple(items) if origin is tuple else items
     except (TypeError, ValueError):
@@ -79,6 +88,15 @@ def _coerce(value: Any, tp: Any, name: str) -> Any:
             f"'{name}' ({field_flag(name)}) expects {getattr(base, '__name__', base)}, got {value!r}"
         ) from None
     return value
+
+
+def fixed_length(tp: Any) -> int | None:
+    """The length of a fixed-length tuple type (``tuple[float, float]`` -> 2); None for lists and
+    ``tuple[float, ...]``."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is not tuple or not args or args[-1] is Ellipsis:
+        return None
+    return len(args)
 
 
 def _fields(cls: type) -> dict[str, tuple[dataclasses.Field, Any]]:
@@ -110,8 +128,10 @@ def add_config_args(parser: argparse.ArgumentParser, cls: type, exclude: tuple[s
             parser.add_argument(field_flag(name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
         if typing.get_origin(base) in (list, tuple):
-            kwargs["nargs"] = "+"
+            kwargs["nargs"] = "+"  # a count other than a fixed tuple's length: one line from _coerce
             kwargs["type"] = str
+            if fixed_length(base):
+                kwargs["help"] = f"{fixed_length(base)} values: {help_text}"
         else:
             kwargs["type"] = str
         if "choices" in f.metadata:
@@ -160,6 +180,8 @@ def build_config(cls: type[C], values: dict[str, Any], source: str = "config") -
             raise UserError(
                 f"{field_flag(name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
             )
+        if f.metadata.get("checkpoint") and value:
+            value = str(checkpoint_file(value))
         kwargs[name] = value
     cfg = cls(**kwargs)
     validate = getattr(cfg, "validate", None)

@@ -158,6 +158,7 @@ def test_dino_mode_has_no_mask_token_and_no_patch_loss(boot_images, tmp_path, bo
         (["--teacher-temp", "0"], "temperatures"),
         (["--eval-every", "1"], "--eval-every needs --eval-train and --eval-val"),
         (["--batch-size", "64"], "fewer than one effective batch"),
+        (["--local-size", "64"], "--local-size 64 is larger than --img-size"),  # issue 29
     ],
 )
 def test_bad_input_is_one_line(boot_images, tmp_path, boot_args, capsys, extra, message):

@@ -153,3 +153,62 @@ def test_decoding_workers_write_the_same_pack(folder, tmp_path):
     pack_dataset(folder, tmp_path / "b", SIDE, shard_size=4, progress=False, workers=2)
     a, b = (json.loads((tmp_path / p / "pack.json").read_text()) for p in ("a", "b"))
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda m: m.update(side=8), "holds pixels of shape [16, 16, 3], pack.json says [8, 8, 3]"),
+        (lambda m: m.update(side=32), "holds pixels of shape [16, 16, 3], pack.json says [32, 32, 3]"),
+        (lambda m: m["parts"].update(grid=2), "holds parts of shape [4, 4], pack.json says [2, 2]"),
+        (lambda m: m.update(side="16"), "pack.json has a bad side '16'"),
+        (lambda m: m["shards"][0].update(count=-1), "pack.json has a bad shard row"),
+    ],
+    ids=["side-smaller", "side-larger", "part-grid", "side-text", "shard-row"],
+)
+def test_an_edited_manifest_is_refused_in_one_line(folder, cache, tmp_path, capsys, edit, message):
+    """Issue 29: an edited pack.json used to pass `data check` and give internal errors when read."""
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, parts=cache.path, shard_size=3, progress=False)
+    meta = json.loads((out / "pack.json").read_text())
+    edit(meta)
+    (out / "pack.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="repack it"):
+        PackedImages.open(out)
+    assert main(["data", "check", "--data", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+
+
+def test_edited_index_offsets_are_refused_in_one_line(folder, cache, tmp_path):
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, parts=cache.path, shard_size=3, progress=False)
+    path = out / "index" / "shard-000001.npy"
+    for col, value in ((0, 10**9), (1, -5), (2, 7)):
+        index = np.load(path)
+        original = index.copy()
+        index[1, col] = value
+        np.save(path, index)  # same size: only the checksum (data check) would notice
+        with pytest.raises(UserError, match="shard-000001.tar: its index has (offsets|labels) outside"):
+            PackedImages.open(out)
+        np.save(path, original)
+    PackedImages.open(out)
+
+
+def test_a_full_disk_names_the_file_being_written(folder, tmp_path, capsys, monkeypatch):
+    """Issue 29: a write to an open shard that fails (ENOSPC) said '(the system did not say which)'."""
+    import errno
+
+    import webdataset
+
+    def full(self, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(webdataset.TarWriter, "write", full)
+    out = tmp_path / "pack"
+    assert (
+        main(["data", "pack", "--data", str(folder), "--out", str(out), "--side", "16", "--num-workers", "0"])
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{out / 'shard-000000.tar.partial'}: No space left on device" in err[0], err

@@ -62,3 +62,12 @@ def test_workers_run_at_the_priority_their_init_fn_sets():
     assert all(row.tolist() == [os.SCHED_OTHER, min(base + 10, 19)] for row in low)
     # the training process itself is untouched
     assert os.sched_getscheduler(0) == os.SCHED_OTHER and os.getpriority(os.PRIO_PROCESS, 0) == base
+
+
+def test_worker_plan_of_a_flag_value():
+    """``--num-workers N`` is N workers at a lowered priority; ``auto`` is the machine's plan (parts verbs)."""
+    from semmae.data.workers import WorkerPlan, auto_worker_plan, worker_plan
+
+    assert worker_plan("3", "cpu") == WorkerPlan(3) and worker_plan(0, "cuda") == WorkerPlan(0)
+    assert worker_plan("auto", "cpu") == auto_worker_plan(False, "cpu")
+    assert worker_plan("auto", "cuda", packed=True) == auto_worker_plan(True, "cuda")

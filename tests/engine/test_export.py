@@ -48,7 +48,7 @@ def test_export_copies_the_encoder_tensors_of_the_previous_export(mae, tmp_path)
     # what the previous readers take from the metadata: heads, image size, the timm name and fg_keep
     config = json.loads(meta["model_config"])
     assert (config["num_heads"], config["img_size"], config["embed_dim"]) == (2, 32, 32)
-    assert meta["arch"] == "vit_micro_patch8_32" and meta["fg_keep"] == "0.25"
+    assert meta["arch"] == "vit_micro_patch8_32" and meta["fg_keep"] == "0.25"  # its real size (issue 29)
     record = EncoderRecord.from_dict(config)
     assert record == mae.encoder_record().replace(fg_keep=0.25)
     vit, info = load_encoder(out)
@@ -127,6 +127,10 @@ def test_record_round_trips_and_refuses_what_it_cannot_read():
     )
     assert record.replace(embed_dim=384, depth=12, num_heads=6, img_size=224).timm_name() == (
         "vit_small_patch8_224"
+    )
+    # issue 29: a width-192 depth-6 encoder was exported as "vit_base_patch8_64"
+    assert (
+        record.replace(embed_dim=192, depth=6, num_heads=3, img_size=64).timm_name() != "vit_base_patch8_64"
     )
 
 

@@ -31,8 +31,8 @@ RECORDED = {
         1.2805724143981934,
         1.271575927734375,
     ],
-    "linprobe": {"top1": 56.25, "top5": 100.0, "best_blr": 1.0},
-    "knn": {"top1": 100.0, "top5": 100.0},
+    "linprobe": {"top1": 56.25, "top5": None, "best_blr": 1.0},  # top-5 of 2 classes: not recorded (issue 29)
+    "knn": {"top1": 100.0, "top5": None},
 }
 
 

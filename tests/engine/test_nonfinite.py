@@ -25,3 +25,16 @@ def test_watch_keeps_the_first_bad_step_and_raises_only_when_checked():
     with pytest.raises(NonFiniteLossError):
         watch.check(lambda step: "x", reduce=lambda t: reduced.append(1) or t)
     assert reduced == [1]  # the all-reduce hook is applied before the read
+
+
+def test_kept_checkpoint_names_only_a_file_that_exists(tmp_path):
+    """Issue 29: a divergence message names the kept checkpoint only when it was written."""
+    from semmae.engine.nonfinite import kept_checkpoint
+
+    assert kept_checkpoint(tmp_path / "checkpoint.pth") == "no checkpoint had been written yet"
+    assert kept_checkpoint(None) == "no checkpoint had been written yet"
+    (tmp_path / "checkpoint.pth").write_bytes(b"x")
+    assert (
+        kept_checkpoint(tmp_path / "checkpoint.pth")
+        == f"the last good checkpoint is {tmp_path / 'checkpoint.pth'}"
+    )

@@ -341,3 +341,18 @@ def test_auto_workers_and_kept_token_online_knn(engine_images, tmp_path, micro_a
     assert f"--num-workers auto -> {n} per rank at idle priority" in capsys.readouterr().out
     knn = [r for r in read_log(out / "log.jsonl") if "knn_top1" in r]
     assert len(knn) == 1 and 0.0 <= knn[0]["knn_top1"] <= 100.0
+
+
+def test_no_progress_prints_one_plain_line_per_log_interval(engine_images, tmp_path, micro_args, capsys):
+    """Issue 29: with --no-progress a run used to print nothing for minutes."""
+    import re
+
+    argv = micro_args(
+        engine_images, tmp_path / "run", "--epochs", "1", "--max-steps", "3", "--masking", "random"
+    )
+    assert main(argv) == 0
+    lines = [x for x in capsys.readouterr().out.splitlines() if re.match(r"semmae pretrain: step \d+/", x)]
+    pattern = (
+        r"semmae pretrain: step (\d)/3 \(epoch 0\) loss \d+\.\d{4} lr \S+ \d+\.\d img/s eta \d:\d\d:\d\d"
+    )
+    assert [int(re.fullmatch(pattern, x).group(1)) for x in lines] == [1, 2, 3], lines

@@ -96,3 +96,21 @@ def test_non_pretrain_checkpoint_refused(tmp_path):
     with pytest.raises(UserError, match="missing: model_config"):
         load_pretrain_checkpoint(tmp_path / "x.pth")
     assert load_checkpoint(tmp_path / "x.pth") == {"model": {}}
+
+
+def test_a_model_mismatch_says_which_keys_and_shapes_in_one_line(tmp_path):
+    """Issue 29: the message used to stop at "Error(s) in loading state_dict for ...:"."""
+    import torch
+
+    from semmae.engine.checkpoint import mismatch, restore
+    from semmae.errors import UserError
+
+    theirs = {f"extra{i}": torch.zeros(1) for i in range(5)} | {"weight": torch.zeros(3, 4)}
+    torch.save({"model": theirs}, tmp_path / "c.pth")
+    with pytest.raises(UserError) as e:
+        restore(tmp_path / "c.pth", model=torch.nn.Linear(4, 2))
+    msg = str(e.value)
+    assert "\n" not in msg and "missing 1 key(s): bias" in msg
+    assert "unexpected 5 key(s): extra0, extra1, extra2 (+2 more)" in msg
+    assert "weight is [3, 4] in the checkpoint, [2, 4] in the model" in msg
+    assert mismatch(ValueError("other\nlines")) == "other"

@@ -159,7 +159,8 @@ def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
     ]
     assert main(argv) == 0
     r = results(out)
-    assert r["random_init"] and 0 <= r["top1"] <= 100 and r["top5"] == 100.0  # 2 classes: top-5 is everything
+    assert r["random_init"] and 0 <= r["top1"] <= 100 and r["top5"] is None  # 2 classes: no top-5 (issue 29)
+    assert r["checkpoint_sha256"] is None  # random init: only the architecture was read, no weights
     assert r["encoder"]["init"] == "mae"  # a semmae pretrain checkpoint: the baseline starts from MAE's init
     assert r["best_epoch"] in (0, 1) and r["ema_top1"] is not None
     best = torch.load(out / "best.pth", weights_only=True)
@@ -206,3 +207,28 @@ def test_user_errors_are_one_line(argv, msg, tiny_data, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err.strip()
     assert msg in err and len(err.splitlines()) == 1
+
+
+def test_top5_and_the_weights_hash_are_recorded_only_where_they_mean_something(
+    tiny_data, tiny_ckpt, tmp_path, capsys
+):
+    """Issue 29: with 5 classes or fewer top-5 is 100 % by construction - neither printed nor recorded; a
+    random-init encoder reads no weights, so no checkpoint hash is recorded."""
+    from semmae.eval.common import without_trivial_top5
+
+    data = ["--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), "--k", "5", *COMMON]
+    assert main(["knn", *data, "--out", str(tmp_path / "knn")]) == 0
+    printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    r = results(tmp_path / "knn")
+    assert r["num_classes"] == 2 and r["top5"] is None and "top5" not in printed and "top1" in printed
+    assert len(r["checkpoint_sha256"]) == 64
+    assert main(["knn", *data, "--random-init", "--out", str(tmp_path / "init")]) == 0
+    r = results(tmp_path / "init")
+    assert r["random_init"] and r["checkpoint_sha256"] is None and r["checkpoint"] == str(tiny_ckpt)
+    rows = {"num_classes": 3, "top5": 100.0, "per_blr": [{"blr": 0.1, "top5": 100.0, "top1": 50.0}]}
+    assert without_trivial_top5(rows) == {
+        "num_classes": 3,
+        "top5": None,
+        "per_blr": [{"blr": 0.1, "top5": None, "top1": 50.0}],
+    }
+    assert without_trivial_top5({**rows, "num_classes": 6}) == {**rows, "num_classes": 6}

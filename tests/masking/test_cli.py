@@ -88,6 +88,19 @@ def test_show_with_part_cache_and_fallback(tiny_folder, tmp_path, capsys):
     assert "quadrant fallback" in capsys.readouterr().out
 
 
+def test_show_defaults_to_the_size_the_cache_was_exported_at(tiny_folder, tmp_path, capsys):
+    """Issue 29: without --img-size the images are drawn at the part cache's size, not 224 px."""
+    from semmae.data.folder import ImageFolderDataset
+
+    rel = ImageFolderDataset(tiny_folder).relative_paths
+    writer = PartCache.create(tmp_path / "p.cache", rel, grid=4, num_parts=3, producer={"img_size": 48})
+    writer.write(0, np.zeros((len(rel), 4, 4), dtype=np.uint8), np.ones((len(rel), 4, 4), dtype=np.float32))
+    writer.finalize()
+    argv = ["masks", "show", "--data", str(tiny_folder), "--cache", str(tmp_path / "p.cache")]
+    assert main([*argv, "--out", str(tmp_path / "m.png"), "--patch-size", "8", "--num-images", "1"]) == 0
+    assert "at 48 px" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -104,3 +104,39 @@ def test_wrong_source_combinations_are_one_line_errors(tmp_path, synth, extra, n
     assert main([*argv, "--num-workers", "0", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip()
     assert needle in err and len(err.splitlines()) == 1, err
+
+
+def test_export_workers_follow_the_machine_by_default(tmp_path, synth, encoder_ckpt, monkeypatch):
+    """Issue 29: `parts export` without --num-workers takes what the cores leave ('auto', as pretrain does), so
+    torch's "will create 4 worker processes ... suggested max 2" warning is not printed on a 2-core machine."""
+    import warnings
+
+    from semmae.data.workers import auto_worker_plan
+    from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsTrainConfig
+
+    assert (
+        PartsExportConfig().num_workers
+        == PartsTrainConfig().num_workers
+        == PartsEvalConfig().num_workers
+        == "auto"
+    )
+    seen = []
+    monkeypatch.setattr("semmae.parts.export.DataLoader.__init__", _record_workers(seen))
+    argv = ["parts", "export", "--source", "attention", "--data", str(synth / "val"), "--device", "cpu"]
+    argv += ["--encoder-checkpoint", str(encoder_ckpt), "--img-size", str(IMG), "--out", str(tmp_path / "c")]
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*worker process")  # torch's worker-count warning
+        assert main(argv) == 0
+    assert seen == [auto_worker_plan(False, "cpu").count]
+
+
+def _record_workers(seen: list):
+    from semmae.data.loader import DataLoader
+
+    original = DataLoader.__init__
+
+    def init(self, *args, **kw):
+        seen.append(kw.get("num_workers", 0))
+        original(self, *args, **kw)
+
+    return init

@@ -292,6 +292,7 @@ def test_eval_with_cub_style_keypoints(tmp_path, synth, trained):
         (["parts", "train", "--data", "x", "--blur-kernel", "4"], "--blur-kernel"),
         (["parts", "export", "--data", "x", "--checkpoint", "/no/ckpt.pth", "--out", "y"], "does not exist"),
         (["parts", "eval", "--data", "x", "--cache", "y"], "--masks"),
+        (["parts", "train", "--data", "x", "--num-parts", "300"], "holds at most 15 parts"),  # issue 29
     ],
 )
 def test_user_errors_are_one_line(argv, needle, capsys):
@@ -354,3 +355,23 @@ def test_presets_resolve(preset, img, blur, lam, similarity, features):
     cfg = resolve_config(PartsTrainConfig, {"config": preset, "data": "x", "blur_kernel": str(blur)})
     assert cfg.img_size == img and cfg.num_parts == 6 and cfg.div_weight == lam and cfg.blur_kernel == blur
     assert cfg.similarity == similarity and cfg.features == features
+
+
+def test_diverging_part_training_names_no_checkpoint_it_never_wrote(
+    tmp_path, synth, encoder_ckpt, capsys, monkeypatch
+):
+    """Issue 29: the NaN message used to name runs/.../checkpoint.pth before any was written."""
+    import semmae.parts.train as train
+
+    real = train.part_loss
+
+    def nan_loss(*args, **kw):
+        losses = real(*args, **kw)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(train, "part_loss", nan_loss)
+    out = tmp_path / "nan"
+    assert main(train_args(synth / "train", out, encoder_ckpt, "--log-every", "1")) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]  # not the progress bar
+    assert len(err) == 1 and "non-finite" in err[0] and "no checkpoint had been written yet" in err[0], err
+    assert not (out / "checkpoint.pth").exists()

@@ -15,9 +15,10 @@ EPILOG = """examples:
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
+    cfg = resolve_config(BootstrapConfig, args)
     from semmae.bootstrap.train import bootstrap
 
-    bootstrap(resolve_config(BootstrapConfig, args))  # it ends with a line naming its encoder checkpoint
+    bootstrap(cfg)  # it ends with a line naming its encoder checkpoint
     return 0
 
 

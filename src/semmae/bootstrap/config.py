@@ -76,6 +76,11 @@ class BootstrapConfig(StepRunOptions):
         self.validate_run()
         need(self.img_size >= 1 and self.local_size >= 1, "--img-size and --local-size must be >= 1")
         need(self.local_crops >= 0, f"--local-crops must be >= 0, got {self.local_crops}")
+        need(
+            self.local_size <= self.img_size,
+            f"--local-size {self.local_size} is larger than --img-size {self.img_size}: local crops are the small "
+            "views; pass a --local-size up to the global crop's side",
+        )
         for name, (lo, hi) in (("--global-scale", self.global_scale), ("--local-scale", self.local_scale)):
             need(0 < lo <= hi <= 1, f"{name} must be 0 < lo <= hi <= 1, got {lo} {hi}")
         need(self.warmup_teacher_temp_epochs >= 0, "--warmup-teacher-temp-epochs must be >= 0")

@@ -23,6 +23,7 @@ from semmae.bootstrap.config import BootstrapConfig
 from semmae.bootstrap.loss import Centering, class_token_loss, masked_patch_loss
 from semmae.bootstrap.model import Student, backbone_spec, ema_update_, teacher_from_student
 from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
+from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import build_optimizer
 from semmae.engine.sampler import mix_seed
 from semmae.engine.schedule import cosine_schedule, set_weight_decay, warmup_constant_schedule
@@ -127,7 +128,7 @@ class Bootstrapper(StepTrainer):
             self.patch_center.load_state_dict(ckpt["centers"]["patch"])
         except RuntimeError as e:
             raise UserError(
-                f"--resume {path}: it does not match this run's model/head/objective: {str(e).splitlines()[0]}"
+                f"--resume {path}: it does not match this run's model/head/objective: {mismatch(e)}"
             ) from None
 
     # ---------------------------------------------------------------------------------------------- training

@@ -4,95 +4,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import dataclass, field
 
 from semmae.config import add_verb, add_verb_group, resolve_config
-from semmae.data.synth import STYLES
-
-
-@dataclass
-class SynthConfig:
-    """The synthetic part dataset (:mod:`semmae.data.synth`)."""
-
-    out: str = field(default="", metadata={"help": "output folder (must not hold a dataset already)"})
-    num_images: int = field(default=500, metadata={"help": "images in total, train + val"})
-    size: int = field(default=64, metadata={"help": "image side in pixels"})
-    seed: int = field(default=0, metadata={"help": "random seed: the same seed writes the same files"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of each class written to val/"})
-    num_classes: int = field(default=5, metadata={"help": "object classes to use (1-5)"})
-    style: str = field(
-        default="class",
-        metadata={
-            "help": "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
-            "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
-            "and layout identify them (a harder test of learned representations)",
-            "choices": STYLES,
-        },
-    )
-
-    def validate(self) -> None:
-        from semmae.errors import UserError
-
-        if not self.out:
-            raise UserError("--out is required")
-        if not 1 <= self.num_classes <= 5:
-            raise UserError(f"--num-classes must be 1..5, got {self.num_classes}")
-
-
-@dataclass
-class CheckConfig:
-    """Scan a dataset for unreadable and unusual images."""
-
-    data: str = field(
-        default="",
-        metadata={
-            "help": "ImageFolder root (root/<class>/<image>), or a pack (every shard's checksum is verified)"
-        },
-    )
-
-    def validate(self) -> None:
-        from semmae.errors import UserError
-
-        if not self.data:
-            raise UserError("--data is required")
-
-
-@dataclass
-class PackConfig:
-    """Decode a dataset once into shards (``semmae.data.packed``)."""
-
-    data: str = field(default="", metadata={"help": "ImageFolder root (root/<class>/<image>)"})
-    out: str = field(default="", metadata={"help": "pack folder to write (an unfinished one is resumed)"})
-    side: int = field(
-        default=256,
-        metadata={
-            "help": "stored side in pixels (the whole image resized to side x side): the training --img-size for "
-            "--augment flip, a bit more (e.g. 256 for 224) for crop-flip"
-        },
-    )
-    parts: str | None = field(
-        default=None,
-        metadata={"help": "part cache of this dataset (`semmae parts export`) to pack alongside"},
-    )
-    shard_size: int = field(default=2048, metadata={"help": "images per shard"})
-    num_workers: str = field(
-        default="auto", metadata={"help": "decoding processes, or 'auto' (every available core but one)"}
-    )
-    overwrite: bool = field(default=False, metadata={"help": "replace a finished pack at --out"})
-
-    def validate(self) -> None:
-        from semmae.data.workers import check_num_workers
-        from semmae.errors import UserError
-
-        if not self.data or not self.out:
-            raise UserError("--data and --out are required")
-        check_num_workers(self.num_workers)
+from semmae.data.config import CheckConfig, PackConfig, SynthConfig
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    cfg = resolve_config(SynthConfig, args)
     from semmae.data.synth import make_synthetic_dataset
 
-    cfg = resolve_config(SynthConfig, args)
     info = make_synthetic_dataset(
         cfg.out, cfg.num_images, cfg.size, cfg.seed, cfg.val_fraction, cfg.num_classes, style=cfg.style
     )
@@ -104,10 +24,10 @@ def run_synth(args: argparse.Namespace) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    cfg = resolve_config(CheckConfig, args)
     from semmae.data.check import check_dataset
     from semmae.data.packed import is_pack, open_pack_checked
 
-    cfg = resolve_config(CheckConfig, args)
     if is_pack(cfg.data):
         pack = open_pack_checked(cfg.data)  # a bad shard: UserError naming it (exit 2)
         print(
@@ -121,10 +41,10 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_pack(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PackConfig, args)
     from semmae.data.packed import pack_dataset
     from semmae.data.workers import available_cores, parse_num_workers
 
-    cfg = resolve_config(PackConfig, args)
     workers = parse_num_workers(cfg.num_workers)
     if workers is None:
         workers = max(0, available_cores() - 1)

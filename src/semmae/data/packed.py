@@ -46,7 +46,7 @@ import torch
 
 from semmae.data.folder import file_list_digest, scan_image_folder
 from semmae.errors import BadImageError, UserError
-from semmae.utils.io import atomic_write_json, atomic_write_text
+from semmae.utils.io import atomic_write_json, atomic_write_text, naming_os_errors
 
 FORMAT = "semmae-pack"
 FORMAT_VERSION = 1
@@ -250,7 +250,7 @@ def _write_shard(
     results = pool.imap(_decode, jobs, chunksize=16) if pool is not None else map(_decode, jobs)
     partial = out / (shard_name(k) + ".partial")
     sizes = np.zeros((len(chunk), 2), dtype=np.int64)
-    with wds.TarWriter(str(partial), mtime=0) as sink:  # mtime fixed: the same pack, byte for byte
+    with naming_os_errors(partial), wds.TarWriter(str(partial), mtime=0) as sink:  # mtime 0: same bytes
         for j, res in enumerate(results):
             i = first + j
             if len(res) == 2:
@@ -292,13 +292,18 @@ def _write_shard(
     }
 
 
-def _npy_data_offset(fh, offset: int) -> int:
-    """Byte offset of the array data of the ``.npy`` member whose file data starts at ``offset``."""
+def _npy_header(fh, offset: int) -> tuple[tuple[int, ...], int]:
+    """(shape, byte offset of the array data) of the ``.npy`` member whose file data starts at ``offset``."""
     fh.seek(offset)
     fmt = np.lib.format
     major, _ = fmt.read_magic(fh)
-    (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(fh)  # advances past the header
-    return fh.tell()
+    shape = (fmt.read_array_header_1_0 if major == 1 else fmt.read_array_header_2_0)(fh)[0]
+    return tuple(shape), fh.tell()
+
+
+def _npy_data_offset(fh, offset: int) -> int:
+    """Byte offset of the array data of the ``.npy`` member whose file data starts at ``offset``."""
+    return _npy_header(fh, offset)[1]
 
 
 def _index_shard(path: Path, first: int, count: int, labels: list[int], sizes: np.ndarray) -> np.ndarray:
@@ -337,6 +342,74 @@ def _read_manifest(path: Path) -> dict[str, Any]:
     return meta
 
 
+REPACK = "the pack was edited or damaged; repack it (`semmae data pack --overwrite`)"
+
+
+def _check_manifest(path: Path, meta: dict[str, Any]) -> None:
+    """The manifest's fields have the types and ranges a reader relies on (a hand-edited pack.json is named)."""
+
+    def count(v: Any, least: int) -> bool:
+        return isinstance(v, int) and not isinstance(v, bool) and v >= least
+
+    parts = meta.get("parts")
+    problems = [
+        f"{key} {meta.get(key)!r}"
+        for key, ok in (
+            ("side", count(meta.get("side"), 1)),
+            ("num_images", count(meta.get("num_images"), 0)),
+            ("classes", isinstance(meta.get("classes"), list) and len(meta["classes"]) >= 1),
+            ("shards", isinstance(meta.get("shards"), list)),
+            (
+                "parts",
+                parts is None
+                or (
+                    isinstance(parts, dict)
+                    and count(parts.get("grid"), 1)
+                    and count(parts.get("num_parts"), 1)
+                ),
+            ),
+        )
+        if not ok
+    ]
+    rows = meta.get("shards") if isinstance(meta.get("shards"), list) else []
+    keys = ("first", "count", "bytes", "index_bytes")
+    if any(not isinstance(r, dict) or not all(count(r.get(k), 0) for k in keys) for r in rows):
+        problems.append("shard row")
+    if problems:
+        raise UserError(f"pack {path}: {MANIFEST} has a bad {', '.join(problems)}; {REPACK}")
+
+
+def _check_shard(path: Path, meta: dict[str, Any], row: dict[str, Any], index: np.ndarray) -> None:
+    """A shard's index fits the manifest: the array shapes its first sample stores (side x side x 3 pixels,
+    G x G part cells), its rows, labels and byte offsets - so an edited side or offset is one line."""
+    name, side, parts = row["name"], int(meta["side"]), meta.get("parts")
+    where = f"packed shard {path / name}"
+    want = {"pixels.npy": (side, side, 3), "parts.npy": (parts["grid"],) * 2 if parts else None}
+    with tarfile.open(path / name, "r:") as tar, open(path / name, "rb") as fh:
+        first_key = None
+        for m in tar:
+            key, _, field = m.name.partition(".")
+            if first_key not in (None, key):
+                break  # the first sample's members are all read
+            first_key = key
+            if field in want:
+                shape = _npy_header(fh, m.offset_data)[0]
+                if shape != want[field]:
+                    raise UserError(
+                        f"{where} holds {field.removesuffix('.npy')} of shape {list(shape)}, {MANIFEST} says "
+                        f"{list(want[field] or ())}; {REPACK}"
+                    )
+    if index.ndim != 2 or index.shape != (row["count"], 5) or index.dtype != np.int64:
+        raise UserError(
+            f"{where}: its index has shape {index.shape}, the manifest {row['count']} rows; {REPACK}"
+        )
+    for col, nbytes in [(0, side * side * 3)] + ([(1, parts["grid"] ** 2)] if parts else []):
+        if ((index[:, col] < 0) | (index[:, col] + nbytes > row["bytes"])).any():
+            raise UserError(f"{where}: its index has offsets outside the shard; {REPACK}")
+    if ((index[:, 2] < 0) | (index[:, 2] >= len(meta["classes"]))).any():
+        raise UserError(f"{where}: its index has labels outside the {len(meta['classes'])} classes; {REPACK}")
+
+
 class PackedImages:
     """Read side of a pack: memory-maps the shards; ``get_batch(indices)`` copies a batch out of them.
 
@@ -368,6 +441,7 @@ class PackedImages:
                 f"pack {path} is unfinished ({len(meta['shards'])} shards written); rerun `semmae data pack` "
                 "with the same arguments to resume it"
             )
+        _check_manifest(path, meta)
         rows, shard_of = [], []
         for k, s in enumerate(meta["shards"]):
             for name, key in (
@@ -386,6 +460,7 @@ class PackedImages:
                 idx = np.load(path / "index" / s["name"].replace(".tar", ".npy"))
             except ValueError as e:
                 raise UserError(f"packed shard index {s['name']}: {e}; rerun `semmae data check`") from None
+            _check_shard(path, meta, s, idx)
             rows.append(idx)
             shard_of.append(np.full(len(idx), k, dtype=np.int64))
         index = np.concatenate(rows)

@@ -32,12 +32,11 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from semmae.data.config import STYLES
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 
 PART_TYPES = ("head", "body", "legs", "tail", "limbs", "top")
-#: how parts are coloured: "class" = a fixed look per (class, part type); "random" = a fresh look per image
-STYLES = ("class", "random")
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,6 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
-
 AUTO = "auto"
 MAX_AUTO_WORKERS = 16
 
@@ -57,6 +55,8 @@ def auto_worker_plan(
     cores: int | None = None,
 ) -> WorkerPlan:
     """The workers of ``--num-workers auto`` for one rank (see the module docstring)."""
+    import torch  # here, not at the top: config validation (check_num_workers) runs without torch
+
     cores = available_cores() if cores is None else cores
     per_rank = max(1, cores // max(1, local_world_size))
     busy = (compute_threads or torch.get_num_threads()) if device_type == "cpu" else 1
@@ -76,6 +76,13 @@ def parse_num_workers(value: str | int) -> int | None:
     if n < 0:
         raise ValueError(value)
     return n
+
+
+def worker_plan(value: str | int, device_type: str, packed: bool = False) -> WorkerPlan:
+    """The loader workers of a ``--num-workers`` value: a count as given, ``auto`` -> :func:`auto_worker_plan`
+    (one rank; the step trainer plans per rank itself)."""
+    n = parse_num_workers(value)
+    return auto_worker_plan(packed, device_type) if n is None else WorkerPlan(n)
 
 
 def check_num_workers(value: str | int) -> None:

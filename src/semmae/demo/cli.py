@@ -5,11 +5,14 @@ from __future__ import annotations
 import argparse
 
 from semmae.config import add_verb, resolve_config
-from semmae.demo.pipeline import Demo, DemoConfig
+from semmae.demo.config import DemoConfig
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    Demo(resolve_config(DemoConfig, args)).run()
+    cfg = resolve_config(DemoConfig, args)
+    from semmae.demo.pipeline import Demo
+
+    Demo(cfg).run()
     return 0
 
 

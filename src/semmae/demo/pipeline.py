@@ -26,13 +26,13 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
-from semmae.data.synth import STYLES
 from semmae.demo.budgets import BUDGETS, Budget
+from semmae.demo.config import DemoConfig
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 
@@ -57,54 +57,6 @@ METHOD_LABELS = {
 }
 #: the figures: images drawn with their parts, and the mask schedule's alphas (per part -> whole parts)
 PART_FIGURE_IMAGES, MASK_FIGURE_IMAGES, MASK_FIGURE_ALPHAS = 6, 3, (0.0, 0.5, 1.0)
-
-
-@dataclass
-class DemoConfig:
-    """``semmae demo`` settings."""
-
-    out: str = field(
-        default="semmae_demo", metadata={"help": "output folder (rerun with the same folder to resume)"}
-    )
-    budget: str = field(
-        default="small",
-        metadata={
-            "help": "small: ~3.5 min on 2 idle CPU cores; micro: smoke run; medium: more data, epochs and seeds",
-            "choices": tuple(BUDGETS),
-        },
-    )
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    seed: int = field(default=0, metadata={"help": "first seed; SemMAE and MAE use seeds seed .. seed+n-1"})
-    encoder: str = field(
-        default="",
-        metadata={"help": "timm architecture of --encoder-checkpoint (if the checkpoint does not tell it)"},
-    )
-    encoder_checkpoint: str = field(
-        default="",
-        metadata={"help": "iBOT / DINO / MAE weights for part learning; default: bootstrap one offline"},
-    )
-    style: str = field(
-        default="class",
-        metadata={
-            "help": "synthetic set style (`semmae data synth --style`): class = colours name parts and classes; "
-            "random = only shape and layout do",
-            "choices": STYLES,
-        },
-    )
-    num_workers: int = field(default=2, metadata={"help": "DataLoader workers per stage"})
-    overwrite: bool = field(
-        default=False,
-        metadata={
-            "help": "delete the demo run already in --out and start again (a rerun otherwise resumes it)"
-        },
-    )
-    progress: bool = field(default=True, metadata={"help": "progress bars inside stages"})
-
-    def validate(self) -> None:
-        if self.encoder_checkpoint and not Path(self.encoder_checkpoint).is_file():
-            raise UserError(f"--encoder-checkpoint {self.encoder_checkpoint} does not exist")
-        if self.num_workers < 0:
-            raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
 
 
 def verify_artifact(path: Path) -> str | None:

@@ -17,9 +17,15 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.utils.io import atomic_torch_save, atomic_write_text, load_checkpoint
+from semmae.utils.io import (  # noqa: F401 - checkpoint_file: the one reading of "a file or a run folder"
+    atomic_torch_save,
+    atomic_write_text,
+    checkpoint_file,
+    latest_step_checkpoint,
+    load_checkpoint,
+    step_checkpoints,
+)
 
-CKPT_RE = re.compile(r"^ckpt-(\d+)\.pth$")
 REQUIRED_KEYS = ("model", "model_config", "optimizer", "scaler", "epoch", "step", "config", "rng", "sampler")
 
 
@@ -44,20 +50,11 @@ class CheckpointManager:
 
     def list(self) -> list[Path]:
         """Checkpoint files, oldest first."""
-        if not self.dir.is_dir():
-            return []
-        found = [(int(m.group(1)), p) for p in self.dir.iterdir() if (m := CKPT_RE.match(p.name))]
-        return [p for _, p in sorted(found)]
+        return step_checkpoints(self.dir)
 
     def latest(self) -> Path | None:
         """The file ``latest`` names, else the newest ``ckpt-*.pth``, else ``None``."""
-        pointer = self.dir / "latest"
-        if pointer.is_file():
-            target = self.dir / pointer.read_text().strip()
-            if target.is_file():
-                return target
-        files = self.list()
-        return files[-1] if files else None
+        return latest_step_checkpoint(self.dir)
 
 
 def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
@@ -67,12 +64,7 @@ def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
         return None
     if resume == "auto":
         return CheckpointManager(out_dir).latest()
-    path = Path(resume)
-    if path.is_dir():
-        found = CheckpointManager(path.parent if path.name == "checkpoints" else path).latest()
-        if found is None:
-            raise UserError(f"--resume {resume}: no checkpoint found in that directory")
-        return found
+    path = checkpoint_file(resume)
     if not path.is_file():
         raise UserError(f"--resume {resume}: no such checkpoint file")
     return path
@@ -123,21 +115,38 @@ def restore(path: str | Path, **modules: Any) -> dict[str, Any]:
             module.load_state_dict(ckpt[name])
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(
-            f"cannot resume from {path}: it does not match this run ({str(e).splitlines()[0]}); "
+            f"cannot resume from {path}: it does not match this run ({mismatch(e)}); "
             "use another --out or --overwrite"
         ) from None
     return ckpt
 
 
-def checkpoint_file(path: str | Path) -> Path:
-    """A checkpoint file as given, or a pretraining run directory (or its ``checkpoints/``) -> its latest."""
-    path = Path(path)
-    if not path.is_dir():
-        return path
-    found = CheckpointManager(path.parent if path.name == "checkpoints" else path).latest()
-    if found is None:
-        raise UserError(f"{path} holds no pretraining checkpoint (looked in {path / 'checkpoints'})")
-    return found
+def mismatch(e: BaseException, shown: int = 3) -> str:
+    """One line saying how a state dict did not fit: ``load_state_dict``'s missing and unexpected keys and shape
+    mismatches (``shown`` of each kind, then a count), or the first line of any other error."""
+    text = str(e).strip()
+    if not text.startswith("Error(s) in loading state_dict"):
+        return text.splitlines()[0] if text else type(e).__name__
+    parts = []
+    for label, pattern in (
+        ("missing", r"Missing key\(s\) in state_dict: (.*)"),
+        ("unexpected", r"Unexpected key\(s\) in state_dict: (.*)"),
+    ):
+        found = re.search(pattern, text)
+        if found:
+            keys = re.findall(r'"([^"]+)"', found.group(1))
+            more = f" (+{len(keys) - shown} more)" if len(keys) > shown else ""
+            parts.append(f"{label} {len(keys)} key(s): {', '.join(keys[:shown])}{more}")
+    sizes = re.findall(
+        r"size mismatch for ([^:]+): copying a param with shape torch\.Size\((\[[^]]*\])\) from checkpoint, "
+        r"the shape in current model is torch\.Size\((\[[^]]*\])\)",
+        text,
+    )
+    for name, theirs, ours in sizes[:shown]:
+        parts.append(f"{name} is {theirs} in the checkpoint, {ours} in the model")
+    if len(sizes) > shown:
+        parts.append(f"+{len(sizes) - shown} more shape mismatch(es)")
+    return "; ".join(parts) or text.splitlines()[0]
 
 
 def load_pretrain_checkpoint(path: str | Path, ckpt: Any = None) -> dict[str, Any]:

@@ -15,9 +15,10 @@ PRETRAIN_EPILOG = """examples:
 
 
 def _pretrain(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PretrainConfig, args)
     from semmae.engine.pretrain import pretrain
 
-    pretrain(resolve_config(PretrainConfig, args))  # it ends with a line naming its checkpoint
+    pretrain(cfg)  # it ends with a line naming its checkpoint
     return 0
 
 

@@ -10,6 +10,7 @@ steps, before checkpoints and at epoch ends.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -38,3 +39,11 @@ class NonFiniteWatch:
         first = int((reduce(self.first_bad) if reduce is not None else self.first_bad).item())
         if first != NO_BAD_STEP:
             raise NonFiniteLossError(explain(first))
+
+
+def kept_checkpoint(path: str | Path | None) -> str:
+    """What a divergence message says is kept: the checkpoint file when one was written, else that none was (a
+    message must not name a file that does not exist)."""
+    if path is not None and Path(path).is_file():
+        return f"the last good checkpoint is {path}"
+    return "no checkpoint had been written yet"

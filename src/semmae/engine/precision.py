@@ -16,10 +16,8 @@ from dataclasses import dataclass
 
 import torch
 
+from semmae.engine.run_options import PRECISION_HELP, PRECISIONS  # noqa: F401 - spelled with the other run options
 from semmae.errors import UserError
-
-PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-PRECISION_HELP = "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import BatchSampler, Dataset
 
 from semmae.data.transforms import normalize_batch
+from semmae.engine.checkpoint import mismatch
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer
 from semmae.engine.sampler import mix_seed
@@ -172,7 +173,7 @@ class Pretrainer(StepTrainer):
             self.model_core.load_state_dict(ckpt["model"], strict=True)
         except RuntimeError as e:
             raise UserError(
-                f"--resume {path}: model does not match --model {self.cfg.model}: {str(e).splitlines()[0]}"
+                f"--resume {path}: model does not match --model {self.cfg.model}: {mismatch(e)}"
             ) from None
 
     # ---------------------------------------------------------------------------------------------- training

@@ -14,9 +14,13 @@ from pathlib import Path
 from typing import Any
 
 from semmae.config import option
-from semmae.engine.precision import PRECISION_HELP, PRECISIONS
 from semmae.errors import UserError
 from semmae.utils.trackers import logger_option
+
+#: ``--precision`` (resolved by :func:`semmae.engine.precision.resolve_precision`; named here, where no torch is
+#: imported, because ``semmae <verb> --help`` reads the choices)
+PRECISIONS = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU"
 
 NO_RESUME = ("", "none", "no", "false", "0")
 RESUME_HELP = (
@@ -106,7 +110,10 @@ class StepRunOptions:
     )
     log_every: int = option(50, "append to log.jsonl / TensorBoard every N optimiser steps")
     logger: str = logger_option()
-    progress: bool = option(True, "tqdm progress bar on rank 0")
+    progress: bool = option(
+        True,
+        "tqdm progress bar on rank 0; --no-progress: one plain line (step, loss, img/s) per --log-every steps",
+    )
     eval_every: int = option(0, "online kNN every K epochs on --eval-train / --eval-val (0: off)")
     eval_train: str | None = option(None, "kNN memory bank: labelled ImageFolder")
     eval_val: str | None = option(None, "kNN queries: labelled ImageFolder")

@@ -28,7 +28,7 @@ from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
 from semmae.engine.checkpoint import CheckpointManager, load_resume
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.progress import fmt_eta, memory_mb, step_bar
 from semmae.engine.run_options import continues, resume_mode
@@ -272,11 +272,9 @@ class StepTrainer:
         """Stop all ranks together when any rank saw a non-finite loss (one small all-reduce)."""
 
         def explain(step: int) -> str:
-            last = self.ckpts.latest()
-            kept = f"the last good checkpoint is {last}" if last else "no checkpoint had been written yet"
             return (
                 f"the loss became non-finite at step {step} (epoch {step // self.plan.steps_per_epoch}); "
-                f"{kept}. Lower --blr, set --clip-grad, or use --precision bf16/fp32"
+                f"{kept_checkpoint(self.ckpts.latest())}. Lower --blr, set --clip-grad, or use --precision bf16/fp32"
             )
 
         self.watch.check(explain, du.all_reduce_min)
@@ -398,13 +396,16 @@ class StepTrainer:
                     data_wait=data_wait,
                 )
                 self.logger.log(self.step, **record)
+                eta = fmt_eta((end - self.step) * p.effective_batch / max(ips, 1e-9))
                 if bar is not None:
-                    eta_s = (end - self.step) * p.effective_batch / max(ips, 1e-9)
                     bar.set_postfix(
-                        loss=f"{loss_value:.4f}",
-                        lr=f"{record['lr']:.2e}",
-                        img_s=f"{ips:.0f}",
-                        eta=fmt_eta(eta_s),
+                        loss=f"{loss_value:.4f}", lr=f"{record['lr']:.2e}", img_s=f"{ips:.0f}", eta=eta
+                    )
+                elif self.is_main:  # --no-progress: one plain line per log interval (logs, pipes, CI)
+                    print(
+                        f"semmae {self.verb}: step {self.step}/{end} (epoch {epoch}) loss {loss_value:.4f} "
+                        f"lr {record['lr']:.2e} {ips:.1f} img/s eta {eta}",
+                        flush=True,
                     )
             if (
                 cfg.ckpt_every

@@ -5,29 +5,38 @@ from __future__ import annotations
 import json
 
 from semmae.config import add_verb, resolve_config
+from semmae.eval.config import FinetuneConfig, KnnConfig, LinprobeConfig
+
+
+def _print_metrics(res: dict, keys: tuple[str, ...]) -> None:
+    """One JSON line of the headline metrics; top-5 only where it was recorded (more than 5 classes)."""
+    print(json.dumps({k: res[k] for k in keys if res.get(k) is not None or k != "top5"}))
 
 
 def _linprobe(args) -> int:
-    from semmae.eval.linprobe import LinprobeConfig, run_linprobe
+    cfg = resolve_config(LinprobeConfig, args)
+    from semmae.eval.linprobe import run_linprobe
 
-    res = run_linprobe(resolve_config(LinprobeConfig, args))
-    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_blr")}))
+    res = run_linprobe(cfg)
+    _print_metrics(res, ("top1", "top5", "best_blr"))
     return 0
 
 
 def _finetune(args) -> int:
-    from semmae.eval.finetune import FinetuneConfig, run_finetune
+    cfg = resolve_config(FinetuneConfig, args)
+    from semmae.eval.finetune import run_finetune
 
-    res = run_finetune(resolve_config(FinetuneConfig, args))
-    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_epoch")}))
+    res = run_finetune(cfg)
+    _print_metrics(res, ("top1", "top5", "best_epoch"))
     return 0
 
 
 def _knn(args) -> int:
-    from semmae.eval.knn import KnnConfig, run_knn
+    cfg = resolve_config(KnnConfig, args)
+    from semmae.eval.knn import run_knn
 
-    res = run_knn(resolve_config(KnnConfig, args))
-    print(json.dumps({k: res[k] for k in ("top1", "top5")}))
+    res = run_knn(cfg)
+    _print_metrics(res, ("top1", "top5"))
     return 0
 
 
@@ -39,11 +48,6 @@ def _convert(args) -> int:
 
 
 def register(sub) -> None:
-    # configs are imported lazily by the handlers; the dataclasses are cheap to import for the flags
-    from semmae.eval.finetune import FinetuneConfig
-    from semmae.eval.knn import KnnConfig
-    from semmae.eval.linprobe import LinprobeConfig
-
     add_verb(
         sub,
         "linprobe",

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,116 +18,12 @@ from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import eval_geometry, eval_transform, train_transform
 from semmae.engine.precision import Precision, resolve_precision
-from semmae.engine.run_options import precision_option
 from semmae.errors import UserError
+from semmae.eval.config import EvalCommonConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
 from semmae.models.encoder_loading import load_encoder, pooled_features
-from semmae.models.init_schemes import init_scheme_field
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_write_json
-
-
-@dataclass
-class EvalCommonConfig:
-    """Flags shared by ``linprobe``, ``finetune`` and ``knn``."""
-
-    train: str | None = field(default=None, metadata={"help": "training ImageFolder (class folders)"})
-    val: str | None = field(default=None, metadata={"help": "validation ImageFolder"})
-    data: str | None = field(
-        default=None, metadata={"help": "folder holding train/ and val/ (instead of --train/--val)"}
-    )
-    checkpoint: str | None = field(
-        default=None, metadata={"help": "encoder checkpoint (.pth/.safetensors, any layout)"}
-    )
-    random_init: bool = field(
-        default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
-    )
-    init: str = init_scheme_field()
-    arch: str | None = field(
-        default=None, metadata={"help": "ViT name (e.g. vit_base_patch16); inferred from the checkpoint"}
-    )
-    num_heads: int | None = field(
-        default=None, metadata={"help": "attention heads when the checkpoint cannot tell"}
-    )
-    img_size: int | None = field(
-        default=None, metadata={"help": "evaluation resolution (default: the checkpoint's)"}
-    )
-    batch_size: int = field(default=256, metadata={"help": "images per process per step"})
-    num_workers: int = field(default=8, metadata={"help": "data-loader workers per process"})
-    precision: str = precision_option()
-    out: str = field(default="runs/eval", metadata={"help": "run directory"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    crop_pct: float = field(
-        default=0.875,
-        metadata={
-            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
-            "(0.875 = MAE's; 1 = the whole short side)"
-        },
-    )
-    tokens: str = field(
-        default="auto",
-        metadata={
-            "help": "patches fed to the encoder: all; kept = the most-foreground --keep-fraction at their true "
-            "positions (patch-8 SemMAE, paper Sec. 4.1); auto = kept when the checkpoint was pretrained on a "
-            "kept fraction (--fg-keep < 1), else all",
-            "choices": ("auto", "all", "kept"),
-        },
-    )
-    keep_fraction: float | None = field(
-        default=None,
-        metadata={"help": "kept share of the patches (default: the checkpoint's --fg-keep, else 0.25)"},
-    )
-    train_parts: str | None = field(
-        default=None,
-        metadata={
-            "help": "part cache of the training folder (semmae parts export): its foreground picks the kept "
-            "patches; without caches the encoder's own CLS attention does"
-        },
-    )
-    val_parts: str | None = field(default=None, metadata={"help": "part cache of the validation folder"})
-
-    def validate_common(self) -> None:
-        if self.data is None and (self.train is None or self.val is None):
-            raise UserError("give --data DIR (with train/ and val/) or both --train DIR and --val DIR")
-        if self.data is not None and (self.train is not None or self.val is not None):
-            raise UserError("give either --data or --train/--val, not both")
-        if self.checkpoint is None and not self.random_init:
-            raise UserError("give --checkpoint PATH, or --random-init for the untrained baseline")
-        if self.checkpoint is not None and Path(self.checkpoint).is_dir():
-            from semmae.engine.checkpoint import checkpoint_file
-            from semmae.models.timm_dir import is_timm_dir
-
-            # a pretraining run directory means its latest checkpoint (as `semmae export` reads it); a timm model
-            # folder (`semmae export`'s) is read by load_encoder as it is
-            if not is_timm_dir(self.checkpoint):
-                self.checkpoint = str(checkpoint_file(self.checkpoint))
-        if self.batch_size < 1:
-            raise UserError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.num_workers < 0:
-            raise UserError(f"--num-workers must be >= 0, got {self.num_workers}")
-        if not 0 < self.crop_pct <= 1:
-            raise UserError(f"--crop-pct must be in (0, 1], got {self.crop_pct}")
-        if self.keep_fraction is not None and not 0 < self.keep_fraction <= 1:
-            raise UserError(f"--keep-fraction must be in (0, 1], got {self.keep_fraction}")
-        if (self.train_parts is None) != (self.val_parts is None):
-            raise UserError(
-                "give both --train-parts and --val-parts (part caches of the two folders), or neither"
-            )
-        if self.tokens == "all" and self.train_parts is not None:
-            raise UserError("--train-parts/--val-parts pick kept patches; they have no use with --tokens all")
-
-    def split_dirs(self) -> tuple[Path, Path]:
-        if self.data is not None:
-            root = Path(self.data)
-            train, val = root / "train", root / "val"
-            for p in (train, val):
-                if not p.is_dir():
-                    raise UserError(
-                        f"--data {root} has no {p.name}/ folder (expected {root}/train and {root}/val)"
-                    )
-            return train, val
-        return Path(self.train), Path(self.val)  # type: ignore[arg-type]
 
 
 def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolderDataset, ImageFolderDataset]:
@@ -367,14 +262,34 @@ def file_sha256(path: str | Path | None) -> str | None:
     return h.hexdigest()
 
 
+#: top-5 accuracy means something only with more classes than 5 (with 5 or fewer it is 100 % by construction)
+TOP5_MIN_CLASSES = 6
+
+
+def without_trivial_top5(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``metrics`` with every ``*top5`` entry (also in lists of per-setting rows) None when
+    ``metrics["num_classes"]`` is under :data:`TOP5_MIN_CLASSES`."""
+    if metrics.get("num_classes", TOP5_MIN_CLASSES) >= TOP5_MIN_CLASSES:
+        return metrics
+
+    def clear(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: None if k.endswith("top5") else clear(v) for k, v in value.items()}
+        return [clear(v) for v in value] if isinstance(value, list) else value
+
+    return clear(metrics)
+
+
 def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metrics: dict[str, Any]) -> dict:
-    """``results.json``: the metrics, the exact checkpoint (path + SHA-256 + layout) and the resolved config."""
+    """``results.json``: the metrics (top-5 only with more than 5 classes), the exact checkpoint (path + SHA-256 +
+    layout; no hash for a random-init encoder, which reads no weights) and the resolved config."""
     ckpt = getattr(cfg, "checkpoint", None)
+    random_init = bool(getattr(cfg, "random_init", False))
     results = {
-        **metrics,
+        **without_trivial_top5(metrics),
         "checkpoint": ckpt,
-        "checkpoint_sha256": file_sha256(ckpt) if ckpt else None,
-        "random_init": bool(getattr(cfg, "random_init", False)),
+        "checkpoint_sha256": file_sha256(ckpt) if ckpt and not random_init else None,
+        "random_init": random_init,
         "encoder": {
             k: encoder_info.get(k)
             for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source", "init")

@@ -10,7 +10,6 @@ The peak lr is ``blr * global_batch / 256``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,15 +25,12 @@ from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
 from semmae.engine.checkpoint import restore
 from semmae.engine.epoch_loop import scheduled_batches
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import (
-    check_resume_overwrite,
     continues,
-    overwrite_option,
     resume_file,
-    resume_option,
 )
 from semmae.engine.schedule import cosine_schedule
 from semmae.engine.stage_run import run_claimed
@@ -49,74 +45,13 @@ from semmae.eval.common import (
     topk_correct,
     write_results,
 )
+from semmae.eval.config import FinetuneConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save
 from semmae.utils.rundir import RunDir
 from semmae.utils.seed import seed_everything
 
 FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
-
-
-@dataclass
-class FinetuneConfig(EvalCommonConfig):
-    """``semmae finetune``: defaults are MAE's ViT-B recipe (100 epochs, blr 5e-4, layer decay 0.65)."""
-
-    epochs: int = field(default=100, metadata={"help": "training epochs"})
-    warmup_epochs: int = field(default=5, metadata={"help": "linear warm-up epochs"})
-    blr: float = field(default=5e-4, metadata={"help": "base learning rate (lr = blr * global batch / 256)"})
-    min_lr: float = field(default=1e-6, metadata={"help": "lr at the end of the cosine schedule"})
-    weight_decay: float = field(
-        default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)"}
-    )
-    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay"})
-    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate"})
-    global_pool: str = field(
-        default="avg",
-        metadata={
-            "help": "classifier input: patch-token mean + fc_norm, or class token",
-            "choices": ("avg", "token"),
-        },
-    )
-    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)"})
-    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)"})
-    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of CutMix instead of Mixup"})
-    smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
-    auto_augment: str | None = field(
-        default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy (empty = off)"}
-    )
-    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights and evaluate it too"})
-    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
-    clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
-    batch_size: int = field(default=32, metadata={"help": "images per process per step"})
-    resume: str | None = resume_option("auto")
-    overwrite: bool = overwrite_option()
-    out: str = field(default="runs/finetune", metadata={"help": "run directory"})
-
-    def validate(self) -> None:
-        self.validate_common()
-        check_resume_overwrite(self.resume, self.overwrite)
-        if self.tokens == "kept" or self.train_parts is not None or self.keep_fraction is not None:
-            raise UserError(
-                "fine-tuning feeds every patch, as the paper does (its Limitations: a small patch 'increases the "
-                "computational cost in the fine-tuning stage'); --tokens kept, --keep-fraction and --train-parts are "
-                "for linprobe and knn"
-            )
-        if self.epochs < 1 or not 0 <= self.warmup_epochs <= self.epochs:
-            raise UserError(
-                f"need epochs >= 1 and 0 <= warmup-epochs <= epochs, got {self.epochs}/{self.warmup_epochs}"
-            )
-        if not 0 < self.layer_decay <= 1:
-            raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
-        if self.blr <= 0:
-            raise UserError(f"--blr must be > 0, got {self.blr}")
-        if self.clip_grad is not None and self.clip_grad <= 0:
-            raise UserError(f"--clip-grad must be > 0 (leave it unset for no clipping), got {self.clip_grad}")
-        if (self.mixup > 0 or self.cutmix > 0) and self.batch_size % 2:
-            raise UserError(f"Mixup/CutMix need an even --batch-size, got {self.batch_size}")
-        if not 0 <= self.drop_path < 1 or not 0 <= self.reprob <= 1 or not 0 <= self.smoothing < 1:
-            raise UserError("--drop-path, --reprob and --smoothing must lie in [0, 1)")
 
 
 def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -276,8 +211,10 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
 
 
 def _diverged(step: int, steps_per_epoch: int, ckpt: Path) -> str:
-    kept = f"{ckpt} holds the last good epoch" if ckpt.is_file() else "no checkpoint had been written yet"
-    return f"non-finite loss at step {step} (epoch {step // steps_per_epoch}); {kept} (lower --blr or set --clip-grad)"
+    return (
+        f"non-finite loss at step {step} (epoch {step // steps_per_epoch}); {kept_checkpoint(ckpt)} (lower --blr or "
+        "set --clip-grad)"
+    )
 
 
 @torch.no_grad()

@@ -8,8 +8,6 @@ s_j, weight each by exp(s_j / T) and add the weight to its class; the class scor
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 
@@ -17,7 +15,6 @@ from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
-    EvalCommonConfig,
     build_encoder_from_config,
     build_view_datasets,
     extract_features,
@@ -25,6 +22,7 @@ from semmae.eval.common import (
     resolve_tokens,
     write_results,
 )
+from semmae.eval.config import KnnConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.utils.seed import seed_everything
 
 
@@ -81,26 +79,6 @@ def knn_accuracy(
     return {"top1": top1, "top5": top5}
 
 
-@dataclass
-class KnnConfig(EvalCommonConfig):
-    """``semmae knn``: weighted kNN on frozen features (DINO protocol: k=20, T=0.07, cosine)."""
-
-    k: int = field(default=20, metadata={"help": "neighbours"})
-    temperature: float = field(default=0.07, metadata={"help": "vote temperature T in exp(s/T)"})
-    pool: str = field(
-        default="token",
-        metadata={"help": "feature: class token or patch-token average", "choices": ("token", "avg")},
-    )
-    out: str = field(default="runs/knn", metadata={"help": "run directory"})
-
-    def validate(self) -> None:
-        self.validate_common()
-        if self.k < 1:
-            raise UserError(f"--k must be >= 1, got {self.k}")
-        if self.temperature <= 0:
-            raise UserError(f"--temperature must be > 0, got {self.temperature}")
-
-
 def run_knn(cfg: KnnConfig) -> dict:
     """Encode train and val once (center crop), classify val by its neighbours in train, write results.json."""
     # kNN has no state to continue: a rerun into its folder replaces the results (and its log), but the folder
@@ -130,6 +108,7 @@ def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
         **(keep.describe() if keep else {"tokens": "all"}),
         "num_train": len(train),
         "num_val": len(val),
+        "num_classes": len(train.classes),
     }
     if info.is_main:
         results = write_results(cfg.out, cfg, enc_info, results)

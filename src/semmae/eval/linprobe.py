@@ -15,7 +15,6 @@ Both report the best head of the sweep (top-1/top-5 on val) and every head's num
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +26,14 @@ from torch.utils.data import DistributedSampler
 from semmae.engine.epoch_loop import scheduled_batches
 from semmae.engine.precision import resolve_precision
 from semmae.engine.run_options import (
-    check_resume_overwrite,
     continues,
-    overwrite_option,
     resume_file,
-    resume_option,
 )
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
-    EvalCommonConfig,
     ShardSampler,
     all_reduce_sum,
     batch_features,
@@ -52,62 +47,13 @@ from semmae.eval.common import (
     set_view,
     write_results,
 )
+from semmae.eval.config import LinprobeConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import seed_everything
-
-
-@dataclass
-class LinprobeConfig(EvalCommonConfig):
-    """``semmae linprobe``: defaults are MAE's linear-probe recipe (LARS, blr 0.1, 90 epochs, 10 warm-up)."""
-
-    mode: str = field(
-        default="full",
-        metadata={
-            "help": "full: augment through the encoder every epoch; fast: cached features",
-            "choices": ("full", "fast"),
-        },
-    )
-    pool: str = field(
-        default="token",
-        metadata={"help": "feature: class token or patch-token average (GAP)", "choices": ("token", "avg")},
-    )
-    epochs: int = field(default=90, metadata={"help": "training epochs"})
-    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs"})
-    blrs: list[float] = field(
-        default_factory=lambda: [0.025, 0.05, 0.1, 0.2, 0.4],
-        metadata={"help": "base learning rates swept in one pass (lr = blr * global batch / 256)"},
-    )
-    optimizer: str = field(default="lars", metadata={"help": "head optimizer", "choices": ("lars", "sgd")})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the head weights"})
-    momentum: float = field(default=0.9, metadata={"help": "optimizer momentum"})
-    crop_scale_min: float = field(
-        default=0.08, metadata={"help": "RandomResizedCrop minimum area (MAE linprobe: 0.08)"}
-    )
-    fast_views: int = field(
-        default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
-    )
-    eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
-    resume: str | None = resume_option("auto")
-    overwrite: bool = overwrite_option()
-    out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
-
-    def validate(self) -> None:
-        self.validate_common()
-        check_resume_overwrite(self.resume, self.overwrite)
-        if self.epochs < 1:
-            raise UserError(f"--epochs must be >= 1, got {self.epochs}")
-        if not 0 <= self.warmup_epochs <= self.epochs:
-            raise UserError(f"--warmup-epochs must be in [0, epochs], got {self.warmup_epochs}")
-        if not self.blrs or any(b <= 0 for b in self.blrs):
-            raise UserError(f"--blrs must be positive numbers, got {self.blrs}")
-        if self.fast_views < 0:
-            raise UserError(f"--fast-views must be >= 0, got {self.fast_views}")
-        if not 0 < self.crop_scale_min <= 1:
-            raise UserError(f"--crop-scale-min must be in (0, 1], got {self.crop_scale_min}")
 
 
 def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:
@@ -281,7 +227,7 @@ def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) 
             cfg.seed,
             log=lambda ep, rec: logger.log(ep, **rec),
         )
-        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]))
+        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]), num_classes=num_classes)
     else:
         metrics, logger = _full_probe(cfg, encoder, enc_info, device, info, run_dir, keep)
     metrics.update(keep.describe() if keep else {"tokens": "all"})
@@ -382,7 +328,7 @@ def _full_probe(
                 ckpt_path,
             )
     assert metrics is not None
-    return {**metrics, "mode": "full"}, logger
+    return {**metrics, "mode": "full", "num_classes": num_classes}, logger
 
 
 @torch.no_grad()

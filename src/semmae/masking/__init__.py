@@ -13,25 +13,33 @@ masks are bool ``[B, L]`` (L patches, row-major over the grid) with True = maske
 * :func:`build_masking` (a strategy name) -> a :class:`MaskingStrategy` callable, what ``semmae pretrain`` draws.
 
 docs/masking_api.md plugs a semantic-guided mask into a plain MAE-style forward on a timm ViT in ~20 lines.
+
+The names load on first use (PEP 562): ``semmae masks show --help`` reads its config without torch.
 """
 
-from semmae.masking.baselines import attention_mask, block_mask, random_mask
-from semmae.masking.indices import foreground_keep_index, ids_to_mask, mask_to_ids
-from semmae.masking.schedule import alpha_schedule
-from semmae.masking.semantic import num_masked, semantic_guided_mask
-from semmae.masking.strategies import MASKING_NAMES, MaskingStrategy, build_masking
+from __future__ import annotations
 
-__all__ = [
-    "MASKING_NAMES",
-    "MaskingStrategy",
-    "alpha_schedule",
-    "attention_mask",
-    "block_mask",
-    "build_masking",
-    "foreground_keep_index",
-    "ids_to_mask",
-    "mask_to_ids",
-    "num_masked",
-    "random_mask",
-    "semantic_guided_mask",
-]
+import importlib
+
+_HOMES = {
+    "attention_mask": "baselines",
+    "block_mask": "baselines",
+    "random_mask": "baselines",
+    "foreground_keep_index": "indices",
+    "ids_to_mask": "indices",
+    "mask_to_ids": "indices",
+    "alpha_schedule": "schedule",
+    "num_masked": "semantic",
+    "semantic_guided_mask": "semantic",
+    "MASKING_NAMES": "strategies",
+    "MaskingStrategy": "strategies",
+    "build_masking": "strategies",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    return value

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from semmae.config import add_verb, add_verb_group, resolve_config
 from semmae.errors import UserError
 
+DEFAULT_SIZE = 224  # without a part cache that records its size
+
 
 def _f(default, help: str):
     return field(default=default, metadata={"help": help})
@@ -26,7 +28,10 @@ class MasksShowConfig:
         (0.0, 0.25, 0.5, 0.75, 1.0), "alphas (columns); 0 = per part, 1 = whole parts"
     )
     mask_ratio: float = _f(0.75, "fraction of patches masked")
-    img_size: int = _f(224, "image side the images are resized to")
+    img_size: int | None = _f(
+        None,
+        f"image side the images are resized to (default: the part cache's export size, else {DEFAULT_SIZE})",
+    )
     patch_size: int = _f(16, "patch side in pixels")
     seed: int = _f(0, "random seed of the masks")
 
@@ -39,18 +44,24 @@ class MasksShowConfig:
             raise UserError(f"--alphas must lie in [0, 1], got {self.alphas}")
         if self.num_images < 1:
             raise UserError(f"--num-images must be >= 1, got {self.num_images}")
-        if self.patch_size < 1 or self.img_size % self.patch_size:
+        if self.patch_size < 1 or (self.img_size is not None and self.img_size % self.patch_size):
             raise UserError(
                 f"--img-size {self.img_size} must be a multiple of --patch-size {self.patch_size}"
             )
 
 
 def show(args) -> int:
-    from semmae.masking.figure import draw_masks_figure, load_examples
-
     cfg = resolve_config(MasksShowConfig, args)
+    from semmae.masking.figure import cache_image_size, draw_masks_figure, load_examples
+
+    size = cfg.img_size or (cache_image_size(cfg.cache) if cfg.cache else None) or DEFAULT_SIZE
+    if size % cfg.patch_size:
+        raise UserError(
+            f"the part cache {cfg.cache} was exported at {size} px, not a multiple of --patch-size "
+            f"{cfg.patch_size}: pass --img-size"
+        )
     images, part_ids, source, no_part_id = load_examples(
-        cfg.data, cfg.cache, cfg.num_images, cfg.img_size, cfg.patch_size
+        cfg.data, cfg.cache, cfg.num_images, size, cfg.patch_size
     )
     title = f"semantic-guided masking, ratio {cfg.mask_ratio:g}; parts from {source}"
     path = draw_masks_figure(
@@ -64,7 +75,7 @@ def show(args) -> int:
         no_part_id,
         title,
     )
-    print(f"wrote {path} ({len(images)} images x {len(cfg.alphas)} alphas; parts from {source})")
+    print(f"wrote {path} ({len(images)} images x {len(cfg.alphas)} alphas at {size} px; parts from {source})")
     return 0
 
 

@@ -39,6 +39,14 @@ def fallback_part_map(grid: int) -> np.ndarray:
     return (2 * (rows >= grid / 2) + (cols >= grid / 2)).astype(np.uint8)
 
 
+def cache_image_size(cache: str | Path) -> int | None:
+    """The image side a part cache was exported at (its producer's ``img_size``), None when it does not say."""
+    from semmae.data.part_cache import PartCache
+
+    size = PartCache.open(cache).meta.get("producer", {}).get("img_size")
+    return int(size) if isinstance(size, int) and size > 0 else None
+
+
 def load_examples(data: str | Path, cache: str | None, num_images: int, img_size: int, patch_size: int):
     """First ``num_images`` images (resized to ``img_size``) and their part maps on the patch grid.
 

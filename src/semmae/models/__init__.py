@@ -1,19 +1,29 @@
-"""The masked autoencoder (He et al. 2022) fed by external masks, and encoder checkpoint interop."""
+"""The masked autoencoder (He et al. 2022) fed by external masks, and encoder checkpoint interop.
 
-from semmae.models.encoder_record import EncoderRecord
-from semmae.models.mae import MAEConfig, MaskedAutoencoder
-from semmae.models.patches import patchify, reconstruct_images, unpatchify
-from semmae.models.registry import create_model, list_models, model_config, register_model
+The names below load on first use (PEP 562), so that importing a light submodule (the ``--init`` choices that
+``semmae <verb> --help`` shows) does not import torch and timm."""
 
-__all__ = [
-    "EncoderRecord",
-    "MAEConfig",
-    "MaskedAutoencoder",
-    "create_model",
-    "list_models",
-    "model_config",
-    "patchify",
-    "reconstruct_images",
-    "register_model",
-    "unpatchify",
-]
+from __future__ import annotations
+
+import importlib
+
+_HOMES = {
+    "EncoderRecord": "encoder_record",
+    "MAEConfig": "mae",
+    "MaskedAutoencoder": "mae",
+    "patchify": "patches",
+    "reconstruct_images": "patches",
+    "unpatchify": "patches",
+    "create_model": "registry",
+    "list_models": "registry",
+    "model_config": "registry",
+    "register_model": "registry",
+}
+__all__ = sorted(_HOMES)
+
+
+def __getattr__(name: str):
+    if name not in _HOMES:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
+    return value

@@ -52,9 +52,10 @@ from semmae.models.encoder_record import (
     parse_arch,
     pos_grid,
 )
-from semmae.models.init_schemes import mae_init_, resolve_init_scheme
+from semmae.models.init_schemes import resolve_init_scheme
+from semmae.models.mae_init import mae_init_
 from semmae.models.timm_dir import WEIGHTS_NAME, config_sizes, is_timm_dir, read_timm_config
-from semmae.utils.io import load_checkpoint
+from semmae.utils.io import checkpoint_file, load_checkpoint
 
 LAYOUTS = ("semmae_pretrain", "safetensors", "timm_dir", "mae_release", "timm", "ibot", "dino")
 
@@ -97,7 +98,7 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
     Hints: ``record`` (an :class:`EncoderRecord`, when the file carries one), ``config`` (a partial
     ``model_config`` of sizes), ``arch`` (a model name), ``fg_keep``, ``which`` (``teacher``/``student``).
     """
-    path = Path(path)
+    path = checkpoint_file(path)
     if path.suffix == ".safetensors":
         return _read_safetensors(path)
     if is_timm_dir(path):
@@ -321,7 +322,8 @@ def load_encoder(
     """Build a timm ``VisionTransformer`` (``num_classes=0``) and load an encoder checkpoint of any layout into it.
 
     Args:
-        checkpoint: a ``.pth``/``.pt``/``.safetensors`` file or a timm model folder in one of :data:`LAYOUTS`, or None with
+        checkpoint: a ``.pth``/``.pt``/``.safetensors`` file or a timm model folder in one of :data:`LAYOUTS`, or a
+            run folder (:func:`semmae.utils.io.checkpoint_file`), or None with
             ``random_init=True`` (then ``arch`` or ``arch_overrides`` give the architecture).
         arch: a name such as ``vit_base_patch16`` / ``mae_vit_large_patch16``; inferred from the weights when None.
             Given together with a checkpoint it must agree with the weights.
@@ -356,6 +358,7 @@ def load_encoder(
             raise UserError(
                 f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
             )
+        checkpoint = checkpoint_file(checkpoint)  # a run folder: the checkpoint its run wrote last
         layout, raw, hints = read_checkpoint(checkpoint)
         enc, dropped = encoder_state_dict(raw)
         record, notes = _resolve_record(enc, hints, arch, img_size, num_heads)

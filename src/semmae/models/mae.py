@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from semmae.masking.indices import mask_to_ids
 from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
-from semmae.models.init_schemes import xavier_linears_unit_norms_, xavier_patch_projection_
+from semmae.models.mae_init import xavier_linears_unit_norms_, xavier_patch_projection_
 from semmae.models.patches import normalize_patches, patchify
 from semmae.models.pos_embed import sincos_2d_pos_embed
 

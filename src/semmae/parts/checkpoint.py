@@ -18,17 +18,19 @@ import torch
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
 from semmae.parts.model import PartHeadSpec, PartModel
-from semmae.utils.io import load_checkpoint
+from semmae.utils.io import checkpoint_file, load_checkpoint
 
 FORMAT = "semmae-parts"
 
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
-    """A part checkpoint, or a part-learner folder of ``semmae export`` read as one (:mod:`semmae.parts.publish`)."""
+    """A part checkpoint (a file, or a `parts train` run folder: its checkpoint.pth) as a dict; a part-learner
+    folder of ``semmae export`` is read as one (:mod:`semmae.parts.publish`)."""
     from semmae.parts.publish import is_part_learner_dir, read_part_learner_dir
 
     if is_part_learner_dir(path):
         return read_part_learner_dir(path)
+    path = checkpoint_file(path)
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a part checkpoint written by 'semmae parts train'")

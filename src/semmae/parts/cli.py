@@ -9,17 +9,19 @@ from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsShowCon
 
 
 def _train(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PartsTrainConfig, args)
     from semmae.parts.train import train_parts
 
-    path = train_parts(resolve_config(PartsTrainConfig, args))
+    path = train_parts(cfg)
     print(f"part checkpoint: {path}")
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PartsExportConfig, args)
     from semmae.parts.export import export_parts
 
-    cache = export_parts(resolve_config(PartsExportConfig, args))
+    cache = export_parts(cfg)
     print(
         f"part cache: {cache.path} ({len(cache)} images, grid {cache.grid}, {cache.num_parts} parts, "
         f"{cache.bytes_per_image} bytes/image)"
@@ -28,16 +30,18 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PartsShowConfig, args)
     from semmae.parts.show import show_parts
 
-    print(f"wrote {show_parts(resolve_config(PartsShowConfig, args))}")
+    print(f"wrote {show_parts(cfg)}")
     return 0
 
 
 def _eval(args: argparse.Namespace) -> int:
+    cfg = resolve_config(PartsEvalConfig, args)
     from semmae.parts.evaluate import evaluate_parts, format_table
 
-    metrics = evaluate_parts(resolve_config(PartsEvalConfig, args))
+    metrics = evaluate_parts(cfg)
     print(format_table(metrics))
     for note in metrics["meta"]["notes"]:
         print(f"note: {note}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.data.workers import check_num_workers
 from semmae.engine.run_options import (
     check_resume_overwrite,
     overwrite_option,
@@ -12,9 +13,13 @@ from semmae.engine.run_options import (
     resume_option,
 )
 from semmae.errors import UserError
-from semmae.parts.model import SIMILARITIES, SOFTMAX_AXES
 from semmae.utils.trackers import logger_option
 
+SOFTMAX_AXES = ("positions", "parts")
+#: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two
+#: projections divided by a temperature (so the maps' sharpness does not depend on the encoder's token norms)
+SIMILARITIES = ("dot", "cosine")
+WORKERS_HELP = "data-loading worker processes, or 'auto': what the cores leave after the encoder's work"
 FEATURE_MODES = ("online", "cached")
 
 
@@ -30,7 +35,11 @@ class PartsTrainConfig:
         default="vit_small_patch16_224", metadata=_h("timm ViT architecture of the frozen encoder")
     )
     encoder_checkpoint: str | None = field(
-        default=None, metadata=_h("encoder weights (iBOT/DINO/MAE/timm/semmae layouts); none = random init")
+        default=None,
+        metadata=_h(
+            "encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder; none = random init",
+            checkpoint=True,
+        ),
     )
     img_size: int = field(default=224, metadata=_h("input resolution (pixels)"))
     feature_layer: int = field(
@@ -100,7 +109,7 @@ class PartsTrainConfig:
     clip_grad: float = field(default=1.0, metadata=_h("gradient-norm clip; 0 = off"))
     crop_scale_min: float = field(default=0.5, metadata=_h("RandomResizedCrop smallest area fraction"))
     precision: str = precision_option()
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
     log_every: int = field(default=20, metadata=_h("steps between log records"))
     logger: str = logger_option()
@@ -129,6 +138,13 @@ class PartsTrainConfig:
                 raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.num_parts < 2:
             raise UserError(f"--num-parts must be >= 2 (Eq. 6 compares parts), got {self.num_parts}")
+        from semmae.data.part_cache import MAX_PARTS  # here: the module imports torch, --help does not
+
+        if self.num_parts > MAX_PARTS:
+            raise UserError(
+                f"--num-parts {self.num_parts}: a part cache (`semmae parts export`, what masking reads) holds at "
+                f"most {MAX_PARTS} parts; pass --num-parts {MAX_PARTS} or fewer"
+            )
         if self.blur_kernel < 1 or self.blur_kernel % 2 == 0:
             raise UserError(f"--blur-kernel must be a positive odd number, got {self.blur_kernel}")
         if not 0 < self.crop_scale_min <= 1:
@@ -143,6 +159,7 @@ class PartsTrainConfig:
             raise UserError(f"--concentration-weight must be >= 0, got {self.concentration_weight}")
         if self.lr <= 0 or self.div_weight < 0 or self.steps_per_epoch < 0 or self.decoder_convs < 0:
             raise UserError("--lr must be > 0 and --div-weight, --steps-per-epoch, --decoder-convs >= 0")
+        check_num_workers(self.num_workers)
 
 
 #: what ``semmae parts export`` writes per cell: the learned parts of a part checkpoint, the raw-attention
@@ -163,10 +180,16 @@ class PartsExportConfig:
             choices=EXPORT_SOURCES,
         ),
     )
-    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    checkpoint: str = field(
+        default="",
+        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    )
     encoder_checkpoint: str = field(
         default="",
-        metadata=_h("--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts)"),
+        metadata=_h(
+            "--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder",
+            checkpoint=True,
+        ),
     )
     img_size: int = field(
         default=0,
@@ -184,7 +207,7 @@ class PartsExportConfig:
         default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
     )
     batch_size: int = field(default=64, metadata=_h("images per forward pass"))
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     precision: str = precision_option()
     device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
     seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
@@ -226,12 +249,16 @@ class PartsExportConfig:
                 )
         if self.grid < 0 or self.batch_size < 1 or self.img_size < 0:
             raise UserError("--grid and --img-size must be >= 0 and --batch-size >= 1")
+        check_num_workers(self.num_workers)
 
 
 @dataclass
 class PartsShowConfig:
     data: str = field(default="", metadata=_h("image folder to draw from"))
-    checkpoint: str = field(default="", metadata=_h("part checkpoint written by 'semmae parts train'"))
+    checkpoint: str = field(
+        default="",
+        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    )
     out: str = field(default="parts.png", metadata=_h("PNG to write"))
     num_images: int = field(default=8, metadata=_h("images (rows) in the grid"))
     grid: int = field(default=0, metadata=_h("grid the parts are drawn at; 0 = encoder grid"))
@@ -266,7 +293,10 @@ class PartsEvalConfig:
     )
     checkpoint: str | None = field(
         default=None,
-        metadata=_h("part checkpoint for the encoder baselines; default: the one the cache names"),
+        metadata=_h(
+            "part checkpoint (or run folder) for the encoder baselines; default: the one the cache names",
+            checkpoint=True,
+        ),
     )
     baselines: bool = field(
         default=True, metadata=_h("also score raw attention, k-means, spatial split, ceiling")
@@ -278,7 +308,7 @@ class PartsEvalConfig:
         default=100000, metadata=_h("patch tokens sampled to fit the k-means baseline")
     )
     batch_size: int = field(default=64, metadata=_h("images per encoder pass (baselines)"))
-    num_workers: int = field(default=4, metadata=_h("data-loading worker processes"))
+    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
     out: str | None = field(
         default=None, metadata=_h("metrics JSON path; default: part_metrics.json beside the cache")
     )
@@ -293,3 +323,4 @@ class PartsEvalConfig:
             raise UserError("give --masks (label PNG folder) and/or --keypoints (CUB-style keypoints.csv)")
         if self.eval_size < 1 or self.batch_size < 1 or self.kmeans_fit_tokens < 1:
             raise UserError("--eval-size, --batch-size and --kmeans-fit-tokens must be >= 1")
+        check_num_workers(self.num_workers)

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import PartCache
+from semmae.data.workers import worker_plan
 from semmae.errors import UserError
 from semmae.parts.baselines import TokenKMeans, majority_per_cell, resize_ids, spatial_split
 from semmae.parts.checkpoint import load_part_model
@@ -138,7 +139,14 @@ def _baseline_predictions(cfg: PartsEvalConfig, cache: PartCache, data_root: str
     encoder, _, _ = load_part_model(ckpt, device)
     g, n = cache.grid, cache.num_parts
     dataset = ImageFolderDataset(data_root, transform=full_image_transform(encoder.img_size))
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=cfg.num_workers)
+    workers = worker_plan(cfg.num_workers, device.type)
+    loader = DataLoader(
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=False,
+        num_workers=workers.count,
+        worker_init_fn=workers.init_fn if workers.count else None,
+    )
     rng = np.random.default_rng(cfg.seed)
     per_image = max(1, math.ceil(cfg.kmeans_fit_tokens / len(dataset)))
     attn, tokens, sample = [], [], []

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.part_cache import MAX_PARTS, PartCache
+from semmae.data.workers import worker_plan
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.errors import UserError
 from semmae.parts.checkpoint import load_part_model
@@ -155,11 +156,13 @@ def _export(
         root=cfg.data,
     )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
+    plan = worker_plan(cfg.num_workers, device.type)
     loader = DataLoader(
         todo,
         batch_size=cfg.batch_size,
         shuffle=False,
-        num_workers=cfg.num_workers,
+        num_workers=plan.count,
+        worker_init_fn=plan.init_fn if plan.count else None,
         pin_memory=device.type == "cuda",
     )
     with tqdm(total=len(dataset), initial=writer.next_index, desc="export parts", dynamic_ncols=True) as bar:

@@ -25,10 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-SOFTMAX_AXES = ("positions", "parts")
-#: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two
-#: projections divided by a temperature (so the maps' sharpness does not depend on the encoder's token norms)
-SIMILARITIES = ("dot", "cosine")
+from semmae.parts.config import SIMILARITIES, SOFTMAX_AXES
 
 
 @dataclass

@@ -21,7 +21,8 @@ from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.data.workers import worker_plan
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import param_groups
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
@@ -155,8 +156,9 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
     diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()
     if cfg.features == "cached":
+        workers = worker_plan(cfg.num_workers, device.type).count
         cache = FeatureCache.build(
-            encoder, whole, cfg.batch_size, cfg.num_workers, device, max_bytes, progress=info.is_main
+            encoder, whole, cfg.batch_size, workers, device, max_bytes, progress=info.is_main
         )
         diag = cache.subset(diag_index)
         batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
@@ -190,7 +192,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     scaler, watch = LossScaler(precision), NonFiniteWatch(device)
 
     def explain(bad: int) -> str:
-        return f"part loss became non-finite at step {bad}; the last checkpoint {ckpt_path} is kept (try a lower --lr)"
+        return f"part loss became non-finite at step {bad}; {kept_checkpoint(ckpt_path)} (try a lower --lr)"
 
     start_epoch, step = 0, 0
     if resume is not None:
@@ -336,14 +338,16 @@ class OnlineBatches:
             if info.enabled
             else RandomSampler(dataset, generator=torch.Generator().manual_seed(cfg.seed))
         )
+        workers = worker_plan(cfg.num_workers, device.type)
         self.loader = DataLoader(
             dataset,
             batch_size=cfg.batch_size,
             sampler=self.sampler,
-            num_workers=cfg.num_workers,
+            num_workers=workers.count,
+            worker_init_fn=workers.init_fn if workers.count else None,
             pin_memory=device.type == "cuda",
             drop_last=len(dataset) >= cfg.batch_size * info.world_size,
-            persistent_workers=cfg.num_workers > 0,
+            persistent_workers=workers.count > 0,
         )
         self.encoder, self.device, self.autocast = encoder, device, autocast
         self.steps_per_epoch = len(self.loader)

@@ -9,6 +9,7 @@ nothing that was already there. A full disk or unwritable folder becomes a :clas
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -19,9 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from semmae.errors import UserError
+
+#: a pretraining or bootstrap run's step checkpoints, ``<out>/checkpoints/ckpt-<step>.pth``, whose ``latest`` file
+#: names the newest (:class:`semmae.engine.checkpoint.CheckpointManager` writes them)
+STEP_CHECKPOINT_RE = re.compile(r"^ckpt-(\d+)\.pth$")
+#: the checkpoint of any other stage's run folder, in the order looked for: `segment train`'s final file, then the
+#: one file `parts train`, `segment train`, `linprobe` and `finetune` keep
+RUN_CHECKPOINT_NAMES = ("seg_final.pth", "checkpoint.pth")
 
 
 def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
@@ -35,6 +41,7 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
+            os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as e:
@@ -54,6 +61,28 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+@contextlib.contextmanager
+def naming_os_errors(path: str | Path):
+    """An ``OSError`` inside the block that names no file (a write to an open file object: a full disk) is
+    re-raised naming ``path``, so the one-line message says which file could not be written."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None and e.strerror:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def _new_file_mode(path: Path) -> int:
+    """The permissions of a file written in place: the old file's, else 0666 less the umask."""
+    try:
+        return path.stat().st_mode & 0o7777
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask
 
 
 def _write_failure_cause(folder: Path) -> str:
@@ -81,23 +110,68 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
     """``torch.save`` through a temp file + rename."""
+    import torch  # here and in load_checkpoint only: configs read checkpoint_file without torch
+
     _atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+def step_checkpoints(folder: str | Path) -> list[Path]:
+    """The ``ckpt-<step>.pth`` files of a ``checkpoints/`` folder, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in folder.iterdir() if (m := STEP_CHECKPOINT_RE.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def latest_step_checkpoint(folder: str | Path) -> Path | None:
+    """The file a ``checkpoints/`` folder's ``latest`` names, else its newest ``ckpt-<step>.pth``, else None."""
+    pointer = Path(folder) / "latest"
+    if pointer.is_file():
+        target = Path(folder) / pointer.read_text().strip()
+        if target.is_file():
+            return target
+    files = step_checkpoints(folder)
+    return files[-1] if files else None
+
+
+#: files that make a folder an exported model rather than a run folder (semmae.models.timm_dir, semmae.parts.publish)
+EXPORTED_FOLDER_MARKERS = ("config.json", "parts.json")
+
+
+def checkpoint_file(path: str | Path) -> Path:
+    """What a checkpoint argument means, for every ``--checkpoint`` / ``--encoder-checkpoint`` and Python loader:
+    a file as given (also one that does not exist: its loader says so), or a run folder -> the checkpoint its run
+    wrote last: ``checkpoints/latest`` (pretrain, bootstrap; also the ``checkpoints/`` folder itself), else one
+    of :data:`RUN_CHECKPOINT_NAMES`."""
+    path = Path(path)
+    if not path.is_dir() or any((path / marker).is_file() for marker in EXPORTED_FOLDER_MARKERS):
+        return path  # a file, or a folder `semmae export` wrote (a timm model / part learner): read as it is
+    run = path.parent if path.name == "checkpoints" else path
+    found = latest_step_checkpoint(run / "checkpoints")
+    found = found or next((run / n for n in RUN_CHECKPOINT_NAMES if (run / n).is_file()), None)
+    if found is None:
+        raise UserError(
+            f"{path} is a folder without a checkpoint (looked for checkpoints/latest, checkpoints/ckpt-*.pth, "
+            f"{', '.join(RUN_CHECKPOINT_NAMES)}): give a checkpoint file or a run folder"
+        )
+    return found
 
 
 def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
     """Load a checkpoint with ``weights_only=True``.
 
     Args:
-        path: the ``.pth``/``.pt`` file.
+        path: the ``.pth``/``.pt`` file, or a run folder (:func:`checkpoint_file`).
         allow_namespace: also accept a pickled ``argparse.Namespace`` (as the official MAE, SemMAE, DINO and iBOT
             releases store their arguments). Only that one class is allow-listed; everything else stays refused,
             so the safe default is kept for arbitrary code.
     """
-    path = Path(path)
+    import torch
+
+    path = checkpoint_file(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise UserError(f"checkpoint {path} is a directory, expected a file")
     safe = [argparse.Namespace] if allow_namespace else []
     try:
         with torch.serialization.safe_globals(safe), warnings.catch_warnings():

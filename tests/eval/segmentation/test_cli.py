@@ -191,3 +191,21 @@ def _train_help(parser) -> str:
     except SystemExit:
         pass
     return buf.getvalue()
+
+
+def test_diverging_training_names_no_checkpoint_it_never_wrote(fake_ade, tmp_path, capsys, monkeypatch):
+    """Issue 29: the NaN message said 'last checkpoint kept in OUT' when none had been written."""
+    import semmae.eval.segmentation.engine as engine
+
+    real = engine.segmentation_loss
+
+    def nan_loss(*args, **kw):
+        losses = real(*args, **kw)
+        return {**losses, "loss": losses["loss"] * float("nan")}
+
+    monkeypatch.setattr(engine, "segmentation_loss", nan_loss)
+    argv = ["segment", "train", "--data", str(fake_ade), *TINY_ENCODER, "--iters", "2", "--batch-size", "2"]
+    argv += ["--log-every", "1", "--eval-every", "0", "--warmup-iters", "0", "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "non-finite" in err[0] and "no checkpoint had been written yet" in err[0], err

@@ -16,16 +16,18 @@ EVAL_EPILOG = """example:
 
 
 def _train(args) -> int:
+    cfg = resolve_config(SegmentTrainConfig, args)
     from semmae.eval.segmentation.engine import train
 
-    train(resolve_config(SegmentTrainConfig, args))
+    train(cfg)
     return 0
 
 
 def _eval(args) -> int:
+    cfg = resolve_config(SegmentEvalConfig, args)
     from semmae.eval.segmentation.engine import evaluate_checkpoint
 
-    evaluate_checkpoint(resolve_config(SegmentEvalConfig, args))
+    evaluate_checkpoint(cfg)
     return 0
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from semmae.engine.precision import PRECISIONS
 from semmae.engine.run_options import (
+    PRECISIONS,
     check_resume_overwrite,
     overwrite_option,
     precision_option,
@@ -101,7 +101,10 @@ class SegmentTrainConfig(SegmentDataConfig):
 
     checkpoint: str | None = field(
         default=None,
-        metadata={"help": "pretrained encoder checkpoint (any layout semmae.models.encoder_loading reads)"},
+        metadata={
+            "help": "pretrained encoder checkpoint (any layout semmae.models.encoder_loading reads) or run folder",
+            "checkpoint": True,
+        },
     )
     random_init: bool = field(
         default=False,
@@ -231,7 +234,8 @@ class SegmentEvalConfig:
     checkpoint: str = field(
         default="",
         metadata={
-            "help": "a `semmae segment train` checkpoint (seg_final.pth / checkpoint.pth) or its run directory"
+            "help": "a `semmae segment train` checkpoint (seg_final.pth / checkpoint.pth) or its run directory",
+            "checkpoint": True,
         },
     )
     data: str | None = field(default=None, metadata={"help": "dataset root (default: the training run's)"})

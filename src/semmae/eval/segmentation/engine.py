@@ -19,8 +19,8 @@ from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.engine.checkpoint import restore
-from semmae.engine.nonfinite import NonFiniteWatch
+from semmae.engine.checkpoint import mismatch, restore
+from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
@@ -37,7 +37,7 @@ from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, d
 from semmae.eval.segmentation.visualize import colorize, save_comparison
 from semmae.models.encoder_loading import load_encoder
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
-from semmae.utils.io import atomic_torch_save, atomic_write_json, load_checkpoint
+from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
@@ -271,7 +271,10 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
         return metrics, rows
 
     def explain(bad: int) -> str:
-        return f"loss became non-finite at iteration {bad}; lower --lr or use --precision fp32 (last checkpoint kept in {out})"
+        return (
+            f"loss became non-finite at iteration {bad}; {kept_checkpoint(out / CKPT_NAME)} (lower --lr or use "
+            "--precision fp32)"
+        )
 
     train_loader = _loader(
         train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
@@ -367,23 +370,13 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     return results
 
 
-def _find_checkpoint(path: str) -> Path:
-    p = Path(path)
-    if p.is_dir():
-        for name in (FINAL_NAME, CKPT_NAME):
-            if (p / name).is_file():
-                return p / name
-        raise UserError(f"{p} holds neither {FINAL_NAME} nor {CKPT_NAME}")
-    return p
-
-
 def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
     """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split."""
     dist_info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, dist_info)
         seed_everything(cfg.seed, dist_info.rank)
-        path = _find_checkpoint(cfg.checkpoint)
+        path = checkpoint_file(cfg.checkpoint)
         ckpt = load_checkpoint(path)
         if not isinstance(ckpt, dict) or "config" not in ckpt or "encoder" not in ckpt:
             raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
@@ -400,7 +393,7 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
-            raise UserError(f"{path} does not fit the model it describes: {str(e).splitlines()[0]}") from None
+            raise UserError(f"{path} does not fit the model it describes: {mismatch(e)}") from None
         model.to(device)
         val_set = SegmentationDataset(
             source, "val", EvalTransform(train_cfg.eval_short_side, train_cfg.max_long), train_cfg.val_split

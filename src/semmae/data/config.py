@@ -1,0 +1,88 @@
+"""Configs of ``semmae data synth | check | pack``. No numpy or torch here: ``semmae <verb> --help`` reads these."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: how the synthetic set's parts are coloured (:mod:`semmae.data.synth`): "class" = a fixed look per (class,
+#: part type); "random" = a fresh look per image
+STYLES = ("class", "random")
+
+
+@dataclass
+class SynthConfig:
+    """The synthetic part dataset (:mod:`semmae.data.synth`)."""
+
+    out: str = field(default="", metadata={"help": "output folder (must not hold a dataset already)"})
+    num_images: int = field(default=500, metadata={"help": "images in total, train + val"})
+    size: int = field(default=64, metadata={"help": "image side in pixels"})
+    seed: int = field(default=0, metadata={"help": "random seed: the same seed writes the same files"})
+    val_fraction: float = field(default=0.2, metadata={"help": "share of each class written to val/"})
+    num_classes: int = field(default=5, metadata={"help": "object classes to use (1-5)"})
+    style: str = field(
+        default="class",
+        metadata={
+            "help": "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
+            "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
+            "and layout identify them (a harder test of learned representations)",
+            "choices": STYLES,
+        },
+    )
+
+    def validate(self) -> None:
+        from semmae.errors import UserError
+
+        if not self.out:
+            raise UserError("--out is required")
+        if not 1 <= self.num_classes <= 5:
+            raise UserError(f"--num-classes must be 1..5, got {self.num_classes}")
+
+
+@dataclass
+class CheckConfig:
+    """Scan a dataset for unreadable and unusual images."""
+
+    data: str = field(
+        default="",
+        metadata={
+            "help": "ImageFolder root (root/<class>/<image>), or a pack (every shard's checksum is verified)"
+        },
+    )
+
+    def validate(self) -> None:
+        from semmae.errors import UserError
+
+        if not self.data:
+            raise UserError("--data is required")
+
+
+@dataclass
+class PackConfig:
+    """Decode a dataset once into shards (``semmae.data.packed``)."""
+
+    data: str = field(default="", metadata={"help": "ImageFolder root (root/<class>/<image>)"})
+    out: str = field(default="", metadata={"help": "pack folder to write (an unfinished one is resumed)"})
+    side: int = field(
+        default=256,
+        metadata={
+            "help": "stored side in pixels (the whole image resized to side x side): the training --img-size for "
+            "--augment flip, a bit more (e.g. 256 for 224) for crop-flip"
+        },
+    )
+    parts: str | None = field(
+        default=None,
+        metadata={"help": "part cache of this dataset (`semmae parts export`) to pack alongside"},
+    )
+    shard_size: int = field(default=2048, metadata={"help": "images per shard"})
+    num_workers: str = field(
+        default="auto", metadata={"help": "decoding processes, or 'auto' (every available core but one)"}
+    )
+    overwrite: bool = field(default=False, metadata={"help": "replace a finished pack at --out"})
+
+    def validate(self) -> None:
+        from semmae.data.workers import check_num_workers
+        from semmae.errors import UserError
+
+        if not self.data or not self.out:
+            raise UserError("--data and --out are required")
+        check_num_workers(self.num_workers)
