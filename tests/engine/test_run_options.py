@@ -84,6 +84,23 @@ def test_auto_precision_is_fp32_on_the_cpu_and_bf16_only_when_asked():
 
 
 @pytest.mark.parametrize(
+    "capability, want", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
+def test_auto_precision_is_fp16_on_pre_ampere_gpus_not_emulated_bf16(capability, want, monkeypatch):
+    # V100 (7.0) / T4 (7.5) "support" bf16 by emulation (torch.cuda.is_bf16_supported() says True): auto must
+    # still pick fp16 + grad scaler there, and bf16 only where it is native (8.0+)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    p = resolve_precision("auto", torch.device("cuda", 0))
+    assert (p.name, p.needs_grad_scaler) == (want, want == "fp16")
+    if want == "fp16":
+        with pytest.raises(UserError, match="does not support bf16"):
+            resolve_precision("bf16", torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize(
     "cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig]
 )
 def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):

@@ -57,7 +57,7 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     kind = device.type
     if kind not in ("cpu", "cuda"):
         return Precision("fp32", kind) if name in ("auto", "fp32") else _refuse(name, kind)
-    bf16_ok = kind == "cpu" or torch.cuda.is_bf16_supported()
+    bf16_ok = kind == "cpu" or native_bf16(device)
     if name == "auto":
         name = "fp32" if kind == "cpu" else ("bf16" if bf16_ok else "fp16")
     if name == "bf16" and not bf16_ok:
@@ -65,6 +65,17 @@ def resolve_precision(name: str, device: torch.device) -> Precision:
     if name == "fp16" and kind == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
     return Precision(name, kind)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True on GPUs that compute in bf16 natively (compute capability 8.0+, Ampere and later; ROCm). Not
+    ``torch.cuda.is_bf16_supported()``, whose default also counts emulated bf16 (slow on V100/T4, where fp16 +
+    a grad scaler is the documented choice), and which asks the *current* device rather than the run's."""
+    if torch.version.hip:
+        return True
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def _refuse(name: str, kind: str) -> Precision:
