@@ -341,3 +341,25 @@ def test_auto_workers_and_kept_token_online_knn(engine_images, tmp_path, micro_a
     assert f"--num-workers auto -> {n} per rank at idle priority" in capsys.readouterr().out
     knn = [r for r in read_log(out / "log.jsonl") if "knn_top1" in r]
     assert len(knn) == 1 and 0.0 <= knn[0]["knn_top1"] <= 100.0
+
+
+def test_data_wait_is_the_loader_wait_only(engine_images, tmp_path, micro_args, monkeypatch):
+    # prepare() queues device work; on a GPU timing it as data wait would count the previous step's kernels
+    import time
+
+    from semmae.engine.pretrain import Pretrainer
+
+    prepare = Pretrainer.prepare
+
+    def slow_prepare(self, batch, step, shard):
+        time.sleep(0.25)
+        return prepare(self, batch, step, shard)
+
+    monkeypatch.setattr(Pretrainer, "prepare", slow_prepare)
+    out = tmp_path / "run"
+    assert (
+        main(micro_args(engine_images, out, "--masking", "random", "--num-workers", "0", "--max-steps", "3"))
+        == 0
+    )
+    waits = [r["data_wait"] for r in read_log(out / "log.jsonl") if "data_wait" in r]
+    assert len(waits) == 3 and max(waits) < 0.5, waits
