@@ -111,3 +111,19 @@ def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):
         values["random_init"] = True
     with pytest.raises(UserError, match="--overwrite deletes it"):
         build_config(cls, values)
+
+
+@pytest.mark.parametrize("asked, tf32", [("auto", True), ("fp32", True), ("bf16", False), ("fp16", False)])
+def test_tf32_is_allowed_on_cuda_for_auto_and_fp32(asked, tf32, monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        torch.set_float32_matmul_precision("highest")
+        resolve_precision(asked, torch.device("cuda", 0))
+        assert (torch.get_float32_matmul_precision() == "high") == tf32
+        resolve_precision("auto", torch.device("cpu"))  # the CPU is left alone
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]

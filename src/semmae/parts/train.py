@@ -156,7 +156,14 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()
     if cfg.features == "cached":
         cache = FeatureCache.build(
-            encoder, whole, cfg.batch_size, cfg.num_workers, device, max_bytes, progress=info.is_main
+            encoder,
+            whole,
+            cfg.batch_size,
+            cfg.num_workers,
+            device,
+            max_bytes,
+            progress=info.is_main,
+            precision=precision,
         )
         diag = cache.subset(diag_index)
         batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
@@ -169,6 +176,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
             device,
             max_bytes,
             progress=False,
+            precision=precision,
         )
         batches = OnlineBatches(cfg, encoder, info, device, autocast)
     steps_per_epoch = batches.steps_per_epoch
