@@ -153,3 +153,43 @@ def test_decoding_workers_write_the_same_pack(folder, tmp_path):
     pack_dataset(folder, tmp_path / "b", SIDE, shard_size=4, progress=False, workers=2)
     a, b = (json.loads((tmp_path / p / "pack.json").read_text()) for p in ("a", "b"))
     assert [s["sha256"] for s in a["shards"]] == [s["sha256"] for s in b["shards"]]
+
+
+def test_shard_writer_writes_webdatasets_bytes(tmp_path):
+    wds = pytest.importorskip("webdataset")
+    from semmae.data.packed import ShardWriter
+
+    samples = [
+        {
+            "__key__": f"{i:09d}",
+            "pixels.npy": np.full((4, 4, 3), i, np.uint8),
+            "parts.npy": np.arange(4, dtype=np.uint8).reshape(2, 2),
+            "cls": i % 2,
+            "json": {"path": f"a/{i}.png", "height": 5, "width": 7},
+        }
+        for i in range(3)
+    ]
+    with wds.TarWriter(str(tmp_path / "wds.tar"), mtime=0) as sink:
+        for s in samples:
+            sink.write(dict(s))
+    with ShardWriter(tmp_path / "ours.tar") as sink:
+        for s in samples:
+            sink.write(dict(s))
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "wds.tar").read_bytes()
+
+
+def test_packing_and_streaming_need_no_webdataset(folder, cache, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # `import webdataset` raises ImportError
+    pack_dataset(folder, tmp_path / "pack", SIDE, parts=cache.path, shard_size=3, progress=False)
+    pack = PackedImages.open(tmp_path / "pack")
+    streamed = list(stream_pack(sorted(str(p) for p in (tmp_path / "pack").glob("shard-*.tar"))))
+    everything = pack.get_batch(range(7))
+    assert [s["index"] for s in streamed] == list(range(7))
+    for s in streamed:
+        i = s["index"]
+        assert torch.equal(s["pixels"], everything["pixels"][i]) and torch.equal(
+            s["codes"], everything["codes"][i]
+        )
+        assert s["label"] == everything["label"][i] and torch.equal(s["size"], everything["size"][i])
