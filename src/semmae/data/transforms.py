@@ -34,10 +34,9 @@ def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     per-image ``ToDtype(scale=True)`` + ``Normalize`` of the transforms, on a whole batch where it already is (the
     training process or the GPU): loader workers then send uint8, a quarter of the bytes, and skip the float work."""
     x = v2.functional.to_dtype(images, torch.float32, scale=True)
-    mean, std = imagenet_constants(
-        x.device
-    )  # torchvision's normalize would copy them from the host each call
-    return x.sub_(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
+    # torchvision's normalize (out of place, then in place) would copy mean/std from the host on every call
+    mean, std = imagenet_constants(x.device)
+    return x.sub(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
 
 
 _CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
