@@ -85,20 +85,18 @@ def step_times(
         g = (trainer.cfg.img_size // trainer.patch_size) ** 2
         batch["part_ids"] = torch.randint(0, 6, (batch["image"].shape[0], g))
         trainer.no_part_id = 6
-    model, opt, scaler = trainer.model, trainer.optimizer, trainer.scaler
+    opt, scaler = trainer.optimizer, trainer.scaler
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        imgs, mask, keep, _ = trainer._masks(batch, i, 0)
-        with trainer.precision.autocast():
-            loss = model(imgs, mask, keep_index=keep)["loss"]
+        loss = trainer.losses(batch, i, 0)["loss"]  # draws, masks and the MAE under the run's precision
         scaler(loss, opt, trainer.model_core.parameters)
         opt.zero_grad(set_to_none=True)
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
-    return int(imgs.shape[0]), times
+    return int(batch["image"].shape[0]), times
 
 
 def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:

@@ -15,7 +15,8 @@ Four numbers, measured side by side in one process on one GPU, same model (``mae
 Also reported: pack throughput (img/s, decoding workers = every core but one) and bytes per image of the pack and
 of the JPEGs. Without ``--data`` it writes ``--num-images`` synthetic ImageNet-sized JPEGs (500 x 375, smooth
 shapes, quality 90) to measure on; pass an ImageNet-style folder for real photos. Writes
-``benchmarks/results/gpu-input-pipeline-<gpu>.json``.
+``gpu-input-pipeline-<gpu>.json`` under ``$OUT`` when it is set (a remote GPU run returns only that folder), else
+under ``benchmarks/results/``. Needs no webdataset (packs are written and read with the standard library's tar).
 
     python benchmarks/gpu_input_pipeline.py [--data DIR] [--num-images 3072] [--steps 30]
 
@@ -140,7 +141,7 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         trainer.cfg.img_size, trainer.patch_size, side, scale=tuple(trainer.cfg.crop_scale)
     )
     gen = torch.Generator().manual_seed(0)
-    model, opt, scaler = trainer.model, trainer.optimizer, trainer.scaler
+    opt, scaler = trainer.optimizer, trainer.scaler
     times: list[float] = []
     it = iter(loader)
     for i in range(warmup + steps):
@@ -161,9 +162,7 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         )
         pixels = pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         batch = aug({"pixels": pixels, "size": sizes}, gen)
-        imgs, mask, keep, _ = trainer._masks(batch, i, 0)
-        with trainer.precision.autocast():
-            loss = model(imgs, mask, keep_index=keep)["loss"]
+        loss = trainer.losses(batch, i, 0)["loss"]  # draws, masks and the MAE under the run's precision
         scaler(loss, opt, trainer.model_core.parameters)
         opt.zero_grad(set_to_none=True)
         if dev.type == "cuda":
@@ -224,7 +223,11 @@ def main() -> None:
     for r in rows:
         print(f"{r['name']:<50} {r['value']:>10.3g} {r['unit']}")
     name = torch.cuda.get_device_name(0).replace(" ", "_")
-    out = HERE / "results" / f"gpu-input-pipeline-{name}.json"
+    # a remote GPU run hands back only what is under $OUT
+    out = (
+        Path(os.environ["OUT"]) if os.environ.get("OUT") else HERE / "results"
+    ) / f"gpu-input-pipeline-{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(
         json.dumps({"device": torch.cuda.get_device_name(0), "cpus": os.cpu_count(), "rows": rows}, indent=2)
     )

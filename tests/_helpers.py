@@ -101,3 +101,13 @@ def pretrain_checkpoint(path, mae, **config) -> dict:
     }
     torch.save(ckpt, path)
     return ckpt
+
+
+def run_torchrun_code(code: str, argv: list[str] = (), nproc: int = 2, timeout: int = 240):
+    """``torchrun --standalone --nproc-per-node N python -c CODE ARGV`` on gloo; returns the CompletedProcess."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+    cmd += ["--nproc-per-node", str(nproc), "--no-python", sys.executable, "-c", code, *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env())

@@ -122,3 +122,27 @@ def test_crop_boxes_follow_random_resized_crop():
     assert (moved[:, 0] + moved[:, 2] <= 64).all() and (moved[:, 1] + moved[:, 3] <= 64).all()
     assert (moved[:, 2:] >= 1).all()
     assert torch.allclose(moved[:, 2].double(), bh.double() * 64 / 400, atol=1)
+
+
+def test_a_batch_is_augmented_without_reading_device_values():
+    # on the meta device every value read (.item(), bool(t)) raises: the augmentation and normalisation only
+    # queue device work, so on a GPU prepare() does not wait for the previous step's kernels
+    from semmae.data.transforms import normalize_batch
+
+    aug = BatchPartAugment(32, 8, 32, scale=None, hflip=True, num_parts=3)
+    pixels = torch.empty(4, 32, 32, 3, dtype=torch.uint8, device="meta")
+    codes = torch.empty(4, 8, 8, dtype=torch.uint8, device="meta")
+    gen = torch.Generator().manual_seed(1)  # parameters are drawn on the CPU
+    out = aug({"pixels": pixels, "codes": codes, "size": torch.tensor([[32, 32]] * 4)}, gen)
+    assert out["image"].shape == (4, 3, 32, 32) and out["part_ids"].shape == (4, 16)
+    assert normalize_batch(torch.empty(2, 3, 8, 8, dtype=torch.uint8, device="meta")).shape == (2, 3, 8, 8)
+
+
+def test_normalize_batch_matches_torchvision_normalize_to_the_bit():
+    from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD, normalize_batch
+
+    x = torch.randint(0, 256, (2, 3, 8, 8), dtype=torch.uint8)
+    ref = v2.functional.normalize(
+        v2.functional.to_dtype(x, torch.float32, scale=True), IMAGENET_MEAN, IMAGENET_STD
+    )
+    assert torch.equal(normalize_batch(x), ref)

@@ -199,12 +199,12 @@ def test_a_full_disk_names_the_file_being_written(folder, tmp_path, capsys, monk
     """Issue 29: a write to an open shard that fails (ENOSPC) said '(the system did not say which)'."""
     import errno
 
-    import webdataset
+    from semmae.data.packed import ShardWriter
 
     def full(self, obj):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(webdataset.TarWriter, "write", full)
+    monkeypatch.setattr(ShardWriter, "write", full)
     out = tmp_path / "pack"
     assert (
         main(["data", "pack", "--data", str(folder), "--out", str(out), "--side", "16", "--num-workers", "0"])
@@ -212,3 +212,43 @@ def test_a_full_disk_names_the_file_being_written(folder, tmp_path, capsys, monk
     )
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"{out / 'shard-000000.tar.partial'}: No space left on device" in err[0], err
+
+
+def test_shard_writer_writes_webdatasets_bytes(tmp_path):
+    wds = pytest.importorskip("webdataset")
+    from semmae.data.packed import ShardWriter
+
+    samples = [
+        {
+            "__key__": f"{i:09d}",
+            "pixels.npy": np.full((4, 4, 3), i, np.uint8),
+            "parts.npy": np.arange(4, dtype=np.uint8).reshape(2, 2),
+            "cls": i % 2,
+            "json": {"path": f"a/{i}.png", "height": 5, "width": 7},
+        }
+        for i in range(3)
+    ]
+    with wds.TarWriter(str(tmp_path / "wds.tar"), mtime=0) as sink:
+        for s in samples:
+            sink.write(dict(s))
+    with ShardWriter(tmp_path / "ours.tar") as sink:
+        for s in samples:
+            sink.write(dict(s))
+    assert (tmp_path / "ours.tar").read_bytes() == (tmp_path / "wds.tar").read_bytes()
+
+
+def test_packing_and_streaming_need_no_webdataset(folder, cache, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "webdataset", None)  # `import webdataset` raises ImportError
+    pack_dataset(folder, tmp_path / "pack", SIDE, parts=cache.path, shard_size=3, progress=False)
+    pack = PackedImages.open(tmp_path / "pack")
+    streamed = list(stream_pack(sorted(str(p) for p in (tmp_path / "pack").glob("shard-*.tar"))))
+    everything = pack.get_batch(range(7))
+    assert [s["index"] for s in streamed] == list(range(7))
+    for s in streamed:
+        i = s["index"]
+        assert torch.equal(s["pixels"], everything["pixels"][i]) and torch.equal(
+            s["codes"], everything["codes"][i]
+        )
+        assert s["label"] == everything["label"][i] and torch.equal(s["size"], everything["size"][i])

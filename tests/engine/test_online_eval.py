@@ -51,3 +51,14 @@ def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, 
     with torch.no_grad():
         torch.testing.assert_close(all_feats, vit(images), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(all_feats, feats, atol=1e-3)
+
+
+def test_online_knn_encodes_under_the_runs_autocast(mae, tmp_path):
+    from semmae.engine.precision import resolve_precision
+
+    root = write_image_folder(tmp_path / "imgs", per_class=2, size=40)
+    fp32, _ = encode_folder(mae, str(root), 32, 4, 0, torch.device("cpu"))
+    bf16 = resolve_precision("bf16", torch.device("cpu"))
+    low, _ = encode_folder(mae, str(root), 32, 4, 0, torch.device("cpu"), precision=bf16)
+    assert low.dtype == torch.float32 and not torch.equal(low, fp32)  # bf16 matmuls: close, not equal
+    torch.testing.assert_close(low, fp32, atol=0.1, rtol=0.1)

@@ -356,3 +356,25 @@ def test_no_progress_prints_one_plain_line_per_log_interval(engine_images, tmp_p
         r"semmae pretrain: step (\d)/3 \(epoch 0\) loss \d+\.\d{4} lr \S+ \d+\.\d img/s eta \d:\d\d:\d\d"
     )
     assert [int(re.fullmatch(pattern, x).group(1)) for x in lines] == [1, 2, 3], lines
+
+
+def test_data_wait_is_the_loader_wait_only(engine_images, tmp_path, micro_args, monkeypatch):
+    # prepare() queues device work; on a GPU timing it as data wait would count the previous step's kernels
+    import time
+
+    from semmae.engine.pretrain import Pretrainer
+
+    prepare = Pretrainer.prepare
+
+    def slow_prepare(self, batch, step, shard):
+        time.sleep(0.25)
+        return prepare(self, batch, step, shard)
+
+    monkeypatch.setattr(Pretrainer, "prepare", slow_prepare)
+    out = tmp_path / "run"
+    assert (
+        main(micro_args(engine_images, out, "--masking", "random", "--num-workers", "0", "--max-steps", "3"))
+        == 0
+    )
+    waits = [r["data_wait"] for r in read_log(out / "log.jsonl") if "data_wait" in r]
+    assert len(waits) == 3 and max(waits) < 0.5, waits

@@ -84,6 +84,23 @@ def test_auto_precision_is_fp32_on_the_cpu_and_bf16_only_when_asked():
 
 
 @pytest.mark.parametrize(
+    "capability, want", [((7, 0), "fp16"), ((7, 5), "fp16"), ((8, 0), "bf16"), ((9, 0), "bf16")]
+)
+def test_auto_precision_is_fp16_on_pre_ampere_gpus_not_emulated_bf16(capability, want, monkeypatch):
+    # V100 (7.0) / T4 (7.5) "support" bf16 by emulation (torch.cuda.is_bf16_supported() says True): auto must
+    # still pick fp16 + grad scaler there, and bf16 only where it is native (8.0+)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    p = resolve_precision("auto", torch.device("cuda", 0))
+    assert (p.name, p.needs_grad_scaler) == (want, want == "fp16")
+    if want == "fp16":
+        with pytest.raises(UserError, match="does not support bf16"):
+            resolve_precision("bf16", torch.device("cuda", 0))
+
+
+@pytest.mark.parametrize(
     "cls", [PretrainConfig, BootstrapConfig, PartsTrainConfig, LinprobeConfig, FinetuneConfig]
 )
 def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):
@@ -94,3 +111,19 @@ def test_every_stage_refuses_a_resume_path_with_overwrite(cls, tmp_path):
         values["random_init"] = True
     with pytest.raises(UserError, match="--overwrite deletes it"):
         build_config(cls, values)
+
+
+@pytest.mark.parametrize("asked, tf32", [("auto", True), ("fp32", True), ("bf16", False), ("fp16", False)])
+def test_tf32_is_allowed_on_cuda_for_auto_and_fp32(asked, tf32, monkeypatch):
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (9, 0))
+    before = torch.get_float32_matmul_precision(), torch.backends.cudnn.allow_tf32
+    try:
+        torch.set_float32_matmul_precision("highest")
+        resolve_precision(asked, torch.device("cuda", 0))
+        assert (torch.get_float32_matmul_precision() == "high") == tf32
+        resolve_precision("auto", torch.device("cpu"))  # the CPU is left alone
+    finally:
+        torch.set_float32_matmul_precision(before[0])
+        torch.backends.cudnn.allow_tf32 = before[1]

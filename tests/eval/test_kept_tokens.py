@@ -67,6 +67,22 @@ def test_keep_index_takes_the_top_quarter_and_ties_do_not_depend_on_the_batch():
     assert counts[:32].sum() / counts.sum() == pytest.approx(0.5, abs=0.03)
 
 
+def test_batched_keep_index_equals_the_per_image_reference():
+    from semmae.eval.kept_tokens import tie_noise
+    from semmae.masking import foreground_keep_index
+
+    keep = KeptTokens(0.25, "cache", seed=5)
+    fg = (torch.rand(6, 64, generator=torch.Generator().manual_seed(0)) * 4).floor()  # many ties
+    index = torch.tensor([3, 17, 0, 1000, 42, 9])
+    batched = keep.keep_index(fg, index)
+    for b, i in enumerate(index.tolist()):
+        # image i alone: its own noise row, the generic foreground keep on one image
+        ref = foreground_keep_index(fg[b : b + 1], 0.25, noise=tie_noise(5, torch.tensor([i]), 64))
+        assert torch.equal(batched[b], ref[0]), i
+    assert torch.equal(keep.keep_index(fg.flip(0), index.flip(0)), batched.flip(0))  # order-free
+    assert not torch.equal(KeptTokens(0.25, "cache", seed=6).keep_index(fg, index), batched)  # seeded
+
+
 def test_attention_foreground_is_normalised_per_image():
     torch.manual_seed(2)
     vit = VisionTransformer(num_classes=0, **TINY4).eval()

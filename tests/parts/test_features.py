@@ -23,6 +23,23 @@ def encoder():
     return FrozenEncoder(tiny_vit())
 
 
+def test_the_feature_cache_encodes_under_the_runs_autocast(encoder, synth, monkeypatch):
+    from semmae.engine.precision import resolve_precision
+
+    seen = []
+    call = FrozenEncoder.forward
+
+    def recording(self, images):
+        seen.append(torch.is_autocast_enabled("cpu"))
+        return call(self, images)
+
+    monkeypatch.setattr(FrozenEncoder, "forward", recording)
+    ds = ImageFolderDataset(synth / "train", transform=uint8_image_transform(IMG))
+    bf16 = resolve_precision("bf16", torch.device("cpu"))
+    FeatureCache.build(encoder, ds, 8, 0, torch.device("cpu"), 2**30, progress=False, precision=bf16)
+    assert seen and all(seen)
+
+
 def test_cached_tokens_are_the_encoders_for_both_views(encoder, synth):
     ds = ImageFolderDataset(synth / "train", transform=uint8_image_transform(IMG))
     cache = FeatureCache.build(encoder, ds, 3, 0, torch.device("cpu"), 2**30, progress=False)

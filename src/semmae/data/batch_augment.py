@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from semmae.data.part_cache import _bits as cell_bits
-from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from semmae.data.transforms import imagenet_constants
 
 
 def sample_crop_boxes(
@@ -101,6 +101,12 @@ def boxes_to_side(
     return torch.stack([top, left, h, w], 1).long()
 
 
+def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (boxes, flips) to ``device`` without a host sync: a non-blocking copy, which from
+    pageable memory is staged at once and queued behind the device's work instead of waiting for it."""
+    return t.to(device, non_blocking=True)
+
+
 def _nearest_src(dst: torch.Tensor, in_size: torch.Tensor | int, out_size: int) -> torch.Tensor:
     """PyTorch's ``interpolate(mode="nearest")`` source index: ``floor(dst * float32(in / out))``, in float32."""
     scale = torch.as_tensor(in_size, dtype=torch.float32) / out_size
@@ -123,8 +129,8 @@ def crop_flip_cells(
     dev = codes.device
     centres = torch.arange(patch_size // 2, img_size, patch_size, device=dev)  # [n]
     n = centres.shape[0]
-    top, left, h, w = (boxes[:, k].to(dev)[:, None] for k in range(4))
-    x = torch.where(flips.to(dev)[:, None], img_size - 1 - centres[None], centres[None])  # after the flip
+    top, left, h, w = (_to(boxes[:, k], dev)[:, None] for k in range(4))
+    x = torch.where(_to(flips, dev)[:, None], img_size - 1 - centres[None], centres[None])  # after the flip
     # crop + resize (nearest) back to the packed frame, then the stretched G x G map (nearest)
     src_y = top + _nearest_src(centres[None].expand(b, n), h.float(), img_size)
     src_x = left + _nearest_src(x, w.float(), img_size)
@@ -196,12 +202,11 @@ class BatchPartAugment:
                 crop = src[i : i + 1, :, t : t + h, left : left + w]
                 out[i : i + 1] = F.interpolate(crop, size=(s, s), mode="bicubic", antialias=True)
             x = out
-        fl = flips.to(x.device)
-        if bool(fl.any()):
+        if bool(flips.any()):  # flips live on the CPU: no device sync
+            fl = _to(flips, x.device)
             x = torch.where(fl[:, None, None, None], x.flip(-1), x)
         # (x / 255 - mean) / std in one pass: x * (1 / (255 std)) - mean / std
-        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        mean, std = (t.view(1, 3, 1, 1) for t in imagenet_constants(x.device))
         return torch.addcmul(-mean / std, x.float() if x.dtype != torch.float32 else x, 1 / (255 * std))
 
     def __call__(

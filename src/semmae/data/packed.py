@@ -1,6 +1,7 @@
 """Packed datasets (``semmae data pack``): every image decoded once, at a fixed side, with its label and part cells.
 
-A pack is a folder of WebDataset shards - plain POSIX tar files written by ``webdataset.TarWriter`` - plus a
+A pack is a folder of WebDataset shards - plain POSIX tar files, written as ``webdataset.TarWriter`` writes them
+(:class:`ShardWriter`: packing and reading a pack need no webdataset; only streaming from URLs does) - plus a
 manifest. Each image is one tar sample::
 
     <index>.pixels.npy   uint8 [side, side, 3]: the whole image resized (bicubic, antialiased) to side x side
@@ -244,13 +245,11 @@ def _write_shard(
     pool,
 ) -> dict[str, Any]:
     """Decode, write, index and hash one shard; returns its manifest row."""
-    import webdataset as wds
-
     jobs = [(p, side) for p, _ in chunk]
     results = pool.imap(_decode, jobs, chunksize=16) if pool is not None else map(_decode, jobs)
     partial = out / (shard_name(k) + ".partial")
     sizes = np.zeros((len(chunk), 2), dtype=np.int64)
-    with naming_os_errors(partial), wds.TarWriter(str(partial), mtime=0) as sink:  # mtime 0: same bytes
+    with naming_os_errors(partial), ShardWriter(partial) as sink:  # mtime 0: same bytes
         for j, res in enumerate(results):
             i = first + j
             if len(res) == 2:
@@ -290,6 +289,66 @@ def _write_shard(
         "index_bytes": idx_path.stat().st_size,
         "index_sha256": _sha256(idx_path),
     }
+
+
+class ShardWriter:
+    """Writes WebDataset samples to a tar file, byte for byte as ``webdataset.TarWriter(path, mtime=0)`` writes
+    a pack's samples (tested), without needing webdataset: members ``<key>.<ext>`` in sorted order, USTAR,
+    mode 0o444, owner ``bigdata``, mtime 0 (the same pack, byte for byte, on every machine)."""
+
+    def __init__(self, path: str | Path):
+        self._file = open(path, "wb")
+        self._tar = tarfile.open(fileobj=self._file, mode="w|", format=tarfile.USTAR_FORMAT)
+
+    @staticmethod
+    def _encode(ext: str, value: Any) -> bytes:
+        if ext.endswith("npy"):
+            buf = io.BytesIO()
+            np.lib.format.write_array(buf, value)
+            return buf.getvalue()
+        if ext == "json":
+            return json.dumps(value).encode("utf-8")
+        return str(value).encode("ascii")  # cls
+
+    def write(self, sample: dict[str, Any]) -> None:
+        key = sample["__key__"]
+        for ext in sorted(k for k in sample if k != "__key__"):
+            data = self._encode(ext, sample[ext])
+            info = tarfile.TarInfo(f"{key}.{ext}")
+            info.size, info.mtime, info.mode = len(data), 0, 0o444
+            info.uname = info.gname = "bigdata"
+            self._tar.addfile(info, io.BytesIO(data))
+
+    def __enter__(self) -> ShardWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._tar.close()
+        self._file.close()
+
+
+def _read_tar_samples(path: str) -> Iterator[dict[str, Any]]:
+    """A local shard's samples, decoded (``npy`` arrays, ``cls`` int, ``json`` dict): the subset of
+    ``webdataset.WebDataset(...).decode()`` a pack needs, for boxes without webdataset."""
+    sample: dict[str, Any] = {}
+    with tarfile.open(path, "r:") as tar:
+        for m in tar:
+            if not m.isfile():
+                continue
+            key, ext = m.name.split(".", 1)
+            if sample and sample["__key__"] != key:
+                yield sample
+                sample = {}
+            sample["__key__"] = key
+            raw = tar.extractfile(m).read()
+            if ext.endswith("npy"):
+                sample[ext] = np.lib.format.read_array(io.BytesIO(raw))
+            elif ext == "json":
+                sample[ext] = json.loads(raw)
+            else:
+                sample[ext] = int(raw)
+    if sample:
+        yield sample
 
 
 def _npy_header(fh, offset: int) -> tuple[tuple[int, ...], int]:
@@ -551,10 +610,18 @@ def open_pack_checked(path: str | Path) -> PackedImages:
 def stream_pack(urls: str | list[str]) -> Iterator[dict[str, Any]]:
     """Stream a pack's shards with WebDataset (local paths, ``https://...`` or ``pipe:aws s3 cp s3://... -``):
     yields ``{"pixels" uint8 [side, side, 3], "codes" uint8 [G, G] (with parts), "label", "index", "size"}``
-    in shard order - the record :meth:`PackedImages.get_batch` returns for one image."""
-    import webdataset as wds
-
-    for sample in wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode():
+    in shard order - the record :meth:`PackedImages.get_batch` returns for one image. Without webdataset
+    installed, local shard paths are still read (a plain tar reader)."""
+    try:
+        import webdataset as wds
+    except ImportError:
+        paths = [urls] if isinstance(urls, str) else list(urls)
+        if any("://" in u or u.startswith("pipe:") or "{" in u for u in paths):
+            raise UserError("streaming a pack from a URL needs webdataset: pip install webdataset") from None
+        samples = (s for p in paths for s in _read_tar_samples(p))
+    else:
+        samples = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode()
+    for sample in samples:
         info = sample["json"]
         item = {
             "pixels": torch.from_numpy(sample["pixels.npy"]),

@@ -34,7 +34,24 @@ def normalize_batch(images: torch.Tensor) -> torch.Tensor:
     per-image ``ToDtype(scale=True)`` + ``Normalize`` of the transforms, on a whole batch where it already is (the
     training process or the GPU): loader workers then send uint8, a quarter of the bytes, and skip the float work."""
     x = v2.functional.to_dtype(images, torch.float32, scale=True)
-    return v2.functional.normalize(x, list(IMAGENET_MEAN), list(IMAGENET_STD))
+    # torchvision's normalize (out of place, then in place) would copy mean/std from the host on every call
+    mean, std = imagenet_constants(x.device)
+    return x.sub(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
+
+
+_CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def imagenet_constants(device: torch.device | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """float32 ImageNet ``(mean [3], std [3])`` on ``device``, copied there once: a per-batch host-to-device copy
+    of them is a blocking copy, which on a GPU waits for every queued kernel (the previous step's)."""
+    device = torch.device(device)
+    if device not in _CONSTANTS:
+        _CONSTANTS[device] = (
+            torch.tensor(IMAGENET_MEAN, dtype=torch.float32).to(device),
+            torch.tensor(IMAGENET_STD, dtype=torch.float32).to(device),
+        )
+    return _CONSTANTS[device]
 
 
 def train_transform(

@@ -2,7 +2,8 @@
 
 Each optimiser step folds ``isfinite(loss)`` (and, without a grad scaler, ``isfinite(grad_norm)``: fp16 overflow
 steps are skipped by the scaler itself) into one device tensor holding the first bad step. :meth:`check` reads it
-(one ``.item()``, an all-reduce-min under DDP so every rank stops together) and raises
+(one ``.item()``, always an all-reduce-min under DDP so every rank stops together: a rank that stopped alone
+would leave the others waiting in their next collective until the NCCL timeout) and raises
 :class:`~semmae.errors.NonFiniteLossError` naming the step; training loops call it where they already sync: at log
 steps, before checkpoints and at epoch ends.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 import torch
 
 from semmae.errors import NonFiniteLossError
+from semmae.utils import distributed as du
 
 NO_BAD_STEP = 2**62  # "no non-finite step yet"
 
@@ -34,9 +36,10 @@ class NonFiniteWatch:
         self.first_bad.copy_(torch.where(finite, self.first_bad, bad))
 
     def check(self, explain: Callable[[int], str], reduce: Callable | None = None) -> None:
-        """Raise ``NonFiniteLossError(explain(step))`` when some step was bad (a sync; ``reduce``: e.g. an
-        all-reduce-min so all ranks raise together)."""
-        first = int((reduce(self.first_bad) if reduce is not None else self.first_bad).item())
+        """Raise ``NonFiniteLossError(explain(step))`` when some step was bad on *any* rank (a sync, and a
+        collective under DDP: every rank calls it at the same steps). ``reduce``: the cross-rank minimum
+        (default :func:`semmae.utils.distributed.all_reduce_min`, the identity in a world of one)."""
+        first = int((reduce or du.all_reduce_min)(self.first_bad).item())
         if first != NO_BAD_STEP:
             raise NonFiniteLossError(explain(first))
 

@@ -13,10 +13,13 @@ patches are picked by the encoder's own last-layer class-token attention (the ``
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from semmae.data.loader import DataLoader
 from semmae.engine.config import PretrainConfig
+from semmae.engine.precision import Precision, resolve_precision
 from semmae.eval.kept_tokens import KeptTokens, encoder_foreground
 from semmae.utils import distributed as du
 
@@ -30,23 +33,26 @@ def encode_folder(
     num_workers: int,
     device: torch.device,
     keep: KeptTokens | None = None,
+    precision: Precision | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Class-token features ``[N, D]`` (float32, CPU) and labels ``[N]`` of an ImageFolder; with ``keep`` only
-    the kept patches enter (picked by the model's own attention: ``encoder_foreground``)."""
+    the kept patches enter (picked by the model's own attention: ``encoder_foreground``). The encoder runs under
+    ``precision``'s autocast (the run's; None = float32)."""
     from semmae.data.folder import ImageFolderDataset
     from semmae.data.transforms import eval_transform
 
     ds = ImageFolderDataset(root, transform=eval_transform(img_size))
     feats, labels = [], []
     for batch in DataLoader(ds, batch_size=batch_size, num_workers=num_workers, shuffle=False):
-        images = batch["image"].to(device)
-        keep_index = None
-        if keep is not None:
-            keep_index = keep.keep_index(encoder_foreground(model, images), batch["index"])
-        if keep_index is None:
-            cls, _ = model.forward_encoder_features(images)
-        else:
-            cls, _ = model.forward_encoder_features(images, keep_index)
+        images = batch["image"].to(device, non_blocking=True)
+        with precision.autocast() if precision is not None else contextlib.nullcontext():
+            keep_index = None
+            if keep is not None:
+                keep_index = keep.keep_index(encoder_foreground(model, images), batch["index"])
+            if keep_index is None:
+                cls, _ = model.forward_encoder_features(images)
+            else:
+                cls, _ = model.forward_encoder_features(images, keep_index)
         feats.append(cls.float().cpu())
         labels.append(batch["label"])
     return torch.cat(feats), torch.cat(labels)
@@ -72,8 +78,9 @@ def online_knn(
         args = (cfg.img_size, cfg.batch_size, min(1 if workers is None else workers, 2), device)
         fraction = float(getattr(cfg, "fg_keep", 1.0))
         keep = KeptTokens(fraction, "attention", cfg.seed) if fraction < 1.0 else None
-        train_f, train_y = encode_folder(model, cfg.eval_train, *args, keep=keep)
-        val_f, val_y = encode_folder(model, cfg.eval_val, *args, keep=keep)
+        precision = resolve_precision(cfg.precision, device)  # the run's autocast
+        train_f, train_y = encode_folder(model, cfg.eval_train, *args, keep=keep, precision=precision)
+        val_f, val_y = encode_folder(model, cfg.eval_val, *args, keep=keep, precision=precision)
         model.train(was_training)
         acc = knn_accuracy(train_f, train_y, val_f, val_y, k=cfg.knn_k)
         result = {f"knn_{k}": float(v) for k, v in acc.items()}

@@ -5,6 +5,11 @@
 fp32 on most processors (``--precision bf16`` still asks for it there). A grad scaler is created only for fp16. The
 :class:`LossScaler` bundles backward, optional gradient clipping, the optimiser step and the gradient norm, and
 carries its own ``state_dict`` so a resumed fp16 run continues with the same loss scale.
+
+TF32: with ``auto`` or ``fp32`` on a CUDA device, float32 matmuls and convolutions run on TF32 tensor cores
+(``torch.set_float32_matmul_precision("high")``, ``cudnn.allow_tf32``; Ampere and later, a 10-bit mantissa on the
+products, float32 accumulation - the trade-off timm and MAE-style training take). Under ``auto`` that covers what
+autocast leaves in float32. ``bf16``/``fp16`` asked for explicitly leave PyTorch's defaults alone.
 """
 
 from __future__ import annotations
@@ -49,20 +54,40 @@ class Precision:
 
 def resolve_precision(name: str, device: torch.device) -> Precision:
     """Pick the precision once. ``auto``: bf16 on GPUs that support it (Ampere+), fp16 + grad scaler on older
-    GPUs, fp32 on the CPU. Asking for fp16 on the CPU or bf16 on a GPU without it is a :class:`UserError`."""
+    GPUs, fp32 on the CPU; ``auto``/``fp32`` on CUDA also allow TF32. Asking for fp16 on the CPU or bf16 on a GPU
+    without it is a :class:`UserError`."""
     if name not in PRECISIONS:
         raise UserError(f"--precision must be one of {', '.join(PRECISIONS)}, got {name!r}")
-    kind = device.type
+    kind, asked = device.type, name
     if kind not in ("cpu", "cuda"):
         return Precision("fp32", kind) if name in ("auto", "fp32") else _refuse(name, kind)
-    bf16_ok = kind == "cpu" or torch.cuda.is_bf16_supported()
+    bf16_ok = kind == "cpu" or native_bf16(device)
     if name == "auto":
         name = "fp32" if kind == "cpu" else ("bf16" if bf16_ok else "fp16")
     if name == "bf16" and not bf16_ok:
         raise UserError("--precision bf16 was asked for but this GPU does not support bf16; use fp16 or auto")
     if name == "fp16" and kind == "cpu":
         raise UserError("--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32")
+    if kind == "cuda" and asked in ("auto", "fp32"):
+        allow_tf32()
     return Precision(name, kind)
+
+
+def allow_tf32() -> None:
+    """float32 matmuls and convolutions on TF32 tensor cores (see the module docstring)."""
+    torch.set_float32_matmul_precision("high")
+    torch.backends.cudnn.allow_tf32 = True
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True on GPUs that compute in bf16 natively (compute capability 8.0+, Ampere and later; ROCm). Not
+    ``torch.cuda.is_bf16_supported()``, whose default also counts emulated bf16 (slow on V100/T4, where fp16 +
+    a grad scaler is the documented choice), and which asks the *current* device rather than the run's."""
+    if torch.version.hip:
+        return True
+    if not torch.cuda.is_available():
+        return False
+    return torch.cuda.get_device_capability(device)[0] >= 8
 
 
 def _refuse(name: str, kind: str) -> Precision:

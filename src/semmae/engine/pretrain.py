@@ -177,42 +177,68 @@ class Pretrainer(StepTrainer):
             ) from None
 
     # ---------------------------------------------------------------------------------------------- training
-    def _masks(self, batch: dict[str, torch.Tensor], step: int, shard: int):
-        """``(images, mask, keep_index, part_ids_full)`` for one micro-batch; masks (and the foreground keep's
-        tie breaks) are seeded by ``(seed, step, shard)`` with ``shard = rank * accum_iter + micro`` so they do
-        not depend on the world."""
-        dev = self.device
-        imgs = batch["image"].to(dev, non_blocking=True)
-        part_ids = full_parts = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
-        fg = batch["fg"].to(dev, non_blocking=True) if "fg" in batch else None
+    def draws(self, batch_size: int, step: int, shard: int) -> dict[str, Any]:
+        """Every random number of one micro-batch's masks, drawn from the generator seeded by ``(seed, step,
+        shard)`` (``shard = rank * accum_iter + micro``, so masks do not depend on the world) in the order the
+        mask functions would draw them: the foreground keep's tie breaks, then the mask's (with alpha as a
+        tensor). Kernel launches only, no host sync; :meth:`forward_step` is then a pure function of tensors."""
+        dev, cfg = self.device, self.cfg
+        self.mask_gen.manual_seed(mix_seed(cfg.seed, step, shard))
+        g = cfg.img_size // self.patch_size
+        grid: tuple[int, int] | int = (g, g)
+        out: dict[str, Any] = {"progress": progress(step, self.plan.total_steps)}
+        if cfg.fg_keep < 1:
+            out["fg_keep"] = torch.rand(batch_size, g * g, device=dev, generator=self.mask_gen)
+            grid = max(1, int(round(cfg.fg_keep * g * g)))
+        k = self.no_part_id + 1 if self.no_part_id is not None else None
+        mask_draws = self.strategy.draw(batch_size, grid, out["progress"], self.mask_gen, dev, k)
+        if mask_draws is not None:
+            out["mask"] = mask_draws
+        return out
+
+    def forward_step(
+        self,
+        imgs: torch.Tensor,
+        part_ids: torch.Tensor | None,
+        fg: torch.Tensor | None,
+        draws: dict[str, Any],
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor | None]:
+        """One micro-batch's forward from its :meth:`draws`: the most-foreground patches (``--fg-keep``, the
+        paper's ViT-B/8 setting), the mask (Algorithm 1 or a baseline) and the MAE under the run's precision.
+        Returns ``(model output, mask [B, L'], keep_index [B, L'] or None)``. Reads nothing back from the device:
+        ``torch._dynamo.explain`` finds no graph break with ``random`` or an Algorithm 1 masking (tested)."""
+        from semmae.masking import foreground_keep_index, num_masked
+
         g = self.cfg.img_size // self.patch_size
         grid: tuple[int, int] | int = (g, g)
         keep_index = None
-        self.mask_gen.manual_seed(mix_seed(self.cfg.seed, step, shard))
-        if self.cfg.fg_keep < 1:
-            from semmae.masking import foreground_keep_index
-
-            # ties in the foreground score are broken from the same seeded stream as the mask that follows
-            keep_index = foreground_keep_index(fg, self.cfg.fg_keep, self.mask_gen)
+        if "fg_keep" in draws:
+            keep_index = foreground_keep_index(fg, self.cfg.fg_keep, noise=draws["fg_keep"])
             part_ids = part_ids.gather(1, keep_index) if part_ids is not None else None
             fg = fg.gather(1, keep_index)
             grid = keep_index.shape[1]
         mask = self.strategy(
             imgs.shape[0],
             grid,
-            progress(step, self.plan.total_steps),
-            self.mask_gen,
+            draws["progress"],
+            None if "mask" in draws else self.mask_gen,  # block / attention draw for themselves
             part_ids=part_ids,
             fg=fg,
-            device=dev,
+            device=self.device,
             no_part_id=self.no_part_id,
+            draws=draws.get("mask"),
         )
-        return imgs, mask, keep_index, full_parts
+        n_mask = num_masked(mask.shape[1], self.strategy.mask_ratio)
+        with self.precision.autocast():
+            out = self.model(imgs, mask, keep_index=keep_index, num_masked=n_mask)
+        return out, mask, keep_index
 
     def losses(self, batch: dict, step: int, shard: int) -> dict[str, torch.Tensor]:
-        imgs, mask, keep_index, part_ids = self._masks(batch, step, shard)
-        with self.precision.autocast():
-            out = self.model(imgs, mask, keep_index=keep_index)
+        dev = self.device
+        imgs = batch["image"].to(dev, non_blocking=True)
+        part_ids = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
+        fg = batch["fg"].to(dev, non_blocking=True) if "fg" in batch else None
+        out, mask, keep_index = self.forward_step(imgs, part_ids, fg, self.draws(imgs.shape[0], step, shard))
         self._last_vis = (imgs, mask, out, part_ids, keep_index)
         return {"loss": out["loss"].float()}
 

@@ -20,7 +20,9 @@ from semmae.utils.trackers import logger_option
 #: ``--precision`` (resolved by :func:`semmae.engine.precision.resolve_precision`; named here, where no torch is
 #: imported, because ``semmae <verb> --help`` reads the choices)
 PRECISIONS = ("auto", "bf16", "fp16", "fp32")
-PRECISION_HELP = "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU"
+PRECISION_HELP = (
+    "auto: bf16 on GPUs that have it, else fp16 + grad scaler; fp32 on the CPU (auto/fp32: TF32 on GPUs)"
+)
 
 NO_RESUME = ("", "none", "no", "false", "0")
 RESUME_HELP = (

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset
 from semmae.config import config_to_dict
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
-from semmae.engine.checkpoint import CheckpointManager, load_resume
+from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, load_resume
 from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.progress import fmt_eta, memory_mb, step_bar
@@ -130,7 +130,8 @@ class StepTrainer:
         )
 
     def prepare(self, batch: dict, step: int, shard: int) -> dict:
-        """A loaded micro-batch -> model inputs (counted as data time); identity by default."""
+        """A loaded micro-batch -> model inputs; identity by default. Counted as step time, not data wait: it
+        should only queue device work (non-blocking copies, no ``.item()``)."""
         return batch
 
     def losses(self, batch: dict, step: int, shard: int) -> dict[str, torch.Tensor]:
@@ -223,7 +224,7 @@ class StepTrainer:
         say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
         if not continues(self.cfg):  # a fresh run, or --overwrite: nothing of the old run is read
             return None
-        found = load_resume(resume_mode(self.cfg.resume), self.cfg.out, say, self.verb)  # auto: skips damaged
+        found = self._agreed_resume(say)
         if found is None:
             return None
         path, ckpt = found
@@ -242,6 +243,33 @@ class StepTrainer:
             set_rng_state(rngs[self.dist.rank])
         say(f"semmae {self.verb}: resumed from {path} at step {self.step} (epoch {ckpt['epoch']})")
         return path
+
+    def _agreed_resume(self, say) -> tuple[Path, dict[str, Any]] | None:
+        """What every rank resumes from, decided once: rank 0 picks (``auto`` skips damaged files) and broadcasts
+        the path; the others load that file. Ranks that decided alone could disagree (a folder not shared between
+        nodes, a file being written) and then hang in their first collective. Collective: call on all ranks."""
+        found, error = None, None
+        if self.is_main:
+            try:
+                found = load_resume(resume_mode(self.cfg.resume), self.cfg.out, say, self.verb)
+            except UserError as e:
+                error = str(e)
+        chosen, error = du.broadcast_object((str(found[0]) if found else None, error))
+        if error is not None:
+            raise UserError(error)  # on every rank, together
+        if chosen is None:
+            return None
+        problem = None
+        if not self.is_main:
+            try:
+                found = Path(chosen), load_pretrain_checkpoint(chosen)
+            except UserError as e:
+                problem = str(e)
+        problems = [(r, p) for r, p in enumerate(du.all_gather_object(problem)) if p is not None]
+        if problems:
+            rank, first = problems[0]
+            raise UserError(f"--resume: rank {rank} cannot read rank 0's checkpoint {chosen}: {first}")
+        return found
 
     def checkpoint(self) -> Path | None:
         """Save on rank 0 (every rank contributes its RNG state). Collective: call on all ranks."""
@@ -332,12 +360,13 @@ class StepTrainer:
         steps_here = min(p.steps_per_epoch, end - epoch * p.steps_per_epoch) - start
         bar = step_bar(steps_here, f"epoch {epoch}", self.is_main and cfg.progress)
         window_t, window_steps = time.perf_counter(), 0
-        data_s = 0.0  # time this window spent waiting for batches (loader + prepare)
+        data_s = 0.0  # time this window spent waiting for the loader (prepare() is the step's: it queues device work)
         t_fetch = time.perf_counter()
         sums = {k: torch.zeros((), device=self.device) for k in self.loss_keys}
         loss_value = float("nan")
         micro = 0
         for batch in self.loader:
+            data_s += time.perf_counter() - t_fetch
             step = self.step
             if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
                 self.skipped_images += int(batch["skipped"].sum())
@@ -348,7 +377,6 @@ class StepTrainer:
                     v.zero_()
             shard = self.dist.rank * p.accum_iter + micro
             batch = self.prepare(batch, step, shard)
-            data_s += time.perf_counter() - t_fetch
             last_micro = micro == p.accum_iter - 1
             sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
             with sync:

@@ -16,8 +16,9 @@ foreground score from one of two sources:
   pass over every patch; for images that have no cache).
 
 Fine-tuning keeps every patch (the paper's Limitations: "using a small patch size increases the computational cost
-in the fine-tuning stage"). Ties in the score at the cut are broken at random from a generator seeded by the run
-seed and the image's index, so a result does not depend on batch size or the number of processes.
+in the fine-tuning stage"). Ties in the score at the cut are broken at random by noise that is a hash of the run
+seed, the image's index and the patch (:func:`tie_noise`), so a result does not depend on batch size or the number
+of processes, and a whole batch is picked in one set of tensor ops (no per-image generator, no host sync).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from timm.models.vision_transformer import VisionTransformer
 from semmae.engine.sampler import mix_seed
 from semmae.errors import UserError
 from semmae.masking import foreground_keep_index
+from semmae.masking._checks import assert_on_device, may_read
 
 TOKEN_CHOICES = ("auto", "all", "kept")
 DEFAULT_KEEP_FRACTION = 0.25  # the paper's quarter
@@ -51,7 +53,10 @@ def forward_features_kept(
     b, length, dim = x.shape
     if keep_index.dim() != 2 or keep_index.shape[0] != b:
         raise ValueError(f"keep_index must be [B, K] with B = {b}, got {list(keep_index.shape)}")
-    if int(keep_index.min()) < 0 or int(keep_index.max()) >= length:
+    in_range = (keep_index >= 0) & (keep_index < length)
+    if not may_read(keep_index):
+        assert_on_device(in_range, f"keep_index must lie in 0..{length - 1}")
+    elif not bool(in_range.all()):
         raise ValueError(f"keep_index must lie in 0..{length - 1}")
     n_prefix = model.num_prefix_tokens
     pos = model.pos_embed
@@ -94,6 +99,25 @@ def encoder_foreground(model: torch.nn.Module, images: torch.Tensor) -> torch.Te
     return foreground_score(attn, grid).flatten(1)
 
 
+_M32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit integer mix (xorshift-multiply rounds) on int64 values in ``[0, 2**32)``; the multipliers are
+    below ``2**31`` so no product leaves int64."""
+    for mult in (0x7FEB352D, 0x5BD1E995):
+        x = ((x ^ (x >> 16)) * mult) & _M32
+    return x ^ (x >> 15)
+
+
+def tie_noise(seed: int, index: torch.Tensor, length: int) -> torch.Tensor:
+    """Uniform float ``[B, L]`` in [0, 1) that depends only on ``(seed, index[b], patch)``: image ``index[b]`` gets
+    the same row in any batch, on any device, with any number of processes."""
+    key = _hash32((index.long() + (mix_seed(seed, 0x7E) & _M32)) & _M32)  # per image
+    patch = torch.arange(length, device=index.device)
+    return _hash32(key[:, None] ^ _hash32(patch)[None]).double().div(2**32).float()
+
+
 @dataclass(frozen=True)
 class KeptTokens:
     """How an evaluation picks the patches it feeds: the most-foreground ``fraction`` from ``source``."""
@@ -106,12 +130,10 @@ class KeptTokens:
         return {"tokens": "kept", "keep_fraction": self.fraction, "foreground": self.source}
 
     def keep_index(self, fg: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``[B, K]`` indices of the kept patches; each image's ties are broken by its own seeded generator."""
-        rows = []
-        for score, i in zip(fg, index.tolist()):
-            g = torch.Generator(device=score.device).manual_seed(mix_seed(self.seed, int(i)))
-            rows.append(foreground_keep_index(score[None].float(), self.fraction, g))
-        return torch.cat(rows)
+        """``[B, K]`` indices of the kept patches of images ``index`` ``[B]``; each image's ties are broken by its
+        own noise (:func:`tie_noise`), the same in any batch."""
+        noise = tie_noise(self.seed, index.to(fg.device, non_blocking=True), fg.shape[1])
+        return foreground_keep_index(fg.float(), self.fraction, noise=noise)
 
     def features(
         self, model: VisionTransformer, batch: dict[str, torch.Tensor], device: torch.device

@@ -28,15 +28,18 @@ def random_mask(
     mask_ratio: float,
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
+    noise: Tensor | None = None,
 ) -> Tensor:
     """MAE's random masking: per-image shuffle by ``argsort`` of uniform noise; the last patches are masked.
+    ``noise``: float ``[B, L]`` drawn beforehand instead of ``generator`` (the same draw gives the same mask).
 
     Returns:
         bool ``[batch_size, num_patches]``, True = masked, ``round(mask_ratio * num_patches)`` per row.
     """
     _check_ratio(mask_ratio)
     n_mask = num_masked(num_patches, mask_ratio)
-    noise = torch.rand(batch_size, num_patches, device=device, generator=generator)
+    if noise is None:
+        noise = torch.rand(batch_size, num_patches, device=device, generator=generator)
     ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise is kept, large is masked
     return _mask_from_order(ids_shuffle.flip(1), n_mask)
 

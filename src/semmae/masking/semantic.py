@@ -15,6 +15,10 @@ patches and no part gets more patches than it has. With alpha = 0 every part is 
 
 Everything is a handful of batched tensor ops over ``[B, L]`` and ``[B, K]``: no Python loop over images or
 parts. Determinism: the same generator state on the same device gives the same mask.
+
+No host sync: given the group count (``no_part_id``, or ``draws`` drawn beforehand by :func:`semantic_draws`) the
+mask is a pure function of tensors - nothing is read back to the host (checks become device-side asserts off the
+CPU, see :mod:`semmae.masking._checks`), so a GPU step never waits here and ``torch.compile`` traces it whole.
 """
 
 from __future__ import annotations
@@ -22,7 +26,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["num_masked", "part_sizes", "semantic_guided_counts", "semantic_guided_mask", "fill_in_order"]
+from semmae.masking._checks import assert_on_device, may_read
+
+__all__ = [
+    "num_masked",
+    "part_sizes",
+    "semantic_draws",
+    "semantic_guided_counts",
+    "semantic_guided_mask",
+    "fill_in_order",
+]
 
 
 def num_masked(num_patches: int, mask_ratio: float) -> int:
@@ -47,7 +60,9 @@ def _check_alpha(alpha: float | Tensor, batch: int, device: torch.device) -> Ten
         if alpha.is_complex() or not (alpha.is_floating_point() or alpha.dtype in (torch.int64, torch.int32)):
             raise ValueError(f"alpha must be real-valued, got dtype {alpha.dtype}")
         a = alpha.to(device=device, dtype=torch.float32)
-        if not bool(((a >= 0) & (a <= 1)).all()):
+        if not may_read(a):
+            assert_on_device((a >= 0) & (a <= 1), "alpha must lie in [0, 1]")
+        elif not bool(((a >= 0) & (a <= 1)).all()):
             raise ValueError(
                 f"alpha must lie in [0, 1], got values in [{a.min().item():g}, {a.max().item():g}]"
             )
@@ -83,8 +98,31 @@ def fill_in_order(capacity: Tensor, order: Tensor, total: Tensor | float) -> Ten
     return torch.zeros_like(capacity).scatter_(1, order, taken_sorted)
 
 
+def semantic_draws(
+    batch: int,
+    num_groups: int,
+    length: int,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Tensor]:
+    """Every random number one semantic-guided mask uses, drawn in the order :func:`semantic_guided_mask` draws
+    them (so passing them gives the mask the generator would): ``part_order`` and ``tie`` float ``[B, K]``
+    (the whole-part visit order, the rounding tie break), ``key`` long ``[B, L]`` (the order inside each part).
+    Drawing is a few kernel launches; the mask from draws is then a pure function (``torch.compile`` traces it)."""
+    return {
+        "part_order": torch.rand(batch, num_groups, device=device, generator=generator),
+        "tie": torch.rand(batch, num_groups, device=device, generator=generator),
+        "key": torch.randint(0, 2**31, (batch, length), device=device, generator=generator),
+    }
+
+
 def semantic_guided_counts(
-    sizes: Tensor, mask_ratio: float, alpha: Tensor, n_mask: int, generator: torch.Generator | None = None
+    sizes: Tensor,
+    mask_ratio: float,
+    alpha: Tensor,
+    n_mask: int,
+    generator: torch.Generator | None = None,
+    draws: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Integer masked-patch counts per group (Algorithm 1, lines ``num_mask1`` .. ``num_mask``).
 
@@ -94,6 +132,7 @@ def semantic_guided_counts(
         alpha: float ``[B, 1]`` in [0, 1].
         n_mask: the exact number of masked patches per image.
         generator: random source for the part order and tie breaks.
+        draws: ``part_order`` and ``tie`` from :func:`semantic_draws` instead of ``generator``.
 
     Returns:
         float ``[B, K]`` of whole numbers, ``0 <= counts <= sizes``, every row summing to ``n_mask``.
@@ -101,7 +140,8 @@ def semantic_guided_counts(
     batch, k = sizes.shape
     device = sizes.device
     num_mask1 = mask_ratio * sizes
-    part_order = torch.rand(batch, k, device=device, generator=generator).argsort(1)
+    order_noise = draws["part_order"] if draws else torch.rand(batch, k, device=device, generator=generator)
+    part_order = order_noise.argsort(1)
     num_mask2 = fill_in_order(sizes, part_order, float(n_mask))
     target = (1.0 - alpha) * num_mask1 + alpha * num_mask2
     # Largest-remainder rounding to an exact total: floor, then hand the missing units to the groups with the
@@ -109,7 +149,7 @@ def semantic_guided_counts(
     floor = target.floor().clamp(max=sizes)
     deficit = (n_mask - floor.sum(1, keepdim=True)).clamp_min(0)
     frac = target - floor
-    tie = torch.rand(batch, k, device=device, generator=generator)
+    tie = draws["tie"] if draws else torch.rand(batch, k, device=device, generator=generator)
     order = torch.argsort(frac + 1e-4 * tie, dim=1, descending=True)
     room = sizes - floor
     extra = fill_in_order(room.clamp(max=1.0), order, deficit)  # at most one unit per group ...
@@ -117,8 +157,9 @@ def semantic_guided_counts(
     return floor + extra + fill_in_order(room - extra, order, rest)
 
 
-def _check_part_ids(part_ids: Tensor, no_part_id: int | None) -> int:
-    """Validate ``part_ids`` and return the number of groups ``K``."""
+def _check_part_ids(part_ids: Tensor, no_part_id: int | None, num_groups: int | None = None) -> int:
+    """Validate ``part_ids`` and return the number of groups ``K``: ``no_part_id + 1``, else ``num_groups`` (the
+    draws' width), else ``max(part_ids) + 1`` (the one case that reads the ids back to the host)."""
     if not isinstance(part_ids, Tensor):
         raise ValueError(f"part_ids must be a torch.Tensor [B, L], got {type(part_ids).__name__}")
     if part_ids.dim() != 2:
@@ -127,19 +168,25 @@ def _check_part_ids(part_ids: Tensor, no_part_id: int | None) -> int:
         raise ValueError(f"part_ids must be an integer tensor, got dtype {part_ids.dtype}")
     if part_ids.shape[1] == 0:
         raise ValueError("part_ids must have at least one patch per image (L >= 1)")
+    if no_part_id is not None and no_part_id < 0:
+        raise ValueError(f"no_part_id must be >= 0, got {no_part_id}")
     if part_ids.numel() == 0:
         return 1
+    k = no_part_id + 1 if no_part_id is not None else num_groups
+    if k is not None and not may_read(part_ids):
+        assert_on_device((part_ids >= 0) & (part_ids < k), f"part_ids must lie in [0, {k})")
+        return k
     lo_t, hi_t = torch.aminmax(part_ids)
     lo, hi = int(lo_t), int(hi_t)
     if lo < 0:
         raise ValueError(f"part_ids must be >= 0, got minimum {lo}")
     if no_part_id is not None:
-        if no_part_id < 0:
-            raise ValueError(f"no_part_id must be >= 0, got {no_part_id}")
         if hi > no_part_id:
             raise ValueError(f"part_ids must be <= no_part_id={no_part_id}, got maximum {hi}")
         return no_part_id + 1
-    return hi + 1
+    if num_groups is not None and hi >= num_groups:
+        raise ValueError(f"part_ids must be < {num_groups} (the draws' groups), got maximum {hi}")
+    return num_groups if num_groups is not None else hi + 1
 
 
 def semantic_guided_mask(
@@ -148,6 +195,7 @@ def semantic_guided_mask(
     alpha: float | Tensor,
     generator: torch.Generator | None = None,
     no_part_id: int | None = None,
+    draws: dict[str, Tensor] | None = None,
 ) -> Tensor:
     """Semantic-guided mask of a batch (paper Algorithm 1).
 
@@ -159,7 +207,9 @@ def semantic_guided_mask(
             1 = whole parts (see :func:`semmae.masking.alpha_schedule`).
         generator: random source (on ``part_ids``' device); the same state gives the same mask.
         no_part_id: the reserved "no part" id, if known (``PartCache.no_part_id``). It fixes ``K = no_part_id + 1``
-            and ids above it are refused; without it ``K = max(part_ids) + 1``.
+            and ids above it are refused; without it ``K = max(part_ids) + 1`` (a host sync).
+        draws: the random numbers from :func:`semantic_draws` instead of ``generator`` (their width fixes ``K``
+            when ``no_part_id`` is not given).
 
     Returns:
         bool ``[B, L]``, True = masked.
@@ -168,7 +218,9 @@ def semantic_guided_mask(
         ValueError: a ratio outside (0, 1), alpha outside [0, 1], part ids of the wrong dtype, shape or range.
     """
     _check_ratio(mask_ratio)
-    k = _check_part_ids(part_ids, no_part_id)
+    k = _check_part_ids(part_ids, no_part_id, draws["part_order"].shape[1] if draws else None)
+    if draws is not None and (draws["part_order"].shape[1] != k or draws["key"].shape != part_ids.shape):
+        raise ValueError(f"draws must be for K={k} groups and L={part_ids.shape[1]} patches (semantic_draws)")
     batch, length = part_ids.shape
     device = part_ids.device
     alpha_t = _check_alpha(alpha, batch, device)
@@ -176,12 +228,13 @@ def semantic_guided_mask(
     n_mask = num_masked(length, mask_ratio)
 
     sizes = part_sizes(ids, k)
-    counts = semantic_guided_counts(sizes, mask_ratio, alpha_t, n_mask, generator)
+    if draws is None:
+        draws = semantic_draws(batch, k, length, generator, device)
+    counts = semantic_guided_counts(sizes, mask_ratio, alpha_t, n_mask, draws=draws)
 
     # Uniform choice inside each part: sort patches by (part id, random key) in one int64 sort, so each part's
     # patches form a contiguous run in random order; a patch is masked when its rank in the run < its count.
-    rand_key = torch.randint(0, 2**31, (batch, length), device=device, generator=generator)
-    order = torch.argsort(ids * 2**31 + rand_key, dim=1)
+    order = torch.argsort(ids * 2**31 + draws["key"], dim=1)
     ids_sorted = ids.gather(1, order)
     start = sizes.cumsum(1) - sizes
     rank = torch.arange(length, device=device).unsqueeze(0) - start.gather(1, ids_sorted).long()

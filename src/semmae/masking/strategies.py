@@ -15,6 +15,11 @@ name                          mask                                              
 ``block``                     BEiT block-wise                                      no
 ``attention``                 AttMask-High on the cache's foreground score         yes
 ============================  ==================================================  ===========
+
+Without a host sync: ``strategy.draw(...)`` draws a batch's random numbers (and alpha, as a tensor) up front -
+kernel launches only - and ``strategy(..., draws=draws)`` is then a pure function of tensors that
+``torch.compile`` traces without a graph break (``random`` and the Algorithm 1 strategies; ``block`` and
+``attention`` draw from the generator themselves, as without draws).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from torch import Tensor
 
 from semmae.masking.baselines import attention_mask, block_mask, random_mask
 from semmae.masking.schedule import SCHEDULE_SHAPES, alpha_schedule
-from semmae.masking.semantic import _check_ratio, semantic_guided_mask
+from semmae.masking.semantic import _check_ratio, semantic_draws, semantic_guided_mask
 
 __all__ = ["MASKING_NAMES", "MaskingStrategy", "build_masking"]
 
@@ -59,6 +64,20 @@ class MaskingStrategy:
         """Alpha used at ``progress`` (None for strategies without one); for logging."""
         return None
 
+    def draw(
+        self,
+        batch_size: int,
+        grid_hw: GridHW,
+        progress: float = 0.0,
+        generator: torch.Generator | None = None,
+        device: torch.device | str = "cpu",
+        num_groups: int | None = None,
+    ) -> dict[str, Tensor] | None:
+        """The batch's random numbers (and alpha as a tensor ``[B]``), drawn as :meth:`__call__` would draw
+        them from ``generator``; None for strategies that draw for themselves. ``num_groups``: the part groups
+        ``K`` (``no_part_id + 1``) for the part-guided ones."""
+        return None
+
     def __call__(
         self,
         batch_size: int,
@@ -69,6 +88,7 @@ class MaskingStrategy:
         fg: Tensor | None = None,
         device: torch.device | str | None = None,
         no_part_id: int | None = None,
+        draws: dict[str, Tensor] | None = None,
     ) -> Tensor:
         """Mask a batch.
 
@@ -82,6 +102,7 @@ class MaskingStrategy:
             fg: float ``[B, L]`` foreground score (``attention``).
             device: where to build the mask (default: the part maps' device, else CPU).
             no_part_id: the cache's reserved "no part" id.
+            draws: from :meth:`draw` (then ``generator`` and ``progress`` are not used).
 
         Returns:
             bool ``[B, L]``, True = masked, exactly ``round(mask_ratio * L)`` per row.
@@ -94,23 +115,29 @@ class MaskingStrategy:
                 )
         if device is None:
             device = part_ids.device if part_ids is not None else fg.device if fg is not None else "cpu"
-        return self.make(batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id)
+        return self.make(batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws)
 
-    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id) -> Tensor:
+    def make(
+        self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws
+    ) -> Tensor:
         raise NotImplementedError
 
 
 @dataclass
 class RandomMasking(MaskingStrategy):
-    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id):
-        return random_mask(batch_size, _length(grid_hw), self.mask_ratio, generator, device)
+    def draw(self, batch_size, grid_hw, progress=0.0, generator=None, device="cpu", num_groups=None):
+        return {"noise": torch.rand(batch_size, _length(grid_hw), device=device, generator=generator)}
+
+    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws):
+        noise = draws["noise"] if draws else None
+        return random_mask(batch_size, _length(grid_hw), self.mask_ratio, generator, device, noise=noise)
 
 
 @dataclass
 class BlockMasking(MaskingStrategy):
     min_block_patches: int = 16
 
-    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id):
+    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws):
         return block_mask(batch_size, grid_hw, self.mask_ratio, generator, device, self.min_block_patches)
 
 
@@ -118,7 +145,7 @@ class BlockMasking(MaskingStrategy):
 class AttentionMasking(MaskingStrategy):
     needs_parts: bool = True
 
-    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id):
+    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws):
         if fg is None:
             raise ValueError(f"masking '{self.name}' needs foreground scores fg [B, L] (from a part cache)")
         return attention_mask(fg.to(device).float(), self.mask_ratio, generator)
@@ -137,12 +164,17 @@ class SemanticMasking(MaskingStrategy):
     def alpha(self, progress: float) -> float:
         return alpha_schedule(progress, self.gamma, self.direction, self.fixed, self.shape)
 
-    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id):
+    def draw(self, batch_size, grid_hw, progress=0.0, generator=None, device="cpu", num_groups=None):
+        if num_groups is None:
+            return None  # K comes from the part ids (a host read): drawn inside, as without draws
+        draws = semantic_draws(batch_size, num_groups, _length(grid_hw), generator, device)
+        return {**draws, "alpha": torch.full((batch_size,), self.alpha(progress), device=device)}
+
+    def make(self, batch_size, grid_hw, progress, generator, part_ids, fg, device, no_part_id, draws):
         if part_ids is None:
             raise ValueError(f"masking '{self.name}' needs part_ids [B, L] (from a part cache)")
-        return semantic_guided_mask(
-            part_ids.to(device), self.mask_ratio, self.alpha(progress), generator, no_part_id
-        )
+        alpha = draws["alpha"] if draws else self.alpha(progress)
+        return semantic_guided_mask(part_ids.to(device), self.mask_ratio, alpha, generator, no_part_id, draws)
 
 
 MASKING_NAMES = (

@@ -219,7 +219,9 @@ class MaskedAutoencoder(nn.Module):
         m = mask.to(per_patch.dtype)
         return (per_patch * m).sum() / m.sum().clamp_min(1.0)
 
-    def forward(self, imgs: Tensor, mask: Tensor, keep_index: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, imgs: Tensor, mask: Tensor, keep_index: Tensor | None = None, num_masked: int | None = None
+    ) -> dict[str, Tensor]:
         """One MAE pass.
 
         Args:
@@ -227,12 +229,15 @@ class MaskedAutoencoder(nn.Module):
             mask: bool ``[B, L']``, True = masked, the same count in every row, over the patches in the model.
             keep_index: long ``[B, L']`` grid indices of the patches that enter the model (patch-8 setting);
                 None = all ``L`` patches.
+            num_masked: the masked count of every row (``round(ratio * L')``), when known: the pass then reads
+                nothing back from the device (no host sync, no ``torch.compile`` graph break). None = read it
+                from the mask.
 
         Returns:
             ``{"loss": scalar, "pred": [B, L', p*p*C], "mask": bool [B, L']}``.
         """
         self._check_inputs(imgs, mask, keep_index)
-        ids_keep, ids_restore = mask_to_ids(mask)
+        ids_keep, ids_restore = mask_to_ids(mask, num_masked)
         latent = self.forward_encoder(self.embed_patches(imgs, keep_index), ids_keep)
         pred = self.forward_decoder(latent, ids_restore, keep_index)
         loss = self.forward_loss(self.targets(imgs, keep_index), pred, mask)

@@ -16,15 +16,17 @@ sets this mode is for.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
-from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2
 from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
+from semmae.data.transforms import imagenet_constants
+from semmae.engine.precision import Precision
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder
 
@@ -38,8 +40,7 @@ def uint8_image_transform(img_size: int) -> v2.Compose:
 
 def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
     """uint8 [B, 3, S, S] -> float32, ImageNet-normalised (what the encoder and the reconstruction target see)."""
-    mean = torch.tensor(IMAGENET_DEFAULT_MEAN, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_DEFAULT_STD, device=images.device).view(1, 3, 1, 1)
+    mean, std = (t.view(1, 3, 1, 1) for t in imagenet_constants(images.device))  # no per-batch host copy
     return (images.float() / 255.0 - mean) / std
 
 
@@ -72,8 +73,10 @@ class FeatureCache:
         device: torch.device,
         max_bytes: int,
         progress: bool = True,
+        precision: Precision | None = None,
     ) -> FeatureCache:
-        """Encode every image of ``dataset`` (whose transform must give uint8 [3, S, S]) and its flip."""
+        """Encode every image of ``dataset`` (whose transform must give uint8 [3, S, S]) and its flip, under
+        ``precision``'s autocast (the run's; None = float32)."""
         need = feature_cache_bytes(len(dataset), encoder.img_size, encoder.grid_size**2, encoder.embed_dim)
         if need > max_bytes:
             raise UserError(
@@ -87,7 +90,8 @@ class FeatureCache:
             images.append(raw)
             x = normalize_uint8(raw.to(device, non_blocking=True))
             for view, inp in enumerate((x, x.flip(-1))):
-                feats = encoder(inp)
+                with precision.autocast() if precision is not None else contextlib.nullcontext():
+                    feats = encoder(inp)
                 cls_tok[view].append(feats["cls"].to("cpu", TOKEN_DTYPE))
                 patch_tok[view].append(feats["patches"].to("cpu", TOKEN_DTYPE))
         return cls(

@@ -158,7 +158,14 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     if cfg.features == "cached":
         workers = worker_plan(cfg.num_workers, device.type).count
         cache = FeatureCache.build(
-            encoder, whole, cfg.batch_size, workers, device, max_bytes, progress=info.is_main
+            encoder,
+            whole,
+            cfg.batch_size,
+            workers,
+            device,
+            max_bytes,
+            progress=info.is_main,
+            precision=precision,
         )
         diag = cache.subset(diag_index)
         batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
@@ -171,6 +178,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
             device,
             max_bytes,
             progress=False,
+            precision=precision,
         )
         batches = OnlineBatches(cfg, encoder, info, device, autocast)
     steps_per_epoch = batches.steps_per_epoch

@@ -27,11 +27,14 @@ def rng_state() -> dict:
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = torch.cuda.get_rng_state_all()  # one per visible device
+        state["cuda_own"] = torch.cuda.get_rng_state(torch.cuda.current_device())  # this rank's own device
     return state
 
 
 def set_rng_state(state: dict) -> None:
+    """Restore :func:`rng_state`. CUDA states are restored per device that is visible now (a run saved where 8
+    GPUs were visible may resume where 4 are), then the saving rank's own device state onto this rank's device."""
     py = state["python"]
     gauss = None if py[-1] == -1 else py[-1]
     random.setstate((state["python_version"], tuple(int(x) for x in py[:-1]), gauss))
@@ -40,4 +43,8 @@ def set_rng_state(state: dict) -> None:
     )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        visible = torch.cuda.device_count()
+        for index, cuda_state in enumerate(state["cuda"][:visible]):
+            torch.cuda.set_rng_state(cuda_state, index)
+        if "cuda_own" in state:
+            torch.cuda.set_rng_state(state["cuda_own"], torch.cuda.current_device())

@@ -1,0 +1,116 @@
+"""``--compile`` on the CPU: the pretrain step (adaptive masking + MAE forward + backward + AdamW) eager vs compiled.
+
+Two trainers per model, built the same way (``semmae pretrain``'s :class:`~semmae.engine.pretrain.Pretrainer`, one
+with ``compile=True``: ``torch.compile`` of the MAE; the masking runs eagerly before it and has no host sync), one
+batch held in memory, fp32. After warm-up (the compiled trainer compiles there; its compile time is reported),
+blocks of steps alternate between the two so the drift of a shared machine hits both alike; the table gives the
+median img/s of each and their ratio. Models: ViT-Tiny and ViT-Small MAEs (patch 16, 224 px).
+
+    python benchmarks/bench_compile.py [--quick] [--batch 8] [--blocks 6] [--out FILE.md]
+
+On a GPU the same question is answered by ``benchmarks/gpu_validate.py`` (ViT-B/16, bf16).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _helpers_images import write_images  # noqa: E402
+from bench_pretrain import _config  # noqa: E402
+
+from semmae.engine.pretrain import Pretrainer  # noqa: E402
+from semmae.masking import build_masking  # noqa: E402
+
+
+def _trainer(data: Path, tmp: str, model: str, batch: int, compile_: bool) -> Pretrainer:
+    cfg = _config(data, tmp, 1, "cpu", model, 224, compile=compile_, batch_size=batch, num_workers=0)
+    trainer = Pretrainer(cfg)
+    trainer.strategy = build_masking("adaptive", mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
+    trainer.no_part_id = 6
+    return trainer
+
+
+def _held_batch(trainer: Pretrainer) -> dict:
+    batch = trainer.prepare(next(iter(trainer.loader)), 0, 0)
+    g = torch.Generator().manual_seed(0)
+    batch["part_ids"] = torch.randint(
+        0, 7, (batch["image"].shape[0], trainer.model_core.num_patches), generator=g
+    )
+    return batch
+
+
+def _step(trainer: Pretrainer, batch: dict, i: int) -> float:
+    t0 = time.perf_counter()
+    loss = trainer.losses(batch, i, 0)["loss"]
+    trainer.scaler(loss, trainer.optimizer, trainer.model_core.parameters)
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def compare(data: Path, model: str, batch: int, blocks: int, per_block: int) -> dict:
+    with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
+        eager, compiled = _trainer(data, a, model, batch, False), _trainer(data, b, model, batch, True)
+        held = _held_batch(eager)
+        for _ in range(2):
+            _step(eager, held, 0)
+        t0 = time.perf_counter()
+        _step(compiled, held, 0)  # compiles forward and backward
+        compile_s = time.perf_counter() - t0
+        _step(compiled, held, 1)
+        times: dict[str, list[float]] = {"eager": [], "compiled": []}
+        for k in range(blocks):
+            order = (("eager", eager), ("compiled", compiled))
+            for name, tr in order if k % 2 == 0 else order[::-1]:
+                times[name] += [_step(tr, held, 2 + k * per_block + j) for j in range(per_block)]
+    e, c = (batch / statistics.median(times[n]) for n in ("eager", "compiled"))
+    return {"model": model, "batch": batch, "eager": e, "compiled": c, "ratio": c / e, "compile_s": compile_s}
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| model (224 px, adaptive masking, fp32) | batch | eager img/s | compiled img/s | compiled / eager | compile s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['model']} | {r['batch']} | {r['eager']:.2f} | {r['compiled']:.2f} | {r['ratio']:.3f} | "
+            f"{r['compile_s']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="ViT-Tiny only, fewer blocks")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--blocks", type=int, default=6)
+    ap.add_argument("--per-block", type=int, default=3)
+    ap.add_argument("--out", default=None, help="also write the table (markdown) here")
+    args = ap.parse_args(argv)
+    torch.manual_seed(0)
+    models = ["mae_vit_tiny_patch16"] if args.quick else ["mae_vit_tiny_patch16", "mae_vit_small_patch16"]
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_images(Path(tmp) / "imgs", count=max(16, args.batch), size=64)
+        rows = [
+            compare(data, m, args.batch, 2 if args.quick else args.blocks, args.per_block) for m in models
+        ]
+    text = (
+        f"torch {torch.__version__}, {os.cpu_count()} CPU(s), {torch.get_num_threads()} thread(s); "
+        f"median of {args.blocks} alternating blocks x {args.per_block} steps\n\n" + table(rows)
+    )
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,638 @@
+"""One prepared GPU validation run: what the CPU test suite cannot check, in at most 8 minutes on one H100/H200.
+
+Sections (each one is timed, fails alone, and is skipped once the time budget is spent):
+
+1. ``env``: torch / CUDA / GPU, native bf16, TF32, timm's fused attention, and which SDPA backends run (flash
+   attention at head dim 64 in bf16 is the one ViT-B uses).
+2. ``masking``: adaptive (Algorithm 1) vs random mask of a batch on the device, drawn up front then built with
+   ``torch.cuda.set_sync_debug_mode("error")`` on (a host sync raises).
+3. ``held``: ViT-B/16, 224 px, batch 256, bf16 - the pretrain step (masks + forward + backward + AdamW) on one
+   batch held on the GPU, random vs adaptive masking; the same step's forward under the sync-debug mode; ViT-L/16
+   next to facebookresearch/mae's published pretraining time (see ``MAE_PUBLISHED``).
+4. ``e2e``: ``semmae pretrain`` end to end from a JPEG folder (generated here) and from a pack of it with part cells
+   (adaptive masking), img/s from the runs' own logs, against the held step.
+5. ``resume``: a run stopped at step 4 and continued with ``--resume auto`` logs steps 1..8 once each (no gap).
+6. ``b8``: ViT-B/8 with the most-foreground quarter of its 28x28 patches (``--fg-keep 0.25``), vs ViT-B/16.
+7. ``fp16``: fp16 + grad scaler + accumulation 2 + clipping 1.0 trains with finite losses and a saved loss scale.
+8. ``compiled``: the held step with ``--compile`` vs eager.
+9. ``profile``: ``torch.profiler`` over held steps: attention kernels, host syncs per step, top CUDA kernels.
+
+Targets are printed beside each figure: adaptive / random step >= 0.97, packed e2e >= 0.9 of the held step,
+compiled >= eager, B/8 keep-1/4 step within 10 % of B/16. Everything it reports goes under ``$OUT`` (or ``--out``):
+``gpu-validate.json``, ``gpu-validate.md``, ``profile.txt``; scratch (images, pack, checkpoints) lives in a
+temporary folder that is deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the path);
+without tensorboard the runs log to ``log.jsonl`` only.
+
+    OUT=/tmp/out PYTHONPATH=src python benchmarks/gpu_validate.py            # on the GPU box
+    PYTHONPATH=src python benchmarks/gpu_validate.py --smoke --out /tmp/v    # tiny sizes, on the CPU (a test)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# facebookresearch/mae, PRETRAIN.md: ViT-Large (mae_vit_large_patch16, mask 0.75, effective batch 4096, fp16 AMP),
+# 800 epochs of ImageNet-1k (1,281,167 images) in "~42h in 64 V100 GPUs" -> about 106 img/s per V100. Its README
+# and PRETRAIN.md publish no ViT-Base throughput; the ViT-B/16 figures here have no published counterpart.
+MAE_PUBLISHED = {
+    "source": "github.com/facebookresearch/mae PRETRAIN.md: ViT-L/16, 800 epochs, ~42 h on 64 V100",
+    "vit_l16_img_s_per_v100": 1_281_167 * 800 / (42 * 3600) / 64,
+}
+
+
+def _no_tensorboard_shim() -> None:
+    """Let runs log without tensorboard (an offline box with torch, torchvision and timm only)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        stub = types.ModuleType("torch.utils.tensorboard")
+
+        class SummaryWriter:  # the calls RunLogger makes, as no-ops
+            def __init__(self, *a, **k): ...
+            def __getattr__(self, name):
+                return lambda *a, **k: None
+
+        stub.SummaryWriter = SummaryWriter
+        sys.modules["torch.utils.tensorboard"] = stub
+
+
+class Report:
+    """Rows ``{section, name, value, unit, target, ok}``; written as JSON and markdown after every section."""
+
+    def __init__(self, out: Path, meta: dict):
+        self.out, self.meta, self.rows = out, meta, []
+
+    def add(
+        self, section: str, name: str, value: Any, unit: str = "", target: str = "", ok: bool | None = None
+    ):
+        self.rows.append(dict(section=section, name=name, value=value, unit=unit, target=target, ok=ok))
+        v = f"{value:.4g}" if isinstance(value, float) else str(value)
+        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+        print(f"[{section}] {name}: {v} {unit}{f'   (target {target})' if target else ''}{mark}", flush=True)
+
+    def write(self) -> None:
+        (self.out / "gpu-validate.json").write_text(json.dumps({**self.meta, "rows": self.rows}, indent=2))
+        lines = ["| section | figure | value | unit | target | met |", "|---|---|---|---|---|---|"]
+        for r in self.rows:
+            v = f"{r['value']:.4g}" if isinstance(r["value"], float) else str(r["value"])
+            met = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
+            lines.append(f"| {r['section']} | {r['name']} | {v} | {r['unit']} | {r['target']} | {met} |")
+        head = "\n".join(f"- {k}: {v}" for k, v in self.meta.items() if not isinstance(v, dict))
+        (self.out / "gpu-validate.md").write_text(f"# gpu_validate\n\n{head}\n\n" + "\n".join(lines) + "\n")
+
+
+class Sizes:
+    """The run's sizes: the real ones on a GPU, tiny ones with ``--smoke``."""
+
+    def __init__(self, smoke: bool):
+        self.smoke = smoke
+        self.device = "cpu" if smoke else "cuda"
+        self.b16 = "mae_vit_micro_patch8" if smoke else "mae_vit_base_patch16"
+        self.b8 = "mae_vit_micro_patch4" if smoke else "mae_vit_base_patch8"
+        self.large = "mae_vit_micro_patch8" if smoke else "mae_vit_large_patch16"
+        self.img = 32 if smoke else 224
+        self.batch = 4 if smoke else 256
+        self.large_batch = 4 if smoke else 128
+        self.images = 24 if smoke else 3072
+        self.image_side = 48 if smoke else 400
+        self.pack_side = 40 if smoke else 256
+        self.held_steps, self.warmup = (2, 1) if smoke else (20, 5)
+        self.e2e_steps = 3 if smoke else 40
+        self.precision = "fp32" if smoke else "bf16"
+        self.fp16 = "bf16" if smoke else "fp16"  # fp16 needs CUDA; the smoke run takes the same road in bf16
+
+
+def _config(s: Sizes, folder: Path, out: Path, **kw):
+    from semmae.engine.config import PretrainConfig
+
+    base = dict(
+        data=str(folder),
+        out=str(out),
+        model=s.b16,
+        img_size=s.img,
+        masking="random",
+        epochs=1000,
+        warmup_epochs=1,
+        batch_size=s.batch,
+        num_workers="0" if s.smoke else "auto",
+        precision=s.precision,
+        device=s.device,
+        log_every=1 if s.smoke else 5,
+        vis_every=0,
+        ckpt_every=0,
+        progress=False,
+        keep_last=1,
+        seed=0,
+    )
+    base.update(kw)
+    cfg = PretrainConfig(**base)
+    cfg.validate()
+    return cfg
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+# ----------------------------------------------------------------------------------------------- data
+def make_data(s: Sizes, root: Path) -> dict[str, Path]:
+    """JPEGs, part caches on the 16- and 8-pixel patch grids, and a pack (with the patch-16 cells)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _helpers_images import write_images
+
+    from semmae.data.folder import ImageFolderDataset
+    from semmae.data.packed import pack_dataset
+    from semmae.data.part_cache import PartCache
+
+    folder = write_images(root / "jpeg", count=s.images, size=s.image_side, classes=4)
+    files = ImageFolderDataset(folder).relative_paths
+    out = {"folder": folder}
+    g = torch.Generator().manual_seed(0)
+    for name, patch in (("parts16", 16 if not s.smoke else 8), ("parts8", 8 if not s.smoke else 4)):
+        grid = s.img // patch
+        writer = PartCache.create(root / f"{name}.cache", files, grid=grid, num_parts=6, root=folder)
+        blobs = torch.rand(len(files), 1, 4, 4, generator=g)  # smooth "parts" and foreground
+        big = torch.nn.functional.interpolate(blobs, size=(grid, grid), mode="bilinear")[:, 0]
+        writer.write(0, (big * 7).floor().clamp(max=6).long(), big)
+        out[name] = writer.finalize().path
+    out["pack"] = root / "pack"
+    workers = 0 if s.smoke else max(1, (os.cpu_count() or 2) - 1)
+    pack_dataset(folder, out["pack"], s.pack_side, parts=out["parts16"], workers=workers, progress=False)
+    return out
+
+
+# -------------------------------------------------------------------------------------------- sections
+def section_env(s: Sizes, rep: Report) -> None:
+    import timm
+    import torchvision
+
+    rep.add(
+        "env",
+        "torch / torchvision / timm",
+        f"{torch.__version__} / {torchvision.__version__} / {timm.__version__}",
+    )
+    rep.add("env", "python / cpus", f"{platform.python_version()} / {os.cpu_count()}")
+    from timm.layers import use_fused_attn
+
+    rep.add(
+        "env",
+        "timm fused attention (F.scaled_dot_product_attention)",
+        bool(use_fused_attn()),
+        ok=bool(use_fused_attn()),
+    )
+    if s.smoke:
+        rep.add("env", "device", "cpu (smoke run)")
+        return
+    from semmae.engine.precision import native_bf16, resolve_precision
+
+    dev = torch.device("cuda")
+    rep.add(
+        "env",
+        "GPU",
+        f"{torch.cuda.get_device_name(0)} (sm {'.'.join(map(str, torch.cuda.get_device_capability(0)))})",
+    )
+    rep.add("env", "CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}")
+    rep.add("env", "native bf16", native_bf16(dev), ok=native_bf16(dev))
+    rep.add("env", "--precision auto resolves to", resolve_precision("auto", dev).name, target="bf16")
+    rep.add(
+        "env",
+        "float32 matmul precision after auto",
+        torch.get_float32_matmul_precision(),
+        target="high (TF32)",
+    )
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    q = torch.randn(8, 12, 197, 64, device=dev, dtype=torch.bfloat16)
+    for name, backend in (
+        ("flash", SDPBackend.FLASH_ATTENTION),
+        ("mem-efficient", SDPBackend.EFFICIENT_ATTENTION),
+        ("cuDNN", getattr(SDPBackend, "CUDNN_ATTENTION", None)),
+    ):
+        if backend is None:
+            continue
+        try:
+            with sdpa_kernel(backend):
+                torch.nn.functional.scaled_dot_product_attention(q, q, q)
+            torch.cuda.synchronize()
+            rep.add(
+                "env",
+                f"SDPA {name} backend (bf16, 197 tokens, head dim 64)",
+                True,
+                ok=True if name == "flash" else None,
+            )
+        except RuntimeError as e:
+            rep.add(
+                "env",
+                f"SDPA {name} backend",
+                f"unavailable: {str(e).splitlines()[0][:80]}",
+                ok=False if name == "flash" else None,
+            )
+
+
+def section_masking(s: Sizes, rep: Report) -> None:
+    from semmae.masking import build_masking
+
+    dev = torch.device(s.device)
+    b, grid = s.batch, (s.img // 16, s.img // 16) if not s.smoke else (4, 4)
+    length = grid[0] * grid[1]
+    g = torch.Generator(device=dev).manual_seed(0)
+    part_ids = torch.randint(0, 7, (b, length), device=dev, generator=g)
+    times = {}
+    for name in ("random", "adaptive"):
+        strategy = build_masking(name)
+
+        def once(i: int, strategy=strategy) -> torch.Tensor:
+            draws = strategy.draw(b, grid, 0.5, g, dev, num_groups=7)
+            return strategy(b, grid, 0.5, None, part_ids=part_ids, device=dev, no_part_id=6, draws=draws)
+
+        for i in range(3):
+            once(i)
+        _sync(s.device)
+        n = 5 if s.smoke else 50
+        t0 = time.perf_counter()
+        for i in range(n):
+            mask = once(i)
+        _sync(s.device)
+        times[name] = (time.perf_counter() - t0) / n
+        exact = bool((mask.sum(1) == round(0.75 * length)).all())
+        rep.add("masking", f"{name} mask of {b} x {length}", times[name] * 1e3, "ms", ok=exact)
+        if dev.type == "cuda":
+            torch.cuda.set_sync_debug_mode("error")
+            try:
+                once(0)
+                rep.add("masking", f"{name}: host syncs while masking", 0, target="0", ok=True)
+            except RuntimeError as e:
+                rep.add(
+                    "masking",
+                    f"{name}: host syncs while masking",
+                    f"raised: {str(e)[:80]}",
+                    target="0",
+                    ok=False,
+                )
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+
+
+def _held(trainer, steps: int, warmup: int, parts: bool) -> float:
+    """img/s of the pretrain step on one batch held on the device (masks, forward, backward, AdamW)."""
+    batch = trainer.prepare(next(iter(trainer.loader)), 0, 0)
+    b = batch["image"].shape[0]
+    if parts and "part_ids" not in batch:
+        g = torch.Generator().manual_seed(1)
+        length = trainer.model_core.num_patches
+        batch["part_ids"] = torch.randint(0, 7, (b, length), generator=g).to(trainer.device)
+        batch["fg"] = torch.rand(b, length, generator=g).to(trainer.device)
+        trainer.no_part_id = 6
+
+    def step(i: int) -> None:
+        loss = trainer.losses(batch, i, 0)["loss"]
+        trainer.scaler(
+            loss, trainer.optimizer, trainer.model_core.parameters, clip_grad=trainer.cfg.clip_grad
+        )
+        trainer.optimizer.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        step(i)
+    _sync(trainer.device.type)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        step(warmup + i)
+    _sync(trainer.device.type)
+    trainer._held_batch = batch
+    return b * steps / (time.perf_counter() - t0)
+
+
+def _trainer(cfg, masking: str | None = None):
+    from semmae.engine.pretrain import Pretrainer
+    from semmae.masking import build_masking
+
+    trainer = Pretrainer(cfg)
+    if masking is not None:  # built with random masking (no part cache needed), then swapped
+        trainer.strategy = build_masking(masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
+    return trainer
+
+
+def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
+    rates = {}
+    for masking in ("random", "adaptive"):
+        trainer = _trainer(_config(s, data["folder"], scratch / f"held-{masking}", num_workers="0"), masking)
+        rates[masking] = _held(trainer, s.held_steps, s.warmup, parts=masking != "random")
+        rep.add(
+            "held", f"{s.b16} {s.img}px b{s.batch} {s.precision} {masking}: step", rates[masking], "img/s"
+        )
+        if masking == "adaptive":
+            results["trainer"] = trainer
+    ratio = rates["adaptive"] / rates["random"]
+    rep.add("held", "adaptive / random step", ratio, target=">= 0.97", ok=ratio >= 0.97)
+    results["held"] = rates
+    trainer = results["trainer"]
+    if s.device == "cuda":  # the step's forward (draws, masks, MAE) must not wait for the GPU
+        batch = trainer._held_batch
+        draws = trainer.draws(batch["image"].shape[0], 99, 0)
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            trainer.forward_step(batch["image"], batch["part_ids"], batch["fg"], draws)
+            rep.add("held", "host syncs in the step's forward (adaptive)", 0, target="0", ok=True)
+        except RuntimeError as e:
+            rep.add(
+                "held", "host syncs in the step's forward", f"raised: {str(e)[:80]}", target="0", ok=False
+            )
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    large = _trainer(
+        _config(
+            s,
+            data["folder"],
+            scratch / "held-large",
+            model=s.large,
+            batch_size=s.large_batch,
+            num_workers="0",
+        )
+    )
+    rate = _held(large, s.held_steps // 2 or 1, s.warmup, parts=False)
+    pub = MAE_PUBLISHED["vit_l16_img_s_per_v100"]
+    rep.add("held", f"{s.large} b{s.large_batch} {s.precision} random: step", rate, "img/s")
+    rep.add(
+        "held",
+        f"  vs MAE's published ViT-L/16 rate per V100 ({MAE_PUBLISHED['source']})",
+        rate / pub,
+        "x",
+        target=f"{pub:.0f} img/s per V100",
+    )
+    del large
+
+
+def _e2e(cfg) -> float:
+    """img/s of a whole ``semmae pretrain`` run, from its own log (first record = warm-up, dropped)."""
+    from semmae.engine.pretrain import pretrain
+    from semmae.utils.rundir import read_log
+
+    pretrain(cfg)
+    rates = [r["img_per_s"] for r in read_log(Path(cfg.out) / "log.jsonl") if "img_per_s" in r]
+    return statistics.median(rates[1:] or rates)
+
+
+def section_e2e(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
+    held = results.get("held", {})
+    for name, kw in (
+        ("JPEG folder, random", dict(data=str(data["folder"]), masking="random")),
+        (
+            "JPEG folder + part cache, adaptive",
+            dict(data=str(data["folder"]), parts=str(data["parts16"]), masking="adaptive"),
+        ),
+        ("pack with part cells, adaptive", dict(data=str(data["pack"]), masking="adaptive")),
+    ):
+        cfg = _config(
+            s, data["folder"], scratch / f"e2e-{len(results)}-{name[:4]}", max_steps=s.e2e_steps, **kw
+        )
+        results[name] = rate = _e2e(cfg)
+        ref = held.get(kw["masking"])
+        rep.add("e2e", f"{name}: e2e", rate, "img/s")
+        if ref:
+            target = ">= 0.9" if name.startswith("pack") else ""
+            frac = rate / ref
+            rep.add(
+                "e2e", f"{name}: e2e / held step", frac, target=target, ok=frac >= 0.9 if target else None
+            )
+
+
+def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
+    from semmae.engine.pretrain import pretrain
+    from semmae.utils.rundir import read_log
+
+    out = scratch / "resume"
+    kw = dict(data=str(data["pack"]), masking="adaptive", log_every=1, batch_size=min(s.batch, 64))
+    pretrain(_config(s, data["folder"], out, max_steps=4, **kw))
+    pretrain(_config(s, data["folder"], out, max_steps=8, resume="auto", **kw))
+    steps = [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r]
+    rep.add(
+        "resume",
+        "logged steps after stop at 4 + --resume auto to 8",
+        str(steps),
+        target="[1..8], once each",
+        ok=steps == list(range(1, 9)),
+    )
+
+
+def section_b8(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
+    cfg = _config(
+        s,
+        data["folder"],
+        scratch / "b8",
+        model=s.b8,
+        parts=str(data["parts8"]),
+        masking="adaptive",
+        fg_keep=0.25,
+        num_workers="0",
+    )
+    rate = _held(_trainer(cfg), s.held_steps, s.warmup, parts=True)
+    rep.add("b8", f"{s.b8} keep 1/4, adaptive: step", rate, "img/s")
+    ref = results.get("held", {}).get("adaptive")
+    if ref:
+        rep.add(
+            "b8", "B/8 keep-1/4 / B/16 step", rate / ref, target="0.9 .. 1.1", ok=0.9 <= rate / ref <= 1.1
+        )
+    cfg = _config(
+        s,
+        data["folder"],
+        scratch / "b8-e2e",
+        model=s.b8,
+        parts=str(data["parts8"]),
+        masking="adaptive",
+        fg_keep=0.25,
+        max_steps=s.e2e_steps // 2 or 2,
+    )
+    rep.add("b8", f"{s.b8} keep 1/4 from JPEG + cache: e2e", _e2e(cfg), "img/s")
+
+
+def section_fp16(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
+    from semmae.utils.rundir import read_log
+
+    out = scratch / "fp16"
+    cfg = _config(
+        s,
+        data["folder"],
+        out,
+        data=str(data["pack"]),
+        masking="adaptive",
+        precision=s.fp16,
+        accum_iter=2,
+        batch_size=max(2, s.batch // 2),
+        clip_grad=1.0,
+        max_steps=s.e2e_steps // 2 or 2,
+        log_every=1,
+    )
+    rate = _e2e(cfg)
+    recs = [r for r in read_log(out / "log.jsonl") if "loss" in r]
+    finite = all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e6 for r in recs)
+    ckpt = torch.load(next((out / "checkpoints").glob("*.pth")), weights_only=True, map_location="cpu")
+    scale = ckpt["scaler"].get("scale")
+    rep.add("fp16", f"{s.fp16} + accum 2 + clip 1.0: e2e", rate, "img/s")
+    rep.add(
+        "fp16",
+        "losses finite, grad norms logged",
+        finite and all(r.get("grad_norm") is not None for r in recs),
+        ok=finite,
+    )
+    rep.add(
+        "fp16",
+        "saved loss scale",
+        float(scale) if scale is not None else "none (no grad scaler)",
+        target="a number with fp16" if not s.smoke else "",
+    )
+
+
+def section_compiled(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
+    trainer = _trainer(
+        _config(s, data["folder"], scratch / "compiled", compile=True, num_workers="0"), "adaptive"
+    )
+    t0 = time.perf_counter()
+    _held(trainer, 1, 1, parts=True)
+    rep.add("compiled", "compile time (first steps)", time.perf_counter() - t0, "s")
+    rate = _held(trainer, s.held_steps, 2, parts=True)
+    rep.add("compiled", "adaptive step, --compile", rate, "img/s")
+    eager = results.get("held", {}).get("adaptive")
+    if eager:
+        rep.add("compiled", "compiled / eager", rate / eager, target=">= 1.0", ok=rate >= eager)
+
+
+def section_profile(s: Sizes, rep: Report, results: dict) -> None:
+    from torch.profiler import ProfilerActivity, profile
+
+    trainer = results["trainer"]
+    batch = trainer._held_batch
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device == "cuda" else [])
+    steps = 3
+    with profile(activities=activities) as prof:
+        for i in range(steps):
+            loss = trainer.losses(batch, 1000 + i, 0)["loss"]
+            trainer.scaler(loss, trainer.optimizer, trainer.model_core.parameters)
+            trainer.optimizer.zero_grad(set_to_none=True)
+        _sync(s.device)
+    events = prof.key_averages()
+    count = {e.key: e.count for e in events}
+    syncs = {
+        k: count.get(k, 0) / steps
+        for k in (
+            "aten::_local_scalar_dense",
+            "cudaStreamSynchronize",
+            "cudaDeviceSynchronize",
+            "cudaEventSynchronize",
+            "cudaMemcpy",
+        )
+    }
+    for k, v in syncs.items():
+        gated = s.device == "cuda" and k in (
+            "aten::_local_scalar_dense",
+            "cudaStreamSynchronize",
+            "cudaDeviceSynchronize",
+        )
+        rep.add("profile", f"{k} per step", v, target="0" if gated else "", ok=(v == 0) if gated else None)
+    attn = sorted(
+        {
+            e.key
+            for e in events
+            if any(w in e.key.lower() for w in ("flash", "fmha", "attention", "sdpa", "efficient"))
+        }
+    )
+    rep.add("profile", "attention ops/kernels", "; ".join(a[:60] for a in attn[:8]) or "none seen")
+    if s.device == "cuda":
+        rep.add(
+            "profile",
+            "flash-attention kernel in the step",
+            any("flash" in a.lower() for a in attn),
+            ok=any("flash" in a.lower() for a in attn),
+        )
+    sort = "cuda_time_total" if s.device == "cuda" else "cpu_time_total"
+    (rep.out / "profile.txt").write_text(events.table(sort_by=sort, row_limit=40))
+
+
+SECTIONS = ("env", "masking", "held", "e2e", "resume", "b8", "fp16", "compiled", "profile")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument(
+        "--smoke", action="store_true", help="tiny sizes on the CPU (checks the script, measures nothing)"
+    )
+    ap.add_argument(
+        "--out", default=os.environ.get("OUT") or "gpu-validate-out", help="results folder (default $OUT)"
+    )
+    ap.add_argument(
+        "--budget-s", type=float, default=450.0, help="skip the remaining sections after this many seconds"
+    )
+    ap.add_argument("--skip", nargs="*", default=[], choices=SECTIONS, help="sections to leave out")
+    args = ap.parse_args(argv)
+    s = Sizes(args.smoke)
+    if not s.smoke and not torch.cuda.is_available():
+        print(
+            "gpu_validate: no CUDA device; run with --smoke for the CPU check of the script", file=sys.stderr
+        )
+        return 2
+    _no_tensorboard_shim()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    rep = Report(
+        out, {"smoke": s.smoke, "started": time.strftime("%Y-%m-%d %H:%M:%S"), "mae_published": MAE_PUBLISHED}
+    )
+    scratch = Path(tempfile.mkdtemp(prefix="gpu-validate-"))
+    results: dict = {}
+    failed = []
+    try:
+        data: dict = {}
+        for name in SECTIONS:
+            if name in args.skip:
+                continue
+            if time.perf_counter() - start > args.budget_s:
+                rep.add(name, "skipped", "time budget spent")
+                continue
+            t0 = time.perf_counter()
+            try:
+                if name not in ("env", "masking") and not data:
+                    data.update(make_data(s, scratch / "data"))
+                    rep.add("data", "images, caches and pack made", time.perf_counter() - t0, "s")
+                fn = globals()[f"section_{name}"]
+                kwargs = {"data": data, "scratch": scratch, "results": results}
+                params = fn.__code__.co_varnames[: fn.__code__.co_argcount]
+                fn(s, rep, **{k: v for k, v in kwargs.items() if k in params})
+            except Exception as e:  # a section fails alone
+                failed.append(name)
+                rep.add(
+                    name,
+                    "FAILED",
+                    f"{type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}",
+                    ok=False,
+                )
+                (out / f"error-{name}.txt").write_text(traceback.format_exc())
+            rep.add(name, "section time", time.perf_counter() - t0, "s")
+            rep.write()
+            if s.device == "cuda":
+                torch.cuda.empty_cache()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    rep.meta["total_s"] = round(time.perf_counter() - start, 1)
+    rep.write()
+    print(
+        f"gpu_validate: {rep.meta['total_s']} s; failed sections: {', '.join(failed) or 'none'}; wrote {out}"
+    )
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
