@@ -41,11 +41,11 @@ METHODS = ("boot", "mae")
 
 
 def subsets(work: Path, train_per_class: int, val_per_class: int) -> tuple[Path, Path]:
-    from repro import make_subset
+    from semmae.data.subset import make_subset
 
-    train = make_subset(DATA / "train", work / f"train{train_per_class}pc", train_per_class)
-    val = make_subset(DATA / "val", work / f"val{val_per_class}pc", val_per_class)
-    return train, val
+    train = make_subset(DATA / "train", work / f"train{train_per_class}pc", train_per_class, allow_fewer=True)
+    val = make_subset(DATA / "val", work / f"val{val_per_class}pc", val_per_class, allow_fewer=True)
+    return train.out, val.out
 
 
 def train_argv(method: str, data: Path, out: Path, seed: int, epochs: int, extra: list[str]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``semmae data synth``, ``semmae data check`` and ``semmae data pack``."""
+"""``semmae data synth``, ``semmae data check``, ``semmae data pack`` and ``semmae data subset``."""
 
 from __future__ import annotations
 
@@ -89,6 +89,33 @@ class PackConfig:
         check_num_workers(self.num_workers)
 
 
+@dataclass
+class SubsetConfig:
+    """A class-balanced, seeded subset of an ImageFolder (:mod:`semmae.data.subset`)."""
+
+    data: str = field(
+        default="", metadata={"help": "ImageFolder root (root/<class>/<image>), e.g. imagenette/train"}
+    )
+    out: str = field(default="", metadata={"help": "subset folder: missing, empty or an earlier subset"})
+    per_class: int = field(default=0, metadata={"help": "images kept in every class"})
+    seed: int = field(
+        default=0, metadata={"help": "selection seed: the same seed keeps the same files everywhere"}
+    )
+    copy: bool = field(default=False, metadata={"help": "copy the images instead of symlinking them"})
+    allow_fewer: bool = field(
+        default=False,
+        metadata={"help": "keep every image of a class smaller than --per-class instead of refusing"},
+    )
+
+    def validate(self) -> None:
+        from semmae.errors import UserError
+
+        if not self.data or not self.out:
+            raise UserError("--data and --out are required")
+        if self.per_class < 1:
+            raise UserError(f"--per-class must be >= 1, got {self.per_class}")
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from semmae.data.synth import make_synthetic_dataset
 
@@ -142,12 +169,21 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_subset(args: argparse.Namespace) -> int:
+    from semmae.data.subset import make_subset
+
+    cfg = resolve_config(SubsetConfig, args)
+    print(make_subset(cfg.data, cfg.out, cfg.per_class, cfg.seed, cfg.copy, cfg.allow_fewer).format())
+    return 0
+
+
 def register(sub) -> None:
     actions = add_verb_group(
         sub,
         "data",
-        "Datasets: generate the synthetic part set, check a folder, pack a dataset",
-        "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset",
+        "Datasets: generate the synthetic part set, check a folder, pack a dataset, take a subset",
+        "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset, take a "
+        "class-balanced subset",
     )
     add_verb(
         actions,
@@ -172,4 +208,14 @@ def register(sub) -> None:
         "Decode a dataset once into shards (pixels + label + part cells) for fast pretraining",
         "Decode every image once to --side x --side and write WebDataset shards with its label and part-cache "
         "cells; resumable; `semmae pretrain --data PACK` reads it with no per-image decoding",
+    )
+    add_verb(
+        actions,
+        "subset",
+        SubsetConfig,
+        run_subset,
+        "Take a class-balanced, seeded subset of an ImageFolder (symlinks or copies)",
+        "Keep --per-class images of every class: each class's sorted file list shuffled with --seed, so the "
+        "same files on every machine; symlinks to the source (or --copy) plus a marker that lets a rerun finish "
+        "or replace the subset",
     )
