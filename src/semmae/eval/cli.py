@@ -1,7 +1,8 @@
-"""CLI verbs of evaluation: ``semmae linprobe``, ``semmae finetune``, ``semmae knn``, ``semmae convert``."""
+"""CLI verbs of evaluation: ``semmae linprobe``, ``finetune``, ``knn``, ``compare``, ``convert``."""
 
 from __future__ import annotations
 
+import argparse
 import json
 
 from semmae.config import add_verb, resolve_config
@@ -28,6 +29,13 @@ def _knn(args) -> int:
 
     res = run_knn(resolve_config(KnnConfig, args))
     print(json.dumps({k: res[k] for k in ("top1", "top5")}))
+    return 0
+
+
+def _compare(args) -> int:
+    from semmae.eval.compare import CompareConfig, run_compare
+
+    run_compare(resolve_config(CompareConfig, args))
     return 0
 
 
@@ -65,6 +73,19 @@ def register(sub) -> None:
         _knn,
         "k-NN accuracy on frozen features (cosine, k=20, T=0.07, temperature-weighted votes)",
     )
+
+    from semmae.eval.compare import CompareConfig
+
+    p = add_verb(
+        sub,
+        "compare",
+        CompareConfig,
+        _compare,
+        "Table of several runs' results (knn, linprobe, finetune, segment, online kNN), mean ± std over seeds",
+        epilog="runs named <name>-seed<N> (or a parent so named) form one row: "
+        "semmae compare runs/mae-seed0 runs/mae-seed1 runs/semmae-seed0 --csv table.csv",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN", default=argparse.SUPPRESS, help="run folders")
 
     text = "Convert CUB-200-2011 / Stanford Cars / iNaturalist 2019 releases to ImageFolder trees (symlinks)"
     p = sub.add_parser("convert", help=text, description=text)
