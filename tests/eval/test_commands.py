@@ -133,6 +133,7 @@ def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
     assert epochs == [0, 1]  # the second run trained only the missing epoch
     r = results(out)
     assert r["mode"] == "full" and r["best_blr"] == 0.5 and "top5" in r
+    assert r["best_on_edge"] is None  # one rate is no sweep: no edge to report
 
 
 def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):

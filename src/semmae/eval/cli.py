@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from semmae.config import add_verb, resolve_config
 
 
 def _linprobe(args) -> int:
-    from semmae.eval.linprobe import LinprobeConfig, run_linprobe
+    from semmae.eval.linprobe import LinprobeConfig, edge_note, run_linprobe
 
     res = run_linprobe(resolve_config(LinprobeConfig, args))
-    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_blr")}))
+    print(json.dumps({k: res[k] for k in ("top1", "top5", "best_blr", "best_on_edge")}))
+    note = edge_note("semmae linprobe", res)
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
