@@ -68,6 +68,17 @@ def test_copy_rerun_and_replace(tmp_path):
     assert all(p.is_symlink() for p in out.rglob("*.png"))
 
 
+def test_a_source_that_changed_selects_anew(tmp_path):
+    src = fake_folder(tmp_path / "src", {"a": 6, "b": 6})
+    out = tmp_path / "sub"
+    make_subset(src, out, 3)
+    victim = json.loads((out / MARKER).read_text())["files"]["a"][0]
+    (src / "a" / victim).unlink()
+    report = make_subset(src, out, 3)  # same settings, but the file list changed
+    assert report.written > 0 and len(listing(out)) == 6 and not (out / "a" / victim).is_symlink()
+    assert all(p.exists() for p in out.rglob("*.png"))  # no dangling link left
+
+
 def test_interrupted_subset_is_finished_by_a_rerun(tmp_path):
     src = fake_folder(tmp_path / "src", {"a": 6, "b": 6})
     out = tmp_path / "sub"

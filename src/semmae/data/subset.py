@@ -107,12 +107,13 @@ def make_subset(
         raise UserError(
             f"--out {dst} is not empty and not a subset written by semmae data subset; pick another"
         )
+    settings["files"] = selection  # a source folder that gained or lost files selects anew
     if previous is not None and previous.get("complete") and _same(previous, settings):
         return SubsetReport(dst, {c: len(f) for c, f in selection.items()}, mode, 0)
     if previous is not None and not _same(previous, settings):
         _remove(dst, previous)
     dst.mkdir(parents=True, exist_ok=True)
-    record = {**settings, "complete": False, "files": selection}
+    record = {**settings, "complete": False}
     _write_marker(marker, record)  # first: an interrupted run leaves a subset a rerun can finish or replace
     written = 0
     for c, names in selection.items():
