@@ -122,21 +122,27 @@ def contention(
 
 
 def contention_table(runs: dict[str, dict[str, list[dict]]]) -> str:
+    """Medians of the runs that finished; a run past the timeout shows as "t/o" and counts as slower than all."""
+
+    def med(records: list[dict]) -> float:
+        done = [x["img_per_s"] for x in records if x["img_per_s"] > 0]
+        if len(done) * 2 <= len(records):  # half or more timed out: the median is a timeout
+            return 0.0
+        return statistics.median(done + [0.0] * (len(records) - len(done)))
+
+    def fmt(v: float) -> str:
+        return f"{v:.1f}" if v > 0 else "t/o"
+
     lines = [
         "| setting | policy set | idle img/s (median) | busy img/s (median) | busy / idle time | runs idle; busy |",
         "|---|---|---|---|---|---|",
     ]
     for name, r in runs.items():
-        idle = statistics.median(x["img_per_s"] for x in r["idle"])
-        busy = statistics.median(x["img_per_s"] for x in r["busy"])
-        runs_text = (
-            ", ".join(f"{x['img_per_s']:.1f}" for x in r["idle"])
-            + "; "
-            + ", ".join(f"{x['img_per_s']:.1f}" for x in r["busy"])
-        )
-        policy = r["idle"][0]["policy"]
-        ratio = f"**{idle / busy:.2f}x**" if busy > 0 else "timed out"
-        lines.append(f"| {name} | {policy} | {idle:.1f} | {busy:.1f} | {ratio} | {runs_text} |")
+        idle, busy = med(r["idle"]), med(r["busy"])
+        ratio = f"**{idle / busy:.2f}x**" if idle > 0 and busy > 0 else "n/a (timed out)"
+        runs_text = "; ".join(", ".join(fmt(x["img_per_s"]) for x in r[state]) for state in ("idle", "busy"))
+        policy = r["idle"][0]["policy"].replace(" (timed out)", "")
+        lines.append(f"| {name} | {policy} | {fmt(idle)} | {fmt(busy)} | {ratio} | {runs_text} |")
     return "\n".join(lines)
 
 
