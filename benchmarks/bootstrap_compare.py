@@ -31,7 +31,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
 
 
 DATA = HERE.parent.parent / "shared" / "data" / "imagenette2_96"
