@@ -31,8 +31,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-
-
 DATA = HERE.parent.parent / "shared" / "data" / "imagenette2_96"
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
