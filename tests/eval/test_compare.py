@@ -106,6 +106,7 @@ def test_json_and_csv_files(runs, tmp_path, capsys):
         ("bad_json", "is not valid JSON"),
         ("no_metrics", "holds none of top1"),
         ("mixed", r"runs of row mae were written by different verbs \(knn, linprobe\)"),
+        ("same_seed", r"row mae has two runs of seed 1: .*mae-seed1 and .*mae_seed1"),
     ],
 )
 def test_errors(runs, case, message):
@@ -116,6 +117,7 @@ def test_errors(runs, case, message):
         "bad_json": [run(runs, "bad")],
         "no_metrics": [run(runs, "odd", {"loss": 1.0})],
         "mixed": [runs / "mae-seed0", run(runs, "mae-seed7", {"top1": 1.0})],
+        "same_seed": [runs / "mae-seed1", run(runs, "mae_seed1", {"top1": 1.0, "best_blr": 0.1})],
     }[case]
     if case == "bad_json":
         (paths[0] / "results.json").write_text("{")

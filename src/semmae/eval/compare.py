@@ -161,6 +161,12 @@ def compare(runs: list[str | Path]) -> list[dict[str, Any]]:
         kinds = sorted({r.kind for _, r in members})
         if len(kinds) > 1:
             raise UserError(f"runs of row {names[key]} were written by different verbs ({', '.join(kinds)})")
+        seeds = [s for s, _ in members if s is not None]
+        if len(set(seeds)) < len(seeds):
+            twice = sorted({s for s in seeds if seeds.count(s) > 1})
+            raise UserError(
+                f"row {names[key]} has two runs of seed {twice[0]}: {_paths_of(members, twice[0])}"
+            )
         metrics = {}
         for k, _ in METRICS:
             values = [r.metrics[k] for _, r in members if k in r.metrics]
@@ -180,6 +186,10 @@ def compare(runs: list[str | Path]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _paths_of(members: list[tuple[int | None, RunResult]], seed: int) -> str:
+    return " and ".join(str(r.path) for s, r in members if s == seed)
 
 
 def _row_names(anchors: dict[tuple[str, ...], int]) -> dict[tuple[str, ...], str]:
