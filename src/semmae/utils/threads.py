@@ -2,8 +2,10 @@
 
 With libgomp's default, a torch thread that waits at the end of a parallel region spins for a while; when another
 process holds one of the cores, the spinning threads burn the time slices the working ones need, and a training
-step on a shared 2-core CPU ran 3x slower than with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep); on an idle
-machine PASSIVE cost 4-12 % (``benchmarks/results/2026-11-26-omp-wait-cpu.md``, ``...-omp-wait-contention-cpu.md``).
+step on a shared 2-core CPU ran 3x slower than with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep), 15-25x under
+heavy load (``benchmarks/results/2026-12-03-omp-wait-contention-cpu.md``); on an idle machine PASSIVE cost 4-12 %
+(``benchmarks/results/2026-11-26-omp-wait-cpu.md``). The numbers of the rule trade the two: a rare few percent
+against a likely several-fold slowdown.
 
 The rule (:func:`choose_wait_policy`), first match wins:
 
