@@ -31,9 +31,6 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-
 DATA = HERE.parent.parent / "shared" / "data" / "imagenette2_96"
 PY = sys.executable
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
@@ -41,11 +38,11 @@ METHODS = ("boot", "mae")
 
 
 def subsets(work: Path, train_per_class: int, val_per_class: int) -> tuple[Path, Path]:
-    from repro import make_subset
+    from semmae.data.subset import make_subset
 
-    train = make_subset(DATA / "train", work / f"train{train_per_class}pc", train_per_class)
-    val = make_subset(DATA / "val", work / f"val{val_per_class}pc", val_per_class)
-    return train, val
+    train = make_subset(DATA / "train", work / f"train{train_per_class}pc", train_per_class, allow_fewer=True)
+    val = make_subset(DATA / "val", work / f"val{val_per_class}pc", val_per_class, allow_fewer=True)
+    return train.out, val.out
 
 
 def train_argv(method: str, data: Path, out: Path, seed: int, epochs: int, extra: list[str]) -> list[str]:

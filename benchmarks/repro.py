@@ -34,7 +34,6 @@ import dataclasses
 import datetime as dt
 import json
 import os
-import random
 import subprocess
 import sys
 import time
@@ -54,6 +53,7 @@ sys.path.insert(0, str(HERE))
 import repro_report  # noqa: E402  (sibling module, benchmarks/ is not a package)
 
 from semmae.cli import guard, run_stage, stage_config  # noqa: E402
+from semmae.data.subset import make_subset  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
 TABLES = ("table1", "table3", "table4", "anchor", "flip")
@@ -244,27 +244,14 @@ def git_commit() -> str:
         return ""
 
 
-def make_subset(src: Path, dst: Path, per_class: int, seed: int = 0) -> Path:
-    """``per_class`` images of every class of ImageFolder ``src`` as symlinks under ``dst`` (0: ``src`` itself).
-
-    Selection is a seeded shuffle of each class's sorted file list, so it is the same on every machine."""
+def split_subset(src: Path, dst: Path, per_class: int) -> Path:
+    """``per_class`` images of every class of ``src`` under ``dst`` (:func:`semmae.data.subset.make_subset`,
+    seed 0; a short class gives all it has), or ``src`` itself for 0."""
     if per_class <= 0:
         return src
-    if (dst / ".complete").exists():
+    if (dst / ".complete").exists():  # written by this script before the library owned subsets: same files
         return dst
-    classes = sorted(p for p in src.iterdir() if p.is_dir())
-    if not classes:
-        raise SystemExit(f"repro: {src} has no class folders (ImageFolder layout expected)")
-    for c in classes:
-        files = sorted(f for f in c.iterdir() if f.is_file())
-        random.Random(f"{seed}-{c.name}").shuffle(files)
-        (dst / c.name).mkdir(parents=True, exist_ok=True)
-        for f in files[:per_class]:
-            link = dst / c.name / f.name
-            if not link.exists():
-                link.symlink_to(f.resolve())
-    (dst / ".complete").write_text("")
-    return dst
+    return make_subset(src, dst, per_class, seed=0, allow_fewer=True).out
 
 
 class Harness:
@@ -364,8 +351,8 @@ class Harness:
                 raise SystemExit(
                     f"repro: {src / split} does not exist (expected <data>/train and <data>/val)"
                 )
-        train = make_subset(src / "train", self.work / "data" / "train", self.p.train_per_class)
-        val = make_subset(src / "val", self.work / "data" / "val", self.p.val_per_class)
+        train = split_subset(src / "train", self.work / "data" / "train", self.p.train_per_class)
+        val = split_subset(src / "val", self.work / "data" / "val", self.p.val_per_class)
         return {"train": str(train), "val": str(val)}
 
     def pretrain_config(self, out: Path, cfg: GridConfig, seed: int, epochs: int, cache: str | None) -> Any:

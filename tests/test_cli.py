@@ -27,6 +27,7 @@ def test_every_verb_of_the_issue_exists():
     for verb in (
         "data synth",
         "data check",
+        "data subset",
         "parts train",
         "parts export",
         "parts show",
@@ -35,6 +36,7 @@ def test_every_verb_of_the_issue_exists():
         "linprobe",
         "finetune",
         "knn",
+        "compare",
         "export",
         "demo",
         "masks show",

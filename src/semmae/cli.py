@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from semmae.utils.threads import apply_wait_policy
+
+    apply_wait_policy()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, when it loads
     args = build_parser().parse_args(argv)
     command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
     from semmae.utils.rundir import forget_last_run_dir

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from _helpers import write_image_folder
 
+from semmae.data.subset import make_subset
+
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
@@ -106,14 +108,12 @@ def test_rerun_resumes_and_redoes_only_a_missing_run(grid):
     assert changed == {"attention_g2-seed0.json", "random_init-seed0.json"}
 
 
-def test_subset_is_balanced_and_deterministic(tmp_path):
+def test_split_subset_uses_the_library_and_zero_means_the_whole_split(tmp_path):
     src = write_image_folder(tmp_path / "src", classes=("a", "b"), per_class=5, size=8)
-    one = repro.make_subset(src, tmp_path / "one", 2)
-    two = repro.make_subset(src, tmp_path / "two", 2)
+    one = repro.split_subset(src, tmp_path / "one", 2)
     names = lambda d: sorted(str(p.relative_to(d)) for p in d.rglob("*.png"))  # noqa: E731
-    assert names(one) == names(two) and len(names(one)) == 4
-    assert {n.split("/")[0] for n in names(one)} == {"a", "b"}
-    assert repro.make_subset(src, tmp_path / "all", 0) == src
+    assert names(one) == names(make_subset(src, tmp_path / "lib", 2).out) and len(names(one)) == 4
+    assert repro.split_subset(src, tmp_path / "all", 0) == src
 
 
 def test_grid_selection_dedups_and_rejects_unknown_names():

@@ -19,7 +19,7 @@ def results(out):
     return json.loads((out / "results.json").read_text())
 
 
-def test_knn_and_fast_linprobe(tiny_data, tiny_ckpt, tmp_path):
+def test_knn_and_fast_linprobe(tiny_data, tiny_ckpt, tmp_path, capsys):
     out = tmp_path / "knn"
     assert (
         main(
@@ -73,6 +73,13 @@ def test_knn_and_fast_linprobe(tiny_data, tiny_ckpt, tmp_path):
     assert r["mode"] == "fast" and r["num_train_rows"] == 32 and len(r["per_blr"]) == 2
     assert r["top1"] == max(p["top1"] for p in r["per_blr"])
     assert r["top1"] >= 75.0  # colour classes are linearly separable even through a random tiny ViT
+    # two rates: the best is one of the sweep's ends, said in results.json and in one line at the end
+    edge = {r["per_blr"][0]["blr"]: "bottom", r["per_blr"][1]["blr"]: "top"}[r["best_blr"]]
+    assert r["best_on_edge"] == edge
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(
+        f"semmae linprobe: note: the best blr {r['best_blr']:g} is the {edge} of the sweep"
+    )
     cache = torch.load(out / "features.pt", weights_only=True)
     assert cache["train_x"].shape == (32, 32) and cache["val_x"].shape == (8, 32)
     assert main(argv) == 0 and results(out)["top1"] == r["top1"]  # reruns reuse the cached features
@@ -133,6 +140,7 @@ def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
     assert epochs == [0, 1]  # the second run trained only the missing epoch
     r = results(out)
     assert r["mode"] == "full" and r["best_blr"] == 0.5 and "top5" in r
+    assert r["best_on_edge"] is None  # one rate is no sweep: no edge to report
 
 
 def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):

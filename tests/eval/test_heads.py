@@ -9,7 +9,7 @@ import torch
 
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
-from semmae.eval.linprobe import fast_linear_probe
+from semmae.eval.linprobe import _sweep_results, edge_note, fast_linear_probe, sweep_edge
 
 
 def test_probe_schedule_values():
@@ -73,4 +73,24 @@ def test_fast_probe_learns_separable_features(optimizer):
     )
     assert res["top1"] >= 95.0 and res["top5"] == 100.0
     assert [r["blr"] for r in res["per_blr"]] == blrs and res["best_blr"] == blrs[1]
+    assert res["best_on_edge"] == "top"  # the best is the largest rate swept
     assert res["per_blr"][0]["top1"] < res["per_blr"][1]["top1"]  # the sweep tells the rates apart
+
+
+def test_best_on_edge_of_the_sweep():
+    """Top / bottom by value (a sweep may be given in any order); inside, a single rate and ties are no edge."""
+    assert sweep_edge([0.1, 0.4, 1.6], 1.6) == "top" and sweep_edge([1.6, 0.4, 0.1], 1.6) == "top"
+    assert sweep_edge([0.1, 0.4, 1.6], 0.1) == "bottom" and sweep_edge([0.1, 0.4, 1.6], 0.4) is None
+    assert sweep_edge([0.4], 0.4) is None and sweep_edge([0.4, 0.4], 0.4) is None
+    blrs = [0.1, 0.4, 1.6]
+    inside = _sweep_results(torch.tensor([5, 9, 7]), torch.tensor([10, 10, 10]), 10, blrs)
+    assert inside["best_blr"] == 0.4 and inside["best_on_edge"] is None and edge_note("x", inside) is None
+    top = _sweep_results(torch.tensor([5, 7, 9]), torch.tensor([10, 10, 10]), 10, blrs)
+    assert top["best_on_edge"] == "top"
+    assert edge_note("semmae linprobe", top) == (
+        "semmae linprobe: note: the best blr 1.6 is the top of the sweep [0.1 .. 1.6]; the optimum may lie above it: "
+        "widen --blrs"
+    )
+    # a tie between an edge and the inside goes to the first best (here the inside): no false alarm
+    tie = _sweep_results(torch.tensor([5, 9, 9]), torch.tensor([10, 10, 10]), 10, blrs)
+    assert tie["best_blr"] == 0.4 and tie["best_on_edge"] is None

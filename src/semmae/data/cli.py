@@ -1,4 +1,4 @@
-"""``semmae data synth``, ``semmae data check`` and ``semmae data pack``."""
+"""``semmae data synth``, ``semmae data check``, ``semmae data pack`` and ``semmae data subset``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from semmae.config import add_verb, add_verb_group, resolve_config
-from semmae.data.config import CheckConfig, PackConfig, SynthConfig
+from semmae.data.config import CheckConfig, PackConfig, SubsetConfig, SynthConfig
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -62,12 +62,21 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_subset(args: argparse.Namespace) -> int:
+    from semmae.data.subset import make_subset
+
+    cfg = resolve_config(SubsetConfig, args)
+    print(make_subset(cfg.data, cfg.out, cfg.per_class, cfg.seed, cfg.copy, cfg.allow_fewer).format())
+    return 0
+
+
 def register(sub) -> None:
     actions = add_verb_group(
         sub,
         "data",
-        "Datasets: generate the synthetic part set, check a folder, pack a dataset",
-        "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset",
+        "Datasets: generate the synthetic part set, check a folder, pack a dataset, take a subset",
+        "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset, take a "
+        "class-balanced subset",
     )
     add_verb(
         actions,
@@ -92,4 +101,14 @@ def register(sub) -> None:
         "Decode a dataset once into shards (pixels + label + part cells) for fast pretraining",
         "Decode every image once to --side x --side and write WebDataset shards with its label and part-cache "
         "cells; resumable; `semmae pretrain --data PACK` reads it with no per-image decoding",
+    )
+    add_verb(
+        actions,
+        "subset",
+        SubsetConfig,
+        run_subset,
+        "Take a class-balanced, seeded subset of an ImageFolder (symlinks or copies)",
+        "Keep --per-class images of every class: each class's sorted file list shuffled with --seed, so the "
+        "same files on every machine; symlinks to the source (or --copy) plus a marker that lets a rerun finish "
+        "or replace the subset",
     )

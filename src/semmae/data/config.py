@@ -86,3 +86,30 @@ class PackConfig:
         if not self.data or not self.out:
             raise UserError("--data and --out are required")
         check_num_workers(self.num_workers)
+
+
+@dataclass
+class SubsetConfig:
+    """A class-balanced, seeded subset of an ImageFolder (:mod:`semmae.data.subset`)."""
+
+    data: str = field(
+        default="", metadata={"help": "ImageFolder root (root/<class>/<image>), e.g. imagenette/train"}
+    )
+    out: str = field(default="", metadata={"help": "subset folder: missing, empty or an earlier subset"})
+    per_class: int = field(default=0, metadata={"help": "images kept in every class"})
+    seed: int = field(
+        default=0, metadata={"help": "selection seed: the same seed keeps the same files everywhere"}
+    )
+    copy: bool = field(default=False, metadata={"help": "copy the images instead of symlinking them"})
+    allow_fewer: bool = field(
+        default=False,
+        metadata={"help": "keep every image of a class smaller than --per-class instead of refusing"},
+    )
+
+    def validate(self) -> None:
+        from semmae.errors import UserError
+
+        if not self.data or not self.out:
+            raise UserError("--data and --out are required")
+        if self.per_class < 1:
+            raise UserError(f"--per-class must be >= 1, got {self.per_class}")

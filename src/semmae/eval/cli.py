@@ -1,8 +1,10 @@
-"""CLI verbs of evaluation: ``semmae linprobe``, ``semmae finetune``, ``semmae knn``, ``semmae convert``."""
+"""CLI verbs of evaluation: ``semmae linprobe``, ``finetune``, ``knn``, ``compare``, ``convert``."""
 
 from __future__ import annotations
 
+import argparse
 import json
+import sys
 
 from semmae.config import add_verb, resolve_config
 from semmae.eval.config import FinetuneConfig, KnnConfig, LinprobeConfig
@@ -15,10 +17,13 @@ def _print_metrics(res: dict, keys: tuple[str, ...]) -> None:
 
 def _linprobe(args) -> int:
     cfg = resolve_config(LinprobeConfig, args)
-    from semmae.eval.linprobe import run_linprobe
+    from semmae.eval.linprobe import edge_note, run_linprobe
 
     res = run_linprobe(cfg)
-    _print_metrics(res, ("top1", "top5", "best_blr"))
+    _print_metrics(res, ("top1", "top5", "best_blr", "best_on_edge"))
+    note = edge_note("semmae linprobe", res)
+    if note:
+        print(note, file=sys.stderr)
     return 0
 
 
@@ -37,6 +42,13 @@ def _knn(args) -> int:
 
     res = run_knn(cfg)
     _print_metrics(res, ("top1", "top5"))
+    return 0
+
+
+def _compare(args) -> int:
+    from semmae.eval.compare import CompareConfig, run_compare
+
+    run_compare(resolve_config(CompareConfig, args))
     return 0
 
 
@@ -69,6 +81,19 @@ def register(sub) -> None:
         _knn,
         "k-NN accuracy on frozen features (cosine, k=20, T=0.07, temperature-weighted votes)",
     )
+
+    from semmae.eval.compare import CompareConfig
+
+    p = add_verb(
+        sub,
+        "compare",
+        CompareConfig,
+        _compare,
+        "Table of several runs' results (knn, linprobe, finetune, segment, online kNN), mean ± std over seeds",
+        epilog="runs named <name>-seed<N> (or a parent so named) form one row: "
+        "semmae compare runs/mae-seed0 runs/mae-seed1 runs/semmae-seed0 --csv table.csv",
+    )
+    p.add_argument("runs", nargs="*", metavar="RUN", default=argparse.SUPPRESS, help="run folders")
 
     text = "Convert CUB-200-2011 / Stanford Cars / iNaturalist 2019 releases to ImageFolder trees (symlinks)"
     p = sub.add_parser("convert", help=text, description=text)

@@ -64,8 +64,31 @@ def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]
         "top1": top1[best],
         "top5": top5[best],
         "best_blr": blrs[best],
+        "best_on_edge": sweep_edge(blrs, blrs[best]),
         "per_blr": [{"blr": b, "top1": t1, "top5": t5} for b, t1, t5 in zip(blrs, top1, top5)],
     }
+
+
+def sweep_edge(values: list[float], best: float) -> str | None:
+    """``"top"`` / ``"bottom"`` when ``best`` is the largest / smallest of a sweep of 2+ values (the optimum may
+    lie outside it), else None."""
+    if len(set(values)) < 2:
+        return None
+    return "top" if best == max(values) else "bottom" if best == min(values) else None
+
+
+def edge_note(verb: str, results: dict[str, Any]) -> str | None:
+    """One line for a sweep whose best learning rate is its largest or smallest one, else None."""
+    edge = results.get("best_on_edge")
+    if not edge:
+        return None
+    blrs = [r["blr"] for r in results.get("per_blr", [])]
+    span = f" [{min(blrs):g} .. {max(blrs):g}]" if blrs else ""
+    way = "above" if edge == "top" else "below"
+    return (
+        f"{verb}: note: the best blr {results['best_blr']:g} is the {edge} of the sweep{span}; the optimum may lie "
+        f"{way} it: widen --blrs"
+    )
 
 
 def fast_linear_probe(
