@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semmae.config import config_to_dict
+from semmae.data.folder import scan_image_folder
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
 from semmae.engine.checkpoint import CheckpointManager, load_resume
@@ -34,9 +35,10 @@ from semmae.engine.progress import fmt_eta, memory_mb, step_bar
 from semmae.engine.run_options import continues, resume_mode
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.engine.schedule import scaled_lr, set_lr
+from semmae.engine.stage_run import read_folders
 from semmae.errors import UserError
 from semmae.utils import distributed as du
-from semmae.utils.rundir import RunLogger, claim_run_dir
+from semmae.utils.rundir import RunLogger, check_out_outside, claim_run_dir
 from semmae.utils.seed import rng_state, set_rng_state
 
 
@@ -92,6 +94,7 @@ class StepTrainer:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
+        check_out_outside(cfg.out, read_folders(cfg))
         self.preflight()
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.dist = du.init_distributed(want)
@@ -194,6 +197,9 @@ class StepTrainer:
             **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
+        if cfg.eval_every:  # read at epoch ends: a refusal there would come after writing
+            scan_image_folder(cfg.eval_train)
+            scan_image_folder(cfg.eval_val)
         self.resumed_from = self._maybe_resume()
         # a continued run drops log records past its checkpoint's step: they are logged again from here
         continuing = continues(cfg)
