@@ -101,3 +101,58 @@ def pretrain_checkpoint(path, mae, **config) -> dict:
     }
     torch.save(ckpt, path)
     return ckpt
+
+
+def folder_snapshot(root) -> dict[str, object]:
+    """Everything under ``root``: ``{relative path: (bytes, mtime_ns)}`` per file and ``"dir"`` per folder. The run
+    lock's bytes and time aside (a claim records its holder there): only whether it is there counts."""
+    from semmae.utils.rundir import LOCK_NAME
+
+    snap: dict[str, object] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_dir():
+            snap[rel] = "dir"
+        elif p.name == LOCK_NAME:
+            snap[rel] = "lock"
+        else:
+            snap[rel] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return snap
+
+
+def user_folder(root):
+    """A folder of a user's own things (a file and a sub-folder); returns it."""
+    (root / "photos").mkdir(parents=True)
+    (root / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 not really a cat")
+    (root / "thesis.txt").write_text("four years of work\n")
+    (root / "files.txt").write_text("my list\n")
+    return root
+
+
+class live_run:
+    """A context manager: ``root`` holds a `semmae <verb>` run whose lock is held (as by a running process)."""
+
+    def __init__(self, root, verb: str = "pretrain"):
+        self.root, self.verb = root, verb
+
+    def __enter__(self):
+        import fcntl
+        import json
+        import os
+
+        from semmae.utils.rundir import LOCK_NAME
+
+        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.root / "checkpoints" / "ckpt-000000004.pth").write_bytes(b"weights")
+        (self.root / "config.yaml").write_text("seed: 0\n")
+        (self.root / "log.jsonl").write_text('{"step": 4, "loss": 1.0}\n')
+        self.fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        info = {"pid": 1, "host": "elsewhere", "holder": self.verb, "verb": self.verb}
+        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        return self.root
+
+    def __exit__(self, *exc):
+        import os
+
+        os.close(self.fd)

@@ -165,22 +165,30 @@ def pack_dataset(
         },
     }
     check_out_outside(out, {"--data": root})
-    if out.exists():
-        why = not_a_pack(out) if not out.is_dir() or any(out.iterdir()) else None
-        if why:
-            raise UserError(
-                f"{out} {why}, so it is not a pack and `data pack` leaves it alone; choose another --out"
-            )
-    live = live_lock_above(out.parent)
-    if live is not None:
+    live = live_lock_above(out)
+    if live is not None and live != out.resolve():
         raise UserError(
             f"pack {out} lies inside {live}, the folder of a run that is still going; wait for it to end or use "
             "another --out"
         )
+    if live is None:  # a live --out is refused by its lock below, naming the holder
+        _check_pack_folder(out)
     # one writer per pack: a second `data pack` on the same --out is refused (and sees its lock as a live run)
     with exclusive(out / LOCK_NAME, f"pack {out}", "data pack"):
+        _check_pack_folder(out)
         return _pack(
             root, out, side, samples, rel, cache, meta, shard_size, workers, overwrite, progress, max_shards
+        )
+
+
+def _check_pack_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is neither empty nor a pack (nothing there is written or deleted)."""
+    if not out.exists() or (out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}):
+        return
+    why = not_a_pack(out)
+    if why:
+        raise UserError(
+            f"{out} {why}, so it is not a pack and `data pack` leaves it alone; choose another --out"
         )
 
 
@@ -217,7 +225,9 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
         settings = {k: v for k, v in old.items() if k not in ("shards", "complete")}
         if old.get("complete") and not overwrite:
             # a finished pack is rewritten only where a shard went missing or damaged (what `data check` advises)
-            shards = _intact_shards(out, old["shards"], checksums=False) if settings == meta else old["shards"]
+            shards = (
+                _intact_shards(out, old["shards"], checksums=False) if settings == meta else old["shards"]
+            )
             if len(shards) == len(old["shards"]):
                 raise UserError(f"pack {out} already exists; pass --overwrite to replace it")
         elif old.get("complete") or settings != meta:
