@@ -387,7 +387,7 @@ class PartCacheWriter:
                 f"part cache {path} already exists; pass --overwrite to replace it, or use another --out"
             )
         live = live_lock_above(path.parent)
-        if live is not None and (path.exists() or self.partial.exists()):
+        if live is not None:
             raise UserError(
                 f"part cache {path} lies inside {live}, the folder of a run that is still going; wait for it "
                 "to end or use another --out"

@@ -7,11 +7,14 @@ returns:
 - **One writer.** An exclusive ``fcntl.flock`` on ``<out>/.semmae.lock`` is held for the whole run. The operating
   system drops it when the process ends in any way (``kill -9`` included), so a stale lock cannot exist; a second
   process that wants the same folder is refused in one line naming the holder.
+- **Hands off a live run.** A folder inside another process's live run folder is refused.
 - **One run.** A fresh run into a folder that already holds files is refused unless the user says what to do with
   them: ``--resume`` (continue that run) or ``--overwrite`` (delete them and start again; refused for a folder that
-  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder). A folder that holds
-  another verb's run is refused either way.
-- **Nothing written before the checks pass.** Claiming writes only the lock file. The verb then checks what it
+  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder, and ``--resume`` into
+  it is refused too). A folder that holds another verb's run is refused either way; so is a continued run whose
+  ``--data`` is not the run's.
+- **Nothing written before the checks pass.** Claiming writes only the lock file (removed again when the claim
+  is refused or the run never starts). The verb then checks what it
   must (its resume checkpoint, its data, its model) and calls :meth:`RunDir.start`, which is the first write:
   it deletes the old files (``--overwrite``), removes temporary files an interrupted write left behind
   (``.<name>.<random>.tmp``), drops log records past the step a resumed run continues from (so no step is logged
@@ -86,6 +89,12 @@ class RunDir:
         path = self.path
         if path.exists() and not path.is_dir():
             raise UserError(f"run directory {path} is a file; pass a folder to --out")
+        live = live_lock_above(path.parent)
+        if live is not None:
+            raise UserError(
+                f"run directory {path} lies inside {live}, the folder of a run that is still going; wait for it "
+                "to end or use another --out"
+            )
         missing = [p for p in (path, *path.parents) if not p.exists()]
         try:
             path.mkdir(parents=True, exist_ok=True)
@@ -111,12 +120,6 @@ class RunDir:
                 raise UserError(
                     f"run directory {path} is not empty ({listing}) and does not look like a semmae run "
                     f"(no {RUN_MARKERS[0]}); --overwrite deletes only runs, so choose a new or empty --out"
-                )
-            live = live_lock_above(path.parent)
-            if live is not None:
-                raise UserError(
-                    f"run directory {path} lies inside {live}, the folder of a run that is still going; "
-                    "--overwrite deletes nothing there: wait for it to end or use another --out"
                 )
         elif self.resume and not looks_like_run:
             raise UserError(
