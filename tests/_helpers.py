@@ -51,25 +51,30 @@ _log = rundir.RunLogger.log
 def log(self, step, **kw):
     _log(self, step, **kw)
     if step == {kill_at}:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.{kill}(os.{who}(), signal.{signal})
 rundir.RunLogger.log = log
 from semmae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_killed_at(step: int, argv: list[str], timeout: int = 240):
-    """``semmae ARGV`` in a subprocess that SIGKILLs itself right after logging ``step``; the CompletedProcess."""
+def run_killed_at(
+    step: int, argv: list[str], timeout: int = 240, signal: str = "SIGKILL", group: bool = False
+):
+    """``semmae ARGV`` in a subprocess that sends itself ``signal`` right after logging ``step`` (``group``: to
+    its whole process group, DataLoader workers included, as a scheduler does); the CompletedProcess."""
     import subprocess
     import sys
 
-    code = KILLER.format(kill_at=step)
+    kill, who = ("killpg", "getpgrp") if group else ("kill", "getpid")
+    code = KILLER.format(kill_at=step, signal=signal, kill=kill, who=who)
     return subprocess.run(
         [sys.executable, "-c", code, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=subprocess_env(),
+        start_new_session=group,
     )
 
 

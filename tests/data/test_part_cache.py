@@ -310,9 +310,11 @@ def test_overwrite_replaces_only_a_part_cache(tmp_path):
 def test_overwrite_of_a_cache_inside_a_live_run_is_refused(tmp_path):
     files = ["a/0.png", "a/1.png"]
     ids, fg = _maps(2, 4, 3)
+    _write_all(tmp_path / "running" / "c.parts", files, ids, fg, 3)
     with live_run(tmp_path / "running") as running:
-        _write_all(running / "c.parts", files, ids, fg, 3)
         before = folder_snapshot(running)
+        with pytest.raises(UserError, match="the folder of a run that is still going"):
+            PartCache.create(running / "new.parts", files, grid=4, num_parts=3)
         with pytest.raises(
             UserError, match=r"lies inside .*running, the folder of a run that is still going"
         ):

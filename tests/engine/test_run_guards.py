@@ -7,7 +7,7 @@ import errno
 import shutil
 
 import pytest
-from _helpers import folder_snapshot
+from _helpers import folder_snapshot, run_killed_at
 
 from semmae.cli import main
 from semmae.engine.checkpoint import CheckpointManager
@@ -213,3 +213,19 @@ def test_resume_with_other_data_or_out_inside_the_data_is_refused(
     assert main(micro_args(other, other / "run", *FAST)) == 2
     _one_line_error(capsys, "lies inside --data")
     assert not (other / "run").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_sigterm_checkpoints_where_it_stops_and_exits_like_ctrl_c(
+    engine_images, micro_args, tmp_path, workers
+):
+    out = tmp_path / "run"
+    argv = micro_args(engine_images, out, "--masking", "random", "--epochs", "2", "--num-workers", workers)
+    res = run_killed_at(
+        2, argv, signal="SIGTERM", group=True
+    )  # what a scheduler sends before it kills the job
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert "SIGTERM: stopped at step 2" in res.stdout and "interrupted" in res.stderr
+    assert [p.name for p in CheckpointManager(out).list()] == ["ckpt-000000002.pth"]
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == list(range(1, 9))

@@ -5,7 +5,9 @@ every such stage needs and does the same way: the run folder claim, the device/w
 (effective batch, steps, MAE's ``lr = blr x batch / 256``), the step-indexed sampler and loader, gradient
 accumulation under DDP's ``no_sync``, loss scaling + clipping (:class:`~semmae.engine.precision.LossScaler`), the
 non-finite watch that syncs only at log steps, logging, the progress bar, checkpoints that resume *to the step*
-(model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN.
+(model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN. SIGTERM (what
+schedulers send before they kill a job) stops at the next step boundary with a checkpoint there, then exits as
+Ctrl-C does (``KeyboardInterrupt``: one line, exit 130); a rerun with ``--resume auto`` continues from it.
 
 A stage subclasses :class:`StepTrainer` and fills in its hooks: :meth:`build` (data, model, optimiser, schedules),
 :meth:`losses` (one micro-batch's losses), and optionally :meth:`begin_step`, :meth:`end_step`,
@@ -16,8 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +198,7 @@ class StepTrainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=self.worker_init_fn,
+            worker_init_fn=partial(_worker_init, self.worker_init_fn),
             **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
@@ -302,14 +307,20 @@ class StepTrainer:
         self.watch = NonFiniteWatch(self.device)
         last_loss = float("nan")
         self.model.train()
-        while self.step < end:
-            epoch, start = divmod(self.step, p.steps_per_epoch)
-            last_loss = self._train_epoch(epoch, start, end)
-            self._check_finite()
-            if (self.step % p.steps_per_epoch == 0 or self.step == end) and self._saved_step != self.step:
-                self.checkpoint()
-            if self.step % p.steps_per_epoch == 0:
-                self.epoch_end(self.step // p.steps_per_epoch)
+        with _sigterm_requests() as self._terminated:
+            while self.step < end:
+                epoch, start = divmod(self.step, p.steps_per_epoch)
+                last_loss = self._train_epoch(epoch, start, end)
+                self._check_finite()
+                stopping = self._stop_requested(force=True)
+                if (
+                    self.step % p.steps_per_epoch == 0 or self.step == end or stopping
+                ) and self._saved_step != self.step:
+                    self.checkpoint()
+                if stopping:
+                    self._stop()
+                if self.step % p.steps_per_epoch == 0:
+                    self.epoch_end(self.step // p.steps_per_epoch)
         self.logger.close()
         skipped = int(du.all_reduce_sum(torch.tensor(float(self.skipped_images), device=self.device)).item())
         if skipped and self.is_main:
@@ -421,11 +432,32 @@ class StepTrainer:
                 self._check_finite()
                 self.checkpoint()
             t_fetch = time.perf_counter()
-            if self.step >= end:
+            if self.step >= end or self._stop_requested():
                 break
         if bar is not None:
             bar.close()
         return loss_value
+
+    def _stop_requested(self, force: bool = False) -> bool:
+        """Whether SIGTERM arrived (on any rank). Under torchrun the ranks agree at log steps (and with
+        ``force``), where they synchronise anyway, so that every rank stops at the same step."""
+        if self.dist.world_size == 1:
+            return self._terminated[0]
+        if not force and self.step % self.cfg.log_every:
+            return False
+        flag = torch.tensor(float(self._terminated[0]), device=self.device)
+        return bool(du.all_reduce_sum(flag).item() > 0)
+
+    def _stop(self) -> None:
+        """End a run stopped by SIGTERM as Ctrl-C ends one, after the checkpoint at this step."""
+        self.logger.close()
+        if self.is_main:
+            print(
+                f"semmae {self.verb}: SIGTERM: stopped at step {self.step} with checkpoint {self.ckpts.latest()}; "
+                "rerun with --resume auto to continue",
+                flush=True,
+            )
+        raise KeyboardInterrupt
 
     def online_knn(self, encoder: torch.nn.Module, epoch: int) -> None:
         """kNN accuracy of ``encoder`` on ``--eval-train`` / ``--eval-val``, logged at this step."""
@@ -435,6 +467,32 @@ class StepTrainer:
         if acc is not None:
             self.logger.log(self.step, epoch=epoch, **acc)
         self.model.train()
+
+
+@contextlib.contextmanager
+def _sigterm_requests():
+    """Yields ``[flag]``; SIGTERM sets it instead of killing the process (the loop stops at the next step
+    boundary). Outside the main thread (where Python delivers signals) nothing is installed."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(signum, frame):
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _worker_init(init_fn, worker_id: int) -> None:
+    """DataLoader workers leave SIGTERM to the main process, which checkpoints and then ends them."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if init_fn is not None:
+        init_fn(worker_id)
 
 
 def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:
