@@ -109,8 +109,8 @@ def pretrain_checkpoint(path, mae, **config) -> dict:
 
 
 def folder_snapshot(root) -> dict[str, object]:
-    """Everything under ``root``: ``{relative path: (bytes, mtime_ns)}`` per file and ``"dir"`` per folder. The run
-    lock's bytes and time aside (a claim records its holder there): only whether it is there counts."""
+    """Everything under ``root``: ``{relative path: (bytes, mtime_ns)}`` per file and ``"dir"`` per folder; of a
+    run lock its bytes only (a refused claim puts back the record it wrote there)."""
     from semmae.utils.rundir import LOCK_NAME
 
     snap: dict[str, object] = {}
@@ -119,7 +119,7 @@ def folder_snapshot(root) -> dict[str, object]:
         if p.is_dir():
             snap[rel] = "dir"
         elif p.name == LOCK_NAME:
-            snap[rel] = "lock"
+            snap[rel] = p.read_bytes()
         else:
             snap[rel] = (p.read_bytes(), p.stat().st_mtime_ns)
     return snap

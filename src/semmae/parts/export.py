@@ -28,7 +28,7 @@ from semmae.parts.config import PartsExportConfig
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.inference import full_image_transform, infer_attention_parts, infer_parts
 from semmae.utils.distributed import resolve_device
-from semmae.utils.rundir import exclusive
+from semmae.utils.rundir import check_out_outside, exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
 ATTENTION_PARTS = "argmax over the last-layer CLS-attention heads, bilinear to grid (one part per head)"
@@ -40,6 +40,7 @@ Predict = Callable[[torch.Tensor, int, Precision], dict[str, torch.Tensor]]
 
 def export_parts(cfg: PartsExportConfig) -> PartCache:
     """Export (or resume exporting) the cache at ``cfg.out``; returns it opened."""
+    check_out_outside(cfg.out, {"--data": cfg.data})  # a cache inside the ImageFolder would be a class of it
     device = resolve_device(cfg.device)
     if cfg.source == "attention":
         encoder = load_attention_encoder(cfg.encoder_checkpoint, cfg.img_size).to(device)

@@ -83,6 +83,7 @@ class RunDir:
         self._started = False
         self._created: list[Path] = []  # folders this claim created (removed again if the run never started)
         self._made_lock = False  # the lock file is this claim's (removed again if the run never started)
+        self._old_record = b""  # the lock file's bytes before this claim (put back if the run never started)
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
@@ -136,6 +137,7 @@ class RunDir:
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
         self._fd = _acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
+        self._old_record = os.pread(self._fd, 1 << 16, 0)  # put back if this claim never starts
         return _read_holder(self._fd)
 
     def _record_holder(self, run_verb: str | None) -> None:
@@ -243,6 +245,12 @@ class RunDir:
                     (self.path / LOCK_NAME).unlink()
                     for folder in self._created:
                         folder.rmdir()
+                except OSError:
+                    pass
+            elif not self._started:  # the lock file a finished run left: its record as it was
+                try:
+                    os.ftruncate(self._fd, 0)
+                    os.pwrite(self._fd, self._old_record, 0)
                 except OSError:
                     pass
             os.close(self._fd)
