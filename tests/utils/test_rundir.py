@@ -14,7 +14,14 @@ import pytest
 from _helpers import folder_snapshot, live_run, user_folder
 
 from semmae.errors import UserError
-from semmae.utils.rundir import LOCK_NAME, check_out_outside, claim_run_dir, read_log, truncate_log
+from semmae.utils.rundir import (
+    LOCK_NAME,
+    check_out_outside,
+    claim_run_dir,
+    exclusive,
+    read_log,
+    truncate_log,
+)
 
 
 def _snapshot(root):
@@ -214,3 +221,14 @@ def test_out_inside_the_data_is_refused(tmp_path):
     for out in (tmp_path / "imgs", tmp_path / "imgs" / "pack"):
         with pytest.raises(UserError, match=r"--out .* lies inside --data .*imgs"):
             check_out_outside(out, {"--data": str(tmp_path / "imgs"), "--val": None})
+
+
+def test_exclusive_never_takes_over_a_users_file(tmp_path):
+    mine = tmp_path / "c.parts.lock"
+    mine.write_text("my notes\n")
+    with pytest.raises(UserError, match="is not a semmae lock file"):
+        with exclusive(mine, "part cache c.parts", "parts export"):
+            pass
+    assert mine.read_text() == "my notes\n"
+    with exclusive(tmp_path / "d.lock", "part cache d", "parts export"):  # its own (or a killed run's) lock
+        pass

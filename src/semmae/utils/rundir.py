@@ -249,8 +249,9 @@ class RunDir:
                     pass
             elif not self._started:  # the lock file a finished run left: its record as it was
                 try:
-                    os.ftruncate(self._fd, 0)
-                    os.pwrite(self._fd, self._old_record, 0)
+                    if os.pread(self._fd, 1 << 16, 0) != self._old_record:
+                        os.ftruncate(self._fd, 0)
+                        os.pwrite(self._fd, self._old_record, 0)
                 except OSError:
                     pass
             os.close(self._fd)
@@ -355,6 +356,8 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
     exit (while still held, so a waiting process notices and retries)."""
     lock_path = Path(lock_path)
+    if lock_path.is_file() and lock_path.stat().st_size and not _read_holder_file(lock_path):
+        raise UserError(f"{lock_path} exists and is not a semmae lock file; move it or use another {flag}")
     if not lock_path.parent.exists():
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -413,6 +416,17 @@ def check_out_outside(out: str | Path, inputs: dict[str, str | None]) -> None:
                 f"--out {out} lies inside {flag} {folder}: what it writes would become part of the data; "
                 "choose an --out outside it"
             )
+
+
+def _read_holder_file(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
 
 
 def _read_holder(fd: int) -> dict[str, Any]:
