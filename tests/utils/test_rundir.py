@@ -203,17 +203,22 @@ class _Cfg:
     seed: int
 
 
-def test_resume_with_other_data_is_refused_naming_both_before_writing(tmp_path):
-    out = tmp_path / "run"
+def test_resume_with_other_data_is_refused_naming_both_before_writing(tmp_path, capsys):
+    out, a, b = tmp_path / "run", tmp_path / "a", tmp_path / "b"
+    a.mkdir()
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
-        run.start(_Cfg(data="/data/a", seed=0), tensorboard=False).log(1, loss=1.0)
+        run.start(_Cfg(data=str(a), seed=0), tensorboard=False).log(1, loss=1.0)
     before = folder_snapshot(out)
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
-        with pytest.raises(UserError, match=r"--data /data/b is not /data/a, the --data of the run in"):
-            run.start(_Cfg(data="/data/b", seed=0), keep_log_until=0, tensorboard=False)
+        with pytest.raises(UserError, match=rf"--data {b} is not {a}, the --data of the run in"):
+            run.start(_Cfg(data=str(b), seed=0), keep_log_until=0, tensorboard=False)
     assert folder_snapshot(out) == before
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
-        run.start(_Cfg(data="/data/a/", seed=0), keep_log_until=1, tensorboard=False)
+        run.start(_Cfg(data=f"{a}/", seed=0), keep_log_until=1, tensorboard=False)
+    a.rmdir()  # the run's data is gone (a per-job local copy): another path continues it, with a note
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(_Cfg(data=str(b), seed=0), keep_log_until=1, tensorboard=False)
+    assert f"--data {b} replaces {a}/, which no longer exists" in capsys.readouterr().out
 
 
 def test_out_inside_the_data_is_refused(tmp_path):

@@ -199,7 +199,8 @@ class RunDir:
         return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
 
     def _check_same_data(self, config: Any) -> None:
-        """A continued run reads the data the run read: another ``--data`` is refused, naming both."""
+        """A continued run reads the data the run read: another ``--data`` is refused, naming both. Only a path
+        that no longer exists may change (a dataset copied to a node's local disk per job), with a note."""
         import yaml
 
         try:
@@ -213,6 +214,12 @@ class RunDir:
             if not new or not was or new == was or os.path.realpath(new) == os.path.realpath(was):
                 continue
             flag = "--" + key
+            if not os.path.exists(was):
+                print(
+                    f"semmae {self.verb}: note: {flag} {new} replaces {was}, which no longer exists",
+                    flush=True,
+                )
+                continue
             raise UserError(
                 f"{flag} {new} is not {was}, the {flag} of the run in {self.path}; continue it with the same "
                 f"{flag}, or start a new run (--overwrite or another --out)"
