@@ -22,7 +22,6 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +197,7 @@ class StepTrainer:
             pin_memory=self.device.type == "cuda",
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers > 0 else None,
-            worker_init_fn=partial(_worker_init, self.worker_init_fn),
+            worker_init_fn=self.worker_init_fn,
             **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
@@ -356,7 +355,7 @@ class StepTrainer:
         sums = {k: torch.zeros((), device=self.device) for k in self.loss_keys}
         loss_value = float("nan")
         micro = 0
-        for batch in self.loader:
+        for batch in self._batches():
             step = self.step
             if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
                 self.skipped_images += int(batch["skipped"].sum())
@@ -438,6 +437,20 @@ class StepTrainer:
             bar.close()
         return loss_value
 
+    def _batches(self):
+        """The loader's batches; when SIGTERM reached the DataLoader workers too (a scheduler signals the whole
+        process group), their end is the end of the epoch, and the run stops at this step."""
+        batches = iter(self.loader)
+        while True:
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if not self._terminated[0]:
+                    raise
+                return
+
     def _stop_requested(self, force: bool = False) -> bool:
         """Whether SIGTERM arrived (on any rank). Under torchrun the ranks agree at log steps (and with
         ``force``), where they synchronise anyway, so that every rank stops at the same step."""
@@ -486,13 +499,6 @@ def _sigterm_requests():
         yield flag
     finally:
         signal.signal(signal.SIGTERM, previous)
-
-
-def _worker_init(init_fn, worker_id: int) -> None:
-    """DataLoader workers leave SIGTERM to the main process, which checkpoints and then ends them."""
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if init_fn is not None:
-        init_fn(worker_id)
 
 
 def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:
