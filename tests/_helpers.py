@@ -51,25 +51,30 @@ _log = rundir.RunLogger.log
 def log(self, step, **kw):
     _log(self, step, **kw)
     if step == {kill_at}:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.{kill}(os.{who}(), signal.{signal})
 rundir.RunLogger.log = log
 from semmae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_killed_at(step: int, argv: list[str], timeout: int = 240):
-    """``semmae ARGV`` in a subprocess that SIGKILLs itself right after logging ``step``; the CompletedProcess."""
+def run_killed_at(
+    step: int, argv: list[str], timeout: int = 240, signal: str = "SIGKILL", group: bool = False
+):
+    """``semmae ARGV`` in a subprocess that sends itself ``signal`` right after logging ``step`` (``group``: to
+    its whole process group, DataLoader workers included, as a scheduler does); the CompletedProcess."""
     import subprocess
     import sys
 
-    code = KILLER.format(kill_at=step)
+    kill, who = ("killpg", "getpgrp") if group else ("kill", "getpid")
+    code = KILLER.format(kill_at=step, signal=signal, kill=kill, who=who)
     return subprocess.run(
         [sys.executable, "-c", code, *argv],
         capture_output=True,
         text=True,
         timeout=timeout,
         env=subprocess_env(),
+        start_new_session=group,
     )
 
 
@@ -111,3 +116,58 @@ def run_torchrun_code(code: str, argv: list[str] = (), nproc: int = 2, timeout: 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
     cmd += ["--nproc-per-node", str(nproc), "--no-python", sys.executable, "-c", code, *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=subprocess_env())
+
+
+def folder_snapshot(root) -> dict[str, object]:
+    """Everything under ``root``: ``{relative path: (bytes, mtime_ns)}`` per file and ``"dir"`` per folder; of a
+    run lock its bytes only (a refused claim puts back the record it wrote there)."""
+    from semmae.utils.rundir import LOCK_NAME
+
+    snap: dict[str, object] = {}
+    for p in sorted(root.rglob("*")):
+        rel = str(p.relative_to(root))
+        if p.is_dir():
+            snap[rel] = "dir"
+        elif p.name == LOCK_NAME:
+            snap[rel] = p.read_bytes()
+        else:
+            snap[rel] = (p.read_bytes(), p.stat().st_mtime_ns)
+    return snap
+
+
+def user_folder(root):
+    """A folder of a user's own things (a file and a sub-folder); returns it."""
+    (root / "photos").mkdir(parents=True)
+    (root / "photos" / "cat.jpg").write_bytes(b"\xff\xd8 not really a cat")
+    (root / "thesis.txt").write_text("four years of work\n")
+    (root / "files.txt").write_text("my list\n")
+    return root
+
+
+class live_run:
+    """A context manager: ``root`` holds a `semmae <verb>` run whose lock is held (as by a running process)."""
+
+    def __init__(self, root, verb: str = "pretrain"):
+        self.root, self.verb = root, verb
+
+    def __enter__(self):
+        import fcntl
+        import json
+        import os
+
+        from semmae.utils.rundir import LOCK_NAME
+
+        (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
+        (self.root / "checkpoints" / "ckpt-000000004.pth").write_bytes(b"weights")
+        (self.root / "config.yaml").write_text("seed: 0\n")
+        (self.root / "log.jsonl").write_text('{"step": 4, "loss": 1.0}\n')
+        self.fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        info = {"pid": 1, "host": "elsewhere", "holder": self.verb, "verb": self.verb}
+        os.pwrite(self.fd, json.dumps(info).encode(), 0)
+        return self.root
+
+    def __exit__(self, *exc):
+        import os
+
+        os.close(self.fd)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from _helpers import folder_snapshot, live_run, one_error_line, user_folder
 from PIL import Image
 
 from semmae.cli import main
@@ -252,3 +254,100 @@ def test_packing_and_streaming_need_no_webdataset(folder, cache, tmp_path, monke
             s["codes"], everything["codes"][i]
         )
         assert s["label"] == everything["label"][i] and torch.equal(s["size"], everything["size"][i])
+
+
+def _pack_cli(folder, out, *extra):
+    return main(
+        [
+            "data",
+            "pack",
+            "--data",
+            str(folder),
+            "--out",
+            str(out),
+            "--side",
+            "16",
+            "--num-workers",
+            "0",
+            *extra,
+        ]
+    )
+
+
+def test_overwrite_replaces_only_a_pack_and_nothing_inside_a_live_run(folder, tmp_path, capsys):
+    user = user_folder(tmp_path / "home")
+    stray = tmp_path / "stray"
+    pack_dataset(folder, stray, SIDE, progress=False)
+    (stray / "notes.txt").write_text("mine")
+    just_a_list = tmp_path / "lists"
+    just_a_list.mkdir()
+    (just_a_list / "files.txt").write_text("my list\n")  # a pack's file name, but no pack
+    cases = (
+        (user, "holds photos, thesis.txt"),
+        (stray, "holds notes.txt"),
+        (just_a_list, "has no readable pack.json"),
+    )
+    for out, why in cases:
+        before = folder_snapshot(out)
+        for extra in ((), ("--overwrite",)):
+            assert _pack_cli(folder, out, *extra) == 2
+            err = one_error_line(capsys, str(out), why, "not a pack")
+            assert "--overwrite" not in err
+            assert folder_snapshot(out) == before
+    with live_run(tmp_path / "running", "bootstrap") as running:
+        before = folder_snapshot(running)
+        assert _pack_cli(folder, running, "--overwrite") == 2
+        one_error_line(capsys, "is in use by another run", "`semmae bootstrap`")
+        assert folder_snapshot(running) == before
+        pack_dataset(folder, tmp_path / "p", SIDE, progress=False)
+        shutil.copytree(tmp_path / "p", running / "pack")
+        before = folder_snapshot(running)
+        for extra in ((), ("--overwrite",)):
+            assert _pack_cli(folder, running / "pack", *extra) == 2
+            one_error_line(capsys, "the folder of a run that is still going")
+        assert folder_snapshot(running) == before
+
+
+def test_a_second_pack_on_the_same_out_is_refused(folder, tmp_path, capsys):
+    from semmae.utils.rundir import LOCK_NAME, exclusive
+
+    out = tmp_path / "pack"
+    with exclusive(out / LOCK_NAME, f"pack {out}", "data pack"):
+        assert _pack_cli(folder, out) == 2
+        one_error_line(capsys, f"pack {out} is in use by another run", "`semmae data pack`")
+        assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]
+    assert _pack_cli(folder, out) == 0
+    assert LOCK_NAME not in {p.name for p in out.iterdir()}
+    open_pack_checked(out)
+
+
+def test_out_inside_the_data_is_refused(folder, capsys):
+    assert _pack_cli(folder, folder / "packed") == 2
+    one_error_line(capsys, "lies inside --data")
+    assert not (folder / "packed").exists()
+
+
+def test_resume_verifies_finished_shards_and_a_deleted_bad_shard_is_rewritten(folder, tmp_path, capsys):
+    ref = tmp_path / "ref"
+    pack_dataset(folder, ref, SIDE, shard_size=2, progress=False)
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, shard_size=2, progress=False, max_shards=2)
+    shard = out / "shard-000001.tar"
+    data = bytearray(shard.read_bytes())
+    data[1000] ^= 0xFF  # damaged after it was recorded: same size, another checksum
+    shard.write_bytes(bytes(data))
+    report = pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
+    assert report.shards_written == 3 and "writing shard shard-000001.tar again" in capsys.readouterr().out
+    assert (out / "pack.json").read_text() == (ref / "pack.json").read_text()
+    # a finished pack with a damaged shard: the advice (delete it and rerun) works
+    shard.write_bytes(bytes(data))
+    with pytest.raises(
+        UserError, match="delete it and rerun `semmae data pack` with the same arguments"
+    ) as e:
+        open_pack_checked(out)
+    shard.unlink()
+    report = pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
+    assert report.shards_written == 1
+    open_pack_checked(out)
+    assert (out / "pack.json").read_text() == (ref / "pack.json").read_text()
+    assert "rerun" in str(e.value)

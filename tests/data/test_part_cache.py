@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _helpers import write_image_folder
+from _helpers import folder_snapshot, live_run, user_folder, write_image_folder
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.part_cache import PartCache, decode_cells, encode_cells
@@ -276,3 +276,48 @@ def test_cache_for_other_images_with_the_same_names_is_refused(tmp_path):
         PartCache.open(cache.path, files, root=root)
     with pytest.raises(UserError, match="other images"):
         PartImageDataset(root, cache.path, img_size=32, patch_size=8)
+
+
+def test_overwrite_replaces_only_a_part_cache(tmp_path):
+    files = ["a/0.png", "a/1.png"]
+    ids, fg = _maps(2, 4, 3)
+    user = user_folder(tmp_path / "home")
+    other_meta = tmp_path / "run"
+    other_meta.mkdir()
+    (other_meta / "meta.json").write_text('{"epochs": 3}')
+    stray = tmp_path / "c.parts"
+    _write_all(stray, files, ids, fg, 3)
+    (stray / "notes.txt").write_text("mine")
+    for folder, why in (
+        (user, "holds photos, thesis.txt"),
+        (other_meta, "part cache's format"),
+        (stray, "notes.txt"),
+    ):
+        before = folder_snapshot(folder)
+        for overwrite in (False, True):
+            with pytest.raises(UserError, match=rf"{folder} .*{why}.* not a part cache") as e:
+                PartCache.create(folder, files, grid=4, num_parts=3, overwrite=overwrite)
+            assert "--overwrite" not in str(e.value)  # a non-cache is never offered to --overwrite
+            assert folder_snapshot(folder) == before
+    # an unfinished export's folder that holds a user's file is not wiped either
+    partial = user_folder(tmp_path / "d.parts.partial")
+    before = folder_snapshot(partial)
+    with pytest.raises(UserError, match=r"d.parts.partial holds .*thesis.txt"):
+        PartCache.create(tmp_path / "d.parts", files, grid=4, num_parts=3)
+    assert folder_snapshot(partial) == before
+
+
+def test_overwrite_of_a_cache_inside_a_live_run_is_refused(tmp_path):
+    files = ["a/0.png", "a/1.png"]
+    ids, fg = _maps(2, 4, 3)
+    _write_all(tmp_path / "running" / "c.parts", files, ids, fg, 3)
+    with live_run(tmp_path / "running") as running:
+        before = folder_snapshot(running)
+        with pytest.raises(UserError, match="the folder of a run that is still going"):
+            PartCache.create(running / "new.parts", files, grid=4, num_parts=3)
+        with pytest.raises(
+            UserError, match=r"lies inside .*running, the folder of a run that is still going"
+        ):
+            PartCache.create(running / "c.parts", files, grid=4, num_parts=3, overwrite=True)
+        assert folder_snapshot(running) == before
+    PartCache.create(running / "c.parts", files, grid=4, num_parts=3, overwrite=True)  # the run has ended

@@ -7,6 +7,7 @@ import errno
 import shutil
 
 import pytest
+from _helpers import folder_snapshot, run_killed_at
 
 from semmae.cli import main
 from semmae.engine.checkpoint import CheckpointManager
@@ -182,3 +183,49 @@ def test_an_internal_error_without_a_run_folder_does_not_land_in_an_earlier_comm
     err = capsys.readouterr().err
     assert "internal error: ZeroDivisionError: export bug" in err and str(out / "error.log") not in err
     assert not (out / "error.log").exists()
+
+
+def test_refused_pretrain_leaves_the_folder_byte_identical(
+    run_once, engine_images, micro_args, tmp_path, capsys
+):
+    before = folder_snapshot(run_once)
+    capsys.readouterr()
+    missing = ["--eval-every", "1", "--eval-train", str(tmp_path / "nope"), "--eval-val", str(engine_images)]
+    assert main(micro_args(engine_images, run_once, *FAST, "--resume", "auto", *missing)) == 2
+    _one_line_error(capsys, "nope does not exist")
+    assert folder_snapshot(run_once) == before
+    fresh = tmp_path / "fresh"
+    assert main(micro_args(engine_images, fresh, *FAST, *missing)) == 2
+    _one_line_error(capsys, "nope does not exist")
+    assert not fresh.exists()  # the corrected rerun is not refused as "already holds a run"
+
+
+def test_resume_with_other_data_or_out_inside_the_data_is_refused(
+    run_once, engine_images, micro_args, tmp_path, capsys
+):
+    other = tmp_path / "other"
+    shutil.copytree(engine_images, other)
+    before = folder_snapshot(run_once)
+    capsys.readouterr()
+    assert main(micro_args(other, run_once, *FAST, "--resume", "auto")) == 2
+    _one_line_error(capsys, f"--data {other} is not {engine_images}")
+    assert folder_snapshot(run_once) == before
+    assert main(micro_args(other, other / "run", *FAST)) == 2
+    _one_line_error(capsys, "lies inside --data")
+    assert not (other / "run").exists()
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_sigterm_checkpoints_where_it_stops_and_exits_like_ctrl_c(
+    engine_images, micro_args, tmp_path, workers
+):
+    out = tmp_path / "run"
+    argv = micro_args(engine_images, out, "--masking", "random", "--epochs", "2", "--num-workers", workers)
+    res = run_killed_at(
+        2, argv, signal="SIGTERM", group=True
+    )  # what a scheduler sends before it kills the job
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert "SIGTERM: stopped at step 2" in res.stdout and "interrupted" in res.stderr
+    assert [p.name for p in CheckpointManager(out).list()] == ["ckpt-000000002.pth"]
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == list(range(1, 9))

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 import torch
-from _helpers import one_error_line
+from _helpers import folder_snapshot, one_error_line, user_folder
 
 from semmae.cli import main
 
@@ -132,3 +132,50 @@ def test_diverging_finetune_stops_with_one_line_and_keeps_no_bad_weights(
     assert main(argv) == 2
     one_error_line(capsys, "non-finite loss at step", "no checkpoint had been written yet")
     assert not (out / "checkpoint.pth").exists() and not (out / "best.pth").exists()
+
+
+def test_refused_linprobe_leaves_its_folder_byte_identical_fresh_or_resumed(
+    tiny_data, tiny_ckpt, tmp_path, capsys
+):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+
+    def probe(out, *extra):
+        argv = ["linprobe", "--data", str(data), "--checkpoint", str(tiny_ckpt), "--out", str(out), *COMMON]
+        return main(
+            [*argv, "--mode", "fast", "--epochs", "2", "--warmup-epochs", "0", "--blrs", "0.1", *extra]
+        )
+
+    out = tmp_path / "probe"
+    assert probe(out) == 0
+    before = folder_snapshot(out)
+    # the features are extracted again (another view count) and the datasets refused: after the folder's checks
+    (data / "val" / "red").rename(data / "val" / "green")
+    capsys.readouterr()
+    assert probe(out, "--resume", "auto", "--fast-views", "1") == 2
+    one_error_line(capsys, "class folders differ")
+    assert folder_snapshot(out) == before  # log.jsonl's val_top1 row, config.yaml and tb/ as they were
+    fresh = tmp_path / "fresh"
+    assert probe(fresh) == 2
+    one_error_line(capsys, "class folders differ")
+    assert not fresh.exists()  # nothing left that would refuse the corrected rerun
+
+
+def test_knn_into_a_users_folder_and_a_resume_with_other_data_are_refused(
+    tiny_data, tiny_ckpt, tmp_path, capsys
+):
+    home = user_folder(tmp_path / "home")
+    before = folder_snapshot(home)
+    argv = ["knn", "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), *COMMON]
+    assert main([*argv, "--out", str(home)]) == 2
+    one_error_line(capsys, "holds no knn run", "thesis.txt")
+    assert folder_snapshot(home) == before
+    out = tmp_path / "knn"
+    assert main([*argv, "--out", str(out)]) == 0
+    other = tmp_path / "other"
+    shutil.copytree(tiny_data, other)
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv[:2], str(other), *argv[3:], "--out", str(out)]) == 2
+    one_error_line(capsys, f"--data {other} is not {tiny_data}")
+    assert folder_snapshot(out) == before

@@ -136,3 +136,11 @@ def test_a_second_export_into_the_same_cache_is_refused(tmp_path, synth, trained
     assert not out.exists() and not (tmp_path / "c.parts.partial").exists()
     assert _export(synth / "val", trained, out) == 0  # released, and the lock file is gone afterwards
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c.parts"]
+
+
+def test_export_inside_its_own_data_is_refused(tmp_path, synth, trained, capsys):
+    data = tmp_path / "val"
+    shutil.copytree(synth / "val", data)
+    assert _export(data, trained, data / "c.parts") == 2  # the cache would become a class of the ImageFolder
+    one_error_line(capsys, "lies inside --data")
+    assert not (data / "c.parts").exists() and not (data / "c.parts.lock").exists()

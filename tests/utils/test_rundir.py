@@ -8,11 +8,20 @@ import signal
 import subprocess
 import sys
 import textwrap
+from dataclasses import dataclass
 
 import pytest
+from _helpers import folder_snapshot, live_run, user_folder
 
 from semmae.errors import UserError
-from semmae.utils.rundir import LOCK_NAME, claim_run_dir, read_log, truncate_log
+from semmae.utils.rundir import (
+    LOCK_NAME,
+    check_out_outside,
+    claim_run_dir,
+    exclusive,
+    read_log,
+    truncate_log,
+)
 
 
 def _snapshot(root):
@@ -157,3 +166,74 @@ def test_a_run_that_never_started_leaves_no_folder_behind(tmp_path):
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
         run.start(tensorboard=False)
     assert out.is_dir()
+
+
+def test_a_refused_claim_of_a_users_folder_leaves_it_exactly_as_it_was(tmp_path):
+    out = user_folder(tmp_path / "home")
+    before = folder_snapshot(out)
+    for resume, overwrite in ((False, False), (True, False), (False, True)):
+        with pytest.raises(UserError, match="thesis.txt"):
+            claim_run_dir(out, "knn", resume=resume, overwrite=overwrite)
+        assert folder_snapshot(out) == before  # not even a lock file
+
+
+def test_resume_into_a_folder_that_holds_no_run_is_refused(tmp_path):
+    out = user_folder(tmp_path / "home")
+    with pytest.raises(UserError, match=r"is not empty \(.*thesis.txt\) and holds no knn run"):
+        claim_run_dir(out, "knn", resume=True, overwrite=False)
+
+
+def test_overwrite_inside_a_live_run_is_refused(tmp_path):
+    with live_run(tmp_path / "running", "bootstrap") as running:
+        inner = running / "probe"
+        _old_run(inner)
+        before = folder_snapshot(running)
+        with pytest.raises(
+            UserError, match=r"lies inside .*running, the folder of a run that is still going"
+        ):
+            claim_run_dir(inner, "linprobe", resume=False, overwrite=True)
+        assert folder_snapshot(running) == before
+    with claim_run_dir(inner, "pretrain", resume=False, overwrite=True) as run:  # the run has ended
+        run.start(tensorboard=False)
+
+
+@dataclass
+class _Cfg:
+    data: str
+    seed: int
+
+
+def test_resume_with_other_data_is_refused_naming_both_before_writing(tmp_path, capsys):
+    out, a, b = tmp_path / "run", tmp_path / "a", tmp_path / "b"
+    a.mkdir()
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(_Cfg(data=str(a), seed=0), tensorboard=False).log(1, loss=1.0)
+    before = folder_snapshot(out)
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        with pytest.raises(UserError, match=rf"--data {b} is not {a}, the --data of the run in"):
+            run.start(_Cfg(data=str(b), seed=0), keep_log_until=0, tensorboard=False)
+    assert folder_snapshot(out) == before
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(_Cfg(data=f"{a}/", seed=0), keep_log_until=1, tensorboard=False)
+    a.rmdir()  # the run's data is gone (a per-job local copy): another path continues it, with a note
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(_Cfg(data=str(b), seed=0), keep_log_until=1, tensorboard=False)
+    assert f"--data {b} replaces {a}/, which no longer exists" in capsys.readouterr().out
+
+
+def test_out_inside_the_data_is_refused(tmp_path):
+    check_out_outside(tmp_path / "elsewhere", {"--data": str(tmp_path / "imgs")})
+    for out in (tmp_path / "imgs", tmp_path / "imgs" / "pack"):
+        with pytest.raises(UserError, match=r"--out .* lies inside --data .*imgs"):
+            check_out_outside(out, {"--data": str(tmp_path / "imgs"), "--val": None})
+
+
+def test_exclusive_never_takes_over_a_users_file(tmp_path):
+    mine = tmp_path / "c.parts.lock"
+    mine.write_text("my notes\n")
+    with pytest.raises(UserError, match="is not a semmae lock file"):
+        with exclusive(mine, "part cache c.parts", "parts export"):
+            pass
+    assert mine.read_text() == "my notes\n"
+    with exclusive(tmp_path / "d.lock", "part cache d", "parts export"):  # its own (or a killed run's) lock
+        pass

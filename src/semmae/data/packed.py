@@ -35,6 +35,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import tarfile
 import time
 from collections.abc import Iterator, Sequence
@@ -48,10 +49,13 @@ import torch
 from semmae.data.folder import file_list_digest, scan_image_folder
 from semmae.errors import BadImageError, UserError
 from semmae.utils.io import atomic_write_json, atomic_write_text, naming_os_errors
+from semmae.utils.rundir import LOCK_NAME, check_out_outside, exclusive, is_temporary, live_lock_above
 
 FORMAT = "semmae-pack"
 FORMAT_VERSION = 1
 MANIFEST = "pack.json"
+_PACK_FILE = re.compile(r"^shard-\d{6}\.tar(\.partial)?$")
+_INDEX_FILE = re.compile(r"^shard-\d{6}\.npy(\.partial)?$")
 
 
 def is_pack(path: str | Path) -> bool:
@@ -161,14 +165,73 @@ def pack_dataset(
             "producer": cache.meta.get("producer", {}),
         },
     }
+    check_out_outside(out, {"--data": root})
+    live = live_lock_above(out)
+    if live is not None and live != out.resolve():
+        raise UserError(
+            f"pack {out} lies inside {live}, the folder of a run that is still going; wait for it to end or use "
+            "another --out"
+        )
+    if live is None:  # a live --out is refused by its lock below, naming the holder
+        _check_pack_folder(out)
+    # one writer per pack: a second `data pack` on the same --out is refused (and sees its lock as a live run)
+    with exclusive(out / LOCK_NAME, f"pack {out}", "data pack"):
+        _check_pack_folder(out)
+        return _pack(
+            root, out, side, samples, rel, cache, meta, shard_size, workers, overwrite, progress, max_shards
+        )
+
+
+def _check_pack_folder(out: Path) -> None:
+    """Refuse an ``--out`` that exists and is neither empty nor a pack (nothing there is written or deleted)."""
+    if not out.exists() or (out.is_dir() and {p.name for p in out.iterdir()} <= {LOCK_NAME}):
+        return
+    why = not_a_pack(out)
+    if why:
+        raise UserError(
+            f"{out} {why}, so it is not a pack and `data pack` leaves it alone; choose another --out"
+        )
+
+
+def not_a_pack(out: Path) -> str | None:
+    """Why folder ``out`` is not a pack, or None when it is one: a ``pack.json`` of this format and only a pack's
+    files. The marker `data pack` checks before it replaces or writes anything there."""
+    if not out.is_dir():
+        return "is not a folder"
+    names = [p.name for p in out.iterdir()]
+    foreign = [
+        n for n in names if not _PACK_FILE.match(n) and n not in (MANIFEST, "files.txt", "index", LOCK_NAME)
+    ]
+    if (out / "index").exists():
+        if not (out / "index").is_dir():
+            foreign.append("index")
+        else:
+            foreign += [f"index/{p.name}" for p in (out / "index").iterdir() if not _INDEX_FILE.match(p.name)]
+    foreign = [n for n in foreign if not is_temporary(Path(n).name)]
+    if foreign:
+        more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
+        return f"holds {', '.join(sorted(foreign)[:4])}{more}"
+    try:
+        fmt = json.loads((out / MANIFEST).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        fmt = None
+    return None if fmt == FORMAT else f"has no readable {MANIFEST}"
+
+
+def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overwrite, progress, max_shards):
     manifest = out / MANIFEST
     shards: list[dict[str, Any]] = []
     if manifest.is_file():
         old = _read_manifest(out)
         settings = {k: v for k, v in old.items() if k not in ("shards", "complete")}
         if old.get("complete") and not overwrite:
-            raise UserError(f"pack {out} already exists; pass --overwrite to replace it")
-        if old.get("complete") or settings != meta:
+            # a finished pack is rewritten only where a shard went missing or damaged (what `data check` advises)
+            shards = (
+                _intact_shards(out, old["shards"], checksums=False) if settings == meta else old["shards"]
+            )
+            if len(shards) == len(old["shards"]):
+                raise UserError(f"pack {out} already exists; pass --overwrite to replace it")
+        elif old.get("complete") or settings != meta:
             if not overwrite:
                 changed = sorted(k for k in meta if settings.get(k) != meta[k])
                 raise UserError(
@@ -176,9 +239,7 @@ def pack_dataset(
                     "differ); rerun with the same settings to resume it, or pass --overwrite"
                 )
         else:
-            shards = list(old["shards"])
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"{out} exists and is not a pack; choose a new --out")
+            shards = _intact_shards(out, old["shards"], checksums=True)
     if overwrite and not shards:
         _clear_pack(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -218,6 +279,34 @@ def pack_dataset(
     _write_manifest(out, meta, shards, complete=complete)
     total = sum(s["bytes"] + s["index_bytes"] for s in shards)
     return PackReport(str(out), len(samples), len(todo), n_shards, seconds, total)
+
+
+def _intact_shards(out: Path, rows: list[dict[str, Any]], checksums: bool) -> list[dict[str, Any]]:
+    """The manifest rows whose shard and index are as recorded (size, and with ``checksums`` the SHA-256); the
+    others are named and written again."""
+    kept = []
+    for s in rows:
+        files = (
+            (out / s["name"], "bytes", "sha256"),
+            (out / "index" / _index_name(s["name"]), "index_bytes", "index_sha256"),
+        )
+        bad = [
+            p.name
+            for p, size, digest in files
+            if not p.is_file() or p.stat().st_size != s[size] or (checksums and _sha256(p) != s[digest])
+        ]
+        if bad:
+            print(
+                f"pack {out}: {', '.join(bad)} missing or damaged; writing shard {s['name']} again",
+                flush=True,
+            )
+        else:
+            kept.append(s)
+    return kept
+
+
+def _index_name(shard: str) -> str:
+    return shard.replace(".tar", ".npy")
 
 
 def _clear_pack(out: Path) -> None:
@@ -513,7 +602,7 @@ class PackedImages:
                     what = "missing" if size < 0 else f"{size} bytes, the manifest records {s[key]}"
                     raise UserError(
                         f"packed shard {p} is {what}: it is damaged; delete it and rerun `semmae data pack` "
-                        "to rewrite it"
+                        "with the same arguments to rewrite it"
                     )
             try:
                 idx = np.load(path / "index" / s["name"].replace(".tar", ".npy"))
@@ -602,7 +691,7 @@ def open_pack_checked(path: str | Path) -> PackedImages:
         more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
         raise UserError(
             f"packed shard {Path(path) / bad[0]} has a bad checksum{more}: it is corrupt; delete it and rerun "
-            "`semmae data pack` to rewrite it"
+            "`semmae data pack` with the same arguments to rewrite it"
         )
     return pack
 

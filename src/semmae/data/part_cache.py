@@ -47,6 +47,7 @@ import torch
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, atomic_write_text
+from semmae.utils.rundir import is_temporary, live_lock_above
 
 FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
 READABLE_VERSIONS = (1, 2)
@@ -241,6 +242,34 @@ class PartCache:
         return self.grid * self.grid
 
 
+#: what a cache folder holds (``progress.json`` only while unfinished)
+CACHE_FILES = ("meta.json", "files.txt", "codes.u8", "crc32.u32", "sizes.u64")
+
+
+def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
+    """Why ``path`` is not a part cache (``unfinished``: an export's ``.partial`` folder), or None when it is one:
+    a folder of only a cache's files, with a ``meta.json`` that has the cache's format fields. The marker an
+    export checks before it deletes or writes anything there."""
+    if not path.is_dir() or path.is_symlink():
+        return "is not a folder"
+    own = set(CACHE_FILES) | ({"progress.json"} if unfinished else set())
+    foreign = sorted(p.name for p in path.iterdir() if p.name not in own and not is_temporary(p.name))
+    foreign += sorted(p.name for p in path.iterdir() if p.name in own and not p.is_file())
+    if foreign:
+        return f"holds {', '.join(foreign[:4])}{' and more' if len(foreign) > 4 else ''}"
+    if unfinished and not (path / "meta.json").exists():
+        return None  # an export stopped before its first record: only cache files, nothing else
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError):
+        return "has no readable meta.json"
+    if not isinstance(meta, dict) or not {"format_version", "grid", "num_parts", "file_list_digest"} <= set(
+        meta
+    ):
+        return "has a meta.json without a part cache's format fields"
+    return None
+
+
 def _partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
 
@@ -347,9 +376,21 @@ class PartCacheWriter:
         sizes = file_sizes(root, relative_paths) if root is not None else None
         if sizes is not None:
             self.meta["content_fingerprint"] = {"kind": FINGERPRINT_KIND, "digest": _sizes_digest(sizes)}
+        for folder, unfinished in ((path, False), (self.partial, True)):
+            why = not_a_cache(folder, unfinished) if folder.exists() else None
+            if why:
+                raise UserError(
+                    f"{folder} {why}, so it is not a part cache and an export leaves it alone; choose another --out"
+                )
         if path.exists() and not overwrite:
             raise UserError(
                 f"part cache {path} already exists; pass --overwrite to replace it, or use another --out"
+            )
+        live = live_lock_above(path.parent)
+        if live is not None:
+            raise UserError(
+                f"part cache {path} lies inside {live}, the folder of a run that is still going; wait for it "
+                "to end or use another --out"
             )
         try:
             self._start(path, relative_paths, sizes, overwrite)

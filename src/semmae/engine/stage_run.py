@@ -11,7 +11,7 @@ import torch
 
 from semmae.engine.run_options import continues
 from semmae.utils.distributed import DistInfo, cleanup, init_distributed, resolve_device
-from semmae.utils.rundir import RunDir, claim_run_dir
+from semmae.utils.rundir import RunDir, check_out_outside, claim_run_dir
 
 T = TypeVar("T")
 
@@ -25,6 +25,7 @@ def run_claimed(
 ) -> T:
     """``body(cfg, dist_info, device, run_dir)`` inside ``cfg.out`` claimed for ``semmae <verb>``. ``resume``: whether
     the run may continue what the folder holds (default: the config's ``--resume``/``--overwrite``)."""
+    check_out_outside(cfg.out, read_folders(cfg))
     info = init_distributed(cfg.device)
     try:
         device = resolve_device(cfg.device, info)
@@ -36,3 +37,9 @@ def run_claimed(
             return body(cfg, info, device, run_dir)
     finally:
         cleanup()
+
+
+def read_folders(cfg: Any) -> dict[str, str | None]:
+    """The folders a stage reads images from, by flag (``--out`` must lie outside each)."""
+    names = ("data", "train", "val", "eval_train", "eval_val")
+    return {"--" + n.replace("_", "-"): getattr(cfg, n, None) for n in names}

@@ -5,7 +5,9 @@ every such stage needs and does the same way: the run folder claim, the device/w
 (effective batch, steps, MAE's ``lr = blr x batch / 256``), the step-indexed sampler and loader, gradient
 accumulation under DDP's ``no_sync``, loss scaling + clipping (:class:`~semmae.engine.precision.LossScaler`), the
 non-finite watch that syncs only at log steps, logging, the progress bar, checkpoints that resume *to the step*
-(model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN.
+(model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN. SIGTERM (what
+schedulers send before they kill a job) stops at the next step boundary with a checkpoint there, then exits as
+Ctrl-C does (``KeyboardInterrupt``: one line, exit 130); a rerun with ``--resume auto`` continues from it.
 
 A stage subclasses :class:`StepTrainer` and fills in its hooks: :meth:`build` (data, model, optimiser, schedules),
 :meth:`losses` (one micro-batch's losses), and optionally :meth:`begin_step`, :meth:`end_step`,
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,7 @@ import torch
 from torch.utils.data import Dataset
 
 from semmae.config import config_to_dict
+from semmae.data.folder import scan_image_folder
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
 from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, load_resume
@@ -34,9 +39,10 @@ from semmae.engine.progress import fmt_eta, memory_mb, step_bar
 from semmae.engine.run_options import continues, resume_mode
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.engine.schedule import scaled_lr, set_lr
+from semmae.engine.stage_run import read_folders
 from semmae.errors import UserError
 from semmae.utils import distributed as du
-from semmae.utils.rundir import RunLogger, claim_run_dir
+from semmae.utils.rundir import RunLogger, check_out_outside, claim_run_dir
 from semmae.utils.seed import rng_state, set_rng_state
 
 
@@ -92,6 +98,7 @@ class StepTrainer:
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
+        check_out_outside(cfg.out, read_folders(cfg))
         self.preflight()
         want = cfg.device if cfg.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         self.dist = du.init_distributed(want)
@@ -195,6 +202,9 @@ class StepTrainer:
             **batching,
         )
         self.mask_gen = torch.Generator(device=self.device)
+        if cfg.eval_every:  # read at epoch ends: a refusal there would come after writing
+            scan_image_folder(cfg.eval_train)
+            scan_image_folder(cfg.eval_val)
         self.resumed_from = self._maybe_resume()
         # a continued run drops log records past its checkpoint's step: they are logged again from here
         continuing = continues(cfg)
@@ -322,14 +332,20 @@ class StepTrainer:
         self.watch = NonFiniteWatch(self.device)
         last_loss = float("nan")
         self.model.train()
-        while self.step < end:
-            epoch, start = divmod(self.step, p.steps_per_epoch)
-            last_loss = self._train_epoch(epoch, start, end)
-            self._check_finite()
-            if (self.step % p.steps_per_epoch == 0 or self.step == end) and self._saved_step != self.step:
-                self.checkpoint()
-            if self.step % p.steps_per_epoch == 0:
-                self.epoch_end(self.step // p.steps_per_epoch)
+        with _sigterm_requests() as self._terminated:
+            while self.step < end:
+                epoch, start = divmod(self.step, p.steps_per_epoch)
+                last_loss = self._train_epoch(epoch, start, end)
+                self._check_finite()
+                stopping = self._stop_requested(force=True)
+                if (
+                    self.step % p.steps_per_epoch == 0 or self.step == end or stopping
+                ) and self._saved_step != self.step:
+                    self.checkpoint()
+                if stopping:
+                    self._stop()
+                if self.step % p.steps_per_epoch == 0:
+                    self.epoch_end(self.step // p.steps_per_epoch)
         self.logger.close()
         skipped = int(du.all_reduce_sum(torch.tensor(float(self.skipped_images), device=self.device)).item())
         if skipped and self.is_main:
@@ -365,7 +381,7 @@ class StepTrainer:
         sums = {k: torch.zeros((), device=self.device) for k in self.loss_keys}
         loss_value = float("nan")
         micro = 0
-        for batch in self.loader:
+        for batch in self._batches():
             data_s += time.perf_counter() - t_fetch
             step = self.step
             if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
@@ -444,11 +460,46 @@ class StepTrainer:
                 self._check_finite()
                 self.checkpoint()
             t_fetch = time.perf_counter()
-            if self.step >= end:
+            if self.step >= end or self._stop_requested():
                 break
         if bar is not None:
             bar.close()
         return loss_value
+
+    def _batches(self):
+        """The loader's batches; when SIGTERM reached the DataLoader workers too (a scheduler signals the whole
+        process group), their end is the end of the epoch, and the run stops at this step."""
+        batches = iter(self.loader)
+        while True:
+            try:
+                yield next(batches)
+            except StopIteration:
+                return
+            except RuntimeError:
+                if not self._terminated[0]:
+                    raise
+                return
+
+    def _stop_requested(self, force: bool = False) -> bool:
+        """Whether SIGTERM arrived (on any rank). Under torchrun the ranks agree at log steps (and with
+        ``force``), where they synchronise anyway, so that every rank stops at the same step."""
+        if self.dist.world_size == 1:
+            return self._terminated[0]
+        if not force and self.step % self.cfg.log_every:
+            return False
+        flag = torch.tensor(float(self._terminated[0]), device=self.device)
+        return bool(du.all_reduce_sum(flag).item() > 0)
+
+    def _stop(self) -> None:
+        """End a run stopped by SIGTERM as Ctrl-C ends one, after the checkpoint at this step."""
+        self.logger.close()
+        if self.is_main:
+            print(
+                f"semmae {self.verb}: SIGTERM: stopped at step {self.step} with checkpoint {self.ckpts.latest()}; "
+                "rerun with --resume auto to continue",
+                flush=True,
+            )
+        raise KeyboardInterrupt
 
     def online_knn(self, encoder: torch.nn.Module, epoch: int) -> None:
         """kNN accuracy of ``encoder`` on ``--eval-train`` / ``--eval-val``, logged at this step."""
@@ -458,6 +509,25 @@ class StepTrainer:
         if acc is not None:
             self.logger.log(self.step, epoch=epoch, **acc)
         self.model.train()
+
+
+@contextlib.contextmanager
+def _sigterm_requests():
+    """Yields ``[flag]``; SIGTERM sets it instead of killing the process (the loop stops at the next step
+    boundary). Outside the main thread (where Python delivers signals) nothing is installed."""
+    flag = [False]
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+
+    def request(signum, frame):
+        flag[0] = True
+
+    previous = signal.signal(signal.SIGTERM, request)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:

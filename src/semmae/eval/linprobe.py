@@ -15,6 +15,7 @@ Both report the best head of the sweep (top-1/top-5 on val) and every head's num
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -162,8 +163,9 @@ def _cached_features(
     ckpt_digest: str | None,
     keep: KeptTokens | None,
 ):
-    """Fast mode: (train features with views [N*(1+V), D], labels, val features, val labels, class count),
-    cached in OUT/features.pt and reused when the checkpoint digest and feature settings match."""
+    """Fast mode: a call returning (train features with views [N*(1+V), D], labels, val features, val labels,
+    class count), cached in OUT/features.pt and reused when the checkpoint digest and feature settings match.
+    What can refuse (the cache, the datasets) happens here, before the run folder is written."""
     size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
     cache = Path(cfg.out) / "features.pt"
     key = {
@@ -185,7 +187,7 @@ def _cached_features(
     if continues(cfg) and cache.is_file() and not cfg.random_init:
         obj = load_checkpoint(cache)
         if obj.get("key") == key:
-            return (
+            return lambda: (
                 obj["train_x"].to(device),
                 obj["train_y"].to(device),
                 obj["val_x"].to(device),
@@ -193,6 +195,13 @@ def _cached_features(
                 len(obj["classes"]),
             )
     train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
+    return partial(_extract_fast_features, cfg, encoder, device, info, keep, key, train, val, size, patch)
+
+
+def _extract_fast_features(
+    cfg: LinprobeConfig, encoder, device, info: DistInfo, keep, key, train, val, size, patch
+):
+    cache = Path(cfg.out) / "features.pt"
     kw = feature_options(cfg, device, info, keep)
     xs, ys = [], []
     x, y = extract_features(encoder, train, desc="train features", **kw)
@@ -231,9 +240,10 @@ def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) 
     digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
     keep = resolve_tokens(cfg, enc_info)
     if cfg.mode == "fast":
+        features = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
         # the whole sweep runs again (only the features are reused), so it is logged afresh
         logger = run_dir.start(cfg, keep_log_until=-1)
-        tx, ty, vx, vy, num_classes = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
+        tx, ty, vx, vy, num_classes = features()
         metrics = fast_linear_probe(
             tx,
             ty,

@@ -33,7 +33,7 @@ from semmae.parts.config import PartsExportConfig
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.inference import full_image_transform, infer_attention_parts, infer_parts
 from semmae.utils.distributed import resolve_device
-from semmae.utils.rundir import exclusive
+from semmae.utils.rundir import check_out_outside, exclusive
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
 MASK_PARTS = "majority ground-truth label per cell (label 0 = background is part 0)"
@@ -49,6 +49,7 @@ Predict = Callable[[torch.Tensor, int, Precision], dict[str, torch.Tensor]]
 
 def export_parts(cfg: PartsExportConfig) -> PartCache:
     """Export (or resume exporting) the cache at ``cfg.out``; returns it opened."""
+    check_out_outside(cfg.out, {"--data": cfg.data})  # a cache inside the ImageFolder would be a class of it
     if cfg.source == "masks":
         return export_mask_parts(cfg)
     device = resolve_device(cfg.device)

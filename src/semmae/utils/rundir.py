@@ -7,11 +7,14 @@ returns:
 - **One writer.** An exclusive ``fcntl.flock`` on ``<out>/.semmae.lock`` is held for the whole run. The operating
   system drops it when the process ends in any way (``kill -9`` included), so a stale lock cannot exist; a second
   process that wants the same folder is refused in one line naming the holder.
+- **Hands off a live run.** A folder inside another process's live run folder is refused.
 - **One run.** A fresh run into a folder that already holds files is refused unless the user says what to do with
   them: ``--resume`` (continue that run) or ``--overwrite`` (delete them and start again; refused for a folder that
-  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder). A folder that holds
-  another verb's run is refused either way.
-- **Nothing written before the checks pass.** Claiming writes only the lock file. The verb then checks what it
+  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder, and ``--resume`` into
+  it is refused too). A folder that holds another verb's run is refused either way; so is a continued run whose
+  ``--data`` is not the run's.
+- **Nothing written before the checks pass.** Claiming writes only the lock file (removed again when the claim
+  is refused or the run never starts). The verb then checks what it
   must (its resume checkpoint, its data, its model) and calls :meth:`RunDir.start`, which is the first write:
   it deletes the old files (``--overwrite``), removes temporary files an interrupted write left behind
   (``.<name>.<random>.tmp``), drops log records past the step a resumed run continues from (so no step is logged
@@ -80,18 +83,27 @@ class RunDir:
         self._outer: RunDir | None = None
         self._started = False
         self._created: list[Path] = []  # folders this claim created (removed again if the run never started)
+        self._made_lock = False  # the lock file is this claim's (removed again if the run never started)
+        self._old_record = b""  # the lock file's bytes before this claim (put back if the run never started)
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
         path = self.path
         if path.exists() and not path.is_dir():
             raise UserError(f"run directory {path} is a file; pass a folder to --out")
+        live = live_lock_above(path.parent)
+        if live is not None:
+            raise UserError(
+                f"run directory {path} lies inside {live}, the folder of a run that is still going; wait for it "
+                "to end or use another --out"
+            )
         missing = [p for p in (path, *path.parents) if not p.exists()]
         try:
             path.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise UserError(f"cannot create run directory {path}: {e.strerror or e}") from None
         self._created = missing  # innermost first
+        self._made_lock = not (path / LOCK_NAME).exists()
         holder = self._lock()
         self.previous = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
         if not self.previous:
@@ -104,13 +116,18 @@ class RunDir:
                 f"run directory {path} holds a `semmae {other_verb}` run ({listing}), not a "
                 f"`semmae {self.verb}` run; use another --out"
             )
+        looks_like_run = bool(other_verb) or any((path / m).exists() for m in RUN_MARKERS)
         if self.overwrite:
-            looks_like_run = bool(other_verb) or any((path / m).exists() for m in RUN_MARKERS)
             if not looks_like_run:
                 raise UserError(
                     f"run directory {path} is not empty ({listing}) and does not look like a semmae run "
                     f"(no {RUN_MARKERS[0]}); --overwrite deletes only runs, so choose a new or empty --out"
                 )
+        elif self.resume and not looks_like_run:
+            raise UserError(
+                f"run directory {path} is not empty ({listing}) and holds no {self.verb} run "
+                f"(no {RUN_MARKERS[0]}); choose a new or empty --out"
+            )
         elif not self.resume:
             raise UserError(
                 f"run directory {path} already holds a run ({listing}); pass {resume_hint} to continue it, "
@@ -121,6 +138,7 @@ class RunDir:
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
         self._fd = _acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
+        self._old_record = os.pread(self._fd, 1 << 16, 0)  # put back if this claim never starts
         return _read_holder(self._fd)
 
     def _record_holder(self, run_verb: str | None) -> None:
@@ -156,6 +174,8 @@ class RunDir:
             return RunLogger(self.path, enabled=False)
         if self._fd is None:
             raise RuntimeError(f"run directory {self.path} was released before start()")
+        if self.resume and config is not None:
+            self._check_same_data(config)
         self._started = True
         self._record_holder(self.verb)
         if self.overwrite and self.previous:
@@ -179,6 +199,33 @@ class RunDir:
         purge = keep_log_until + 1 if keep_log_until is not None else None
         return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
 
+    def _check_same_data(self, config: Any) -> None:
+        """A continued run reads the data the run read: another ``--data`` is refused, naming both. Only a path
+        that no longer exists may change (a dataset copied to a node's local disk per job), with a note."""
+        import yaml
+
+        try:
+            old = yaml.safe_load((self.path / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        if not isinstance(old, dict):
+            return
+        for key in ("data", "train", "val"):
+            new, was = getattr(config, key, None), old.get(key)
+            if not new or not was or new == was or os.path.realpath(new) == os.path.realpath(was):
+                continue
+            flag = "--" + key
+            if not os.path.exists(was):
+                print(
+                    f"semmae {self.verb}: note: {flag} {new} replaces {was}, which no longer exists",
+                    flush=True,
+                )
+                continue
+            raise UserError(
+                f"{flag} {new} is not {was}, the {flag} of the run in {self.path}; continue it with the same "
+                f"{flag}, or start a new run (--overwrite or another --out)"
+            )
+
     def _remove_previous(self) -> list[str]:
         removed = []
         for name in self.previous:
@@ -200,13 +247,19 @@ class RunDir:
         """Drop the lock (the OS does it too when the process ends). Idempotent."""
         global _current
         if self._fd is not None:
-            if not self._started and self._created:  # refused or failed before writing: leave no trace
+            if not self._started and (self._created or self._made_lock):  # refused before writing: no trace
                 try:
-                    (
-                        self.path / LOCK_NAME
-                    ).unlink()  # while still held: a waiting process notices and retries
+                    # while still held: a waiting process notices and retries
+                    (self.path / LOCK_NAME).unlink()
                     for folder in self._created:
                         folder.rmdir()
+                except OSError:
+                    pass
+            elif not self._started:  # the lock file a finished run left: its record as it was
+                try:
+                    if os.pread(self._fd, 1 << 16, 0) != self._old_record:
+                        os.ftruncate(self._fd, 0)
+                        os.pwrite(self._fd, self._old_record, 0)
                 except OSError:
                     pass
             os.close(self._fd)
@@ -311,6 +364,8 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
     exit (while still held, so a waiting process notices and retries)."""
     lock_path = Path(lock_path)
+    if lock_path.is_file() and lock_path.stat().st_size and not _read_holder_file(lock_path):
+        raise UserError(f"{lock_path} exists and is not a semmae lock file; move it or use another {flag}")
     if not lock_path.parent.exists():
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -329,6 +384,59 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
         os.close(fd)
 
 
+def live_lock_above(path: str | Path) -> Path | None:
+    """The nearest of ``path`` and its parents whose run lock (``.semmae.lock``) another process holds now, if any:
+    a folder a destructive option must leave alone. Folders this process holds do not count."""
+    ours = set()
+    run = _current
+    while run is not None:
+        ours.add(run.path.resolve())
+        run = run._outer
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        lock = folder / LOCK_NAME
+        if folder in ours or not lock.is_file():
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return folder
+        finally:
+            os.close(fd)  # also drops the shared lock, if we got it
+    return None
+
+
+def check_out_outside(out: str | Path, inputs: dict[str, str | None]) -> None:
+    """Refuse an ``--out`` that lies inside (or is) a folder the verb reads (``{"--data": path}``): its files
+    would become part of the data (a class of an ImageFolder, a file of a pack)."""
+    where = Path(out).resolve()
+    for flag, folder in inputs.items():
+        if not folder:
+            continue
+        root = Path(folder).resolve()
+        if where == root or root in where.parents:
+            raise UserError(
+                f"--out {out} lies inside {flag} {folder}: what it writes would become part of the data; "
+                "choose an --out outside it"
+            )
+
+
+def _read_holder_file(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        return _read_holder(fd)
+    finally:
+        os.close(fd)
+
+
 def _read_holder(fd: int) -> dict[str, Any]:
     try:
         data = os.pread(fd, 4096, 0).decode(errors="replace").strip()
@@ -341,6 +449,11 @@ def _read_holder(fd: int) -> dict[str, Any]:
 def _listing(names: list[str], most: int = 4) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def is_temporary(name: str) -> bool:
+    """Whether a file name is one of :mod:`semmae.utils.io`'s atomic-write temporaries (``.<name>.<random>.tmp``)."""
+    return bool(_TMP_RE.match(name))
 
 
 def remove_orphaned_temporaries(root: Path, depth: int = 2) -> list[Path]:
