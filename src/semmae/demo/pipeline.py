@@ -39,6 +39,8 @@ from semmae.utils.io import atomic_write_json
 #: the part-learning recipe of the demo (cached tokens, light decoder, cosine Eq. 2, softmax over parts);
 #: the budget sets the image size, part count, blur and epochs
 PARTS_PRESET = "parts/tiny_cpu"
+#: the fast linear probe's learning-rate sweep (batch 64: MAE's default rates sit on the sweep's top edge)
+PROBE_PRESET = "eval/linprobe_cpu_tiny"
 #: the two pretrainings compared; SemMAE's gamma is PretrainConfig's default, the paper's 2
 SEMMAE_MASKING, MAE_MASKING = "adaptive", "random"
 #: the pretrainings of the demo: SemMAE on the learned parts, SemMAE on the ground-truth parts (the oracle: what
@@ -320,6 +322,7 @@ class Demo:
             run_stage("knn", stage_config("knn", **common, out=str(name / "knn")))
             probe = stage_config(
                 "linprobe",
+                PROBE_PRESET,  # its sweep holds the optimum of small batches (issue 29); the budget sets the rest
                 **common,
                 mode="fast",
                 epochs=b.linprobe_epochs,
