@@ -109,3 +109,16 @@ def test_paired_table_reads_its_own_numbers():
     probe = next(r for r in table.rows if r[0].startswith("SemMAE (learned") and r[1] == "linear probe")
     assert probe[2] == "+1.0, -1.0, +1.0" and probe[5] == "inconclusive"
     assert "cannot say" not in table.note  # one comparison is decided: no blanket "cannot say"
+    two = {k: v[:2] for k, v in runs.items()}
+    assert "too few for a verdict" in paired_table(two).note and "helps" not in [
+        r[5] for r in paired_table(two).rows
+    ]
+
+
+def test_small_figures_are_drawn_larger_and_crisp(tmp_path):
+    from semmae.demo.report import _upscale
+
+    Image.new("RGB", (100, 40)).save(tmp_path / "small.png")
+    Image.new("RGB", (900, 40)).save(tmp_path / "large.png")
+    assert _upscale(tmp_path / "small.png") == " style='width:700px;image-rendering:pixelated'"
+    assert _upscale(tmp_path / "large.png") == ""

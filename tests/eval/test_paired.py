@@ -45,3 +45,10 @@ def test_one_pair_has_no_interval_and_no_decision():
     st = paired_stats([0.7])
     assert st["mean"] == 0.7 and "ci95" not in st
     assert decide(st, 1.0)[0] == "insufficient"
+
+
+def test_two_identical_pairs_are_too_few_for_a_verdict():
+    st = paired_stats([2.5, 2.5])  # a zero-width interval
+    assert st["ci95"] == [2.5, 2.5]
+    assert decide(st, 1.0)[0] == "insufficient"
+    assert decide(paired_stats([2.5, 2.6, 2.4]), 1.0)[0] == "helps"

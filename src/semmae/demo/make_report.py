@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from semmae.demo.pipeline import METHOD_LABELS, PARTS_PRESET  # noqa: E402
 from semmae.demo.report import Figure, Section, Table, write_report  # noqa: E402
-from semmae.eval.paired import decide, paired_stats  # noqa: E402
+from semmae.eval.paired import MIN_PAIRS, decide, paired_stats  # noqa: E402
 from semmae.utils.rundir import read_log  # noqa: E402
 
 if TYPE_CHECKING:
@@ -163,19 +163,23 @@ def paired_table(results: dict[str, list[dict]], margin: float = 1.0) -> Table:
             )
             readings.append(verdict)
     n = len(next(iter(results.values())))
-    wide = all(v in ("inconclusive", "insufficient") for v in readings)
     note = (
         f"Differences per seed (same seed = same data order and initialisation), their mean and a 95 % Student-t "
         f"interval over {n} seed(s). "
     )
-    if wide:
+    if "insufficient" in readings:
         note += (
-            "Every interval includes 0 and is wider than a point either way: this run cannot say whether "
-            "SemMAE's masking helps - a few seeds of minutes-long training are far too few. The powered answer is "
-            "the pre-registered campaign in benchmarks/results/ (campaign-*.md)."
+            f"{n} seed(s) are too few for a verdict (at least {MIN_PAIRS}; two seeds that happen to differ by the "
+            "same amount give a zero-width interval): this run cannot say whether SemMAE's masking helps. "
+        )
+    elif all(v == "inconclusive" for v in readings):
+        note += (
+            "Every interval includes 0 and reaches beyond a point either way: this run cannot say whether "
+            "SemMAE's masking helps. "
         )
     else:
-        note += "Verdicts: helps / hurts = the interval excludes 0; null = the 90 % interval lies inside ±1 point."
+        note += "Verdicts: helps / hurts = the interval excludes 0; null = the 90 % interval lies inside ±1 point. "
+    note += "The powered answer is the pre-registered campaign in benchmarks/results/ (campaign-*.md)."
     return Table(
         "SemMAE minus MAE, paired by seed",
         ["comparison", "metric", "per seed", "mean", "95 % CI", "verdict"],

@@ -65,6 +65,23 @@ th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-widt
 .note{color:#555;font-style:italic;margin:.2em 0 1.2em}pre{background:#f6f6f6;padding:.6em;overflow:auto}"""
 
 
+#: figures narrower than this are drawn at an integer multiple of their size (nearest neighbour: part cells stay
+#: crisp), at most :data:`MAX_FIGURE_WIDTH` wide - a 64 px image per panel is unreadable at its natural size
+MIN_FIGURE_WIDTH, MAX_FIGURE_WIDTH = 640, 1060
+
+
+def _upscale(path: Path) -> str:
+    """The ``style`` attribute that draws a small figure ``k`` times larger (``k`` an integer), or nothing."""
+    from PIL import Image
+
+    with Image.open(path) as img:
+        width = img.width
+    k = min(MAX_FIGURE_WIDTH // max(width, 1), -(-MIN_FIGURE_WIDTH // max(width, 1)))
+    if width >= MIN_FIGURE_WIDTH or k < 2:
+        return ""
+    return f" style='width:{k * width}px;image-rendering:pixelated'"
+
+
 def render_html(title: str, sections: list[Section]) -> str:
     out = [
         f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>",
@@ -94,7 +111,7 @@ def render_html(title: str, sections: list[Section]) -> str:
             data = base64.b64encode(Path(f.path).read_bytes()).decode()
             out.append(
                 f"<h3>{html.escape(f.title)}</h3><img alt='{html.escape(f.title)}' "
-                f"src='data:image/png;base64,{data}'>"
+                f"src='data:image/png;base64,{data}'{_upscale(Path(f.path))}>"
             )
             if f.note:
                 out.append(f"<p class='note'>{html.escape(f.note)}</p>")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["paired_stats", "decide", "VERDICTS"]
+__all__ = ["MIN_PAIRS", "VERDICTS", "decide", "paired_stats"]
 
 #: what :func:`decide` can answer
 VERDICTS = ("helps", "hurts", "null", "inconclusive", "insufficient")
@@ -58,11 +58,19 @@ def paired_stats(diffs: list[float], alpha: float = 0.05, margin: float = 1.0) -
     return out
 
 
-def decide(st: dict[str, Any], margin: float, paper_effect: float | None = None) -> tuple[str, str]:
+#: fewer pairs than this get no verdict: two seeds that happen to differ by the same amount give a zero-width
+#: interval, which says nothing about the next seed
+MIN_PAIRS = 3
+
+
+def decide(
+    st: dict[str, Any], margin: float, paper_effect: float | None = None, min_pairs: int = MIN_PAIRS
+) -> tuple[str, str]:
     """(verdict, sentence) of the decision rule on :func:`paired_stats`: the wide CI above 0 -> ``helps``; below
-    0 -> ``hurts``; the narrow CI inside ``+-margin`` -> ``null`` (a well-powered null); else ``inconclusive``."""
-    if "ci95" not in st:
-        return "insufficient", f"{st['n']} pair(s): no interval, no decision"
+    0 -> ``hurts``; the narrow CI inside ``+-margin`` -> ``null`` (a well-powered null); else ``inconclusive``;
+    ``insufficient`` below ``min_pairs`` pairs."""
+    if "ci95" not in st or st["n"] < min_pairs:
+        return "insufficient", f"{st['n']} pair(s): too few for a verdict (at least {min_pairs})"
     lo, hi = st["ci95"]
     lo90, hi90 = st["ci90"]
     ci = f"mean {st['mean']:+.2f}, 95 % CI [{lo:+.2f}, {hi:+.2f}], n = {st['n']}"
