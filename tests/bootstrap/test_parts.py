@@ -86,11 +86,10 @@ def test_class_token_loss_matches_a_direct_double_loop():
 def test_masked_patch_loss_weights_each_image_equally():
     torch.manual_seed(0)
     mask = torch.tensor([[True, False, False, False], [True, True, True, False], [False] * 4])
-    m = int(mask.sum())
-    t, s = torch.randn(m, 6), torch.randn(m, 6)
+    t, s = torch.randn(3, 4, 6), torch.randn(3, 4, 6)  # every patch; only the masked ones count
     center = torch.zeros(1, 6)
-    ce = -(F.softmax(t / 0.07, -1) * F.log_softmax(s / 0.1, -1)).sum(-1)
-    want = (ce[0] / 1 + ce[1:4].sum() / 3 + 0) / 3  # the unmasked image counts 0
+    ce = -(F.softmax(t / 0.07, -1) * F.log_softmax(s / 0.1, -1)).sum(-1)  # [3, 4]
+    want = (ce[0, 0] / 1 + ce[1, :3].sum() / 3 + 0) / 3  # the unmasked image counts 0
     torch.testing.assert_close(masked_patch_loss(t, s, mask, center, 0.07, 0.1), want)
 
 
@@ -120,7 +119,11 @@ def test_student_forward_shapes():
     mask = torch.zeros(4, 16, dtype=torch.bool)
     mask[0, :5] = True
     out = student(g, loc, mask)
-    assert out["cls"].shape == (10, 16) and out["patch"].shape == (5, 16)
+    assert out["cls"].shape == (10, 16) and out["patch"].shape == (
+        4,
+        16,
+        16,
+    )  # every patch of the global crops
     out["cls"].sum().backward()
     assert student.backbone.blocks[0].attn.qkv.weight.grad is not None
 

@@ -10,7 +10,9 @@ Zhou et al. 2022, Eq. 2-3).
 * Masked-patch loss (iBOT's MIM): for every masked patch of a global crop, cross-entropy between the teacher's
   distribution on the unmasked patch and the student's on the masked one; averaged over an image's masked
   patches, then over all images (an unmasked image counts 0). The patch centre tracks the teacher's outputs on
-  the masked patches (as DINOv2's iBOT loss does), with its own running mean.
+  the masked patches (as DINOv2's iBOT loss does), with its own running mean. As in iBOT's reference code, the
+  head runs on *every* patch token and the mask weights the cross-entropies and the centre's mean: fixed shapes,
+  so the step reads nothing back from the device (boolean indexing would need the masked count on the host).
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ class Centering(nn.Module):
         self.register_buffer("center", torch.zeros(1, dim))
 
     @torch.no_grad()
-    def update(self, teacher_out: Tensor) -> None:
-        """``teacher_out [N, K]``: the mean over every rank's rows enters the EMA (no-op for ``N = 0`` everywhere)."""
-        stats = torch.cat(
-            [teacher_out.float().sum(0), teacher_out.new_full((1,), teacher_out.shape[0]).float()]
-        )
-        stats = du.all_reduce_sum(stats)
+    def update(self, teacher_out: Tensor, weight: Tensor | None = None) -> None:
+        """``teacher_out [..., K]``: the mean over every rank's rows enters the EMA; with ``weight [...]`` (bool or
+        float, e.g. a patch mask) the weighted mean (only the masked patches count). A no-op when the rows (or
+        their weights) sum to 0 on every rank; no host sync either way."""
+        rows = teacher_out.float().flatten(0, -2)  # [N, K]
+        if weight is None:
+            total, count = rows.sum(0), rows.new_full((1,), rows.shape[0])
+        else:
+            w = weight.reshape(-1).to(rows.dtype)  # [N]
+            total, count = w @ rows, w.sum().reshape(1)
+        stats = du.all_reduce_sum(torch.cat([total, count]))
         count = stats[-1]
         mean = (stats[:-1] / count.clamp_min(1)).unsqueeze(0)
         moved = self.center * self.momentum + mean * (1.0 - self.momentum)
@@ -82,18 +89,18 @@ def masked_patch_loss(
     teacher_temp: float,
     student_temp: float,
 ) -> Tensor:
-    """iBOT's masked-image-modelling loss.
+    """iBOT's masked-image-modelling loss, computed on every patch and weighted by the mask (fixed shapes).
 
     Args:
-        teacher_patch / student_patch: ``[M, K]`` logits of the masked patches, ``M = mask.sum()``, row-major.
-        mask: bool ``[N, L]``, the masks of the N global crops.
+        teacher_patch / student_patch: ``[N, L, K]`` logits of every patch of the N global crops.
+        mask: bool ``[N, L]`` (True = masked): only masked patches count.
         center: ``[1, K]``.
 
     Returns:
-        ``mean_n ( sum_{masked l} CE_l / max(#masked_n, 1) )``.
+        ``mean_n ( sum_{masked l} CE_nl / max(#masked_n, 1) )``.
     """
     p = F.softmax((teacher_patch.float() - center) / teacher_temp, dim=-1)
-    ce = -(p * F.log_softmax(student_patch.float() / student_temp, dim=-1)).sum(-1)  # [M]
+    ce = -(p * F.log_softmax(student_patch.float() / student_temp, dim=-1)).sum(-1)  # [N, L]
+    ce = torch.where(mask, ce, torch.zeros_like(ce))  # unmasked patches count 0
     per_image_count = mask.sum(1).clamp_min(1).to(ce.dtype)  # [N]
-    weight = (1.0 / per_image_count).unsqueeze(1).expand_as(mask)[mask]  # [M]
-    return (ce * weight).sum() / mask.shape[0]
+    return (ce.sum(1) / per_image_count).mean()

@@ -109,8 +109,8 @@ class ProjectionHead(nn.Module):
 
 
 class Teacher(nn.Module):
-    """Backbone + head; ``forward(globals)`` -> ``{"cls": [B, K], "tokens": [B, L, D]}`` (tokens before the head:
-    the caller projects only the patches it needs)."""
+    """Backbone + head; ``forward(globals)`` -> ``{"cls": [B, K], "tokens": [B, L, D]}`` (patch tokens before the
+    head: the caller projects them only when the masked-patch loss needs them)."""
 
     def __init__(self, spec: dict, head_args: dict, drop_path: float = 0.0):
         super().__init__()
@@ -133,8 +133,9 @@ class Student(Teacher):
     call per step).
 
     ``forward(globals [2B, 3, S, S], locals [nB, 3, s, s] | None, mask bool [2B, L] | None)`` returns
-    ``{"cls": [2B + nB, K]`` (global crops first), ``"patch": [M, K]`` (the masked patches of the global crops,
-    row-major, only with a mask)}``.
+    ``{"cls": [2B + nB, K]`` (global crops first), ``"patch": [2B, L, K]`` (every patch of the global crops, the
+    masked ones seeing ``masked_embed``; only with a mask)}``. The head runs on all patches, as in iBOT's reference
+    code: selecting the masked ones would give a shape that depends on the mask's values (a host sync).
     """
 
     def __init__(self, spec: dict, head_args: dict, drop_path: float = 0.0, masked_embed: bool = True):
@@ -151,7 +152,7 @@ class Student(Teacher):
             cls.append(backbone_tokens(self.backbone, local_images)[:, 0])
         out = {"cls": self.head(torch.cat(cls))}
         if mask is not None:
-            out["patch"] = self.head(x[:, 1:][mask])
+            out["patch"] = self.head(x[:, 1:])
         return out
 
     @torch.jit.ignore

@@ -152,16 +152,26 @@ class Bootstrapper(StepTrainer):
             mask = random_patch_masks(
                 2 * b, grid * grid, cfg.mask_prob, tuple(cfg.mask_ratio), self.mask_gen, dev
             )
-        temp = float(self.temp_schedule[step])
+        # the student's drop path draws from (seed, step, shard) alone, so neither the data loader's use of the
+        # global RNG nor a resume changes it (the teacher draws nothing: no drop path, no dropout)
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(mix_seed(cfg.seed, step, shard, 1))
+            return self.forward_step(globals_, locals_, mask, float(self.temp_schedule[step]))
+
+    def forward_step(
+        self, globals_: torch.Tensor, locals_: torch.Tensor | None, mask: torch.Tensor | None, temp: float
+    ) -> dict[str, torch.Tensor]:
+        """Teacher, student, losses and centre updates of one micro-batch (``globals_ [2B, 3, S, S]`` view-major,
+        ``locals_ [nB, 3, s, s]``, ``mask`` bool ``[2B, L]``, teacher temperature ``temp``). Fixed shapes whatever
+        the mask: the head runs on every patch and the mask weights the patch loss and the patch centre, so this
+        reads nothing back from the device (``torch.compile(fullgraph=True)`` traces it whole; tested)."""
+        cfg = self.cfg
+        b = globals_.shape[0] // 2
         with self.precision.autocast():
             with torch.no_grad():
                 t = self.teacher(globals_)
-                t_patch = self.teacher.head(t["tokens"][mask]) if mask is not None else None
-            # the student's drop path draws from (seed, step, shard) alone, so neither the data loader's use of
-            # the global RNG nor a resume changes it
-            with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-                torch.manual_seed(mix_seed(cfg.seed, step, shard, 1))
-                s = self.model(globals_, locals_, mask)
+                t_patch = self.teacher.head(t["tokens"]) if mask is not None else None  # [2B, L, K]
+            s = self.model(globals_, locals_, mask)
         out = {
             "cls": class_token_loss(t["cls"], s["cls"], 2, b, self.cls_center.center, temp, cfg.student_temp)
         }
@@ -171,7 +181,7 @@ class Bootstrapper(StepTrainer):
                 t_patch, s["patch"], mask, self.patch_center.center, temp, cfg.student_temp
             )
             loss = loss + cfg.patch_weight * out["patch"]
-            self.patch_center.update(t_patch)
+            self.patch_center.update(t_patch, weight=mask)  # the mean over the masked patches
         self.cls_center.update(t["cls"])
         out["loss"] = loss
         return out
