@@ -1,0 +1,129 @@
+"""One ``semmae bootstrap`` optimiser step on a held synthetic batch: images per second, median over repeats.
+
+A step = masks + teacher + student (2 global + n local crops) + both losses and centre updates
+(``Bootstrapper.losses``) + backward + gradient clipping + AdamW + the teacher's EMA update: what the trainer does
+per step without the data loader. The trainer is built from a preset (default ``bootstrap/tiny_cpu``: tiny ViT,
+8 x 8 grid at 64 px, 4 local crops, 1024 prototypes, batch 32) without data; fp32 on the CPU, the preset's
+precision elsewhere. Each repeat is one block of ``--steps`` steps; blocks of several processes (e.g. before /
+after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the caller.
+
+    PYTHONPATH=src python benchmarks/bench_bootstrap_step.py [--preset bootstrap/tiny_cpu] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+
+def stub_trainer(cfg, device: torch.device):
+    """A :class:`~semmae.bootstrap.train.Bootstrapper` with models, centres and schedules but no data, run
+    folder or loader (``build``'s model half, 100 steps long)."""
+    from semmae.bootstrap.loss import Centering
+    from semmae.bootstrap.model import Student, teacher_from_student
+    from semmae.bootstrap.train import Bootstrapper
+    from semmae.engine.optim import build_optimizer
+    from semmae.engine.precision import resolve_precision
+    from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
+
+    t = Bootstrapper.__new__(Bootstrapper)
+    t.cfg, t.device = cfg, device
+    t.precision = resolve_precision(cfg.precision, device)
+    t.preflight()
+    t.head_args = dict(
+        out_dim=cfg.out_dim,
+        hidden_dim=cfg.head_hidden_dim,
+        bottleneck_dim=cfg.head_bottleneck_dim,
+        norm_last_layer=cfg.norm_last_layer,
+    )
+    t.use_masks = cfg.ibot and cfg.patch_weight > 0
+    torch.manual_seed(cfg.seed)
+    student = Student(t.spec, t.head_args, cfg.drop_path, masked_embed=t.use_masks)
+    t.teacher = teacher_from_student(student, t.spec, t.head_args).to(device)
+    t.model = t.model_core = student.to(device)
+    t.cls_center = Centering(cfg.out_dim, cfg.center_momentum).to(device)
+    t.patch_center = Centering(cfg.out_dim, cfg.center_momentum).to(device)
+    t.temp_schedule = warmup_constant_schedule(cfg.warmup_teacher_temp, cfg.teacher_temp, 100, 30)
+    t.momentum_schedule = cosine_schedule(cfg.momentum, 1.0, 100)
+    t.mask_gen = torch.Generator(device=device)
+    t.optimizer = build_optimizer(student, 1e-4, cfg.weight_decay, tuple(cfg.betas))
+    return t
+
+
+def synthetic_batch(cfg, batch_size: int, device: torch.device) -> dict:
+    g = torch.Generator().manual_seed(0)
+    s, ls = cfg.img_size, cfg.local_size
+    views = {
+        "global": torch.randn(batch_size, 2, 3, s, s, generator=g),
+        "local": torch.randn(batch_size, cfg.local_crops, 3, ls, ls, generator=g),
+    }
+    return {"image": {k: v.to(device) for k, v in views.items()}}
+
+
+def run(preset: str, repeats: int, steps: int, device: str | None, threads: int | None) -> dict:
+    from semmae.bootstrap.config import BootstrapConfig
+    from semmae.config import load_yaml
+
+    if threads:
+        torch.set_num_threads(threads)
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    values = load_yaml(preset)
+    if dev.type == "cpu":
+        values["precision"] = "fp32"
+    cfg = BootstrapConfig(**values)
+    t = stub_trainer(cfg, dev)
+    batch = synthetic_batch(cfg, cfg.batch_size, dev)
+    step_no = [0]
+
+    def step():
+        i = step_no[0] % 100
+        out = t.losses(batch, i, 0)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(list(t.model_core.parameters()), cfg.clip_grad)
+        t.optimizer.step()
+        t.optimizer.zero_grad(set_to_none=True)
+        t.end_step(i)
+        step_no[0] += 1
+        return out["loss"]
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
+
+    for _ in range(2):  # warm-up
+        step()
+    block_ips = []
+    for _ in range(repeats):
+        sync()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        sync()
+        block_ips.append(steps * cfg.batch_size / (time.perf_counter() - t0))
+    return dict(
+        preset=preset,
+        device=str(dev),
+        threads=torch.get_num_threads(),
+        batch=cfg.batch_size,
+        img_per_s_median=statistics.median(block_ips),
+        img_per_s_blocks=[round(v, 2) for v in block_ips],
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--preset", default="bootstrap/tiny_cpu")
+    ap.add_argument("--repeats", type=int, default=5, help="timed blocks (median reported)")
+    ap.add_argument("--steps", type=int, default=3, help="steps per block")
+    ap.add_argument("--device", default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    a = ap.parse_args()
+    print(json.dumps(run(a.preset, a.repeats, a.steps, a.device, a.threads)))
+
+
+if __name__ == "__main__":
+    main()
