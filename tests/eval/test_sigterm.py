@@ -1,0 +1,63 @@
+"""SIGTERM (what schedulers send) during ``semmae linprobe --mode full`` and ``semmae finetune``: a checkpoint at
+the step where the run stops, one line naming it, exit 130 as after Ctrl-C, and ``--resume auto`` finishes the run
+(issue 29)."""
+
+from __future__ import annotations
+
+import torch
+from _helpers import run_killed_at
+
+from semmae.cli import main
+from semmae.utils.rundir import read_log
+
+from .test_commands import COMMON
+
+
+def _linprobe(tiny_data, tiny_ckpt, out):
+    return [
+        "linprobe",
+        "--mode",
+        "full",
+        "--train",
+        str(tiny_data / "train"),
+        "--val",
+        str(tiny_data / "val"),
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+        "--warmup-epochs",
+        "0",
+        "--optimizer",
+        "sgd",
+        "--blrs",
+        "0.5",
+        "--epochs",
+        "2",
+        *COMMON,
+        "--batch-size",
+        "4",  # 16 images: 4 steps an epoch
+    ]
+
+
+def test_linprobe_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ckpt, tmp_path):
+    out = tmp_path / "killed"
+    argv = _linprobe(tiny_data, tiny_ckpt, out)
+    res = run_killed_at(0, argv, signal="SIGTERM")  # after epoch 0's record: stops after epoch 1's first step
+    assert res.returncode == 130, res.stderr[-3000:]
+    lines = [line for line in res.stdout.splitlines() if "SIGTERM" in line]
+    assert lines == [
+        f"semmae linprobe: SIGTERM: stopped at epoch 1 step 1/4 with checkpoint {out / 'checkpoint.pth'}; "
+        "rerun with --resume auto to continue"
+    ]
+    assert "interrupted" in res.stderr
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert state["epoch"] == 0 and state["step_in_epoch"] == 1
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [0, 1]
+    # the resumed run continued from the step: the heads are those of a run never stopped
+    whole = tmp_path / "whole"
+    assert main(_linprobe(tiny_data, tiny_ckpt, whole)) == 0
+    a = torch.load(out / "checkpoint.pth", weights_only=True)["heads"]
+    b = torch.load(whole / "checkpoint.pth", weights_only=True)["heads"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
