@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from semmae.engine.schedule import set_lr
-from semmae.engine.termination import Termination
+from semmae.engine.termination import Termination, replayed
 
 
 def scheduled_batches(
@@ -25,21 +25,22 @@ def scheduled_batches(
     show: bool = True,
     start: int = 0,
     termination: Termination | None = None,
+    rng: dict | None = None,
 ) -> Iterator[tuple[int, dict]]:
     """Yield ``(global step, batch)`` for one epoch, the step's learning rate already set (:func:`set_lr`).
 
-    ``start``: the epoch's first ``start`` batches are loaded (the epoch's order and augmentation seeds stay those of
-    an uninterrupted epoch when the loader's generator is restored to its state at the epoch's start) and passed
-    over. ``termination``: a loader whose workers died of a group SIGTERM ends the epoch (:meth:`Termination.batches`).
+    ``start``, ``rng``: the epoch's first ``start`` batches are loaded again and passed over, then ``rng`` is put back
+    (:func:`~semmae.engine.termination.replayed`: a run stopped mid-epoch resumes at its step). ``termination``: a loader whose workers died of a group SIGTERM ends the epoch (:meth:`Termination.batches`).
     """
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):  # DistributedSampler: a new shuffle each epoch
         sampler.set_epoch(epoch)
     batches = termination.batches(loader) if termination is not None else loader
-    bar = tqdm(batches, desc=f"{desc} {epoch}", disable=not show, leave=False, total=steps_per_epoch)
-    for it, batch in enumerate(bar):
-        if it < start:
-            continue
+    batches = replayed(batches, start, rng) if start or rng is not None else batches
+    bar = tqdm(
+        batches, desc=f"{desc} {epoch}", disable=not show, leave=False, total=steps_per_epoch, initial=start
+    )
+    for it, batch in enumerate(bar, start):
         step = epoch * steps_per_epoch + it
         set_lr(optimizer, float(lr_schedule[step]))
         yield step, batch

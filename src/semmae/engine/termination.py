@@ -13,6 +13,7 @@ of the data: the loop stops at the step it reached.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import signal
 import threading
 from collections.abc import Iterable, Iterator
@@ -22,6 +23,7 @@ from typing import NoReturn, TypeVar
 import torch
 
 from semmae.utils import distributed as du
+from semmae.utils.seed import set_rng_state
 
 T = TypeVar("T")
 
@@ -87,3 +89,16 @@ def stopped(verb: str, where: str, checkpoint: str | Path | None, is_main: bool 
             flush=True,
         )
     raise KeyboardInterrupt
+
+
+def replayed(items: Iterable[T], skip: int, rng: dict | None = None) -> Iterator[T]:
+    """``items`` from the ``skip``-th on, for a run resumed in the middle of an epoch: the items before are loaded
+    again and passed over (with the epoch's loader generator and RNG restored, they draw what they drew before), then
+    ``rng`` (:func:`semmae.utils.seed.rng_state` where the run stopped, or None) is put back, before the next item is
+    loaded: the rest of the epoch sees the draws of a run never stopped, the training steps' own included."""
+    items = iter(items)
+    for _ in itertools.islice(items, skip):
+        pass
+    if rng is not None:
+        set_rng_state(rng)
+    yield from items

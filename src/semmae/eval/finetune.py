@@ -126,7 +126,13 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     lr_schedule = cosine_schedule(peak_lr, cfg.min_lr, total, warmup, warmup_offset=1)
     out = Path(cfg.out)
-    start_epoch, start_step, partial, best = 0, 0, None, {"top1": -1.0, "top5": 0.0, "epoch": -1}
+    start_epoch, start_step, partial, rng_at_stop, best = (
+        0,
+        0,
+        None,
+        None,
+        {"top1": -1.0, "top5": 0.0, "epoch": -1},
+    )
     resume_from = resume_file(cfg.resume, out / "checkpoint.pth", cfg.overwrite)
     if resume_from is not None:
         state = restore(resume_from, model=model, optimizer=opt)
@@ -141,6 +147,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
             g.set_state(state["loader_rng"])
         if state.get("rng") is not None and info.world_size == 1:
             set_rng_state(state["rng"])
+            rng_at_stop = state.get("rng_at_stop")
     # epoch e is logged at step e + 1: a continued run drops the records after its checkpoint's epoch
     logger = run_dir.start(cfg, keep_log_until=(start_epoch or -1) if continuing else None)
 
@@ -159,6 +166,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
                     "partial": {"loss_sum": float(running), "n": n} if step_in_epoch else None,
                     "loader_rng": loader_rng,
                     "rng": rng,
+                    "rng_at_stop": rng_state() if step_in_epoch else None,
                     "best": best,
                     "ema": ema.module.state_dict() if ema is not None else None,
                 },
@@ -179,7 +187,16 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
                 n = int(partial["n"])
             done, stop = skip, False
             for step, batch in scheduled_batches(
-                train_loader, epoch, steps_per_epoch, opt, lr_schedule, "finetune", info.is_main, skip, term
+                train_loader,
+                epoch,
+                steps_per_epoch,
+                opt,
+                lr_schedule,
+                "finetune",
+                info.is_main,
+                skip,
+                term,
+                rng_at_stop if skip else None,
             ):
                 x = batch["image"].to(device, non_blocking=True)
                 y = batch["label"].to(device, non_blocking=True)

@@ -306,7 +306,7 @@ def _full_probe(
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     factors = probe_schedule(total, warmup)
     ckpt_path = Path(cfg.out) / "checkpoint.pth"
-    start_epoch, start_step, partial, metrics = 0, 0, None, None
+    start_epoch, start_step, partial, rng_at_stop, metrics = 0, 0, None, None, None
     continuing = continues(cfg)
     resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
     tokens = keep.describe() if keep else {"tokens": "all"}
@@ -329,6 +329,7 @@ def _full_probe(
             g.set_state(state["loader_rng"])
         if state.get("rng") is not None and info.world_size == 1:
             set_rng_state(state["rng"])
+            rng_at_stop = state.get("rng_at_stop")
     # epochs are the log's steps: those after the checkpoint's are logged again
     logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
 
@@ -346,6 +347,7 @@ def _full_probe(
                     "partial": {"loss_sum": float(running), "n": n} if step_in_epoch else None,
                     "loader_rng": loader_rng,
                     "rng": rng,
+                    "rng_at_stop": rng_state() if step_in_epoch else None,
                     "blrs": list(cfg.blrs),
                     "mode": "full",
                     "tokens": tokens,
@@ -365,7 +367,16 @@ def _full_probe(
                 n = int(partial["n"])
             done, stop = skip, False
             for _, batch in scheduled_batches(
-                train_loader, epoch, steps_per_epoch, opt, factors, "linprobe", info.is_main, skip, term
+                train_loader,
+                epoch,
+                steps_per_epoch,
+                opt,
+                factors,
+                "linprobe",
+                info.is_main,
+                skip,
+                term,
+                rng_at_stop if skip else None,
             ):
                 with torch.no_grad(), precision.autocast():
                     feats = batch_features(encoder, batch, device, cfg.pool, keep)

@@ -28,7 +28,7 @@ from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
-from semmae.engine.termination import sigterm_requests, stopped
+from semmae.engine.termination import replayed, sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
@@ -203,7 +203,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     def explain(bad: int) -> str:
         return f"part loss became non-finite at step {bad}; {kept_checkpoint(ckpt_path)} (try a lower --lr)"
 
-    start_epoch, step, start_in_epoch, partial = 0, 0, 0, None
+    start_epoch, step, start_in_epoch, partial, rng_at_stop = 0, 0, 0, None, None
     if resume is not None:
         load_optimizer_state(optimizer, resume["optimizer"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
@@ -213,6 +213,7 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
             batches.set_rng_state(resume["batches_rng"])
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
+            rng_at_stop = resume.get("rng_at_stop")
 
     # the first write into the run folder, after every check above (a refused resume leaves it as it was)
     logger = run_dir.start(cfg, keep_log_until=step if continuing else None)
@@ -266,7 +267,8 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
                 dynamic_ncols=True,
             )
             done, stop = skip, False
-            for images, f_c, f in term.batches(batches.epoch(epoch, skip)):
+            at_stop = rng_at_stop if skip else None
+            for images, f_c, f in term.batches(batches.epoch(epoch, skip, at_stop)):
                 if done >= steps_per_epoch:
                     break
                 set_lr(optimizer, float(lr_schedule[step]))
@@ -307,7 +309,8 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
             if stop and done < steps_per_epoch:
                 if info.is_main:
                     partial_sums = {k: float(v) for k, v in sums.items()}
-                    save(epoch, None, step_in_epoch=done, partial=partial_sums, **epoch_start)
+                    extra = dict(step_in_epoch=done, partial=partial_sums, rng_at_stop=rng_state())
+                    save(epoch, None, **extra, **epoch_start)
                 dist_utils.barrier()
                 logger.close()
                 where = f"step {step} (epoch {epoch + 1}, step {done}/{steps_per_epoch})"
@@ -363,8 +366,10 @@ class CachedBatches:
         per_rank = len(cache) // world_size
         self.steps_per_epoch = max(1, per_rank // batch_size)
 
-    def epoch(self, epoch: int, start: int = 0):
-        """The epoch's batches from its ``start``-th."""
+    def epoch(self, epoch: int, start: int = 0, rng: dict | None = None):
+        """The epoch's batches from its ``start``-th (``rng``: the RNG state to put back first)."""
+        if rng is not None:
+            set_rng_state(rng)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(self.cache), generator=gen)
         flips = torch.rand(len(self.cache), generator=gen) < 0.5
@@ -415,13 +420,12 @@ class OnlineBatches:
         if state is not None and not isinstance(self.sampler, DistributedSampler):
             self.sampler.generator.set_state(state)
 
-    def epoch(self, epoch: int, start: int = 0):
-        """The epoch's batches from its ``start``-th (the ones before are loaded but not encoded)."""
+    def epoch(self, epoch: int, start: int = 0, rng: dict | None = None):
+        """The epoch's batches from its ``start``-th: the ones before are loaded again but not encoded, then ``rng``
+        is put back (:func:`~semmae.engine.termination.replayed`)."""
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)
-        for it, batch in enumerate(self.loader):
-            if it < start:
-                continue
+        for batch in replayed(self.loader, start, rng):
             images = batch["image"].to(self.device, non_blocking=True)
             with self.autocast():
                 feats = self.encoder(images)
