@@ -4,7 +4,9 @@ The encoder (global average pool + ``fc_norm`` by default, as MAE) gets a linear
 std 2e-5, AdamW with layer-wise learning-rate decay (timm's ``param_groups_layer_decay``: block i of d gets
 ``layer_decay ** (d + 1 - i)`` of the peak lr), stochastic depth, Mixup/CutMix with label smoothing, RandAugment and
 random erasing (timm), an optional EMA of the weights, and a cosine schedule with warm-up. Every epoch reports
-val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from.
+val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from (each
+epoch, and at the step where SIGTERM stops the run: the resumed run continues from that step,
+:mod:`semmae.engine.termination`).
 The peak lr is ``blr * global_batch / 256``.
 """
 

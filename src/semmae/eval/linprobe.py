@@ -10,6 +10,9 @@ Two modes:
   pessimistic depending on the data (see ``benchmarks/results/linprobe-modes.md``).
 
 Both report the best head of the sweep (top-1/top-5 on val) and every head's numbers.
+
+Full mode checkpoints each epoch and, when SIGTERM stops it, at that step; ``--resume auto`` continues from the step
+(:mod:`semmae.engine.termination`).
 """
 
 from __future__ import annotations

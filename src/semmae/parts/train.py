@@ -5,6 +5,8 @@ encoder runs under ``no_grad`` in eval mode and stays outside DDP, so DDP wraps 
 gets a gradient (no unused-parameter search). Launch with ``torchrun --nproc_per_node K -m semmae.cli parts train``
 for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data) and a panel
 ``panels/epoch_XXX.png`` (image | reconstruction | parts); an interrupted run continues from the last checkpoint.
+SIGTERM writes ``checkpoint.pth`` at the step where it stops (mid-epoch too) and exits 130; the resumed run continues
+from that step (:mod:`semmae.engine.termination`).
 """
 
 from __future__ import annotations

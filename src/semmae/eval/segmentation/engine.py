@@ -2,7 +2,8 @@
 
 Train: per-rank batch = global batch / world size, an endless shuffled loader (DistributedSampler under torchrun),
 per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision (:mod:`semmae.engine.precision`),
-``checkpoint.pth`` every ``ckpt_every`` iterations (resumable: model, optimizer, iteration, RNG), evaluation every
+``checkpoint.pth`` every ``ckpt_every`` iterations and where SIGTERM stops the run (resumable: model, optimizer,
+iteration, RNG; after SIGTERM also the place in the epoch's order, :mod:`semmae.engine.termination`), evaluation every
 ``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` + ``predictions.png`` at the end.
 Eval: each rank evaluates a disjoint slice of the validation images one at a time with sliding windows; the
 confusion matrices are summed over ranks, so every image counts exactly once.
