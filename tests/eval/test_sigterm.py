@@ -4,8 +4,9 @@ the step where the run stops, one line naming it, exit 130 as after Ctrl-C, and 
 
 from __future__ import annotations
 
+import pytest
 import torch
-from _helpers import run_killed_at, subprocess_env
+from _helpers import run_killed_at, run_torchrun, run_torchrun_code, subprocess_env
 
 from semmae.utils.rundir import read_log
 
@@ -117,3 +118,31 @@ def test_finetune_group_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ck
     b = torch.load(whole / "checkpoint.pth", weights_only=True)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
     assert all(torch.equal(a["ema"][k], b["ema"][k]) for k in b["ema"])
+
+
+RANK0_KILLER = """
+import os, signal, sys
+from semmae.utils import rundir
+_log = rundir.RunLogger.log
+def log(self, step, **kw):
+    _log(self, step, **kw)
+    if step == 0 and os.environ.get("RANK") == "0":
+        os.kill(os.getpid(), signal.SIGTERM)  # rank 0 only: the ranks must agree to stop together
+rundir.RunLogger.log = log
+from semmae.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.slow
+def test_finetune_sigterm_on_one_rank_stops_both_at_the_same_step(tiny_data, tiny_ckpt, tmp_path):
+    out = tmp_path / "killed"
+    argv = [*_finetune(tiny_data, tiny_ckpt, out), "--num-workers", "0"]  # 2 ranks x 4: 2 steps an epoch
+    res = run_torchrun_code(RANK0_KILLER, argv)
+    assert res.returncode != 0 and "SIGTERM: stopped at epoch 0 step 1/2" in res.stdout, res.stderr[-3000:]
+    assert res.stdout.count("SIGTERM") == 1
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert state["epoch"] == -1 and state["step_in_epoch"] == 1
+    res = run_torchrun(["finetune", *argv[1:], "--resume", "auto"])
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [1, 2]
