@@ -42,6 +42,9 @@ def test_parts_train_sigterm_mid_epoch_resumes_at_the_step(
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (state["epoch"], state["step"], state["step_in_epoch"]) == (0, 1, 1)
+    assert not (
+        out / "panels" / "epoch_001.png"
+    ).exists()  # an epoch's end (diagnostics, panel) only when it ends
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]
     # the resumed run continued from the step (the epoch's order and crops): a run never stopped
@@ -51,3 +54,21 @@ def test_parts_train_sigterm_mid_epoch_resumes_at_the_step(
     b = torch.load(whole / "checkpoint.pth", weights_only=True)
     assert (a["epoch"], a["step"]) == (b["epoch"], b["step"]) == (2, 4)
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in b["model"])
+
+
+def test_parts_train_sigterm_in_an_epochs_last_step_ends_that_epoch(tmp_path, synth, encoder_ckpt):
+    out = tmp_path / "killed"
+    argv = train_args(synth / "train", out, encoder_ckpt, "--epochs", "2", "--log-every", "1")
+    res = run_killed_at(
+        2, argv, signal="SIGTERM"
+    )  # the last step of epoch 1: its end (panel, checkpoint) runs
+    assert res.returncode == 130, res.stderr[-3000:]
+    assert (
+        f"SIGTERM: stopped at step 2 (the end of epoch 1) with checkpoint {out / 'checkpoint.pth'}"
+        in res.stdout
+    )
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (state["epoch"], state["step"], state.get("step_in_epoch")) == (1, 2, None)
+    assert (out / "panels" / "epoch_001.png").is_file()
+    assert _cli([*argv, "--resume", "auto"]) == 0
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]

@@ -216,7 +216,10 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
                 done += 1
                 if term.agreed(device):
                     stop = True
-                    break
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
             watch.check(lambda bad: _diverged(bad, steps_per_epoch, out / "checkpoint.pth"))
             stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
             if stop and done < steps_per_epoch:

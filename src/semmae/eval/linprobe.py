@@ -393,7 +393,10 @@ def _full_probe(
                 done += 1
                 if term.agreed(device):
                     stop = True
-                    break
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
             stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
             if stop and done < steps_per_epoch:
                 save(epoch - 1, done, epoch_start, running, n)

@@ -304,7 +304,10 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
                     )
                 if term.agreed(device):
                     stop = True
-                    break
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
             bar.close()
             watch.check(explain)
             stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 import torch
 from _helpers import run_killed_at, subprocess_env
 
@@ -51,19 +52,22 @@ def _args(data, out) -> list[str]:
     ]
 
 
-def test_segment_train_sigterm_mid_epoch_resumes_at_the_iteration(fake_ade, tmp_path):
+@pytest.mark.parametrize(
+    "kill_at, epoch, step_in_epoch", [(1, 0, 1), (2, 1, None)], ids=["mid-epoch", "epoch-end"]
+)
+def test_segment_train_sigterm_resumes_at_the_iteration(fake_ade, tmp_path, kill_at, epoch, step_in_epoch):
     out = tmp_path / "killed"
     argv = _args(fake_ade, out)
-    res = run_killed_at(1, argv, signal="SIGTERM")  # after iteration 1, the first of epoch 0's two
+    res = run_killed_at(kill_at, argv, signal="SIGTERM")  # epoch 0 has iterations 1 and 2
     assert res.returncode == 130, res.stderr[-3000:]
     lines = [line for line in res.stdout.splitlines() if "SIGTERM" in line]
     assert lines == [
-        f"semmae segment train: SIGTERM: stopped at iteration 1 with checkpoint {out / 'checkpoint.pth'}; "
+        f"semmae segment train: SIGTERM: stopped at iteration {kill_at} with checkpoint {out / 'checkpoint.pth'}; "
         "rerun with --resume auto to continue"
     ]
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (state["iteration"], state["epoch"], state["step_in_epoch"]) == (1, 0, 1)
+    assert (state["iteration"], state["epoch"], state.get("step_in_epoch")) == (kill_at, epoch, step_in_epoch)
     assert not (out / "seg_final.pth").exists()
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]

@@ -362,7 +362,10 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
                     save_checkpoint(epoch + 1)
                 if term.agreed(device):
                     stop = True
-                    break
+                    if done < len(
+                        train_loader
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
             stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
             if stop and it < cfg.iters:
                 watch.check(explain)
