@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +38,7 @@ from semmae.engine.run_options import continues, resume_mode
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.engine.schedule import scaled_lr, set_lr
 from semmae.engine.stage_run import read_folders
+from semmae.engine.termination import sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.utils import distributed as du
 from semmae.utils.rundir import RunLogger, check_out_outside, claim_run_dir
@@ -332,7 +331,7 @@ class StepTrainer:
         self.watch = NonFiniteWatch(self.device)
         last_loss = float("nan")
         self.model.train()
-        with _sigterm_requests() as self._terminated:
+        with sigterm_requests() as self._termination:
             while self.step < end:
                 epoch, start = divmod(self.step, p.steps_per_epoch)
                 last_loss = self._train_epoch(epoch, start, end)
@@ -467,39 +466,18 @@ class StepTrainer:
         return loss_value
 
     def _batches(self):
-        """The loader's batches; when SIGTERM reached the DataLoader workers too (a scheduler signals the whole
-        process group), their end is the end of the epoch, and the run stops at this step."""
-        batches = iter(self.loader)
-        while True:
-            try:
-                yield next(batches)
-            except StopIteration:
-                return
-            except RuntimeError:
-                if not self._terminated[0]:
-                    raise
-                return
+        """The loader's batches; one whose workers died of a group SIGTERM ends there (the run stops at this step)."""
+        return self._termination.batches(self.loader)
 
     def _stop_requested(self, force: bool = False) -> bool:
         """Whether SIGTERM arrived (on any rank). Under torchrun the ranks agree at log steps (and with
         ``force``), where they synchronise anyway, so that every rank stops at the same step."""
-        if self.dist.world_size == 1:
-            return self._terminated[0]
-        if not force and self.step % self.cfg.log_every:
-            return False
-        flag = torch.tensor(float(self._terminated[0]), device=self.device)
-        return bool(du.all_reduce_sum(flag).item() > 0)
+        return self._termination.agreed(self.device, sync=force or self.step % self.cfg.log_every == 0)
 
     def _stop(self) -> None:
         """End a run stopped by SIGTERM as Ctrl-C ends one, after the checkpoint at this step."""
         self.logger.close()
-        if self.is_main:
-            print(
-                f"semmae {self.verb}: SIGTERM: stopped at step {self.step} with checkpoint {self.ckpts.latest()}; "
-                "rerun with --resume auto to continue",
-                flush=True,
-            )
-        raise KeyboardInterrupt
+        stopped(self.verb, f"step {self.step}", self.ckpts.latest() if self.is_main else None, self.is_main)
 
     def online_knn(self, encoder: torch.nn.Module, epoch: int) -> None:
         """kNN accuracy of ``encoder`` on ``--eval-train`` / ``--eval-val``, logged at this step."""
@@ -509,25 +487,6 @@ class StepTrainer:
         if acc is not None:
             self.logger.log(self.step, epoch=epoch, **acc)
         self.model.train()
-
-
-@contextlib.contextmanager
-def _sigterm_requests():
-    """Yields ``[flag]``; SIGTERM sets it instead of killing the process (the loop stops at the next step
-    boundary). Outside the main thread (where Python delivers signals) nothing is installed."""
-    flag = [False]
-    if threading.current_thread() is not threading.main_thread():
-        yield flag
-        return
-
-    def request(signum, frame):
-        flag[0] = True
-
-    previous = signal.signal(signal.SIGTERM, request)
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run_stage(trainer_cls: type[StepTrainer], cfg: Any) -> dict[str, Any]:

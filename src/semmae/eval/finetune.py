@@ -4,7 +4,9 @@ The encoder (global average pool + ``fc_norm`` by default, as MAE) gets a linear
 std 2e-5, AdamW with layer-wise learning-rate decay (timm's ``param_groups_layer_decay``: block i of d gets
 ``layer_decay ** (d + 1 - i)`` of the peak lr), stochastic depth, Mixup/CutMix with label smoothing, RandAugment and
 random erasing (timm), an optional EMA of the weights, and a cosine schedule with warm-up. Every epoch reports
-val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from.
+val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from (each
+epoch, and at the step where SIGTERM stops the run: the resumed run continues from that step,
+:mod:`semmae.engine.termination`).
 The peak lr is ``blr * global_batch / 256``.
 """
 
@@ -34,6 +36,7 @@ from semmae.engine.run_options import (
 )
 from semmae.engine.schedule import cosine_schedule
 from semmae.engine.stage_run import run_claimed
+from semmae.engine.termination import sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.eval.common import (
     EvalCommonConfig,
@@ -49,7 +52,7 @@ from semmae.eval.config import FinetuneConfig  # noqa: F401 - its home is the to
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save
 from semmae.utils.rundir import RunDir
-from semmae.utils.seed import seed_everything
+from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
 
@@ -125,73 +128,134 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     lr_schedule = cosine_schedule(peak_lr, cfg.min_lr, total, warmup, warmup_offset=1)
     out = Path(cfg.out)
-    start_epoch, best = 0, {"top1": -1.0, "top5": 0.0, "epoch": -1}
+    start_epoch, start_step, partial, rng_at_stop, best = (
+        0,
+        0,
+        None,
+        None,
+        {"top1": -1.0, "top5": 0.0, "epoch": -1},
+    )
     resume_from = resume_file(cfg.resume, out / "checkpoint.pth", cfg.overwrite)
     if resume_from is not None:
         state = restore(resume_from, model=model, optimizer=opt)
         if ema is not None and state.get("ema") is not None:
             ema.module.load_state_dict(state["ema"])
+        if state.get("scaler") is not None:
+            scaler.load_state_dict(state["scaler"])
         start_epoch, best = int(state["epoch"]) + 1, state["best"]
+        # a run stopped by SIGTERM mid-epoch: that epoch's order (and, alone, its RNG) again, from its step
+        start_step, partial = int(state.get("step_in_epoch", 0)), state.get("partial")
+        if state.get("loader_rng") is not None:
+            g.set_state(state["loader_rng"])
+        if state.get("rng") is not None and info.world_size == 1:
+            set_rng_state(state["rng"])
+            rng_at_stop = state.get("rng_at_stop")
     # epoch e is logged at step e + 1: a continued run drops the records after its checkpoint's epoch
     logger = run_dir.start(cfg, keep_log_until=(start_epoch or -1) if continuing else None)
-    if start_epoch == 0:
-        logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
-    history = []
-    for epoch in range(start_epoch, cfg.epochs):
-        ddp.train()
-        running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
-        for step, batch in scheduled_batches(
-            train_loader, epoch, steps_per_epoch, opt, lr_schedule, "finetune", info.is_main
-        ):
-            x, y = batch["image"].to(device, non_blocking=True), batch["label"].to(device, non_blocking=True)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            with precision.autocast():
-                loss = criterion(ddp(x), y)
-            grad_norm = scaler(loss, opt, model.parameters, clip_grad=cfg.clip_grad)
-            opt.zero_grad(set_to_none=True)
-            watch.record(step, loss.detach(), None if scaler.enabled else grad_norm)
-            if ema is not None:
-                ema.update(model, step=step)
-            running += loss.detach().float()
-            n += 1
-        watch.check(lambda bad: _diverged(bad, steps_per_epoch, out / "checkpoint.pth"))
-        metrics = evaluate(model, val, cfg, device, info)
-        record = {
-            "train_loss": running.item() / max(n, 1),
-            "val_top1": metrics["top1"],
-            "val_top5": metrics["top5"],
-            "lr": opt.param_groups[-1]["lr"],
-        }
-        if ema is not None:
-            ema_m = evaluate(ema.module, val, cfg, device, info)
-            record.update(ema_top1=ema_m["top1"], ema_top5=ema_m["top5"])
-        logger.log(epoch + 1, **record)
-        history.append({"epoch": epoch, **record})
-        if metrics["top1"] > best["top1"]:
-            best = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch}
-            if info.is_main:
-                atomic_torch_save(
-                    {
-                        "model": model.state_dict(),
-                        "epoch": epoch,
-                        "metrics": metrics,
-                        "encoder_spec": enc_info["spec"],
-                        "classes": train.classes,
-                    },
-                    out / "best.pth",
-                )
+
+    def save(done_epoch: int, step_in_epoch: int = 0, epoch_start=None, running=None, n: int = 0) -> None:
+        """``checkpoint.pth``: after epoch ``done_epoch``, plus ``step_in_epoch`` steps of the next one (whose
+        start's loader generator and RNG state ``epoch_start`` holds) when SIGTERM stopped the run there."""
+        loader_rng, rng = epoch_start if epoch_start is not None else (g.get_state(), rng_state())
         if info.is_main:
             atomic_torch_save(
                 {
                     "model": model.state_dict(),
                     "optimizer": opt.state_dict(),
-                    "epoch": epoch,
+                    "scaler": scaler.state_dict(),
+                    "epoch": done_epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "partial": {"loss_sum": float(running), "n": n} if step_in_epoch else None,
+                    "loader_rng": loader_rng,
+                    "rng": rng,
+                    "rng_at_stop": rng_state() if step_in_epoch else None,
                     "best": best,
                     "ema": ema.module.state_dict() if ema is not None else None,
                 },
                 out / "checkpoint.pth",
             )
+
+    history = []
+    with sigterm_requests() as term:
+        if start_epoch == 0:  # a run stopped in epoch 0 logs it again: its records were dropped
+            logger.log(0, lr_peak=peak_lr, global_batch=global_batch, blr=cfg.blr)
+        for epoch in range(start_epoch, cfg.epochs):
+            ddp.train()
+            epoch_start = (g.get_state(), rng_state())
+            skip = start_step if epoch == start_epoch else 0
+            running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
+            if skip and partial:
+                running += partial["loss_sum"]
+                n = int(partial["n"])
+            done, stop = skip, False
+            for step, batch in scheduled_batches(
+                train_loader,
+                epoch,
+                steps_per_epoch,
+                opt,
+                lr_schedule,
+                "finetune",
+                info.is_main,
+                skip,
+                term,
+                rng_at_stop if skip else None,
+            ):
+                x = batch["image"].to(device, non_blocking=True)
+                y = batch["label"].to(device, non_blocking=True)
+                if mixup is not None:
+                    x, y = mixup(x, y)
+                with precision.autocast():
+                    loss = criterion(ddp(x), y)
+                grad_norm = scaler(loss, opt, model.parameters, clip_grad=cfg.clip_grad)
+                opt.zero_grad(set_to_none=True)
+                watch.record(step, loss.detach(), None if scaler.enabled else grad_norm)
+                if ema is not None:
+                    ema.update(model, step=step)
+                running += loss.detach().float()
+                n += 1
+                done += 1
+                if term.agreed(device):
+                    stop = True
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
+            watch.check(lambda bad: _diverged(bad, steps_per_epoch, out / "checkpoint.pth"))
+            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
+            if stop and done < steps_per_epoch:
+                save(epoch - 1, done, epoch_start, running, n)
+                logger.close()
+                where = f"epoch {epoch} step {done}/{steps_per_epoch}"
+                stopped("finetune", where, out / "checkpoint.pth", info.is_main)
+            metrics = evaluate(model, val, cfg, device, info)
+            record = {
+                "train_loss": running.item() / max(n, 1),
+                "val_top1": metrics["top1"],
+                "val_top5": metrics["top5"],
+                "lr": opt.param_groups[-1]["lr"],
+            }
+            if ema is not None:
+                ema_m = evaluate(ema.module, val, cfg, device, info)
+                record.update(ema_top1=ema_m["top1"], ema_top5=ema_m["top5"])
+            logger.log(epoch + 1, **record)
+            history.append({"epoch": epoch, **record})
+            if metrics["top1"] > best["top1"]:
+                best = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch}
+                if info.is_main:
+                    atomic_torch_save(
+                        {
+                            "model": model.state_dict(),
+                            "epoch": epoch,
+                            "metrics": metrics,
+                            "encoder_spec": enc_info["spec"],
+                            "classes": train.classes,
+                        },
+                        out / "best.pth",
+                    )
+            save(epoch)
+            if stop and epoch + 1 < cfg.epochs:
+                logger.close()
+                stopped("finetune", f"the end of epoch {epoch}", out / "checkpoint.pth", info.is_main)
     logger.close()
     last = history[-1] if history else {}
     results = {

@@ -10,6 +10,9 @@ Two modes:
   pessimistic depending on the data (see ``benchmarks/results/linprobe-modes.md``).
 
 Both report the best head of the sweep (top-1/top-5 on val) and every head's numbers.
+
+Full mode checkpoints each epoch and, when SIGTERM stops it, at that step; ``--resume auto`` continues from the step
+(:mod:`semmae.engine.termination`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from semmae.engine.run_options import (
 )
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
+from semmae.engine.termination import sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -54,7 +58,7 @@ from semmae.eval.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
-from semmae.utils.seed import seed_everything
+from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 
 def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:
@@ -305,12 +309,12 @@ def _full_probe(
     total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
     factors = probe_schedule(total, warmup)
     ckpt_path = Path(cfg.out) / "checkpoint.pth"
-    start_epoch, metrics = 0, None
+    start_epoch, start_step, partial, rng_at_stop, metrics = 0, 0, None, None, None
     continuing = continues(cfg)
     resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
+    tokens = keep.describe() if keep else {"tokens": "all"}
     if resume_from is not None:
         state = load_checkpoint(resume_from)
-        tokens = keep.describe() if keep else {"tokens": "all"}
         if (
             state.get("blrs") != list(cfg.blrs)
             or state.get("mode") != "full"
@@ -322,44 +326,96 @@ def _full_probe(
         heads.load_state_dict(state["heads"])
         opt.load_state_dict(state["optimizer"])
         start_epoch, metrics = int(state["epoch"]) + 1, state.get("metrics")
+        # a run stopped by SIGTERM mid-epoch: that epoch's order (and, alone, its RNG) again, from its step
+        start_step, partial = int(state.get("step_in_epoch", 0)), state.get("partial")
+        if state.get("loader_rng") is not None:
+            g.set_state(state["loader_rng"])
+        if state.get("rng") is not None and info.world_size == 1:
+            set_rng_state(state["rng"])
+            rng_at_stop = state.get("rng_at_stop")
     # epochs are the log's steps: those after the checkpoint's are logged again
     logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
-    for epoch in range(start_epoch, cfg.epochs):
-        heads.train()
-        running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
-        for _, batch in scheduled_batches(
-            train_loader, epoch, steps_per_epoch, opt, factors, "linprobe", info.is_main
-        ):
-            with torch.no_grad(), precision.autocast():
-                feats = batch_features(encoder, batch, device, cfg.pool, keep)
-            labels = batch["label"].to(device)
-            loss = heads.loss(model(feats.float()), labels)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            running += loss.detach() / len(cfg.blrs)
-            n += 1
-        record: dict[str, Any] = {
-            "train_loss": running.item() / max(n, 1),
-            "lr_best_head_factor": float(factors[(epoch + 1) * steps_per_epoch - 1]),
-        }
-        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            metrics = _evaluate_heads(heads, encoder, val, cfg, device, info, keep)
-            record.update(val_top1=metrics["top1"], val_top5=metrics["top5"], best_blr=metrics["best_blr"])
-        logger.log(epoch, **record)
+
+    def save(done_epoch: int, step_in_epoch: int = 0, epoch_start=None, running=None, n: int = 0) -> None:
+        """``checkpoint.pth``: after epoch ``done_epoch``, plus ``step_in_epoch`` steps of the next one (whose
+        start's loader generator and RNG state ``epoch_start`` holds) when SIGTERM stopped the run there."""
+        loader_rng, rng = epoch_start if epoch_start is not None else (g.get_state(), rng_state())
         if info.is_main:
             atomic_torch_save(
                 {
                     "heads": heads.state_dict(),
                     "optimizer": opt.state_dict(),
-                    "epoch": epoch,
+                    "epoch": done_epoch,
+                    "step_in_epoch": step_in_epoch,
+                    "partial": {"loss_sum": float(running), "n": n} if step_in_epoch else None,
+                    "loader_rng": loader_rng,
+                    "rng": rng,
+                    "rng_at_stop": rng_state() if step_in_epoch else None,
                     "blrs": list(cfg.blrs),
                     "mode": "full",
-                    "tokens": keep.describe() if keep else {"tokens": "all"},
+                    "tokens": tokens,
                     "metrics": metrics,
                 },
                 ckpt_path,
             )
+
+    with sigterm_requests() as term:
+        for epoch in range(start_epoch, cfg.epochs):
+            heads.train()
+            epoch_start = (g.get_state(), rng_state())
+            skip = start_step if epoch == start_epoch else 0
+            running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
+            if skip and partial:
+                running += partial["loss_sum"]
+                n = int(partial["n"])
+            done, stop = skip, False
+            for _, batch in scheduled_batches(
+                train_loader,
+                epoch,
+                steps_per_epoch,
+                opt,
+                factors,
+                "linprobe",
+                info.is_main,
+                skip,
+                term,
+                rng_at_stop if skip else None,
+            ):
+                with torch.no_grad(), precision.autocast():
+                    feats = batch_features(encoder, batch, device, cfg.pool, keep)
+                labels = batch["label"].to(device)
+                loss = heads.loss(model(feats.float()), labels)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                running += loss.detach() / len(cfg.blrs)
+                n += 1
+                done += 1
+                if term.agreed(device):
+                    stop = True
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
+            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
+            if stop and done < steps_per_epoch:
+                save(epoch - 1, done, epoch_start, running, n)
+                logger.close()
+                stopped("linprobe", f"epoch {epoch} step {done}/{steps_per_epoch}", ckpt_path, info.is_main)
+            record: dict[str, Any] = {
+                "train_loss": running.item() / max(n, 1),
+                "lr_best_head_factor": float(factors[(epoch + 1) * steps_per_epoch - 1]),
+            }
+            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+                metrics = _evaluate_heads(heads, encoder, val, cfg, device, info, keep)
+                record.update(
+                    val_top1=metrics["top1"], val_top5=metrics["top5"], best_blr=metrics["best_blr"]
+                )
+            logger.log(epoch, **record)
+            save(epoch)
+            if stop and epoch + 1 < cfg.epochs:
+                logger.close()
+                stopped("linprobe", f"the end of epoch {epoch}", ckpt_path, info.is_main)
     assert metrics is not None
     return {**metrics, "mode": "full", "num_classes": num_classes}, logger
 

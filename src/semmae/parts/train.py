@@ -5,6 +5,8 @@ encoder runs under ``no_grad`` in eval mode and stays outside DDP, so DDP wraps 
 gets a gradient (no unused-parameter search). Launch with ``torchrun --nproc_per_node K -m semmae.cli parts train``
 for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data) and a panel
 ``panels/epoch_XXX.png`` (image | reconstruction | parts); an interrupted run continues from the last checkpoint.
+SIGTERM writes ``checkpoint.pth`` at the step where it stops (mid-epoch too) and exits 130; the resumed run continues
+from that step (:mod:`semmae.engine.termination`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from semmae.engine.precision import LossScaler, resolve_precision
 from semmae.engine.run_options import continues, resume_file
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
+from semmae.engine.termination import replayed, sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
 from semmae.parts.config import PartsTrainConfig
@@ -202,90 +205,134 @@ def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
     def explain(bad: int) -> str:
         return f"part loss became non-finite at step {bad}; {kept_checkpoint(ckpt_path)} (try a lower --lr)"
 
-    start_epoch, step = 0, 0
+    start_epoch, step, start_in_epoch, partial, rng_at_stop = 0, 0, 0, None, None
     if resume is not None:
         load_optimizer_state(optimizer, resume["optimizer"])
         start_epoch, step = int(resume["epoch"]), int(resume["step"])
+        # a run stopped by SIGTERM mid-epoch: that epoch again from its step (its order, and alone its RNG)
+        start_in_epoch, partial = int(resume.get("step_in_epoch", 0)), resume.get("partial")
+        if resume.get("batches_rng") is not None:
+            batches.set_rng_state(resume["batches_rng"])
         if "rng" in resume and info.world_size == 1:
             set_rng_state(resume["rng"])
+            rng_at_stop = resume.get("rng_at_stop")
 
     # the first write into the run folder, after every check above (a refused resume leaves it as it was)
     logger = run_dir.start(cfg, keep_log_until=step if continuing else None)
-    if info.is_main:
-        eff = cfg.batch_size * info.world_size
-        logger.log(
-            step,
-            event="start",
-            images=len(whole),
-            features=cfg.features,
-            steps_per_epoch=steps_per_epoch,
-            effective_batch_size=eff,
-            lr=cfg.lr,
-            resumed_epoch=start_epoch,
-        )
     usage = resume.get("diagnostics") if resume is not None else None
+
+    def save(epochs_done: int, means, **extra) -> None:
+        """``checkpoint.pth`` after ``epochs_done`` epochs (``extra``: where SIGTERM stopped the next one)."""
+        state = {
+            "format": "semmae-parts",
+            "version": 1,
+            "config": config_to_dict(cfg),
+            "head": spec_dict(model.spec),
+            "encoder": spec_dict(enc_spec),
+            "encoder_state": encoder_state,
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "epoch": epochs_done,
+            "step": step,
+            "rng": rng_state(),
+            "batches_rng": batches.rng_state(),
+            "metrics": means,
+            "diagnostics": usage,
+        }
+        atomic_torch_save({**state, **extra}, ckpt_path)
+
     model.train()
-    for epoch in range(start_epoch, cfg.epochs):
-        sums: dict[str, torch.Tensor] = {}  # per-epoch loss sums, kept on the device
-        bar = tqdm(
-            total=steps_per_epoch,
-            desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
-            disable=not info.is_main,
-            dynamic_ncols=True,
-        )
-        it = 0
-        for it, (images, f_c, f) in enumerate(batches.epoch(epoch)):
-            if it >= steps_per_epoch:
-                break
-            set_lr(optimizer, float(lr_schedule[step]))
-            with autocast():
-                out_ = ddp(f_c, f)
-            losses = part_loss(
-                out_["recon"].float(), images, out_["maps"].float(), cfg.div_weight, cfg.concentration_weight
-            )
-            grad_norm = scaler(losses["loss"], optimizer, model.parameters, clip_grad=cfg.clip_grad)
-            optimizer.zero_grad(set_to_none=True)
-            watch.record(step, losses["loss"].detach(), None if scaler.enabled else grad_norm)
-            step += 1
-            for k, v in losses.items():
-                sums[k] = sums.get(k, 0) + v.detach()
-            bar.update(1)
-            if step % cfg.log_every == 0:
-                watch.check(explain)
-                vals = {k: v.item() for k, v in losses.items()}
-                bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
-                logger.log(
-                    step, epoch=epoch, lr=optimizer.param_groups[0]["lr"], **vals, **part_usage(out_["maps"])
-                )
-        bar.close()
-        watch.check(explain)
-        n = max(1, min(steps_per_epoch, it + 1))
-        means = {f"epoch_{k}": v.item() / n for k, v in sums.items()}
+    with sigterm_requests() as term:
         if info.is_main:
-            usage = diagnose(model, diag, device, cfg.batch_size)
-            logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})
-            panel = _panel(model, diag, cfg.panel_images, device)
-            save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
-            logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
-            atomic_torch_save(
-                {
-                    "format": "semmae-parts",
-                    "version": 1,
-                    "config": config_to_dict(cfg),
-                    "head": spec_dict(model.spec),
-                    "encoder": spec_dict(enc_spec),
-                    "encoder_state": encoder_state,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "epoch": epoch + 1,
-                    "step": step,
-                    "rng": rng_state(),
-                    "metrics": means,
-                    "diagnostics": usage,
-                },
-                ckpt_path,
+            eff = cfg.batch_size * info.world_size
+            logger.log(
+                step,
+                event="start",
+                images=len(whole),
+                features=cfg.features,
+                steps_per_epoch=steps_per_epoch,
+                effective_batch_size=eff,
+                lr=cfg.lr,
+                resumed_epoch=start_epoch,
             )
-        dist_utils.barrier()
+        for epoch in range(start_epoch, cfg.epochs):
+            skip = start_in_epoch if epoch == start_epoch else 0
+            epoch_start = {"rng": rng_state(), "batches_rng": batches.rng_state()}
+            sums: dict[str, torch.Tensor] = {}  # per-epoch loss sums, kept on the device
+            if skip and partial:
+                sums = {k: torch.tensor(v, device=device) for k, v in partial.items()}
+            bar = tqdm(
+                total=steps_per_epoch,
+                initial=skip,
+                desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
+                disable=not info.is_main,
+                dynamic_ncols=True,
+            )
+            done, stop = skip, False
+            at_stop = rng_at_stop if skip else None
+            for images, f_c, f in term.batches(batches.epoch(epoch, skip, at_stop)):
+                if done >= steps_per_epoch:
+                    break
+                set_lr(optimizer, float(lr_schedule[step]))
+                with autocast():
+                    out_ = ddp(f_c, f)
+                losses = part_loss(
+                    out_["recon"].float(),
+                    images,
+                    out_["maps"].float(),
+                    cfg.div_weight,
+                    cfg.concentration_weight,
+                )
+                grad_norm = scaler(losses["loss"], optimizer, model.parameters, clip_grad=cfg.clip_grad)
+                optimizer.zero_grad(set_to_none=True)
+                watch.record(step, losses["loss"].detach(), None if scaler.enabled else grad_norm)
+                step += 1
+                done += 1
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0) + v.detach()
+                bar.update(1)
+                if step % cfg.log_every == 0:
+                    watch.check(explain)
+                    vals = {k: v.item() for k, v in losses.items()}
+                    bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
+                    logger.log(
+                        step,
+                        epoch=epoch,
+                        lr=optimizer.param_groups[0]["lr"],
+                        **vals,
+                        **part_usage(out_["maps"]),
+                    )
+                if term.agreed(device):
+                    stop = True
+                    if (
+                        done < steps_per_epoch
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
+            bar.close()
+            watch.check(explain)
+            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
+            if stop and done < steps_per_epoch:
+                if info.is_main:
+                    partial_sums = {k: float(v) for k, v in sums.items()}
+                    extra = dict(step_in_epoch=done, partial=partial_sums, rng_at_stop=rng_state())
+                    save(epoch, None, **extra, **epoch_start)
+                dist_utils.barrier()
+                logger.close()
+                where = f"step {step} (epoch {epoch + 1}, step {done}/{steps_per_epoch})"
+                stopped("parts train", where, ckpt_path, info.is_main)
+            n = max(1, done)
+            means = {f"epoch_{k}": v.item() / n for k, v in sums.items()}
+            if info.is_main:
+                usage = diagnose(model, diag, device, cfg.batch_size)
+                logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})
+                panel = _panel(model, diag, cfg.panel_images, device)
+                save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
+                logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
+                save(epoch + 1, means)
+            dist_utils.barrier()
+            if stop and epoch + 1 < cfg.epochs:
+                logger.close()
+                stopped("parts train", f"step {step} (the end of epoch {epoch + 1})", ckpt_path, info.is_main)
     if info.is_main and usage is not None:
         print(collapse_verdict(usage, cfg.num_parts), flush=True)
     logger.close()
@@ -324,14 +371,24 @@ class CachedBatches:
         per_rank = len(cache) // world_size
         self.steps_per_epoch = max(1, per_rank // batch_size)
 
-    def epoch(self, epoch: int):
+    def epoch(self, epoch: int, start: int = 0, rng: dict | None = None):
+        """The epoch's batches from its ``start``-th (``rng``: the RNG state to put back first)."""
+        if rng is not None:
+            set_rng_state(rng)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(len(self.cache), generator=gen)
         flips = torch.rand(len(self.cache), generator=gen) < 0.5
         shard = perm[self.rank :: self.world_size]
-        for it in range(self.steps_per_epoch):
+        for it in range(start, self.steps_per_epoch):
             idx = shard[it * self.batch_size : (it + 1) * self.batch_size]
             yield self.cache.batch(idx, flips[idx], self.device)
+
+    def rng_state(self) -> None:
+        """Nothing: an epoch's order follows from its number."""
+        return None
+
+    def set_rng_state(self, state) -> None:
+        pass
 
 
 class OnlineBatches:
@@ -360,10 +417,20 @@ class OnlineBatches:
         self.encoder, self.device, self.autocast = encoder, device, autocast
         self.steps_per_epoch = len(self.loader)
 
-    def epoch(self, epoch: int):
+    def rng_state(self) -> torch.Tensor | None:
+        """The shuffle's generator (one process: it runs on from epoch to epoch), else None (the epoch's number)."""
+        return None if isinstance(self.sampler, DistributedSampler) else self.sampler.generator.get_state()
+
+    def set_rng_state(self, state: torch.Tensor | None) -> None:
+        if state is not None and not isinstance(self.sampler, DistributedSampler):
+            self.sampler.generator.set_state(state)
+
+    def epoch(self, epoch: int, start: int = 0, rng: dict | None = None):
+        """The epoch's batches from its ``start``-th: the ones before are loaded again but not encoded, then ``rng``
+        is put back (:func:`~semmae.engine.termination.replayed`)."""
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)
-        for batch in self.loader:
+        for batch in replayed(self.loader, start, rng):
             images = batch["image"].to(self.device, non_blocking=True)
             with self.autocast():
                 feats = self.encoder(images)

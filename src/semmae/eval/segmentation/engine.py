@@ -2,7 +2,8 @@
 
 Train: per-rank batch = global batch / world size, an endless shuffled loader (DistributedSampler under torchrun),
 per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision (:mod:`semmae.engine.precision`),
-``checkpoint.pth`` every ``ckpt_every`` iterations (resumable: model, optimizer, iteration, RNG), evaluation every
+``checkpoint.pth`` every ``ckpt_every`` iterations and where SIGTERM stops the run (resumable: model, optimizer,
+iteration, RNG; after SIGTERM also the place in the epoch's order, :mod:`semmae.engine.termination`), evaluation every
 ``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` + ``predictions.png`` at the end.
 Eval: each rank evaluates a disjoint slice of the validation images one at a time with sliding windows; the
 confusion matrices are summed over ranks, so every image counts exactly once.
@@ -26,6 +27,7 @@ from semmae.engine.precision import LossScaler, Precision, resolve_precision
 from semmae.engine.run_options import resume_file, resume_mode
 from semmae.engine.schedule import poly_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
+from semmae.engine.termination import replayed, sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -235,13 +237,16 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     model.to(device)
     optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
     schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
-    start_it, epoch = 0, 0
+    start_it, epoch, start_in_epoch, loader_rng, rng_at_stop = 0, 0, 0, None, None
     resume = resume_file(cfg.resume, out / CKPT_NAME, cfg.overwrite)
     if resume is not None:
         ckpt = restore(resume, model=model, optimizer=optimizer)
         start_it, epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
+        # a run stopped by SIGTERM: that epoch's order again (and, alone, its RNG) from its step
+        start_in_epoch, loader_rng = int(ckpt.get("step_in_epoch", 0)), ckpt.get("loader_rng")
         if "rng" in ckpt and dist_info.world_size == 1:
             set_rng_state(ckpt["rng"])
+            rng_at_stop = ckpt.get("rng_at_stop")
     if dist_info.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = torch.nn.parallel.DistributedDataParallel(
@@ -279,6 +284,8 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     train_loader = _loader(
         train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
     )
+    if loader_rng is not None:
+        train_loader.generator.set_state(loader_rng)
     meta = {
         "config": config_to_dict(cfg),
         "num_classes": source.num_classes,
@@ -300,47 +307,78 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
             f"lr {cfg.lr:g} at global batch {cfg.batch_size} ({per_rank} x {dist_info.world_size} ranks)"
         )
 
+    def save_checkpoint(it_epoch: int, **extra) -> None:
+        """``checkpoint.pth`` at iteration ``it``; a resume starts epoch ``it_epoch`` (``extra``: from which of its
+        steps, with which loader generator and RNG state, when SIGTERM stopped the run in it)."""
+        state = {
+            **meta,
+            "model": core.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "iteration": it,
+            "epoch": it_epoch,
+            "rng": rng_state(),
+        }
+        atomic_torch_save({**state, **extra}, out / CKPT_NAME)
+
     model.train()
     it = start_it
     bar = tqdm(total=cfg.iters, initial=start_it, desc="segment", disable=not dist_info.is_main)
-    while it < cfg.iters:
-        if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
-            train_loader.sampler.set_epoch(epoch)
-        for batch in train_loader:
-            if it >= cfg.iters:
-                break
-            set_lr(optimizer, float(schedule[it]))
-            images = batch["image"].to(device, non_blocking=True)
-            labels = batch["label"].to(device, non_blocking=True)
-            with precision.autocast():
-                out_maps = model(images)
-            losses = segmentation_loss(out_maps, labels, source.ignore_index, cfg.aux_weight)
-            grad_norm = scaler(losses["loss"], optimizer, core.parameters, clip_grad=cfg.clip_grad)
-            optimizer.zero_grad(set_to_none=True)
-            watch.record(it, losses["loss"].detach(), None if scaler.enabled else grad_norm)
-            it += 1
-            bar.update(1)
-            if it % cfg.log_every == 0 or it == cfg.iters or (cfg.ckpt_every and it % cfg.ckpt_every == 0):
+    with sigterm_requests() as term:
+        while it < cfg.iters:
+            if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
+                train_loader.sampler.set_epoch(epoch)
+            skip, start_in_epoch = start_in_epoch, 0
+            epoch_start = {"loader_rng": train_loader.generator.get_state(), "rng": rng_state()}
+            done, stop = skip, False
+            at_stop, rng_at_stop = (rng_at_stop if skip else None), None
+            for batch in replayed(term.batches(train_loader), skip, at_stop):
+                if it >= cfg.iters:
+                    break
+                set_lr(optimizer, float(schedule[it]))
+                images = batch["image"].to(device, non_blocking=True)
+                labels = batch["label"].to(device, non_blocking=True)
+                with precision.autocast():
+                    out_maps = model(images)
+                losses = segmentation_loss(out_maps, labels, source.ignore_index, cfg.aux_weight)
+                grad_norm = scaler(losses["loss"], optimizer, core.parameters, clip_grad=cfg.clip_grad)
+                optimizer.zero_grad(set_to_none=True)
+                watch.record(it, losses["loss"].detach(), None if scaler.enabled else grad_norm)
+                it += 1
+                done += 1
+                bar.update(1)
+                if (
+                    it % cfg.log_every == 0
+                    or it == cfg.iters
+                    or (cfg.ckpt_every and it % cfg.ckpt_every == 0)
+                ):
+                    watch.check(explain)
+                if it % cfg.log_every == 0 or it == cfg.iters:
+                    vals = {k: float(v.detach()) for k, v in losses.items()}
+                    logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
+                    bar.set_postfix(loss=f"{vals['loss']:.3f}")
+                if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
+                    validate(num_vis=0)
+                if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters and dist_info.is_main:
+                    save_checkpoint(epoch + 1)
+                if term.agreed(device):
+                    stop = True
+                    if done < len(
+                        train_loader
+                    ):  # after an epoch's last step its loader ends as in a run never stopped
+                        break
+            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
+            if stop and it < cfg.iters:
                 watch.check(explain)
-            if it % cfg.log_every == 0 or it == cfg.iters:
-                vals = {k: float(v.detach()) for k, v in losses.items()}
-                logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
-                bar.set_postfix(loss=f"{vals['loss']:.3f}")
-            if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
-                validate(num_vis=0)
-            if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters and dist_info.is_main:
-                atomic_torch_save(
-                    {
-                        **meta,
-                        "model": core.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "iteration": it,
-                        "epoch": epoch + 1,
-                        "rng": rng_state(),
-                    },
-                    out / CKPT_NAME,
-                )
-        epoch += 1
+                if dist_info.is_main:
+                    if done < len(train_loader):
+                        save_checkpoint(epoch, step_in_epoch=done, rng_at_stop=rng_state(), **epoch_start)
+                    else:  # at the end of an epoch: the next one starts with the generator as it is now
+                        save_checkpoint(epoch + 1, loader_rng=train_loader.generator.get_state())
+                barrier()
+                bar.close()
+                logger.close()
+                stopped("segment train", f"iteration {it}", out / CKPT_NAME, dist_info.is_main)
+            epoch += 1
     bar.close()
 
     metrics, rows = validate(cfg.num_vis)
