@@ -122,3 +122,18 @@ def test_small_figures_are_drawn_larger_and_crisp(tmp_path):
     Image.new("RGB", (900, 40)).save(tmp_path / "large.png")
     assert _upscale(tmp_path / "small.png") == " style='width:700px;image-rendering:pixelated'"
     assert _upscale(tmp_path / "large.png") == ""
+
+
+def test_the_demo_encoders_model_card_lists_the_demos_own_numbers(demo_dir, tmp_path):
+    """Issue 28: the card of the demo's SemMAE encoder reads correctly, with the numbers of that run."""
+    out = tmp_path / "card"
+    assert (
+        main(["export", "--checkpoint", str(demo_dir / "pretrain" / "semmae-seed0"), "--out", str(out)]) == 0
+    )
+    card = (out / "README.md").read_text()
+    accuracy = json.loads((demo_dir / "eval" / "accuracy.json").read_text())["semmae"][0]
+    knn = next(line for line in card.splitlines() if line.startswith("| kNN |"))
+    assert float(knn.split("|")[2]) == pytest.approx(accuracy["knn_top1"], abs=0.01)
+    assert "this checkpoint" in knn and "n/a (<= 5 classes)" in knn
+    assert any(line.startswith("| linear probe |") for line in card.splitlines())
+    assert "ViT (width " in card and "{'" not in card  # the part encoder in words, not a raw dict

@@ -308,8 +308,12 @@ class Demo:
         targets = [(m, s, self.latest_checkpoint(r), False) for m, s, r in self.runs()]
         # the untrained encoder: the architecture of the first run's checkpoint, at its initialisation
         targets.append(("random init", self.cfg.seed, self.latest_checkpoint(self.runs()[0][2]), True))
+        runs = {(m, s): r for m, s, r in self.runs()}
         for method, seed, checkpoint, random_init in targets:
-            name = evals / f"{method.replace(' ', '_')}-seed{seed}"
+            # a pretrained encoder's evaluations live in its run folder, where `semmae export`'s model card finds
+            # them; the untrained encoder's beside the runs
+            run = runs.get((method, seed))
+            name = run / "evals" if run is not None else evals / f"{method.replace(' ', '_')}-seed{seed}"
             common = dict(
                 data=str(self.data),
                 checkpoint=str(checkpoint),

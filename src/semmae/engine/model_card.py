@@ -30,6 +30,13 @@ def run_folder(checkpoint: Path) -> Path:
     return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
 
 
+def _top5(result: dict[str, Any]) -> str:
+    """Top-5, or why there is none (evaluations of 5 classes or fewer record none: it would be 100 %)."""
+    return (
+        "n/a (<= 5 classes)" if result.get("top5") is None and "top1" in result else _fmt(result.get("top5"))
+    )
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -67,8 +74,13 @@ def part_encoder_line(config: dict[str, Any]) -> str | None:
     except (OSError, json.JSONDecodeError):
         return f"part cache `{parts}` (not readable at export time: its producer is unknown)"
     bits = [f"`{producer.get('command', 'unknown command')}`"]
-    if producer.get("encoder_architecture"):
-        bits.append(str(producer["encoder_architecture"]))
+    arch = producer.get("encoder_architecture")
+    if isinstance(arch, dict):  # the frozen encoder's sizes, as the part export records them
+        named = {"embed_dim": "width", "depth": "depth", "num_heads": "heads", "patch_size": "patch"}
+        sizes = ", ".join(f"{word} {arch[key]}" for key, word in named.items() if key in arch)
+        arch = f"ViT ({sizes}) at {arch['img_size']} px" if "img_size" in arch else f"ViT ({sizes})"
+    if arch:
+        bits.append(str(arch))
     encoder = producer.get("encoder") or {}
     source = producer.get("encoder_checkpoint") or encoder.get("checkpoint") or encoder.get("arch")
     if source:
@@ -124,7 +136,7 @@ def evaluation_rows(run: Path, checkpoint_sha256: str | None) -> list[str]:
         )
         rel = path.relative_to(run).parent
         rows.append(
-            f"| {protocol} | {_fmt(result.get('top1'))} | {_fmt(result.get('top5'))} | {settings} | `{data}` | "
+            f"| {protocol} | {_fmt(result.get('top1'))} | {_top5(result)} | {settings} | `{data}` | "
             f"{which} | `{rel}` |"
         )
     return rows
