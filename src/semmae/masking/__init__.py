@@ -19,7 +19,7 @@ The names load on first use (PEP 562): ``semmae masks show --help`` reads its co
 
 from __future__ import annotations
 
-import importlib
+from semmae.utils.lazy import lazy_exports
 
 _HOMES = {
     "attention_mask": "baselines",
@@ -38,8 +38,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES, globals())

@@ -5,7 +5,7 @@ The names below load on first use (PEP 562), so that importing a light submodule
 
 from __future__ import annotations
 
-import importlib
+from semmae.utils.lazy import lazy_exports
 
 _HOMES = {
     "EncoderRecord": "encoder_record",
@@ -22,8 +22,4 @@ _HOMES = {
 __all__ = sorted(_HOMES)
 
 
-def __getattr__(name: str):
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = globals()[name] = getattr(importlib.import_module(f"{__name__}.{_HOMES[name]}"), name)
-    return value
+__getattr__ = lazy_exports(__name__, _HOMES, globals())
