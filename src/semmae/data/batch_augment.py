@@ -115,7 +115,7 @@ def _keys_cubic(x: torch.Tensor, a: float = AA_CUBIC_A) -> torch.Tensor:
     x = x.abs()
     near = ((a + 2) * x - (a + 3)) * x * x + 1
     far = (((x - 5) * x + 8) * x - 4) * a
-    return torch.where(x < 1, near, torch.where(x < CUBIC_SUPPORT, far, torch.zeros_like(x)))
+    return torch.where(x < 1, near, torch.where(x < CUBIC_SUPPORT, far, 0.0))
 
 
 def resize_matrices(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
@@ -159,8 +159,12 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.
     Returns:
         float ``[B, C, out_size, out_size]``.
     """
-    rows = resize_matrices(boxes[:, 0], boxes[:, 2], x.shape[-2], out_size)  # [B, S, H]
-    cols = resize_matrices(boxes[:, 1], boxes[:, 3], x.shape[-1], out_size)  # [B, S, W]
+    b, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+    # both axes' matrices in one go (half the small kernels): tops then lefts
+    both = resize_matrices(
+        boxes[:, :2].T.reshape(-1), boxes[:, 2:].T.reshape(-1), max(height, width), out_size
+    )
+    rows, cols = both[:b, :, :height], both[b:, :, :width]  # [B, S, H], [B, S, W]
     return rows[:, None] @ (x @ cols.transpose(1, 2)[:, None])
 
 
