@@ -149,7 +149,7 @@ def resized_crops(x: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.
     Equal, up to float32 rounding, to ``F.interpolate(x[b:b+1, :, t:t+h, l:l+w], (out_size, out_size),
     mode="bicubic", antialias=True)`` per image (tested), in a fixed number of kernels whatever the batch:
     ``Wy @ x @ Wx^T`` with :func:`resize_matrices` (width first, as PyTorch's separable kernel). It spends
-    ``side / taps`` times the multiply-adds of the banded filter - nothing on a GPU, slow on a CPU core - and
+    ``side / taps`` times the multiply-adds of the banded filter - little for a GPU, slow on a CPU core - and
     float32 matmuls on a GPU run in TF32 where the run allows it (``--precision auto``/``fp32``), which moves
     values by a fraction of a uint8 level. Nothing is clamped, like ``interpolate`` on float input.
 
