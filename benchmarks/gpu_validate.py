@@ -6,21 +6,24 @@ Sections (each one is timed, fails alone, and is skipped once the time budget is
    attention at head dim 64 in bf16 is the one ViT-B uses).
 2. ``masking``: adaptive (Algorithm 1) vs random mask of a batch on the device, drawn up front then built with
    ``torch.cuda.set_sync_debug_mode("error")`` on (a host sync raises).
-3. ``held``: ViT-B/16, 224 px, batch 256, bf16 - the pretrain step (masks + forward + backward + AdamW) on one
+3. ``augment``: the packed crop-flip of a batch of 256 noise images (256 -> 224 px), one ``interpolate`` per box
+   vs the batched resample: time, the largest difference with float32 matmuls exact and in TF32, host syncs.
+4. ``held``: ViT-B/16, 224 px, batch 256, bf16 - the pretrain step (masks + forward + backward + AdamW) on one
    batch held on the GPU, random vs adaptive masking; the same step's forward under the sync-debug mode; ViT-L/16
    next to facebookresearch/mae's published pretraining time (see ``MAE_PUBLISHED``).
-4. ``e2e``: ``semmae pretrain`` end to end from a JPEG folder (generated here) and from a pack of it with part cells
+5. ``e2e``: ``semmae pretrain`` end to end from a JPEG folder (generated here) and from a pack of it with part cells
    (adaptive masking), img/s from the runs' own logs, against the held step.
-5. ``resume``: a run stopped at step 4 and continued with ``--resume auto`` logs steps 1..8 once each (no gap).
-6. ``b8``: ViT-B/8 with the most-foreground quarter of its 28x28 patches (``--fg-keep 0.25``), vs ViT-B/16.
-7. ``fp16``: fp16 + grad scaler + accumulation 2 + clipping 1.0 trains with finite losses and a saved loss scale.
-8. ``compiled``: the held step with ``--compile`` vs eager.
-9. ``profile``: ``torch.profiler`` over held steps: attention kernels, host syncs per step, top CUDA kernels.
+6. ``resume``: a run stopped at step 4 and continued with ``--resume auto`` logs steps 1..8 once each (no gap).
+7. ``b8``: ViT-B/8 with the most-foreground quarter of its 28x28 patches (``--fg-keep 0.25``), vs ViT-B/16.
+8. ``fp16``: fp16 + grad scaler + accumulation 2 + clipping 1.0 trains with finite losses and a saved loss scale.
+9. ``compiled``: the held step with ``--compile`` vs eager.
+10. ``profile``: ``torch.profiler`` over held steps: attention kernels, host syncs per step, top CUDA kernels.
 
 Targets are printed beside each figure: adaptive / random step >= 0.97, packed e2e >= 0.9 of the held step,
-compiled >= eager, B/8 keep-1/4 step within 10 % of B/16. Everything it reports goes under ``$OUT`` (or ``--out``):
-``gpu-validate.json``, ``gpu-validate.md``, ``profile.txt``; scratch (images, pack, checkpoints) lives in a
-temporary folder that is deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the path);
+compiled >= eager, B/8 keep-1/4 step within 10 % of B/16, the batched crop at least as fast as the per-box one
+and within 1 uint8 level of it. Everything it reports goes under ``$OUT`` (or ``--out``): ``gpu-validate.json``,
+``gpu-validate.md``, ``profile.txt``; scratch (images, pack, checkpoints) lives in a temporary folder that is
+deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the path);
 without tensorboard the runs log to ``log.jsonl`` only.
 
     OUT=/tmp/out PYTHONPATH=src python benchmarks/gpu_validate.py            # on the GPU box
@@ -149,6 +152,18 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def check_no_host_sync(rep: Report, section: str, name: str, fn) -> None:
+    """Run ``fn`` once under ``torch.cuda.set_sync_debug_mode("error")`` (a host sync raises) and report it."""
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        fn()
+        rep.add(section, name, 0, target="0", ok=True)
+    except RuntimeError as e:
+        rep.add(section, name, f"raised: {str(e)[:80]}", target="0", ok=False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 # ----------------------------------------------------------------------------------------------- data
 def make_data(s: Sizes, root: Path) -> dict[str, Path]:
     """JPEGs, part caches on the 16- and 8-pixel patch grids, and a pack (with the patch-16 cells)."""
@@ -272,20 +287,61 @@ def section_masking(s: Sizes, rep: Report) -> None:
         exact = bool((mask.sum(1) == round(0.75 * length)).all())
         rep.add("masking", f"{name} mask of {b} x {length}", times[name] * 1e3, "ms", ok=exact)
         if dev.type == "cuda":
-            torch.cuda.set_sync_debug_mode("error")
-            try:
-                once(0)
-                rep.add("masking", f"{name}: host syncs while masking", 0, target="0", ok=True)
-            except RuntimeError as e:
-                rep.add(
-                    "masking",
-                    f"{name}: host syncs while masking",
-                    f"raised: {str(e)[:80]}",
-                    target="0",
-                    ok=False,
-                )
-            finally:
-                torch.cuda.set_sync_debug_mode("default")
+            check_no_host_sync(rep, "masking", f"{name}: host syncs while masking", lambda: once(0))
+
+
+def section_augment(s: Sizes, rep: Report) -> None:
+    """The packed crop-flip of a batch: one ``interpolate`` per box (the old path) vs the batched resample."""
+    from semmae.data.batch_augment import BatchPartAugment
+    from semmae.data.transforms import IMAGENET_STD
+
+    dev, b, side = torch.device(s.device), s.batch, s.pack_side
+    g = torch.Generator().manual_seed(0)
+    batch = {  # noise images: the worst case for a difference between the two resamples
+        "pixels": torch.randint(0, 256, (b, side, side, 3), dtype=torch.uint8, generator=g).to(dev),
+        "codes": torch.randint(0, 256, (b, s.img // 16, s.img // 16), dtype=torch.uint8, generator=g).to(dev),
+        "size": torch.tensor([[375, 500]] * b),
+    }
+    augs = {
+        name: BatchPartAugment(s.img, 16, side, scale=(0.2, 1.0), num_parts=6, batched=batched)
+        for name, batched in (("one interpolate per box", False), ("batched resample", True))
+    }
+    times = {}
+    for name, aug in augs.items():
+        aug(batch, torch.Generator().manual_seed(0))  # warm-up
+        _sync(s.device)
+        n = 3 if s.smoke else 20
+        t0 = time.perf_counter()
+        for i in range(n):
+            aug(batch, torch.Generator().manual_seed(i))
+        _sync(s.device)
+        times[name] = (time.perf_counter() - t0) / n
+        rep.add("augment", f"crop-flip of {b} x {side} px -> {s.img}, {name}", times[name] * 1e3, "ms")
+    old, new = times.values()
+    rep.add(
+        "augment",
+        "per box / batched time",
+        old / new,
+        "x",
+        target=">= 1",
+        ok=old >= new if not s.smoke else None,
+    )
+    # in uint8 levels, with float32 matmuls exact and in TF32 (what --precision auto/fp32 allow on CUDA)
+    to_levels = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1) * 255
+    ref = augs["one interpolate per box"](batch, torch.Generator().manual_seed(1))["image"]
+    before = torch.get_float32_matmul_precision()
+    for precision in ("highest", "high"):
+        torch.set_float32_matmul_precision(precision)
+        out = augs["batched resample"](batch, torch.Generator().manual_seed(1))["image"]
+        levels = ((out - ref) * to_levels).abs().max().item()
+        ok = levels < 1 if not s.smoke else None  # the CPU's per-box path is the uint8 kernel: not comparable
+        rep.add(
+            "augment", f"largest difference, matmul precision {precision}", levels, "uint8 levels", "< 1", ok
+        )
+    torch.set_float32_matmul_precision(before)
+    if dev.type == "cuda":
+        aug = augs["batched resample"]
+        check_no_host_sync(rep, "augment", "host syncs in the batched crop-flip", lambda: aug(batch, g))
 
 
 def _held(trainer, steps: int, warmup: int, parts: bool) -> float:
@@ -344,16 +400,12 @@ def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict
     if s.device == "cuda":  # the step's forward (draws, masks, MAE) must not wait for the GPU
         batch = trainer._held_batch
         draws = trainer.draws(batch["image"].shape[0], 99, 0)
-        torch.cuda.set_sync_debug_mode("error")
-        try:
-            trainer.forward_step(batch["image"], batch["part_ids"], batch["fg"], draws)
-            rep.add("held", "host syncs in the step's forward (adaptive)", 0, target="0", ok=True)
-        except RuntimeError as e:
-            rep.add(
-                "held", "host syncs in the step's forward", f"raised: {str(e)[:80]}", target="0", ok=False
-            )
-        finally:
-            torch.cuda.set_sync_debug_mode("default")
+        check_no_host_sync(
+            rep,
+            "held",
+            "host syncs in the step's forward (adaptive)",
+            lambda: trainer.forward_step(batch["image"], batch["part_ids"], batch["fg"], draws),
+        )
     large = _trainer(
         _config(
             s,
@@ -430,33 +482,27 @@ def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
 
 
 def section_b8(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
-    cfg = _config(
-        s,
-        data["folder"],
-        scratch / "b8",
-        model=s.b8,
-        parts=str(data["parts8"]),
-        masking="adaptive",
-        fg_keep=0.25,
-        num_workers="0",
-    )
-    rate = _held(_trainer(cfg), s.held_steps, s.warmup, parts=True)
+    def b8_config(name: str, **kw):
+        """ViT-B/8 keeping its most-foreground quarter, adaptive masking, JPEGs + the patch-8 part cache."""
+        return _config(
+            s,
+            data["folder"],
+            scratch / name,
+            model=s.b8,
+            parts=str(data["parts8"]),
+            masking="adaptive",
+            fg_keep=0.25,
+            **kw,
+        )
+
+    rate = _held(_trainer(b8_config("b8", num_workers="0")), s.held_steps, s.warmup, parts=True)
     rep.add("b8", f"{s.b8} keep 1/4, adaptive: step", rate, "img/s")
     ref = results.get("held", {}).get("adaptive")
     if ref:
         rep.add(
             "b8", "B/8 keep-1/4 / B/16 step", rate / ref, target="0.9 .. 1.1", ok=0.9 <= rate / ref <= 1.1
         )
-    cfg = _config(
-        s,
-        data["folder"],
-        scratch / "b8-e2e",
-        model=s.b8,
-        parts=str(data["parts8"]),
-        masking="adaptive",
-        fg_keep=0.25,
-        max_steps=s.e2e_steps // 2 or 2,
-    )
+    cfg = b8_config("b8-e2e", max_steps=s.e2e_steps // 2 or 2)
     rep.add("b8", f"{s.b8} keep 1/4 from JPEG + cache: e2e", _e2e(cfg), "img/s")
 
 
@@ -562,7 +608,7 @@ def section_profile(s: Sizes, rep: Report, results: dict) -> None:
     (rep.out / "profile.txt").write_text(events.table(sort_by=sort, row_limit=40))
 
 
-SECTIONS = ("env", "masking", "held", "e2e", "resume", "b8", "fp16", "compiled", "profile")
+SECTIONS = ("env", "masking", "augment", "held", "e2e", "resume", "b8", "fp16", "compiled", "profile")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -604,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             t0 = time.perf_counter()
             try:
-                if name not in ("env", "masking") and not data:
+                if name not in ("env", "masking", "augment") and not data:
                     data.update(make_data(s, scratch / "data"))
                     rep.add("data", "images, caches and pack made", time.perf_counter() - t0, "s")
                 fn = globals()[f"section_{name}"]

@@ -33,7 +33,7 @@ def test_gpu_validate_smoke_runs_every_section(tmp_path):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     report = json.loads((out / "gpu-validate.json").read_text())
     sections = {r["section"] for r in report["rows"]}
-    assert {"env", "masking", "held", "e2e", "resume", "b8", "fp16", "profile"} <= sections
+    assert {"env", "masking", "augment", "held", "e2e", "resume", "b8", "fp16", "profile"} <= sections
     assert not [r for r in report["rows"] if r["name"] == "FAILED"]
     resume = next(r for r in report["rows"] if r["section"] == "resume" and r["ok"] is not None)
     assert resume["ok"], resume

@@ -8,7 +8,10 @@ whole batch at once, with the same geometry as the per-image
 * ``--augment crop-flip`` (MAE, He et al. 2022): a RandomResizedCrop box per image, drawn as torchvision's
   ``RandomResizedCrop.get_params`` draws it (area ``scale``, log-uniform aspect ratio, ten tries, then a centre
   crop) in the frame of the image *as it was on disk*, then moved to the packed square; each box is resampled
-  to ``img_size`` (bicubic, antialiased, as the per-image path), then flipped.
+  to ``img_size`` (bicubic, antialiased, as the per-image path), then flipped. On the CPU each box goes through
+  PyTorch's uint8 kernel; on a GPU the whole batch is resampled at once by two batched matrix products
+  (:func:`resized_crops`, the same filter as a rows-times-columns matrix per image) instead of one
+  ``interpolate`` per image.
 * ``--augment flip`` (SemMAE, paper Sec. 4.1): the whole image, resized to ``img_size`` (nothing to do when the
   pack was made at that side), then flipped.
 
@@ -101,6 +104,85 @@ def boxes_to_side(
     return torch.stack([top, left, h, w], 1).long()
 
 
+# Keys' cubic convolution parameter of PyTorch's (and PIL's) antialiased bicubic filter; plain bicubic
+# (``antialias=False``, ``grid_sample``) uses -0.75, so neither reproduces ``interpolate(..., antialias=True)``.
+AA_CUBIC_A = -0.5
+CUBIC_SUPPORT = 2.0  # the cubic kernel is zero from |x| = 2 on
+
+
+def _keys_cubic(x: torch.Tensor, a: float = AA_CUBIC_A) -> torch.Tensor:
+    """Keys' cubic convolution kernel at ``x`` (distances in output-pixel units)."""
+    x = x.abs()
+    near = ((a + 2) * x - (a + 3)) * x * x + 1
+    far = (((x - 5) * x + 8) * x - 4) * a
+    return torch.where(x < 1, near, torch.where(x < CUBIC_SUPPORT, far, 0.0))
+
+
+def resize_matrices(start: torch.Tensor, length: torch.Tensor, in_size: int, out_size: int) -> torch.Tensor:
+    """One axis of ``F.interpolate(crop, mode="bicubic", antialias=True)`` as a matrix per image.
+
+    Row ``i`` of image ``b`` holds the weights with which output pixel ``i`` reads the input pixels of the segment
+    ``[start[b], start[b] + length[b])`` of an axis of ``in_size`` pixels (zero outside it), resampled to
+    ``out_size`` pixels with PyTorch's arithmetic (``align_corners=False``): output pixel ``i`` is centred at
+    ``c = (i + 0.5) * scale`` in the segment, ``scale = length / out_size``; input pixel ``p`` gets
+    ``cubic((p + 0.5 - c) / max(scale, 1))`` - the kernel widened by the scale when shrinking (the antialias) -
+    and each row is normalised to sum 1.
+
+    Args:
+        start, length: long ``[B]`` on the device where the matrices are wanted.
+
+    Returns:
+        float ``[B, out_size, in_size]``.
+    """
+    scale = (length.float() / out_size)[:, None, None]
+    stretch = scale.clamp(min=1.0)
+    centre = scale * (torch.arange(out_size, device=start.device, dtype=torch.float32)[None, :, None] + 0.5)
+    p = torch.arange(in_size, device=start.device)[None, None, :] - start[:, None, None]  # within the segment
+    w = _keys_cubic((p + 0.5 - centre) / stretch)
+    w = w * ((p >= 0) & (p < length[:, None, None]))
+    return w / w.sum(-1, keepdim=True)
+
+
+def resized_crops(x: torch.Tensor, boxes: torch.Tensor, out_size: int) -> torch.Tensor:
+    """Every image's box resized to ``out_size`` (bicubic, antialiased) by two batched matrix products.
+
+    Equal, up to float32 rounding, to ``F.interpolate(x[b:b+1, :, t:t+h, l:l+w], (out_size, out_size),
+    mode="bicubic", antialias=True)`` per image (tested), in a fixed number of kernels whatever the batch:
+    ``Wy @ x @ Wx^T`` with :func:`resize_matrices` (width first, as PyTorch's separable kernel). It spends
+    ``side / taps`` times the multiply-adds of the banded filter - little for a GPU, slow on a CPU core - and
+    float32 matmuls on a GPU run in TF32 where the run allows it (``--precision auto``/``fp32``), which moves
+    values by a fraction of a uint8 level. Nothing is clamped, like ``interpolate`` on float input.
+
+    Args:
+        x: float ``[B, C, H, W]``. boxes: long ``[B, 4]`` ``(top, left, h, w)`` inside ``H x W``, on ``x``'s device.
+
+    Returns:
+        float ``[B, C, out_size, out_size]``.
+    """
+    b, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+    # both axes' matrices in one go (half the small kernels): tops then lefts
+    both = resize_matrices(
+        boxes[:, :2].T.reshape(-1), boxes[:, 2:].T.reshape(-1), max(height, width), out_size
+    )
+    rows, cols = both[:b, :, :height], both[b:, :, :width]  # [B, S, H], [B, S, W]
+    return rows[:, None] @ (x @ cols.transpose(1, 2)[:, None])
+
+
+def crops_one_by_one(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
+    """One antialiased bicubic ``interpolate`` per box (the CPU path: on uint8 channels-last pixels, PyTorch's
+    vectorised uint8 kernel, which rounds and clamps to 0..255 after each axis; elsewhere float, as CUDA has no
+    uint8 kernel). ``x``: ``[B, C, H, W]``; ``boxes``: long ``[B, 4]`` on the CPU. Returns ``[B, C, size, size]``."""
+    on_cpu = x.device.type == "cpu"
+    x = x if on_cpu else x.float()
+    out = torch.empty((x.shape[0], x.shape[1], size, size), dtype=x.dtype, device=x.device)
+    if on_cpu:
+        out = out.contiguous(memory_format=torch.channels_last)
+    for i, (t, left, h, w) in enumerate(boxes.tolist()):
+        crop = x[i : i + 1, :, t : t + h, left : left + w]
+        out[i : i + 1] = F.interpolate(crop, size=(size, size), mode="bicubic", antialias=True)
+    return out
+
+
 def _to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     """A small CPU tensor (boxes, flips) to ``device`` without a host sync: a non-blocking copy, which from
     pageable memory is staged at once and queued behind the device's work instead of waiting for it."""
@@ -148,6 +230,9 @@ class BatchPartAugment:
         img_size, patch_size: the model's input side and patch. side: the packed images' side.
         scale: RandomResizedCrop area range (``--augment crop-flip``), or None for resize-only (``flip``).
         hflip: random horizontal flip. num_parts: the pack's part count (to decode its cells), None = no parts.
+        batched: resample all boxes at once (:func:`resized_crops`) rather than one ``interpolate`` per box;
+            None = on every device but the CPU, where the per-box uint8 kernel is much faster than the dense
+            batched products and no kernel launches are saved.
 
     ``__call__(batch, generator)`` takes ``{"pixels" uint8 [B, side, side, 3], "size" long [B, 2] (h, w on
     disk), "codes" uint8 [B, G, G] (optional)}`` on any device and returns ``{"image" float [B, 3, S, S]
@@ -162,11 +247,13 @@ class BatchPartAugment:
         scale: tuple[float, float] | None = (0.2, 1.0),
         hflip: bool = True,
         num_parts: int | None = None,
+        batched: bool | None = None,
     ):
         if img_size % patch_size:
             raise ValueError(f"img_size {img_size} is not a multiple of patch_size {patch_size}")
         self.img_size, self.patch_size, self.side = img_size, patch_size, side
         self.scale, self.hflip, self.num_parts = scale, hflip, num_parts
+        self.batched = batched
 
     def params(
         self, sizes: torch.Tensor, generator: torch.Generator | None
@@ -185,23 +272,21 @@ class BatchPartAugment:
     def images(self, pixels: torch.Tensor, boxes: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, side, side, 3]`` -> normalised float ``[B, 3, S, S]`` through the boxes and flips.
 
-        Each box is resized with bicubic antialiased interpolation (the per-image path's filter): on uint8
-        channels-last pixels on the CPU (PyTorch's vectorised uint8 kernel), in float on a GPU. Nothing is
-        resampled when the box is the whole image and the pack is at the output side (``--augment flip``).
+        Each box is resized with bicubic antialiased interpolation (the per-image path's filter): box by box on
+        uint8 channels-last pixels on the CPU (PyTorch's vectorised uint8 kernel), the whole batch at once in
+        float elsewhere (:func:`resized_crops`; see ``batched``). Nothing is resampled when the box is the whole
+        image and the pack is at the output side (``--augment flip``). ``boxes`` and ``flips`` live on the CPU.
         """
         s, side = self.img_size, self.side
+        # boxes and flips are CPU tensors: reading them waits for no device
         whole = bool((boxes[:, 2] == side).all() and (boxes[:, 3] == side).all())
         x = pixels.permute(0, 3, 1, 2)  # [B, 3, side, side], channels-last in memory
         if not (whole and side == s):
-            on_cpu = x.device.type == "cpu"
-            src = x if on_cpu else x.float()
-            out = torch.empty((x.shape[0], 3, s, s), dtype=src.dtype, device=x.device)
-            if on_cpu:
-                out = out.contiguous(memory_format=torch.channels_last)
-            for i, (t, left, h, w) in enumerate(boxes.tolist()):
-                crop = src[i : i + 1, :, t : t + h, left : left + w]
-                out[i : i + 1] = F.interpolate(crop, size=(s, s), mode="bicubic", antialias=True)
-            x = out
+            batched = self.batched if self.batched is not None else x.device.type != "cpu"
+            if batched:
+                x = resized_crops(x.float(), _to(boxes, x.device), s)
+            else:
+                x = crops_one_by_one(x, boxes, s)
         if bool(flips.any()):  # flips live on the CPU: no device sync
             fl = _to(flips, x.device)
             x = torch.where(fl[:, None, None, None], x.flip(-1), x)
