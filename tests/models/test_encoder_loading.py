@@ -317,3 +317,83 @@ def test_random_init_of_an_mae_checkpoint_starts_where_mae_pretraining_starts(re
     )
     with pytest.raises(ValueError, match="init scheme"):
         resolve_init_scheme("xavier", None)
+
+
+def test_a_record_rebuilds_the_encoder_timm_builds_for_its_name():
+    """encoder_from_record is the one road from a record to a model: with timm's init it draws the weights
+    timm.create_model draws for the same plain ViT (same seed, same RNG use), so random-init part encoders built
+    either way are the same."""
+    import timm
+
+    from semmae.models.encoder_loading import encoder_from_record
+
+    record = EncoderRecord.from_name("vit_tiny_patch16_224", img_size=32)
+    assert (record.embed_dim, record.depth, record.num_heads, record.img_size) == (192, 12, 3, 32)
+    torch.manual_seed(3)
+    ours = encoder_from_record(record, init="timm")
+    after_ours = torch.randn(3)
+    torch.manual_seed(3)
+    theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32)
+    assert torch.equal(torch.randn(3), after_ours)
+    assert ours.random_init and ours.init == "timm" and ours.fresh_keys == sorted(theirs.state_dict())
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.model.state_dict().items())
+    # from weights: loaded strictly, position table resampled to the record's grid
+    half = encoder_from_record(record.replace(img_size=64), ours.model.state_dict())
+    assert not half.random_init and half.pos_embed_resampled == (2, 4)
+    assert torch.equal(half.model.blocks[3].mlp.fc1.weight, ours.model.blocks[3].mlp.fc1.weight)
+    with pytest.raises(
+        UserError, match="the part checkpoint's encoder does not fit.*missing keys: norm.bias"
+    ):
+        sd = {k: v for k, v in ours.model.state_dict().items() if k != "norm.bias"}
+        encoder_from_record(record, sd, source="the part checkpoint's encoder")
+
+
+def test_only_plain_vit_names_make_records():
+    assert EncoderRecord.from_name("vit_small_patch16_224").img_size == 224
+    assert EncoderRecord.from_name("mae_vit_micro_patch8", 32).arch() == {
+        **CFG,
+        **{"mlp_ratio": 4.0, "qkv_bias": True, "in_chans": 3, "global_pool": "token"},
+    }
+    odd = EncoderRecord.from_name("vit_d48x3h4_patch8", 64)
+    assert (odd.embed_dim, odd.depth, odd.num_heads, odd.grid) == (48, 3, 4, 8)
+    assert EncoderRecord.from_name(odd.timm_name()) == odd  # timm_name is read back
+    for name in ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "resnet50", "vit_small"):
+        with pytest.raises(UserError, match="not a plain ViT name"):
+            EncoderRecord.from_name(name)
+
+
+def test_stage_checkpoints_tell_their_encoder_record():
+    """checkpoint_record reads the encoder description of every checkpoint kind this project writes."""
+    from semmae.models.encoder_loading import checkpoint_record
+
+    record = EncoderRecord(**CFG, name="mae_vit_micro_patch8", fg_keep=0.25)
+    assert checkpoint_record({"encoder": record.to_dict()}) == record  # pretrain / bootstrap
+    spec = record.replace(global_pool="avg").arch()
+    seg = checkpoint_record({"encoder": {"spec": spec, "layout": "timm", "random_init": False}})
+    assert seg == EncoderRecord(**spec)  # segment train
+    assert checkpoint_record({"encoder_spec": spec}) == EncoderRecord(**spec)  # finetune best.pth
+    mae_config = {**CFG, "name": "mae_vit_micro_patch8", "decoder_depth": 1}
+    assert checkpoint_record({"model_config": mae_config, "config": {"fg_keep": 0.25}}) == record
+    assert (
+        checkpoint_record({"encoder": {"arch": "vit_small_patch16_224"}}) is None
+    )  # a part checkpoint's spec
+
+
+def test_the_results_summary_names_layout_sizes_and_init(ref, tmp_path):
+    path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
+    summary = load_encoder(path, img_size=48).summary()
+    assert summary == {
+        "layout": "semmae_pretrain",
+        "spec": {
+            **CFG,
+            "img_size": 48,
+            "mlp_ratio": 4.0,
+            "qkv_bias": True,
+            "in_chans": 3,
+            "global_pool": "token",
+        },
+        "pos_embed_resampled": (4, 6),
+        "num_heads_source": "record",
+        "init": None,
+    }
+    assert load_encoder(path, random_init=True).summary()["init"] == "mae"

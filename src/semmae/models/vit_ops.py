@@ -88,18 +88,10 @@ def _check_keep_index(keep_index: Tensor, batch: int, length: int) -> None:
         raise ValueError(f"keep_index must lie in 0..{length - 1}")
 
 
-def forward_tokens(
-    vit: VisionTransformer,
-    images: Tensor,
-    *,
-    keep_index: Tensor | None = None,
-    mask: Tensor | None = None,
-    mask_token: Tensor | None = None,
-) -> Tensor:
-    """Every token after the blocks and the final norm, ``[B, P + K, D]`` (:func:`embed_tokens`' arguments).
-    With every patch and no mask this is timm's ``forward_features``."""
-    x = embed_tokens(vit, images, keep_index=keep_index, mask=mask, mask_token=mask_token)
-    return vit.norm(vit.blocks(x))
+def forward_tokens(vit: VisionTransformer, images: Tensor, **embed: Tensor | None) -> Tensor:
+    """Every token after the blocks and the final norm, ``[B, P + K, D]``; ``embed``: :func:`embed_tokens`'
+    ``keep_index`` / ``mask`` / ``mask_token``. With every patch and no mask this is timm's ``forward_features``."""
+    return vit.norm(vit.blocks(embed_tokens(vit, images, **embed)))
 
 
 # ------------------------------------------------------------------------------------------- class attention
