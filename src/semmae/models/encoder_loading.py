@@ -28,9 +28,9 @@ from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred fro
 the number of heads (not visible in the weights) comes from an explicit ``num_heads``, the release's ``args.model``
 / ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is
 resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution differs from the one the
-checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
-mask tokens and classifier heads are dropped (listed in ``LoadedEncoder.dropped_keys``); anything else that does not fit
-raises :class:`UserError` listing missing/unexpected keys and shape differences.
+checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT mask tokens and classifier
+heads are dropped (listed in ``LoadedEncoder.dropped_keys``); anything else that does not fit raises
+:class:`UserError` listing missing/unexpected keys and shape differences.
 
 Pickled ``argparse.Namespace`` objects (MAE, SemMAE, DINO, iBOT releases) are accepted through
 :func:`semmae.utils.io.load_checkpoint` with ``allow_namespace=True``: only that class is allow-listed, every
@@ -334,12 +334,9 @@ class LoadedEncoder:
     which: str | None = None  # DINO / iBOT: ``teacher`` or ``student``
     num_heads_source: str = "record"  # where the heads came from (not in the weights): record, argument, ...
     checkpoint_grid: int | None = None  # side of the checkpoint's position grid
-    dropped_keys: list[str] = field(
-        default_factory=list
-    )  # checkpoint keys left out on purpose (decoder, heads)
-    fresh_keys: list[str] = field(
-        default_factory=list
-    )  # model keys at their init (all of them for random init)
+    # checkpoint keys left out on purpose (decoder, heads); model keys at their init (all of them for random init)
+    dropped_keys: list[str] = field(default_factory=list)
+    fresh_keys: list[str] = field(default_factory=list)
     pos_embed_resampled: tuple[int, int] | None = None  # (checkpoint grid, model grid) when resampled
 
     def summary(self) -> dict[str, Any]:
