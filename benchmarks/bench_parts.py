@@ -103,14 +103,12 @@ def step_comparison(device: torch.device, iters: int) -> list[dict]:
     side: the encoder run every step with the decoder of the paper preset (width 256; the old demo recipe), tokens
     from the feature cache with the same decoder, and cached tokens with the light decoder of ``parts/tiny_cpu``
     (width 64, projections 64)."""
-    import timm
-
+    from semmae.models.encoder_loading import encoder_from_record
+    from semmae.models.encoder_record import EncoderRecord
     from semmae.parts.encoder import FrozenEncoder
 
     torch.manual_seed(0)
-    vit = timm.create_model(
-        "vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=64, patch_size=8, depth=6
-    )
+    vit = encoder_from_record(EncoderRecord.from_name("vit_d192x6h3_patch8", 64)).model  # timm's init
     encoder = FrozenEncoder(vit).to(device)
     images = torch.randn(64, 3, 64, 64, device=device)
     with torch.no_grad():

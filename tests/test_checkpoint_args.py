@@ -102,8 +102,8 @@ def test_python_loaders_take_a_run_folder(tmp_path):
     (run / "checkpoints").mkdir(parents=True)
     pretrain_checkpoint(run / "checkpoints" / "ckpt-000000004.pth", mae)
     (run / "checkpoints" / "latest").write_text("ckpt-000000004.pth\n")
-    vit, info = load_encoder(run)
-    assert info["checkpoint"] == str(run / "checkpoints" / "ckpt-000000004.pth")
+    loaded = load_encoder(run)
+    assert loaded.checkpoint == str(run / "checkpoints" / "ckpt-000000004.pth")
     assert load_checkpoint(run)["step"] == 4
     assert export_encoder(run, tmp_path / "enc.safetensors").is_file()
     part_run = tmp_path / "runs" / "parts"

@@ -14,7 +14,8 @@ from semmae.bootstrap.config import BootstrapConfig
 from semmae.cli import main
 from semmae.config import resolve_config
 from semmae.engine.checkpoint import CheckpointManager
-from semmae.models.encoder_loading import encoder_tokens, load_encoder
+from semmae.models.encoder_loading import load_encoder
+from semmae.models.vit_ops import encoder_tokens
 from semmae.utils.rundir import read_log
 
 
@@ -59,10 +60,9 @@ def test_checkpoint_loads_as_an_encoder_with_the_teachers_features(boot_run):
     from semmae.bootstrap.model import Teacher
 
     ck = torch.load(CheckpointManager(boot_run).latest(), weights_only=True)
-    vit, info = load_encoder(CheckpointManager(boot_run).latest())
-    assert (
-        info["layout"] == "semmae_pretrain" and info["spec"]["embed_dim"] == 32 and not info["dropped_keys"]
-    )
+    loaded = load_encoder(CheckpointManager(boot_run).latest())
+    vit = loaded.model
+    assert loaded.layout == "semmae_pretrain" and loaded.record.embed_dim == 32 and not loaded.dropped_keys
     spec = {k: ck["model_config"][k] for k in ("name", "img_size", "patch_size", "embed_dim", "depth")}
     spec.update(num_heads=ck["model_config"]["num_heads"], mlp_ratio=ck["model_config"]["mlp_ratio"])
     teacher = Teacher(spec, dict(out_dim=64, hidden_dim=32, bottleneck_dim=16, norm_last_layer=False))
@@ -87,8 +87,8 @@ def test_checkpoint_feeds_parts_train_knn_and_export(boot_run, boot_images, tmp_
     assert 0 <= json.loads(capsys.readouterr().out.strip().splitlines()[-1])["top1"] <= 100
     out = tmp_path / "enc.safetensors"
     assert main(["export", "--checkpoint", str(boot_run), "--out", str(out)]) == 0
-    vit, info = load_encoder(out)
-    assert info["layout"] == "safetensors" and info["spec"]["patch_size"] == 8
+    loaded = load_encoder(out)
+    assert loaded.layout == "safetensors" and loaded.record.patch_size == 8
 
 
 def test_student_learns_to_match_its_teacher(boot_images, tmp_path, boot_args):

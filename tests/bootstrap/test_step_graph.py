@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 
 from semmae.bootstrap.loss import Centering, class_token_loss, masked_patch_loss
-from semmae.bootstrap.model import Student, backbone_spec, backbone_tokens, teacher_from_student
+from semmae.bootstrap.model import Student, backbone_spec, teacher_from_student
 from semmae.bootstrap.train import Bootstrapper
 from semmae.bootstrap.views import random_patch_masks
 from semmae.engine.precision import resolve_precision
+from semmae.models.vit_ops import forward_tokens
 
 SPEC = backbone_spec("vit_micro_patch8", 32)  # a 4 x 4 grid
 HEAD = dict(out_dim=16, hidden_dim=8, bottleneck_dim=4, norm_last_layer=False)
@@ -136,9 +137,9 @@ def test_step_forward_equals_the_boolean_index_step():
     with torch.no_grad():
         t_all = teacher(globals_)
         t_masked = teacher.head(t_all["tokens"][mask])  # the old step: the head on the masked patches only
-        x = backbone_tokens(student.backbone, globals_, mask, student.masked_embed)
+        x = forward_tokens(student.backbone, globals_, mask=mask, mask_token=student.masked_embed)
         s_masked = student.head(x[:, 1:][mask])
-        s_cls = student.head(torch.cat([x[:, 0], backbone_tokens(student.backbone, locals_)[:, 0]]))
+        s_cls = student.head(torch.cat([x[:, 0], forward_tokens(student.backbone, locals_)[:, 0]]))
     zero = torch.zeros(1, HEAD["out_dim"])
     want_cls = class_token_loss(t_all["cls"], s_cls, 2, b, zero, 0.04, 0.1)
     want_patch = reference_patch_loss(t_masked, s_masked, mask, zero, 0.04, 0.1)

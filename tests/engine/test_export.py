@@ -51,8 +51,9 @@ def test_export_copies_the_encoder_tensors_of_the_previous_export(mae, tmp_path)
     assert meta["arch"] == "vit_micro_patch8_32" and meta["fg_keep"] == "0.25"  # its real size (issue 29)
     record = EncoderRecord.from_dict(config)
     assert record == mae.encoder_record().replace(fg_keep=0.25)
-    vit, info = load_encoder(out)
-    assert info["num_heads_source"] == "record" and info["fg_keep"] == 0.25
+    loaded = load_encoder(out)
+    vit = loaded.model
+    assert loaded.num_heads_source == "record" and loaded.record.fg_keep == 0.25
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         cls, _ = mae.forward_encoder_features(x)
@@ -88,9 +89,10 @@ def test_exports_written_the_old_way_still_load(mae, tmp_path):
         "fg_keep": "0.25",
     }
     (tmp_path / "old.safetensors").write_bytes(save(enc, metadata=meta))
-    vit, info = load_encoder(tmp_path / "old.safetensors")
-    assert info["record"]["name"] == "mae_vit_micro_patch8" and info["fg_keep"] == 0.25
-    assert info["spec"] == mae.encoder_record().arch() and info["num_heads_source"] == "record"
+    loaded = load_encoder(tmp_path / "old.safetensors")
+    vit = loaded.model
+    assert loaded.record.name == "mae_vit_micro_patch8" and loaded.record.fg_keep == 0.25
+    assert loaded.record.arch() == mae.encoder_record().arch() and loaded.num_heads_source == "record"
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(vit.eval()(x), mae.forward_encoder_features(x)[0], atol=1e-5, rtol=1e-5)
@@ -101,8 +103,8 @@ def test_exports_written_the_old_way_still_load(mae, tmp_path):
     boot.update(name="vit_micro_patch8", mlp_ratio=4.0, trainer="bootstrap", objective="ibot")
     meta = {"format": "pt", "model_config": json.dumps(boot), "arch": "vit_base_patch8_32"}
     (tmp_path / "boot.safetensors").write_bytes(save(enc, metadata=meta))
-    _, info = load_encoder(tmp_path / "boot.safetensors")
-    assert info["record"]["trainer"] == "bootstrap" and info["fg_keep"] is None
+    loaded = load_encoder(tmp_path / "boot.safetensors")
+    assert loaded.record.trainer == "bootstrap" and loaded.record.fg_keep is None
 
 
 def test_record_round_trips_and_refuses_what_it_cannot_read():
@@ -139,9 +141,11 @@ def test_a_checkpoint_that_carries_its_record_is_read_through_it(mae, tmp_path):
     ckpt = pretrain_checkpoint(tmp_path / "ckpt.pth", mae, fg_keep=1.0)
     ckpt["encoder"] = EncoderRecord.from_mae_config(ckpt["model_config"], fg_keep=0.5).to_dict()
     torch.save(ckpt, tmp_path / "rec.pth")
-    _, info = load_encoder(tmp_path / "rec.pth")
+    loaded = load_encoder(tmp_path / "rec.pth")
     assert (
-        info["layout"] == "semmae_pretrain" and info["fg_keep"] == 0.5 and info["record"] == ckpt["encoder"]
+        loaded.layout == "semmae_pretrain"
+        and loaded.record.fg_keep == 0.5
+        and loaded.record.to_dict() == ckpt["encoder"]
     )
     out = export_encoder(tmp_path / "rec.pth", tmp_path / "enc.safetensors")
     assert json.loads(metadata(out)["model_config"]) == ckpt["encoder"] and metadata(out)["fg_keep"] == "0.5"

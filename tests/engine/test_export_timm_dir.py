@@ -45,8 +45,9 @@ def perturbed(name: str, **overrides):
 def assert_same_features(folder, img_size: int) -> torch.nn.Module:
     """timm's local-dir model and load_encoder(folder) agree; returns the timm model."""
     tm = timm.create_model(f"local-dir:{folder}", pretrained=True).eval()
-    ours, info = load_encoder(folder)
-    assert info["layout"] == "timm_dir"
+    loaded = load_encoder(folder)
+    ours = loaded.model
+    assert loaded.layout == "timm_dir"
     x = torch.randn(2, 3, img_size, img_size)
     with torch.no_grad():
         got, want = tm(x), ours.eval()(x)
@@ -76,8 +77,8 @@ def test_timm_local_dir_gives_the_features_of_load_encoder(case, tmp_path):
     x = torch.randn(1, 3, record.img_size, record.img_size)
     with torch.no_grad():
         torch.testing.assert_close(tm(x), mae.forward_encoder_features(x)[0], atol=1e-5, rtol=1e-5)
-    _, info = load_encoder(out)
-    assert info["fg_keep"] == keep
+    loaded = load_encoder(out)
+    assert loaded.record.fg_keep == keep
     if keep:
         assert f"only the {keep} most-foreground patches" in (out / "README.md").read_text()
     # timm's own preprocessing fits the model: any image in, the model's input size out
@@ -130,7 +131,7 @@ def test_features_are_reproduced_by_a_process_that_never_imports_semmae(tmp_path
         cwd=tmp_path,
     )
     assert done.returncode == 0 and "no semmae" in done.stdout, done.stderr
-    ours, _ = load_encoder(out)
+    ours = load_encoder(out).model
     with torch.no_grad():
         torch.testing.assert_close(torch.load(tmp_path / "y.pt"), ours.eval()(x), atol=0, rtol=0)
 
@@ -227,8 +228,9 @@ def test_a_timm_folder_from_elsewhere_is_read_through_its_config(tmp_path):
     )
     vit.reset_classifier(0)
     save_for_hf(vit.eval(), str(tmp_path / "theirs"), safe_serialization=True)
-    ours, info = load_encoder(tmp_path / "theirs")
-    assert info["layout"] == "timm_dir" and info["spec"]["num_heads"] == 4 and info["spec"]["img_size"] == 32
+    loaded = load_encoder(tmp_path / "theirs")
+    ours = loaded.model
+    assert loaded.layout == "timm_dir" and loaded.record.num_heads == 4 and loaded.record.img_size == 32
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), vit(x), atol=0, rtol=0)

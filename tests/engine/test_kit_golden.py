@@ -54,9 +54,9 @@ def test_fixed_seed_pretrain_and_probes_match_the_pre_refactor_run(tmp_path, eng
     # the typed encoder record pretrain writes is what export copies and load_encoder reads back
     record = EncoderRecord.from_dict(load_checkpoint(ckpt)["encoder"])
     assert (record.patch_size, record.img_size, record.fg_keep) == (8, 32, 1.0)
-    assert EncoderRecord.from_dict(load_encoder(str(ckpt))[1]["record"]) == record
+    assert load_encoder(str(ckpt)).record == record
     assert main(["export", "--checkpoint", str(ckpt), "--out", str(tmp_path / "enc.safetensors")]) == 0
-    assert EncoderRecord.from_dict(load_encoder(str(tmp_path / "enc.safetensors"))[1]["record"]) == record
+    assert load_encoder(str(tmp_path / "enc.safetensors")).record == record
     data = ["--train", str(engine_images), "--val", str(engine_images), "--checkpoint", str(ckpt)]
     data += ["--num-workers", "0", "--device", "cpu"]
     probe = [

@@ -8,9 +8,10 @@ import torch
 from _helpers import pretrain_checkpoint, write_image_folder
 
 from semmae.engine.online_eval import encode_folder
-from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, forward_features_kept
+from semmae.eval.kept_tokens import KeptTokens, encoder_foreground
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
+from semmae.models.vit_ops import forward_tokens
 
 
 @pytest.fixture
@@ -33,7 +34,7 @@ def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, 
 
     # the evaluation verbs' road: export, load as a timm ViT, pick by its own attention, forward the kept patches
     pretrain_checkpoint(tmp_path / "ckpt.pth", mae)
-    vit, _ = load_encoder(export_encoder(tmp_path / "ckpt.pth", tmp_path / "enc.safetensors"))
+    vit = load_encoder(export_encoder(tmp_path / "ckpt.pth", tmp_path / "enc.safetensors")).model
     from semmae.data.folder import ImageFolderDataset
     from semmae.data.transforms import eval_transform
 
@@ -42,7 +43,7 @@ def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, 
     with torch.no_grad():
         fg = encoder_foreground(vit.eval(), images)
         index = keep.keep_index(fg, torch.arange(len(ds)))
-        want = forward_features_kept(vit, images, index)[:, 0]
+        want = forward_tokens(vit, images, keep_index=index)[:, 0]
     assert index.shape == (6, 4)  # a quarter of the 4x4 grid
     torch.testing.assert_close(feats, want, atol=1e-5, rtol=1e-5)
 

@@ -179,8 +179,8 @@ def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
 
 def test_layer_decay_scales(tiny_ckpt, tiny_data):
     cfg = FinetuneConfig(data=str(tiny_data), checkpoint=str(tiny_ckpt), layer_decay=0.5)
-    model, info = build_classifier(cfg, 3)
-    assert info["fresh_keys"] == ["fc_norm.bias", "fc_norm.weight"]
+    model, loaded = build_classifier(cfg, 3)
+    assert loaded.fresh_keys == ["fc_norm.bias", "fc_norm.weight"]
     groups = param_groups_layer_decay(model, 0.05, model.no_weight_decay(), layer_decay=0.5)
     scales = {round(g["lr_scale"], 6) for g in groups}
     assert scales == {0.125, 0.25, 0.5, 1.0}  # embeddings, block 0, block 1, head+norm (depth 2)

@@ -15,8 +15,9 @@ from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.part_cache import PartCacheWriter
 from semmae.eval.common import CENTER, EvalCommonConfig, build_view_datasets
-from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, forward_features_kept, resolve_kept_tokens
+from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, resolve_kept_tokens
 from semmae.models import create_model
+from semmae.models.vit_ops import forward_tokens
 
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
 TINY4 = dict(img_size=32, patch_size=4, embed_dim=32, depth=2, num_heads=2)  # an 8 x 8 grid of 4-px patches
@@ -27,7 +28,7 @@ def test_all_indices_equal_timm_forward_features():
     vit = VisionTransformer(num_classes=0, **TINY4).eval()
     x = torch.randn(3, 3, 32, 32)
     everything = torch.arange(64).expand(3, -1)
-    torch.testing.assert_close(forward_features_kept(vit, x, everything), vit.forward_features(x))
+    torch.testing.assert_close(forward_tokens(vit, x, keep_index=everything), vit.forward_features(x))
 
 
 def test_kept_forward_is_the_pretraining_encoder_on_the_same_patches():
@@ -41,7 +42,7 @@ def test_kept_forward_is_the_pretraining_encoder_on_the_same_patches():
     keep = torch.stack([torch.randperm(64)[:16].sort().values for _ in range(2)])
     with torch.no_grad():
         latent = mae.forward_encoder(mae.embed_patches(x, keep), torch.arange(16).expand(2, -1))
-        ours = forward_features_kept(vit, x, keep)
+        ours = forward_tokens(vit, x, keep_index=keep)
     torch.testing.assert_close(ours, latent, rtol=1e-4, atol=1e-5)
     # and it is not the all-patch representation
     assert not torch.allclose(ours[:, 0], vit.forward_features(x)[:, 0], atol=1e-3)
@@ -93,13 +94,13 @@ def test_attention_foreground_is_normalised_per_image():
 
 
 def test_auto_follows_the_checkpoint():
-    assert resolve_kept_tokens("auto", None, False, {"fg_keep": 1.0}, 0) is None
-    assert resolve_kept_tokens("auto", None, False, {}, 0) is None
-    k = resolve_kept_tokens("auto", None, True, {"fg_keep": 0.25}, 5)
+    assert resolve_kept_tokens("auto", None, False, 1.0, 0) is None
+    assert resolve_kept_tokens("auto", None, False, None, 0) is None
+    k = resolve_kept_tokens("auto", None, True, 0.25, 5)
     assert k == KeptTokens(0.25, "cache", 5)
-    assert resolve_kept_tokens("all", None, False, {"fg_keep": 0.25}, 0) is None
-    assert resolve_kept_tokens("kept", None, False, {}, 0) == KeptTokens(0.25, "attention", 0)
-    assert resolve_kept_tokens("kept", 0.5, False, {"fg_keep": 0.25}, 0).fraction == 0.5
+    assert resolve_kept_tokens("all", None, False, 0.25, 0) is None
+    assert resolve_kept_tokens("kept", None, False, None, 0) == KeptTokens(0.25, "attention", 0)
+    assert resolve_kept_tokens("kept", 0.5, False, 0.25, 0).fraction == 0.5
 
 
 # ------------------------------------------------------------------------------------------------- end to end
@@ -195,7 +196,7 @@ def test_knn_and_linprobe_feed_the_kept_quarter(tiny_data, tmp_path):
     item = train[0]
     rows = torch.arange(16)  # the cache marks rows 0-1 = cells 0..15 as foreground: no ties, no randomness
     with torch.no_grad():
-        direct = forward_features_kept(vit, item["image"][None], rows[None])[0, 0]
+        direct = forward_tokens(vit, item["image"][None], keep_index=rows[None])[0, 0]
     torch.testing.assert_close(feats["train_x"][0], direct, rtol=1e-4, atol=1e-5)
 
 
@@ -224,12 +225,15 @@ def test_fg_keep_travels_through_pretrain_and_safetensors_checkpoints(tmp_path):
 
     from semmae.models.encoder_loading import load_encoder
 
-    _, info = load_encoder(_pretrain_ckpt(tmp_path / "p.pth", 0.25))
-    assert info["fg_keep"] == 0.25
+    loaded = load_encoder(_pretrain_ckpt(tmp_path / "p.pth", 0.25))
+    assert loaded.record.fg_keep == 0.25
     vit = VisionTransformer(num_classes=0, **TINY4)
     meta = {"model_config": json.dumps(TINY4), "fg_keep": "0.25"}
     save_file(vit.state_dict(), str(tmp_path / "e.safetensors"), metadata=meta)
-    _, info = load_encoder(tmp_path / "e.safetensors")
-    assert info["fg_keep"] == 0.25 and resolve_kept_tokens("auto", None, False, info, 0) is not None
+    loaded = load_encoder(tmp_path / "e.safetensors")
+    assert (
+        loaded.record.fg_keep == 0.25
+        and resolve_kept_tokens("auto", None, False, loaded.record.fg_keep, 0) is not None
+    )
     save_file(vit.state_dict(), str(tmp_path / "f.safetensors"), metadata={"model_config": json.dumps(TINY4)})
-    assert load_encoder(tmp_path / "f.safetensors")[1]["fg_keep"] is None
+    assert load_encoder(tmp_path / "f.safetensors").record.fg_keep is None

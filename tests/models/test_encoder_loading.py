@@ -12,13 +12,9 @@ from safetensors.torch import save_file
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.errors import UserError
-from semmae.models.encoder_loading import (
-    encoder_tokens,
-    load_encoder,
-    pooled_features,
-    read_checkpoint,
-)
+from semmae.models.encoder_loading import load_encoder, read_checkpoint
 from semmae.models.encoder_record import EncoderRecord
+from semmae.models.vit_ops import encoder_tokens, pooled_features
 
 CFG = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2)
 
@@ -123,17 +119,18 @@ EXPECTED_LAYOUT = {
 @pytest.mark.parametrize("layout", sorted(EXPECTED_LAYOUT))
 def test_every_layout_loads_to_the_same_encoder(layout, ref, images, tmp_path):
     path, kw = write_layout(layout, ref.state_dict(), tmp_path)
-    model, info = load_encoder(path, **kw)
+    loaded = load_encoder(path, **kw)
+    model = loaded.model
     model.eval()
-    assert info["layout"] == EXPECTED_LAYOUT[layout]
-    assert info["spec"]["embed_dim"] == 32 and info["spec"]["depth"] == 2 and info["spec"]["patch_size"] == 8
-    assert info["spec"]["img_size"] == 32 and info["pos_embed_resampled"] is None
+    assert loaded.layout == EXPECTED_LAYOUT[layout]
+    assert loaded.record.embed_dim == 32 and loaded.record.depth == 2 and loaded.record.patch_size == 8
+    assert loaded.record.img_size == 32 and loaded.pos_embed_resampled is None
     with torch.no_grad():
         torch.testing.assert_close(model(images), ref(images), rtol=0, atol=0)
     if layout in ("semmae_pretrain", "mae_release"):
-        assert "mask_token" in info["dropped_keys"] and "decoder_embed.weight" in info["dropped_keys"]
+        assert "mask_token" in loaded.dropped_keys and "decoder_embed.weight" in loaded.dropped_keys
     if layout == "ibot":
-        assert info["which"] == "teacher" and "backbone.masked_embed" in info["dropped_keys"]
+        assert loaded.which == "teacher" and "backbone.masked_embed" in loaded.dropped_keys
 
 
 def test_pickled_namespace_needs_the_allow_list(ref, tmp_path):
@@ -150,13 +147,15 @@ def test_semmae_patch8_release_with_28x28_style_table(images, tmp_path):
     big = tiny_vit(img_size=64)
     obj = {"model": {**big.state_dict(), **decoder_keys()}, "args": argparse.Namespace(input_size=32)}
     torch.save(obj, tmp_path / "semmae_p8.pth")
-    model, info = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2)
-    assert info["spec"]["img_size"] == 64 and info["checkpoint_grid"] == 8
+    loaded = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2)
+    model = loaded.model
+    assert loaded.record.img_size == 64 and loaded.checkpoint_grid == 8
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(x), big(x), rtol=0, atol=0)
-    small, info = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2, img_size=32)
-    assert info["pos_embed_resampled"] == (8, 4)
+    loaded = load_encoder(tmp_path / "semmae_p8.pth", num_heads=2, img_size=32)
+    small = loaded.model
+    assert loaded.pos_embed_resampled == (8, 4)
     assert small.pos_embed.shape == (1, 17, 32)
     torch.testing.assert_close(small.pos_embed[:, 0], big.pos_embed[:, 0])  # the class token's entry is kept
 
@@ -165,8 +164,9 @@ def test_position_table_resampling_is_bicubic_and_keeps_constant_tables(tmp_path
     sd = tiny_vit().state_dict()
     sd["pos_embed"] = torch.cat([torch.full((1, 1, 32), 3.0), torch.full((1, 16, 32), 0.5)], dim=1)
     torch.save(sd, tmp_path / "c.pth")
-    model, info = load_encoder(tmp_path / "c.pth", num_heads=2, img_size=48)
-    assert info["pos_embed_resampled"] == (4, 6)
+    loaded = load_encoder(tmp_path / "c.pth", num_heads=2, img_size=48)
+    model = loaded.model
+    assert loaded.pos_embed_resampled == (4, 6)
     assert model.pos_embed.shape == (1, 37, 32)
     torch.testing.assert_close(model.pos_embed[0, 0], torch.full((32,), 3.0))
     torch.testing.assert_close(model.pos_embed[0, 1:], torch.full((36, 32), 0.5))
@@ -179,8 +179,9 @@ def test_global_pool_finetuned_checkpoint_keeps_its_fc_norm(images, tmp_path):
         {"model": {**ft.state_dict(), "head.weight": torch.zeros(3, 32), "head.bias": torch.zeros(3)}},
         tmp_path / "ft.pth",
     )
-    model, info = load_encoder(tmp_path / "ft.pth", num_heads=2)
-    assert info["spec"]["global_pool"] == "avg" and info["fresh_keys"] == []
+    loaded = load_encoder(tmp_path / "ft.pth", num_heads=2)
+    model = loaded.model
+    assert loaded.record.global_pool == "avg" and loaded.fresh_keys == []
     with torch.no_grad():
         torch.testing.assert_close(model.eval()(images), ft(images), rtol=0, atol=0)
 
@@ -188,8 +189,9 @@ def test_global_pool_finetuned_checkpoint_keeps_its_fc_norm(images, tmp_path):
 def test_pretrain_checkpoint_in_global_pool_mode_gets_a_fresh_fc_norm(ref, images, tmp_path):
     """The MAE fine-tune recipe: the final norm is dropped, fc_norm starts at identity (weight 1, bias 0)."""
     path, kw = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
-    model, info = load_encoder(path, global_pool="avg")
-    assert info["fresh_keys"] == ["fc_norm.bias", "fc_norm.weight"] and "norm.weight" in info["dropped_keys"]
+    loaded = load_encoder(path, global_pool="avg")
+    model = loaded.model
+    assert loaded.fresh_keys == ["fc_norm.bias", "fc_norm.weight"] and "norm.weight" in loaded.dropped_keys
     torch.testing.assert_close(model.fc_norm.weight, torch.ones(32))
     with torch.no_grad():
         tokens = ref.forward_features(images)  # includes ref's final norm; undo by running blocks manually
@@ -256,13 +258,14 @@ def test_heads_come_from_the_standard_table_when_unnamed():
 
 def test_random_init_has_the_checkpoint_architecture_but_not_its_weights(ref, tmp_path):
     path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
-    model, info = load_encoder(path, random_init=True)
-    assert info["random_init"] and info["spec"]["embed_dim"] == 32 and info["spec"]["num_heads"] == 2
+    loaded = load_encoder(path, random_init=True)
+    model = loaded.model
+    assert loaded.random_init and loaded.record.embed_dim == 32 and loaded.record.num_heads == 2
     assert not torch.equal(model.blocks[0].attn.qkv.weight, ref.blocks[0].attn.qkv.weight)
-    model2, info2 = load_encoder(
+    plain = load_encoder(
         None, arch="vit_tiny_patch8", random_init=True, img_size=32, embed_dim=32, depth=2, num_heads=2
     )
-    assert info2["spec"]["patch_size"] == 8 and model2(torch.randn(1, 3, 32, 32)).shape == (1, 32)
+    assert plain.record.patch_size == 8 and plain.model(torch.randn(1, 3, 32, 32)).shape == (1, 32)
     with pytest.raises(UserError, match="--random-init"):
         load_encoder(None)
     with pytest.raises(UserError, match="needs --arch"):
@@ -285,8 +288,9 @@ def test_random_init_of_an_mae_checkpoint_starts_where_mae_pretraining_starts(re
     from semmae.models.pos_embed import sincos_2d_pos_embed
 
     path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
-    model, info = load_encoder(path, random_init=True)  # auto -> mae for this package's checkpoints
-    assert info["init"] == "mae"
+    loaded = load_encoder(path, random_init=True)  # auto -> mae for this package's checkpoints
+    model = loaded.model
+    assert loaded.init == "mae"
     assert torch.equal(model.pos_embed, sincos_2d_pos_embed(32, (4, 4)))  # fixed 2-D sin-cos, zero class row
     qkv = model.blocks[0].attn.qkv.weight.detach()
     bound = (6.0 / (qkv.shape[0] + qkv.shape[1])) ** 0.5  # xavier-uniform
@@ -298,17 +302,98 @@ def test_random_init_of_an_mae_checkpoint_starts_where_mae_pretraining_starts(re
     w = mae.blocks[0].attn.qkv.weight.detach()
     assert float(w.std()) == pytest.approx(float(qkv.std()), rel=0.1)
 
-    timm_model, timm_info = load_encoder(path, random_init=True, init="timm")
-    assert timm_info["init"] == "timm" and not torch.equal(timm_model.pos_embed, model.pos_embed)
+    timm_init = load_encoder(path, random_init=True, init="timm")
+    timm_model = timm_init.model
+    assert timm_init.init == "timm" and not torch.equal(timm_model.pos_embed, model.pos_embed)
     assert float(timm_model.blocks[0].attn.qkv.weight.detach().std()) == pytest.approx(
         0.02, rel=0.15
     )  # trunc normal
-    _, plain = load_encoder(
+    plain = load_encoder(
         None, arch="vit_tiny_patch8", random_init=True, img_size=32, embed_dim=32, depth=2, num_heads=2
     )
-    assert plain["init"] == "timm"  # no checkpoint: nothing says the encoder is MAE's
+    assert plain.init == "timm"  # no checkpoint: nothing says the encoder is MAE's
     assert (
         resolve_init_scheme("auto", "ibot") == "timm" and resolve_init_scheme("auto", "mae_release") == "mae"
     )
     with pytest.raises(ValueError, match="init scheme"):
         resolve_init_scheme("xavier", None)
+
+
+def test_a_record_rebuilds_the_encoder_timm_builds_for_its_name():
+    """encoder_from_record is the one road from a record to a model: with timm's init it draws the weights
+    timm.create_model draws for the same plain ViT (same seed, same RNG use), so random-init part encoders built
+    either way are the same."""
+    import timm
+
+    from semmae.models.encoder_loading import encoder_from_record
+
+    record = EncoderRecord.from_name("vit_tiny_patch16_224", img_size=32)
+    assert (record.embed_dim, record.depth, record.num_heads, record.img_size) == (192, 12, 3, 32)
+    torch.manual_seed(3)
+    ours = encoder_from_record(record, init="timm")
+    after_ours = torch.randn(3)
+    torch.manual_seed(3)
+    theirs = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=32)
+    assert torch.equal(torch.randn(3), after_ours)
+    assert ours.random_init and ours.init == "timm" and ours.fresh_keys == sorted(theirs.state_dict())
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.model.state_dict().items())
+    # from weights: loaded strictly, position table resampled to the record's grid
+    half = encoder_from_record(record.replace(img_size=64), ours.model.state_dict())
+    assert not half.random_init and half.pos_embed_resampled == (2, 4)
+    assert torch.equal(half.model.blocks[3].mlp.fc1.weight, ours.model.blocks[3].mlp.fc1.weight)
+    with pytest.raises(
+        UserError, match="the part checkpoint's encoder does not fit.*missing keys: norm.bias"
+    ):
+        sd = {k: v for k, v in ours.model.state_dict().items() if k != "norm.bias"}
+        encoder_from_record(record, sd, source="the part checkpoint's encoder")
+
+
+def test_only_plain_vit_names_make_records():
+    assert EncoderRecord.from_name("vit_small_patch16_224").img_size == 224
+    assert EncoderRecord.from_name("mae_vit_micro_patch8", 32).arch() == {
+        **CFG,
+        **{"mlp_ratio": 4.0, "qkv_bias": True, "in_chans": 3, "global_pool": "token"},
+    }
+    odd = EncoderRecord.from_name("vit_d48x3h4_patch8", 64)
+    assert (odd.embed_dim, odd.depth, odd.num_heads, odd.grid) == (48, 3, 4, 8)
+    assert EncoderRecord.from_name(odd.timm_name()) == odd  # timm_name is read back
+    for name in ("deit3_small_patch16_224", "vit_small_patch14_reg4_dinov2", "resnet50", "vit_small"):
+        with pytest.raises(UserError, match="not a plain ViT name"):
+            EncoderRecord.from_name(name)
+
+
+def test_stage_checkpoints_tell_their_encoder_record():
+    """checkpoint_record reads the encoder description of every checkpoint kind this project writes."""
+    from semmae.models.encoder_loading import checkpoint_record
+
+    record = EncoderRecord(**CFG, name="mae_vit_micro_patch8", fg_keep=0.25)
+    assert checkpoint_record({"encoder": record.to_dict()}) == record  # pretrain / bootstrap
+    spec = record.replace(global_pool="avg").arch()
+    seg = checkpoint_record({"encoder": {"spec": spec, "layout": "timm", "random_init": False}})
+    assert seg == EncoderRecord(**spec)  # segment train
+    assert checkpoint_record({"encoder_spec": spec}) == EncoderRecord(**spec)  # finetune best.pth
+    mae_config = {**CFG, "name": "mae_vit_micro_patch8", "decoder_depth": 1}
+    assert checkpoint_record({"model_config": mae_config, "config": {"fg_keep": 0.25}}) == record
+    assert (
+        checkpoint_record({"encoder": {"arch": "vit_small_patch16_224"}}) is None
+    )  # a part checkpoint's spec
+
+
+def test_the_results_summary_names_layout_sizes_and_init(ref, tmp_path):
+    path, _ = write_layout("semmae_pretrain", ref.state_dict(), tmp_path)
+    summary = load_encoder(path, img_size=48).summary()
+    assert summary == {
+        "layout": "semmae_pretrain",
+        "spec": {
+            **CFG,
+            "img_size": 48,
+            "mlp_ratio": 4.0,
+            "qkv_bias": True,
+            "in_chans": 3,
+            "global_pool": "token",
+        },
+        "pos_embed_resampled": (4, 6),
+        "num_heads_source": "record",
+        "init": None,
+    }
+    assert load_encoder(path, random_init=True).summary()["init"] == "mae"

@@ -35,9 +35,12 @@ def test_official_mae_layout_loads_the_same_encoder(tmp_path):
     src = create_model("mae_vit_micro_patch8")
     path = tmp_path / "mae_pretrain.pth"
     torch.save(official_layout(src), path)
-    vit, info = load_encoder(path)  # heads from the release's args.model name (micro: 2)
-    assert info["layout"] == "mae_release" and info["num_heads_source"] == "arch name"
-    assert info["spec"] == src.encoder_record().arch() and "decoder_pred.weight" in info["dropped_keys"]
+    loaded = load_encoder(path)  # heads from the release's args.model name (micro: 2)
+    vit = loaded.model
+    assert loaded.layout == "mae_release" and loaded.num_heads_source == "arch name"
+    assert (
+        loaded.record.arch() == src.encoder_record().arch() and "decoder_pred.weight" in loaded.dropped_keys
+    )
     imgs = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(vit.eval()(imgs), encoder_features(src, imgs), atol=1e-5, rtol=1e-5)
@@ -52,8 +55,9 @@ def test_semmae_patch8_layout_with_28x28_table(tmp_path):
     state["model"] = {f"module.{k}": v for k, v in state["model"].items()}
     path = tmp_path / "semmae_patch8.pth"
     torch.save(state, path)
-    vit, info = load_encoder(path)
-    assert info["spec"]["img_size"] == 224 and info["checkpoint_grid"] == 28
+    loaded = load_encoder(path)
+    vit = loaded.model
+    assert loaded.record.img_size == 224 and loaded.checkpoint_grid == 28
     assert torch.equal(vit.pos_embed, src.pos_embed)
     assert torch.equal(vit.blocks[0].attn.qkv.weight, src.blocks[0].attn.qkv.weight)
 

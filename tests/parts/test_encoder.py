@@ -79,3 +79,25 @@ def test_feature_layer_takes_tokens_from_an_earlier_block_and_attention_from_the
     for bad in (1, -2):  # depth 2: only 0 and -1 exist
         with pytest.raises(UserError, match="--feature-layer"):
             FrozenEncoder(vit, feature_layer=bad)
+
+
+def test_random_init_encoder_is_the_plain_vit_its_name_says():
+    """Without a checkpoint the part encoder is rebuilt from the record of ``spec.arch`` (one road from a record to
+    a model): timm's weights for that name at the same seed; a stored random encoder loads back exactly; names of
+    ViTs that are not plain (registers, DeiT-3) are refused instead of being built as something else."""
+    import pytest
+    import timm
+
+    from semmae.errors import UserError
+
+    spec = FrozenEncoderSpec(arch="vit_tiny_patch16_224", img_size=32)
+    torch.manual_seed(0)
+    ours = build_encoder(spec)
+    torch.manual_seed(0)
+    theirs = timm.create_model(spec.arch, pretrained=False, num_classes=0, img_size=32)
+    assert all(torch.equal(v, theirs.state_dict()[k]) for k, v in ours.vit.state_dict().items())
+    again = build_encoder(spec, ours.vit.state_dict())
+    images = torch.randn(1, 3, 32, 32)
+    assert torch.equal(again(images)["cls_attn"], ours(images)["cls_attn"])
+    with pytest.raises(UserError, match="not a plain ViT name"):
+        build_encoder(FrozenEncoderSpec(arch="vit_small_patch14_reg4_dinov2", img_size=28))

@@ -9,9 +9,10 @@ import torch
 
 from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
+from semmae.data.transforms import normalize_batch
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder
-from semmae.parts.features import FeatureCache, feature_cache_bytes, normalize_uint8, uint8_image_transform
+from semmae.parts.features import FeatureCache, feature_cache_bytes, uint8_image_transform
 from semmae.parts.inference import full_image_transform
 from semmae.utils.rundir import read_log
 
@@ -69,12 +70,15 @@ def test_cache_refuses_to_outgrow_its_limit(encoder, synth):
         FeatureCache.build(encoder, ds, 3, 0, torch.device("cpu"), need - 1, progress=False)
 
 
-def test_normalize_uint8_matches_the_float_pipeline():
-    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8)
+def test_cached_pixels_are_normalised_as_the_per_image_transform_to_the_bit():
+    """The feature cache keeps uint8 pixels and normalises them with the one normaliser (data.transforms), which
+    gives the values of ``--features online``'s per-image ToDtype + Normalize exactly."""
+    x = torch.randint(0, 256, (2, 3, 4, 4), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     from torchvision.transforms import v2
 
-    ref = v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(x.float() / 255)
-    torch.testing.assert_close(normalize_uint8(x), ref)
+    ref = v2.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))(v2.ToDtype(torch.float32, scale=True)(x))
+    assert torch.equal(normalize_batch(x), ref)
+    assert not torch.equal(normalize_batch(x.flip(-1)), ref)
 
 
 def test_cached_run_logs_diagnostics_prints_verdict_and_resumes_exactly(

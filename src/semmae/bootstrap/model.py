@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from semmae.errors import UserError
 from semmae.models.encoder_record import EncoderRecord
+from semmae.models.vit_ops import forward_tokens
 
 _MODEL_RE = re.compile(r"^vit_([a-z]+)_patch(\d+)$")
 _SPEC_FIELDS = ("img_size", "patch_size", "embed_dim", "depth", "num_heads", "mlp_ratio")
@@ -55,23 +56,6 @@ def backbone_spec(model: str, img_size: int, **overrides: int) -> dict:
 def build_backbone(spec: dict, drop_path: float = 0.0) -> VisionTransformer:
     """A timm ViT (class token, learned positions, no classifier) that accepts any multiple of the patch size."""
     return EncoderRecord.from_mae_config(spec).build(drop_path, dynamic_img_size=True)
-
-
-def backbone_tokens(vit: VisionTransformer, images: Tensor, mask: Tensor | None = None, token=None) -> Tensor:
-    """All tokens after the final norm, ``[B, 1 + L, D]`` (class token first).
-
-    Args:
-        images: ``[B, 3, H, W]``, H and W multiples of the patch size (positions are interpolated).
-        mask: bool ``[B, L]`` (True = masked, row-major over the patch grid) or None.
-        token: ``[1, 1, D]`` embedding that replaces the masked patches (iBOT's ``masked_embed``).
-    """
-    x = vit.patch_embed(images)  # [B, h, w, D] (dynamic_img_size keeps the grid)
-    if mask is not None:
-        b, h, w, d = x.shape
-        x = torch.where(mask.view(b, h, w, 1), token.view(1, 1, 1, d).to(x.dtype), x)
-    x = vit._pos_embed(x)
-    x = vit.norm_pre(vit.patch_drop(x))
-    return vit.norm(vit.blocks(x))
 
 
 class ProjectionHead(nn.Module):
@@ -118,13 +102,13 @@ class Teacher(nn.Module):
         self.head = ProjectionHead(spec["embed_dim"], **head_args)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:
-        x = backbone_tokens(self.backbone, images)
+        x = forward_tokens(self.backbone, images)
         return {"cls": self.head(x[:, 0]), "tokens": x[:, 1:]}
 
     @torch.no_grad()
     def forward_encoder_features(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """Class token ``[B, D]`` and patch tokens ``[B, L, D]`` (the online kNN's view)."""
-        x = backbone_tokens(self.backbone, images)
+        x = forward_tokens(self.backbone, images)
         return x[:, 0], x[:, 1:]
 
 
@@ -146,10 +130,11 @@ class Student(Teacher):
     def forward(
         self, images: Tensor, local_images: Tensor | None = None, mask: Tensor | None = None
     ) -> dict[str, Tensor]:
-        x = backbone_tokens(self.backbone, images, mask, self.masked_embed)
+        # iBOT: the masked patches' embeddings are replaced by masked_embed before the positions are added
+        x = forward_tokens(self.backbone, images, mask=mask, mask_token=self.masked_embed)
         cls = [x[:, 0]]
         if local_images is not None:
-            cls.append(backbone_tokens(self.backbone, local_images)[:, 0])
+            cls.append(forward_tokens(self.backbone, local_images)[:, 0])
         out = {"cls": self.head(torch.cat(cls))}
         if mask is not None:
             out["patch"] = self.head(x[:, 1:])

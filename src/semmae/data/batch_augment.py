@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from semmae.data.part_cache import _bits as cell_bits
-from semmae.data.transforms import imagenet_constants
+from semmae.data.transforms import normalize_batch
 
 
 def sample_crop_boxes(
@@ -290,9 +290,7 @@ class BatchPartAugment:
         if bool(flips.any()):  # flips live on the CPU: no device sync
             fl = _to(flips, x.device)
             x = torch.where(fl[:, None, None, None], x.flip(-1), x)
-        # (x / 255 - mean) / std in one pass: x * (1 / (255 std)) - mean / std
-        mean, std = (t.view(1, 3, 1, 1) for t in imagenet_constants(x.device))
-        return torch.addcmul(-mean / std, x.float() if x.dtype != torch.float32 else x, 1 / (255 * std))
+        return normalize_batch(x)
 
     def __call__(
         self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None

@@ -29,14 +29,16 @@ def _to_normalized_tensor() -> v2.Transform:
     )
 
 
-def normalize_batch(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[B, 3, H, W]`` -> float32 ImageNet-normalised, the same operations (and values, to the bit) as the
+def normalize_batch(pixels: torch.Tensor) -> torch.Tensor:
+    """The one ImageNet normaliser of pixel batches: uint8 ``[B, 3, H, W]`` (or float holding 0..255 values, e.g.
+    resampled uint8) -> float32 ``(x / 255 - mean) / std``, with the operations (and values, to the bit) of the
     per-image ``ToDtype(scale=True)`` + ``Normalize`` of the transforms, on a whole batch where it already is (the
     training process or the GPU): loader workers then send uint8, a quarter of the bytes, and skip the float work."""
-    x = v2.functional.to_dtype(images, torch.float32, scale=True)
+    # ToDtype(float32, scale=True) on uint8 is x.to(float32) * (1 / 255); out of place, so a float input is kept
+    x = pixels.to(torch.float32).mul(1.0 / 255)
     # torchvision's normalize (out of place, then in place) would copy mean/std from the host on every call
     mean, std = imagenet_constants(x.device)
-    return x.sub(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
+    return x.sub_(mean.view(3, 1, 1)).div_(std.view(3, 1, 1))
 
 
 _CONSTANTS: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}

@@ -21,7 +21,9 @@ from semmae.engine.precision import Precision, resolve_precision
 from semmae.errors import UserError
 from semmae.eval.config import EvalCommonConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
-from semmae.models.encoder_loading import load_encoder, pooled_features
+from semmae.models.encoder_loading import LoadedEncoder, load_encoder
+from semmae.models.encoder_record import EncoderRecord
+from semmae.models.vit_ops import pooled_features
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_write_json
 
@@ -96,9 +98,12 @@ def set_view(dataset, view: View, size: int, patch_size: int, crop_pct: float) -
         dataset.transform = view_transform(view, size, crop_pct)
 
 
-def resolve_tokens(cfg: EvalCommonConfig, enc_info: dict[str, Any]) -> KeptTokens | None:
-    """The run's token choice (None = every patch); see :mod:`semmae.eval.kept_tokens`."""
-    return resolve_kept_tokens(cfg.tokens, cfg.keep_fraction, cfg.train_parts is not None, enc_info, cfg.seed)
+def resolve_tokens(cfg: EvalCommonConfig, record: EncoderRecord) -> KeptTokens | None:
+    """The run's token choice for the encoder ``record`` describes (None = every patch); see
+    :mod:`semmae.eval.kept_tokens`."""
+    return resolve_kept_tokens(
+        cfg.tokens, cfg.keep_fraction, cfg.train_parts is not None, record.fg_keep, cfg.seed
+    )
 
 
 def batch_features(
@@ -114,7 +119,7 @@ def batch_features(
 ENCODER_FLAGS = ("arch", "img_size", "random_init", "num_heads", "init")
 
 
-def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> tuple[torch.nn.Module, dict[str, Any]]:
+def build_encoder_from_config(cfg: EvalCommonConfig, **kw: Any) -> LoadedEncoder:
     """The encoder of ``cfg.checkpoint`` (:func:`load_encoder`) with the run's encoder flags; ``kw`` adds more
     ``load_encoder`` arguments (``global_pool``, ``drop_path_rate``, ...)."""
     return load_encoder(cfg.checkpoint, **{k: getattr(cfg, k) for k in ENCODER_FLAGS}, **kw)
@@ -280,7 +285,7 @@ def without_trivial_top5(metrics: dict[str, Any]) -> dict[str, Any]:
     return clear(metrics)
 
 
-def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metrics: dict[str, Any]) -> dict:
+def write_results(out: str | Path, cfg: Any, encoder: LoadedEncoder, metrics: dict[str, Any]) -> dict:
     """``results.json``: the metrics (top-5 only with more than 5 classes), the exact checkpoint (path + SHA-256 +
     layout; no hash for a random-init encoder, which reads no weights) and the resolved config."""
     ckpt = getattr(cfg, "checkpoint", None)
@@ -290,10 +295,7 @@ def write_results(out: str | Path, cfg: Any, encoder_info: dict[str, Any], metri
         "checkpoint": ckpt,
         "checkpoint_sha256": file_sha256(ckpt) if ckpt and not random_init else None,
         "random_init": random_init,
-        "encoder": {
-            k: encoder_info.get(k)
-            for k in ("layout", "spec", "pos_embed_resampled", "num_heads_source", "init")
-        },
+        "encoder": encoder.summary(),
         "config": config_to_dict(cfg),
     }
     atomic_write_json(Path(out) / "results.json", results)

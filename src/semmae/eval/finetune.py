@@ -13,7 +13,6 @@ The peak lr is ``blr * global_batch / 256``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn as nn
@@ -49,6 +48,7 @@ from semmae.eval.common import (
     write_results,
 )
 from semmae.eval.config import FinetuneConfig  # noqa: F401 - its home is the torch-free eval.config
+from semmae.models.encoder_loading import LoadedEncoder
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save
 from semmae.utils.rundir import RunDir
@@ -57,13 +57,14 @@ from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 FINETUNE_BETAS = (0.9, 0.999)  # MAE's fine-tuning AdamW
 
 
-def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, dict[str, Any]]:
+def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, LoadedEncoder]:
     """Encoder + zero-mean linear head (std 2e-5, MAE); the encoder comes from any checkpoint layout."""
-    model, info = build_encoder_from_config(cfg, global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path)
+    loaded = build_encoder_from_config(cfg, global_pool=cfg.global_pool, drop_path_rate=cfg.drop_path)
+    model = loaded.model
     model.reset_classifier(num_classes)
     nn.init.trunc_normal_(model.head.weight, std=2e-5)
     nn.init.zeros_(model.head.bias)
-    return model, info
+    return model, loaded
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
@@ -75,8 +76,8 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     seed_everything(cfg.seed, info.rank)
     train, val = build_datasets(cfg, None, None)
     num_classes = len(train.classes)
-    model, enc_info = build_classifier(cfg, num_classes)
-    size = enc_info["spec"]["img_size"]
+    model, loaded = build_classifier(cfg, num_classes)
+    size = loaded.record.img_size
     train.transform = patch_posterize(
         create_transform(
             size,
@@ -247,7 +248,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
                             "model": model.state_dict(),
                             "epoch": epoch,
                             "metrics": metrics,
-                            "encoder_spec": enc_info["spec"],
+                            "encoder_spec": loaded.record.arch(),
                             "classes": train.classes,
                         },
                         out / "best.pth",
@@ -270,7 +271,7 @@ def _run(cfg: FinetuneConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     if ema is not None:
         results.update(ema_top1=last.get("ema_top1"), ema_top5=last.get("ema_top5"))
     if info.is_main:
-        results = write_results(cfg.out, cfg, enc_info, results)
+        results = write_results(cfg.out, cfg, loaded, results)
     return results
 
 

@@ -4,8 +4,8 @@
 and linear probing as only 1/4 patches in each image are used. Specifically, we leverage the learned attention
 maps to remove 3/4 patches that are most likely to be the background." Pretraining with ``--fg-keep 0.25`` feeds
 the encoder only those patches, each with its own position embedding; the linear probe and kNN here do the same:
-:func:`forward_features_kept` is timm's ``forward_features`` on a subset of the patch tokens, at their true
-positions, so an encoder is probed on the token set it was trained on.
+:func:`semmae.models.vit_ops.forward_tokens` with a ``keep_index`` is timm's ``forward_features`` on a subset of
+the patch tokens, at their true positions, so an encoder is probed on the token set it was trained on.
 
 Which patches: the most-foreground ``fraction`` of the grid (:func:`semmae.masking.foreground_keep_index`), with the
 foreground score from one of two sources:
@@ -32,47 +32,10 @@ from timm.models.vision_transformer import VisionTransformer
 from semmae.engine.sampler import mix_seed
 from semmae.errors import UserError
 from semmae.masking import foreground_keep_index
-from semmae.masking._checks import assert_on_device, may_read
+from semmae.models.vit_ops import forward_tokens, last_cls_attention, pool_tokens
 
 TOKEN_CHOICES = ("auto", "all", "kept")
 DEFAULT_KEEP_FRACTION = 0.25  # the paper's quarter
-
-
-def forward_features_kept(
-    model: VisionTransformer, images: torch.Tensor, keep_index: torch.Tensor
-) -> torch.Tensor:
-    """timm ``forward_features`` on the patches ``keep_index`` only: ``[B, prefix + K, D]`` after the final norm.
-
-    Each kept patch gets its own position embedding before the subset is taken (as MAE pretraining does), the
-    class/register tokens get theirs; the blocks then see ``prefix + K`` tokens. ``keep_index`` = every index gives
-    exactly ``model.forward_features(images)``.
-    """
-    if getattr(model.patch_embed, "flatten", True) is False or getattr(model, "dynamic_img_size", False):
-        raise UserError("kept-token evaluation needs a fixed-size encoder (dynamic_img_size is off)")
-    x = model.patch_embed(images)  # [B, L, D]
-    b, length, dim = x.shape
-    if keep_index.dim() != 2 or keep_index.shape[0] != b:
-        raise ValueError(f"keep_index must be [B, K] with B = {b}, got {list(keep_index.shape)}")
-    in_range = (keep_index >= 0) & (keep_index < length)
-    if not may_read(keep_index):
-        assert_on_device(in_range, f"keep_index must lie in 0..{length - 1}")
-    elif not bool(in_range.all()):
-        raise ValueError(f"keep_index must lie in 0..{length - 1}")
-    n_prefix = model.num_prefix_tokens
-    pos = model.pos_embed
-    if pos is not None:
-        x = x + (pos if model.no_embed_class else pos[:, n_prefix:])
-    x = x.gather(1, keep_index[..., None].expand(-1, -1, dim))
-    prefix = [t.expand(b, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
-    if prefix:
-        p = torch.cat(prefix, dim=1)
-        if pos is not None and not model.no_embed_class:
-            p = p + pos[:, :n_prefix]
-        x = torch.cat([p, x], dim=1)
-    x = model.pos_drop(x)
-    x = model.norm_pre(x)
-    x = model.blocks(x)
-    return model.norm(x)
 
 
 @torch.no_grad()
@@ -81,7 +44,6 @@ def encoder_foreground(model: torch.nn.Module, images: torch.Tensor) -> torch.Te
     normalised per image (the same score ``parts export`` stores), float ``[B, L]``. ``model``: a timm
     ``VisionTransformer``, or a model that gives that attention itself (``last_cls_attention(images)`` ->
     ``[B, H, L]``: this project's MAE, scored during pretraining)."""
-    from semmae.parts.encoder import cls_attention
     from semmae.parts.inference import foreground_score
 
     if hasattr(model, "last_cls_attention"):
@@ -91,10 +53,7 @@ def encoder_foreground(model: torch.nn.Module, images: torch.Tensor) -> torch.Te
             raise UserError(
                 "the 'attention' foreground needs an encoder with a class token; give part caches instead"
             )
-        x = model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(images))))
-        for blk in model.blocks[:-1]:
-            x = blk(x)
-        attn = cls_attention(model.blocks[-1], x)[..., model.num_prefix_tokens :]  # [B, H, L]
+        attn = last_cls_attention(model, images)  # [B, H, L]
     grid = int(round(attn.shape[-1] ** 0.5))
     return foreground_score(attn, grid).flatten(1)
 
@@ -148,7 +107,7 @@ class KeptTokens:
             fg = batch["fg"].to(device, non_blocking=True)
         else:
             fg = encoder_foreground(model, images)
-        return forward_features_kept(model, images, self.keep_index(fg, batch["index"]))
+        return forward_tokens(model, images, keep_index=self.keep_index(fg, batch["index"]))
 
 
 def pooled_kept(
@@ -158,31 +117,24 @@ def pooled_kept(
     pool: str,
     keep: KeptTokens,
 ) -> torch.Tensor:
-    """The kept-token counterpart of :func:`semmae.models.encoder_loading.pooled_features`: ``[B, D]``."""
-    tokens = keep.features(model, batch, device)
-    n_prefix = model.num_prefix_tokens
-    if pool == "token":
-        return tokens[:, 0] if n_prefix > 0 else tokens.mean(dim=1)
-    if pool == "avg":
-        return tokens[:, n_prefix:].mean(dim=1)
-    raise UserError(f"pool must be 'token' or 'avg', got {pool!r}")
+    """The kept-token counterpart of :func:`semmae.models.vit_ops.pooled_features`: ``[B, D]``."""
+    return pool_tokens(model, keep.features(model, batch, device), pool)
 
 
 def resolve_kept_tokens(
     tokens: str,
     keep_fraction: float | None,
     has_caches: bool,
-    enc_info: dict[str, Any],
+    pretrained_keep: float | None,
     seed: int,
 ) -> KeptTokens | None:
     """``--tokens``/``--keep-fraction``/part caches + what the checkpoint says -> a :class:`KeptTokens` or None (all).
 
-    ``auto`` keeps tokens when the checkpoint was pretrained on a kept fraction below 1 (``fg_keep`` in its config);
-    the fraction defaults to that value (else the paper's quarter).
+    ``auto`` keeps tokens when the checkpoint was pretrained on a kept fraction below 1 (``pretrained_keep``: the
+    encoder record's ``fg_keep``); the fraction defaults to that value (else the paper's quarter).
     """
     if tokens not in TOKEN_CHOICES:
         raise UserError(f"--tokens must be one of {', '.join(TOKEN_CHOICES)}, got {tokens!r}")
-    pretrained_keep = enc_info.get("fg_keep")
     if tokens == "all" or (tokens == "auto" and not (pretrained_keep and pretrained_keep < 1)):
         return None
     fraction = keep_fraction if keep_fraction is not None else (pretrained_keep or DEFAULT_KEEP_FRACTION)

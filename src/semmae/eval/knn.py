@@ -88,10 +88,10 @@ def run_knn(cfg: KnnConfig) -> dict:
 
 def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
     seed_everything(cfg.seed, info.rank)
-    encoder, enc_info = build_encoder_from_config(cfg)
-    encoder.to(device)
-    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
-    keep = resolve_tokens(cfg, enc_info)
+    loaded = build_encoder_from_config(cfg)
+    encoder = loaded.model.to(device)
+    size, patch = loaded.record.img_size, loaded.record.patch_size
+    keep = resolve_tokens(cfg, loaded.record)
     train, val = build_view_datasets(cfg, size, patch, CENTER, CENTER)
     logger = run_dir.start(cfg, keep_log_until=-1)
     kw = feature_options(cfg, device, info, keep)
@@ -111,5 +111,5 @@ def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:
         "num_classes": len(train.classes),
     }
     if info.is_main:
-        results = write_results(cfg.out, cfg, enc_info, results)
+        results = write_results(cfg.out, cfg, loaded, results)
     return results

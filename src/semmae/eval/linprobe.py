@@ -55,6 +55,7 @@ from semmae.eval.common import (
 from semmae.eval.config import LinprobeConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.kept_tokens import KeptTokens
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
@@ -161,7 +162,7 @@ def probe_schedule(total_steps: int, warmup_steps: int) -> np.ndarray:
 def _cached_features(
     cfg: LinprobeConfig,
     encoder,
-    enc_info,
+    enc_record: EncoderRecord,
     device,
     info: DistInfo,
     ckpt_digest: str | None,
@@ -170,7 +171,7 @@ def _cached_features(
     """Fast mode: a call returning (train features with views [N*(1+V), D], labels, val features, val labels,
     class count), cached in OUT/features.pt and reused when the checkpoint digest and feature settings match.
     What can refuse (the cache, the datasets) happens here, before the run folder is written."""
-    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
+    size, patch = enc_record.img_size, enc_record.patch_size
     cache = Path(cfg.out) / "features.pt"
     key = {
         "checkpoint_sha256": ckpt_digest,
@@ -239,12 +240,12 @@ def run_linprobe(cfg: LinprobeConfig) -> dict:
 
 def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
     seed_everything(cfg.seed, info.rank)
-    encoder, enc_info = build_encoder_from_config(cfg)
-    encoder.to(device).eval().requires_grad_(False)
+    loaded = build_encoder_from_config(cfg)
+    encoder = loaded.model.to(device).eval().requires_grad_(False)
     digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
-    keep = resolve_tokens(cfg, enc_info)
+    keep = resolve_tokens(cfg, loaded.record)
     if cfg.mode == "fast":
-        features = _cached_features(cfg, encoder, enc_info, device, info, digest, keep)
+        features = _cached_features(cfg, encoder, loaded.record, device, info, digest, keep)
         # the whole sweep runs again (only the features are reused), so it is logged afresh
         logger = run_dir.start(cfg, keep_log_until=-1)
         tx, ty, vx, vy, num_classes = features()
@@ -266,19 +267,25 @@ def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) 
         )
         metrics.update(mode="fast", num_train_rows=int(tx.shape[0]), num_classes=num_classes)
     else:
-        metrics, logger = _full_probe(cfg, encoder, enc_info, device, info, run_dir, keep)
+        metrics, logger = _full_probe(cfg, encoder, loaded.record, device, info, run_dir, keep)
     metrics.update(keep.describe() if keep else {"tokens": "all"})
     logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
     logger.close()
     if info.is_main:
-        metrics = write_results(cfg.out, cfg, enc_info, metrics)
+        metrics = write_results(cfg.out, cfg, loaded, metrics)
     return metrics
 
 
 def _full_probe(
-    cfg: LinprobeConfig, encoder, enc_info, device, info: DistInfo, run_dir: RunDir, keep: KeptTokens | None
+    cfg: LinprobeConfig,
+    encoder,
+    enc_record: EncoderRecord,
+    device,
+    info: DistInfo,
+    run_dir: RunDir,
+    keep: KeptTokens | None,
 ) -> tuple[dict, RunLogger]:
-    size, patch = enc_info["spec"]["img_size"], enc_info["spec"]["patch_size"]
+    size, patch = enc_record.img_size, enc_record.patch_size
     train, val = build_view_datasets(cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER)
     num_classes = len(train.classes)
     if len(train) < 2:

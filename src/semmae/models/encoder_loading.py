@@ -1,7 +1,12 @@
 """One loader from any supported checkpoint layout to a timm ``VisionTransformer`` encoder (paper Sec. 4 evaluates
 the SemMAE encoder, and the MAE/iBOT/DINO baselines, with the same ViT).
 
-Supported layouts (auto-detected; ``info["layout"]`` says which one was found):
+:func:`load_encoder` returns a :class:`LoadedEncoder`: the model, its :class:`EncoderRecord` and what was loaded
+(layout, dropped and fresh keys, a resampled position table). :func:`encoder_from_record` is the one way from a
+record to a model - random init, or weights fitted in - which ``load_encoder`` and every rebuild (a segmentor
+checkpoint's encoder, a random-init part encoder) go through.
+
+Supported layouts (auto-detected; ``LoadedEncoder.layout`` says which one was found):
 
 ========================  ==========================================================================================
 ``semmae_pretrain``       this project's pretrain checkpoints: ``{"model": MAE state dict, "model_config": {...}}``
@@ -23,9 +28,9 @@ from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred fro
 the number of heads (not visible in the weights) comes from an explicit ``num_heads``, the release's ``args.model``
 / ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is
 resampled (bicubic, timm's ``resample_abs_pos_embed``) when the evaluation resolution differs from the one the
-checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT
-mask tokens and classifier heads are dropped (listed in ``info["dropped_keys"]``); anything else that does not fit
-raises :class:`UserError` listing missing/unexpected keys and shape differences.
+checkpoint was trained at. Loading is strict: decoder, projection heads, the MAE/iBOT mask tokens and classifier
+heads are dropped (listed in ``LoadedEncoder.dropped_keys``); anything else that does not fit raises
+:class:`UserError` listing missing/unexpected keys and shape differences.
 
 Pickled ``argparse.Namespace`` objects (MAE, SemMAE, DINO, iBOT releases) are accepted through
 :func:`semmae.utils.io.load_checkpoint` with ``allow_namespace=True``: only that class is allow-listed, every
@@ -35,8 +40,10 @@ other object stays refused by ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -82,10 +89,18 @@ def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> En
 
 
 def checkpoint_record(ckpt: dict[str, Any], source: str = "checkpoint") -> EncoderRecord | None:
-    """The encoder record of a ``semmae pretrain`` / ``semmae bootstrap`` checkpoint: its ``encoder`` entry, else
-    its ``model_config`` (with ``config["fg_keep"]``); None when neither tells the sizes."""
-    if EncoderRecord.is_record(ckpt.get("encoder")):
-        return _record_of(ckpt["encoder"], None, source)
+    """The encoder record a checkpoint of this project carries, None when it tells no sizes.
+
+    Read, in order: an ``encoder`` entry that is a record (``semmae pretrain`` / ``bootstrap``); the
+    ``VisionTransformer`` arguments ``encoder["spec"]`` (``semmae segment train``) or ``encoder_spec``
+    (``semmae finetune``'s ``best.pth``); a ``model_config`` (pretrain / bootstrap, with ``config["fg_keep"]``).
+    """
+    entry = ckpt.get("encoder")
+    if EncoderRecord.is_record(entry):
+        return _record_of(entry, None, source)
+    spec = entry.get("spec") if isinstance(entry, dict) else ckpt.get("encoder_spec")
+    if isinstance(spec, dict):
+        return _record_of(spec, None, source)
     config = ckpt.get("config")
     fg_keep = config.get("fg_keep") if isinstance(config, dict) else None
     fg_keep = float(fg_keep) if isinstance(fg_keep, (int, float)) else None  # patch-8 SemMAE's kept fraction
@@ -286,7 +301,7 @@ def _fit_state_dict(
             resampled = (old, int(new[0]))
     parts = misfits(target, enc, fresh)
     if parts:
-        raise UserError(f"checkpoint {source} does not fit a ViT encoder: {' | '.join(parts)}")
+        raise UserError(f"{source} does not fit a ViT encoder: {' | '.join(parts)}")
     return enc, fresh, dropped, resampled
 
 
@@ -306,6 +321,69 @@ def _random_init_record(
     return EncoderRecord(**values).replace(global_pool=global_pool)
 
 
+@dataclass
+class LoadedEncoder:
+    """An encoder and how it was obtained (:func:`load_encoder`, :func:`encoder_from_record`)."""
+
+    model: VisionTransformer  # timm ViT, ``num_classes=0``
+    record: EncoderRecord  # its description (sizes, pooling, name, trainer, fg_keep)
+    random_init: bool  # untrained: no weights were read
+    init: str | None = None  # random init: the scheme (``mae`` / ``timm``, :mod:`semmae.models.init_schemes`)
+    layout: str | None = None  # the checkpoint's layout (:data:`LAYOUTS`); None without a checkpoint
+    checkpoint: str | None = None  # the file read (a run folder resolved to its checkpoint)
+    which: str | None = None  # DINO / iBOT: ``teacher`` or ``student``
+    num_heads_source: str = "record"  # where the heads came from (not in the weights): record, argument, ...
+    checkpoint_grid: int | None = None  # side of the checkpoint's position grid
+    # checkpoint keys left out on purpose (decoder, heads); model keys at their init (all of them for random init)
+    dropped_keys: list[str] = field(default_factory=list)
+    fresh_keys: list[str] = field(default_factory=list)
+    pos_embed_resampled: tuple[int, int] | None = None  # (checkpoint grid, model grid) when resampled
+
+    def summary(self) -> dict[str, Any]:
+        """Plain data for a results file: layout, VisionTransformer arguments, resampling, heads source, init."""
+        return {
+            "layout": self.layout,
+            "spec": self.record.arch(),
+            "pos_embed_resampled": self.pos_embed_resampled,
+            "num_heads_source": self.num_heads_source,
+            "init": self.init,
+        }
+
+
+def encoder_from_record(
+    record: EncoderRecord,
+    weights: dict[str, torch.Tensor] | None = None,
+    *,
+    init: str = "timm",
+    drop_path_rate: float = 0.0,
+    dynamic_img_size: bool = False,
+    source: str = "the weights",
+) -> LoadedEncoder:
+    """The one way from an encoder record to a model: a timm ``VisionTransformer`` built from ``record``, then
+    either initialised (``weights=None``; ``init`` = ``timm``, timm's own, or ``mae``, MAE's) or loaded with
+    ``weights`` (timm key names): the position table resampled to the record's grid, the final norm reconciled with
+    the pooling, anything else that does not fit refused with a :class:`UserError` naming ``source``."""
+    model = record.build(drop_path_rate, dynamic_img_size)
+    if weights is None:
+        if init not in ("mae", "timm"):
+            raise ValueError(f"init must be 'mae' or 'timm' here (resolve 'auto' first), got {init!r}")
+        if init == "mae":
+            mae_init_(model)
+        return LoadedEncoder(
+            model, record, random_init=True, init=init, fresh_keys=sorted(model.state_dict())
+        )
+    enc, fresh, dropped, resampled = _fit_state_dict(model, weights, record, source)
+    model.load_state_dict(enc, strict=False)  # strictness was checked above, with the fresh keys allowed
+    return LoadedEncoder(
+        model,
+        record,
+        random_init=False,
+        dropped_keys=sorted(dropped),
+        fresh_keys=sorted(fresh),
+        pos_embed_resampled=resampled,
+    )
+
+
 def load_encoder(
     checkpoint: str | Path | None,
     arch: str | None = None,
@@ -318,7 +396,7 @@ def load_encoder(
     dynamic_img_size: bool = False,
     init: str = "auto",
     **arch_overrides: Any,
-) -> tuple[VisionTransformer, dict[str, Any]]:
+) -> LoadedEncoder:
     """Build a timm ``VisionTransformer`` (``num_classes=0``) and load an encoder checkpoint of any layout into it.
 
     Args:
@@ -341,10 +419,7 @@ def load_encoder(
             random-init encoder without a checkpoint.
 
     Returns:
-        ``(model, info)`` with info keys ``layout``, ``checkpoint``, ``spec`` (the ``VisionTransformer`` arguments,
-        :meth:`EncoderRecord.arch`), ``record`` (:meth:`EncoderRecord.to_dict`), ``random_init``, ``fg_keep``,
-        ``dropped_keys``, ``fresh_keys``, ``pos_embed_resampled`` ((old grid, new grid) or None),
-        ``num_heads_source``.
+        a :class:`LoadedEncoder` (model, record, layout, dropped/fresh keys, resampling, ...).
     """
     if global_pool not in (None, "token", "avg"):
         raise UserError(f"global_pool must be 'token' or 'avg', got {global_pool!r}")
@@ -352,55 +427,35 @@ def load_encoder(
         if not random_init:
             raise UserError("give a checkpoint, or ask for a randomly initialised encoder (--random-init)")
         record = _random_init_record(arch, img_size, num_heads, global_pool, arch_overrides)
-        layout, enc, info = None, None, dict(checkpoint=None, fg_keep=None, num_heads_source="argument")
-    else:
-        if arch_overrides:
-            raise UserError(
-                f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
-            )
-        checkpoint = checkpoint_file(checkpoint)  # a run folder: the checkpoint its run wrote last
-        layout, raw, hints = read_checkpoint(checkpoint)
-        enc, dropped = encoder_state_dict(raw)
-        record, notes = _resolve_record(enc, hints, arch, img_size, num_heads)
-        record = record.replace(global_pool=global_pool)
-        info = dict(checkpoint=str(checkpoint), fg_keep=record.fg_keep, **notes)
-        info.update({"which": hints["which"]} if "which" in hints else {})
-    model = record.build(drop_path_rate, dynamic_img_size)
-    info.update(layout=layout, random_init=bool(random_init), spec=record.arch(), record=record.to_dict())
-    if random_init:
-        scheme = resolve_init_scheme(init, layout)
-        if scheme == "mae":
-            mae_init_(model)
-        info.update(
-            init=scheme, dropped_keys=[], fresh_keys=sorted(model.state_dict()), pos_embed_resampled=None
+        built = encoder_from_record(
+            record,
+            init=resolve_init_scheme(init, None),
+            drop_path_rate=drop_path_rate,
+            dynamic_img_size=dynamic_img_size,
         )
-        return model, info
-    enc, fresh, dropped2, resampled = _fit_state_dict(model, enc, record, str(checkpoint))
-    model.load_state_dict(enc, strict=False)  # strictness was checked above, with the fresh keys allowed
-    info.update(
-        dropped_keys=sorted(dropped + dropped2), fresh_keys=sorted(fresh), pos_embed_resampled=resampled
+        return dataclasses.replace(built, num_heads_source="argument")
+    if arch_overrides:
+        raise UserError(
+            f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
+        )
+    checkpoint = checkpoint_file(checkpoint)  # a run folder: the checkpoint its run wrote last
+    layout, raw, hints = read_checkpoint(checkpoint)
+    enc, dropped = encoder_state_dict(raw)
+    record, notes = _resolve_record(enc, hints, arch, img_size, num_heads)
+    record = record.replace(global_pool=global_pool)
+    built = encoder_from_record(
+        record,
+        None if random_init else enc,
+        init=resolve_init_scheme(init, layout),
+        drop_path_rate=drop_path_rate,
+        dynamic_img_size=dynamic_img_size,
+        source=f"checkpoint {checkpoint}",
     )
-    return model, info
-
-
-# ------------------------------------------------------------------------------------------------------ features
-def encoder_tokens(model: VisionTransformer, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the encoder on images [B, C, H, W]; return (class token [B, D], patch tokens [B, L, D]).
-
-    Both come after the final norm (``forward_features``); a global-pool model (norm replaced by ``fc_norm``)
-    returns the un-normalised tokens, as timm does.
-    """
-    tokens = model.forward_features(images)
-    n_prefix = model.num_prefix_tokens
-    cls = tokens[:, 0] if n_prefix > 0 else tokens.mean(dim=1)
-    return cls, tokens[:, n_prefix:]
-
-
-def pooled_features(model: VisionTransformer, images: torch.Tensor, pool: str = "token") -> torch.Tensor:
-    """Frozen-feature view used by linear probing and kNN: the class token or the patch-token mean, [B, D]."""
-    cls, patches = encoder_tokens(model, images)
-    if pool == "token":
-        return cls
-    if pool == "avg":
-        return patches.mean(dim=1)
-    raise UserError(f"pool must be 'token' or 'avg', got {pool!r}")
+    return dataclasses.replace(
+        built,
+        layout=layout,
+        checkpoint=str(checkpoint),
+        which=hints.get("which"),
+        dropped_keys=built.dropped_keys if random_init else sorted(dropped + built.dropped_keys),
+        **notes,
+    )

@@ -171,7 +171,7 @@ class EncoderRecord:
     trainer: str | None = None  # "bootstrap" for `semmae bootstrap`'s teacher; None otherwise
     fg_keep: float | None = None  # share of the patches pretraining fed the encoder (patch-8 SemMAE: 0.25)
 
-    # the timm VisionTransformer arguments (load_encoder's info["spec"])
+    # the timm VisionTransformer arguments (:meth:`arch`)
     ARCH_FIELDS: ClassVar[tuple[str, ...]] = (
         "img_size",
         "patch_size",
@@ -268,6 +268,20 @@ class EncoderRecord:
         if fg_keep is not None:
             body["fg_keep"] = float(fg_keep)
         return cls._checked(body, "model_config")
+
+    @classmethod
+    def from_name(cls, name: str, img_size: int | None = None) -> EncoderRecord:
+        """The plain ViT a name describes - ``vit_<size>_patch<p>[_<img>]`` (``mae_`` in front allowed; size from
+        :data:`VIT_SIZES` or ``d<width>x<depth>h<heads>``, as :meth:`timm_name` writes it) - at ``img_size`` (else
+        the name's, else 224). Other names (timm's DeiT-3, registers, ...) are refused: they are not plain ViTs."""
+        sizes = "|".join(VIT_SIZES)
+        if not re.fullmatch(rf"(mae_)?vit_({sizes}|d\d+x\d+h\d+)_patch\d+(_\d+)?", name):
+            raise UserError(
+                f"encoder architecture {name!r} is not a plain ViT name: use vit_<size>_patch<p>[_<img size>] "
+                f"(sizes: {', '.join(VIT_SIZES)})"
+            )
+        sizes_of_name = parse_arch(name)
+        return cls(**{"img_size": 224, **sizes_of_name, **({"img_size": img_size} if img_size else {})})
 
     @classmethod
     def _checked(cls, body: dict[str, Any], source: str) -> EncoderRecord:

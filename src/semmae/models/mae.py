@@ -33,6 +33,7 @@ from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.mae_init import xavier_linears_unit_norms_, xavier_patch_projection_
 from semmae.models.patches import normalize_patches, patchify
 from semmae.models.pos_embed import sincos_2d_pos_embed
+from semmae.models.vit_ops import cls_attention
 
 __all__ = ["MAEConfig", "MaskedAutoencoder"]
 
@@ -247,8 +248,6 @@ class MaskedAutoencoder(nn.Module):
     def last_cls_attention(self, imgs: Tensor) -> Tensor:
         """The encoder's last-layer class-token attention over every patch, ``[B, H, L]`` (unmasked, all patches):
         the ``attention`` foreground of kept-token evaluation (:mod:`semmae.eval.kept_tokens`)."""
-        from semmae.parts.encoder import cls_attention
-
         x = self.embed_patches(imgs)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
         x = torch.cat([cls, x], dim=1)

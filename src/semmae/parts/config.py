@@ -32,7 +32,10 @@ class PartsTrainConfig:
     data: str = field(default="", metadata=_h("image folder (ImageFolder layout) to learn parts on"))
     out: str = field(default="runs/parts", metadata=_h("run directory (checkpoints, panels, logs)"))
     encoder: str = field(
-        default="vit_small_patch16_224", metadata=_h("timm ViT architecture of the frozen encoder")
+        default="vit_small_patch16_224",
+        metadata=_h(
+            "ViT of a random-init frozen encoder (no --encoder-checkpoint): vit_<size>_patch<p>[_<img>]"
+        ),
     )
     encoder_checkpoint: str | None = field(
         default=None,

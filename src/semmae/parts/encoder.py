@@ -1,10 +1,7 @@
 """The frozen encoder of part learning (paper Sec. 3.1): a timm ``VisionTransformer`` that returns the class token
-``F_c``, the patch tokens ``F`` and the last layer's CLS attention per head.
-
-timm's fused attention (``scaled_dot_product_attention``) does not return its weights, so the CLS row of the
-last block's attention is recomputed explicitly from that block's ``qkv`` projection: only the CLS query is
-needed, which costs one extra ``qkv`` matmul of the last block (well under 1/12 of one block). The encoder is
-kept in eval mode with gradients off and never wrapped by DDP.
+``F_c``, the patch tokens ``F`` and the last layer's CLS attention per head
+(:func:`semmae.models.vit_ops.tokens_and_cls_attention`, which recomputes the CLS row of the last block's attention
+from its ``qkv`` projection). The encoder is kept in eval mode with gradients off and never wrapped by DDP.
 """
 
 from __future__ import annotations
@@ -15,12 +12,13 @@ import torch
 from torch import nn
 
 from semmae.errors import UserError
+from semmae.models.vit_ops import tokens_and_cls_attention
 
 
 @dataclass(frozen=True)
 class FrozenEncoderSpec:
     """How part learning gets its frozen encoder (stored in part checkpoints and cache metadata): a checkpoint path
-    (whose architecture :func:`semmae.models.encoder_loading.load_encoder` reads) or a timm name for a random
+    (whose architecture :func:`semmae.models.encoder_loading.load_encoder` reads) or a plain ViT name for a random
     encoder, the resolution and the feature layer. Not an encoder record (:mod:`semmae.models.encoder_record`)."""
 
     arch: str = "vit_small_patch16_224"
@@ -43,7 +41,7 @@ class FrozenEncoder(nn.Module):
 
     def __init__(self, vit: nn.Module, feature_layer: int = 0):
         super().__init__()
-        for name in ("patch_embed", "blocks", "norm", "_pos_embed"):
+        for name in ("patch_embed", "pos_embed", "blocks", "norm"):
             if not hasattr(vit, name):
                 raise UserError(f"encoder {type(vit).__name__} is not a timm VisionTransformer (no '{name}')")
         if getattr(vit, "num_prefix_tokens", 1) < 1 or getattr(vit, "cls_token", None) is None:
@@ -83,55 +81,24 @@ class FrozenEncoder(nn.Module):
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        vit = self.vit
-        x = vit.patch_embed(images)
-        x = vit._pos_embed(x)
-        x = vit.norm_pre(x) if hasattr(vit, "norm_pre") else x
-        depth = len(vit.blocks)
-        feats = None
-        for i, blk in enumerate(vit.blocks[:-1]):
-            x = blk(x)
-            if i == depth - 1 + self.feature_layer:
-                feats = vit.norm(x)
-        last = vit.blocks[-1]
-        cls_attn = cls_attention(last, x)[..., self.num_prefix :]
-        x = vit.norm(last(x))
-        feats = x if feats is None else feats
+        feats, cls_attn = tokens_and_cls_attention(self.vit, images, self.feature_layer)
         return {"cls": feats[:, 0], "patches": feats[:, self.num_prefix :], "cls_attn": cls_attn}
 
 
-def cls_attention(block: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Softmax attention of the class token's query over all tokens in ``block``: x [B, T, D] -> [B, H, T]."""
-    attn = block.attn
-    if not hasattr(attn, "qkv"):
-        raise UserError(
-            f"cannot read attention weights from {type(attn).__name__}: it has no fused 'qkv' layer"
-        )
-    h = block.norm1(x)
-    b, t, _ = h.shape
-    qkv = attn.qkv(h).reshape(b, t, 3, attn.num_heads, attn.head_dim)
-    q = qkv[:, :1, 0].transpose(1, 2)  # [B, H, 1, d]: the CLS query only
-    k = qkv[:, :, 1].transpose(1, 2)  # [B, H, T, d]
-    q, k = attn.q_norm(q), attn.k_norm(k)
-    return ((q * attn.scale) @ k.transpose(-2, -1)).softmax(dim=-1)[:, :, 0]
-
-
 def build_encoder(spec: FrozenEncoderSpec, state_dict: dict | None = None) -> FrozenEncoder:
-    """Build the frozen encoder: a checkpoint goes through :mod:`semmae.models.encoder_loading` (every supported
-    layout: iBOT, DINO, MAE, this project's MAE); without one, a timm model ``spec.arch`` with random weights
-    (or with ``state_dict`` when a part checkpoint carried the random encoder it was trained on)."""
+    """Build the frozen encoder: a checkpoint goes through :func:`semmae.models.encoder_loading.load_encoder` (every
+    supported layout: iBOT, DINO, MAE, this project's MAE); without one, the plain ViT ``spec.arch`` names
+    (:meth:`EncoderRecord.from_name`) with timm's random init, or with ``state_dict`` when a part checkpoint carried
+    the random encoder it was trained on (:func:`semmae.models.encoder_loading.encoder_from_record`)."""
+    from semmae.models.encoder_loading import encoder_from_record, load_encoder
+    from semmae.models.encoder_record import EncoderRecord
+
     if spec.checkpoint:
-        from semmae.models.encoder_loading import load_encoder
-
         # the architecture is read from the weights; spec.arch only names the random-init model
-        vit, _ = load_encoder(spec.checkpoint, img_size=spec.img_size)
+        vit = load_encoder(spec.checkpoint, img_size=spec.img_size).model
     else:
-        import timm
-
-        try:
-            vit = timm.create_model(spec.arch, pretrained=False, num_classes=0, img_size=spec.img_size)
-        except RuntimeError as e:
-            raise UserError(f"unknown encoder architecture {spec.arch!r}: {e}") from None
-        if state_dict is not None:
-            vit.load_state_dict(state_dict, strict=True)
+        record = EncoderRecord.from_name(spec.arch, spec.img_size)
+        vit = encoder_from_record(
+            record, state_dict, init="timm", source="the part checkpoint's encoder"
+        ).model
     return FrozenEncoder(vit, spec.feature_layer)

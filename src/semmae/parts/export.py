@@ -139,7 +139,7 @@ def load_attention_encoder(checkpoint: str, img_size: int = 0) -> FrozenEncoder:
     ``img_size`` (0: the checkpoint's own input size), for the raw-attention parts."""
     from semmae.models.encoder_loading import load_encoder
 
-    vit, _ = load_encoder(checkpoint, img_size=img_size or None)
+    vit = load_encoder(checkpoint, img_size=img_size or None).model
     return FrozenEncoder(vit)
 
 

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
-from semmae.data.transforms import imagenet_constants
+from semmae.data.transforms import normalize_batch
 from semmae.engine.precision import Precision
 from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder
@@ -36,12 +36,6 @@ TOKEN_DTYPE = torch.float16
 def uint8_image_transform(img_size: int) -> v2.Compose:
     """PIL image -> uint8 [3, S, S], whole image resized (the geometry of :func:`full_image_transform`)."""
     return v2.Compose([v2.ToImage(), v2.Resize((img_size, img_size), antialias=True)])
-
-
-def normalize_uint8(images: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> float32, ImageNet-normalised (what the encoder and the reconstruction target see)."""
-    mean, std = (t.view(1, 3, 1, 1) for t in imagenet_constants(images.device))  # no per-batch host copy
-    return (images.float() / 255.0 - mean) / std
 
 
 def feature_cache_bytes(num_images: int, img_size: int, num_tokens: int, embed_dim: int) -> int:
@@ -88,7 +82,7 @@ class FeatureCache:
         for batch in tqdm(loader, desc="encoding images once", disable=not progress, dynamic_ncols=True):
             raw = batch["image"]
             images.append(raw)
-            x = normalize_uint8(raw.to(device, non_blocking=True))
+            x = normalize_batch(raw.to(device, non_blocking=True))
             for view, inp in enumerate((x, x.flip(-1))):
                 with precision.autocast() if precision is not None else contextlib.nullcontext():
                     feats = encoder(inp)
@@ -110,7 +104,7 @@ class FeatureCache:
         """Images (normalised float [B, 3, S, S], flipped where ``flip``), ``F_c`` [B, D] and ``F`` [B, L, D]
         (float32) for image indices ``index`` long [B] and views ``flip`` bool [B]."""
         view = flip.long()
-        images = normalize_uint8(self.images[index].to(device))
+        images = normalize_batch(self.images[index].to(device))
         images = torch.where(flip.to(device).view(-1, 1, 1, 1), images.flip(-1), images)
         f_c = self.cls[view, index].to(device, torch.float32)
         f = self.patches[view, index].to(device, torch.float32)

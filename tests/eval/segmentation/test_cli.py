@@ -121,8 +121,8 @@ def test_pretrained_encoder_weights_reach_the_backbone(tmp_path):
         SegmentTrainConfig,
         {"data": "x", "checkpoint": str(tmp_path / "enc.pth"), "num_heads": 2, "crop_size": 32},
     )
-    model, info = build_segmentor(cfg, 4)
-    assert info["layout"] == "timm" and not info["random_init"]
+    model, encoder = build_segmentor(cfg, 4)
+    assert encoder.layout == "timm" and not encoder.random_init
     assert torch.equal(model.backbone.vit.blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight)
     cfg = resolve_config(
         SegmentTrainConfig,
@@ -134,8 +134,8 @@ def test_pretrained_encoder_weights_reach_the_backbone(tmp_path):
             "random_init": True,
         },
     )
-    model, info = build_segmentor(cfg, 4)  # same architecture, fresh weights
-    assert info["random_init"] and not torch.equal(
+    model, encoder = build_segmentor(cfg, 4)  # same architecture, fresh weights
+    assert encoder.random_init and not torch.equal(
         model.backbone.vit.blocks[1].mlp.fc2.weight, vit.blocks[1].mlp.fc2.weight
     )
 

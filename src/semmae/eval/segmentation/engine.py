@@ -37,7 +37,8 @@ from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
 from semmae.eval.segmentation.visualize import colorize, save_comparison
-from semmae.models.encoder_loading import load_encoder
+from semmae.models.encoder_loading import LoadedEncoder, checkpoint_record, encoder_from_record, load_encoder
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
@@ -52,26 +53,17 @@ def source_of(cfg: Any) -> SegmentationSource:
 
 
 def build_segmentor(
-    cfg: SegmentTrainConfig, num_classes: int, encoder_spec: dict | None = None
-) -> tuple[Segmentor, dict]:
-    """The encoder (pretrained, random, or - with ``encoder_spec`` - an empty shell to load a segmentor checkpoint
-    into) wrapped as a pyramid with the UPerNet and auxiliary heads."""
-    if encoder_spec is not None:
-        spec = dict(encoder_spec)
-        vit, info = load_encoder(
-            None,
-            random_init=True,
-            img_size=spec.pop("img_size"),
-            num_heads=spec.pop("num_heads"),
-            global_pool=spec.pop("global_pool", None),
-            drop_path_rate=cfg.drop_path,
-            **spec,
-        )
+    cfg: SegmentTrainConfig, num_classes: int, record: EncoderRecord | None = None
+) -> tuple[Segmentor, LoadedEncoder]:
+    """The encoder (pretrained, random, or - with the ``record`` of a segmentor checkpoint's encoder - an empty
+    shell to load that checkpoint into) wrapped as a pyramid with the UPerNet and auxiliary heads."""
+    if record is not None:
+        encoder = encoder_from_record(record, drop_path_rate=cfg.drop_path)
     else:
         overrides = {
             k: getattr(cfg, k) for k in ("embed_dim", "depth", "patch_size") if getattr(cfg, k) is not None
         }
-        vit, info = load_encoder(
+        encoder = load_encoder(
             cfg.checkpoint,
             arch=cfg.arch,
             img_size=cfg.crop_size,
@@ -82,7 +74,7 @@ def build_segmentor(
             **overrides,
         )
     model = Segmentor(
-        ViTPyramid(vit, cfg.out_indices, frozen=cfg.freeze_encoder),
+        ViTPyramid(encoder.model, cfg.out_indices, frozen=cfg.freeze_encoder),
         num_classes,
         cfg.head_channels,
         cfg.pool_scales,
@@ -90,7 +82,7 @@ def build_segmentor(
         aux=cfg.aux_weight > 0,
         dropout=cfg.head_dropout,
     )
-    return model, info
+    return model, encoder
 
 
 def _loader(
@@ -233,7 +225,7 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
     if len(train_set) < per_rank * dist_info.world_size:
         raise UserError(f"{len(train_set)} training images are fewer than one batch ({cfg.batch_size})")
 
-    model, enc_info = build_segmentor(cfg, source.num_classes)
+    model, encoder = build_segmentor(cfg, source.num_classes)
     model.to(device)
     optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
     schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
@@ -291,16 +283,16 @@ def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, r
         "num_classes": source.num_classes,
         "class_names": source.class_names,
         "encoder": {
-            "spec": enc_info["spec"],
-            "layout": enc_info.get("layout"),
-            "checkpoint": enc_info.get("checkpoint"),
-            "random_init": bool(enc_info.get("random_init")),
+            "spec": encoder.record.arch(),
+            "layout": encoder.layout,
+            "checkpoint": encoder.checkpoint,
+            "random_init": encoder.random_init,
         },
     }
     if dist_info.is_main:
         print(
             f"segment train: {len(train_set)} train / {len(val_set)} val images, {source.num_classes} classes "
-            f"({source.layout} layout), encoder {enc_info.get('layout') or 'random init'}"
+            f"({source.layout} layout), encoder {encoder.layout or 'random init'}"
             f"{' (frozen)' if cfg.freeze_encoder else ''}, "
             f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params "
             f"({sum(p.numel() for p in core.parameters() if p.requires_grad) / 1e6:.1f}M trained), "
@@ -427,7 +419,10 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
                 f"{cfg.data or train_cfg.data} has {source.num_classes} classes but the checkpoint "
                 f"predicts {ckpt['num_classes']}"
             )
-        model, _ = build_segmentor(train_cfg, source.num_classes, encoder_spec=ckpt["encoder"]["spec"])
+        record = checkpoint_record(ckpt, f"checkpoint {path}")
+        if record is None:
+            raise UserError(f"{path} does not describe its encoder (no encoder spec)")
+        model, _ = build_segmentor(train_cfg, source.num_classes, record)
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
