@@ -4,7 +4,6 @@ extraction loop (DDP-sharded, exact: no padded duplicates), top-k accuracy, prec
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ from semmae.eval.config import EvalCommonConfig  # noqa: F401 - its home is the 
 from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
 from semmae.models.encoder_loading import load_encoder, pooled_features
 from semmae.utils.distributed import DistInfo
-from semmae.utils.io import atomic_write_json
+from semmae.utils.io import atomic_write_json, sha256_file
 
 
 def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolderDataset, ImageFolderDataset]:
@@ -255,11 +254,7 @@ def file_sha256(path: str | Path | None) -> str | None:
         from semmae.models.timm_dir import WEIGHTS_NAME
 
         path = Path(path) / WEIGHTS_NAME
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 #: top-5 accuracy means something only with more classes than 5 (with 5 or fewer it is 100 % by construction)
