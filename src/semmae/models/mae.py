@@ -247,7 +247,7 @@ class MaskedAutoencoder(nn.Module):
     def last_cls_attention(self, imgs: Tensor) -> Tensor:
         """The encoder's last-layer class-token attention over every patch, ``[B, H, L]`` (unmasked, all patches):
         the ``attention`` foreground of kept-token evaluation (:mod:`semmae.eval.kept_tokens`)."""
-        from semmae.parts.encoder import cls_attention
+        from semmae.models.vit_ops import cls_attention
 
         x = self.embed_patches(imgs)
         cls = (self.cls_token + self.pos_embed[:, :1]).expand(x.shape[0], -1, -1)
