@@ -27,7 +27,7 @@ def stub_trainer(cfg, device: torch.device):
     from semmae.bootstrap.model import Student, teacher_from_student
     from semmae.bootstrap.train import Bootstrapper
     from semmae.engine.optim import build_optimizer
-    from semmae.engine.precision import resolve_precision
+    from semmae.engine.precision import LossScaler, resolve_precision
     from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
 
     t = Bootstrapper.__new__(Bootstrapper)
@@ -51,6 +51,7 @@ def stub_trainer(cfg, device: torch.device):
     t.momentum_schedule = cosine_schedule(cfg.momentum, 1.0, 100)
     t.mask_gen = torch.Generator(device=device)
     t.optimizer = build_optimizer(student, 1e-4, cfg.weight_decay, tuple(cfg.betas))
+    t.scaler = LossScaler(t.precision)
     return t
 
 
@@ -81,11 +82,7 @@ def run(preset: str, repeats: int, steps: int, device: str | None, threads: int 
 
     def step():
         i = step_no[0] % 100
-        out = t.losses(batch, i, 0)
-        out["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(list(t.model_core.parameters()), cfg.clip_grad)
-        t.optimizer.step()
-        t.optimizer.zero_grad(set_to_none=True)
+        out, _ = t.train_step(batch, i)  # the trainer's own step: losses, backward, clip, AdamW
         t.end_step(i)
         step_no[0] += 1
         return out["loss"]

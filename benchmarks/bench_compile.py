@@ -50,9 +50,7 @@ def _held_batch(trainer: Pretrainer) -> dict:
 
 def _step(trainer: Pretrainer, batch: dict, i: int) -> float:
     t0 = time.perf_counter()
-    loss = trainer.losses(batch, i, 0)["loss"]
-    trainer.scaler(loss, trainer.optimizer, trainer.model_core.parameters)
-    trainer.optimizer.zero_grad(set_to_none=True)
+    trainer.train_step(batch, i)
     return time.perf_counter() - t0
 
 

@@ -85,14 +85,11 @@ def step_times(
         g = (trainer.cfg.img_size // trainer.patch_size) ** 2
         batch["part_ids"] = torch.randint(0, 6, (batch["image"].shape[0], g))
         trainer.no_part_id = 6
-    opt, scaler = trainer.optimizer, trainer.scaler
     sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        loss = trainer.losses(batch, i, 0)["loss"]  # draws, masks and the MAE under the run's precision
-        scaler(loss, opt, trainer.model_core.parameters)
-        opt.zero_grad(set_to_none=True)
+        trainer.train_step(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -118,13 +115,10 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
     have them), and before a fed block the prefetched batches are taken off the queue unused (so the fed block
     decodes every batch it steps on; its first step waits for a whole batch, which counts against the feed).
     The trainer's own per-step bookkeeping (a log record every ``--log-every`` steps) is in neither block."""
-    opt, scaler = trainer.optimizer, trainer.scaler
     in_flight = trainer.num_workers * (trainer.loader.prefetch_factor or 0)
 
     def step_on(batch: dict, step: int) -> None:
-        loss = trainer.losses(batch, step, 0)["loss"]
-        scaler(loss, opt, trainer.model_core.parameters)
-        opt.zero_grad(set_to_none=True)
+        trainer.train_step(batch, step)
 
     it = iter(trainer.loader)
 

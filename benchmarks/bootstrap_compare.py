@@ -9,9 +9,14 @@ encoder:
 
 * ``knn``   - ``semmae knn`` (k 20, class token) with the training subset as memory and an Imagenette val subset
   as queries;
-* ``cub``   - ``benchmarks/parts_cub.py --encoder-checkpoint``: raw-attention parts and parts learned with
-  ``parts/tiny_cpu`` on CUB-200 train, scored on CUB test (pooled keypoint NMI/ARI, box fg IoU);
-* ``synth`` - ``benchmarks/parts_synthetic.py --encoder-checkpoint``: the same on the demo's synthetic set.
+* ``cub``   - as ``benchmarks/parts_cub.py --encoder-checkpoint`` (:func:`semmae.pipeline.part_runs.learn_and_score`):
+  raw-attention parts and parts learned with ``parts/tiny_cpu`` on CUB-200 train, scored on CUB test (pooled
+  keypoint NMI/ARI, box fg IoU);
+* ``synth`` - as ``benchmarks/parts_synthetic.py --encoder-checkpoint`` (:meth:`semmae.demo.pipeline.Demo.learn_parts`):
+  the same on the demo's synthetic set.
+
+Every stage runs in this process (the two trainings in two spawned processes,
+:func:`semmae.pipeline.side_by_side.run_side_by_side`) from typed configs; no argv is built.
 
 Usage::
 
@@ -24,46 +29,41 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
+import yaml
+
+from semmae.cli import run_stage, stage_config
+from semmae.pipeline.checkpoints import latest_checkpoint
+from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score
+from semmae.pipeline.side_by_side import run_side_by_side
+from semmae.pipeline.subsets import split_subset
+from semmae.pipeline.tables import mean_std
+
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "data" / "imagenette2_96"
-PY = sys.executable
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+DATA = HERE.parent.parent / "shared" / "data"
 METHODS = ("boot", "mae")
+COMMON = {"device": "cpu", "num_workers": 1}
 
 
 def subsets(work: Path, train_per_class: int, val_per_class: int) -> tuple[Path, Path]:
-    from semmae.data.subset import make_subset
+    imagenette = DATA / "imagenette2_96"
+    train = split_subset(imagenette / "train", work / f"train{train_per_class}pc", train_per_class)
+    val = split_subset(imagenette / "val", work / f"val{val_per_class}pc", val_per_class)
+    return train, val
 
-    train = make_subset(DATA / "train", work / f"train{train_per_class}pc", train_per_class, allow_fewer=True)
-    val = make_subset(DATA / "val", work / f"val{val_per_class}pc", val_per_class, allow_fewer=True)
-    return train.out, val.out
 
-
-def train_argv(method: str, data: Path, out: Path, seed: int, epochs: int, extra: list[str]) -> list[str]:
-    common = ["--data", str(data), "--out", str(out), "--seed", str(seed), "--epochs", str(epochs)]
-    common += ["--resume", "auto", "--no-progress", "--device", "cpu", "--num-workers", "1"]
+def train_config(
+    method: str, data: Path, out: Path, seed: int, epochs: int, boot_fields: dict
+) -> tuple[str, object]:
+    """(verb, config) of one encoder: ``semmae bootstrap`` (preset ``bootstrap/tiny_cpu``) or the MAE bootstrap."""
+    common = dict(
+        data=str(data), out=str(out), seed=seed, epochs=epochs, resume="auto", progress=False, **COMMON
+    )
     if method == "boot":
-        return [PY, "-m", "semmae.cli", "bootstrap", "--config", "bootstrap/tiny_cpu", *common, *extra]
-    return [
-        *[PY, "-m", "semmae.cli", "pretrain", "--config", "pretrain/tiny_cpu", *common],
-        *["--masking", "random", "--batch-size", "64", "--lr", "1e-3", "--warmup-epochs", "1"],
-        *["--vis-every", "0"],
-    ]
-
-
-def latest(run: Path) -> Path:
-    from semmae.engine.checkpoint import CheckpointManager
-
-    found = CheckpointManager(run).latest()
-    if found is None:
-        raise SystemExit(f"no checkpoint in {run}")
-    return found
+        return "bootstrap", stage_config("bootstrap", "bootstrap/tiny_cpu", **common, **boot_fields)
+    mae = dict(masking="random", batch_size=64, lr=1e-3, warmup_epochs=1, vis_every=0)
+    return "pretrain", stage_config("pretrain", "pretrain/tiny_cpu", **common, **mae)
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -71,83 +71,68 @@ def cmd_train(args: argparse.Namespace) -> None:
     times_path = args.work / "times.json"
     times = json.loads(times_path.read_text()) if times_path.exists() else {}
     for seed in args.seeds:
-        procs = {}
+        jobs = {}
         for m in METHODS:
             run = args.work / f"{m}-seed{seed}"
             epochs = args.boot_epochs if m == "boot" else args.mae_epochs
-            run.mkdir(parents=True, exist_ok=True)
-            log = open(run / "stdout.log", "a")
-            argv = train_argv(m, train, run, seed, epochs, args.boot_extra)
-            procs[m] = (subprocess.Popen(argv, env=ENV, stdout=log, stderr=subprocess.STDOUT), time.time())
-        for m, (proc, t0) in procs.items():
-            if proc.wait() != 0:
-                raise SystemExit(
-                    f"{m} seed {seed} failed; see {args.work / f'{m}-seed{seed}' / 'stdout.log'}"
-                )
-            times[f"{m}-seed{seed}"] = time.time() - t0
-            print(f"{m} seed {seed}: {times[f'{m}-seed{seed}']:.0f} s", flush=True)
+            jobs[f"{m}-seed{seed}"] = (
+                *train_config(m, train, run, seed, epochs, args.boot_set),
+                run / "stdout.log",
+            )
+        for name, seconds in run_side_by_side(jobs).items():
+            times[name] = seconds
+            print(f"{name}: {seconds:.0f} s", flush=True)
         times_path.write_text(json.dumps(times, indent=1))
 
 
-def run_json(argv: list[str]) -> dict:
-    out = subprocess.run(argv, env=ENV, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def cmd_eval(args: argparse.Namespace) -> None:
+    from semmae.demo.pipeline import Demo, DemoConfig
+
     train, val = subsets(args.work, args.train_per_class, args.val_per_class)
     for seed in args.seeds:
         for m in args.methods:
-            ckpt = latest(args.work / f"{m}-seed{seed}")
+            ckpt = latest_checkpoint(args.work / f"{m}-seed{seed}")
             res_path = args.work / f"eval-{m}-seed{seed}.json"
             res = json.loads(res_path.read_text()) if res_path.exists() else {"checkpoint": str(ckpt)}
             if "knn" in args.what and "knn" not in res:
-                res["knn"] = run_json(
-                    [PY, "-m", "semmae.cli", "knn", "--checkpoint", str(ckpt), "--train", str(train)]
-                    + [
-                        "--val",
-                        str(val),
-                        "--out",
-                        str(args.work / f"knn-{m}-seed{seed}"),
-                        "--num-workers",
-                        "1",
-                    ]
-                    + ["--device", "cpu"]
+                out = args.work / f"knn-{m}-seed{seed}"
+                knn = stage_config(
+                    "knn", checkpoint=str(ckpt), train=str(train), val=str(val), out=str(out), **COMMON
                 )
+                run_stage("knn", knn)
+                knn_results = json.loads((out / "results.json").read_text())
+                res["knn"] = knn_results.get("metrics", knn_results)
             if "cub" in args.what and "cub" not in res:
-                tag = f"-{m}{seed}"
-                subprocess.run(
-                    [PY, str(HERE / "parts_cub.py"), "--work", str(args.work / "cub"), "--seeds", str(seed)]
-                    + ["--encoder-checkpoint", str(ckpt), "--img-size", "64", "--patch-size", "8"]
-                    + ["--parts-epochs", str(args.parts_epochs), f"--tag={tag}"]
-                    + ["--out", str(args.work / f"cub{tag}")],
-                    env=ENV,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
+                cub = DATA / "cub200_parts"
+                paths = cub_folders(cub, args.work / "cub")
+                run = PartRun(
+                    train=str(paths["train"]),
+                    test=str(paths["test"]),
+                    img_size=64,
+                    patch_size=8,
+                    num_parts=4,
+                    parts_epochs=args.parts_epochs,
+                    keypoints=str(cub),
+                    masks=str(paths["masks"]),
                 )
-                res["cub"] = json.loads((args.work / f"cub{tag}.json").read_text())["runs"][0]
+                res["cub"] = learn_and_score(
+                    run, ckpt, args.work / "cub" / f"parts4-{m}{seed}-seed{seed}", seed
+                )
             if "synth" in args.what and "synth" not in res:
-                out = args.work / f"synth-{m}{seed}.json"
-                subprocess.run(
-                    [PY, str(HERE / "parts_synthetic.py"), "--work", str(args.work / f"synth-{m}{seed}")]
-                    + ["--seeds", str(seed), "--encoder-checkpoint", str(ckpt), "--out", str(out)],
-                    env=ENV,
-                    check=True,
-                    stdout=subprocess.DEVNULL,
+                work = args.work / f"synth-{m}{seed}"
+                cfg = DemoConfig(
+                    out=str(work / f"seed{seed}"),
+                    budget="small",
+                    seed=seed,
+                    style="class",
+                    encoder_checkpoint=str(ckpt),
+                    device="cpu",
+                    num_workers=1,
+                    progress=False,
                 )
-                res["synth"] = json.loads(out.read_text())["runs"][0]
+                res["synth"] = Demo(cfg).learn_parts()
             res_path.write_text(json.dumps(res, indent=1))
             print(f"{m} seed {seed}: {sorted(res)}", flush=True)
-
-
-def _ms(values: list[float], digits: int = 3) -> str:
-    if not values:
-        return "-"
-    mean = sum(values) / len(values)
-    if len(values) == 1:
-        return f"{mean:.{digits}f} (1 seed)"
-    std = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
 #: (section, method in part_metrics.json, column) of the table
@@ -183,9 +168,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     for m in METHODS:
         runs = rows[m]
         wall = [v for k, v in times.items() if k.startswith(f"{m}-")]
-        cells = [names[m], str(len(runs)), _ms(wall, 0)]
-        cells += [_ms([r["knn"][k] for r in runs if "knn" in r], 1) for k in ("top1", "top5")]
-        cells += [_ms([r[sec][meth][col] for r in runs if sec in r], 3) for sec, meth, col in COLUMNS]
+        cells = [names[m], str(len(runs)), mean_std(wall, 0)]
+        cells += [mean_std([r["knn"][k] for r in runs if "knn" in r], 1) for k in ("top1", "top5")]
+        cells += [mean_std([r[sec][meth][col] for r in runs if sec in r], 3) for sec, meth, col in COLUMNS]
         print("| " + " | ".join(cells) + " |")
 
 
@@ -202,13 +187,17 @@ def main() -> None:
         "--boot-extra",
         action="append",
         default=[],
-        help="one more `semmae bootstrap` flag (repeat: --boot-extra=--momentum=0.95)",
+        metavar="FIELD=VALUE",
+        help="one more `semmae bootstrap` config field (repeat), e.g. momentum=0.95; the spelling of the recorded "
+        "commands, --boot-extra=--momentum=0.95, means the same",
     )
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--what", nargs="+", default=["knn", "cub", "synth"])
     ap.add_argument("--parts-epochs", type=int, default=20)
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
+    pairs = (item.lstrip("-").split("=", 1) for item in args.boot_extra)
+    args.boot_set = {k.replace("-", "_"): yaml.safe_load(v) for k, v in pairs}
     args.work.mkdir(parents=True, exist_ok=True)
     {"train": cmd_train, "eval": cmd_eval, "report": cmd_report}[args.what_to_do](args)
 

@@ -141,7 +141,6 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         trainer.cfg.img_size, trainer.patch_size, side, scale=tuple(trainer.cfg.crop_scale)
     )
     gen = torch.Generator().manual_seed(0)
-    opt, scaler = trainer.optimizer, trainer.scaler
     times: list[float] = []
     it = iter(loader)
     for i in range(warmup + steps):
@@ -162,9 +161,7 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         )
         pixels = pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         batch = aug({"pixels": pixels, "size": sizes}, gen)
-        loss = trainer.losses(batch, i, 0)["loss"]  # draws, masks and the MAE under the run's precision
-        scaler(loss, opt, trainer.model_core.parameters)
-        opt.zero_grad(set_to_none=True)
+        trainer.train_step(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
         if dev.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

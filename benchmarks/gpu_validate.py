@@ -356,11 +356,7 @@ def _held(trainer, steps: int, warmup: int, parts: bool) -> float:
         trainer.no_part_id = 6
 
     def step(i: int) -> None:
-        loss = trainer.losses(batch, i, 0)["loss"]
-        trainer.scaler(
-            loss, trainer.optimizer, trainer.model_core.parameters, clip_grad=trainer.cfg.clip_grad
-        )
-        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer.train_step(batch, i)
 
     for i in range(warmup):
         step(i)
@@ -566,9 +562,7 @@ def section_profile(s: Sizes, rep: Report, results: dict) -> None:
     steps = 3
     with profile(activities=activities) as prof:
         for i in range(steps):
-            loss = trainer.losses(batch, 1000 + i, 0)["loss"]
-            trainer.scaler(loss, trainer.optimizer, trainer.model_core.parameters)
-            trainer.optimizer.zero_grad(set_to_none=True)
+            trainer.train_step(batch, 1000 + i)
         _sync(s.device)
     events = prof.key_averages()
     count = {e.key: e.count for e in events}

@@ -1,12 +1,12 @@
 """Part quality on real birds (CUB-200-2011 keypoints, ``../shared/data/cub200_parts``), paper Table 4 style.
 
-1. ``prepare``   - ImageFolder views of the official train / test halves (symlinks ``<split>/images/<file>``, so
-                   relative paths match keypoints.csv's ``file`` column) and bounding-box masks (1 = inside the box);
-2. ``bootstrap`` - the part encoder: a random-masking MAE on the train half (or ``--encoder-checkpoint``);
-3. per seed      - ``semmae parts train`` (preset ``parts/tiny_cpu``), ``parts export`` of the test half at the
-                   encoder grid, ``parts eval --keypoints --masks`` (learned vs raw attention, k-means, spatial
-                   split, grid ceiling);
-4. summary       - ``<out>.md`` / ``<out>.json``: mean +- std over seeds, and paired wins of learned parts.
+1. ImageFolder views of the official train / test halves and bounding-box masks
+   (:func:`semmae.pipeline.part_runs.cub_folders`);
+2. the part encoder: a random-masking MAE on the train half (or ``--encoder-checkpoint``);
+3. per seed: ``semmae parts train`` (preset ``parts/tiny_cpu``), ``parts export`` of the test half at the encoder
+   grid, ``parts eval --keypoints --masks`` (learned vs raw attention, k-means, spatial split, grid ceiling)
+   (:func:`semmae.pipeline.part_runs.learn_and_score`);
+4. summary: ``<out>.json`` and, on stdout, mean +- std over seeds and paired wins of learned parts.
 
 Usage::
 
@@ -16,49 +16,18 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
-import sys
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: spinning OpenMP threads on 2 shared cores
 
+from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score, mae_encoder  # noqa: E402
+from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-import parts_summary  # noqa: E402
-
-from semmae.cli import run_stage, stage_config  # noqa: E402
-from semmae.engine.checkpoint import CheckpointManager  # noqa: E402
-
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cub200_parts"
 COLUMNS = ["kp_nmi", "kp_ari", "fg_iou_image", "miou_image", "fg_iou", "parts_used", "largest_share"]
-
-
-def prepare(data: Path, work: Path) -> dict[str, Path]:
-    """Symlinked train/test ImageFolders and box masks (idempotent)."""
-    from PIL import Image
-
-    roots = {s: work / f"cub_{s}" for s in ("train", "test")}
-    masks = work / "cub_bbox_masks"
-    with open(data / "images.csv", newline="") as fh:
-        rows = list(csv.DictReader(fh))
-    for row in rows:
-        link = roots[row["split"]] / row["file"]
-        if not link.exists():
-            link.parent.mkdir(parents=True, exist_ok=True)
-            link.symlink_to((data / row["file"]).resolve())
-        mask = (masks / row["file"]).with_suffix(".png")
-        if not mask.exists():
-            w, h = int(row["width"]), int(row["height"])
-            x0, y0 = float(row["bbox_x"]), float(row["bbox_y"])
-            x1, y1 = x0 + float(row["bbox_w"]), y0 + float(row["bbox_h"])
-            img = Image.new("L", (w, h), 0)
-            img.paste(1, (round(x0), round(y0), round(min(x1, w)), round(min(y1, h))))
-            mask.parent.mkdir(parents=True, exist_ok=True)
-            img.save(mask)
-    return {**roots, "masks": masks}
 
 
 def main() -> None:
@@ -82,85 +51,27 @@ def main() -> None:
         help="more `parts train` config fields (ablations), e.g. similarity=dot div_weight=0.03",
     )
     args = ap.parse_args()
-    extra = dict(item.split("=", 1) for item in args.extra)
-    paths = prepare(args.data, args.work)
-    common = {"num_workers": 1, "device": "cpu"}
-
-    enc = args.encoder_checkpoint
-    if enc is None:
-        boot = args.work / "bootstrap"
-        cfg = stage_config(
-            "pretrain",
-            "pretrain/tiny_cpu",
-            data=str(paths["train"]),
-            out=str(boot),
-            img_size=args.img_size,
-            patch_size=args.patch_size,
-            masking="random",
-            epochs=args.bootstrap_epochs,
-            warmup_epochs=1,
-            batch_size=64,
-            lr=1e-3,
-            resume="auto",
-            progress=False,
-            **common,
-        )
-        run_stage("pretrain", cfg)
-        enc = CheckpointManager(boot).latest()
-    grid = args.img_size // args.patch_size
-    metrics = []
-    for seed in args.seeds:
-        run = args.work / f"parts{args.num_parts}{args.tag}-seed{seed}"
-        train = stage_config(
-            "parts train",
-            "parts/tiny_cpu",
-            data=str(paths["train"]),
-            out=str(run),
-            encoder_checkpoint=str(enc),
-            img_size=args.img_size,
-            num_parts=args.num_parts,
-            epochs=args.parts_epochs,
-            seed=seed,
-            resume="auto",
-            **common,
-            **extra,
-        )
-        run_stage("parts train", train)
-        cache = run / "test.parts"
-        if not cache.exists():
-            export = stage_config(
-                "parts export",
-                data=str(paths["test"]),
-                checkpoint=str(run / "checkpoint.pth"),
-                grid=grid,
-                out=str(cache),
-                **common,
-            )
-            run_stage("parts export", export)
-        out = run / "part_metrics.json"
-        if not out.exists():
-            evaluation = stage_config(
-                "parts eval",
-                data=str(paths["test"]),
-                cache=str(cache),
-                keypoints=str(args.data),
-                masks=str(paths["masks"]),
-                eval_size=120,
-                out=str(out),
-                **common,
-            )
-            run_stage("parts eval", evaluation)
-        metrics.append(json.loads(out.read_text()))
+    paths = cub_folders(args.data, args.work)
+    run = PartRun(
+        train=str(paths["train"]),
+        test=str(paths["test"]),
+        img_size=args.img_size,
+        patch_size=args.patch_size,
+        num_parts=args.num_parts,
+        parts_epochs=args.parts_epochs,
+        keypoints=str(args.data),
+        masks=str(paths["masks"]),
+        parts_fields=dict(item.split("=", 1) for item in args.extra),
+    )
+    enc = args.encoder_checkpoint or mae_encoder(run, args.work / "bootstrap", args.bootstrap_epochs)
+    metrics = [
+        learn_and_score(run, enc, args.work / f"parts{args.num_parts}{args.tag}-seed{seed}", seed)
+        for seed in args.seeds
+    ]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps({"seeds": args.seeds, "runs": metrics}, indent=1))
-    md = [
-        f"N = {args.num_parts}, {len(args.seeds)} seed(s) {args.seeds}; encoder {enc}",
-        "",
-        parts_summary.table(metrics, COLUMNS),
-        "",
-        parts_summary.wins(metrics, COLUMNS),
-    ]
-    print("\n".join(md))
+    head = f"N = {args.num_parts}, {len(args.seeds)} seed(s) {args.seeds}; encoder {enc}"
+    print("\n".join([head, "", part_table(metrics, COLUMNS), "", part_wins(metrics, COLUMNS)]))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 from pathlib import Path
+
+from semmae.pipeline.tables import mean_std
 
 METRICS = ("miou", "macc", "aacc")
 
@@ -24,15 +25,6 @@ def collect(root: Path, pattern: str, arm: str) -> dict[int, dict]:
         if f.exists():
             found[seed] = json.loads(f.read_text())
     return found
-
-
-def mean_std(values: list[float], digits: int = 2) -> str:
-    """``mean ± std`` over seeds (one value: the value; none: n/a)."""
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return f"{values[0]:.{digits}f}"
-    return f"{statistics.mean(values):.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 
 def main() -> None:

@@ -24,6 +24,7 @@ import yaml
 
 from semmae.errors import UserError
 from semmae.utils.io import checkpoint_file
+from semmae.utils.plain_config import config_to_dict, save_config  # noqa: F401 - importable from here too
 
 C = TypeVar("C")
 
@@ -202,25 +203,6 @@ def resolve_config(cls: type[C], args: argparse.Namespace | dict[str, Any] | Non
     return build_config(cls, values)
 
 
-def config_to_dict(cfg: Any) -> dict[str, Any]:
-    """Plain-data view (lists for tuples) - safe for YAML, JSON and ``torch.load(weights_only=True)``."""
-
-    def plain(v: Any) -> Any:
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, dict):
-            return {k: plain(x) for k, x in v.items()}
-        return v
-
-    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
-
-
-def save_config(cfg: Any, path: str | Path) -> None:
-    from semmae.utils.io import atomic_write_text
-
-    atomic_write_text(path, yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
-
-
 def option(default: Any, help: str, **meta: Any) -> Any:
     """A config field with its flag's help text (and e.g. ``choices``): ``x: int = option(3, "what x is")``."""
     if isinstance(default, (list, dict, set)):
@@ -228,6 +210,17 @@ def option(default: Any, help: str, **meta: Any) -> Any:
             default_factory=lambda: type(default)(default), metadata=dict(help=help, **meta)
         )
     return dataclasses.field(default=default, metadata=dict(help=help, **meta))
+
+
+def logger_option() -> Any:
+    """The ``--logger`` config field of the training verbs."""
+    from semmae.utils.trackers import TRACKERS
+
+    return option(
+        "tensorboard",
+        f"trackers besides log.jsonl, comma-separated: {', '.join(TRACKERS)} (wandb / mlflow: optional "
+        "packages, offline modes through their own environment variables); none = log.jsonl only",
+    )
 
 
 def add_verb(

@@ -13,7 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from semmae.demo.pipeline import METHOD_LABELS, PARTS_PRESET  # noqa: E402
+from semmae.demo.recipe import METHOD_LABELS, PARTS_PRESET  # noqa: E402
 from semmae.demo.report import Figure, Section, Table, write_report  # noqa: E402
 from semmae.eval.paired import MIN_PAIRS, decide, paired_stats  # noqa: E402
 from semmae.utils.rundir import read_log  # noqa: E402

@@ -33,32 +33,21 @@ from typing import Any
 from semmae.cli import run_stage, stage_config
 from semmae.demo.budgets import BUDGETS, Budget
 from semmae.demo.config import DemoConfig
+from semmae.demo.recipe import (  # noqa: F401 - METHOD_LABELS: the report's names, importable from here too
+    MAE_MASKING,
+    MASK_FIGURE_ALPHAS,
+    MASK_FIGURE_IMAGES,
+    METHOD_LABELS,
+    METHODS,
+    PART_FIGURE_IMAGES,
+    PARTS_PRESET,
+    PROBE_PRESET,
+    SEMMAE_MASKING,
+)
 from semmae.errors import UserError
+from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
+from semmae.pipeline.marks import StageMarks
 from semmae.utils.io import atomic_write_json
-
-#: the part-learning recipe of the demo (cached tokens, light decoder, cosine Eq. 2, softmax over parts);
-#: the budget sets the image size, part count, blur and epochs
-PARTS_PRESET = "parts/tiny_cpu"
-#: the fast linear probe's learning-rate sweep (batch 64: MAE's default rates sit on the sweep's top edge)
-PROBE_PRESET = "eval/linprobe_cpu_tiny"
-#: the two pretrainings compared; SemMAE's gamma is PretrainConfig's default, the paper's 2
-SEMMAE_MASKING, MAE_MASKING = "adaptive", "random"
-#: the pretrainings of the demo: SemMAE on the learned parts, SemMAE on the ground-truth parts (the oracle: what
-#: perfect part learning would buy at this scale), MAE; the key, the masking and the part cache it reads
-METHODS = {
-    "semmae": (SEMMAE_MASKING, "cache_train"),
-    "semmae_gt": (SEMMAE_MASKING, "cache_gt_train"),
-    "mae": (MAE_MASKING, None),
-}
-#: how the report names them
-METHOD_LABELS = {
-    "semmae": "SemMAE (learned parts)",
-    "semmae_gt": "SemMAE (ground-truth parts)",
-    "mae": "MAE (random masking)",
-    "random init": "untrained encoder",
-}
-#: the figures: images drawn with their parts, and the mask schedule's alphas (per part -> whole parts)
-PART_FIGURE_IMAGES, MASK_FIGURE_IMAGES, MASK_FIGURE_ALPHAS = 6, 3, (0.0, 0.5, 1.0)
 
 
 def verify_artifact(path: Path) -> str | None:
@@ -138,14 +127,7 @@ class Demo:
             **self.training(),
         )
 
-    @staticmethod
-    def latest_checkpoint(run_dir: Path) -> Path:
-        from semmae.engine.checkpoint import CheckpointManager
-
-        ckpt = CheckpointManager(run_dir).latest()
-        if ckpt is None:
-            raise UserError(f"no checkpoint in {run_dir}")
-        return ckpt
+    latest_checkpoint = staticmethod(latest_checkpoint)
 
     def encoder_checkpoint(self) -> Path:
         if self.cfg.encoder_checkpoint:
@@ -239,12 +221,7 @@ class Demo:
         return [Path(ckpt), parts / "cache_train", parts / "cache_val", metrics, figure]
 
     def parts_checkpoint(self) -> Path:
-        from semmae.parts.train import CHECKPOINT_NAME
-
-        ckpt = self.out / "parts" / "run" / CHECKPOINT_NAME
-        if not ckpt.is_file():
-            raise UserError(f"part learning wrote no checkpoint at {ckpt}")
-        return ckpt
+        return part_checkpoint(self.out / "parts" / "run")
 
     def patch_size(self) -> int:
         """The budget's model's patch, from the model registry's table (no model is built)."""
@@ -359,16 +336,27 @@ class Demo:
         ]
 
     # -- driver -------------------------------------------------------------------------------------------
-    def marker(self, stage: Stage) -> Path:
-        return self.out / "stages" / f"{stage.name}.json"
+    def learn_parts(self, log=print) -> dict[str, Any]:
+        """Only the first three stages (data, bootstrap, parts) into a folder of the caller's own, skipped once its
+        part scores exist; returns ``parts eval``'s metrics (learned parts beside the baselines)."""
+        metrics = self.out / "parts" / "part_metrics.json"
+        if not metrics.exists():
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.check_same_setup([])  # the folder is the caller's: only the settings are checked
+            for stage in self.stages()[:3]:
+                t0 = time.perf_counter()
+                stage.run()
+                log(f"seed {self.cfg.seed}: {stage.name} {time.perf_counter() - t0:.0f} s")
+        return json.loads(metrics.read_text())
+
+    @property
+    def marks(self) -> StageMarks:
+        """The stages' done-files (``<out>/stages/<stage>.json``: seconds and artifacts)."""
+        return StageMarks(self.out)
 
     def finished(self, stage: Stage) -> bool:
-        marker = self.marker(stage)
-        if not marker.exists():
-            return False
-        try:
-            record = json.loads(marker.read_text())
-        except json.JSONDecodeError:
+        record = self.marks.read(stage.name)
+        if record is None:
             return False
         problems = {p: verify_artifact(Path(p)) for p in record.get("artifacts", [])}
         bad = {p: why for p, why in problems.items() if why}
@@ -447,8 +435,8 @@ class Demo:
                 raise RuntimeError(f"stage '{stage.name}' failed: {type(e).__name__}: {e}") from e
             seconds = time.perf_counter() - t0
             self.timings[stage.name] = seconds
-            atomic_write_json(
-                self.marker(stage),
+            self.marks.write(
+                stage.name,
                 {"stage": stage.name, "seconds": seconds, "artifacts": [str(p) for p in artifacts]},
             )
             print(f"{head} - done in {seconds:.0f} s", flush=True)

@@ -160,7 +160,7 @@ def encoder_card(
     repo: str | None = None,
 ) -> str:
     """The model card (markdown with Hugging Face front matter) of the encoder exported from ``checkpoint``."""
-    from semmae.eval.common import file_sha256
+    from semmae.utils.io import sha256_file
 
     config = ckpt.get("config") or {}
     model_config = ckpt.get("model_config") or {}
@@ -172,7 +172,7 @@ def encoder_card(
     load = f"hf-hub:{repo}" if repo else "local-dir:PATH_TO_THIS_FOLDER"
     # only a run folder (<run>/checkpoints/ckpt-N.pth) is searched, never whatever folder holds a loose file
     in_run = Path(checkpoint).resolve().parent.name == "checkpoints"
-    rows = evaluation_rows(run, file_sha256(checkpoint)) if in_run else []
+    rows = evaluation_rows(run, sha256_file(checkpoint)) if in_run else []
     lines = [
         "---",
         "library_name: timm",

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from semmae.config import option
+from semmae.config import logger_option, option
 from semmae.errors import UserError
-from semmae.utils.trackers import logger_option
 
 #: ``--precision`` (resolved by :func:`semmae.engine.precision.resolve_precision`; named here, where no torch is
 #: imported, because ``semmae <verb> --help`` reads the choices)

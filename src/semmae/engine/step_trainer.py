@@ -395,23 +395,15 @@ class StepTrainer:
             last_micro = micro == p.accum_iter - 1
             sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
             with sync:
-                losses = self.losses(batch, step, shard)
-                for k in self.loss_keys:
-                    if k in losses:
-                        sums[k] += losses[k].detach().float() / p.accum_iter
-                grad_norm = self.scaler(
-                    losses["loss"] / p.accum_iter,
-                    self.optimizer,
-                    self.model_core.parameters,
-                    clip_grad=cfg.clip_grad,
-                    update=last_micro,
-                )
+                losses, grad_norm = self.train_step(batch, step, shard, accum=p.accum_iter, update=last_micro)
+            for k in self.loss_keys:
+                if k in losses:
+                    sums[k] += losses[k].detach().float() / p.accum_iter
             micro += 1
             if not last_micro:
                 t_fetch = time.perf_counter()
                 continue
             micro = 0
-            self.optimizer.zero_grad(set_to_none=True)
             self.end_step(step)
             # fp16 overflow steps are skipped by the scaler: only without one is a non-finite norm an error
             self.watch.record(step, sums["loss"], grad_norm if not self.scaler.enabled else None)
@@ -464,6 +456,25 @@ class StepTrainer:
         if bar is not None:
             bar.close()
         return loss_value
+
+    def train_step(
+        self, batch: dict, step: int, shard: int = 0, *, accum: int = 1, update: bool = True
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+        """One (micro-)step on a prepared batch (:meth:`prepare`): the stage's :meth:`losses`, then backward,
+        unscale, clip and the optimiser step through the loss scaler on ``loss / accum``; with ``update`` the
+        optimiser steps and the gradients are cleared, else they accumulate. Returns the losses and the gradient
+        norm. The training loop and the benchmarks that time the step call this."""
+        losses = self.losses(batch, step, shard)
+        grad_norm = self.scaler(
+            losses["loss"] / accum,
+            self.optimizer,
+            self.model_core.parameters,
+            clip_grad=self.cfg.clip_grad,
+            update=update,
+        )
+        if update:
+            self.optimizer.zero_grad(set_to_none=True)
+        return losses, grad_norm
 
     def _batches(self):
         """The loader's batches; one whose workers died of a group SIGTERM ends there (the run stops at this step)."""

@@ -4,7 +4,6 @@ extraction loop (DDP-sharded, exact: no padded duplicates), top-k accuracy, prec
 from __future__ import annotations
 
 import contextlib
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,7 @@ from semmae.models.encoder_loading import LoadedEncoder, load_encoder
 from semmae.models.encoder_record import EncoderRecord
 from semmae.models.vit_ops import pooled_features
 from semmae.utils.distributed import DistInfo
-from semmae.utils.io import atomic_write_json
+from semmae.utils.io import atomic_write_json, sha256_file
 
 
 def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolderDataset, ImageFolderDataset]:
@@ -260,11 +259,7 @@ def file_sha256(path: str | Path | None) -> str | None:
         from semmae.models.timm_dir import WEIGHTS_NAME
 
         path = Path(path) / WEIGHTS_NAME
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return sha256_file(path)
 
 
 #: top-5 accuracy means something only with more classes than 5 (with 5 or fewer it is 100 % by construction)

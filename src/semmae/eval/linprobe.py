@@ -61,6 +61,9 @@ from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
+#: the fast probe's cached features in its run folder (read by the pipeline's probes: semmae.pipeline.probes)
+FEATURES_FILE = "features.pt"
+
 
 def _sweep_results(c1: torch.Tensor, c5: torch.Tensor, n: int, blrs: list[float]) -> dict[str, Any]:
     top1 = (c1.double() * 100.0 / max(n, 1)).tolist()
@@ -172,7 +175,7 @@ def _cached_features(
     class count), cached in OUT/features.pt and reused when the checkpoint digest and feature settings match.
     What can refuse (the cache, the datasets) happens here, before the run folder is written."""
     size, patch = enc_record.img_size, enc_record.patch_size
-    cache = Path(cfg.out) / "features.pt"
+    cache = Path(cfg.out) / FEATURES_FILE
     key = {
         "checkpoint_sha256": ckpt_digest,
         "random_init": cfg.random_init,
@@ -206,7 +209,7 @@ def _cached_features(
 def _extract_fast_features(
     cfg: LinprobeConfig, encoder, device, info: DistInfo, keep, key, train, val, size, patch
 ):
-    cache = Path(cfg.out) / "features.pt"
+    cache = Path(cfg.out) / FEATURES_FILE
     kw = feature_options(cfg, device, info, keep)
     xs, ys = [], []
     x, y = extract_features(encoder, train, desc="train features", **kw)

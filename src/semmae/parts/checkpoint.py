@@ -10,6 +10,7 @@ A part-learner folder (``semmae export --checkpoint PART_CHECKPOINT``) is read i
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +22,17 @@ from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.utils.io import checkpoint_file, load_checkpoint
 
 FORMAT = "semmae-parts"
+#: the folder ``semmae export`` writes for a part learner (:mod:`semmae.parts.publish`)
+EXPORT_FORMAT = "semmae-part-learner"
+EXPORT_VERSION = 1
+SPEC_NAME = "parts.json"
+HEAD_NAME = "parts.safetensors"
+ENCODER_DIR = "encoder"
 
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
     """A part checkpoint (a file, or a `parts train` run folder: its checkpoint.pth) as a dict; a part-learner
     folder of ``semmae export`` is read as one (:mod:`semmae.parts.publish`)."""
-    from semmae.parts.publish import is_part_learner_dir, read_part_learner_dir
-
     if is_part_learner_dir(path):
         return read_part_learner_dir(path)
     path = checkpoint_file(path)
@@ -57,3 +62,40 @@ def load_part_model(
 
 def spec_dict(spec: Any) -> dict[str, Any]:
     return dataclasses.asdict(spec)
+
+
+def is_part_learner_dir(path: str | Path) -> bool:
+    return Path(path).is_dir() and (Path(path) / SPEC_NAME).is_file()
+
+
+def read_part_learner_dir(path: str | Path) -> dict[str, Any]:
+    """A part-learner folder as the dict :func:`semmae.parts.checkpoint.load_part_model` reads (a part checkpoint
+    without optimiser state), the encoder taken from its ``encoder/`` timm folder."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    try:
+        spec = json.loads((path / SPEC_NAME).read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise UserError(f"{path / SPEC_NAME} is not readable ({e}); re-export the part learner") from None
+    if spec.get("format") != EXPORT_FORMAT or not 1 <= int(spec.get("version", 0)) <= EXPORT_VERSION:
+        raise UserError(
+            f"{path} is not a part-learner export this semmae reads ({EXPORT_FORMAT} 1..{EXPORT_VERSION})"
+        )
+    enc = spec["encoder"]
+    trained = enc.get("trained_with") or {}
+    return {
+        "format": FORMAT,
+        "version": 1,
+        "config": spec.get("config", {}),
+        "head": spec["head"],
+        "encoder": {
+            "arch": trained.get("arch", "vit_small_patch16_224"),
+            "checkpoint": str(path / enc["folder"]),
+            "img_size": int(enc["img_size"]),
+            "feature_layer": int(enc["feature_layer"]),
+        },
+        "encoder_state": None,
+        "model": load_file(str(path / HEAD_NAME)),
+        "epoch": spec.get("epoch"),
+    }

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from semmae.config import logger_option
 from semmae.data.workers import check_num_workers
 from semmae.engine.run_options import (
     check_resume_overwrite,
@@ -13,7 +14,6 @@ from semmae.engine.run_options import (
     resume_option,
 )
 from semmae.errors import UserError
-from semmae.utils.trackers import logger_option
 
 SOFTMAX_AXES = ("positions", "parts")
 #: how Eq. 2 compares a part token with a patch token: the paper's dot product, or the cosine of the two

@@ -26,19 +26,19 @@ from semmae.errors import UserError
 from semmae.models.encoder_loading import record_misfits
 from semmae.models.encoder_record import EncoderRecord
 from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
-from semmae.parts.checkpoint import FORMAT, load_part_model
+from semmae.parts.checkpoint import (  # noqa: F401 - the reading side, importable from here too
+    ENCODER_DIR,
+    EXPORT_FORMAT,
+    EXPORT_VERSION,
+    FORMAT,
+    HEAD_NAME,
+    SPEC_NAME,
+    is_part_learner_dir,
+    load_part_model,
+    read_part_learner_dir,
+)
 from semmae.parts.encoder import FrozenEncoder
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
-
-EXPORT_FORMAT = "semmae-part-learner"
-EXPORT_VERSION = 1
-SPEC_NAME = "parts.json"
-HEAD_NAME = "parts.safetensors"
-ENCODER_DIR = "encoder"
-
-
-def is_part_learner_dir(path: str | Path) -> bool:
-    return Path(path).is_dir() and (Path(path) / SPEC_NAME).is_file()
 
 
 def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
@@ -102,39 +102,6 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
 
         push_folder(out, push_to_hub)
     return out
-
-
-def read_part_learner_dir(path: str | Path) -> dict[str, Any]:
-    """A part-learner folder as the dict :func:`semmae.parts.checkpoint.load_part_model` reads (a part checkpoint
-    without optimiser state), the encoder taken from its ``encoder/`` timm folder."""
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        spec = json.loads((path / SPEC_NAME).read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise UserError(f"{path / SPEC_NAME} is not readable ({e}); re-export the part learner") from None
-    if spec.get("format") != EXPORT_FORMAT or not 1 <= int(spec.get("version", 0)) <= EXPORT_VERSION:
-        raise UserError(
-            f"{path} is not a part-learner export this semmae reads ({EXPORT_FORMAT} 1..{EXPORT_VERSION})"
-        )
-    enc = spec["encoder"]
-    trained = enc.get("trained_with") or {}
-    return {
-        "format": FORMAT,
-        "version": 1,
-        "config": spec.get("config", {}),
-        "head": spec["head"],
-        "encoder": {
-            "arch": trained.get("arch", "vit_small_patch16_224"),
-            "checkpoint": str(path / enc["folder"]),
-            "img_size": int(enc["img_size"]),
-            "feature_layer": int(enc["feature_layer"]),
-        },
-        "encoder_state": None,
-        "model": load_file(str(path / HEAD_NAME)),
-        "epoch": spec.get("epoch"),
-    }
 
 
 def part_learner_card(spec: dict[str, Any], record: EncoderRecord, checkpoint: Path) -> str:

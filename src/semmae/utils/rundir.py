@@ -25,27 +25,27 @@ Under torchrun only rank 0 claims and writes; a refusal on rank 0 is raised on e
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import fcntl
 import json
-import math
 import os
-import re
 import shutil
 import socket
 import time
-from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
-from semmae.config import config_to_dict, save_config
 from semmae.errors import UserError
+from semmae.utils.run_housekeeping import (  # noqa: F401 - importable from here too
+    is_temporary,
+    remove_orphaned_temporaries,
+    truncate_log,
+)
+from semmae.utils.run_lock import LOCK_NAME, acquire, exclusive, read_holder, read_holder_file  # noqa: F401
+from semmae.utils.run_logger import RunLogger, read_log  # noqa: F401 - importable from here too
 
-LOCK_NAME = ".semmae.lock"
 #: files whose presence marks a folder as a semmae run (besides the lock file, which runs since issue 18 leave)
 RUN_MARKERS = ("config.yaml", "log.jsonl", "demo_config.yaml")
-_TMP_RE = re.compile(r"^\..+\.tmp$")  # semmae.utils.io's atomic-write temporaries
 
 #: the run directory this process holds, and the last one it claimed (the CLI's internal-error guard writes
 #: its traceback there)
@@ -137,9 +137,9 @@ class RunDir:
 
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
-        self._fd = _acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
+        self._fd = acquire(self.path / LOCK_NAME, f"run directory {self.path}", "--out")
         self._old_record = os.pread(self._fd, 1 << 16, 0)  # put back if this claim never starts
-        return _read_holder(self._fd)
+        return read_holder(self._fd)
 
     def _record_holder(self, run_verb: str | None) -> None:
         """Record who holds the folder now (for a refused second writer) and whose run it holds (``run_verb``:
@@ -324,66 +324,6 @@ def claim_run_dir(
     return run
 
 
-def _acquire(lock_path: Path, what: str, flag: str) -> int:
-    """An exclusive, non-blocking ``flock`` on ``lock_path`` (created if missing); returns its descriptor, or
-    raises a UserError naming the holder. Robust to the file being removed or replaced while we wait for it."""
-    for _ in range(5):
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            holder = _read_holder(fd)
-            os.close(fd)
-            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
-            verb = holder.get("holder", holder.get("verb", "?"))
-            who = (
-                f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
-                if holder
-                else "another process"
-            )
-            raise UserError(
-                f"{what} is in use by another run ({who}); wait for it to end or use another {flag}"
-            ) from None
-        try:  # the file we locked must still be the one at the path (a holder may have removed it)
-            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            return fd
-        os.close(fd)
-    raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
-
-
-@contextlib.contextmanager
-def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
-    """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
-    exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
-    exit (while still held, so a waiting process notices and retries)."""
-    lock_path = Path(lock_path)
-    if lock_path.is_file() and lock_path.stat().st_size and not _read_holder_file(lock_path):
-        raise UserError(f"{lock_path} exists and is not a semmae lock file; move it or use another {flag}")
-    if not lock_path.parent.exists():
-        try:
-            lock_path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create {lock_path.parent}: {e.strerror or e}") from None
-    fd = _acquire(lock_path, what, flag)
-    try:
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": verb, "started": time.time()}
-        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
-        yield
-    finally:
-        try:
-            lock_path.unlink()
-        except OSError:
-            pass
-        os.close(fd)
-
-
 def live_lock_above(path: str | Path) -> Path | None:
     """The nearest of ``path`` and its parents whose run lock (``.semmae.lock``) another process holds now, if any:
     a folder a destructive option must leave alone. Folders this process holds do not count."""
@@ -426,153 +366,6 @@ def check_out_outside(out: str | Path, inputs: dict[str, str | None]) -> None:
             )
 
 
-def _read_holder_file(path: Path) -> dict[str, Any]:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return {}
-    try:
-        return _read_holder(fd)
-    finally:
-        os.close(fd)
-
-
-def _read_holder(fd: int) -> dict[str, Any]:
-    try:
-        data = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        holder = json.loads(data) if data else {}
-        return holder if isinstance(holder, dict) else {}
-    except (OSError, ValueError):
-        return {}
-
-
 def _listing(names: list[str], most: int = 4) -> str:
     shown = ", ".join(names[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def is_temporary(name: str) -> bool:
-    """Whether a file name is one of :mod:`semmae.utils.io`'s atomic-write temporaries (``.<name>.<random>.tmp``)."""
-    return bool(_TMP_RE.match(name))
-
-
-def remove_orphaned_temporaries(root: Path, depth: int = 2) -> list[Path]:
-    """Delete ``.<name>.<random>.tmp`` files (atomic writes a killed process never renamed) in ``root`` and its
-    sub-folders down to ``depth``; returns them. Only call it while holding the run directory."""
-    found: list[Path] = []
-    root = Path(root)
-    for dirpath, dirnames, filenames in os.walk(root):
-        if len(Path(dirpath).relative_to(root).parts) >= depth:
-            dirnames[:] = []
-        for name in filenames:
-            if _TMP_RE.match(name):
-                p = Path(dirpath) / name
-                try:
-                    p.unlink()
-                except OSError:
-                    continue
-                found.append(p)
-    return found
-
-
-def truncate_log(path: Path, keep_until: int) -> int:
-    """Rewrite ``log.jsonl`` without the records whose step is past ``keep_until`` (and without a line torn by a
-    kill); returns how many records were dropped."""
-    from semmae.utils.io import atomic_write_text
-
-    if not path.is_file():
-        return 0
-    lines = path.read_text(errors="replace").splitlines()
-    kept = []
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-            step = int(record.get("step", 0))
-        except (ValueError, TypeError, AttributeError):
-            continue  # a torn last line
-        if step <= keep_until:
-            kept.append(line)
-    dropped = sum(1 for line in lines if line.strip()) - len(kept)
-    if dropped:
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
-    return dropped
-
-
-class RunLogger:
-    """Records a run: ``config.yaml`` (resolved), one JSON object per logged step in ``log.jsonl``, and the same
-    scalars, config and figures in the trackers of the config's ``logger`` field (``--logger``; default
-    TensorBoard events under ``tb/``; :mod:`semmae.utils.trackers`). A non-main rank gets a logger that writes
-    nothing. Verbs get theirs from :meth:`RunDir.start`, which checks the folder first."""
-
-    def __init__(
-        self,
-        out_dir: str | Path,
-        config: Any | None = None,
-        enabled: bool = True,
-        tensorboard: bool = True,
-        purge_step: int | None = None,
-    ):
-        from semmae.utils.trackers import open_trackers, parse_trackers
-
-        self.out_dir = Path(out_dir)
-        self.enabled = enabled
-        self._trackers: list[Any] = []
-        if not enabled:
-            return
-        names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
-        try:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise UserError(f"cannot create run directory {self.out_dir}: {e.strerror or e}") from None
-        plain = None
-        if config is not None:
-            save_config(config, self.out_dir / "config.yaml")
-            plain = config_to_dict(config) if is_dataclass(config) else dict(config)
-        self._trackers = open_trackers(names, self.out_dir, plain, purge_step)
-        self._log_path = self.out_dir / "log.jsonl"
-
-    def log(self, step: int, **values: Any) -> None:
-        """Append one record ``{"step": step, **values, "time": ...}`` and write numeric values to TensorBoard."""
-        if not self.enabled:
-            return
-        record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}, "time": time.time()}
-        try:
-            with open(self._log_path, "a") as fh:
-                fh.write(json.dumps(record) + "\n")
-        except OSError as e:
-            raise UserError(f"cannot append to {self._log_path}: {e.strerror or e}") from None
-        scalars = {
-            k: v
-            for k, v in record.items()
-            if k not in ("step", "time") and isinstance(v, (int, float)) and math.isfinite(v)
-        }
-        for tracker in self._trackers:
-            tracker.scalars(int(step), scalars)
-
-    def add_image(self, tag: str, image_chw: Any, step: int) -> None:
-        """A figure ``[C, H, W]`` (uint8, or float in [0, 1]) for every tracker."""
-        if self.enabled:
-            for tracker in self._trackers:
-                tracker.image(tag, image_chw, int(step))
-
-    def close(self) -> None:
-        trackers, self._trackers = self._trackers, []
-        for tracker in trackers:
-            tracker.close()
-
-
-def _plain(v: Any) -> Any:
-    if hasattr(v, "item") and callable(v.item):
-        try:
-            return v.item()
-        except (ValueError, RuntimeError):
-            pass
-    return v
-
-
-def read_log(path: str | Path) -> list[dict]:
-    """Read a ``log.jsonl`` back as a list of dicts."""
-    with open(path) as fh:
-        return [json.loads(line) for line in fh if line.strip()]

@@ -25,17 +25,6 @@ _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
 _DEFAULT_PROJECT = "semmae"
 
 
-def logger_option() -> Any:
-    """The ``--logger`` config field of the training verbs."""
-    from semmae.config import option
-
-    return option(
-        "tensorboard",
-        f"trackers besides log.jsonl, comma-separated: {', '.join(TRACKERS)} (wandb / mlflow: optional "
-        "packages, offline modes through their own environment variables); none = log.jsonl only",
-    )
-
-
 def installed(package: str) -> bool:
     return importlib.util.find_spec(package) is not None
 

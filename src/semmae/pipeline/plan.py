@@ -1,0 +1,122 @@
+"""The plan of a pre-registered campaign (``benchmarks/campaigns/<name>.yaml``, :mod:`semmae.pipeline.campaign`):
+its arms, budget, data, seeds, metrics, gate and decision margin, checked on loading."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from semmae.errors import UserError
+from semmae.pipeline.grid import GridConfig
+from semmae.pipeline.preset import Preset
+
+PART_SOURCES = ("", "learned", "attention", "masks")
+UNTRAINED = "untrained"  # the eval-only arm: the baseline's architecture at its initialisation (gate seed)
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One pretraining configuration of the campaign (a row of ``arms:`` in the plan)."""
+
+    key: str
+    masking: str  # semmae.masking.build_masking name
+    gamma: float = 2.0
+    parts: str = ""  # part cache feeding the masking (and the foreground keep): learned | attention | masks
+    fine: bool = False  # the preset's fine patch + keep the most-foreground fg_keep of the cells
+    augment: str = "crop-flip"
+    label: str = ""
+
+    def grid_config(self) -> GridConfig:
+        return GridConfig(self.key, self.masking, self.gamma, self.parts, self.fine, self.augment, rows=())
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A pre-registered campaign (``benchmarks/campaigns/<name>.yaml``); see the module docstring."""
+
+    name: str
+    question: str
+    budget: dict[str, Any]  # Preset fields (``seeds`` is taken from ``seeds`` below)
+    data: dict[
+        str, Any
+    ]  # {kind: folder, path: ...} or {kind: synth, num_images, size, style, seed, val_fraction}
+    arms: tuple[Arm, ...]
+    baseline: str
+    seeds: int
+    primary: str  # a record metric, e.g. logreg_top1; "kept.<metric>" reads the kept-quarter evaluation
+    first_seed: int = 0
+    secondary: tuple[str, ...] = ()
+    gate_metrics: tuple[str, ...] = ("logreg_top1", "knn_top1")
+    gate_min_gain: float = 4.0
+    gate_converged_probes: bool = True  # the gate also needs every probe converged (not on a sweep edge)
+    alpha: float = 0.05
+    margin: float = 1.0  # equivalence margin, metric points
+    paper_effect: float | None = None  # the paper's gain, for the size comparison in the decision
+    notes: str = ""
+    path: str = ""
+
+    @staticmethod
+    def load(path: str | Path) -> Plan:
+        import yaml
+
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"no plan file {path}")
+        raw = yaml.safe_load(path.read_text()) or {}
+        known = {f.name for f in fields(Plan)} - {"path"}
+        unknown = set(raw) - known
+        if unknown:
+            raise UserError(f"plan {path} has unknown keys {sorted(unknown)}")
+        arms = tuple(Arm(**a) for a in raw.pop("arms", ()))
+        for key in ("secondary", "gate_metrics"):
+            if key in raw:
+                raw[key] = tuple(raw[key])
+        plan = Plan(arms=arms, path=str(path.resolve()), **raw)
+        plan.check()
+        return plan
+
+    def check(self) -> None:
+        keys = [a.key for a in self.arms]
+        if len(set(keys)) != len(keys) or UNTRAINED in keys:
+            raise UserError(f"arm keys must be unique and not {UNTRAINED!r}: {keys}")
+        if self.baseline not in keys or len(keys) < 2:
+            raise UserError(f"baseline {self.baseline!r} must be one of >= 2 arms {keys}")
+        for arm in self.arms:
+            if arm.parts not in PART_SOURCES:
+                raise UserError(f"arm {arm.key}: parts must be one of {PART_SOURCES}")
+        if any(a.parts == "masks" for a in self.arms) and self.data.get("kind") != "synth":
+            raise UserError("parts: masks needs data with ground-truth masks (kind: synth)")
+        if self.seeds < 2:
+            raise UserError("a paired campaign needs at least 2 seeds")
+
+    @property
+    def comparisons(self) -> list[str]:
+        return [a.key for a in self.arms if a.key != self.baseline]
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def preset(self) -> Preset:
+        budget = dict(self.budget)
+        if "linprobe_blrs" in budget:
+            budget["linprobe_blrs"] = tuple(budget["linprobe_blrs"])
+        return Preset(**{**budget, "seeds": self.seeds, "name": f"campaign-{self.name}"})
+
+    def arm_order(self, seed: int) -> list[Arm]:
+        """The arms of ``seed`` in running order: the plan's order rotated by the seed's index, so each arm goes
+        first equally often (two arms: alternating); the gate seed starts with the baseline."""
+        arms = sorted(self.arms, key=lambda a: a.key != self.baseline)  # baseline first, then plan order
+        shift = (seed - self.first_seed) % len(arms)
+        return arms[shift:] + arms[:shift]
+
+
+def metric(record: dict[str, Any], name: str) -> float | None:
+    """A record's metric; ``kept.<m>`` reads the kept-quarter evaluation."""
+    node: Any = record
+    for part in name.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return None if node is None else float(node)

@@ -1,0 +1,100 @@
+"""The one-writer lock of a folder: an exclusive, non-blocking ``fcntl.flock`` on a lock file holding its holder's
+pid, host and verb (the operating system drops it when the process ends in any way, so a stale lock cannot exist).
+:mod:`semmae.utils.rundir` holds run folders with it; :func:`exclusive` holds anything else (a part cache)."""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from semmae.errors import UserError
+
+#: the lock file of a run folder
+LOCK_NAME = ".semmae.lock"
+
+
+def acquire(lock_path: Path, what: str, flag: str) -> int:
+    """An exclusive, non-blocking ``flock`` on ``lock_path`` (created if missing); returns its descriptor, or
+    raises a UserError naming the holder. Robust to the file being removed or replaced while we wait for it."""
+    for _ in range(5):
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            holder = read_holder(fd)
+            os.close(fd)
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise UserError(f"cannot lock {lock_path}: {e.strerror or e}") from None
+            verb = holder.get("holder", holder.get("verb", "?"))
+            who = (
+                f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, `semmae {verb}`"
+                if holder
+                else "another process"
+            )
+            raise UserError(
+                f"{what} is in use by another run ({who}); wait for it to end or use another {flag}"
+            ) from None
+        try:  # the file we locked must still be the one at the path (a holder may have removed it)
+            same = os.fstat(fd).st_ino == os.stat(lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return fd
+        os.close(fd)
+    raise UserError(f"cannot lock {lock_path}: the lock file keeps being replaced")
+
+
+@contextlib.contextmanager
+def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
+    """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
+    exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
+    exit (while still held, so a waiting process notices and retries)."""
+    lock_path = Path(lock_path)
+    if lock_path.is_file() and lock_path.stat().st_size and not read_holder_file(lock_path):
+        raise UserError(f"{lock_path} exists and is not a semmae lock file; move it or use another {flag}")
+    if not lock_path.parent.exists():
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise UserError(f"cannot create {lock_path.parent}: {e.strerror or e}") from None
+    fd = acquire(lock_path, what, flag)
+    try:
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": verb, "started": time.time()}
+        os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        yield
+    finally:
+        try:
+            lock_path.unlink()
+        except OSError:
+            pass
+        os.close(fd)
+
+
+def read_holder_file(path: Path) -> dict[str, Any]:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return {}
+    try:
+        return read_holder(fd)
+    finally:
+        os.close(fd)
+
+
+def read_holder(fd: int) -> dict[str, Any]:
+    try:
+        data = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        holder = json.loads(data) if data else {}
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, ValueError):
+        return {}
