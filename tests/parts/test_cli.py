@@ -179,6 +179,15 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
     assert "note: the masks hold a single foreground label" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "bin.json").read_text())["meta"]["notes"]) == 1
 
+    # no ground truth at all (a photo set such as Imagenette): only the usage of the parts, beside the baselines
+    assert main([*argv, "--out", str(tmp_path / "usage.json")]) == 0
+    assert "note: no --masks or --keypoints" in capsys.readouterr().out
+    usage = json.loads((tmp_path / "usage.json").read_text())
+    assert {"learned", "attention", "kmeans", "spatial"} <= set(usage) and "ceiling" not in usage
+    assert all("nmi_image" not in usage[m] for m in ("learned", "spatial"))
+    assert usage["learned"]["parts_used"] == pytest.approx(metrics["learned"]["parts_used"])
+    assert usage["spatial"]["largest_share"] == pytest.approx(12 / 64)
+
 
 def test_export_resumes_an_interrupted_cache(tmp_path, synth, trained, monkeypatch):
     from semmae.data.part_cache import PartCacheWriter
@@ -291,7 +300,7 @@ def test_eval_with_cub_style_keypoints(tmp_path, synth, trained):
         ),
         (["parts", "train", "--data", "x", "--blur-kernel", "4"], "--blur-kernel"),
         (["parts", "export", "--data", "x", "--checkpoint", "/no/ckpt.pth", "--out", "y"], "does not exist"),
-        (["parts", "eval", "--data", "x", "--cache", "y"], "--masks"),
+        (["parts", "eval", "--data", "/nonexistent/x", "--cache", "y"], "does not exist"),
         (["parts", "train", "--data", "x", "--num-parts", "300"], "holds at most 15 parts"),  # issue 29
     ],
 )

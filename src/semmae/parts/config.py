@@ -322,8 +322,6 @@ class PartsEvalConfig:
         for name in ("data", "cache"):
             if not getattr(self, name):
                 raise UserError(f"--{name} is required")
-        if not self.masks and not self.keypoints:
-            raise UserError("give --masks (label PNG folder) and/or --keypoints (CUB-style keypoints.csv)")
         if self.eval_size < 1 or self.batch_size < 1 or self.kmeans_fit_tokens < 1:
             raise UserError("--eval-size, --batch-size and --kmeans-fit-tokens must be >= 1")
         check_num_workers(self.num_workers)

@@ -221,6 +221,11 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
             usage = usage_from_ids(torch.from_numpy(np.stack(ceilings)).reshape(num_images, -1), k)
             results["ceiling"].update({key: usage[key] for key in USAGE_KEYS})
 
+    if not cfg.masks and not cfg.keypoints:
+        notes.append(
+            "no --masks or --keypoints: no ground truth, so only how many parts each image uses is reported "
+            "(parts_used, largest_share: the collapse check, beside the baselines)"
+        )
     if cfg.keypoints:
         kps, num_kp, _ = load_keypoints(cfg.keypoints, dataset.relative_paths, root)
         scorers = {m: KeypointScorer(num_kp, num_labels[m]) for m in preds}

@@ -223,20 +223,22 @@ class Campaign(Harness):
             split = key[2] if len(key) == 3 else "train"
             self.caches[key] = self.stage_cache(key[0], key[1], split)
         self.check_caches()
-        if "masks_val" in self.data:
-            for kind, grid in sorted({k[:2] for k in wanted if k[0] != "masks"}):
-                name = f"part_quality_{kind}_grid{grid}"
-                if self.kept_marks.read(name) is None:
-                    self.kept_marks.write(name, {"result": self.part_quality(kind, grid)})
+        # every part cache with a validation split is diagnosed: against the ground truth where there are masks,
+        # and by its usage (parts per image, largest part's share, beside the baselines) where there are none
+        for kind, grid in sorted({k[:2] for k in wanted if len(k) == 3 and k[0] != "masks"}):
+            name = f"part_quality_{kind}_grid{grid}"
+            if self.kept_marks.read(name) is None:
+                self.kept_marks.write(name, {"result": self.part_quality(kind, grid)})
 
     def part_quality(self, kind: str, grid: int) -> dict[str, Any]:
-        """The part cache scored against the ground truth on the validation images (with its baselines)."""
+        """The part cache on the validation images, with its baselines: scored against the ground-truth masks where
+        the data has them, else only its usage (``parts_used``, ``largest_share``: the collapse check)."""
         cache = self.caches[(kind, grid, "val")]
         cfg = stage_config(
             "parts eval",
             data=self.data["val"],
             cache=cache,
-            masks=self.data["masks_val"],
+            masks=self.data.get("masks_val"),
             out=str(self.work / "parts_quality" / f"{kind}_grid{grid}.json"),
             **self.common(),
         )

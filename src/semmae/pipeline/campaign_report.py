@@ -110,8 +110,10 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
     if s["gate"]:
         lines += ["", f"**Gate:** {'passed' if s['gate']['passed'] else 'FAILED'} - {s['gate']['sentence']}."]
     if s["part_quality"]:
-        lines += ["", "## Part quality (validation images vs ground-truth masks)", ""]
-        cols = ("fg_iou", "nmi_image", "miou_image", "parts_used")
+        scored = any("nmi_image" in m for res in s["part_quality"].values() for m in res.values())
+        where = "vs ground-truth masks" if scored else "no ground truth: how many parts each image uses"
+        lines += ["", f"## Part quality (validation images, {where})", ""]
+        cols = ("fg_iou", "nmi_image", "miou_image", "parts_used", "largest_share")
         lines += ["| cache | method | " + " | ".join(cols) + " |", "|---" * (len(cols) + 2) + "|"]
         for stage, res in s["part_quality"].items():
             for method, m in res.items():
