@@ -26,7 +26,7 @@ from semmae.errors import UserError
 from semmae.models.encoder_loading import record_misfits
 from semmae.models.encoder_record import EncoderRecord
 from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
-from semmae.parts.checkpoint import FORMAT, load_part_model
+from semmae.parts.checkpoint import FORMAT, FORMAT_VERSION, load_part_model
 from semmae.parts.encoder import FrozenEncoder
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
 
@@ -67,7 +67,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
         raise UserError(f"--out {out} is a folder that is not a semmae export; give a new or empty folder")
     encoder, model, ckpt = load_part_model(checkpoint)
     record, enc_sd = frozen_encoder_record(encoder)
-    source = ckpt["encoder"].get("checkpoint") or f"random-init {ckpt['encoder'].get('arch')}"
+    source = ckpt["frozen_encoder"].get("checkpoint") or f"random-init {ckpt['frozen_encoder'].get('arch')}"
     enc_card = (
         f"# Frozen encoder of a SemMAE part learner\n\nThe ViT that the part learner in the parent folder runs on "
         f"(paper Sec. 3.1), exported from `{source}` at {record.img_size} px. It loads with "
@@ -89,7 +89,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
             "folder": ENCODER_DIR,
             "img_size": encoder.img_size,
             "feature_layer": encoder.feature_layer,
-            "trained_with": ckpt["encoder"],
+            "trained_with": ckpt["frozen_encoder"],
         },
         "config": ckpt.get("config", {}),
         "epoch": ckpt.get("epoch"),
@@ -122,10 +122,10 @@ def read_part_learner_dir(path: str | Path) -> dict[str, Any]:
     trained = enc.get("trained_with") or {}
     return {
         "format": FORMAT,
-        "version": 1,
+        "version": FORMAT_VERSION,
         "config": spec.get("config", {}),
         "head": spec["head"],
-        "encoder": {
+        "frozen_encoder": {
             "arch": trained.get("arch", "vit_small_patch16_224"),
             "checkpoint": str(path / enc["folder"]),
             "img_size": int(enc["img_size"]),
