@@ -380,7 +380,7 @@ class StepTrainer(Trainer):
                 for k in self.loss_keys:
                     if k in losses:
                         sums[k] += losses[k].detach().float() / p.accum_iter
-                grad_norm = self.backward(losses["loss"] / p.accum_iter, update=last_micro)
+                grad_norm = self.gradient_update(losses["loss"] / p.accum_iter, update=last_micro)
             micro += 1
             if not last_micro:
                 t_fetch = time.perf_counter()

@@ -139,7 +139,7 @@ class Trainer:
         """One optimiser step on ``batch``; returns the stage's losses (not synchronised)."""
         self.start_step()
         losses = self.forward(batch)
-        self.finish_step(losses["loss"], self.backward(losses["loss"]))
+        self.finish_step(losses["loss"], self.gradient_update(losses["loss"]))
         return losses
 
     def start_step(self) -> None:
@@ -149,7 +149,7 @@ class Trainer:
             set_weight_decay(self.optimizer, float(self.wd_schedule[self.step]))
         self.begin_step(self.step)
 
-    def backward(self, loss: torch.Tensor, update: bool = True) -> torch.Tensor | None:
+    def gradient_update(self, loss: torch.Tensor, update: bool = True) -> torch.Tensor | None:
         """Backward of ``loss``; with ``update`` also unscale, clip and step (returns the gradient norm)."""
         clip = getattr(self.cfg, "clip_grad", None)
         return self.scaler(loss, self.optimizer, self.model_core.parameters, clip_grad=clip, update=update)
