@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from semmae.bootstrap.config import BootstrapConfig
+from semmae.engine.checkpoint import CheckpointManager, resume_path
 from semmae.engine.config import PretrainConfig
 from semmae.engine.precision import PRECISIONS, resolve_precision
-from semmae.engine.checkpoint import CheckpointManager, resume_path
 from semmae.engine.run_options import check_resume_overwrite, resume_mode
 from semmae.errors import UserError
 from semmae.eval.finetune import FinetuneConfig

@@ -42,7 +42,7 @@ def test_train_step_is_one_sgd_step_at_the_scheduled_rate():
     ref = torch.nn.Linear(3, 1)
     ref.load_state_dict(stage.model_core.state_dict())
     batch = {"x": torch.randn(4, 3), "y": torch.randn(4, 1)}
-    for step, lr in enumerate((0.5, 0.25)):
+    for lr in (0.5, 0.25):
         losses = stage.train_step(batch)
         expected = (ref(batch["x"]) - batch["y"]).pow(2).mean()
         assert torch.equal(losses["loss"].detach(), expected.detach())

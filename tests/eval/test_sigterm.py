@@ -61,7 +61,9 @@ def test_linprobe_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ckpt, tm
     ]
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert state["kind"] == "linprobe" and state["epoch"] == 1 and state["step_in_epoch"] == 1  # epochs finished
+    assert (
+        state["kind"] == "linprobe" and state["epoch"] == 1 and state["step_in_epoch"] == 1
+    )  # epochs finished
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [0, 1]
     # the resumed run continued from the step: the heads are those of a run never stopped

@@ -301,7 +301,9 @@ class EpochTrainer(Trainer):
             self._load(*found)
             say(f"semmae {self.verb}: resumed from {found[0]} at step {self.step} (epoch {self.epoch})")
         # the first write into the run folder, after every check above (a refused resume leaves it as it was)
-        self.logger: RunLogger = self.run_dir.start(cfg, keep_log_until=self.keep_log_until() if continues(cfg) else None)
+        self.logger: RunLogger = self.run_dir.start(
+            cfg, keep_log_until=self.keep_log_until() if continues(cfg) else None
+        )
         try:
             with sigterm_requests() as self.termination:
                 self.begin_run()
@@ -355,7 +357,9 @@ class EpochTrainer(Trainer):
             self.after_step(losses)
             if self.termination.agreed(self.device, sync=at_sync):
                 stop = True
-                if state["done"] < spe:  # after an epoch's last step its loader ends as in a run never stopped
+                if (
+                    state["done"] < spe
+                ):  # after an epoch's last step its loader ends as in a run never stopped
                     break
         bar.close()
         self.check_finite()
@@ -430,6 +434,6 @@ def run_epoch_stage(trainer_cls: type[EpochTrainer], cfg: Any) -> Any:
     (:func:`~semmae.engine.stage_run.run_claimed`) around ``trainer_cls(...).run()``."""
     from semmae.engine.stage_run import run_claimed
 
-    return run_claimed(cfg, trainer_cls.verb, lambda c, dist, device, run: trainer_cls(c, dist, device, run).run())
-
-
+    return run_claimed(
+        cfg, trainer_cls.verb, lambda c, dist, device, run: trainer_cls(c, dist, device, run).run()
+    )

@@ -21,7 +21,6 @@ from timm.data import Mixup, create_transform
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from timm.utils import ModelEmaV3
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
@@ -38,6 +37,7 @@ from semmae.eval.common import (
     build_datasets,
     build_encoder_from_config,
     loader,
+    shuffled_loader,
     topk_correct,
     write_results,
 )
@@ -96,20 +96,16 @@ class Finetuner(EpochTrainer):
         )
         self.mixup, self.criterion = mixing(cfg, len(train.classes))
         if len(train) < self.global_batch:
-            raise UserError(f"{len(train)} training images are fewer than one global batch ({self.global_batch})")
-        sampler = (
-            DistributedSampler(train, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-            if info.enabled
-            else None
-        )
-        g = torch.Generator().manual_seed(cfg.seed)
-        self.loader = loader(
-            train, cfg.batch_size, cfg.num_workers, sampler=sampler, shuffle=True, drop_last=True, generator=g
-        )
+            raise UserError(
+                f"{len(train)} training images are fewer than one global batch ({self.global_batch})"
+            )
+        self.loader = shuffled_loader(train, cfg.batch_size, cfg, info)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
         warmup = cfg.warmup_epochs * self.steps_per_epoch
-        self.lr_schedule = cosine_schedule(self.peak_lr, cfg.min_lr, self.total_steps, warmup, warmup_offset=1)
+        self.lr_schedule = cosine_schedule(
+            self.peak_lr, cfg.min_lr, self.total_steps, warmup, warmup_offset=1
+        )
         self.best = {"top1": -1.0, "top5": 0.0, "epoch": -1}
         self.history: list[dict] = []
 
@@ -149,7 +145,9 @@ class Finetuner(EpochTrainer):
         return {"best": self.best}
 
     def keep_log_until(self) -> int:
-        return self.epoch or -1  # epoch e is logged at step e + 1; a run stopped in epoch 0 logs its start again
+        return (
+            self.epoch or -1
+        )  # epoch e is logged at step e + 1; a run stopped in epoch 0 logs its start again
 
     # ---------------------------------------------------------------------------------------------- the run
     def begin_run(self) -> None:

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
 from semmae.engine.checkpoint import load_states
 from semmae.engine.precision import resolve_precision
@@ -48,6 +47,7 @@ from semmae.eval.common import (
     loader,
     resolve_tokens,
     set_view,
+    shuffled_loader,
     write_results,
 )
 from semmae.eval.config import LinprobeConfig  # noqa: F401 - its home is the torch-free eval.config
@@ -292,30 +292,24 @@ class FullProbe(EpochTrainer):
         cfg, info, device = self.cfg, self.dist, self.device
         self.encoder, self.enc_info, self.keep = probe_encoder(cfg, device)
         size, patch = self.enc_info["spec"]["img_size"], self.enc_info["spec"]["patch_size"]
-        train, self.val = build_view_datasets(cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER)
+        train, self.val = build_view_datasets(
+            cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER
+        )
         self.num_classes = len(train.classes)
         if len(train) < 2:
             raise UserError("the linear probe needs at least 2 training images")
-        self.heads = self.model_core = ProbeHeads(self.encoder.embed_dim, self.num_classes, len(cfg.blrs)).to(device)
+        self.heads = self.model_core = ProbeHeads(self.encoder.embed_dim, self.num_classes, len(cfg.blrs)).to(
+            device
+        )
         global_batch = cfg.batch_size * info.world_size
         self.optimizer = build_head_optimizer(
-            self.heads, [b * global_batch / 256 for b in cfg.blrs], cfg.optimizer, cfg.weight_decay, cfg.momentum
+            self.heads,
+            [b * global_batch / 256 for b in cfg.blrs],
+            cfg.optimizer,
+            cfg.weight_decay,
+            cfg.momentum,
         )
-        sampler = (
-            DistributedSampler(train, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-            if info.enabled
-            else None
-        )
-        g = torch.Generator().manual_seed(cfg.seed)
-        self.loader = loader(
-            train,
-            min(cfg.batch_size, len(train)),
-            cfg.num_workers,
-            sampler=sampler,
-            shuffle=True,
-            drop_last=True,
-            generator=g,
-        )
+        self.loader = shuffled_loader(train, min(cfg.batch_size, len(train)), cfg, info)
         self.model = DistributedDataParallel(self.heads) if info.enabled else self.heads
         self.steps_per_epoch = len(self.loader)
         self.total_steps = cfg.epochs * self.steps_per_epoch
@@ -330,9 +324,7 @@ class FullProbe(EpochTrainer):
         return {"loss": loss, "head_mean": loss.detach() / len(self.cfg.blrs)}
 
     def explain(self, step: int) -> str:
-        return (
-            f"non-finite loss at step {step} (epoch {step // self.steps_per_epoch}); {self.kept()} (lower --blrs)"
-        )
+        return f"non-finite loss at step {step} (epoch {step // self.steps_per_epoch}); {self.kept()} (lower --blrs)"
 
     def encoder_record(self) -> dict[str, Any]:
         return self.enc_info["record"]
@@ -341,7 +333,11 @@ class FullProbe(EpochTrainer):
         return {"blrs": list(self.cfg.blrs), "mode": "full", "tokens": self.tokens, "metrics": self.metrics}
 
     def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
-        if ckpt.get("blrs") != list(self.cfg.blrs) or ckpt.get("mode") != "full" or ckpt.get("tokens") != self.tokens:
+        if (
+            ckpt.get("blrs") != list(self.cfg.blrs)
+            or ckpt.get("mode") != "full"
+            or ckpt.get("tokens") != self.tokens
+        ):
             raise UserError(
                 f"{path} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
             )
@@ -358,9 +354,13 @@ class FullProbe(EpochTrainer):
             "lr_best_head_factor": float(self.lr_schedule[(epoch + 1) * spe - 1]),
         }
         if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-            self.metrics = _evaluate_heads(self.heads, self.encoder, self.val, cfg, self.device, self.dist, self.keep)
+            self.metrics = _evaluate_heads(
+                self.heads, self.encoder, self.val, cfg, self.device, self.dist, self.keep
+            )
             record.update(
-                val_top1=self.metrics["top1"], val_top5=self.metrics["top5"], best_blr=self.metrics["best_blr"]
+                val_top1=self.metrics["top1"],
+                val_top5=self.metrics["top5"],
+                best_blr=self.metrics["best_blr"],
             )
         self.logger.log(epoch, **record)
 

@@ -195,6 +195,15 @@ def write_results(out: Path, metrics: dict, rows: list, extra: dict) -> dict:
     return results
 
 
+def report(out: Path, metrics: dict, rows: list, extra: dict, is_main: bool) -> dict:
+    """On the main process: :func:`write_results` and the metrics table on stdout; the results (``{}`` elsewhere)."""
+    if not is_main:
+        return {}
+    results = write_results(out, metrics, rows, extra)
+    print(format_table(metrics))
+    return results
+
+
 def _unwrap(model: torch.nn.Module) -> Segmentor:
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
@@ -217,7 +226,9 @@ class SegmentTrainer(EpochTrainer):
     def build(self) -> None:
         cfg, dist_info, device = self.cfg, self.dist, self.device
         if cfg.batch_size % dist_info.world_size:
-            raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} ranks")
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} ranks"
+            )
         per_rank = cfg.batch_size // dist_info.world_size
         self.source = source = source_of(cfg)
         train_set = SegmentationDataset(
@@ -241,7 +252,9 @@ class SegmentTrainer(EpochTrainer):
             raise UserError(f"{len(train_set)} training images are fewer than one batch ({cfg.batch_size})")
         model, self.enc_info = build_segmentor(cfg, source.num_classes)
         model.to(device)
-        self.optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
+        self.optimizer = layer_decay_optimizer(
+            model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas)
+        )
         self.lr_schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
         if dist_info.enabled:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -275,7 +288,9 @@ class SegmentTrainer(EpochTrainer):
         return segmentation_loss(out_maps, labels, self.source.ignore_index, self.cfg.aux_weight)
 
     def explain(self, step: int) -> str:
-        return f"loss became non-finite at iteration {step}; {self.kept()} (lower --lr or use --precision fp32)"
+        return (
+            f"loss became non-finite at iteration {step}; {self.kept()} (lower --lr or use --precision fp32)"
+        )
 
     def stop_place(self, steps: int | None) -> str:
         return f"iteration {self.step}"
@@ -315,7 +330,9 @@ class SegmentTrainer(EpochTrainer):
             num_vis,
             cfg.num_workers,
         )
-        self.logger.log(self.step, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+        self.logger.log(
+            self.step, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"]
+        )
         return metrics, rows
 
     def end_run(self) -> dict:
@@ -333,15 +350,8 @@ class SegmentTrainer(EpochTrainer):
             }
             atomic_torch_save(final, out / FINAL_NAME)
         self.checkpoint()
-        results: dict = {}
-        if self.is_main:
-            results = write_results(
-                out,
-                metrics,
-                rows,
-                {"iteration": it, "split": "val", "data": str(self.source.root), "encoder": encoder},
-            )
-            print(format_table(metrics))
+        extra = {"iteration": it, "split": "val", "data": str(self.source.root), "encoder": encoder}
+        results = report(out, metrics, rows, extra, self.is_main)
         barrier()
         return results
 
@@ -400,21 +410,7 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
         it = int(ckpt.get("step", ckpt.get("iteration", 0)))
         logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
         logger.close()
-        results: dict = {}
-        if dist_info.is_main:
-            results = write_results(
-                out,
-                metrics,
-                rows,
-                {
-                    "iteration": it,
-                    "split": "val",
-                    "data": str(source.root),
-                    "checkpoint": str(path),
-                    "encoder": encoder,
-                },
-            )
-            print(format_table(metrics))
-        return results
+        extra = {"iteration": it, "split": "val", "data": str(source.root), "checkpoint": str(path)}
+        return report(out, metrics, rows, {**extra, "encoder": encoder}, dist_info.is_main)
     finally:
         cleanup()
