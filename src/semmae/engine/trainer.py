@@ -356,10 +356,9 @@ class EpochTrainer(Trainer):
                 self.check_finite()
             self.after_step(losses)
             if self.termination.agreed(self.device, sync=at_sync):
+                # after an epoch's last step its loader ends as in a run never stopped
                 stop = True
-                if (
-                    state["done"] < spe
-                ):  # after an epoch's last step its loader ends as in a run never stopped
+                if state["done"] < spe:
                     break
         bar.close()
         self.check_finite()
