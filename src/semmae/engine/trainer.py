@@ -334,33 +334,32 @@ class EpochTrainer(Trainer):
             state["sums"] = {k: torch.tensor(v, device=self.device) for k, v in resume["partial"].items()}
         at_stop = resume.get("rng_at_stop") if skip else None
         self.model.train()  # an evaluation at the last epoch's end left it in eval mode
-        bar = tqdm(
+        with tqdm(
             total=spe,
             initial=skip,
             desc=f"{self.verb} epoch {epoch}",
             disable=not self.is_main or not getattr(self.cfg, "progress", True),
             leave=False,
             dynamic_ncols=True,
-        )
-        stop = False
-        for batch in self.termination.batches(self.epoch_batches(epoch, skip, at_stop)):
-            if state["done"] >= spe or self.step >= self.total_steps:
-                break
-            losses = self.train_step(batch)
-            for k in self.sum_keys if self.sum_keys is not None else losses:
-                state["sums"][k] = state["sums"].get(k, 0) + losses[k].detach().float()
-            state["done"] += 1
-            bar.update(1)
-            at_sync = self.step % self.sync_every == 0
-            if at_sync or self.step == self.total_steps:
-                self.check_finite()
-            self.after_step(losses)
-            if self.termination.agreed(self.device, sync=at_sync):
-                # after an epoch's last step its loader ends as in a run never stopped
-                stop = True
-                if state["done"] < spe:
+        ) as bar:  # closed before an error is printed: the message keeps its own line
+            stop = False
+            for batch in self.termination.batches(self.epoch_batches(epoch, skip, at_stop)):
+                if state["done"] >= spe or self.step >= self.total_steps:
                     break
-        bar.close()
+                losses = self.train_step(batch)
+                for k in self.sum_keys if self.sum_keys is not None else losses:
+                    state["sums"][k] = state["sums"].get(k, 0) + losses[k].detach().float()
+                state["done"] += 1
+                bar.update(1)
+                at_sync = self.step % self.sync_every == 0
+                if at_sync or self.step == self.total_steps:
+                    self.check_finite()
+                self.after_step(losses)
+                if self.termination.agreed(self.device, sync=at_sync):
+                    # after an epoch's last step its loader ends as in a run never stopped
+                    stop = True
+                    if state["done"] < spe:
+                        break
         self.check_finite()
         stop = stop or self.termination.agreed(self.device)  # also where the loader ended (group SIGTERM)
         done = state["done"]
