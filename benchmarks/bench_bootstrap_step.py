@@ -82,8 +82,7 @@ def run(preset: str, repeats: int, steps: int, device: str | None, threads: int 
 
     def step():
         i = step_no[0] % 100
-        out, _ = t.train_step(batch, i)  # the trainer's own step: losses, backward, clip, AdamW
-        t.end_step(i)
+        out = t.step_at(batch, i)  # the trainer's own step: losses, backward, clip, AdamW, the teacher's EMA
         step_no[0] += 1
         return out["loss"]
 

@@ -50,7 +50,7 @@ def _held_batch(trainer: Pretrainer) -> dict:
 
 def _step(trainer: Pretrainer, batch: dict, i: int) -> float:
     t0 = time.perf_counter()
-    trainer.train_step(batch, i)
+    trainer.step_at(batch, i)
     return time.perf_counter() - t0
 
 

@@ -89,7 +89,7 @@ def step_times(
     times = []
     for i in range(warmup + steps):
         t0 = time.perf_counter()
-        trainer.train_step(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
+        trainer.step_at(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
         sync()
         if i >= warmup:
             times.append(time.perf_counter() - t0)
@@ -118,7 +118,7 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
     in_flight = trainer.num_workers * (trainer.loader.prefetch_factor or 0)
 
     def step_on(batch: dict, step: int) -> None:
-        trainer.train_step(batch, step)
+        trainer.step_at(batch, step)
 
     it = iter(trainer.loader)
 

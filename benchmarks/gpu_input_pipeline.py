@@ -161,7 +161,7 @@ def run_jpeg_gpu(trainer: Pretrainer, data: Path, steps: int, side: int = 256, w
         )
         pixels = pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
         batch = aug({"pixels": pixels, "size": sizes}, gen)
-        trainer.train_step(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
+        trainer.step_at(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
         if dev.type == "cuda":
             torch.cuda.synchronize()
         if i >= warmup:

@@ -356,7 +356,7 @@ def _held(trainer, steps: int, warmup: int, parts: bool) -> float:
         trainer.no_part_id = 6
 
     def step(i: int) -> None:
-        trainer.train_step(batch, i)
+        trainer.step_at(batch, i)
 
     for i in range(warmup):
         step(i)
@@ -562,7 +562,7 @@ def section_profile(s: Sizes, rep: Report, results: dict) -> None:
     steps = 3
     with profile(activities=activities) as prof:
         for i in range(steps):
-            trainer.train_step(batch, 1000 + i)
+            trainer.step_at(batch, 1000 + i)
         _sync(s.device)
     events = prof.key_averages()
     count = {e.key: e.count for e in events}

@@ -62,7 +62,9 @@ def flag_literals(tree: ast.AST) -> list[str]:
             allowed |= {id(v) for v in node.values}
         if isinstance(node, ast.List) and node.elts and getattr(node.elts[0], "value", None) == "git":
             allowed |= {id(e) for e in node.elts}
-        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "git":  # a git(...) helper's arguments
+        if (
+            isinstance(node, ast.Call) and getattr(node.func, "id", None) == "git"
+        ):  # a git(...) helper's arguments
             allowed |= {id(a) for a in node.args}
         if isinstance(node, ast.Call) and getattr(node.func, "attr", None) in STRING_METHODS:
             allowed |= {id(a) for a in node.args}

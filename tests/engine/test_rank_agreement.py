@@ -37,9 +37,9 @@ def test_a_non_finite_loss_on_one_rank_stops_every_rank():
 
 RANK_1_SEES_NO_CHECKPOINT = """
 import os, sys
-from semmae.engine import step_trainer
+from semmae.engine import trainer
 if os.environ["RANK"] == "1":  # a run folder this rank cannot see (not shared between nodes)
-    step_trainer.load_resume = lambda *a, **k: None
+    trainer.find_resume = lambda *a, **k: None
 from semmae.cli import main
 sys.exit(main(sys.argv[1:]))
 """

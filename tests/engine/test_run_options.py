@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from semmae.bootstrap.config import BootstrapConfig
+from semmae.engine.checkpoint import CheckpointManager, resume_path
 from semmae.engine.config import PretrainConfig
 from semmae.engine.precision import PRECISIONS, resolve_precision
-from semmae.engine.run_options import check_resume_overwrite, resume_file, resume_mode
+from semmae.engine.run_options import check_resume_overwrite, resume_mode
 from semmae.errors import UserError
 from semmae.eval.finetune import FinetuneConfig
 from semmae.eval.linprobe import LinprobeConfig
@@ -22,22 +23,25 @@ from semmae.parts.config import PartsExportConfig, PartsTrainConfig
 def test_resume_none_spellings_start_fresh(value, tmp_path):
     assert resume_mode(value) is None
     (tmp_path / "checkpoint.pth").write_bytes(b"x")
-    assert resume_file(value, tmp_path / "checkpoint.pth") is None
+    assert resume_path(value, CheckpointManager(tmp_path, single="checkpoint.pth")) is None
 
 
 def test_resume_auto_and_path(tmp_path):
+    """The one resume resolver, with a stage's one checkpoint file (epoch stages)."""
+    one = CheckpointManager(tmp_path, single="checkpoint.pth")
     default = tmp_path / "checkpoint.pth"
     assert resume_mode("AUTO") == "auto"
-    assert resume_file("auto", default) is None  # nothing to continue: a fresh start
+    assert resume_path("auto", one) is None  # nothing to continue: a fresh start
     default.write_bytes(b"x")
-    assert resume_file("auto", default) == default
-    assert resume_file("auto", default, overwrite=True) is None  # --overwrite wins over the default 'auto'
+    assert resume_path("auto", one) == default
     other = tmp_path / "elsewhere.pth"
     with pytest.raises(UserError, match="no such checkpoint"):
-        resume_file(str(other), default)
+        resume_path(str(other), one)
     other.write_bytes(b"y")
-    assert resume_file(str(other), default) == other
-    assert resume_file(str(tmp_path), default) == default  # a run folder means its checkpoint file
+    assert resume_path(str(other), one) == other
+    assert resume_path(str(tmp_path), one) == default  # a run folder means its checkpoint file
+    (tmp_path / "seg_final.pth").write_bytes(b"z")  # a run folder's final file is not what a resume continues
+    assert resume_path(str(tmp_path), one) == default
 
 
 def test_resume_path_with_overwrite_is_refused():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resolve_resume
+from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resume_path
 from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
 from semmae.errors import UserError
 from semmae.utils.io import atomic_torch_save, load_checkpoint
@@ -77,18 +77,19 @@ def _state(step):
 
 def test_checkpoint_manager_latest_keep_last_and_weights_only(tmp_path):
     mgr = CheckpointManager(tmp_path, keep_last=2)
-    assert mgr.latest() is None and resolve_resume("auto", tmp_path) is None
+    assert mgr.latest() is None and resume_path("auto", mgr) is None
     for step in (2, 4, 6):
         mgr.save(_state(step))
     assert [p.name for p in mgr.list()] == ["ckpt-000000004.pth", "ckpt-000000006.pth"]
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "ckpt-000000006.pth"
-    assert resolve_resume("auto", tmp_path) == mgr.path_for(6)
-    assert resolve_resume(str(tmp_path), "elsewhere") == mgr.path_for(6)
+    assert resume_path("auto", mgr) == mgr.path_for(6)
+    assert resume_path(str(tmp_path), CheckpointManager(tmp_path / "elsewhere")) == mgr.path_for(6)
+    assert resume_path(str(tmp_path / "checkpoints"), mgr) == mgr.path_for(6)
     ck = torch.load(mgr.path_for(6), weights_only=True)
     assert ck["step"] == 6 and torch.equal(ck["model"]["w"], torch.full((2,), 6.0))
     assert not list((tmp_path / "checkpoints").glob(".*tmp"))  # no temp files left behind
     with pytest.raises(UserError, match="no such checkpoint"):
-        resolve_resume(str(tmp_path / "nope.pth"), tmp_path)
+        resume_path(str(tmp_path / "nope.pth"), mgr)
 
 
 def test_non_pretrain_checkpoint_refused(tmp_path):
@@ -102,13 +103,12 @@ def test_a_model_mismatch_says_which_keys_and_shapes_in_one_line(tmp_path):
     """Issue 29: the message used to stop at "Error(s) in loading state_dict for ...:"."""
     import torch
 
-    from semmae.engine.checkpoint import mismatch, restore
+    from semmae.engine.checkpoint import load_states, mismatch
     from semmae.errors import UserError
 
     theirs = {f"extra{i}": torch.zeros(1) for i in range(5)} | {"weight": torch.zeros(3, 4)}
-    torch.save({"model": theirs}, tmp_path / "c.pth")
     with pytest.raises(UserError) as e:
-        restore(tmp_path / "c.pth", model=torch.nn.Linear(4, 2))
+        load_states(tmp_path / "c.pth", {"model": theirs}, model=torch.nn.Linear(4, 2))
     msg = str(e.value)
     assert "\n" not in msg and "missing 1 key(s): bias" in msg
     assert "unexpected 5 key(s): extra0, extra1, extra2 (+2 more)" in msg

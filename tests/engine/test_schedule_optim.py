@@ -11,8 +11,9 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.engine.optim import build_optimizer, param_groups
-from semmae.engine.precision import LossScaler, Precision, resolve_precision
+from semmae.engine.precision import Precision, resolve_precision
 from semmae.engine.schedule import cosine_schedule, progress, scaled_lr, set_lr
+from semmae.engine.trainer import LossScaler
 from semmae.errors import UserError
 
 

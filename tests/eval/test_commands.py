@@ -10,6 +10,8 @@ from timm.optim import param_groups_layer_decay
 
 from semmae.cli import main
 from semmae.eval.finetune import FinetuneConfig, build_classifier
+from semmae.models.encoder_loading import load_encoder
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.rundir import read_log
 
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
@@ -134,7 +136,10 @@ def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
     ]
     assert main([*base, "--epochs", "1"]) == 0
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert state["epoch"] == 0
+    assert (state["kind"], state["epoch"], state["step"], state["step_in_epoch"]) == ("linprobe", 1, 2, 0)
+    assert EncoderRecord.is_record(
+        state["encoder"]
+    )  # the frozen encoder's record, as every stage's checkpoint
     assert main([*base, "--epochs", "2"]) == 0
     epochs = [rec["step"] for rec in read_log(out / "log.jsonl") if "train_loss" in rec]
     assert epochs == [0, 1]  # the second run trained only the missing epoch
@@ -173,6 +178,14 @@ def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
     assert r["best_epoch"] in (0, 1) and r["ema_top1"] is not None
     best = torch.load(out / "best.pth", weights_only=True)
     assert best["model"]["head.weight"].shape == (2, 32)
+    last = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert best["kind"] == last["kind"] == "finetune" and last["epoch"] == 2 and last["ema"] is not None
+    assert EncoderRecord.from_dict(best["encoder"]) == EncoderRecord.from_dict(last["encoder"])
+    # the one best file is still an encoder checkpoint: it loads as one, the fine-tuned weights in it
+    encoder, _ = load_encoder(str(out / "best.pth"))
+    assert torch.equal(
+        encoder.state_dict()["blocks.0.attn.qkv.weight"], best["model"]["blocks.0.attn.qkv.weight"]
+    )
     logs = [rec for rec in read_log(out / "log.jsonl") if "val_top1" in rec]
     assert len(logs) == 2 and all("ema_top1" in rec for rec in logs)
 

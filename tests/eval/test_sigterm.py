@@ -61,14 +61,16 @@ def test_linprobe_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ckpt, tm
     ]
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert state["epoch"] == 0 and state["step_in_epoch"] == 1
+    assert (
+        state["kind"] == "linprobe" and state["epoch"] == 1 and state["step_in_epoch"] == 1
+    )  # epochs finished
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [0, 1]
     # the resumed run continued from the step: the heads are those of a run never stopped
     whole = tmp_path / "whole"
     assert _cli(_linprobe(tiny_data, tiny_ckpt, whole)) == 0
-    a = torch.load(out / "checkpoint.pth", weights_only=True)["heads"]
-    b = torch.load(whole / "checkpoint.pth", weights_only=True)["heads"]
+    a = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    b = torch.load(whole / "checkpoint.pth", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in b)
 
 
@@ -108,7 +110,7 @@ def test_finetune_group_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ck
     ]
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert state["epoch"] == -1 and state["step_in_epoch"] == 1
+    assert state["epoch"] == 0 and state["step_in_epoch"] == 1
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [1, 2]
     # the resumed run continued from the step (the epoch's order and augmentations): a run never stopped
@@ -135,14 +137,24 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.mark.slow
-def test_finetune_sigterm_on_one_rank_stops_both_at_the_same_step(tiny_data, tiny_ckpt, tmp_path):
+@pytest.mark.parametrize(
+    "check_every, where, saved",
+    [("1", "epoch 0 step 1/2", (1, 0, 1)), ("20", "the end of epoch 0", (2, 1, 0))],
+    ids=["every-step", "epoch-end"],
+)
+def test_finetune_sigterm_on_one_rank_stops_both_at_the_same_step(
+    tiny_data, tiny_ckpt, tmp_path, check_every, where, saved
+):
+    """The ranks agree on a stop every --check-every steps and at epoch ends (the step trainer's policy: no
+    all-reduce after every step); both stop at the same step, with one checkpoint."""
     out = tmp_path / "killed"
-    argv = [*_finetune(tiny_data, tiny_ckpt, out), "--num-workers", "0"]  # 2 ranks x 4: 2 steps an epoch
+    # 2 ranks x 4: 2 steps an epoch
+    argv = [*_finetune(tiny_data, tiny_ckpt, out), "--num-workers", "0", "--check-every", check_every]
     res = run_torchrun_code(RANK0_KILLER, argv)
-    assert res.returncode != 0 and "SIGTERM: stopped at epoch 0 step 1/2" in res.stdout, res.stderr[-3000:]
+    assert res.returncode != 0 and f"SIGTERM: stopped at {where} " in res.stdout, res.stderr[-3000:]
     assert res.stdout.count("SIGTERM") == 1
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert state["epoch"] == -1 and state["step_in_epoch"] == 1
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == saved
     res = run_torchrun(["finetune", *argv[1:], "--resume", "auto"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [1, 2]

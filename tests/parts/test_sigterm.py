@@ -68,7 +68,7 @@ def test_parts_train_sigterm_in_an_epochs_last_step_ends_that_epoch(tmp_path, sy
         in res.stdout
     )
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (state["epoch"], state["step"], state.get("step_in_epoch")) == (1, 2, None)
+    assert (state["epoch"], state["step"], state["step_in_epoch"]) == (1, 2, 0)
     assert (out / "panels" / "epoch_001.png").is_file()
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]

@@ -26,7 +26,7 @@ from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
 from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import build_optimizer
 from semmae.engine.sampler import mix_seed
-from semmae.engine.schedule import cosine_schedule, set_weight_decay, warmup_constant_schedule
+from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
 from semmae.models.encoder_record import EncoderRecord
@@ -39,6 +39,7 @@ class Bootstrapper(StepTrainer):
     """One self-distillation run; :meth:`run` trains until the end or ``--max-steps``."""
 
     verb = "bootstrap"
+    kind = "bootstrap"
     checkpoint_note = "encoder checkpoint {checkpoint} (use it as --encoder-checkpoint / --checkpoint)"
     loss_keys = ("loss", "cls", "patch")
 
@@ -133,7 +134,7 @@ class Bootstrapper(StepTrainer):
 
     # ---------------------------------------------------------------------------------------------- training
     def begin_step(self, step: int) -> None:
-        set_weight_decay(self.optimizer, float(self.wd_schedule[step]))
+        # the weight decay follows self.wd_schedule (set by the trainer with the learning rate)
         self._freeze_last = step < self.freeze_last_steps
 
     def losses(self, batch: dict[str, Any], step: int, shard: int) -> dict[str, torch.Tensor]:

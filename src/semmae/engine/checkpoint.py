@@ -1,21 +1,30 @@
-"""Pretraining checkpoints: plain data, atomic writes, a ``latest`` pointer and keep-last-K.
+"""Checkpoints of every training stage: one layout, two keeping policies, one resume resolver.
 
-Layout of a checkpoint (every entry loads with ``torch.load(weights_only=True)``)::
+Layout (plain data, every entry loads with ``torch.load(weights_only=True)``)::
 
-    {"model": MAE state dict, "model_config": {"name", "img_size", "patch_size", "embed_dim", ...},
-     "optimizer": ..., "scaler": ..., "epoch": int, "step": int (optimiser steps done),
-     "config": PretrainConfig as a dict, "rng": [per-rank RNG states], "sampler": {"epoch", "step_in_epoch"}}
+    {"kind": "pretrain" | "bootstrap" | "parts" | "finetune" | "linprobe" | "segment",
+     "model": state dict of what trains, "optimizer": ..., "scaler": ..., "step": optimiser steps done,
+     "epoch": epochs finished, "rng": RNG state(s), "config": the run's config as a dict,
+     "encoder": EncoderRecord.to_dict() (where the stage has an encoder), ... the stage's own entries}
 
-Files live in ``<out>/checkpoints/ckpt-<step>.pth``; ``<out>/checkpoints/latest`` holds the newest file's name
-and is replaced atomically after the checkpoint itself is on disk, so it never names a half-written file.
+The step stages (pretrain, bootstrap) also hold ``"model_config"``, every rank's RNG state and ``"sampler"``; the
+epoch stages hold ``"step_in_epoch"``, ``"partial"`` (loss sums of an unfinished epoch), ``"loader_rng"`` and
+``"rng_at_stop"`` (a stop inside an epoch resumes at its step: :mod:`semmae.engine.termination`).
+
+Keeping policies (:class:`CheckpointManager`): keep-last-K by step (``<out>/checkpoints/ckpt-<step>.pth`` plus a
+``latest`` pointer replaced after the file is on disk), or one file (``<out>/checkpoint.pth``, replaced atomically).
+A stage may keep one best file beside it (``finetune``'s ``best.pth``). :func:`find_resume` is the one reading of
+``--resume auto|none|PATH`` for every stage.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from semmae.engine.run_options import resume_mode
 from semmae.errors import UserError
 from semmae.utils.io import (  # noqa: F401 - checkpoint_file: the one reading of "a file or a run folder"
     atomic_torch_save,
@@ -26,90 +35,141 @@ from semmae.utils.io import (  # noqa: F401 - checkpoint_file: the one reading o
     step_checkpoints,
 )
 
+#: a stage's reading of its files from before the ``kind`` entry (None: not one of them)
+Upgrade = Callable[[dict[str, Any]], "dict[str, Any] | None"]
+#: the stages that write training checkpoints (the ``kind`` entry)
+KINDS = ("pretrain", "bootstrap", "parts", "finetune", "linprobe", "segment")
+#: the step stages' checkpoints, also those written before the ``kind`` entry (they resume as they did)
 REQUIRED_KEYS = ("model", "model_config", "optimizer", "scaler", "epoch", "step", "config", "rng", "sampler")
+#: what every epoch stage's checkpoint holds
+EPOCH_KEYS = ("kind", "model", "optimizer", "scaler", "step", "epoch", "step_in_epoch", "rng", "config")
 
 
 class CheckpointManager:
-    """Writes and finds a run's checkpoints under ``<out>/checkpoints``."""
+    """Where a run's checkpoints go and which one is the newest. ``keep_last=K``: ``checkpoints/ckpt-<step>.pth``,
+    the newest K kept; ``single=NAME``: the one file ``<out>/NAME``, replaced by each save."""
 
-    def __init__(self, out_dir: str | Path, keep_last: int = 3):
-        self.dir = Path(out_dir) / "checkpoints"
-        self.keep_last = int(keep_last)
+    def __init__(self, out_dir: str | Path, keep_last: int = 3, single: str | None = None):
+        self.out = Path(out_dir)
+        self.single = single
+        self.dir = self.out if single else self.out / "checkpoints"
+        self.keep_last = 1 if single else int(keep_last)
 
     def path_for(self, step: int) -> Path:
-        return self.dir / f"ckpt-{step:09d}.pth"
+        return self.dir / self.single if self.single else self.dir / f"ckpt-{step:09d}.pth"
 
     def save(self, state: dict[str, Any]) -> Path:
-        """Write ``state`` atomically, move the ``latest`` pointer, then drop all but the newest K."""
+        """Write ``state`` atomically (then move the ``latest`` pointer and drop all but the newest K)."""
         path = self.path_for(int(state["step"]))
         atomic_torch_save(state, path)
-        atomic_write_text(self.dir / "latest", path.name + "\n")
-        for old in self.list()[: -self.keep_last]:
-            old.unlink(missing_ok=True)
+        if not self.single:
+            atomic_write_text(self.dir / "latest", path.name + "\n")
+            for old in self.list()[: -self.keep_last]:
+                old.unlink(missing_ok=True)
         return path
 
     def list(self) -> list[Path]:
         """Checkpoint files, oldest first."""
+        if self.single:
+            return [self.dir / self.single] if (self.dir / self.single).is_file() else []
         return step_checkpoints(self.dir)
 
     def latest(self) -> Path | None:
-        """The file ``latest`` names, else the newest ``ckpt-*.pth``, else ``None``."""
+        """The newest checkpoint (step files: the one ``latest`` names, else the newest), else ``None``."""
+        if self.single:
+            found = self.list()
+            return found[0] if found else None
         return latest_step_checkpoint(self.dir)
 
+    def in_folder(self, folder: Path) -> Path:
+        """What a run folder given to ``--resume`` means under this policy: its newest checkpoint of this kind."""
+        other = CheckpointManager(folder, self.keep_last, self.single)
+        if not self.single and folder.name == "checkpoints":
+            other = CheckpointManager(folder.parent, self.keep_last)
+        return other.latest() or other.path_for(0)
 
-def resolve_resume(resume: str | None, out_dir: str | Path) -> Path | None:
-    """``None`` -> start fresh; ``auto`` -> the run directory's latest checkpoint (or fresh when there is none);
-    a path -> that file (a run directory is also accepted and means its latest checkpoint)."""
-    if not resume:
+
+def resume_path(resume: str | None, ckpts: CheckpointManager) -> Path | None:
+    """``--resume`` -> the file to continue from: ``None`` (start fresh; also ``auto`` in a run without a
+    checkpoint), the run's newest checkpoint (``auto``), or a path (a run folder: its newest checkpoint)."""
+    mode = resume_mode(resume)
+    if mode is None:
         return None
-    if resume == "auto":
-        return CheckpointManager(out_dir).latest()
-    path = checkpoint_file(resume)
+    if mode == "auto":
+        return ckpts.latest()
+    path = Path(mode)
+    path = ckpts.in_folder(path) if path.is_dir() else path
     if not path.is_file():
         raise UserError(f"--resume {resume}: no such checkpoint file")
     return path
 
 
-def load_newest_loadable(
-    out_dir: str | Path, say=print, verb: str = "pretrain"
+def find_resume(
+    resume: str | None,
+    ckpts: CheckpointManager,
+    kind: str,
+    say: Callable[[str], None] = print,
+    upgrade: Upgrade | None = None,
 ) -> tuple[Path, dict[str, Any]] | None:
-    """``--resume auto``: the newest checkpoint of a run that loads (``latest`` first, then the others newest
-    first), saying which ones were skipped and why; ``None`` when the run has none. A run whose checkpoints all
-    fail to load is a UserError (starting over silently would discard it)."""
-    mgr = CheckpointManager(out_dir)
-    first = mgr.latest()
+    """What a stage of ``kind`` resumes from: ``(path, checkpoint)``, or None to start fresh. ``auto`` takes the
+    newest checkpoint that loads (the others newest first, saying which were skipped and why; a run whose
+    checkpoints all fail is a UserError: starting over silently would discard it); a path is loaded as given.
+    ``upgrade``: reads the stage's files from before the ``kind`` entry (:func:`read_stage_checkpoint`)."""
+    if resume_mode(resume) != "auto":
+        path = resume_path(resume, ckpts)
+        return None if path is None else (path, read_stage_checkpoint(path, kind, upgrade))
+    first = ckpts.latest()
     if first is None:
         return None
-    order = [first, *[p for p in reversed(mgr.list()) if p != first]]
+    order = [first, *[p for p in reversed(ckpts.list()) if p != first]]
     problems = []
     for path in order:
         try:
-            return path, load_pretrain_checkpoint(path)
+            return path, read_stage_checkpoint(path, kind, upgrade)
         except UserError as e:
             problems.append(str(e))
-            say(f"semmae {verb}: --resume auto: skipped {path.name}: {e}")
+            say(f"semmae {verb_of(kind)}: --resume auto: skipped {path.name}: {e}")
     raise UserError(
-        f"--resume auto: none of the {len(order)} checkpoint(s) in {mgr.dir} loads (newest: {problems[0]}); "
+        f"--resume auto: none of the {len(order)} checkpoint(s) in {ckpts.dir} loads (newest: {problems[0]}); "
         "pass --overwrite to start again"
     )
 
 
-def load_resume(
-    resume: str | None, out_dir: str | Path, say=print, verb: str = "pretrain"
-) -> tuple[Path, dict[str, Any]] | None:
-    """What a training verb resumes from: ``(path, checkpoint)``, or None to start fresh. ``auto`` takes the newest
-    checkpoint that loads (:func:`load_newest_loadable`); a path is loaded as given (:func:`resolve_resume`)."""
-    if resume == "auto":
-        return load_newest_loadable(out_dir, say, verb)
-    path = resolve_resume(resume, out_dir)
-    return None if path is None else (path, load_pretrain_checkpoint(path))
+def verb_of(kind: str) -> str:
+    return {"parts": "parts train", "segment": "segment train"}.get(kind, kind)
 
 
-def restore(path: str | Path, **modules: Any) -> dict[str, Any]:
-    """Load a stage's checkpoint file and its entries into ``modules`` (``model=net, optimizer=opt``: each gets
-    ``ckpt[name]`` via ``load_state_dict``); a UserError names the file when one does not fit. Returns the whole
-    checkpoint for the caller's own entries (epoch, metrics, RNG state)."""
+def read_stage_checkpoint(path: str | Path, kind: str, upgrade: Upgrade | None = None) -> dict[str, Any]:
+    """Load ``path`` and check that it is a checkpoint ``semmae <kind>`` resumes from. Step stages also take their
+    files from before the ``kind`` entry; an epoch stage takes one only where ``upgrade`` turns it into the layout
+    (else the resume is refused, naming the cause)."""
     ckpt = load_checkpoint(path)
+    if not isinstance(ckpt, dict):
+        raise UserError(f"checkpoint {path} is not a semmae training checkpoint")
+    written = ckpt.get("kind")
+    if written is None and kind in ("pretrain", "bootstrap"):
+        return load_pretrain_checkpoint(path, ckpt)
+    if written is None and upgrade is not None and (upgraded := upgrade(ckpt)) is not None:
+        ckpt, written = upgraded, upgraded.get("kind")
+    if written is None:
+        raise UserError(
+            f"{path} was written by an older semmae (before the one checkpoint layout: no 'kind' entry) and "
+            f"`semmae {verb_of(kind)}` cannot continue it; use another --out or --overwrite"
+        )
+    if written != kind:
+        raise UserError(
+            f"{path} is not a `semmae {verb_of(kind)}` checkpoint (it was written by `semmae {verb_of(written)}`)"
+        )
+    required = REQUIRED_KEYS if kind in ("pretrain", "bootstrap") else EPOCH_KEYS
+    missing = [k for k in required if k not in ckpt]
+    if missing:
+        raise UserError(f"checkpoint {path} is incomplete (missing: {', '.join(missing)})")
+    return ckpt
+
+
+def load_states(path: str | Path, ckpt: dict[str, Any], **modules: Any) -> None:
+    """Load ``ckpt[name]`` into each of ``modules`` (``model=net, optimizer=opt``: ``load_state_dict``); a UserError
+    names the file when one does not fit."""
     try:
         for name, module in modules.items():
             module.load_state_dict(ckpt[name])
@@ -118,7 +178,6 @@ def restore(path: str | Path, **modules: Any) -> dict[str, Any]:
             f"cannot resume from {path}: it does not match this run ({mismatch(e)}); "
             "use another --out or --overwrite"
         ) from None
-    return ckpt
 
 
 def mismatch(e: BaseException, shown: int = 3) -> str:
@@ -150,8 +209,8 @@ def mismatch(e: BaseException, shown: int = 3) -> str:
 
 
 def load_pretrain_checkpoint(path: str | Path, ckpt: Any = None) -> dict[str, Any]:
-    """Load (weights_only; or take ``ckpt``, already loaded from ``path``) and check that every key a resume needs
-    is there."""
+    """Load (weights_only; or take ``ckpt``, already loaded from ``path``) and check that every key a step stage's
+    resume (and ``semmae export``) needs is there."""
     ckpt = load_checkpoint(path) if ckpt is None else ckpt
     missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:

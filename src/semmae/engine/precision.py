@@ -1,10 +1,9 @@
 """Numeric precision, chosen once per run and spelled the same by every stage: ``--precision auto|bf16|fp16|fp32``.
 
 ``auto`` is mixed precision where it pays: bf16 autocast on GPUs that support it (no loss scaling), fp16 autocast +
-:class:`torch.amp.GradScaler` on older GPUs (V100/T4), and fp32 on the CPU, where bf16 matmuls are slower than
-fp32 on most processors (``--precision bf16`` still asks for it there). A grad scaler is created only for fp16. The
-:class:`LossScaler` bundles backward, optional gradient clipping, the optimiser step and the gradient norm, and
-carries its own ``state_dict`` so a resumed fp16 run continues with the same loss scale.
+a grad scaler on older GPUs (V100/T4), and fp32 on the CPU, where bf16 matmuls are slower than fp32 on most
+processors (``--precision bf16`` still asks for it there). :attr:`Precision.needs_grad_scaler` says whether the
+trainer's loss scaler (:mod:`semmae.engine.trainer`) scales the loss: only for fp16.
 
 TF32: with ``auto`` or ``fp32`` on a CUDA device, float32 matmuls and convolutions run on TF32 tensor cores
 (``torch.set_float32_matmul_precision("high")``, ``cudnn.allow_tf32``; Ampere and later, a 10-bit mantissa on the
@@ -15,8 +14,6 @@ autocast leaves in float32. ``bf16``/``fp16`` asked for explicitly leave PyTorch
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import torch
@@ -92,51 +89,3 @@ def native_bf16(device: torch.device) -> bool:
 
 def _refuse(name: str, kind: str) -> Precision:
     raise UserError(f"--precision {name} is not supported on device type {kind!r}; use fp32")
-
-
-class LossScaler:
-    """Backward + (unscale) + optional clipping + optimiser step, with a grad scaler only for fp16.
-
-    ``scaler(loss, optimizer, parameters, clip_grad, update)`` runs ``backward``; when ``update`` is true (the
-    last micro-batch of a gradient-accumulation cycle) it also clips, steps and zeroes nothing (the caller zeroes
-    gradients). Returns the total gradient norm (before clipping) on update steps, else ``None``.
-    """
-
-    def __init__(self, precision: Precision):
-        self.precision = precision
-        self._scaler = torch.amp.GradScaler(precision.device_type) if precision.needs_grad_scaler else None
-
-    @property
-    def enabled(self) -> bool:
-        return self._scaler is not None
-
-    def __call__(
-        self,
-        loss: torch.Tensor,
-        optimizer: torch.optim.Optimizer,
-        parameters: Iterable[torch.nn.Parameter] | Callable[[], Iterable[torch.nn.Parameter]],
-        clip_grad: float | None = None,
-        update: bool = True,
-    ) -> torch.Tensor | None:
-        (self._scaler.scale(loss) if self._scaler is not None else loss).backward()
-        if not update:
-            return None
-        if self._scaler is not None:
-            self._scaler.unscale_(optimizer)
-        params = [p for p in (parameters() if callable(parameters) else parameters) if p.grad is not None]
-        max_norm = clip_grad if clip_grad is not None and clip_grad > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if self._scaler is not None:
-            self._scaler.step(optimizer)
-            self._scaler.update()
-        else:
-            optimizer.step()
-        return norm
-
-    def state_dict(self) -> dict:
-        """Plain data: ``{}`` without a grad scaler, else the scaler's scale and growth tracker."""
-        return dict(self._scaler.state_dict()) if self._scaler is not None else {}
-
-    def load_state_dict(self, state: dict) -> None:
-        if self._scaler is not None and state:
-            self._scaler.load_state_dict(state)

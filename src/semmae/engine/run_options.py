@@ -10,7 +10,6 @@ and bootstrap, whose runs are long and whose folders are precious, ask for ``--r
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from semmae.config import logger_option, option
@@ -38,6 +37,17 @@ OVERWRITE_HELP = (
 def overwrite_option() -> Any:
     """The ``--overwrite`` field of a stage config."""
     return option(False, OVERWRITE_HELP)
+
+
+CHECK_EVERY_HELP = (
+    "optimiser steps between the checks all ranks make together under torchrun (a stop request, a non-finite loss); "
+    "1 = after every step"
+)
+
+
+def check_every_option(default: int = 20) -> Any:
+    """The ``--check-every`` field of an epoch stage that logs only at epoch ends (its log steps are epochs)."""
+    return option(default, CHECK_EVERY_HELP)
 
 
 def precision_option(default: str = "auto") -> Any:
@@ -68,22 +78,6 @@ def check_resume_overwrite(resume: str | None, overwrite: bool) -> None:
     mode = resume_mode(resume)
     if overwrite and mode is not None and mode != "auto":
         raise UserError(f"--resume {resume} continues a run and --overwrite deletes it: pass one of them")
-
-
-def resume_file(resume: str | None, default_path: Path, overwrite: bool = False) -> Path | None:
-    """The single checkpoint file a stage continues from (stages that keep one ``checkpoint.pth``): ``auto`` ->
-    ``default_path`` when it exists, a path -> that file (a UserError when it is missing), else ``None``."""
-    mode = resume_mode(resume)
-    if mode is None or overwrite:
-        return None
-    if mode == "auto":
-        return default_path if default_path.is_file() else None
-    path = Path(mode)
-    if path.is_dir():
-        path = path / default_path.name
-    if not path.is_file():
-        raise UserError(f"--resume {resume}: no such checkpoint file")
-    return path
 
 
 def need(cond: bool, msg: str) -> None:

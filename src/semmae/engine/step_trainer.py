@@ -3,15 +3,17 @@
 One optimiser step consumes a global batch of ``world_size x accum_iter x batch_size`` images. The loop owns what
 every such stage needs and does the same way: the run folder claim, the device/world/precision, the plan
 (effective batch, steps, MAE's ``lr = blr x batch / 256``), the step-indexed sampler and loader, gradient
-accumulation under DDP's ``no_sync``, loss scaling + clipping (:class:`~semmae.engine.precision.LossScaler`), the
-non-finite watch that syncs only at log steps, logging, the progress bar, checkpoints that resume *to the step*
+accumulation under DDP's ``no_sync``, the optimiser step of the trainer core (:class:`~semmae.engine.trainer.Trainer`:
+loss scaling, clipping, the lr/wd schedules, the non-finite watch that syncs only at log steps), logging, the progress bar, checkpoints that resume *to the step*
 (model, optimiser, scaler, step, every rank's RNG state, the sampler position) and the online kNN. SIGTERM (what
 schedulers send before they kill a job) stops at the next step boundary with a checkpoint there, then exits as
 Ctrl-C does (``KeyboardInterrupt``: one line, exit 130); a rerun with ``--resume auto`` continues from it.
 
 A stage subclasses :class:`StepTrainer` and fills in its hooks: :meth:`build` (data, model, optimiser, schedules),
 :meth:`losses` (one micro-batch's losses), and optionally :meth:`begin_step`, :meth:`end_step`,
-:meth:`log_extras`, :meth:`model_state` / :meth:`load_model_state` and :meth:`epoch_end`.
+:meth:`log_extras`, :meth:`model_state` / :meth:`load_model_state` and :meth:`epoch_end`. Its public
+:meth:`~semmae.engine.trainer.Trainer.train_step` is one optimiser step on one batch (no accumulation), as
+benchmarks time it.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ from semmae.config import config_to_dict
 from semmae.data.folder import scan_image_folder
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
-from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, load_resume
-from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
-from semmae.engine.precision import LossScaler, resolve_precision
+from semmae.engine.checkpoint import CheckpointManager
+from semmae.engine.nonfinite import kept_checkpoint
+from semmae.engine.precision import resolve_precision
 from semmae.engine.progress import fmt_eta, memory_mb, step_bar
-from semmae.engine.run_options import continues, resume_mode
+from semmae.engine.run_options import continues
 from semmae.engine.sampler import SeededItems, StepSampler
-from semmae.engine.schedule import scaled_lr, set_lr
+from semmae.engine.schedule import scaled_lr
 from semmae.engine.stage_run import read_folders
 from semmae.engine.termination import sigterm_requests, stopped
+from semmae.engine.trainer import Trainer
 from semmae.errors import UserError
 from semmae.utils import distributed as du
 from semmae.utils.rundir import RunLogger, check_out_outside, claim_run_dir
@@ -84,7 +87,7 @@ def plan_run(cfg: Any, world_size: int, num_images: int) -> RunPlan:
     )
 
 
-class StepTrainer:
+class StepTrainer(Trainer):
     """One run of a step-based stage; :meth:`run` trains until the end or ``--max-steps``.
 
     After :meth:`build` the subclass must have set ``dataset``, ``plan``, ``model_core`` (the module that trains;
@@ -92,6 +95,7 @@ class StepTrainer:
     """
 
     verb = "train"  # the CLI verb, in messages and the run folder's claim
+    kind = "pretrain"  # the checkpoint's ``kind``
     checkpoint_note = "checkpoint {checkpoint}"  # how the closing line names the checkpoint a run hands on
     loss_keys: tuple[str, ...] = ("loss",)  # per-step means kept on the device and logged
 
@@ -147,6 +151,11 @@ class StepTrainer:
     def begin_step(self, step: int) -> None:
         """Before the first micro-batch of optimiser step ``step`` (the learning rate is set already)."""
 
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        """:meth:`train_step`'s forward: ``batch`` as this rank's only micro-batch of the step."""
+        shard = self.dist.rank * self.plan.accum_iter
+        return self.losses(self.prepare(batch, self.step, shard), self.step, shard)
+
     def end_step(self, step: int) -> None:
         """After optimiser step ``step`` (e.g. a teacher's EMA update)."""
 
@@ -177,7 +186,7 @@ class StepTrainer:
         self.skipped_images = 0  # unreadable files passed over in this process (--skip-bad-images)
         self.build()
         p = self.plan
-        self.scaler = LossScaler(self.precision)
+        self.init_step_tools()
         self.ckpts = CheckpointManager(cfg.out, cfg.keep_last)
         self.step = 0
         self._saved_step = -1
@@ -233,7 +242,7 @@ class StepTrainer:
         say = (lambda msg: print(msg, flush=True)) if self.is_main else (lambda msg: None)
         if not continues(self.cfg):  # a fresh run, or --overwrite: nothing of the old run is read
             return None
-        found = self._agreed_resume(say)
+        found = self.agreed_resume(self.ckpts, say)
         if found is None:
             return None
         path, ckpt = found
@@ -253,33 +262,6 @@ class StepTrainer:
         say(f"semmae {self.verb}: resumed from {path} at step {self.step} (epoch {ckpt['epoch']})")
         return path
 
-    def _agreed_resume(self, say) -> tuple[Path, dict[str, Any]] | None:
-        """What every rank resumes from, decided once: rank 0 picks (``auto`` skips damaged files) and broadcasts
-        the path; the others load that file. Ranks that decided alone could disagree (a folder not shared between
-        nodes, a file being written) and then hang in their first collective. Collective: call on all ranks."""
-        found, error = None, None
-        if self.is_main:
-            try:
-                found = load_resume(resume_mode(self.cfg.resume), self.cfg.out, say, self.verb)
-            except UserError as e:
-                error = str(e)
-        chosen, error = du.broadcast_object((str(found[0]) if found else None, error))
-        if error is not None:
-            raise UserError(error)  # on every rank, together
-        if chosen is None:
-            return None
-        problem = None
-        if not self.is_main:
-            try:
-                found = Path(chosen), load_pretrain_checkpoint(chosen)
-            except UserError as e:
-                problem = str(e)
-        problems = [(r, p) for r, p in enumerate(du.all_gather_object(problem)) if p is not None]
-        if problems:
-            rank, first = problems[0]
-            raise UserError(f"--resume: rank {rank} cannot read rank 0's checkpoint {chosen}: {first}")
-        return found
-
     def checkpoint(self) -> Path | None:
         """Save on rank 0 (every rank contributes its RNG state). Collective: call on all ranks."""
         rngs = du.all_gather_object(rng_state())
@@ -288,6 +270,7 @@ class StepTrainer:
             return None
         p = self.plan
         state = {
+            "kind": self.kind,
             **self.model_state(),
             "optimizer": self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
@@ -328,7 +311,6 @@ class StepTrainer:
                 f"device {self.device}",
                 flush=True,
             )
-        self.watch = NonFiniteWatch(self.device)
         last_loss = float("nan")
         self.model.train()
         with sigterm_requests() as self._termination:
@@ -386,8 +368,7 @@ class StepTrainer:
             if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
                 self.skipped_images += int(batch["skipped"].sum())
             if micro == 0:
-                set_lr(self.optimizer, float(self.lr_schedule[step]))
-                self.begin_step(step)
+                self.start_step()
                 for v in sums.values():
                     v.zero_()
             shard = self.dist.rank * p.accum_iter + micro
@@ -395,19 +376,17 @@ class StepTrainer:
             last_micro = micro == p.accum_iter - 1
             sync = contextlib.nullcontext() if last_micro or p.world_size == 1 else self.model.no_sync()
             with sync:
-                losses, grad_norm = self.train_step(batch, step, shard, accum=p.accum_iter, update=last_micro)
-            for k in self.loss_keys:
-                if k in losses:
-                    sums[k] += losses[k].detach().float() / p.accum_iter
+                losses = self.losses(batch, step, shard)
+                for k in self.loss_keys:
+                    if k in losses:
+                        sums[k] += losses[k].detach().float() / p.accum_iter
+                grad_norm = self.gradient_update(losses["loss"] / p.accum_iter, update=last_micro)
             micro += 1
             if not last_micro:
                 t_fetch = time.perf_counter()
                 continue
             micro = 0
-            self.end_step(step)
-            # fp16 overflow steps are skipped by the scaler: only without one is a non-finite norm an error
-            self.watch.record(step, sums["loss"], grad_norm if not self.scaler.enabled else None)
-            self.step += 1
+            self.finish_step(sums["loss"], grad_norm)
             window_steps += 1
             if bar is not None:
                 bar.update(1)
@@ -456,25 +435,6 @@ class StepTrainer:
         if bar is not None:
             bar.close()
         return loss_value
-
-    def train_step(
-        self, batch: dict, step: int, shard: int = 0, *, accum: int = 1, update: bool = True
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
-        """One (micro-)step on a prepared batch (:meth:`prepare`): the stage's :meth:`losses`, then backward,
-        unscale, clip and the optimiser step through the loss scaler on ``loss / accum``; with ``update`` the
-        optimiser steps and the gradients are cleared, else they accumulate. Returns the losses and the gradient
-        norm. The training loop and the benchmarks that time the step call this."""
-        losses = self.losses(batch, step, shard)
-        grad_norm = self.scaler(
-            losses["loss"] / accum,
-            self.optimizer,
-            self.model_core.parameters,
-            clip_grad=self.cfg.clip_grad,
-            update=update,
-        )
-        if update:
-            self.optimizer.zero_grad(set_to_none=True)
-        return losses, grad_norm
 
     def _batches(self):
         """The loader's batches; one whose workers died of a group SIGTERM ends there (the run stops at this step)."""

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
 
 from semmae.config import config_to_dict
@@ -156,6 +156,20 @@ def loader(
         drop_last=drop_last,
         persistent_workers=False,
         generator=generator,
+    )
+
+
+def shuffled_loader(dataset, batch_size: int, cfg: EvalCommonConfig, info: DistInfo) -> DataLoader:
+    """A training loader: a seeded shuffle each epoch (``DistributedSampler`` under torchrun), whole batches only;
+    its ``generator`` is the order's state a resumed run puts back."""
+    sampler = (
+        DistributedSampler(dataset, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
+        if info.enabled
+        else None
+    )
+    g = torch.Generator().manual_seed(cfg.seed)
+    return loader(
+        dataset, batch_size, cfg.num_workers, sampler=sampler, shuffle=True, drop_last=True, generator=g
     )
 
 

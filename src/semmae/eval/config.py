@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from semmae.engine.run_options import (
+    check_every_option,
     check_resume_overwrite,
     overwrite_option,
     precision_option,
@@ -146,6 +147,7 @@ class LinprobeConfig(EvalCommonConfig):
         default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
     )
     eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
+    check_every: int = check_every_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
     out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
@@ -159,6 +161,8 @@ class LinprobeConfig(EvalCommonConfig):
             raise UserError(f"--warmup-epochs must be in [0, epochs], got {self.warmup_epochs}")
         if not self.blrs or any(b <= 0 for b in self.blrs):
             raise UserError(f"--blrs must be positive numbers, got {self.blrs}")
+        if self.check_every < 1:
+            raise UserError(f"--check-every must be >= 1, got {self.check_every}")
         if self.fast_views < 0:
             raise UserError(f"--fast-views must be >= 0, got {self.fast_views}")
         if not 0 < self.crop_scale_min <= 1:
@@ -218,6 +222,7 @@ class FinetuneConfig(EvalCommonConfig):
     ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
     clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
     batch_size: int = field(default=32, metadata={"help": "images per process per step"})
+    check_every: int = check_every_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
     out: str = field(default="runs/finetune", metadata={"help": "run directory"})
@@ -235,6 +240,8 @@ class FinetuneConfig(EvalCommonConfig):
             raise UserError(
                 f"need epochs >= 1 and 0 <= warmup-epochs <= epochs, got {self.epochs}/{self.warmup_epochs}"
             )
+        if self.check_every < 1:
+            raise UserError(f"--check-every must be >= 1, got {self.check_every}")
         if not 0 < self.layer_decay <= 1:
             raise UserError(f"--layer-decay must be in (0, 1], got {self.layer_decay}")
         if self.blr <= 0:

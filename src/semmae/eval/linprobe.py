@@ -11,8 +11,9 @@ Two modes:
 
 Both report the best head of the sweep (top-1/top-5 on val) and every head's numbers.
 
-Full mode checkpoints each epoch and, when SIGTERM stops it, at that step; ``--resume auto`` continues from the step
-(:mod:`semmae.engine.termination`).
+Full mode runs on the trainer (:class:`~semmae.engine.trainer.EpochTrainer`): it checkpoints each epoch and, when
+SIGTERM stops it, at that step; ``--resume auto`` continues from the step. The fast mode's heads train in a pure
+function (:func:`fast_linear_probe`) whose optimiser step is the trainer's (:func:`~semmae.engine.trainer.gradient_step`).
 """
 
 from __future__ import annotations
@@ -25,17 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DistributedSampler
 
-from semmae.engine.epoch_loop import scheduled_batches
+from semmae.engine.checkpoint import load_states
 from semmae.engine.precision import resolve_precision
-from semmae.engine.run_options import (
-    continues,
-    resume_file,
-)
+from semmae.engine.run_options import continues
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
-from semmae.engine.termination import sigterm_requests, stopped
+from semmae.engine.trainer import EpochTrainer, gradient_step, run_epoch_stage
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -50,16 +47,18 @@ from semmae.eval.common import (
     loader,
     resolve_tokens,
     set_view,
+    shuffled_loader,
     write_results,
 )
 from semmae.eval.config import LinprobeConfig  # noqa: F401 - its home is the torch-free eval.config
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
 from semmae.eval.kept_tokens import KeptTokens
+from semmae.models.encoder_loading import LoadedEncoder
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.rundir import RunDir, RunLogger
-from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+from semmae.utils.seed import seed_everything
 
 #: the fast probe's cached features in its run folder (read by the pipeline's probes: semmae.pipeline.probes)
 FEATURES_FILE = "features.pt"
@@ -144,9 +143,8 @@ def fast_linear_probe(
             idx = perm[s * bs : (s + 1) * bs]
             set_lr(opt, float(factors[step]))
             loss = heads.loss(heads(train_features[idx]), y[idx])
+            gradient_step(loss, opt, heads.parameters)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
             running += loss.detach() / len(blrs)
             step += 1
         if log is not None:
@@ -238,39 +236,50 @@ def _extract_fast_features(
 
 
 def run_linprobe(cfg: LinprobeConfig) -> dict:
-    return run_claimed(cfg, "linprobe", _run_linprobe)
+    if cfg.mode == "full":
+        return run_epoch_stage(FullProbe, cfg)
+    return run_claimed(cfg, "linprobe", _run_fast_probe)
 
 
-def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
-    seed_everything(cfg.seed, info.rank)
+def probe_encoder(cfg: LinprobeConfig, device) -> tuple[torch.nn.Module, LoadedEncoder, KeptTokens | None]:
+    """The frozen encoder (eval mode, no gradients), what was loaded and the run's token choice."""
     loaded = build_encoder_from_config(cfg)
     encoder = loaded.model.to(device).eval().requires_grad_(False)
+    return encoder, loaded, resolve_tokens(cfg, loaded.record)
+
+
+def _run_fast_probe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) -> dict:
+    seed_everything(cfg.seed, info.rank)
+    encoder, loaded, keep = probe_encoder(cfg, device)
     digest = file_sha256(cfg.checkpoint) if cfg.checkpoint else None
-    keep = resolve_tokens(cfg, loaded.record)
-    if cfg.mode == "fast":
-        features = _cached_features(cfg, encoder, loaded.record, device, info, digest, keep)
-        # the whole sweep runs again (only the features are reused), so it is logged afresh
-        logger = run_dir.start(cfg, keep_log_until=-1)
-        tx, ty, vx, vy, num_classes = features()
-        metrics = fast_linear_probe(
-            tx,
-            ty,
-            vx,
-            vy,
-            num_classes,
-            cfg.epochs,
-            cfg.blrs,
-            cfg.batch_size * info.world_size,
-            cfg.optimizer,
-            cfg.weight_decay,
-            cfg.momentum,
-            cfg.warmup_epochs,
-            cfg.seed,
-            log=lambda ep, rec: logger.log(ep, **rec),
-        )
-        metrics.update(mode="fast", num_train_rows=int(tx.shape[0]), num_classes=num_classes)
-    else:
-        metrics, logger = _full_probe(cfg, encoder, loaded.record, device, info, run_dir, keep)
+    features = _cached_features(cfg, encoder, loaded.record, device, info, digest, keep)
+    # the whole sweep runs again (only the features are reused), so it is logged afresh
+    logger = run_dir.start(cfg, keep_log_until=-1)
+    tx, ty, vx, vy, num_classes = features()
+    metrics = fast_linear_probe(
+        tx,
+        ty,
+        vx,
+        vy,
+        num_classes,
+        cfg.epochs,
+        cfg.blrs,
+        cfg.batch_size * info.world_size,
+        cfg.optimizer,
+        cfg.weight_decay,
+        cfg.momentum,
+        cfg.warmup_epochs,
+        cfg.seed,
+        log=lambda ep, rec: logger.log(ep, **rec),
+    )
+    metrics.update(mode="fast", num_train_rows=int(tx.shape[0]), num_classes=num_classes)
+    return _finish(cfg, info, loaded, keep, metrics, logger)
+
+
+def _finish(
+    cfg: LinprobeConfig, info: DistInfo, loaded: LoadedEncoder, keep, metrics: dict, logger: RunLogger
+) -> dict:
+    """The last log record and ``results.json`` of either mode."""
     metrics.update(keep.describe() if keep else {"tokens": "all"})
     logger.log(cfg.epochs, val_top1=metrics["top1"], val_top5=metrics["top5"])
     logger.close()
@@ -279,155 +288,93 @@ def _run_linprobe(cfg: LinprobeConfig, info: DistInfo, device, run_dir: RunDir) 
     return metrics
 
 
-def _full_probe(
-    cfg: LinprobeConfig,
-    encoder,
-    enc_record: EncoderRecord,
-    device,
-    info: DistInfo,
-    run_dir: RunDir,
-    keep: KeptTokens | None,
-) -> tuple[dict, RunLogger]:
-    size, patch = enc_record.img_size, enc_record.patch_size
-    train, val = build_view_datasets(cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER)
-    num_classes = len(train.classes)
-    if len(train) < 2:
-        raise UserError("the linear probe needs at least 2 training images")
-    heads = ProbeHeads(encoder.embed_dim, num_classes, len(cfg.blrs)).to(device)
-    precision = resolve_precision(cfg.precision, device)
-    global_batch = cfg.batch_size * info.world_size
-    opt = build_head_optimizer(
-        heads, [b * global_batch / 256 for b in cfg.blrs], cfg.optimizer, cfg.weight_decay, cfg.momentum
-    )
-    sampler = (
-        DistributedSampler(train, info.world_size, info.rank, shuffle=True, seed=cfg.seed, drop_last=True)
-        if info.enabled
-        else None
-    )
-    g = torch.Generator().manual_seed(cfg.seed)
-    train_loader = loader(
-        train,
-        min(cfg.batch_size, len(train)),
-        cfg.num_workers,
-        sampler=sampler,
-        shuffle=True,
-        drop_last=True,
-        generator=g,
-    )
-    model = DistributedDataParallel(heads) if info.enabled else heads
-    steps_per_epoch = len(train_loader)
-    total, warmup = cfg.epochs * steps_per_epoch, cfg.warmup_epochs * steps_per_epoch
-    factors = probe_schedule(total, warmup)
-    ckpt_path = Path(cfg.out) / "checkpoint.pth"
-    start_epoch, start_step, partial, rng_at_stop, metrics = 0, 0, None, None, None
-    continuing = continues(cfg)
-    resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
-    tokens = keep.describe() if keep else {"tokens": "all"}
-    if resume_from is not None:
-        state = load_checkpoint(resume_from)
+class FullProbe(EpochTrainer):
+    """``--mode full`` on the trainer: the frozen encoder runs on freshly augmented images every step; the heads
+    (one per swept learning rate) train, and are evaluated every ``--eval-every`` epochs."""
+
+    verb = kind = "linprobe"
+    sum_keys = ("head_mean",)
+
+    def build(self) -> None:
+        cfg, info, device = self.cfg, self.dist, self.device
+        self.encoder, self.loaded, self.keep = probe_encoder(cfg, device)
+        size, patch = self.loaded.record.img_size, self.loaded.record.patch_size
+        train, self.val = build_view_datasets(
+            cfg, size, patch, ("augment", (cfg.crop_scale_min, 1.0)), CENTER
+        )
+        self.num_classes = len(train.classes)
+        if len(train) < 2:
+            raise UserError("the linear probe needs at least 2 training images")
+        self.heads = self.model_core = ProbeHeads(self.encoder.embed_dim, self.num_classes, len(cfg.blrs)).to(
+            device
+        )
+        global_batch = cfg.batch_size * info.world_size
+        self.optimizer = build_head_optimizer(
+            self.heads,
+            [b * global_batch / 256 for b in cfg.blrs],
+            cfg.optimizer,
+            cfg.weight_decay,
+            cfg.momentum,
+        )
+        self.loader = shuffled_loader(train, min(cfg.batch_size, len(train)), cfg, info)
+        self.model = DistributedDataParallel(self.heads) if info.enabled else self.heads
+        self.steps_per_epoch = len(self.loader)
+        self.total_steps = cfg.epochs * self.steps_per_epoch
+        self.lr_schedule = probe_schedule(self.total_steps, cfg.warmup_epochs * self.steps_per_epoch)
+        self.tokens = self.keep.describe() if self.keep else {"tokens": "all"}
+        self.metrics: dict | None = None
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        with torch.no_grad(), self.precision.autocast():
+            feats = batch_features(self.encoder, batch, self.device, self.cfg.pool, self.keep)
+        loss = self.heads.loss(self.model(feats.float()), batch["label"].to(self.device))
+        return {"loss": loss, "head_mean": loss.detach() / len(self.cfg.blrs)}
+
+    def explain(self, step: int) -> str:
+        return f"non-finite loss at step {step} (epoch {step // self.steps_per_epoch}); {self.kept()} (lower --blrs)"
+
+    def encoder_record(self) -> dict[str, Any]:
+        return self.loaded.record.to_dict()
+
+    def checkpoint_extras(self) -> dict[str, Any]:
+        return {"blrs": list(self.cfg.blrs), "mode": "full", "tokens": self.tokens, "metrics": self.metrics}
+
+    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
         if (
-            state.get("blrs") != list(cfg.blrs)
-            or state.get("mode") != "full"
-            or state.get("tokens", tokens) != tokens
+            ckpt.get("blrs") != list(self.cfg.blrs)
+            or ckpt.get("mode") != "full"
+            or ckpt.get("tokens") != self.tokens
         ):
             raise UserError(
-                f"{resume_from} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
+                f"{path} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
             )
-        heads.load_state_dict(state["heads"])
-        opt.load_state_dict(state["optimizer"])
-        start_epoch, metrics = int(state["epoch"]) + 1, state.get("metrics")
-        # a run stopped by SIGTERM mid-epoch: that epoch's order (and, alone, its RNG) again, from its step
-        start_step, partial = int(state.get("step_in_epoch", 0)), state.get("partial")
-        if state.get("loader_rng") is not None:
-            g.set_state(state["loader_rng"])
-        if state.get("rng") is not None and info.world_size == 1:
-            set_rng_state(state["rng"])
-            rng_at_stop = state.get("rng_at_stop")
-    # epochs are the log's steps: those after the checkpoint's are logged again
-    logger = run_dir.start(cfg, keep_log_until=start_epoch - 1 if continuing else None)
+        load_states(path, ckpt, model=self.heads)
+        self.metrics = ckpt.get("metrics")
 
-    def save(done_epoch: int, step_in_epoch: int = 0, epoch_start=None, running=None, n: int = 0) -> None:
-        """``checkpoint.pth``: after epoch ``done_epoch``, plus ``step_in_epoch`` steps of the next one (whose
-        start's loader generator and RNG state ``epoch_start`` holds) when SIGTERM stopped the run there."""
-        loader_rng, rng = epoch_start if epoch_start is not None else (g.get_state(), rng_state())
-        if info.is_main:
-            atomic_torch_save(
-                {
-                    "heads": heads.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "epoch": done_epoch,
-                    "step_in_epoch": step_in_epoch,
-                    "partial": {"loss_sum": float(running), "n": n} if step_in_epoch else None,
-                    "loader_rng": loader_rng,
-                    "rng": rng,
-                    "rng_at_stop": rng_state() if step_in_epoch else None,
-                    "blrs": list(cfg.blrs),
-                    "mode": "full",
-                    "tokens": tokens,
-                    "metrics": metrics,
-                },
-                ckpt_path,
+    def keep_log_until(self) -> int:
+        return self.epoch - 1  # epochs are the log's steps: those after the checkpoint's are logged again
+
+    def epoch_end(self, epoch: int, sums: dict[str, torch.Tensor], steps: int) -> None:
+        cfg, spe = self.cfg, self.steps_per_epoch
+        record: dict[str, Any] = {
+            "train_loss": sums["head_mean"].item() / max(steps, 1),
+            "lr_best_head_factor": float(self.lr_schedule[(epoch + 1) * spe - 1]),
+        }
+        if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
+            self.metrics = _evaluate_heads(
+                self.heads, self.encoder, self.val, cfg, self.device, self.dist, self.keep
             )
+            record.update(
+                val_top1=self.metrics["top1"],
+                val_top5=self.metrics["top5"],
+                best_blr=self.metrics["best_blr"],
+            )
+        self.logger.log(epoch, **record)
 
-    with sigterm_requests() as term:
-        for epoch in range(start_epoch, cfg.epochs):
-            heads.train()
-            epoch_start = (g.get_state(), rng_state())
-            skip = start_step if epoch == start_epoch else 0
-            running, n = torch.zeros((), device=device), 0  # summed on the device: one sync per epoch
-            if skip and partial:
-                running += partial["loss_sum"]
-                n = int(partial["n"])
-            done, stop = skip, False
-            for _, batch in scheduled_batches(
-                train_loader,
-                epoch,
-                steps_per_epoch,
-                opt,
-                factors,
-                "linprobe",
-                info.is_main,
-                skip,
-                term,
-                rng_at_stop if skip else None,
-            ):
-                with torch.no_grad(), precision.autocast():
-                    feats = batch_features(encoder, batch, device, cfg.pool, keep)
-                labels = batch["label"].to(device)
-                loss = heads.loss(model(feats.float()), labels)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                running += loss.detach() / len(cfg.blrs)
-                n += 1
-                done += 1
-                if term.agreed(device):
-                    stop = True
-                    if (
-                        done < steps_per_epoch
-                    ):  # after an epoch's last step its loader ends as in a run never stopped
-                        break
-            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
-            if stop and done < steps_per_epoch:
-                save(epoch - 1, done, epoch_start, running, n)
-                logger.close()
-                stopped("linprobe", f"epoch {epoch} step {done}/{steps_per_epoch}", ckpt_path, info.is_main)
-            record: dict[str, Any] = {
-                "train_loss": running.item() / max(n, 1),
-                "lr_best_head_factor": float(factors[(epoch + 1) * steps_per_epoch - 1]),
-            }
-            if (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs:
-                metrics = _evaluate_heads(heads, encoder, val, cfg, device, info, keep)
-                record.update(
-                    val_top1=metrics["top1"], val_top5=metrics["top5"], best_blr=metrics["best_blr"]
-                )
-            logger.log(epoch, **record)
-            save(epoch)
-            if stop and epoch + 1 < cfg.epochs:
-                logger.close()
-                stopped("linprobe", f"the end of epoch {epoch}", ckpt_path, info.is_main)
-    assert metrics is not None
-    return {**metrics, "mode": "full", "num_classes": num_classes}, logger
+    def end_run(self) -> dict:
+        assert self.metrics is not None
+        metrics = {**self.metrics, "mode": "full", "num_classes": self.num_classes}
+        return _finish(self.cfg, self.dist, self.loaded, self.keep, metrics, self.logger)
 
 
 @torch.no_grad()

@@ -1,10 +1,12 @@
 """Part checkpoints: plain data only (loadable with ``torch.load(weights_only=True)``).
 
-Layout: ``{"format": "semmae-parts", "version": 1, "config": {...}, "head": PartHeadSpec fields,
-"encoder": FrozenEncoderSpec fields, "encoder_state": state dict or None, "model": state dict, "optimizer": state
-dict, "epoch": int (epochs finished), "step": int, "rng": {...}}``. ``encoder_state`` is stored only when the
-encoder has no checkpoint of its own (a random-init encoder), so that export and eval see the same encoder.
-A part-learner folder (``semmae export --checkpoint PART_CHECKPOINT``) is read in the same shape.
+Layout: the trainer's (:mod:`semmae.engine.checkpoint`, ``"kind": "parts"``: model, optimizer, scaler, step, epoch
+(epochs finished), rng, config, ``"encoder"``: the frozen encoder's record) plus ``{"format": "semmae-parts",
+"version": 2, "head": PartHeadSpec fields, "frozen_encoder": FrozenEncoderSpec fields, "encoder_state": state dict
+or None, "metrics", "diagnostics"}``. ``encoder_state`` is stored only when the encoder has no checkpoint of its
+own (a random-init encoder), so that export and eval see the same encoder. Version 1 files (before the one layout:
+the spec under ``"encoder"``) are read in the same shape (:func:`upgrade_part_checkpoint`), and so is a
+part-learner folder (``semmae export --checkpoint PART_CHECKPOINT``).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ EXPORT_VERSION = 1
 SPEC_NAME = "parts.json"
 HEAD_NAME = "parts.safetensors"
 ENCODER_DIR = "encoder"
+FORMAT_VERSION = 2  # 2: the trainer's one layout (issue 27)
 
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -39,7 +42,25 @@ def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
     ckpt = load_checkpoint(path)
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a part checkpoint written by 'semmae parts train'")
-    return ckpt
+    return upgrade_part_checkpoint(ckpt) or ckpt
+
+
+def upgrade_part_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any] | None:
+    """A version 1 part checkpoint (before the one layout) in the version 2 layout; None when ``ckpt`` is not
+    one. Its training state resumes as it was written: ``batches_rng`` is the loader state, no loss scale."""
+    if ckpt.get("format") != FORMAT or ckpt.get("kind") is not None or "frozen_encoder" in ckpt:
+        return None
+    old = dict(ckpt)
+    return {
+        **old,
+        "kind": "parts",
+        "version": FORMAT_VERSION,
+        "frozen_encoder": old.pop("encoder"),
+        "encoder": None,
+        "scaler": old.get("scaler", {}),
+        "step_in_epoch": int(old.get("step_in_epoch") or 0),
+        "loader_rng": old.get("batches_rng"),
+    }
 
 
 def load_part_model(
@@ -48,7 +69,7 @@ def load_part_model(
     """Rebuild (frozen encoder, part model in eval mode, checkpoint dict) from a part checkpoint."""
     ckpt = read_part_checkpoint(path)
     head = PartHeadSpec(**ckpt["head"])
-    enc_spec = FrozenEncoderSpec(**ckpt["encoder"])
+    enc_spec = FrozenEncoderSpec(**ckpt["frozen_encoder"])
     encoder = build_encoder(enc_spec, ckpt.get("encoder_state"))
     if encoder.embed_dim != head.embed_dim or encoder.grid_size != head.grid_size:
         raise UserError(
@@ -86,10 +107,10 @@ def read_part_learner_dir(path: str | Path) -> dict[str, Any]:
     trained = enc.get("trained_with") or {}
     return {
         "format": FORMAT,
-        "version": 1,
+        "version": FORMAT_VERSION,
         "config": spec.get("config", {}),
         "head": spec["head"],
-        "encoder": {
+        "frozen_encoder": {
             "arch": trained.get("arch", "vit_small_patch16_224"),
             "checkpoint": str(path / enc["folder"]),
             "img_size": int(enc["img_size"]),

@@ -69,7 +69,10 @@ def export_parts(cfg: PartsExportConfig) -> PartCache:
             "command": "semmae parts export",
             "checkpoint": str(Path(cfg.checkpoint).resolve()),
             # the spec names a timm arch only for random-init encoders; record what was really used
-            "encoder": {**ckpt["encoder"], **({"arch": None} if ckpt["encoder"].get("checkpoint") else {})},
+            "encoder": {
+                **ckpt["frozen_encoder"],
+                **({"arch": None} if ckpt["frozen_encoder"].get("checkpoint") else {}),
+            },
             "softmax_over": model.spec.softmax_over,
         }
         predict = partial(infer_parts, encoder, model)

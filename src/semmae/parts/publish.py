@@ -31,6 +31,7 @@ from semmae.parts.checkpoint import (  # noqa: F401 - the reading side, importab
     EXPORT_FORMAT,
     EXPORT_VERSION,
     FORMAT,
+    FORMAT_VERSION,
     HEAD_NAME,
     SPEC_NAME,
     is_part_learner_dir,
@@ -67,7 +68,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
         raise UserError(f"--out {out} is a folder that is not a semmae export; give a new or empty folder")
     encoder, model, ckpt = load_part_model(checkpoint)
     record, enc_sd = frozen_encoder_record(encoder)
-    source = ckpt["encoder"].get("checkpoint") or f"random-init {ckpt['encoder'].get('arch')}"
+    source = ckpt["frozen_encoder"].get("checkpoint") or f"random-init {ckpt['frozen_encoder'].get('arch')}"
     enc_card = (
         f"# Frozen encoder of a SemMAE part learner\n\nThe ViT that the part learner in the parent folder runs on "
         f"(paper Sec. 3.1), exported from `{source}` at {record.img_size} px. It loads with "
@@ -89,7 +90,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
             "folder": ENCODER_DIR,
             "img_size": encoder.img_size,
             "feature_layer": encoder.feature_layer,
-            "trained_with": ckpt["encoder"],
+            "trained_with": ckpt["frozen_encoder"],
         },
         "config": ckpt.get("config", {}),
         "epoch": ckpt.get("epoch"),

@@ -3,10 +3,10 @@
 Only the part head and decoder are trained (AdamW, cosine schedule with warm-up, per-step updates). The frozen
 encoder runs under ``no_grad`` in eval mode and stays outside DDP, so DDP wraps a module whose every parameter
 gets a gradient (no unused-parameter search). Launch with ``torchrun --nproc_per_node K -m semmae.cli parts train``
-for several processes. Each epoch writes ``checkpoint.pth`` (atomic, plain data) and a panel
-``panels/epoch_XXX.png`` (image | reconstruction | parts); an interrupted run continues from the last checkpoint.
-SIGTERM writes ``checkpoint.pth`` at the step where it stops (mid-epoch too) and exits 130; the resumed run continues
-from that step (:mod:`semmae.engine.termination`).
+for several processes. The loop is the trainer's (:class:`~semmae.engine.trainer.EpochTrainer`): each epoch writes
+``checkpoint.pth`` (atomic, plain data) and a panel ``panels/epoch_XXX.png`` (image | reconstruction | parts); an
+interrupted run continues from the last checkpoint. SIGTERM writes ``checkpoint.pth`` at the step where it stops
+(mid-epoch too) and exits 130; the resumed run continues from that step.
 """
 
 from __future__ import annotations
@@ -17,22 +17,19 @@ import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, RandomSampler, Subset
-from tqdm import tqdm
 
 from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
 from semmae.data.workers import worker_plan
-from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
+from semmae.engine.checkpoint import load_states
 from semmae.engine.optim import param_groups
-from semmae.engine.precision import LossScaler, resolve_precision
-from semmae.engine.run_options import continues, resume_file
-from semmae.engine.schedule import cosine_schedule, set_lr
-from semmae.engine.stage_run import run_claimed
-from semmae.engine.termination import replayed, sigterm_requests, stopped
+from semmae.engine.schedule import cosine_schedule
+from semmae.engine.termination import replayed
+from semmae.engine.trainer import EpochTrainer, run_epoch_stage
 from semmae.errors import UserError
-from semmae.parts.checkpoint import read_part_checkpoint, spec_dict
+from semmae.parts.checkpoint import FORMAT, FORMAT_VERSION, spec_dict, upgrade_part_checkpoint
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
 from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
@@ -40,9 +37,7 @@ from semmae.parts.features import FeatureCache, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
-from semmae.utils import distributed as dist_utils
-from semmae.utils.io import atomic_torch_save
-from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+from semmae.utils.seed import set_rng_state
 
 CHECKPOINT_NAME = "checkpoint.pth"
 # config fields that define the model; a resumed run must agree on them
@@ -115,228 +110,196 @@ def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.
 
 def train_parts(cfg: PartsTrainConfig) -> Path:
     """Run (or resume) part learning; returns the checkpoint path."""
-    return run_claimed(cfg, "parts train", _train)
+    return run_epoch_stage(PartTrainer, cfg)
 
 
-def _train(cfg: PartsTrainConfig, info, device: torch.device, run_dir) -> Path:
-    continuing = continues(cfg)
-    seed_everything(cfg.seed, info.rank)
-    out = Path(cfg.out)
-    ckpt_path = out / CHECKPOINT_NAME
-    resume_from = resume_file(cfg.resume, ckpt_path, cfg.overwrite)
-    resume = read_part_checkpoint(resume_from) if resume_from is not None else None
-    if resume is not None:
-        # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
-        old = {**config_to_dict(PartsTrainConfig()), **resume["config"]}
-        changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
-        if changed:
-            raise UserError(
-                f"{resume_from} was trained with other model settings ({', '.join(changed)}); "
-                "use another --out or --overwrite"
-            )
+class PartTrainer(EpochTrainer):
+    """``semmae parts train`` on the trainer: the part head + decoder's step (Eq. 7) on frozen-encoder features,
+    logs with the maps' usage every ``--log-every`` steps, and each epoch the collapse diagnostics and a panel."""
 
-    enc_spec = FrozenEncoderSpec(
-        arch=cfg.encoder,
-        checkpoint=cfg.encoder_checkpoint,
-        img_size=cfg.img_size,
-        feature_layer=cfg.feature_layer,
-    )
-    encoder = build_encoder(enc_spec, resume.get("encoder_state") if resume else None).to(device)
-    encoder_state = (
-        None if cfg.encoder_checkpoint else {k: v.cpu() for k, v in encoder.vit.state_dict().items()}
-    )
-    model = PartModel(head_spec(cfg, encoder)).to(device)
-    if resume is not None:
-        model.load_state_dict(resume["model"], strict=True)
-    ddp = DistributedDataParallel(model) if info.enabled else model
+    verb, kind = "parts train", "parts"
+    ckpt_name = CHECKPOINT_NAME
+    sum_keys = None  # every term of the part loss, averaged per epoch
 
-    whole = ImageFolderDataset(cfg.data, transform=uint8_image_transform(encoder.img_size))
-    if len(whole) == 0:
-        raise UserError(f"no images found under {cfg.data}")
-    precision = resolve_precision(cfg.precision, device)
-    autocast = precision.autocast
-    max_bytes = int(cfg.feature_cache_gb * 2**30)
-    # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
-    diag_index = torch.linspace(0, len(whole) - 1, min(cfg.diag_images, len(whole))).round().long().unique()
-    if cfg.features == "cached":
-        workers = worker_plan(cfg.num_workers, device.type).count
-        cache = FeatureCache.build(
-            encoder,
-            whole,
-            cfg.batch_size,
-            workers,
-            device,
-            max_bytes,
-            progress=info.is_main,
-            precision=precision,
-        )
-        diag = cache.subset(diag_index)
-        batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
-    else:
-        diag = FeatureCache.build(
-            encoder,
-            Subset(whole, diag_index.tolist()),
-            cfg.batch_size,
-            0,
-            device,
-            max_bytes,
-            progress=False,
-            precision=precision,
-        )
-        batches = OnlineBatches(cfg, encoder, info, device, autocast)
-    steps_per_epoch = batches.steps_per_epoch
-    if cfg.steps_per_epoch:
-        steps_per_epoch = min(cfg.steps_per_epoch, steps_per_epoch)
-    total = steps_per_epoch * cfg.epochs
-
-    # AdamW without weight decay on biases and 1-D gains (norms, AdaIN biases); the cosine spans every step and the
-    # warm-up from min_lr replaces its start (the schedule this stage has always used)
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr)
-    lr_schedule = cosine_schedule(
-        cfg.lr,
-        cfg.min_lr,
-        total,
-        int(round(cfg.warmup_epochs * steps_per_epoch)),
-        warmup_start=cfg.min_lr,
-        after_warmup=False,
-    )
-    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
-
-    def explain(bad: int) -> str:
-        return f"part loss became non-finite at step {bad}; {kept_checkpoint(ckpt_path)} (try a lower --lr)"
-
-    start_epoch, step, start_in_epoch, partial, rng_at_stop = 0, 0, 0, None, None
-    if resume is not None:
-        load_optimizer_state(optimizer, resume["optimizer"])
-        start_epoch, step = int(resume["epoch"]), int(resume["step"])
-        # a run stopped by SIGTERM mid-epoch: that epoch again from its step (its order, and alone its RNG)
-        start_in_epoch, partial = int(resume.get("step_in_epoch", 0)), resume.get("partial")
-        if resume.get("batches_rng") is not None:
-            batches.set_rng_state(resume["batches_rng"])
-        if "rng" in resume and info.world_size == 1:
-            set_rng_state(resume["rng"])
-            rng_at_stop = resume.get("rng_at_stop")
-
-    # the first write into the run folder, after every check above (a refused resume leaves it as it was)
-    logger = run_dir.start(cfg, keep_log_until=step if continuing else None)
-    usage = resume.get("diagnostics") if resume is not None else None
-
-    def save(epochs_done: int, means, **extra) -> None:
-        """``checkpoint.pth`` after ``epochs_done`` epochs (``extra``: where SIGTERM stopped the next one)."""
-        state = {
-            "format": "semmae-parts",
-            "version": 1,
-            "config": config_to_dict(cfg),
-            "head": spec_dict(model.spec),
-            "encoder": spec_dict(enc_spec),
-            "encoder_state": encoder_state,
-            "model": model.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "epoch": epochs_done,
-            "step": step,
-            "rng": rng_state(),
-            "batches_rng": batches.rng_state(),
-            "metrics": means,
-            "diagnostics": usage,
-        }
-        atomic_torch_save({**state, **extra}, ckpt_path)
-
-    model.train()
-    with sigterm_requests() as term:
-        if info.is_main:
-            eff = cfg.batch_size * info.world_size
-            logger.log(
-                step,
-                event="start",
-                images=len(whole),
-                features=cfg.features,
-                steps_per_epoch=steps_per_epoch,
-                effective_batch_size=eff,
-                lr=cfg.lr,
-                resumed_epoch=start_epoch,
-            )
-        for epoch in range(start_epoch, cfg.epochs):
-            skip = start_in_epoch if epoch == start_epoch else 0
-            epoch_start = {"rng": rng_state(), "batches_rng": batches.rng_state()}
-            sums: dict[str, torch.Tensor] = {}  # per-epoch loss sums, kept on the device
-            if skip and partial:
-                sums = {k: torch.tensor(v, device=device) for k, v in partial.items()}
-            bar = tqdm(
-                total=steps_per_epoch,
-                initial=skip,
-                desc=f"parts epoch {epoch + 1}/{cfg.epochs}",
-                disable=not info.is_main,
-                dynamic_ncols=True,
-            )
-            done, stop = skip, False
-            at_stop = rng_at_stop if skip else None
-            for images, f_c, f in term.batches(batches.epoch(epoch, skip, at_stop)):
-                if done >= steps_per_epoch:
-                    break
-                set_lr(optimizer, float(lr_schedule[step]))
-                with autocast():
-                    out_ = ddp(f_c, f)
-                losses = part_loss(
-                    out_["recon"].float(),
-                    images,
-                    out_["maps"].float(),
-                    cfg.div_weight,
-                    cfg.concentration_weight,
+    def build(self) -> None:
+        cfg, info, device = self.cfg, self.dist, self.device
+        if self.resumed is not None:
+            # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
+            old = {**config_to_dict(PartsTrainConfig()), **self.resumed["config"]}
+            changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
+            if changed:
+                raise UserError(
+                    f"{self.resumed_from} was trained with other model settings ({', '.join(changed)}); "
+                    "use another --out or --overwrite"
                 )
-                grad_norm = scaler(losses["loss"], optimizer, model.parameters, clip_grad=cfg.clip_grad)
-                optimizer.zero_grad(set_to_none=True)
-                watch.record(step, losses["loss"].detach(), None if scaler.enabled else grad_norm)
-                step += 1
-                done += 1
-                for k, v in losses.items():
-                    sums[k] = sums.get(k, 0) + v.detach()
-                bar.update(1)
-                if step % cfg.log_every == 0:
-                    watch.check(explain)
-                    vals = {k: v.item() for k, v in losses.items()}
-                    bar.set_postfix(loss=f"{vals['loss']:.4f}", div=f"{vals['div']:.3f}")
-                    logger.log(
-                        step,
-                        epoch=epoch,
-                        lr=optimizer.param_groups[0]["lr"],
-                        **vals,
-                        **part_usage(out_["maps"]),
-                    )
-                if term.agreed(device):
-                    stop = True
-                    if (
-                        done < steps_per_epoch
-                    ):  # after an epoch's last step its loader ends as in a run never stopped
-                        break
-            bar.close()
-            watch.check(explain)
-            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
-            if stop and done < steps_per_epoch:
-                if info.is_main:
-                    partial_sums = {k: float(v) for k, v in sums.items()}
-                    extra = dict(step_in_epoch=done, partial=partial_sums, rng_at_stop=rng_state())
-                    save(epoch, None, **extra, **epoch_start)
-                dist_utils.barrier()
-                logger.close()
-                where = f"step {step} (epoch {epoch + 1}, step {done}/{steps_per_epoch})"
-                stopped("parts train", where, ckpt_path, info.is_main)
-            n = max(1, done)
-            means = {f"epoch_{k}": v.item() / n for k, v in sums.items()}
-            if info.is_main:
-                usage = diagnose(model, diag, device, cfg.batch_size)
-                logger.log(step, epoch=epoch + 1, **means, **{f"epoch_{k}": v for k, v in usage.items()})
-                panel = _panel(model, diag, cfg.panel_images, device)
-                save_png(panel, out / "panels" / f"epoch_{epoch + 1:03d}.png")
-                logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), step)
-                save(epoch + 1, means)
-            dist_utils.barrier()
-            if stop and epoch + 1 < cfg.epochs:
-                logger.close()
-                stopped("parts train", f"step {step} (the end of epoch {epoch + 1})", ckpt_path, info.is_main)
-    if info.is_main and usage is not None:
-        print(collapse_verdict(usage, cfg.num_parts), flush=True)
-    logger.close()
-    return ckpt_path
+        self.enc_spec = FrozenEncoderSpec(
+            arch=cfg.encoder,
+            checkpoint=cfg.encoder_checkpoint,
+            img_size=cfg.img_size,
+            feature_layer=cfg.feature_layer,
+        )
+        state = self.resumed.get("encoder_state") if self.resumed is not None else None
+        encoder = build_encoder(self.enc_spec, state).to(device)
+        self.encoder_state = (
+            None if cfg.encoder_checkpoint else {k: v.cpu() for k, v in encoder.vit.state_dict().items()}
+        )
+        self.record = _record_of(encoder)
+        self.model_core = PartModel(head_spec(cfg, encoder)).to(device)
+        self.model = DistributedDataParallel(self.model_core) if info.enabled else self.model_core
+
+        self.whole = ImageFolderDataset(cfg.data, transform=uint8_image_transform(encoder.img_size))
+        if len(self.whole) == 0:
+            raise UserError(f"no images found under {cfg.data}")
+        max_bytes = int(cfg.feature_cache_gb * 2**30)
+        # the collapse diagnostics' fixed images, spread over the (class-sorted) dataset
+        n = len(self.whole)
+        diag_index = torch.linspace(0, n - 1, min(cfg.diag_images, n)).round().long().unique()
+        if cfg.features == "cached":
+            workers = worker_plan(cfg.num_workers, device.type).count
+            cache = FeatureCache.build(
+                encoder,
+                self.whole,
+                cfg.batch_size,
+                workers,
+                device,
+                max_bytes,
+                progress=info.is_main,
+                precision=self.precision,
+            )
+            self.diag = cache.subset(diag_index)
+            self.batches = CachedBatches(cache, cfg.batch_size, info.rank, info.world_size, cfg.seed, device)
+        else:
+            self.diag = FeatureCache.build(
+                encoder,
+                Subset(self.whole, diag_index.tolist()),
+                cfg.batch_size,
+                0,
+                device,
+                max_bytes,
+                progress=False,
+                precision=self.precision,
+            )
+            self.batches = OnlineBatches(cfg, encoder, info, device, self.precision.autocast)
+        self.steps_per_epoch = self.batches.steps_per_epoch
+        if cfg.steps_per_epoch:
+            self.steps_per_epoch = min(cfg.steps_per_epoch, self.steps_per_epoch)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        # AdamW without weight decay on biases and 1-D gains (norms, AdaIN biases); the cosine spans every step and
+        # the warm-up from min_lr replaces its start (the schedule this stage has always used)
+        self.optimizer = torch.optim.AdamW(param_groups(self.model_core, cfg.weight_decay), lr=cfg.lr)
+        self.lr_schedule = cosine_schedule(
+            cfg.lr,
+            cfg.min_lr,
+            self.total_steps,
+            int(round(cfg.warmup_epochs * self.steps_per_epoch)),
+            warmup_start=cfg.min_lr,
+            after_warmup=False,
+        )
+        self.means: dict[str, float] | None = None
+        self.usage = self.resumed.get("diagnostics") if self.resumed is not None else None
+
+    def epoch_batches(self, epoch: int, start: int, rng: dict | None):
+        return self.batches.epoch(epoch, start, rng)
+
+    def loader_rng(self):
+        return self.batches.rng_state()
+
+    def set_loader_rng(self, state) -> None:
+        self.batches.set_rng_state(state)
+
+    def forward(self, batch) -> dict[str, torch.Tensor]:
+        images, f_c, f = batch
+        with self.precision.autocast():
+            out = self.model(f_c, f)
+        self.maps = out["maps"]
+        cfg = self.cfg
+        return part_loss(
+            out["recon"].float(), images, out["maps"].float(), cfg.div_weight, cfg.concentration_weight
+        )
+
+    def explain(self, step: int) -> str:
+        return f"part loss became non-finite at step {step}; {self.kept()} (try a lower --lr)"
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+    def encoder_record(self) -> dict | None:
+        return self.record
+
+    def checkpoint_extras(self) -> dict:
+        return {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "head": spec_dict(self.model_core.spec),
+            "frozen_encoder": spec_dict(self.enc_spec),
+            "encoder_state": self.encoder_state,
+            "metrics": self.means,
+            "diagnostics": self.usage,
+        }
+
+    def load_model_state(self, path: Path, ckpt: dict) -> None:
+        load_states(path, ckpt, model=self.model_core)
+        self.means = ckpt.get("metrics")
+
+    def load_optimizer_state(self, path: Path, ckpt: dict) -> None:
+        try:
+            load_optimizer_state(self.optimizer, ckpt["optimizer"])
+        except ValueError:
+            load_states(path, ckpt, optimizer=self.optimizer)  # the one-line message of a misfit
+
+    def upgrade_checkpoint(self, ckpt: dict) -> dict | None:
+        return upgrade_part_checkpoint(ckpt)
+
+    # ---------------------------------------------------------------------------------------------- the run
+    def begin_run(self) -> None:
+        if self.is_main:
+            cfg = self.cfg
+            self.logger.log(
+                self.step,
+                event="start",
+                images=len(self.whole),
+                features=cfg.features,
+                steps_per_epoch=self.steps_per_epoch,
+                effective_batch_size=cfg.batch_size * self.dist.world_size,
+                lr=cfg.lr,
+                resumed_epoch=self.epoch,
+            )
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        if self.step % self.cfg.log_every == 0:
+            vals = {k: v.item() for k, v in losses.items()}
+            lr = self.optimizer.param_groups[0]["lr"]
+            self.logger.log(self.step, epoch=self.epoch, lr=lr, **vals, **part_usage(self.maps))
+
+    def epoch_end(self, epoch: int, sums: dict[str, torch.Tensor], steps: int) -> None:
+        self.means = {f"epoch_{k}": v.item() / max(1, steps) for k, v in sums.items()}
+        if self.is_main:
+            cfg = self.cfg
+            self.usage = diagnose(self.model_core, self.diag, self.device, cfg.batch_size)
+            usage = {f"epoch_{k}": v for k, v in self.usage.items()}
+            self.logger.log(self.step, epoch=epoch + 1, **self.means, **usage)
+            panel = _panel(self.model_core, self.diag, cfg.panel_images, self.device)
+            save_png(panel, Path(cfg.out) / "panels" / f"epoch_{epoch + 1:03d}.png")
+            self.logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), self.step)
+
+    def stop_place(self, steps: int | None) -> str:
+        if steps is None:
+            return f"step {self.step} (the end of epoch {self.epoch})"
+        return f"step {self.step} (epoch {self.epoch + 1}, step {steps}/{self.steps_per_epoch})"
+
+    def end_run(self) -> Path:
+        if self.is_main and self.usage is not None:
+            print(collapse_verdict(self.usage, self.cfg.num_parts), flush=True)
+        return self.ckpts.path_for(self.step)
+
+
+def _record_of(encoder: FrozenEncoder) -> dict | None:
+    """The frozen encoder's record (:func:`semmae.parts.publish.frozen_encoder_record`), None for a ViT that is
+    not a plain timm one."""
+    from semmae.parts.publish import frozen_encoder_record
+
+    try:
+        return frozen_encoder_record(encoder)[0].to_dict()
+    except UserError:
+        return None
 
 
 @torch.no_grad()

@@ -53,7 +53,7 @@ def _args(data, out) -> list[str]:
 
 
 @pytest.mark.parametrize(
-    "kill_at, epoch, step_in_epoch", [(1, 0, 1), (2, 1, None)], ids=["mid-epoch", "epoch-end"]
+    "kill_at, epoch, step_in_epoch", [(1, 0, 1), (2, 1, 0)], ids=["mid-epoch", "epoch-end"]
 )
 def test_segment_train_sigterm_resumes_at_the_iteration(fake_ade, tmp_path, kill_at, epoch, step_in_epoch):
     out = tmp_path / "killed"
@@ -67,7 +67,12 @@ def test_segment_train_sigterm_resumes_at_the_iteration(fake_ade, tmp_path, kill
     ]
     assert "interrupted" in res.stderr
     state = torch.load(out / "checkpoint.pth", weights_only=True)
-    assert (state["iteration"], state["epoch"], state.get("step_in_epoch")) == (kill_at, epoch, step_in_epoch)
+    assert (state["kind"], state["step"], state["epoch"], state["step_in_epoch"]) == (
+        "segment",
+        kill_at,
+        epoch,
+        step_in_epoch,
+    )
     assert not (out / "seg_final.pth").exists()
     assert _cli([*argv, "--resume", "auto"]) == 0
     assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == [1, 2, 3, 4]

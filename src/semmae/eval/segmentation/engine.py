@@ -1,10 +1,11 @@
 """Training and evaluation loops of ``semmae segment`` (paper Table 7 protocol, iteration-based like mmseg).
 
-Train: per-rank batch = global batch / world size, an endless shuffled loader (DistributedSampler under torchrun),
-per-iteration lr from :func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision (:mod:`semmae.engine.precision`),
-``checkpoint.pth`` every ``ckpt_every`` iterations and where SIGTERM stops the run (resumable: model, optimizer,
-iteration, RNG; after SIGTERM also the place in the epoch's order, :mod:`semmae.engine.termination`), evaluation every
-``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` + ``predictions.png`` at the end.
+Train (:class:`SegmentTrainer`, on :class:`~semmae.engine.trainer.EpochTrainer`): per-rank batch = global batch /
+world size, an endless shuffled loader (DistributedSampler under torchrun), per-iteration lr from
+:func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision, ``checkpoint.pth`` every
+``ckpt_every`` iterations and where SIGTERM stops the run (resumable to the iteration, in the middle of the epoch's
+order), evaluation every ``eval_every`` iterations and at the end, ``seg_final.pth`` + ``results.json`` +
+``predictions.png`` at the end.
 Eval: each rank evaluates a disjoint slice of the validation images one at a time with sliding windows; the
 confusion matrices are summed over ranks, so every image counts exactly once.
 """
@@ -20,14 +21,11 @@ from tqdm import tqdm
 
 from semmae.config import build_config, config_to_dict
 from semmae.data.loader import DataLoader
-from semmae.engine.checkpoint import mismatch, restore
-from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
+from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import layer_decay_optimizer
-from semmae.engine.precision import LossScaler, Precision, resolve_precision
-from semmae.engine.run_options import resume_file, resume_mode
-from semmae.engine.schedule import poly_schedule, set_lr
-from semmae.engine.stage_run import run_claimed
-from semmae.engine.termination import replayed, sigterm_requests, stopped
+from semmae.engine.precision import Precision, resolve_precision
+from semmae.engine.schedule import poly_schedule
+from semmae.engine.trainer import EpochTrainer, run_epoch_stage
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -41,8 +39,8 @@ from semmae.models.encoder_loading import LoadedEncoder, checkpoint_record, enco
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
-from semmae.utils.rundir import RunDir, RunLogger
-from semmae.utils.seed import rng_state, seed_everything, set_rng_state
+from semmae.utils.rundir import RunLogger
+from semmae.utils.seed import seed_everything
 
 CKPT_NAME = "checkpoint.pth"
 FINAL_NAME = "seg_final.pth"
@@ -188,6 +186,15 @@ def write_results(out: Path, metrics: dict, rows: list, extra: dict) -> dict:
     return results
 
 
+def report(out: Path, metrics: dict, rows: list, extra: dict, is_main: bool) -> dict:
+    """On the main process: :func:`write_results` and the metrics table on stdout; the results (``{}`` elsewhere)."""
+    if not is_main:
+        return {}
+    results = write_results(out, metrics, rows, extra)
+    print(format_table(metrics))
+    return results
+
+
 def _unwrap(model: torch.nn.Module) -> Segmentor:
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
@@ -195,209 +202,149 @@ def _unwrap(model: torch.nn.Module) -> Segmentor:
 
 def train(cfg: SegmentTrainConfig) -> dict:
     """Run ``semmae segment train``; returns the final results (percent)."""
-    return run_claimed(cfg, "segment train", _train)
+    return run_epoch_stage(SegmentTrainer, cfg)
 
 
-def _train(cfg: SegmentTrainConfig, dist_info: DistInfo, device: torch.device, run_dir: RunDir) -> dict:
-    seed_everything(cfg.seed, dist_info.rank)
-    out = Path(cfg.out)
-    if cfg.batch_size % dist_info.world_size:
-        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} ranks")
-    per_rank = cfg.batch_size // dist_info.world_size
-    source = source_of(cfg)
-    train_set = SegmentationDataset(
-        source,
-        "train",
-        TrainTransform(
-            cfg.crop_size,
-            cfg.scale_base,
-            cfg.max_long,
-            tuple(cfg.scale_range),
-            cfg.hflip,
-            cfg.photometric,
-            source.ignore_index,
-        ),
-        cfg.train_split,
-    )
-    val_set = SegmentationDataset(
-        source, "val", EvalTransform(cfg.eval_short_side, cfg.max_long), cfg.val_split
-    )
-    if len(train_set) < per_rank * dist_info.world_size:
-        raise UserError(f"{len(train_set)} training images are fewer than one batch ({cfg.batch_size})")
+class SegmentTrainer(EpochTrainer):
+    """``semmae segment train`` on the trainer: iterations over an endless shuffled loader (epochs only order the
+    data), the segmentor's step, log / evaluation / checkpoint every N iterations, the final files at the end."""
 
-    model, encoder = build_segmentor(cfg, source.num_classes)
-    model.to(device)
-    optimizer = layer_decay_optimizer(model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas))
-    schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
-    start_it, epoch, start_in_epoch, loader_rng, rng_at_stop = 0, 0, 0, None, None
-    resume = resume_file(cfg.resume, out / CKPT_NAME, cfg.overwrite)
-    if resume is not None:
-        ckpt = restore(resume, model=model, optimizer=optimizer)
-        start_it, epoch = int(ckpt["iteration"]), int(ckpt["epoch"])
-        # a run stopped by SIGTERM: that epoch's order again (and, alone, its RNG) from its step
-        start_in_epoch, loader_rng = int(ckpt.get("step_in_epoch", 0)), ckpt.get("loader_rng")
-        if "rng" in ckpt and dist_info.world_size == 1:
-            set_rng_state(ckpt["rng"])
-            rng_at_stop = ckpt.get("rng_at_stop")
-    if dist_info.enabled:
-        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
-    core = _unwrap(model)
-    precision = resolve_precision(cfg.precision, device)
-    scaler, watch = LossScaler(precision), NonFiniteWatch(device)
-    # iterations are the log's steps: a continued run drops the records after its checkpoint's iteration
-    logger = run_dir.start(cfg, keep_log_until=start_it if resume_mode(cfg.resume) else None)
+    verb, kind = "segment train", "segment"
+    ckpt_name = CKPT_NAME
+    checkpoint_each_epoch = False  # every --ckpt-every iterations instead, and where the run stops
+    sum_keys = ()
 
-    def validate(num_vis: int) -> tuple[dict, list]:
-        """Sliding-window metrics on the validation split, logged at the current iteration."""
-        metrics, rows = evaluate(
-            core,
-            val_set,
+    def build(self) -> None:
+        cfg, dist_info, device = self.cfg, self.dist, self.device
+        if cfg.batch_size % dist_info.world_size:
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is not divisible by the {dist_info.world_size} ranks"
+            )
+        per_rank = cfg.batch_size // dist_info.world_size
+        self.source = source = source_of(cfg)
+        train_set = SegmentationDataset(
             source,
+            "train",
+            TrainTransform(
+                cfg.crop_size,
+                cfg.scale_base,
+                cfg.max_long,
+                tuple(cfg.scale_range),
+                cfg.hflip,
+                cfg.photometric,
+                source.ignore_index,
+            ),
+            cfg.train_split,
+        )
+        self.val_set = SegmentationDataset(
+            source, "val", EvalTransform(cfg.eval_short_side, cfg.max_long), cfg.val_split
+        )
+        if len(train_set) < per_rank * dist_info.world_size:
+            raise UserError(f"{len(train_set)} training images are fewer than one batch ({cfg.batch_size})")
+        model, self.loaded = build_segmentor(cfg, source.num_classes)
+        model.to(device)
+        self.optimizer = layer_decay_optimizer(
+            model, cfg.lr, cfg.weight_decay, cfg.layer_decay, tuple(cfg.betas)
+        )
+        self.lr_schedule = poly_schedule(cfg.lr, cfg.iters, cfg.warmup_iters, cfg.poly_power, cfg.min_lr)
+        if dist_info.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
+        self.model, self.model_core = model, _unwrap(model)
+        self.loader = _loader(train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed, drop_last=True)
+        self.steps_per_epoch, self.total_steps = len(self.loader), cfg.iters
+        self.encoder_source = {
+            "layout": self.loaded.layout,
+            "checkpoint": self.loaded.checkpoint,
+            "random_init": self.loaded.random_init,
+        }
+        if dist_info.is_main:
+            core = self.model_core
+            print(
+                f"segment train: {len(train_set)} train / {len(self.val_set)} val images, {source.num_classes} "
+                f"classes ({source.layout} layout), encoder {self.loaded.layout or 'random init'}"
+                f"{' (frozen)' if cfg.freeze_encoder else ''}, "
+                f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params "
+                f"({sum(p.numel() for p in core.parameters() if p.requires_grad) / 1e6:.1f}M trained), "
+                f"lr {cfg.lr:g} at global batch {cfg.batch_size} ({per_rank} x {dist_info.world_size} ranks)"
+            )
+
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
+        images = batch["image"].to(self.device, non_blocking=True)
+        labels = batch["label"].to(self.device, non_blocking=True)
+        with self.precision.autocast():
+            out_maps = self.model(images)
+        return segmentation_loss(out_maps, labels, self.source.ignore_index, self.cfg.aux_weight)
+
+    def explain(self, step: int) -> str:
+        return (
+            f"loss became non-finite at iteration {step}; {self.kept()} (lower --lr or use --precision fp32)"
+        )
+
+    def stop_place(self, steps: int | None) -> str:
+        return f"iteration {self.step}"
+
+    def encoder_record(self) -> dict:
+        return self.loaded.record.to_dict()
+
+    def checkpoint_extras(self) -> dict:
+        return {
+            "num_classes": self.source.num_classes,
+            "class_names": self.source.class_names,
+            "encoder_source": self.encoder_source,
+        }
+
+    def after_step(self, losses: dict[str, torch.Tensor]) -> None:
+        cfg, it = self.cfg, self.step
+        if it % cfg.log_every == 0 or it == cfg.iters:
+            vals = {k: float(v.detach()) for k, v in losses.items()}
+            self.logger.log(it, lr=float(self.lr_schedule[it - 1]), epoch=self.epoch, **vals)
+        if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
+            self.validate(num_vis=0)
+        if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters:
+            self.checkpoint()
+
+    def validate(self, num_vis: int) -> tuple[dict, list]:
+        """Sliding-window metrics on the validation split, logged at the current iteration."""
+        cfg = self.cfg
+        metrics, rows = evaluate(
+            self.model_core,
+            self.val_set,
+            self.source,
             cfg.crop_size,
             cfg.eval_stride,
-            device,
-            precision,
-            dist_info,
+            self.device,
+            self.precision,
+            self.dist,
             num_vis,
             cfg.num_workers,
         )
-        logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+        self.logger.log(
+            self.step, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"]
+        )
         return metrics, rows
 
-    def explain(bad: int) -> str:
-        return (
-            f"loss became non-finite at iteration {bad}; {kept_checkpoint(out / CKPT_NAME)} (lower --lr or use "
-            "--precision fp32)"
-        )
-
-    train_loader = _loader(
-        train_set, per_rank, True, cfg.num_workers, dist_info, cfg.seed + epoch, drop_last=True
-    )
-    if loader_rng is not None:
-        train_loader.generator.set_state(loader_rng)
-    meta = {
-        "config": config_to_dict(cfg),
-        "num_classes": source.num_classes,
-        "class_names": source.class_names,
-        "encoder": {
-            "spec": encoder.record.arch(),
-            "layout": encoder.layout,
-            "checkpoint": encoder.checkpoint,
-            "random_init": encoder.random_init,
-        },
-    }
-    if dist_info.is_main:
-        print(
-            f"segment train: {len(train_set)} train / {len(val_set)} val images, {source.num_classes} classes "
-            f"({source.layout} layout), encoder {encoder.layout or 'random init'}"
-            f"{' (frozen)' if cfg.freeze_encoder else ''}, "
-            f"{sum(p.numel() for p in core.parameters()) / 1e6:.1f}M params "
-            f"({sum(p.numel() for p in core.parameters() if p.requires_grad) / 1e6:.1f}M trained), "
-            f"lr {cfg.lr:g} at global batch {cfg.batch_size} ({per_rank} x {dist_info.world_size} ranks)"
-        )
-
-    def save_checkpoint(it_epoch: int, **extra) -> None:
-        """``checkpoint.pth`` at iteration ``it``; a resume starts epoch ``it_epoch`` (``extra``: from which of its
-        steps, with which loader generator and RNG state, when SIGTERM stopped the run in it)."""
-        state = {
-            **meta,
-            "model": core.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "iteration": it,
-            "epoch": it_epoch,
-            "rng": rng_state(),
-        }
-        atomic_torch_save({**state, **extra}, out / CKPT_NAME)
-
-    model.train()
-    it = start_it
-    bar = tqdm(total=cfg.iters, initial=start_it, desc="segment", disable=not dist_info.is_main)
-    with sigterm_requests() as term:
-        while it < cfg.iters:
-            if isinstance(train_loader.sampler, torch.utils.data.DistributedSampler):
-                train_loader.sampler.set_epoch(epoch)
-            skip, start_in_epoch = start_in_epoch, 0
-            epoch_start = {"loader_rng": train_loader.generator.get_state(), "rng": rng_state()}
-            done, stop = skip, False
-            at_stop, rng_at_stop = (rng_at_stop if skip else None), None
-            for batch in replayed(term.batches(train_loader), skip, at_stop):
-                if it >= cfg.iters:
-                    break
-                set_lr(optimizer, float(schedule[it]))
-                images = batch["image"].to(device, non_blocking=True)
-                labels = batch["label"].to(device, non_blocking=True)
-                with precision.autocast():
-                    out_maps = model(images)
-                losses = segmentation_loss(out_maps, labels, source.ignore_index, cfg.aux_weight)
-                grad_norm = scaler(losses["loss"], optimizer, core.parameters, clip_grad=cfg.clip_grad)
-                optimizer.zero_grad(set_to_none=True)
-                watch.record(it, losses["loss"].detach(), None if scaler.enabled else grad_norm)
-                it += 1
-                done += 1
-                bar.update(1)
-                if (
-                    it % cfg.log_every == 0
-                    or it == cfg.iters
-                    or (cfg.ckpt_every and it % cfg.ckpt_every == 0)
-                ):
-                    watch.check(explain)
-                if it % cfg.log_every == 0 or it == cfg.iters:
-                    vals = {k: float(v.detach()) for k, v in losses.items()}
-                    logger.log(it, lr=float(schedule[it - 1]), epoch=epoch, **vals)
-                    bar.set_postfix(loss=f"{vals['loss']:.3f}")
-                if cfg.eval_every and it % cfg.eval_every == 0 and it < cfg.iters:
-                    validate(num_vis=0)
-                if cfg.ckpt_every and it % cfg.ckpt_every == 0 and it < cfg.iters and dist_info.is_main:
-                    save_checkpoint(epoch + 1)
-                if term.agreed(device):
-                    stop = True
-                    if done < len(
-                        train_loader
-                    ):  # after an epoch's last step its loader ends as in a run never stopped
-                        break
-            stop = stop or term.agreed(device)  # also where the loader ended with its workers (group SIGTERM)
-            if stop and it < cfg.iters:
-                watch.check(explain)
-                if dist_info.is_main:
-                    if done < len(train_loader):
-                        save_checkpoint(epoch, step_in_epoch=done, rng_at_stop=rng_state(), **epoch_start)
-                    else:  # at the end of an epoch: the next one starts with the generator as it is now
-                        save_checkpoint(epoch + 1, loader_rng=train_loader.generator.get_state())
-                barrier()
-                bar.close()
-                logger.close()
-                stopped("segment train", f"iteration {it}", out / CKPT_NAME, dist_info.is_main)
-            epoch += 1
-    bar.close()
-
-    metrics, rows = validate(cfg.num_vis)
-    results: dict = {}
-    if dist_info.is_main:
-        atomic_torch_save({**meta, "model": core.state_dict(), "iteration": it}, out / FINAL_NAME)
-        atomic_torch_save(
-            {
-                **meta,
-                "model": core.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "iteration": it,
-                "epoch": epoch,
-                "rng": rng_state(),
-            },
-            out / CKPT_NAME,
-        )
-        results = write_results(
-            out,
-            metrics,
-            rows,
-            {"iteration": it, "split": "val", "data": str(source.root), "encoder": meta["encoder"]},
-        )
-        print(format_table(metrics))
-    logger.close()
-    barrier()
-    return results
+    def end_run(self) -> dict:
+        metrics, rows = self.validate(self.cfg.num_vis)
+        out, it = Path(self.cfg.out), self.step
+        encoder = {"spec": self.loaded.record.arch(), **self.encoder_source}
+        if self.is_main:  # the final segmentor (what `segment eval` reads), beside the last training state
+            final = {
+                "kind": self.kind,
+                "config": config_to_dict(self.cfg),
+                "encoder": self.encoder_record(),
+                **self.checkpoint_extras(),
+                "model": self.model_core.state_dict(),
+                "step": it,
+            }
+            atomic_torch_save(final, out / FINAL_NAME)
+        self.checkpoint()
+        extra = {"iteration": it, "split": "val", "data": str(self.source.root), "encoder": encoder}
+        results = report(out, metrics, rows, extra, self.is_main)
+        barrier()
+        return results
 
 
 def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
@@ -423,6 +370,9 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
         if record is None:
             raise UserError(f"{path} does not describe its encoder (no encoder spec)")
         model, _ = build_segmentor(train_cfg, source.num_classes, record)
+        # where the encoder came from: ``encoder_source`` of the one layout, the rest of ``encoder`` before it
+        origin = ckpt.get("encoder_source") or {k: v for k, v in ckpt["encoder"].items() if k != "spec"}
+        encoder = {"spec": record.arch(), **origin}
         try:
             model.load_state_dict(ckpt["model"])
         except RuntimeError as e:
@@ -445,24 +395,10 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
             cfg.num_vis,
             cfg.num_workers,
         )
-        it = int(ckpt.get("iteration", 0))
+        it = int(ckpt.get("step", ckpt.get("iteration", 0)))
         logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
         logger.close()
-        results: dict = {}
-        if dist_info.is_main:
-            results = write_results(
-                out,
-                metrics,
-                rows,
-                {
-                    "iteration": it,
-                    "split": "val",
-                    "data": str(source.root),
-                    "checkpoint": str(path),
-                    "encoder": ckpt["encoder"],
-                },
-            )
-            print(format_table(metrics))
-        return results
+        extra = {"iteration": it, "split": "val", "data": str(source.root), "checkpoint": str(path)}
+        return report(out, metrics, rows, {**extra, "encoder": encoder}, dist_info.is_main)
     finally:
         cleanup()
