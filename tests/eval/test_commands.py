@@ -182,7 +182,7 @@ def test_finetune_random_init_with_ema(tiny_data, tiny_ckpt, tmp_path):
     assert best["kind"] == last["kind"] == "finetune" and last["epoch"] == 2 and last["ema"] is not None
     assert EncoderRecord.from_dict(best["encoder"]) == EncoderRecord.from_dict(last["encoder"])
     # the one best file is still an encoder checkpoint: it loads as one, the fine-tuned weights in it
-    encoder, _ = load_encoder(str(out / "best.pth"))
+    encoder = load_encoder(str(out / "best.pth")).model
     assert torch.equal(
         encoder.state_dict()["blocks.0.attn.qkv.weight"], best["model"]["blocks.0.attn.qkv.weight"]
     )
