@@ -36,6 +36,7 @@ deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -165,40 +166,30 @@ def section_env(s: Sizes, rep: Report) -> None:
     import timm
     import torchvision
 
-    rep.add(
-        "env",
-        "torch / torchvision / timm",
-        f"{torch.__version__} / {torchvision.__version__} / {timm.__version__}",
-    )
-    rep.add("env", "python / cpus", f"{platform.python_version()} / {os.cpu_count()}")
+    env = functools.partial(rep.add, "env")
+    env("torch / torchvision / timm", f"{torch.__version__} / {torchvision.__version__} / {timm.__version__}")
+    env("python / cpus", f"{platform.python_version()} / {os.cpu_count()}")
     from timm.layers import use_fused_attn
 
-    rep.add(
-        "env",
+    env(
         "timm fused attention (F.scaled_dot_product_attention)",
         bool(use_fused_attn()),
         ok=bool(use_fused_attn()),
     )
     if s.smoke:
-        rep.add("env", "device", "cpu (smoke run)")
+        env("device", "cpu (smoke run)")
         return
     from semmae.engine.precision import native_bf16, resolve_precision
 
     dev = torch.device("cuda")
-    rep.add(
-        "env",
+    env(
         "GPU",
         f"{torch.cuda.get_device_name(0)} (sm {'.'.join(map(str, torch.cuda.get_device_capability(0)))})",
     )
-    rep.add("env", "CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}")
-    rep.add("env", "native bf16", native_bf16(dev), ok=native_bf16(dev))
-    rep.add("env", "--precision auto resolves to", resolve_precision("auto", dev).name, target="bf16")
-    rep.add(
-        "env",
-        "float32 matmul precision after auto",
-        torch.get_float32_matmul_precision(),
-        target="high (TF32)",
-    )
+    env("CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}")
+    env("native bf16", native_bf16(dev), ok=native_bf16(dev))
+    env("--precision auto resolves to", resolve_precision("auto", dev).name, target="bf16")
+    env("float32 matmul precision after auto", torch.get_float32_matmul_precision(), target="high (TF32)")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.randn(8, 12, 197, 64, device=dev, dtype=torch.bfloat16)
@@ -213,15 +204,13 @@ def section_env(s: Sizes, rep: Report) -> None:
             with sdpa_kernel(backend):
                 torch.nn.functional.scaled_dot_product_attention(q, q, q)
             torch.cuda.synchronize()
-            rep.add(
-                "env",
+            env(
                 f"SDPA {name} backend (bf16, 197 tokens, head dim 64)",
                 True,
                 ok=True if name == "flash" else None,
             )
         except RuntimeError as e:
-            rep.add(
-                "env",
+            env(
                 f"SDPA {name} backend",
                 f"unavailable: {str(e).splitlines()[0][:80]}",
                 ok=False if name == "flash" else None,
@@ -512,20 +501,18 @@ def section_fp16(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
         max_steps=s.e2e_steps // 2 or 2,
         log_every=1,
     )
-    rate = _e2e(cfg)
+    rate, add = _e2e(cfg), functools.partial(rep.add, "fp16")
     recs = [r for r in read_log(out / "log.jsonl") if "loss" in r]
     finite = all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e6 for r in recs)
     ckpt = torch.load(next((out / "checkpoints").glob("*.pth")), weights_only=True, map_location="cpu")
     scale = ckpt["scaler"].get("scale")
-    rep.add("fp16", f"{s.fp16} + accum 2 + clip 1.0: e2e", rate, "img/s")
-    rep.add(
-        "fp16",
+    add(f"{s.fp16} + accum 2 + clip 1.0: e2e", rate, "img/s")
+    add(
         "losses finite, grad norms logged",
         finite and all(r.get("grad_norm") is not None for r in recs),
         ok=finite,
     )
-    rep.add(
-        "fp16",
+    add(
         "saved loss scale",
         float(scale) if scale is not None else "none (no grad scaler)",
         target="a number with fp16" if not s.smoke else "",
