@@ -13,16 +13,13 @@ launches dominate; ``gpu_validate.py``'s ``augment`` section measures it there.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from semmae.data.batch_augment import BatchPartAugment, crops_one_by_one, resized_crops
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_masking import median_times  # noqa: E402
+from semmae.utils.results_table import row
+from semmae.utils.timing import median_times
 
 # (batch, pack side, output side): ViT-B pretraining from a 256 px pack; the test suite's micro model at two batches
 CASES = ((64, 256, 224), (64, 40, 32), (256, 40, 32))
@@ -75,15 +72,14 @@ def run(quick: bool = False, repeats: int | None = None) -> list[dict]:
         paths = measure(*case, repeats or (3 if quick else 7))
         tag = paths[0]["case"]
         for r in paths:
-            rows.append(dict(name=f"{tag}: {r['path']}: time", value=r["ms"], unit="ms", target=""))
-            rows.append(dict(name=f"{tag}: {r['path']}: ATen ops", value=r["ops"], unit="", target=""))
+            rows += [
+                row(f"{tag}: {r['path']}: time", r["ms"], "ms"),
+                row(f"{tag}: {r['path']}: ATen ops", r["ops"]),
+            ]
         old, new = paths[0], paths[1]
-        rows.append(dict(name=f"{tag}: old / new time", value=old["ms"] / new["ms"], unit="x", target=""))
-        rows.append(
-            dict(name=f"{tag}: old / new ops", value=old["ops"] / new["ops"], unit="x", target=">= 2")
-        )
-        for k, v in old["diff"].items():
-            rows.append(dict(name=f"{tag}: largest difference, {k}", value=v, unit="uint8 levels", target=""))
+        rows.append(row(f"{tag}: old / new time", old["ms"] / new["ms"], "x"))
+        rows.append(row(f"{tag}: old / new ops", old["ops"] / new["ops"], "x", ">= 2"))
+        rows += [row(f"{tag}: largest difference, {k}", v, "uint8 levels") for k, v in old["diff"].items()]
     return rows
 
 

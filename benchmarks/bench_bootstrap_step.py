@@ -15,9 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 
 import torch
+
+from semmae.utils.timing import step_times
 
 
 def stub_trainer(cfg, device: torch.device):
@@ -27,11 +28,14 @@ def stub_trainer(cfg, device: torch.device):
     from semmae.bootstrap.model import Student, teacher_from_student
     from semmae.bootstrap.train import Bootstrapper
     from semmae.engine.optim import build_optimizer
-    from semmae.engine.precision import LossScaler, resolve_precision
+    from semmae.engine.precision import resolve_precision
     from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
+    from semmae.engine.step_trainer import plan_run
+    from semmae.utils.distributed import DistInfo
 
     t = Bootstrapper.__new__(Bootstrapper)
     t.cfg, t.device = cfg, device
+    t.dist, t.plan = DistInfo(), plan_run(cfg, 1, cfg.batch_size * 100)  # one rank, 100 steps
     t.precision = resolve_precision(cfg.precision, device)
     t.preflight()
     t.head_args = dict(
@@ -49,9 +53,11 @@ def stub_trainer(cfg, device: torch.device):
     t.patch_center = Centering(cfg.out_dim, cfg.center_momentum).to(device)
     t.temp_schedule = warmup_constant_schedule(cfg.warmup_teacher_temp, cfg.teacher_temp, 100, 30)
     t.momentum_schedule = cosine_schedule(cfg.momentum, 1.0, 100)
+    t.lr_schedule, t.wd_schedule = cosine_schedule(1e-4, 1e-6, 100), None
+    t.freeze_last_steps, t._freeze_last = 0, False
     t.mask_gen = torch.Generator(device=device)
     t.optimizer = build_optimizer(student, 1e-4, cfg.weight_decay, tuple(cfg.betas))
-    t.scaler = LossScaler(t.precision)
+    t.init_step_tools()  # the loss scaler and the non-finite watch, as the trainer builds them
     return t
 
 
@@ -78,28 +84,15 @@ def run(preset: str, repeats: int, steps: int, device: str | None, threads: int 
     cfg = BootstrapConfig(**values)
     t = stub_trainer(cfg, dev)
     batch = synthetic_batch(cfg, cfg.batch_size, dev)
-    step_no = [0]
 
-    def step():
-        i = step_no[0] % 100
-        out = t.step_at(batch, i)  # the trainer's own step: losses, backward, clip, AdamW, the teacher's EMA
-        step_no[0] += 1
-        return out["loss"]
+    def step(i: int) -> None:  # the trainer's own step: losses, backward, clip, AdamW, the teacher's EMA
+        t.step_at(batch, i % 100)
 
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
-    for _ in range(2):  # warm-up
-        step()
+    step_times(step, 0, dev, warmup=2)
     block_ips = []
-    for _ in range(repeats):
-        sync()
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
-        sync()
-        block_ips.append(steps * cfg.batch_size / (time.perf_counter() - t0))
+    for k in range(repeats):
+        (seconds,) = step_times(step, steps, dev, start=2 + k * steps, each=False)
+        block_ips.append(steps * cfg.batch_size / seconds)
     return dict(
         preset=preset,
         device=str(dev),

@@ -18,72 +18,56 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _helpers_images import write_images  # noqa: E402
-from bench_pretrain import _config  # noqa: E402
 
-from semmae.engine.pretrain import Pretrainer  # noqa: E402
-from semmae.masking import build_masking  # noqa: E402
-
-
-def _trainer(data: Path, tmp: str, model: str, batch: int, compile_: bool) -> Pretrainer:
-    cfg = _config(data, tmp, 1, "cpu", model, 224, compile=compile_, batch_size=batch, num_workers=0)
-    trainer = Pretrainer(cfg)
-    trainer.strategy = build_masking("adaptive", mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
-    trainer.no_part_id = 6
-    return trainer
+from semmae.engine.bench import bench_config, bench_trainer, held_batch, held_step_times  # noqa: E402
+from semmae.utils.results_table import markdown_table  # noqa: E402
 
 
-def _held_batch(trainer: Pretrainer) -> dict:
-    batch = trainer.prepare(next(iter(trainer.loader)), 0, 0)
-    g = torch.Generator().manual_seed(0)
-    batch["part_ids"] = torch.randint(
-        0, 7, (batch["image"].shape[0], trainer.model_core.num_patches), generator=g
-    )
-    return batch
-
-
-def _step(trainer: Pretrainer, batch: dict, i: int) -> float:
-    t0 = time.perf_counter()
-    trainer.step_at(batch, i)
-    return time.perf_counter() - t0
+def _trainer(data: Path, tmp: str, model: str, batch: int, compile_: bool):
+    cfg = bench_config(data, tmp, model, 224, max_steps=1, compile=compile_, batch_size=batch, num_workers=0)
+    return bench_trainer(cfg, "adaptive")
 
 
 def compare(data: Path, model: str, batch: int, blocks: int, per_block: int) -> dict:
     with tempfile.TemporaryDirectory() as a, tempfile.TemporaryDirectory() as b:
         eager, compiled = _trainer(data, a, model, batch, False), _trainer(data, b, model, batch, True)
-        held = _held_batch(eager)
-        for _ in range(2):
-            _step(eager, held, 0)
-        t0 = time.perf_counter()
-        _step(compiled, held, 0)  # compiles forward and backward
-        compile_s = time.perf_counter() - t0
-        _step(compiled, held, 1)
+        held = held_batch(eager, synthetic_parts=True)
+        compiled.no_part_id = eager.no_part_id
+        held_step_times(eager, held, 0, warmup=2)
+        (compile_s,) = held_step_times(compiled, held, 1, warmup=0)  # compiles forward and backward
+        held_step_times(compiled, held, 0, warmup=1, start=1)
         times: dict[str, list[float]] = {"eager": [], "compiled": []}
         for k in range(blocks):
             order = (("eager", eager), ("compiled", compiled))
             for name, tr in order if k % 2 == 0 else order[::-1]:
-                times[name] += [_step(tr, held, 2 + k * per_block + j) for j in range(per_block)]
+                times[name] += held_step_times(tr, held, per_block, warmup=0, start=2 + k * per_block)
     e, c = (batch / statistics.median(times[n]) for n in ("eager", "compiled"))
     return {"model": model, "batch": batch, "eager": e, "compiled": c, "ratio": c / e, "compile_s": compile_s}
 
 
+COLUMNS = [
+    "model (224 px, adaptive masking, fp32)",
+    "batch",
+    "eager img/s",
+    "compiled img/s",
+    "compiled / eager",
+]
+
+
 def table(rows: list[dict]) -> str:
-    lines = [
-        "| model (224 px, adaptive masking, fp32) | batch | eager img/s | compiled img/s | compiled / eager | compile s |",
-        "|---|---|---|---|---|---|",
+    cells = [
+        [r["model"], r["batch"], f"{r['eager']:.2f}", f"{r['compiled']:.2f}", f"{r['ratio']:.3f}"]
+        for r in rows
     ]
-    for r in rows:
-        lines.append(
-            f"| {r['model']} | {r['batch']} | {r['eager']:.2f} | {r['compiled']:.2f} | {r['ratio']:.3f} | "
-            f"{r['compile_s']:.0f} |"
-        )
-    return "\n".join(lines)
+    return markdown_table(
+        COLUMNS + ["compile s"], [c + [f"{r['compile_s']:.0f}"] for c, r in zip(cells, rows)]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,33 +9,12 @@ Target: semantic <= 3x random (the official per-batch implementation measures ~2
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import torch
 
 from semmae.masking import random_mask, semantic_guided_mask
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_times(fns: list, repeats: int, device: torch.device, warmup: int = 3) -> list[float]:
-    """Median wall time of each function; the functions are timed in turns so load drifts hit all alike."""
-    for fn in fns:
-        for _ in range(warmup):
-            fn()
-    times: list[list[float]] = [[] for _ in fns]
-    for _ in range(repeats):
-        for fn, ts in zip(fns, times):
-            _sync(device)
-            t0 = time.perf_counter()
-            fn()
-            _sync(device)
-            ts.append(time.perf_counter() - t0)
-    return [statistics.median(ts) for ts in times]
+from semmae.utils.results_table import row
+from semmae.utils.timing import median_times
 
 
 def run(quick: bool = False, device: str | None = None) -> list[dict]:
@@ -56,14 +35,9 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
     )
     tag = f"B={batch} L={length} {parts} parts, {dev.type}"
     return [
-        {"name": f"masking: semantic-guided time ({tag})", "value": t_sem * 1e3, "unit": "ms", "target": ""},
-        {"name": f"masking: random time ({tag})", "value": t_rand * 1e3, "unit": "ms", "target": ""},
-        {
-            "name": f"masking: semantic / random time ({tag})",
-            "value": t_sem / t_rand,
-            "unit": "x",
-            "target": "<= 3x",
-        },
+        row(f"masking: semantic-guided time ({tag})", t_sem * 1e3, "ms"),
+        row(f"masking: random time ({tag})", t_rand * 1e3, "ms"),
+        row(f"masking: semantic / random time ({tag})", t_sem / t_rand, "x", "<= 3x"),
     ]
 
 

@@ -17,19 +17,8 @@ import torch
 
 from semmae.masking import build_masking, foreground_keep_index
 from semmae.models import create_model
-
-try:
-    from bench_masking import median_times
-except ImportError:  # imported as a module by run_all.py from another folder
-    import importlib.util
-    from pathlib import Path
-
-    _spec = importlib.util.spec_from_file_location(
-        "bench_masking", Path(__file__).with_name("bench_masking.py")
-    )
-    _mod = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(_mod)
-    median_times = _mod.median_times
+from semmae.utils.results_table import row
+from semmae.utils.timing import median_times
 
 
 def _trainer(name: str, img_size: int, device: torch.device):
@@ -82,21 +71,11 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
     )
     tag = f"{size}, B={batch}, {img}px, {dev.type}"
     return [
-        {"name": f"step: semantic masking ({p16}, {tag})", "value": t_sem * 1e3, "unit": "ms", "target": ""},
-        {"name": f"step: random masking ({p16}, {tag})", "value": t_rand * 1e3, "unit": "ms", "target": ""},
-        {
-            "name": f"step: semantic / random throughput ({tag})",
-            "value": t_rand / t_sem,
-            "unit": "x",
-            "target": ">= 0.97",
-        },
-        {"name": f"step: patch-8 keep-1/4 ({p8}, {tag})", "value": t_p8 * 1e3, "unit": "ms", "target": ""},
-        {
-            "name": f"step: patch-8 keep-1/4 / patch-16 time ({tag})",
-            "value": t_p8 / t_p16,
-            "unit": "x",
-            "target": "<= 1.10",
-        },
+        row(f"step: semantic masking ({p16}, {tag})", t_sem * 1e3, "ms"),
+        row(f"step: random masking ({p16}, {tag})", t_rand * 1e3, "ms"),
+        row(f"step: semantic / random throughput ({tag})", t_rand / t_sem, "x", ">= 0.97"),
+        row(f"step: patch-8 keep-1/4 ({p8}, {tag})", t_p8 * 1e3, "ms"),
+        row(f"step: patch-8 keep-1/4 / patch-16 time ({tag})", t_p8 / t_p16, "x", "<= 1.10"),
     ]
 
 

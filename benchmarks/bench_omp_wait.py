@@ -25,6 +25,8 @@ import statistics
 import subprocess
 import sys
 
+from semmae.utils.results_table import markdown_table, row
+
 CHILD = r"""
 import json, os, sys, time
 if os.environ.get("BENCH_SEMMAE_RULE"):
@@ -53,10 +55,6 @@ print(json.dumps({"img_per_s": steps * imgs.shape[0] / (time.perf_counter() - t)
                   "policy": os.environ.get("OMP_WAIT_POLICY", "unset"), "threads": torch.get_num_threads()}))
 """
 BUSY = "while True: pass"  # one core kept busy, as another user's job would
-
-
-def measure(policy: str | None, steps: int, threads: int, semmae_rule: bool = False) -> float:
-    return measure_record(policy, steps, threads, semmae_rule)["img_per_s"]
 
 
 def measure_record(
@@ -121,6 +119,16 @@ def contention(
     return runs
 
 
+CONTENTION_COLUMNS = [
+    "setting",
+    "policy set",
+    "idle img/s (median)",
+    "busy img/s (median)",
+    "busy / idle time",
+]
+CONTENTION_COLUMNS += ["runs idle; busy"]
+
+
 def contention_table(runs: dict[str, dict[str, list[dict]]]) -> str:
     """Medians of the runs that finished; a run past the timeout shows as "t/o" and counts as slower than all."""
 
@@ -133,25 +141,22 @@ def contention_table(runs: dict[str, dict[str, list[dict]]]) -> str:
     def fmt(v: float) -> str:
         return f"{v:.1f}" if v > 0 else "t/o"
 
-    lines = [
-        "| setting | policy set | idle img/s (median) | busy img/s (median) | busy / idle time | runs idle; busy |",
-        "|---|---|---|---|---|---|",
-    ]
+    rows = []
     for name, r in runs.items():
         idle, busy = med(r["idle"]), med(r["busy"])
         ratio = f"**{idle / busy:.2f}x**" if idle > 0 and busy > 0 else "n/a (timed out)"
         runs_text = "; ".join(", ".join(fmt(x["img_per_s"]) for x in r[state]) for state in ("idle", "busy"))
         policy = r["idle"][0]["policy"].replace(" (timed out)", "")
-        lines.append(f"| {name} | {policy} | {fmt(idle)} | {fmt(busy)} | {ratio} | {runs_text} |")
-    return "\n".join(lines)
+        rows.append([name, policy, fmt(idle), fmt(busy), ratio, runs_text])
+    return markdown_table(CONTENTION_COLUMNS, rows)
 
 
 def compare(steps: int, repeats: int, threads: int) -> dict[str, list[float]]:
     """img/s of each policy, ``repeats`` fresh processes each, in alternating turns."""
     runs: dict[str, list[float]] = {"default (spin)": [], "PASSIVE": []}
     for _ in range(repeats):
-        runs["default (spin)"].append(measure(None, steps, threads))
-        runs["PASSIVE"].append(measure("PASSIVE", steps, threads))
+        runs["default (spin)"].append(measure_record(None, steps, threads)["img_per_s"])
+        runs["PASSIVE"].append(measure_record("PASSIVE", steps, threads)["img_per_s"])
     return runs
 
 
@@ -163,14 +168,7 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
         return []
     runs = compare(5 if quick else 15, 1 if quick else 3, os.cpu_count() or 1)
     ratio = statistics.median(runs["PASSIVE"]) / statistics.median(runs["default (spin)"])
-    return [
-        {
-            "name": "MAE step img/s, OMP_WAIT_POLICY=PASSIVE / default (idle CPU)",
-            "value": ratio,
-            "unit": "x",
-            "target": "",
-        }
-    ]
+    return [row("MAE step img/s, OMP_WAIT_POLICY=PASSIVE / default (idle CPU)", ratio, "x")]
 
 
 def main() -> None:
@@ -195,10 +193,8 @@ def main() -> None:
     print(
         f"MAE step, tiny ViT depth 12 at 64 px, batch 128, {args.threads} threads, {args.repeats} alternating runs"
     )
-    print("| OMP_WAIT_POLICY | img/s (median) | runs |")
-    print("|---|---|---|")
-    for k, v in runs.items():
-        print(f"| {k} | {med[k]:.1f} | {', '.join(f'{x:.1f}' for x in v)} |")
+    rows = [[k, f"{med[k]:.1f}", ", ".join(f"{x:.1f}" for x in v)] for k, v in runs.items()]
+    print(markdown_table(["OMP_WAIT_POLICY", "img/s (median)", "runs"], rows))
     print(f"ratio PASSIVE / default = {med['PASSIVE'] / med['default (spin)']:.3f}")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 
 import torch
 
@@ -21,18 +20,8 @@ from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
-
-
-def _timeit(fn, iters: int, device: torch.device) -> float:
-    fn()  # warm-up
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    t0 = time.perf_counter()
-    for _ in range(iters):
-        fn()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - t0) / iters
+from semmae.utils.results_table import row
+from semmae.utils.timing import mean_time as _timeit
 
 
 def run(quick: bool = True) -> list[dict]:
@@ -84,16 +73,11 @@ def run(quick: bool = True) -> list[dict]:
     enc_ips, exp_ips = batch / t_enc, batch / t_exp
     tag = f"{arch}@{img} b{batch} {device.type}"
     return [
-        {"name": f"parts/encoder_forward ({tag})", "value": enc_ips, "unit": "images/s", "target": None},
-        {"name": f"parts/export ({tag}, grid {grid})", "value": exp_ips, "unit": "images/s", "target": None},
-        {"name": "parts/export_vs_encoder", "value": exp_ips / enc_ips, "unit": "x", "target": 0.8},
-        {"name": f"parts/train_step ({tag})", "value": t_train * 1000, "unit": "ms", "target": None},
-        {
-            "name": f"parts/cache_bytes_per_image (grid {grid})",
-            "value": bytes_per_image,
-            "unit": "bytes",
-            "target": None,
-        },
+        row(f"parts/encoder_forward ({tag})", enc_ips, "images/s"),
+        row(f"parts/export ({tag}, grid {grid})", exp_ips, "images/s"),
+        row("parts/export_vs_encoder", exp_ips / enc_ips, "x", ">= 0.8"),
+        row(f"parts/train_step ({tag})", t_train * 1000, "ms"),
+        row(f"parts/cache_bytes_per_image (grid {grid})", bytes_per_image, "bytes"),
         *rows,
     ]
 
@@ -137,27 +121,10 @@ def step_comparison(device: torch.device, iters: int) -> list[dict]:
         "cached_d64": _timeit(step_fn(light, False), iters, device),
     }
     tag = f"demo shape b64 {device.type}"
-    rows = [
-        {"name": f"parts/step_{k} ({tag})", "value": v * 1000, "unit": "ms", "target": None}
-        for k, v in t.items()
+    return [row(f"parts/step_{k} ({tag})", v * 1000, "ms") for k, v in t.items()] + [
+        row("parts/step_speedup_cached_d64_vs_online_d256", t["online_d256"] / t["cached_d64"], "x"),
+        row("parts/step_speedup_cached_vs_online (same decoder)", t["online_d256"] / t["cached_d256"], "x"),
     ]
-    rows.append(
-        {
-            "name": "parts/step_speedup_cached_d64_vs_online_d256",
-            "value": t["online_d256"] / t["cached_d64"],
-            "unit": "x",
-            "target": None,
-        }
-    )
-    rows.append(
-        {
-            "name": "parts/step_speedup_cached_vs_online (same decoder)",
-            "value": t["online_d256"] / t["cached_d256"],
-            "unit": "x",
-            "target": None,
-        }
-    )
-    return rows
 
 
 if __name__ == "__main__":

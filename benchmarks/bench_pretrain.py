@@ -14,14 +14,11 @@ same trainer, short blocks of loader-fed steps alternate with blocks of held-bat
 their prefetched batches discarded between blocks), which cancels the drift. Targets: packed e2e / step >= 0.95, folder (auto workers)
 e2e / step >= 0.9. Peak memory is the process's max RSS (CPU) or the CUDA allocator's peak.
 
-GPU (``--device cuda``): ViT-B/16 at 224 px, bf16, random vs adaptive masking, with and without
-``torch.compile`` (model step on in-memory tensors; synthetic part ids for the adaptive strategy). Results are
-written to ``benchmarks/results/pretrain-<device>.json``.
+    python benchmarks/bench_pretrain.py [--quick] [--rounds N] [--raw FILE] [--data DIR] [--pack DIR]
 
-    python benchmarks/bench_pretrain.py [--quick] [--rounds N] [--raw FILE] [--device cuda] [--data DIR] [--pack DIR]
-
-(The GPU input-pipeline comparison - ViT-B/16 at 224 px from a pack vs JPEG folders, with batched
-``torchvision.io.decode_jpeg(device="cuda")`` as the JPEG fast path - is ``benchmarks/gpu_input_pipeline.py``.)
+On a GPU the same questions (ViT-B/16 at 224 px, bf16: the held step with random vs adaptive masking, eager vs
+``torch.compile``; pack vs JPEG folders end to end, and JPEGs decoded on the GPU with a batched
+``torchvision.io.decode_jpeg(device="cuda")``) are sections of ``benchmarks/gpu_validate.py``.
 """
 
 from __future__ import annotations
@@ -35,73 +32,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
-
-from semmae.engine.config import PretrainConfig
+from semmae.engine.bench import bench_config, held_batch, held_step_times
 from semmae.engine.pretrain import Pretrainer
 from semmae.engine.progress import memory_mb
-from semmae.utils.rundir import read_log
+from semmae.utils.results_table import row
+from semmae.utils.timing import logged, logged_rate
 
 DATA = Path("/work/shared/data/imagenette2_96/train")
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _config(
-    data: Path, out: str, steps: int, device: str, model: str, img_size: int, masking: str = "random", **kw
-) -> PretrainConfig:
-    base = dict(
-        data=str(data),
-        out=out,
-        model=model,
-        img_size=img_size,
-        masking=masking,
-        epochs=100,
-        warmup_epochs=1,
-        batch_size=64,
-        num_workers=2,
-        precision="fp32" if device == "cpu" else "bf16",
-        device=device,
-        max_steps=steps,
-        log_every=5,
-        vis_every=0,
-        ckpt_every=0,
-        progress=False,
-        keep_last=1,
-    )
-    base.update(kw)
-    cfg = PretrainConfig(**base)
-    cfg.validate()
-    return cfg
-
-
-def step_times(
-    trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False
-) -> tuple[int, list[float]]:
-    """Seconds of each mask + forward + backward + optimiser step on one in-memory batch (after ``warmup``)."""
-    batch = trainer.prepare(
-        next(iter(trainer.loader)), 0, 0
-    )  # packed data: crop/flip once, outside the timing
-    if part_ids:
-        g = (trainer.cfg.img_size // trainer.patch_size) ** 2
-        batch["part_ids"] = torch.randint(0, 6, (batch["image"].shape[0], g))
-        trainer.no_part_id = 6
-    sync = torch.cuda.synchronize if trainer.device.type == "cuda" else (lambda: None)
-    times = []
-    for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        trainer.step_at(batch, i)  # draws, masks, the MAE under the run's precision, backward, AdamW
-        sync()
-        if i >= warmup:
-            times.append(time.perf_counter() - t0)
-    return int(batch["image"].shape[0]), times
-
-
-def step_throughput(trainer: Pretrainer, steps: int, warmup: int = 3, part_ids: bool = False) -> float:
-    """Images/s of the model step alone on one in-memory batch: images over the wall-clock time of ``steps``
-    consecutive steps - the same statistic as the end-to-end rate (a total over a window), so that their ratio
-    compares like with like (a median of step times would drop the slow steps that the e2e window keeps)."""
-    batch, times = step_times(trainer, steps, warmup, part_ids)
-    return batch * len(times) / sum(times)
+def step_times(trainer: Pretrainer, steps: int) -> tuple[int, list[float]]:
+    """Batch size and seconds of each of ``steps`` held-batch steps of ``trainer`` (after 3 warm-up steps)."""
+    batch = held_batch(trainer)
+    return int(batch["image"].shape[0]), held_step_times(trainer, batch, steps)
 
 
 def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float = 0.5) -> float:
@@ -117,9 +60,7 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
     The trainer's own per-step bookkeeping (a log record every ``--log-every`` steps) is in neither block."""
     in_flight = trainer.num_workers * (trainer.loader.prefetch_factor or 0)
 
-    def step_on(batch: dict, step: int) -> None:
-        trainer.step_at(batch, step)
-
+    step_on = trainer.step_at
     it = iter(trainer.loader)
 
     def fetch() -> dict:
@@ -167,31 +108,14 @@ def loader_throughput(trainer: Pretrainer, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def e2e_throughput(out: Path, batch: int, skip_logs: int = 1) -> float:
-    """Images/s between the first logged step after warm-up and the last one (from log.jsonl timestamps)."""
-    log = [r for r in read_log(out / "log.jsonl") if "loss" in r][skip_logs:]
-    steps = log[-1]["step"] - log[0]["step"]
-    return steps * batch / (log[-1]["time"] - log[0]["time"])
-
-
 def _cpu_run(data: Path, steps: int, n_step: int, workers: str) -> dict:
     """One short CPU pretraining run bracketed by two blocks of the model step alone on the same trainer (before
     and after: a linear drift of the machine's speed cancels in their pooled rate). Returns the trainer, its
     end-to-end img/s, its input-wait share, the pooled step img/s and the step's per-step times."""
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = _config(
-            data,
-            tmp,
-            steps,
-            "cpu",
-            "mae_vit_tiny_patch8",
-            96,
-            depth=6,
-            decoder_depth=2,
-            batch_size=32,
-            log_every=3,
-            num_workers=workers,
-        )
+        model = dict(depth=6, decoder_depth=2)
+        sizes = dict(max_steps=steps, batch_size=32, log_every=3, num_workers=workers)
+        cfg = bench_config(data, tmp, "mae_vit_tiny_patch8", 96, **model, **sizes)
         trainer = Pretrainer(cfg)
         batch, before = step_times(trainer, n_step)
         trainer.run()
@@ -199,8 +123,8 @@ def _cpu_run(data: Path, steps: int, n_step: int, workers: str) -> dict:
         times = before + after
         return dict(
             trainer=trainer,
-            e2e=e2e_throughput(Path(tmp), cfg.batch_size),
-            wait=data_wait(Path(tmp)),
+            e2e=logged_rate(Path(tmp) / "log.jsonl", cfg.batch_size),
+            wait=statistics.mean(logged(Path(tmp) / "log.jsonl", "data_wait")),
             step=batch * len(times) / sum(times),
             step_median=batch / statistics.median(times),
             drift=sum(after) / sum(before),
@@ -221,12 +145,6 @@ def pack_for_bench(data: Path, out: Path) -> dict:
         "jpeg_bytes": jpeg / report.num_images,
         "workers": workers,
     }
-
-
-def data_wait(out: Path, skip_logs: int = 1) -> float:
-    """Mean share of each logged window the run spent waiting for batches (``data_wait`` in log.jsonl)."""
-    log = [r for r in read_log(out / "log.jsonl") if "loss" in r][skip_logs:]
-    return statistics.mean(r["data_wait"] for r in log)
 
 
 FEEDS = (
@@ -285,138 +203,67 @@ def run_cpu(
     def spread(key: str, field: str = "ratio") -> str:
         return ", ".join(f"{r[key][field]:.3f}" for r in results)
 
-    def row(name: str, key: str, field: str, digits: int, unit: str, target: bool = False) -> dict:
-        """One printed row: the median over rounds of ``field`` of feed ``key`` (with its target, if asked)."""
-        value = round(med(key, field), digits)
-        return {"name": name, "value": value, "unit": unit, "target": TARGETS.get(key, "") if target else ""}
+    def median_row(name: str, key: str, field: str, digits: int, unit: str, target: bool = False) -> dict:
+        """The median over rounds of ``field`` of feed ``key`` (with its target, if asked)."""
+        return row(name, round(med(key, field), digits), unit, TARGETS.get(key, "") if target else "")
 
     rows = []
     for key, label, _ in FEEDS:
         workers = results[0][key]["workers"]
-        rows.append(row(f"model step alone, around the {label} run (median)", key, "step", 1, "img/s"))
-        rows.append(row(f"pretrain e2e, {label} ({workers} workers) (median)", key, "e2e", 1, "img/s"))
+        rows.append(median_row(f"model step alone, around the {label} run (median)", key, "step", 1, "img/s"))
+        rows.append(median_row(f"pretrain e2e, {label} ({workers} workers) (median)", key, "e2e", 1, "img/s"))
     for key, label, _ in FEEDS:
         name = f"e2e / model step: {label} (median of {len(results)}; rounds in order: {spread(key)})"
-        rows.append(row(name, key, "ratio", 3, "x", target=True))
+        rows.append(median_row(name, key, "ratio", 3, "x", target=True))
     for key, label, _ in FEEDS:
         name = f"fed / held step, paired blocks: {label} (rounds: {spread(key, 'paired')})"
-        rows.append(row(name, key, "paired", 3, "x", target=True))
+        rows.append(median_row(name, key, "paired", 3, "x", target=True))
     for key, label, _ in FEEDS:
         name = f"  same, over the median step time (the earlier statistic): {label}"
-        rows.append(row(name, key, "ratio_median_step", 3, "x"))
+        rows.append(median_row(name, key, "ratio_median_step", 3, "x"))
     for key, label, _ in FEEDS:
-        rows.append(row(f"input wait share of the run, {label} (median)", key, "wait", 4, ""))
-    rows.append(
-        {
-            "name": f"step drift across a run, after / before (rounds: {spread('packed', 'drift')}, packed)",
-            "value": round(statistics.median(r[k]["drift"] for r in results for k in r), 3),
-            "unit": "x",
-        }
-    )
+        rows.append(median_row(f"input wait share of the run, {label} (median)", key, "wait", 4, ""))
+    drift = round(statistics.median(r[k]["drift"] for r in results for k in r), 3)
     rows += [
-        {
-            "name": "data pipeline alone, JPEG folder, 2 workers (median)",
-            "value": round(med("folder2", "pipeline"), 1),
-            "unit": "img/s",
-        },
-        {
-            "name": "data pipeline alone, packed (copy + batch crop/flip) (median)",
-            "value": round(med("packed", "pipeline"), 1),
-            "unit": "img/s",
-        },
-        {
-            "name": "pretrain peak memory (max RSS)",
-            "value": round(max(r["packed"]["memory"] for r in results), 0),
-            "unit": "MiB",
-        },
+        row(
+            f"step drift across a run, after / before (rounds: {spread('packed', 'drift')}, packed)",
+            drift,
+            "x",
+        ),
+        median_row("data pipeline alone, JPEG folder, 2 workers (median)", "folder2", "pipeline", 1, "img/s"),
+        median_row(
+            "data pipeline alone, packed (copy + batch crop/flip) (median)", "packed", "pipeline", 1, "img/s"
+        ),
+        row("pretrain peak memory (max RSS)", round(max(r["packed"]["memory"] for r in results), 0), "MiB"),
     ]
     if packing is not None:
         rows += [
-            {
-                "name": f"pack throughput (96 px, {packing['workers']} decoding worker(s))",
-                "value": round(packing["img_s"], 1),
-                "unit": "img/s",
-            },
-            {
-                "name": "pack bytes per image (96 px, no part cells)",
-                "value": round(packing["bytes"], 0),
-                "unit": "B",
-            },
-            {
-                "name": "JPEG bytes per image (the source folder)",
-                "value": round(packing["jpeg_bytes"], 0),
-                "unit": "B",
-            },
+            row(
+                f"pack throughput (96 px, {packing['workers']} decoding worker(s))",
+                round(packing["img_s"], 1),
+                "img/s",
+            ),
+            row("pack bytes per image (96 px, no part cells)", round(packing["bytes"], 0), "B"),
+            row("JPEG bytes per image (the source folder)", round(packing["jpeg_bytes"], 0), "B"),
         ]
-    for r in rows:
-        r.setdefault("target", "")
-    return rows
-
-
-def run_gpu(quick: bool, data: Path) -> list[dict]:
-    rows = []
-    steps = 10 if quick else 30
-    for masking in ("random", "adaptive"):
-        for compile_ in (False, True):
-            with tempfile.TemporaryDirectory() as tmp:
-                # built with random masking (no part cache needed); the strategy is swapped below
-                cfg = _config(
-                    data,
-                    tmp,
-                    1,
-                    "cuda",
-                    "mae_vit_base_patch16",
-                    224,
-                    compile=compile_,
-                    batch_size=128,
-                    num_workers=8,
-                )
-                trainer = Pretrainer(cfg)
-                if masking != "random":
-                    from semmae.masking import build_masking
-
-                    trainer.strategy = build_masking(masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
-                torch.cuda.reset_peak_memory_stats()
-                ips = step_throughput(trainer, steps, warmup=5, part_ids=masking != "random")
-                rows.append(
-                    {
-                        "name": f"ViT-B/16 224 bf16 {masking}{' compile' if compile_ else ''}",
-                        "value": round(ips, 1),
-                        "unit": "img/s",
-                        "target": "",
-                    }
-                )
-                rows.append(
-                    {
-                        "name": f"ViT-B/16 224 bf16 {masking}{' compile' if compile_ else ''} peak memory",
-                        "value": round(memory_mb(trainer.device), 0),
-                        "unit": "MiB",
-                        "target": "",
-                    }
-                )
     return rows
 
 
 def run(
     quick: bool = False,
-    device: str | None = None,
     data: str | None = None,
     pack: str | None = None,
     rounds: int = 3,
     raw: str | None = None,
 ) -> list[dict]:
-    device = device or "cpu"
-    data_path = Path(data) if data else DATA
-    if device == "cuda":
-        return run_gpu(quick, data_path)
     rounds = 1 if quick else rounds  # a smoke run (run_all --quick too): one round
-    return run_cpu(quick, data_path, Path(pack) if pack else None, rounds, Path(raw) if raw else None)
+    data_path, pack_path = Path(data) if data else DATA, Path(pack) if pack else None
+    return run_cpu(quick, data_path, pack_path, rounds, Path(raw) if raw else None)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     ap.add_argument("--data", default=None, help=f"ImageFolder of training images (default {DATA})")
     ap.add_argument(
         "--pack", default=None, help="a pack of --data at 96 px (default: packed here, and timed)"
@@ -426,11 +273,5 @@ if __name__ == "__main__":
     )
     ap.add_argument("--raw", default=None, help="CPU: write every round's numbers to this JSON file")
     args = ap.parse_args()
-    rows = run(args.quick, args.device, args.data, args.pack, args.rounds, args.raw)
-    for r in rows:
+    for r in run(args.quick, args.data, args.pack, args.rounds, args.raw):
         print(f"{r['name']:<75} {r['value']:>10} {r['unit']:<6} {r['target']}")
-    if args.device == "cuda":
-        RESULTS.mkdir(exist_ok=True)
-        (RESULTS / f"pretrain-{torch.cuda.get_device_name(0).replace(' ', '_')}.json").write_text(
-            json.dumps({"device": torch.cuda.get_device_name(0), "rows": rows}, indent=2) + "\n"
-        )

@@ -39,6 +39,7 @@ from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score
 from semmae.pipeline.side_by_side import run_side_by_side
 from semmae.pipeline.subsets import split_subset
 from semmae.pipeline.tables import mean_std
+from semmae.utils.results_table import markdown_table
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "data"
@@ -162,16 +163,16 @@ def cmd_report(args: argparse.Namespace) -> None:
         args.out.write_text(json.dumps({"times": times, "runs": rows}, indent=1))
     head = ["encoder", "seeds", "train wall s", "kNN top-1", "kNN top-5"]
     head += [f"{sec} {meth} {col}" for sec, meth, col in COLUMNS]
-    print("| " + " | ".join(head) + " |")
-    print("|---" * len(head) + "|")
     names = {"boot": "self-distilled (`semmae bootstrap`)", "mae": "MAE bootstrap (random masking)"}
+    table = []
     for m in METHODS:
         runs = rows[m]
         wall = [v for k, v in times.items() if k.startswith(f"{m}-")]
         cells = [names[m], str(len(runs)), mean_std(wall, 0)]
         cells += [mean_std([r["knn"][k] for r in runs if "knn" in r], 1) for k in ("top1", "top5")]
         cells += [mean_std([r[sec][meth][col] for r in runs if sec in r], 3) for sec, meth, col in COLUMNS]
-        print("| " + " | ".join(cells) + " |")
+        table.append(cells)
+    print(markdown_table(head, table))
 
 
 def main() -> None:

@@ -12,7 +12,10 @@ Sections (each one is timed, fails alone, and is skipped once the time budget is
    batch held on the GPU, random vs adaptive masking; the same step's forward under the sync-debug mode; ViT-L/16
    next to facebookresearch/mae's published pretraining time (see ``MAE_PUBLISHED``).
 5. ``e2e``: ``semmae pretrain`` end to end from a JPEG folder (generated here) and from a pack of it with part cells
-   (adaptive masking), img/s from the runs' own logs, against the held step.
+   (adaptive masking), img/s from the runs' own logs, against the held step; the pack's img/s and bytes per image.
+   ``jpeg_gpu``: the JPEG fast path: loader workers read only the files' bytes, the GPU decodes each batch with
+   one batched ``torchvision.io.decode_jpeg(device="cuda")`` call, resizes it to the pack side and runs the pack's
+   batch crop-flip; img/s against the held step (formerly ``benchmarks/gpu_input_pipeline.py``).
 6. ``resume``: a run stopped at step 4 and continued with ``--resume auto`` logs steps 1..8 once each (no gap).
 7. ``b8``: ViT-B/8 with the most-foreground quarter of its 28x28 patches (``--fg-keep 0.25``), vs ViT-B/16.
 8. ``fp16``: fp16 + grad scaler + accumulation 2 + clipping 1.0 trains with finite losses and a saved loss scale.
@@ -23,8 +26,8 @@ Targets are printed beside each figure: adaptive / random step >= 0.97, packed e
 compiled >= eager, B/8 keep-1/4 step within 10 % of B/16, the batched crop at least as fast as the per-box one
 and within 1 uint8 level of it. Everything it reports goes under ``$OUT`` (or ``--out``): ``gpu-validate.json``,
 ``gpu-validate.md``, ``profile.txt``; scratch (images, pack, checkpoints) lives in a temporary folder that is
-deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the path);
-without tensorboard the runs log to ``log.jsonl`` only.
+deleted. Needs torch, torchvision and timm (and this repository's ``src`` on the path); the runs log to
+``log.jsonl`` only (``--logger none``).
 
     OUT=/tmp/out PYTHONPATH=src python benchmarks/gpu_validate.py            # on the GPU box
     PYTHONPATH=src python benchmarks/gpu_validate.py --smoke --out /tmp/v    # tiny sizes, on the CPU (a test)
@@ -33,6 +36,7 @@ without tensorboard the runs log to ``log.jsonl`` only.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -42,11 +46,14 @@ import sys
 import tempfile
 import time
 import traceback
-import types
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from semmae.engine.bench import bench_config, bench_trainer, held_batch, held_step_rate
+from semmae.utils.results_table import cell, markdown_table
+from semmae.utils.timing import logged, step_times, synchronize
 
 # facebookresearch/mae, PRETRAIN.md: ViT-Large (mae_vit_large_patch16, mask 0.75, effective batch 4096, fp16 AMP),
 # 800 epochs of ImageNet-1k (1,281,167 images) in "~42h in 64 V100 GPUs" -> about 106 img/s per V100. Its README
@@ -55,22 +62,6 @@ MAE_PUBLISHED = {
     "source": "github.com/facebookresearch/mae PRETRAIN.md: ViT-L/16, 800 epochs, ~42 h on 64 V100",
     "vit_l16_img_s_per_v100": 1_281_167 * 800 / (42 * 3600) / 64,
 }
-
-
-def _no_tensorboard_shim() -> None:
-    """Let runs log without tensorboard (an offline box with torch, torchvision and timm only)."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
-    except ImportError:
-        stub = types.ModuleType("torch.utils.tensorboard")
-
-        class SummaryWriter:  # the calls RunLogger makes, as no-ops
-            def __init__(self, *a, **k): ...
-            def __getattr__(self, name):
-                return lambda *a, **k: None
-
-        stub.SummaryWriter = SummaryWriter
-        sys.modules["torch.utils.tensorboard"] = stub
 
 
 class Report:
@@ -83,19 +74,21 @@ class Report:
         self, section: str, name: str, value: Any, unit: str = "", target: str = "", ok: bool | None = None
     ):
         self.rows.append(dict(section=section, name=name, value=value, unit=unit, target=target, ok=ok))
-        v = f"{value:.4g}" if isinstance(value, float) else str(value)
         mark = "" if ok is None else ("  ok" if ok else "  MISSED")
-        print(f"[{section}] {name}: {v} {unit}{f'   (target {target})' if target else ''}{mark}", flush=True)
+        print(
+            f"[{section}] {name}: {cell(value)} {unit}{f'   (target {target})' if target else ''}{mark}",
+            flush=True,
+        )
 
     def write(self) -> None:
         (self.out / "gpu-validate.json").write_text(json.dumps({**self.meta, "rows": self.rows}, indent=2))
-        lines = ["| section | figure | value | unit | target | met |", "|---|---|---|---|---|---|"]
-        for r in self.rows:
-            v = f"{r['value']:.4g}" if isinstance(r["value"], float) else str(r["value"])
-            met = "" if r["ok"] is None else ("yes" if r["ok"] else "**no**")
-            lines.append(f"| {r['section']} | {r['name']} | {v} | {r['unit']} | {r['target']} | {met} |")
+        met = {None: "", True: "yes", False: "**no**"}
+        rows = [
+            [r["section"], r["name"], r["value"], r["unit"], r["target"], met[r["ok"]]] for r in self.rows
+        ]
+        table = markdown_table(["section", "figure", "value", "unit", "target", "met"], rows)
         head = "\n".join(f"- {k}: {v}" for k, v in self.meta.items() if not isinstance(v, dict))
-        (self.out / "gpu-validate.md").write_text(f"# gpu_validate\n\n{head}\n\n" + "\n".join(lines) + "\n")
+        (self.out / "gpu-validate.md").write_text(f"# gpu_validate\n\n{head}\n\n{table}\n")
 
 
 class Sizes:
@@ -120,36 +113,11 @@ class Sizes:
 
 
 def _config(s: Sizes, folder: Path, out: Path, **kw):
-    from semmae.engine.config import PretrainConfig
-
-    base = dict(
-        data=str(folder),
-        out=str(out),
-        model=s.b16,
-        img_size=s.img,
-        masking="random",
-        epochs=1000,
-        warmup_epochs=1,
-        batch_size=s.batch,
-        num_workers="0" if s.smoke else "auto",
-        precision=s.precision,
-        device=s.device,
-        log_every=1 if s.smoke else 5,
-        vis_every=0,
-        ckpt_every=0,
-        progress=False,
-        keep_last=1,
-        seed=0,
-    )
-    base.update(kw)
-    cfg = PretrainConfig(**base)
-    cfg.validate()
-    return cfg
-
-
-def _sync(device: str) -> None:
-    if device == "cuda":
-        torch.cuda.synchronize()
+    """The quiet measured run (:func:`semmae.engine.bench.bench_config`) at the run's sizes; ``kw`` override."""
+    workers = "0" if s.smoke else "auto"
+    base = dict(batch_size=s.batch, num_workers=workers, log_every=1 if s.smoke else 5, epochs=1000, seed=0)
+    data, model = kw.pop("data", folder), kw.pop("model", s.b16)
+    return bench_config(data, out, model, s.img, s.device, **{**base, **kw})
 
 
 def check_no_host_sync(rep: Report, section: str, name: str, fn) -> None:
@@ -187,7 +155,9 @@ def make_data(s: Sizes, root: Path) -> dict[str, Path]:
         out[name] = writer.finalize().path
     out["pack"] = root / "pack"
     workers = 0 if s.smoke else max(1, (os.cpu_count() or 2) - 1)
-    pack_dataset(folder, out["pack"], s.pack_side, parts=out["parts16"], workers=workers, progress=False)
+    out["pack_report"] = pack_dataset(
+        folder, out["pack"], s.pack_side, parts=out["parts16"], workers=workers, progress=False
+    )
     return out
 
 
@@ -196,40 +166,30 @@ def section_env(s: Sizes, rep: Report) -> None:
     import timm
     import torchvision
 
-    rep.add(
-        "env",
-        "torch / torchvision / timm",
-        f"{torch.__version__} / {torchvision.__version__} / {timm.__version__}",
-    )
-    rep.add("env", "python / cpus", f"{platform.python_version()} / {os.cpu_count()}")
+    env = functools.partial(rep.add, "env")
+    env("torch / torchvision / timm", f"{torch.__version__} / {torchvision.__version__} / {timm.__version__}")
+    env("python / cpus", f"{platform.python_version()} / {os.cpu_count()}")
     from timm.layers import use_fused_attn
 
-    rep.add(
-        "env",
+    env(
         "timm fused attention (F.scaled_dot_product_attention)",
         bool(use_fused_attn()),
         ok=bool(use_fused_attn()),
     )
     if s.smoke:
-        rep.add("env", "device", "cpu (smoke run)")
+        env("device", "cpu (smoke run)")
         return
     from semmae.engine.precision import native_bf16, resolve_precision
 
     dev = torch.device("cuda")
-    rep.add(
-        "env",
+    env(
         "GPU",
         f"{torch.cuda.get_device_name(0)} (sm {'.'.join(map(str, torch.cuda.get_device_capability(0)))})",
     )
-    rep.add("env", "CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}")
-    rep.add("env", "native bf16", native_bf16(dev), ok=native_bf16(dev))
-    rep.add("env", "--precision auto resolves to", resolve_precision("auto", dev).name, target="bf16")
-    rep.add(
-        "env",
-        "float32 matmul precision after auto",
-        torch.get_float32_matmul_precision(),
-        target="high (TF32)",
-    )
+    env("CUDA / cuDNN", f"{torch.version.cuda} / {torch.backends.cudnn.version()}")
+    env("native bf16", native_bf16(dev), ok=native_bf16(dev))
+    env("--precision auto resolves to", resolve_precision("auto", dev).name, target="bf16")
+    env("float32 matmul precision after auto", torch.get_float32_matmul_precision(), target="high (TF32)")
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     q = torch.randn(8, 12, 197, 64, device=dev, dtype=torch.bfloat16)
@@ -244,15 +204,13 @@ def section_env(s: Sizes, rep: Report) -> None:
             with sdpa_kernel(backend):
                 torch.nn.functional.scaled_dot_product_attention(q, q, q)
             torch.cuda.synchronize()
-            rep.add(
-                "env",
+            env(
                 f"SDPA {name} backend (bf16, 197 tokens, head dim 64)",
                 True,
                 ok=True if name == "flash" else None,
             )
         except RuntimeError as e:
-            rep.add(
-                "env",
+            env(
                 f"SDPA {name} backend",
                 f"unavailable: {str(e).splitlines()[0][:80]}",
                 ok=False if name == "flash" else None,
@@ -275,15 +233,9 @@ def section_masking(s: Sizes, rep: Report) -> None:
             draws = strategy.draw(b, grid, 0.5, g, dev, num_groups=7)
             return strategy(b, grid, 0.5, None, part_ids=part_ids, device=dev, no_part_id=6, draws=draws)
 
-        for i in range(3):
-            once(i)
-        _sync(s.device)
         n = 5 if s.smoke else 50
-        t0 = time.perf_counter()
-        for i in range(n):
-            mask = once(i)
-        _sync(s.device)
-        times[name] = (time.perf_counter() - t0) / n
+        times[name] = step_times(once, n, dev, warmup=3, each=False)[0] / n
+        mask = once(0)
         exact = bool((mask.sum(1) == round(0.75 * length)).all())
         rep.add("masking", f"{name} mask of {b} x {length}", times[name] * 1e3, "ms", ok=exact)
         if dev.type == "cuda":
@@ -308,14 +260,9 @@ def section_augment(s: Sizes, rep: Report) -> None:
     }
     times = {}
     for name, aug in augs.items():
-        aug(batch, torch.Generator().manual_seed(0))  # warm-up
-        _sync(s.device)
         n = 3 if s.smoke else 20
-        t0 = time.perf_counter()
-        for i in range(n):
-            aug(batch, torch.Generator().manual_seed(i))
-        _sync(s.device)
-        times[name] = (time.perf_counter() - t0) / n
+        crop = lambda i, aug=aug: aug(batch, torch.Generator().manual_seed(i))  # noqa: E731
+        times[name] = step_times(crop, n, dev, warmup=1, each=False)[0] / n
         rep.add("augment", f"crop-flip of {b} x {side} px -> {s.img}, {name}", times[name] * 1e3, "ms")
     old, new = times.values()
     rep.add(
@@ -345,44 +292,18 @@ def section_augment(s: Sizes, rep: Report) -> None:
 
 
 def _held(trainer, steps: int, warmup: int, parts: bool) -> float:
-    """img/s of the pretrain step on one batch held on the device (masks, forward, backward, AdamW)."""
-    batch = trainer.prepare(next(iter(trainer.loader)), 0, 0)
-    b = batch["image"].shape[0]
-    if parts and "part_ids" not in batch:
-        g = torch.Generator().manual_seed(1)
-        length = trainer.model_core.num_patches
-        batch["part_ids"] = torch.randint(0, 7, (b, length), generator=g).to(trainer.device)
-        batch["fg"] = torch.rand(b, length, generator=g).to(trainer.device)
-        trainer.no_part_id = 6
-
-    def step(i: int) -> None:
-        trainer.step_at(batch, i)
-
-    for i in range(warmup):
-        step(i)
-    _sync(trainer.device.type)
-    t0 = time.perf_counter()
-    for i in range(steps):
-        step(warmup + i)
-    _sync(trainer.device.type)
-    trainer._held_batch = batch
-    return b * steps / (time.perf_counter() - t0)
-
-
-def _trainer(cfg, masking: str | None = None):
-    from semmae.engine.pretrain import Pretrainer
-    from semmae.masking import build_masking
-
-    trainer = Pretrainer(cfg)
-    if masking is not None:  # built with random masking (no part cache needed), then swapped
-        trainer.strategy = build_masking(masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
-    return trainer
+    """img/s of the pretrain step on one batch held on the device (masks, forward, backward, AdamW); the batch is
+    kept as ``trainer.held`` for the sections that step on it again."""
+    trainer.held = held_batch(trainer, synthetic_parts=parts, seed=1)
+    return held_step_rate(trainer, trainer.held, steps, warmup)
 
 
 def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
     rates = {}
     for masking in ("random", "adaptive"):
-        trainer = _trainer(_config(s, data["folder"], scratch / f"held-{masking}", num_workers="0"), masking)
+        trainer = bench_trainer(
+            _config(s, data["folder"], scratch / f"held-{masking}", num_workers="0"), masking
+        )
         rates[masking] = _held(trainer, s.held_steps, s.warmup, parts=masking != "random")
         rep.add(
             "held", f"{s.b16} {s.img}px b{s.batch} {s.precision} {masking}: step", rates[masking], "img/s"
@@ -394,7 +315,7 @@ def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict
     results["held"] = rates
     trainer = results["trainer"]
     if s.device == "cuda":  # the step's forward (draws, masks, MAE) must not wait for the GPU
-        batch = trainer._held_batch
+        batch = trainer.held
         draws = trainer.draws(batch["image"].shape[0], 99, 0)
         check_no_host_sync(
             rep,
@@ -402,7 +323,7 @@ def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict
             "host syncs in the step's forward (adaptive)",
             lambda: trainer.forward_step(batch["image"], batch["part_ids"], batch["fg"], draws),
         )
-    large = _trainer(
+    large = bench_trainer(
         _config(
             s,
             data["folder"],
@@ -428,11 +349,9 @@ def section_held(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict
 def _e2e(cfg) -> float:
     """img/s of a whole ``semmae pretrain`` run, from its own log (first record = warm-up, dropped)."""
     from semmae.engine.pretrain import pretrain
-    from semmae.utils.rundir import read_log
 
     pretrain(cfg)
-    rates = [r["img_per_s"] for r in read_log(Path(cfg.out) / "log.jsonl") if "img_per_s" in r]
-    return statistics.median(rates[1:] or rates)
+    return statistics.median(logged(Path(cfg.out) / "log.jsonl", "img_per_s"))
 
 
 def section_e2e(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
@@ -457,6 +376,69 @@ def section_e2e(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict)
             rep.add(
                 "e2e", f"{name}: e2e / held step", frac, target=target, ok=frac >= 0.9 if target else None
             )
+    pack = data["pack_report"]
+    rep.add("e2e", "pack throughput (JPEG folder -> pack)", pack.num_images / pack.seconds, "img/s")
+    rep.add("e2e", f"pack bytes per image ({s.pack_side} px + part cells)", pack.bytes_per_image, "B")
+
+
+class _JpegBytes(torch.utils.data.Dataset):
+    """The files' bytes of an ImageFolder, read in loader workers (what the device's decoder needs)."""
+
+    def __init__(self, root: Path):
+        from semmae.data.folder import scan_image_folder
+
+        _, self.samples = scan_image_folder(root)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, i: int) -> bytes:  # bytes, not tensors: one file descriptor less per image between
+        return Path(self.samples[i][0]).read_bytes()  # processes
+
+
+def section_jpeg_gpu(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
+    """The JPEG fast path: workers read the bytes, the device decodes the batch (one batched ``decode_jpeg``),
+    resizes each image to the pack side and runs the pack's batch crop-flip; then the trainer's step."""
+    import torch.nn.functional as F
+    from torchvision.io import decode_jpeg
+
+    from semmae.data.batch_augment import BatchPartAugment
+    from semmae.data.workers import auto_worker_plan
+
+    trainer = bench_trainer(_config(s, data["folder"], scratch / "jpeg-gpu", num_workers="0"))
+    side, dev = s.pack_side, trainer.device
+    workers = 0 if s.smoke else max(1, auto_worker_plan(True, "cuda").count)
+    loader = torch.utils.data.DataLoader(
+        _JpegBytes(data["folder"]),
+        s.batch,
+        shuffle=True,
+        num_workers=workers,
+        collate_fn=list,
+        drop_last=True,
+    )
+    aug = BatchPartAugment(s.img, trainer.patch_size, side, scale=tuple(trainer.cfg.crop_scale))
+    gen, batches = torch.Generator().manual_seed(0), iter(loader)
+
+    def step(i: int) -> None:
+        nonlocal batches
+        raw = next(batches, None)
+        if raw is None:  # an epoch's end
+            batches = iter(loader)
+            raw = next(batches)
+        decoded = decode_jpeg([torch.frombuffer(bytearray(b), dtype=torch.uint8) for b in raw], device=dev)
+        sizes = torch.tensor([[d.shape[1], d.shape[2]] for d in decoded])
+        pixels = [
+            F.interpolate(d[None].float(), (side, side), mode="bilinear", antialias=True) for d in decoded
+        ]
+        pixels = torch.cat(pixels).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        trainer.step_at(aug({"pixels": pixels, "size": sizes}, gen), i)
+
+    (seconds,) = step_times(step, s.e2e_steps, dev, warmup=s.warmup, each=False)
+    rate = s.batch * s.e2e_steps / seconds
+    rep.add("jpeg_gpu", f"JPEG bytes -> batched decode_jpeg({dev.type}) -> crop-flip -> step", rate, "img/s")
+    ref = results.get("held", {}).get("random")
+    if ref:
+        rep.add("jpeg_gpu", "decode_jpeg path / held step (random)", rate / ref)
 
 
 def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
@@ -491,7 +473,7 @@ def section_b8(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) 
             **kw,
         )
 
-    rate = _held(_trainer(b8_config("b8", num_workers="0")), s.held_steps, s.warmup, parts=True)
+    rate = _held(bench_trainer(b8_config("b8", num_workers="0")), s.held_steps, s.warmup, parts=True)
     rep.add("b8", f"{s.b8} keep 1/4, adaptive: step", rate, "img/s")
     ref = results.get("held", {}).get("adaptive")
     if ref:
@@ -519,20 +501,18 @@ def section_fp16(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
         max_steps=s.e2e_steps // 2 or 2,
         log_every=1,
     )
-    rate = _e2e(cfg)
+    rate, add = _e2e(cfg), functools.partial(rep.add, "fp16")
     recs = [r for r in read_log(out / "log.jsonl") if "loss" in r]
     finite = all(r["loss"] == r["loss"] and abs(r["loss"]) < 1e6 for r in recs)
     ckpt = torch.load(next((out / "checkpoints").glob("*.pth")), weights_only=True, map_location="cpu")
     scale = ckpt["scaler"].get("scale")
-    rep.add("fp16", f"{s.fp16} + accum 2 + clip 1.0: e2e", rate, "img/s")
-    rep.add(
-        "fp16",
+    add(f"{s.fp16} + accum 2 + clip 1.0: e2e", rate, "img/s")
+    add(
         "losses finite, grad norms logged",
         finite and all(r.get("grad_norm") is not None for r in recs),
         ok=finite,
     )
-    rep.add(
-        "fp16",
+    add(
         "saved loss scale",
         float(scale) if scale is not None else "none (no grad scaler)",
         target="a number with fp16" if not s.smoke else "",
@@ -540,7 +520,7 @@ def section_fp16(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
 
 
 def section_compiled(s: Sizes, rep: Report, data: dict, scratch: Path, results: dict) -> None:
-    trainer = _trainer(
+    trainer = bench_trainer(
         _config(s, data["folder"], scratch / "compiled", compile=True, num_workers="0"), "adaptive"
     )
     t0 = time.perf_counter()
@@ -557,13 +537,13 @@ def section_profile(s: Sizes, rep: Report, results: dict) -> None:
     from torch.profiler import ProfilerActivity, profile
 
     trainer = results["trainer"]
-    batch = trainer._held_batch
+    batch = trainer.held
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.device == "cuda" else [])
     steps = 3
     with profile(activities=activities) as prof:
         for i in range(steps):
             trainer.step_at(batch, 1000 + i)
-        _sync(s.device)
+        synchronize(s.device)
     events = prof.key_averages()
     count = {e.key: e.count for e in events}
     syncs = {
@@ -602,7 +582,19 @@ def section_profile(s: Sizes, rep: Report, results: dict) -> None:
     (rep.out / "profile.txt").write_text(events.table(sort_by=sort, row_limit=40))
 
 
-SECTIONS = ("env", "masking", "augment", "held", "e2e", "resume", "b8", "fp16", "compiled", "profile")
+SECTIONS = (
+    "env",
+    "masking",
+    "augment",
+    "held",
+    "e2e",
+    "jpeg_gpu",
+    "resume",
+    "b8",
+    "fp16",
+    "compiled",
+    "profile",
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -624,7 +616,6 @@ def main(argv: list[str] | None = None) -> int:
             "gpu_validate: no CUDA device; run with --smoke for the CPU check of the script", file=sys.stderr
         )
         return 2
-    _no_tensorboard_shim()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()

@@ -17,32 +17,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import importlib.util
-import os
-import platform
 import sys
 import time
 import traceback
 from pathlib import Path
 
+from semmae.utils.results_table import machine_description, markdown_table
+
 HERE = Path(__file__).resolve().parent
-
-
-def machine_description() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {gpu}; Python {platform.python_version()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} torch threads"
-    )
 
 
 def discover() -> dict[str, Path]:
@@ -58,14 +40,8 @@ def load(path: Path):
 
 
 def format_table(rows: list[dict]) -> str:
-    lines = ["| benchmark | measurement | value | unit | target |", "|---|---|---|---|---|"]
-    for r in rows:
-        v = r["value"]
-        value = f"{v:.3g}" if isinstance(v, float) else str(v)
-        lines.append(
-            f"| {r['bench']} | {r['name']} | {value} | {r.get('unit', '')} | {r.get('target', '')} |"
-        )
-    return "\n".join(lines)
+    cells = [[r["bench"], r["name"], r["value"], r.get("unit", ""), r.get("target", "")] for r in rows]
+    return markdown_table(["benchmark", "measurement", "value", "unit", "target"], cells, digits=3)
 
 
 def main(argv: list[str] | None = None) -> int:
