@@ -3,7 +3,7 @@ from inside the browser that every image decoded and is drawn large enough to re
 
 Not part of CI (it needs a browser): ``apt-get install chromium`` (Debian), then::
 
-    python benchmarks/report_check.py semmae_demo/report.html --out bench_out/report-check
+    python docs/report_check.py semmae_demo/report.html --out bench_out/report-check
 
 writes ``report.png`` (the whole page at ``--width`` px) and ``report-check.json`` and prints one line per image
 (its alt text, natural and drawn size). Exit 1 if an image did not load, or one is drawn narrower than
