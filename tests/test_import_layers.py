@@ -20,10 +20,6 @@ FOUNDATIONS = {
 }
 #: upward imports left, each with its reason; the test fails when one is gone (drop it here) or a new one appears
 KNOWN_UPWARD = {
-    # the online kNN of `pretrain --eval-every` scores kept tokens with eval's KeptTokens; it moves down with the
-    # kept-token forward (issue 27, "one module of ViT operations")
-    ("semmae.engine.online_eval", "semmae.eval.kept_tokens"),
-    ("semmae.engine.online_eval", "semmae.eval.knn"),
     # `semmae export` (a verb housed in engine/) hands a part checkpoint to the part learner's exporter
     ("semmae.engine.export", "semmae.parts.train"),
     ("semmae.engine.export", "semmae.parts.checkpoint"),
