@@ -34,7 +34,8 @@ VERB_MODULES = (
     "semmae.bootstrap.cli",  # bootstrap (a self-distilled part encoder)
     "semmae.parts.cli",  # parts train | export | show | eval
     "semmae.masking.cli",  # masks show
-    "semmae.engine.cli",  # pretrain, export
+    "semmae.engine.cli",  # pretrain
+    "semmae.export.cli",  # export (an encoder, or a part learner)
     "semmae.eval.cli",  # linprobe, finetune, knn, convert
     "semmae.eval.segmentation.cli",  # segment train | eval
     "semmae.demo.cli",  # demo
