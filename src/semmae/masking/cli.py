@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from semmae.config import add_verb, add_verb_group, option, resolve_config
+from semmae.config import add_verb, add_verb_group, option
 from semmae.errors import UserError
 
 DEFAULT_SIZE = 224  # without a part cache that records its size
@@ -46,8 +46,7 @@ class MasksShowConfig:
             )
 
 
-def show(args) -> int:
-    cfg = resolve_config(MasksShowConfig, args)
+def show(cfg: MasksShowConfig) -> int:
     from semmae.masking.figure import cache_image_size, draw_masks_figure, load_examples
 
     size = cfg.img_size or (cache_image_size(cfg.cache) if cfg.cache else None) or DEFAULT_SIZE
