@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from semmae.config import add_verb, resolve_config
+from semmae.config import add_verb
 from semmae.engine.config import PretrainConfig
 
 PRETRAIN_EPILOG = """examples:
@@ -14,8 +14,7 @@ PRETRAIN_EPILOG = """examples:
 """
 
 
-def _pretrain(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PretrainConfig, args)
+def _pretrain(cfg: PretrainConfig) -> int:
     from semmae.engine.pretrain import pretrain
 
     pretrain(cfg)  # it ends with a line naming its checkpoint
