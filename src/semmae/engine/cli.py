@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
-
 from semmae.config import add_verb
 from semmae.engine.config import PretrainConfig
 
