@@ -18,17 +18,9 @@ FOUNDATIONS = {
     "models": {"errors", "utils", "config", "data", "masking"},
     "engine": {"errors", "utils", "config", "data", "masking", "models"},
 }
-#: upward imports left, each with its reason; the test fails when one is gone (drop it here) or a new one appears
-KNOWN_UPWARD = {
-    # the online kNN of `pretrain --eval-every` scores kept tokens with eval's KeptTokens; it moves down with the
-    # kept-token forward (issue 27, "one module of ViT operations")
-    ("semmae.engine.online_eval", "semmae.eval.kept_tokens"),
-    ("semmae.engine.online_eval", "semmae.eval.knn"),
-    # `semmae export` (a verb housed in engine/) hands a part checkpoint to the part learner's exporter
-    ("semmae.engine.export", "semmae.parts.train"),
-    ("semmae.engine.export", "semmae.parts.checkpoint"),
-    ("semmae.engine.export", "semmae.parts.publish"),
-}
+#: upward imports left, each with its reason (none since issue 27); the test fails when one is gone (drop it here) or
+#: a new one appears
+KNOWN_UPWARD: set[tuple[str, str]] = set()
 
 
 def _type_checking_only(tree: ast.AST) -> set[int]:

@@ -3,7 +3,7 @@
 
 The parser is built without torch, timm or torchvision (``semmae --help`` answers in a fraction of a second): a
 verb's config dataclass and the choices it offers live in modules that import none of them (``<stage>/config.py``),
-and a handler resolves its config first and imports the heavy modules only then.
+and a handler gets its resolved config (``semmae.config.add_verb``) and imports the heavy modules only then.
 
 It is also the last guard: a user error raised inside a DataLoader worker, an ``OSError`` (full disk, read-only file
 system, no permission) and any other exception become one line; the traceback of an internal error goes to the run
@@ -34,7 +34,8 @@ VERB_MODULES = (
     "semmae.bootstrap.cli",  # bootstrap (a self-distilled part encoder)
     "semmae.parts.cli",  # parts train | export | show | eval
     "semmae.masking.cli",  # masks show
-    "semmae.engine.cli",  # pretrain, export
+    "semmae.engine.cli",  # pretrain
+    "semmae.export.cli",  # export (an encoder, or a part learner)
     "semmae.eval.cli",  # linprobe, finetune, knn, convert
     "semmae.eval.segmentation.cli",  # segment train | eval
     "semmae.demo.cli",  # demo

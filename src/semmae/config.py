@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import math
 import types
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -233,12 +235,18 @@ def add_verb(
     epilog: str | None = None,
 ) -> argparse.ArgumentParser:
     """A verb (or an action of a verb group): its parser with one flag per field of ``cls`` and its handler
-    ``func(args) -> exit code``. An ``epilog`` keeps its line breaks (examples)."""
+    ``func(cfg) -> exit code``, called on the config the arguments resolve to (:func:`run_on_config`). An
+    ``epilog`` keeps its line breaks (examples)."""
     extra = dict(epilog=epilog, formatter_class=argparse.RawDescriptionHelpFormatter) if epilog else {}
     p = sub.add_parser(name, help=help, description=description or help, **extra)
     add_config_args(p, cls)
-    p.set_defaults(func=func)
+    p.set_defaults(func=functools.partial(run_on_config, cls, func))
     return p
+
+
+def run_on_config(cls: type[C], func: Callable[[C], int | None], args: argparse.Namespace) -> int | None:
+    """A verb's handler: ``func`` on the config of ``cls`` that ``args`` resolve to (:func:`resolve_config`)."""
+    return func(resolve_config(cls, args))
 
 
 def add_verb_group(sub: Any, name: str, help: str, description: str | None = None) -> Any:

@@ -79,6 +79,25 @@ def test_gradient_step_is_a_plain_backward_and_step():
         assert torch.equal(a, b)  # bit for bit: the fast probe's results do not move
 
 
+def test_a_diverged_probe_head_leaves_the_other_heads_alone():
+    """The fast probe trains one head per learning rate in one backward: the head at a rate too high for the data
+    overflows, and the others must train on as if alone (a clip at an infinite norm once scaled every gradient by
+    NaN and left every head at chance)."""
+    good, bad = torch.nn.Linear(3, 2), torch.nn.Linear(3, 2)
+    ref = torch.nn.Linear(3, 2)
+    ref.load_state_dict(good.state_dict())
+    x = torch.randn(5, 3)
+    opt = torch.optim.SGD([*good.parameters(), *bad.parameters()], lr=0.1)
+    ref_opt = torch.optim.SGD(ref.parameters(), lr=0.1)
+    loss = good(x).pow(2).mean() + (bad(x) * float("inf")).pow(2).mean()
+    norm = gradient_step(loss, opt, lambda: [*good.parameters(), *bad.parameters()])
+    assert not torch.isfinite(norm)  # measured, and reported as such
+    ref(x).pow(2).mean().backward()
+    ref_opt.step()
+    for a, b in zip(good.parameters(), ref.parameters()):
+        assert torch.equal(a, b)
+
+
 def test_one_file_calls_backward_and_builds_the_loss_scaler():
     found = {"backward": set(), "scaler": set()}
     for path in SRC.rglob("*.py"):

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import argparse
-
 from semmae.bootstrap.config import BootstrapConfig
-from semmae.config import add_verb, resolve_config
+from semmae.config import add_verb
 
 EPILOG = """examples:
   semmae bootstrap --config bootstrap/tiny_cpu --data imagenette2_96/train --out runs/boot
@@ -14,8 +12,7 @@ EPILOG = """examples:
 """
 
 
-def _bootstrap(args: argparse.Namespace) -> int:
-    cfg = resolve_config(BootstrapConfig, args)
+def _bootstrap(cfg: BootstrapConfig) -> int:
     from semmae.bootstrap.train import bootstrap
 
     bootstrap(cfg)  # it ends with a line naming its encoder checkpoint

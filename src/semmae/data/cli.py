@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 
-from semmae.config import add_verb, add_verb_group, resolve_config
+from semmae.config import add_verb, add_verb_group
 from semmae.data.config import CheckConfig, PackConfig, SubsetConfig, SynthConfig
 
 
-def run_synth(args: argparse.Namespace) -> int:
-    cfg = resolve_config(SynthConfig, args)
+def run_synth(cfg: SynthConfig) -> int:
     from semmae.data.synth import make_synthetic_dataset
 
     info = make_synthetic_dataset(
@@ -23,8 +21,7 @@ def run_synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_check(args: argparse.Namespace) -> int:
-    cfg = resolve_config(CheckConfig, args)
+def run_check(cfg: CheckConfig) -> int:
     from semmae.data.check import check_dataset
     from semmae.data.packed import is_pack, open_pack_checked
 
@@ -40,8 +37,7 @@ def run_check(args: argparse.Namespace) -> int:
     return 1 if report.unreadable else 0
 
 
-def run_pack(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PackConfig, args)
+def run_pack(cfg: PackConfig) -> int:
     from semmae.data.packed import pack_dataset
     from semmae.data.workers import available_cores, parse_num_workers
 
@@ -62,10 +58,9 @@ def run_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_subset(args: argparse.Namespace) -> int:
+def run_subset(cfg: SubsetConfig) -> int:
     from semmae.data.subset import make_subset
 
-    cfg = resolve_config(SubsetConfig, args)
     print(make_subset(cfg.data, cfg.out, cfg.per_class, cfg.seed, cfg.copy, cfg.allow_fewer).format())
     return 0
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+
+from semmae.config import option
 
 #: how the synthetic set's parts are coloured (:mod:`semmae.data.synth`): "class" = a fixed look per (class,
 #: part type); "random" = a fresh look per image
@@ -13,20 +15,18 @@ STYLES = ("class", "random")
 class SynthConfig:
     """The synthetic part dataset (:mod:`semmae.data.synth`)."""
 
-    out: str = field(default="", metadata={"help": "output folder (must not hold a dataset already)"})
-    num_images: int = field(default=500, metadata={"help": "images in total, train + val"})
-    size: int = field(default=64, metadata={"help": "image side in pixels"})
-    seed: int = field(default=0, metadata={"help": "random seed: the same seed writes the same files"})
-    val_fraction: float = field(default=0.2, metadata={"help": "share of each class written to val/"})
-    num_classes: int = field(default=5, metadata={"help": "object classes to use (1-5)"})
-    style: str = field(
-        default="class",
-        metadata={
-            "help": "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
-            "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
-            "and layout identify them (a harder test of learned representations)",
-            "choices": STYLES,
-        },
+    out: str = option("", "output folder (must not hold a dataset already)")
+    num_images: int = option(500, "images in total, train + val")
+    size: int = option(64, "image side in pixels")
+    seed: int = option(0, "random seed: the same seed writes the same files")
+    val_fraction: float = option(0.2, "share of each class written to val/")
+    num_classes: int = option(5, "object classes to use (1-5)")
+    style: str = option(
+        "class",
+        "part colouring: 'class' = a fixed hue and texture per (class, part type), so parts and "
+        "classes show in their colours; 'random' = a fresh look per part type in every image, so only shape "
+        "and layout identify them (a harder test of learned representations)",
+        choices=STYLES,
     )
 
     def validate(self) -> None:
@@ -42,11 +42,8 @@ class SynthConfig:
 class CheckConfig:
     """Scan a dataset for unreadable and unusual images."""
 
-    data: str = field(
-        default="",
-        metadata={
-            "help": "ImageFolder root (root/<class>/<image>), or a pack (every shard's checksum is verified)"
-        },
+    data: str = option(
+        "", "ImageFolder root (root/<class>/<image>), or a pack (every shard's checksum is verified)"
     )
 
     def validate(self) -> None:
@@ -60,24 +57,17 @@ class CheckConfig:
 class PackConfig:
     """Decode a dataset once into shards (``semmae.data.packed``)."""
 
-    data: str = field(default="", metadata={"help": "ImageFolder root (root/<class>/<image>)"})
-    out: str = field(default="", metadata={"help": "pack folder to write (an unfinished one is resumed)"})
-    side: int = field(
-        default=256,
-        metadata={
-            "help": "stored side in pixels (the whole image resized to side x side): the training --img-size for "
-            "--augment flip, a bit more (e.g. 256 for 224) for crop-flip"
-        },
+    data: str = option("", "ImageFolder root (root/<class>/<image>)")
+    out: str = option("", "pack folder to write (an unfinished one is resumed)")
+    side: int = option(
+        256,
+        "stored side in pixels (the whole image resized to side x side): the training --img-size for "
+        "--augment flip, a bit more (e.g. 256 for 224) for crop-flip",
     )
-    parts: str | None = field(
-        default=None,
-        metadata={"help": "part cache of this dataset (`semmae parts export`) to pack alongside"},
-    )
-    shard_size: int = field(default=2048, metadata={"help": "images per shard"})
-    num_workers: str = field(
-        default="auto", metadata={"help": "decoding processes, or 'auto' (every available core but one)"}
-    )
-    overwrite: bool = field(default=False, metadata={"help": "replace a finished pack at --out"})
+    parts: str | None = option(None, "part cache of this dataset (`semmae parts export`) to pack alongside")
+    shard_size: int = option(2048, "images per shard")
+    num_workers: str = option("auto", "decoding processes, or 'auto' (every available core but one)")
+    overwrite: bool = option(False, "replace a finished pack at --out")
 
     def validate(self) -> None:
         from semmae.data.workers import check_num_workers
@@ -92,18 +82,13 @@ class PackConfig:
 class SubsetConfig:
     """A class-balanced, seeded subset of an ImageFolder (:mod:`semmae.data.subset`)."""
 
-    data: str = field(
-        default="", metadata={"help": "ImageFolder root (root/<class>/<image>), e.g. imagenette/train"}
-    )
-    out: str = field(default="", metadata={"help": "subset folder: missing, empty or an earlier subset"})
-    per_class: int = field(default=0, metadata={"help": "images kept in every class"})
-    seed: int = field(
-        default=0, metadata={"help": "selection seed: the same seed keeps the same files everywhere"}
-    )
-    copy: bool = field(default=False, metadata={"help": "copy the images instead of symlinking them"})
-    allow_fewer: bool = field(
-        default=False,
-        metadata={"help": "keep every image of a class smaller than --per-class instead of refusing"},
+    data: str = option("", "ImageFolder root (root/<class>/<image>), e.g. imagenette/train")
+    out: str = option("", "subset folder: missing, empty or an earlier subset")
+    per_class: int = option(0, "images kept in every class")
+    seed: int = option(0, "selection seed: the same seed keeps the same files everywhere")
+    copy: bool = option(False, "copy the images instead of symlinking them")
+    allow_fewer: bool = option(
+        False, "keep every image of a class smaller than --per-class instead of refusing"
     )
 
     def validate(self) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 AUTO = "auto"
 MAX_AUTO_WORKERS = 16
@@ -45,6 +46,11 @@ class WorkerPlan:
     @property
     def init_fn(self) -> Callable[[int], None]:
         return idle_priority if self.idle else lower_priority
+
+    @property
+    def loader_args(self) -> dict[str, Any]:
+        """The plan as ``DataLoader`` keywords: ``num_workers`` and, when there are workers, their priority."""
+        return {"num_workers": self.count, "worker_init_fn": self.init_fn if self.count else None}
 
 
 def auto_worker_plan(

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
-from semmae.config import add_verb, resolve_config
+from semmae.config import add_verb
 from semmae.demo.config import DemoConfig
 
 
-def run_demo(args: argparse.Namespace) -> int:
-    cfg = resolve_config(DemoConfig, args)
+def run_demo(cfg: DemoConfig) -> int:
     from semmae.demo.pipeline import Demo
 
     Demo(cfg).run()

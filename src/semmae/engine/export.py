@@ -60,17 +60,6 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     return enc, record
 
 
-def _source(path: str | Path) -> Path:
-    """A checkpoint file as given; a `semmae parts train` run folder -> its ``checkpoint.pth``; a pretraining (or
-    bootstrap) run folder -> its latest checkpoint."""
-    from semmae.parts.train import CHECKPOINT_NAME
-
-    path = Path(path)
-    if path.is_dir() and (path / CHECKPOINT_NAME).is_file() and not (path / "checkpoints").is_dir():
-        return path / CHECKPOINT_NAME
-    return checkpoint_file(path)
-
-
 def resolve_format(out: str | Path, fmt: str | None) -> str:
     """``--format``, or (None) the one ``--out`` names: ``*.safetensors`` the file, anything else the folder."""
     out = Path(out)
@@ -92,24 +81,21 @@ def resolve_format(out: str | Path, fmt: str | None) -> str:
 
 
 def export_encoder(
-    checkpoint: str | Path, out: str | Path, fmt: str | None = None, push_to_hub: str | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    fmt: str | None = None,
+    push_to_hub: str | None = None,
+    ckpt: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the encoder of ``checkpoint`` (file or run folder) to ``out`` in ``fmt`` (:data:`FORMATS`; None: from
-    ``out``'s name) and, with ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written."""
+    """Write the encoder of ``checkpoint`` (a pretraining or bootstrap checkpoint file or run folder; ``ckpt``: its
+    content when already loaded) to ``out`` in ``fmt`` (:data:`FORMATS`; None: from ``out``'s name) and, with
+    ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written. ``semmae export`` also takes a
+    part checkpoint: :func:`semmae.export.export_checkpoint`."""
     from safetensors.torch import save
 
-    from semmae.parts.checkpoint import FORMAT as PARTS_FORMAT
-
-    path = _source(checkpoint)
-    ckpt = load_checkpoint(path)
-    if isinstance(ckpt, dict) and ckpt.get("format") == PARTS_FORMAT:  # the part learner of Sec. 3.1
-        from semmae.parts.publish import export_part_learner
-
-        if fmt == "safetensors":
-            raise UserError(
-                "a part learner exports to a folder (its head + its frozen encoder); drop --format"
-            )
-        return export_part_learner(path, out, push_to_hub)
+    path = checkpoint_file(checkpoint)
+    if ckpt is None:
+        ckpt = load_checkpoint(path)
     fmt = resolve_format(out, fmt)
     if push_to_hub and fmt != "timm-dir":
         raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")

@@ -2,13 +2,13 @@
 
 Rank 0 encodes a labelled held-out pair of folders (``--eval-train`` as the memory bank, ``--eval-val`` as
 queries; eval transform: resize + centre crop) with the *unmasked* encoder's class token and scores the weighted
-kNN classifier of :func:`semmae.eval.knn.knn_accuracy` (DINO protocol, cosine similarity, T = 0.07). The other
+kNN classifier of :func:`semmae.engine.knn_vote.knn_accuracy` (DINO protocol, cosine similarity, T = 0.07). The other
 ranks wait at a barrier; the folders are meant to be small (a few thousand images).
 
 A run that feeds the encoder only the most-foreground share of its patches (``--fg-keep < 1``, the paper's
 patch-8 setting) is scored on the same share, as ``semmae knn`` scores its checkpoint (``--tokens auto``): the
 patches are picked by the encoder's own last-layer class-token attention (the ``attention`` foreground of
-:mod:`semmae.eval.kept_tokens`; the held-out folders have no part caches), with the same seeded tie-break.
+:mod:`semmae.models.foreground`; the held-out folders have no part caches), with the same seeded tie-break.
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ import torch
 
 from semmae.data.loader import DataLoader
 from semmae.engine.config import PretrainConfig
+from semmae.engine.knn_vote import knn_accuracy
 from semmae.engine.precision import Precision, resolve_precision
-from semmae.eval.kept_tokens import KeptTokens, encoder_foreground
+from semmae.models.foreground import encoder_foreground
+from semmae.models.kept_tokens import KeptTokens
 from semmae.utils import distributed as du
 
 
@@ -70,7 +72,6 @@ def online_knn(
     result = None
     if is_main:
         from semmae.data.workers import parse_num_workers
-        from semmae.eval.knn import knn_accuracy
 
         was_training = model.training
         model.eval()

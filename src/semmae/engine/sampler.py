@@ -20,16 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio) to spread seeds
-
-
-def mix_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (SplitMix64-style), stable across processes and Python versions."""
-    h = 0
-    for p in parts:
-        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
+from semmae.utils.seed import mix_seed  # its home; importable from here as before
 
 
 class StepSampler(DistributedSampler):

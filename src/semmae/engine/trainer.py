@@ -24,7 +24,6 @@ back.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -76,8 +75,10 @@ class LossScaler:
         if self._scaler is not None:
             self._scaler.unscale_(optimizer)
         params = [p for p in (parameters() if callable(parameters) else parameters) if p.grad is not None]
-        max_norm = clip_grad if clip_grad is not None and clip_grad > 0 else math.inf
-        norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if clip_grad is not None and clip_grad > 0:
+            norm = torch.nn.utils.clip_grad_norm_(params, clip_grad)
+        else:  # only measured: a clip at an infinite norm would scale every gradient by NaN once one is non-finite
+            norm = total_grad_norm(params)
         if self._scaler is not None:
             self._scaler.step(optimizer)
             self._scaler.update()
@@ -92,6 +93,16 @@ class LossScaler:
     def load_state_dict(self, state: dict) -> None:
         if self._scaler is not None and state:
             self._scaler.load_state_dict(state)
+
+
+def total_grad_norm(params: list[torch.nn.Parameter]) -> torch.Tensor:
+    """The 2-norm of all gradients together, as ``clip_grad_norm_`` computes it, without touching them."""
+    if not params:
+        return torch.zeros(())
+    get_total_norm = getattr(torch.nn.utils, "get_total_norm", None)  # torch >= 2.6
+    if get_total_norm is not None:
+        return get_total_norm([p.grad for p in params], 2.0)
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad, 2.0) for p in params]), 2.0)
 
 
 def gradient_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, parameters) -> torch.Tensor:

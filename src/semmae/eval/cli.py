@@ -6,7 +6,7 @@ import argparse
 import json
 import sys
 
-from semmae.config import add_verb, resolve_config
+from semmae.config import add_verb
 from semmae.eval.config import FinetuneConfig, KnnConfig, LinprobeConfig
 
 
@@ -15,8 +15,7 @@ def _print_metrics(res: dict, keys: tuple[str, ...]) -> None:
     print(json.dumps({k: res[k] for k in keys if res.get(k) is not None or k != "top5"}))
 
 
-def _linprobe(args) -> int:
-    cfg = resolve_config(LinprobeConfig, args)
+def _linprobe(cfg: LinprobeConfig) -> int:
     from semmae.eval.linprobe import edge_note, run_linprobe
 
     res = run_linprobe(cfg)
@@ -27,8 +26,7 @@ def _linprobe(args) -> int:
     return 0
 
 
-def _finetune(args) -> int:
-    cfg = resolve_config(FinetuneConfig, args)
+def _finetune(cfg: FinetuneConfig) -> int:
     from semmae.eval.finetune import run_finetune
 
     res = run_finetune(cfg)
@@ -36,8 +34,7 @@ def _finetune(args) -> int:
     return 0
 
 
-def _knn(args) -> int:
-    cfg = resolve_config(KnnConfig, args)
+def _knn(cfg: KnnConfig) -> int:
     from semmae.eval.knn import run_knn
 
     res = run_knn(cfg)
@@ -45,10 +42,10 @@ def _knn(args) -> int:
     return 0
 
 
-def _compare(args) -> int:
-    from semmae.eval.compare import CompareConfig, run_compare
+def _compare(cfg) -> int:  # a semmae.eval.compare.CompareConfig
+    from semmae.eval.compare import run_compare
 
-    run_compare(resolve_config(CompareConfig, args))
+    run_compare(cfg)
     return 0
 
 

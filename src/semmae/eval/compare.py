@@ -23,10 +23,11 @@ import json
 import os
 import re
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from semmae.config import option
 from semmae.errors import UserError
 
 SEED = re.compile(r"^(?:(?P<name>.+)[-_])?seed(?P<seed>\d+)$")
@@ -46,12 +47,10 @@ METRICS = (
 class CompareConfig:
     """``semmae compare``: runs to tabulate and where to write the table besides stdout."""
 
-    runs: list[str] = field(
-        default_factory=list, metadata={"help": "run folders (also as positional RUN...)"}
-    )
-    json: str | None = field(default=None, metadata={"help": "also write the rows as JSON to this file"})
-    csv: str | None = field(default=None, metadata={"help": "also write the rows as CSV to this file"})
-    digits: int = field(default=2, metadata={"help": "decimals in the markdown table"})
+    runs: list[str] = option([], "run folders (also as positional RUN...)")
+    json: str | None = option(None, "also write the rows as JSON to this file")
+    csv: str | None = option(None, "also write the rows as CSV to this file")
+    digits: int = option(2, "decimals in the markdown table")
 
     def validate(self) -> None:
         if not self.runs:

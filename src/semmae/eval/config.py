@@ -3,9 +3,10 @@ data/encoder flags they share. No torch here: ``semmae <verb> --help`` reads the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from semmae.config import option
 from semmae.engine.run_options import (
     check_every_option,
     check_resume_overwrite,
@@ -21,65 +22,44 @@ from semmae.models.init_schemes import init_scheme_field
 class EvalCommonConfig:
     """Flags shared by ``linprobe``, ``finetune`` and ``knn``."""
 
-    train: str | None = field(default=None, metadata={"help": "training ImageFolder (class folders)"})
-    val: str | None = field(default=None, metadata={"help": "validation ImageFolder"})
-    data: str | None = field(
-        default=None, metadata={"help": "folder holding train/ and val/ (instead of --train/--val)"}
+    train: str | None = option(None, "training ImageFolder (class folders)")
+    val: str | None = option(None, "validation ImageFolder")
+    data: str | None = option(None, "folder holding train/ and val/ (instead of --train/--val)")
+    checkpoint: str | None = option(
+        None, "encoder checkpoint (.pth/.safetensors, any layout) or run folder", checkpoint=True
     )
-    checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "encoder checkpoint (.pth/.safetensors, any layout) or run folder",
-            "checkpoint": True,
-        },
-    )
-    random_init: bool = field(
-        default=False, metadata={"help": "evaluate an untrained encoder of the same architecture"}
-    )
+    random_init: bool = option(False, "evaluate an untrained encoder of the same architecture")
     init: str = init_scheme_field()
-    arch: str | None = field(
-        default=None, metadata={"help": "ViT name (e.g. vit_base_patch16); inferred from the checkpoint"}
-    )
-    num_heads: int | None = field(
-        default=None, metadata={"help": "attention heads when the checkpoint cannot tell"}
-    )
-    img_size: int | None = field(
-        default=None, metadata={"help": "evaluation resolution (default: the checkpoint's)"}
-    )
-    batch_size: int = field(default=256, metadata={"help": "images per process per step"})
-    num_workers: int = field(default=8, metadata={"help": "data-loader workers per process"})
+    arch: str | None = option(None, "ViT name (e.g. vit_base_patch16); inferred from the checkpoint")
+    num_heads: int | None = option(None, "attention heads when the checkpoint cannot tell")
+    img_size: int | None = option(None, "evaluation resolution (default: the checkpoint's)")
+    batch_size: int = option(256, "images per process per step")
+    num_workers: int = option(8, "data-loader workers per process")
     precision: str = precision_option()
-    out: str = field(default="runs/eval", metadata={"help": "run directory"})
-    device: str = field(default="auto", metadata={"help": "auto | cpu | cuda"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
-    crop_pct: float = field(
-        default=0.875,
-        metadata={
-            "help": "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
-            "(0.875 = MAE's; 1 = the whole short side)"
-        },
+    out: str = option("runs/eval", "run directory")
+    device: str = option("auto", "auto | cpu | cuda")
+    seed: int = option(0, "random seed")
+    crop_pct: float = option(
+        0.875,
+        "evaluation view: resize the short side to img_size / crop_pct, center-crop img_size "
+        "(0.875 = MAE's; 1 = the whole short side)",
     )
-    tokens: str = field(
-        default="auto",
-        metadata={
-            "help": "patches fed to the encoder: all; kept = the most-foreground --keep-fraction at their true "
-            "positions (patch-8 SemMAE, paper Sec. 4.1); auto = kept when the checkpoint was pretrained on a "
-            "kept fraction (--fg-keep < 1), else all",
-            "choices": ("auto", "all", "kept"),
-        },
+    tokens: str = option(
+        "auto",
+        "patches fed to the encoder: all; kept = the most-foreground --keep-fraction at their true "
+        "positions (patch-8 SemMAE, paper Sec. 4.1); auto = kept when the checkpoint was pretrained on a "
+        "kept fraction (--fg-keep < 1), else all",
+        choices=("auto", "all", "kept"),
     )
-    keep_fraction: float | None = field(
-        default=None,
-        metadata={"help": "kept share of the patches (default: the checkpoint's --fg-keep, else 0.25)"},
+    keep_fraction: float | None = option(
+        None, "kept share of the patches (default: the checkpoint's --fg-keep, else 0.25)"
     )
-    train_parts: str | None = field(
-        default=None,
-        metadata={
-            "help": "part cache of the training folder (semmae parts export): its foreground picks the kept "
-            "patches; without caches the encoder's own CLS attention does"
-        },
+    train_parts: str | None = option(
+        None,
+        "part cache of the training folder (semmae parts export): its foreground picks the kept "
+        "patches; without caches the encoder's own CLS attention does",
     )
-    val_parts: str | None = field(default=None, metadata={"help": "part cache of the validation folder"})
+    val_parts: str | None = option(None, "part cache of the validation folder")
 
     def validate_common(self) -> None:
         if self.data is None and (self.train is None or self.val is None):
@@ -120,37 +100,27 @@ class EvalCommonConfig:
 class LinprobeConfig(EvalCommonConfig):
     """``semmae linprobe``: defaults are MAE's linear-probe recipe (LARS, blr 0.1, 90 epochs, 10 warm-up)."""
 
-    mode: str = field(
-        default="full",
-        metadata={
-            "help": "full: augment through the encoder every epoch; fast: cached features",
-            "choices": ("full", "fast"),
-        },
+    mode: str = option(
+        "full",
+        "full: augment through the encoder every epoch; fast: cached features",
+        choices=("full", "fast"),
     )
-    pool: str = field(
-        default="token",
-        metadata={"help": "feature: class token or patch-token average (GAP)", "choices": ("token", "avg")},
+    pool: str = option("token", "feature: class token or patch-token average (GAP)", choices=("token", "avg"))
+    epochs: int = option(90, "training epochs")
+    warmup_epochs: int = option(10, "linear warm-up epochs")
+    blrs: list[float] = option(
+        [0.025, 0.05, 0.1, 0.2, 0.4], "base learning rates swept in one pass (lr = blr * global batch / 256)"
     )
-    epochs: int = field(default=90, metadata={"help": "training epochs"})
-    warmup_epochs: int = field(default=10, metadata={"help": "linear warm-up epochs"})
-    blrs: list[float] = field(
-        default_factory=lambda: [0.025, 0.05, 0.1, 0.2, 0.4],
-        metadata={"help": "base learning rates swept in one pass (lr = blr * global batch / 256)"},
-    )
-    optimizer: str = field(default="lars", metadata={"help": "head optimizer", "choices": ("lars", "sgd")})
-    weight_decay: float = field(default=0.0, metadata={"help": "weight decay of the head weights"})
-    momentum: float = field(default=0.9, metadata={"help": "optimizer momentum"})
-    crop_scale_min: float = field(
-        default=0.08, metadata={"help": "RandomResizedCrop minimum area (MAE linprobe: 0.08)"}
-    )
-    fast_views: int = field(
-        default=0, metadata={"help": "fast mode: augmented views per training image, besides the center crop"}
-    )
-    eval_every: int = field(default=1, metadata={"help": "evaluate every N epochs (and at the end)"})
+    optimizer: str = option("lars", "head optimizer", choices=("lars", "sgd"))
+    weight_decay: float = option(0.0, "weight decay of the head weights")
+    momentum: float = option(0.9, "optimizer momentum")
+    crop_scale_min: float = option(0.08, "RandomResizedCrop minimum area (MAE linprobe: 0.08)")
+    fast_views: int = option(0, "fast mode: augmented views per training image, besides the center crop")
+    eval_every: int = option(1, "evaluate every N epochs (and at the end)")
     check_every: int = check_every_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
-    out: str = field(default="runs/linprobe", metadata={"help": "run directory"})
+    out: str = option("runs/linprobe", "run directory")
 
     def validate(self) -> None:
         self.validate_common()
@@ -173,13 +143,10 @@ class LinprobeConfig(EvalCommonConfig):
 class KnnConfig(EvalCommonConfig):
     """``semmae knn``: weighted kNN on frozen features (DINO protocol: k=20, T=0.07, cosine)."""
 
-    k: int = field(default=20, metadata={"help": "neighbours"})
-    temperature: float = field(default=0.07, metadata={"help": "vote temperature T in exp(s/T)"})
-    pool: str = field(
-        default="token",
-        metadata={"help": "feature: class token or patch-token average", "choices": ("token", "avg")},
-    )
-    out: str = field(default="runs/knn", metadata={"help": "run directory"})
+    k: int = option(20, "neighbours")
+    temperature: float = option(0.07, "vote temperature T in exp(s/T)")
+    pool: str = option("token", "feature: class token or patch-token average", choices=("token", "avg"))
+    out: str = option("runs/knn", "run directory")
 
     def validate(self) -> None:
         self.validate_common()
@@ -193,39 +160,31 @@ class KnnConfig(EvalCommonConfig):
 class FinetuneConfig(EvalCommonConfig):
     """``semmae finetune``: defaults are MAE's ViT-B recipe (100 epochs, blr 5e-4, layer decay 0.65)."""
 
-    epochs: int = field(default=100, metadata={"help": "training epochs"})
-    warmup_epochs: int = field(default=5, metadata={"help": "linear warm-up epochs"})
-    blr: float = field(default=5e-4, metadata={"help": "base learning rate (lr = blr * global batch / 256)"})
-    min_lr: float = field(default=1e-6, metadata={"help": "lr at the end of the cosine schedule"})
-    weight_decay: float = field(
-        default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)"}
+    epochs: int = option(100, "training epochs")
+    warmup_epochs: int = option(5, "linear warm-up epochs")
+    blr: float = option(5e-4, "base learning rate (lr = blr * global batch / 256)")
+    min_lr: float = option(1e-6, "lr at the end of the cosine schedule")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, tokens)")
+    layer_decay: float = option(0.65, "layer-wise lr decay")
+    drop_path: float = option(0.1, "stochastic depth rate")
+    global_pool: str = option(
+        "avg", "classifier input: patch-token mean + fc_norm, or class token", choices=("avg", "token")
     )
-    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay"})
-    drop_path: float = field(default=0.1, metadata={"help": "stochastic depth rate"})
-    global_pool: str = field(
-        default="avg",
-        metadata={
-            "help": "classifier input: patch-token mean + fc_norm, or class token",
-            "choices": ("avg", "token"),
-        },
-    )
-    mixup: float = field(default=0.8, metadata={"help": "Mixup alpha (0 = off)"})
-    cutmix: float = field(default=1.0, metadata={"help": "CutMix alpha (0 = off)"})
-    mixup_prob: float = field(default=1.0, metadata={"help": "probability of mixing a batch"})
-    mixup_switch_prob: float = field(default=0.5, metadata={"help": "probability of CutMix instead of Mixup"})
-    smoothing: float = field(default=0.1, metadata={"help": "label smoothing"})
-    auto_augment: str | None = field(
-        default="rand-m9-mstd0.5-inc1", metadata={"help": "timm RandAugment policy (empty = off)"}
-    )
-    reprob: float = field(default=0.25, metadata={"help": "random erasing probability"})
-    ema: bool = field(default=False, metadata={"help": "keep an EMA of the weights and evaluate it too"})
-    ema_decay: float = field(default=0.9999, metadata={"help": "EMA decay per step"})
-    clip_grad: float | None = field(default=None, metadata={"help": "gradient-norm clip (None = off)"})
-    batch_size: int = field(default=32, metadata={"help": "images per process per step"})
+    mixup: float = option(0.8, "Mixup alpha (0 = off)")
+    cutmix: float = option(1.0, "CutMix alpha (0 = off)")
+    mixup_prob: float = option(1.0, "probability of mixing a batch")
+    mixup_switch_prob: float = option(0.5, "probability of CutMix instead of Mixup")
+    smoothing: float = option(0.1, "label smoothing")
+    auto_augment: str | None = option("rand-m9-mstd0.5-inc1", "timm RandAugment policy (empty = off)")
+    reprob: float = option(0.25, "random erasing probability")
+    ema: bool = option(False, "keep an EMA of the weights and evaluate it too")
+    ema_decay: float = option(0.9999, "EMA decay per step")
+    clip_grad: float | None = option(None, "gradient-norm clip (None = off)")
+    batch_size: int = option(32, "images per process per step")
     check_every: int = check_every_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
-    out: str = field(default="runs/finetune", metadata={"help": "run directory"})
+    out: str = option("runs/finetune", "run directory")
 
     def validate(self) -> None:
         self.validate_common()

@@ -21,21 +21,12 @@ from __future__ import annotations
 
 from semmae.utils.lazy import lazy_exports
 
-_HOMES = {
-    "attention_mask": "baselines",
-    "block_mask": "baselines",
-    "random_mask": "baselines",
-    "foreground_keep_index": "indices",
-    "ids_to_mask": "indices",
-    "mask_to_ids": "indices",
-    "alpha_schedule": "schedule",
-    "num_masked": "semantic",
-    "semantic_guided_mask": "semantic",
-    "MASKING_NAMES": "strategies",
-    "MaskingStrategy": "strategies",
-    "build_masking": "strategies",
-}
-__all__ = sorted(_HOMES)
-
-
-__getattr__ = lazy_exports(__name__, _HOMES, globals())
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    globals(),
+    baselines=("attention_mask", "block_mask", "random_mask"),
+    indices=("foreground_keep_index", "ids_to_mask", "mask_to_ids"),
+    schedule=("alpha_schedule",),
+    semantic=("num_masked", "semantic_guided_mask"),
+    strategies=("MASKING_NAMES", "MaskingStrategy", "build_masking"),
+)

@@ -2,38 +2,34 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from semmae.config import add_verb, add_verb_group, resolve_config
+from semmae.config import add_verb, add_verb_group, option
 from semmae.errors import UserError
 
 DEFAULT_SIZE = 224  # without a part cache that records its size
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class MasksShowConfig:
-    data: str = _f("", "ImageFolder root of the images to draw (e.g. a synthetic set's train/ folder)")
-    cache: str | None = _f(
+    data: str = option("", "ImageFolder root of the images to draw (e.g. a synthetic set's train/ folder)")
+    cache: str | None = option(
         None,
         "part cache of that folder (semmae parts export); without it the synthetic set's "
         "masks/ folder is used, else a quadrant fallback",
     )
-    out: str = _f("masks.png", "output PNG")
-    num_images: int = _f(4, "images (rows) to draw")
-    alphas: tuple[float, ...] = _f(
+    out: str = option("masks.png", "output PNG")
+    num_images: int = option(4, "images (rows) to draw")
+    alphas: tuple[float, ...] = option(
         (0.0, 0.25, 0.5, 0.75, 1.0), "alphas (columns); 0 = per part, 1 = whole parts"
     )
-    mask_ratio: float = _f(0.75, "fraction of patches masked")
-    img_size: int | None = _f(
+    mask_ratio: float = option(0.75, "fraction of patches masked")
+    img_size: int | None = option(
         None,
         f"image side the images are resized to (default: the part cache's export size, else {DEFAULT_SIZE})",
     )
-    patch_size: int = _f(16, "patch side in pixels")
-    seed: int = _f(0, "random seed of the masks")
+    patch_size: int = option(16, "patch side in pixels")
+    seed: int = option(0, "random seed of the masks")
 
     def validate(self) -> None:
         if not self.data:
@@ -50,8 +46,7 @@ class MasksShowConfig:
             )
 
 
-def show(args) -> int:
-    cfg = resolve_config(MasksShowConfig, args)
+def show(cfg: MasksShowConfig) -> int:
     from semmae.masking.figure import cache_image_size, draw_masks_figure, load_examples
 
     size = cfg.img_size or (cache_image_size(cfg.cache) if cfg.cache else None) or DEFAULT_SIZE

@@ -7,19 +7,11 @@ from __future__ import annotations
 
 from semmae.utils.lazy import lazy_exports
 
-_HOMES = {
-    "EncoderRecord": "encoder_record",
-    "MAEConfig": "mae",
-    "MaskedAutoencoder": "mae",
-    "patchify": "patches",
-    "reconstruct_images": "patches",
-    "unpatchify": "patches",
-    "create_model": "registry",
-    "list_models": "registry",
-    "model_config": "registry",
-    "register_model": "registry",
-}
-__all__ = sorted(_HOMES)
-
-
-__getattr__ = lazy_exports(__name__, _HOMES, globals())
+__all__, __getattr__ = lazy_exports(
+    __name__,
+    globals(),
+    encoder_record=("EncoderRecord",),
+    mae=("MAEConfig", "MaskedAutoencoder"),
+    patches=("patchify", "reconstruct_images", "unpatchify"),
+    registry=("create_model", "list_models", "model_config", "register_model"),
+)

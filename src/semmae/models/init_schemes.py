@@ -11,8 +11,9 @@ the MAE-init encoder. The initialisers themselves are in :mod:`semmae.models.mae
 
 from __future__ import annotations
 
-from dataclasses import field
 from typing import Any
+
+from semmae.config import option
 
 INIT_SCHEMES = ("auto", "mae", "timm")
 #: checkpoint layouts whose pretraining starts from MAE's init ("auto" picks "mae" for them)
@@ -21,13 +22,11 @@ MAE_FAMILY_LAYOUTS = ("semmae_pretrain", "mae_release")
 
 def init_scheme_field() -> Any:
     """The ``--init`` option of every command that can build a random-init baseline."""
-    return field(
-        default="auto",
-        metadata={
-            "help": "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions: where MAE/SemMAE "
-            "pretraining starts), timm = timm's default, auto = mae for MAE-family checkpoints, else timm",
-            "choices": INIT_SCHEMES,
-        },
+    return option(
+        "auto",
+        "with --random-init: mae = MAE's init (xavier, fixed sin-cos positions: where MAE/SemMAE "
+        "pretraining starts), timm = timm's default, auto = mae for MAE-family checkpoints, else timm",
+        choices=INIT_SCHEMES,
     )
 
 

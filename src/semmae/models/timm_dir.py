@@ -17,6 +17,7 @@ from typing import Any
 
 from semmae.errors import UserError
 from semmae.models.encoder_record import STANDARD_SIZES, VIT_SIZES, EncoderRecord, parse_arch
+from semmae.utils.io import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -86,13 +87,11 @@ def is_timm_dir(path: str | Path) -> bool:
 
 def read_timm_config(path: str | Path) -> dict[str, Any]:
     """``config.json`` of the timm folder ``path``; a :class:`UserError` when it is missing or not JSON."""
-    file = Path(path) / CONFIG_NAME
-    try:
-        return json.loads(file.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path} is not a timm model folder: it has no {CONFIG_NAME}") from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"{file} is not JSON ({e}); re-export the folder with `semmae export`") from None
+    return read_json(
+        Path(path) / CONFIG_NAME,
+        missing=f"{path} is not a timm model folder: it has no {CONFIG_NAME}",
+        hint="; re-export the folder with `semmae export`",
+    )
 
 
 def config_sizes(config: dict[str, Any]) -> dict[str, Any]:

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
-from semmae.config import add_verb, add_verb_group, resolve_config
+from semmae.config import add_verb, add_verb_group
 from semmae.parts.config import PartsEvalConfig, PartsExportConfig, PartsShowConfig, PartsTrainConfig
 
 
-def _train(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PartsTrainConfig, args)
+def _train(cfg: PartsTrainConfig) -> int:
     from semmae.parts.train import train_parts
 
     path = train_parts(cfg)
@@ -17,8 +14,7 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _export(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PartsExportConfig, args)
+def _export(cfg: PartsExportConfig) -> int:
     from semmae.parts.export import export_parts
 
     cache = export_parts(cfg)
@@ -29,16 +25,14 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PartsShowConfig, args)
+def _show(cfg: PartsShowConfig) -> int:
     from semmae.parts.show import show_parts
 
     print(f"wrote {show_parts(cfg)}")
     return 0
 
 
-def _eval(args: argparse.Namespace) -> int:
-    cfg = resolve_config(PartsEvalConfig, args)
+def _eval(cfg: PartsEvalConfig) -> int:
     from semmae.parts.evaluate import evaluate_parts, format_table
 
     metrics = evaluate_parts(cfg)

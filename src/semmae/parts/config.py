@@ -3,9 +3,9 @@ an iBOT ViT-S/16 encoder at 224 px, 6 parts, blur kernel 7, lambda = 0.03."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-from semmae.config import logger_option
+from semmae.config import logger_option, option
 from semmae.data.workers import check_num_workers
 from semmae.engine.run_options import (
     check_resume_overwrite,
@@ -23,103 +23,75 @@ WORKERS_HELP = "data-loading worker processes, or 'auto': what the cores leave a
 FEATURE_MODES = ("online", "cached")
 
 
-def _h(text: str, **kw) -> dict:
-    return {"help": text, **kw}
-
-
 @dataclass
 class PartsTrainConfig:
-    data: str = field(default="", metadata=_h("image folder (ImageFolder layout) to learn parts on"))
-    out: str = field(default="runs/parts", metadata=_h("run directory (checkpoints, panels, logs)"))
-    encoder: str = field(
-        default="vit_small_patch16_224",
-        metadata=_h(
-            "ViT of a random-init frozen encoder (no --encoder-checkpoint): vit_<size>_patch<p>[_<img>]"
-        ),
+    data: str = option("", "image folder (ImageFolder layout) to learn parts on")
+    out: str = option("runs/parts", "run directory (checkpoints, panels, logs)")
+    encoder: str = option(
+        "vit_small_patch16_224",
+        "ViT of a random-init frozen encoder (no --encoder-checkpoint): vit_<size>_patch<p>[_<img>]",
     )
-    encoder_checkpoint: str | None = field(
-        default=None,
-        metadata=_h(
-            "encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder; none = random init",
-            checkpoint=True,
-        ),
+    encoder_checkpoint: str | None = option(
+        None,
+        "encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder; none = random init",
+        checkpoint=True,
     )
-    img_size: int = field(default=224, metadata=_h("input resolution (pixels)"))
-    feature_layer: int = field(
-        default=0,
-        metadata=_h("encoder block giving F_c and F: 0 = the last (paper), -k = k blocks before the last"),
+    img_size: int = option(224, "input resolution (pixels)")
+    feature_layer: int = option(
+        0, "encoder block giving F_c and F: 0 = the last (paper), -k = k blocks before the last"
     )
-    num_parts: int = field(default=6, metadata=_h("number of part tokens N (Eq. 1)"))
-    token_hidden_dim: int = field(default=0, metadata=_h("hidden width of W1_i in Eq. 1; 0 = encoder width"))
-    proj_dim: int = field(default=256, metadata=_h("width of the W_p / W projections in Eq. 2"))
-    softmax_over: str = field(
-        default="positions",
-        metadata=_h(
-            "softmax axis of Eq. 2: over parts per position, or over positions per part", choices=SOFTMAX_AXES
-        ),
+    num_parts: int = option(6, "number of part tokens N (Eq. 1)")
+    token_hidden_dim: int = option(0, "hidden width of W1_i in Eq. 1; 0 = encoder width")
+    proj_dim: int = option(256, "width of the W_p / W projections in Eq. 2")
+    softmax_over: str = option(
+        "positions",
+        "softmax axis of Eq. 2: over parts per position, or over positions per part",
+        choices=SOFTMAX_AXES,
     )
-    scale_logits: bool = field(
-        default=True, metadata=_h("divide Eq. 2 dot-product logits by sqrt(proj_dim) (--similarity dot)")
+    scale_logits: bool = option(True, "divide Eq. 2 dot-product logits by sqrt(proj_dim) (--similarity dot)")
+    similarity: str = option(
+        "dot",
+        "Eq. 2 score: dot = the paper's F_p^T W_p^T W F; cosine = cosine of the projections / --temperature "
+        "(maps start as a soft clustering of the tokens, not near-uniform; docs/parts.md)",
+        choices=SIMILARITIES,
     )
-    similarity: str = field(
-        default="dot",
-        metadata=_h(
-            "Eq. 2 score: dot = the paper's F_p^T W_p^T W F; cosine = cosine of the projections / --temperature "
-            "(maps start as a soft clustering of the tokens, not near-uniform; docs/parts.md)",
-            choices=SIMILARITIES,
-        ),
+    temperature: float = option(0.1, "temperature of --similarity cosine")
+    blur_kernel: int = option(7, "Gaussian blur kernel (odd) applied to the maps in the decoder")
+    blur_sigma: float = option(0.0, "blur sigma; 0 = derived from the kernel size")
+    decoder_dim: int = option(256, "decoder channels at grid resolution")
+    decoder_min_dim: int = option(32, "fewest decoder channels after halving per upsampling")
+    decoder_convs: int = option(2, "styled 3x3 convs at grid resolution before upsampling")
+    div_weight: float = option(0.03, "lambda of Eq. 7 (diversity weight)")
+    concentration_weight: float = option(
+        0.0,
+        "weight of the SCOPS concentration term (spatial variance of each map; beyond the paper, 0 = off)",
     )
-    temperature: float = field(default=0.1, metadata=_h("temperature of --similarity cosine"))
-    blur_kernel: int = field(
-        default=7, metadata=_h("Gaussian blur kernel (odd) applied to the maps in the decoder")
+    features: str = option(
+        "online",
+        "online = encoder runs every step on RandomResizedCrop + flip views; cached = tokens of every image "
+        "and its flip computed once, reused each epoch (far cheaper steps; no crops)",
+        choices=FEATURE_MODES,
     )
-    blur_sigma: float = field(default=0.0, metadata=_h("blur sigma; 0 = derived from the kernel size"))
-    decoder_dim: int = field(default=256, metadata=_h("decoder channels at grid resolution"))
-    decoder_min_dim: int = field(
-        default=32, metadata=_h("fewest decoder channels after halving per upsampling")
-    )
-    decoder_convs: int = field(
-        default=2, metadata=_h("styled 3x3 convs at grid resolution before upsampling")
-    )
-    div_weight: float = field(default=0.03, metadata=_h("lambda of Eq. 7 (diversity weight)"))
-    concentration_weight: float = field(
-        default=0.0,
-        metadata=_h(
-            "weight of the SCOPS concentration term (spatial variance of each map; beyond the paper, 0 = off)"
-        ),
-    )
-    features: str = field(
-        default="online",
-        metadata=_h(
-            "online = encoder runs every step on RandomResizedCrop + flip views; cached = tokens of every image "
-            "and its flip computed once, reused each epoch (far cheaper steps; no crops)",
-            choices=FEATURE_MODES,
-        ),
-    )
-    feature_cache_gb: float = field(
-        default=8.0, metadata=_h("largest token cache --features cached may hold in memory (GiB)")
-    )
-    diag_images: int = field(
-        default=256, metadata=_h("training images (whole view) the per-epoch collapse diagnostics use")
-    )
-    epochs: int = field(default=20, metadata=_h("training epochs"))
-    steps_per_epoch: int = field(default=0, metadata=_h("cap on steps per epoch; 0 = one pass over the data"))
-    batch_size: int = field(default=64, metadata=_h("images per step per process"))
-    lr: float = field(default=5e-4, metadata=_h("AdamW peak learning rate"))
-    min_lr: float = field(default=1e-6, metadata=_h("cosine schedule floor"))
-    weight_decay: float = field(default=0.01, metadata=_h("AdamW weight decay (not on biases/gains)"))
-    warmup_epochs: float = field(default=1.0, metadata=_h("linear warm-up length in epochs"))
-    clip_grad: float = field(default=1.0, metadata=_h("gradient-norm clip; 0 = off"))
-    crop_scale_min: float = field(default=0.5, metadata=_h("RandomResizedCrop smallest area fraction"))
+    feature_cache_gb: float = option(8.0, "largest token cache --features cached may hold in memory (GiB)")
+    diag_images: int = option(256, "training images (whole view) the per-epoch collapse diagnostics use")
+    epochs: int = option(20, "training epochs")
+    steps_per_epoch: int = option(0, "cap on steps per epoch; 0 = one pass over the data")
+    batch_size: int = option(64, "images per step per process")
+    lr: float = option(5e-4, "AdamW peak learning rate")
+    min_lr: float = option(1e-6, "cosine schedule floor")
+    weight_decay: float = option(0.01, "AdamW weight decay (not on biases/gains)")
+    warmup_epochs: float = option(1.0, "linear warm-up length in epochs")
+    clip_grad: float = option(1.0, "gradient-norm clip; 0 = off")
+    crop_scale_min: float = option(0.5, "RandomResizedCrop smallest area fraction")
     precision: str = precision_option()
-    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
-    panel_images: int = field(default=8, metadata=_h("images in the per-epoch image/recon/parts panel"))
-    log_every: int = field(default=20, metadata=_h("steps between log records"))
+    num_workers: str = option("auto", WORKERS_HELP)
+    panel_images: int = option(8, "images in the per-epoch image/recon/parts panel")
+    log_every: int = option(20, "steps between log records")
     logger: str = logger_option()
     resume: str | None = resume_option("auto")
     overwrite: bool = overwrite_option()
-    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
-    seed: int = field(default=0, metadata=_h("random seed"))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "random seed")
 
     def validate(self) -> None:
         check_resume_overwrite(self.resume, self.overwrite)
@@ -173,48 +145,38 @@ EXPORT_SOURCES = ("learned", "attention", "masks")
 
 @dataclass
 class PartsExportConfig:
-    data: str = field(default="", metadata=_h("image folder to export part maps for"))
-    source: str = field(
-        default="learned",
-        metadata=_h(
-            "learned = the parts of --checkpoint (a part checkpoint); attention = raw-attention parts (paper "
-            "Table 4's baseline: argmax over the last-layer CLS-attention heads of --encoder-checkpoint); "
-            "masks = oracle parts from the ground-truth label PNGs under --masks (majority label per cell)",
-            choices=EXPORT_SOURCES,
-        ),
+    data: str = option("", "image folder to export part maps for")
+    source: str = option(
+        "learned",
+        "learned = the parts of --checkpoint (a part checkpoint); attention = raw-attention parts (paper "
+        "Table 4's baseline: argmax over the last-layer CLS-attention heads of --encoder-checkpoint); "
+        "masks = oracle parts from the ground-truth label PNGs under --masks (majority label per cell)",
+        choices=EXPORT_SOURCES,
     )
-    checkpoint: str = field(
-        default="",
-        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    checkpoint: str = option(
+        "", "part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True
     )
-    encoder_checkpoint: str = field(
-        default="",
-        metadata=_h(
-            "--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder",
-            checkpoint=True,
-        ),
+    encoder_checkpoint: str = option(
+        "",
+        "--source attention: encoder weights (iBOT/DINO/MAE/timm/semmae layouts) or run folder",
+        checkpoint=True,
     )
-    img_size: int = field(
-        default=0,
-        metadata=_h("--source attention: encoder input size (the part encoder's); 0 = the checkpoint's own"),
+    img_size: int = option(
+        0, "--source attention: encoder input size (the part encoder's); 0 = the checkpoint's own"
     )
-    masks: str = field(
-        default="",
-        metadata=_h(
-            "--source masks: folder of per-image label PNGs (0 = background, 1..K parts; same relative paths, "
-            "e.g. <synth>/masks/train); background becomes part 0"
-        ),
+    masks: str = option(
+        "",
+        "--source masks: folder of per-image label PNGs (0 = background, 1..K parts; same relative paths, "
+        "e.g. <synth>/masks/train); background becomes part 0",
     )
-    out: str = field(default="", metadata=_h("part-cache path to write (resumes an unfinished one)"))
-    grid: int = field(
-        default=0, metadata=_h("cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
-    )
-    batch_size: int = field(default=64, metadata=_h("images per forward pass"))
-    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
+    out: str = option("", "part-cache path to write (resumes an unfinished one)")
+    grid: int = option(0, "cache grid G (the MAE's patch grid, e.g. 14 or 28); 0 = encoder grid")
+    batch_size: int = option(64, "images per forward pass")
+    num_workers: str = option("auto", WORKERS_HELP)
     precision: str = precision_option()
-    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
-    seed: int = field(default=0, metadata=_h("random seed (export itself is deterministic)"))
-    overwrite: bool = field(default=False, metadata=_h("replace a finished cache already at --out"))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "random seed (export itself is deterministic)")
+    overwrite: bool = option(False, "replace a finished cache already at --out")
 
     def validate(self) -> None:
         for name in ("data", "out"):
@@ -257,22 +219,18 @@ class PartsExportConfig:
 
 @dataclass
 class PartsShowConfig:
-    data: str = field(default="", metadata=_h("image folder to draw from"))
-    checkpoint: str = field(
-        default="",
-        metadata=_h("part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True),
+    data: str = option("", "image folder to draw from")
+    checkpoint: str = option(
+        "", "part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True
     )
-    out: str = field(default="parts.png", metadata=_h("PNG to write"))
-    num_images: int = field(default=8, metadata=_h("images (rows) in the grid"))
-    grid: int = field(default=0, metadata=_h("grid the parts are drawn at; 0 = encoder grid"))
-    masks: str | None = field(
-        default=None,
-        metadata=_h(
-            "folder of ground-truth label PNGs (same relative paths): adds a ground-truth column (Fig. 4)"
-        ),
+    out: str = option("parts.png", "PNG to write")
+    num_images: int = option(8, "images (rows) in the grid")
+    grid: int = option(0, "grid the parts are drawn at; 0 = encoder grid")
+    masks: str | None = option(
+        None, "folder of ground-truth label PNGs (same relative paths): adds a ground-truth column (Fig. 4)"
     )
-    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
-    seed: int = field(default=0, metadata=_h("picks which images are drawn"))
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "picks which images are drawn")
 
     def validate(self) -> None:
         for name in ("data", "checkpoint"):
@@ -284,39 +242,27 @@ class PartsShowConfig:
 
 @dataclass
 class PartsEvalConfig:
-    data: str = field(default="", metadata=_h("image folder the cache was exported from"))
-    cache: str = field(default="", metadata=_h("part cache written by 'semmae parts export'"))
-    masks: str | None = field(
-        default=None,
-        metadata=_h("folder of per-image label PNGs (0 = background, 1..K parts), same relative paths"),
+    data: str = option("", "image folder the cache was exported from")
+    cache: str = option("", "part cache written by 'semmae parts export'")
+    masks: str | None = option(
+        None, "folder of per-image label PNGs (0 = background, 1..K parts), same relative paths"
     )
-    keypoints: str | None = field(
-        default=None,
-        metadata=_h("CUB-style keypoints.csv (file, part_id, x, y, visible) or the folder holding it"),
+    keypoints: str | None = option(
+        None, "CUB-style keypoints.csv (file, part_id, x, y, visible) or the folder holding it"
     )
-    checkpoint: str | None = field(
-        default=None,
-        metadata=_h(
-            "part checkpoint (or run folder) for the encoder baselines; default: the one the cache names",
-            checkpoint=True,
-        ),
+    checkpoint: str | None = option(
+        None,
+        "part checkpoint (or run folder) for the encoder baselines; default: the one the cache names",
+        checkpoint=True,
     )
-    baselines: bool = field(
-        default=True, metadata=_h("also score raw attention, k-means, spatial split, ceiling")
-    )
-    eval_size: int = field(
-        default=112, metadata=_h("masks are compared at this size (rounded up to a multiple of G)")
-    )
-    kmeans_fit_tokens: int = field(
-        default=100000, metadata=_h("patch tokens sampled to fit the k-means baseline")
-    )
-    batch_size: int = field(default=64, metadata=_h("images per encoder pass (baselines)"))
-    num_workers: str = field(default="auto", metadata=_h(WORKERS_HELP))
-    out: str | None = field(
-        default=None, metadata=_h("metrics JSON path; default: part_metrics.json beside the cache")
-    )
-    device: str = field(default="auto", metadata=_h("auto, cpu, cuda or cuda:N"))
-    seed: int = field(default=0, metadata=_h("k-means seed"))
+    baselines: bool = option(True, "also score raw attention, k-means, spatial split, ceiling")
+    eval_size: int = option(112, "masks are compared at this size (rounded up to a multiple of G)")
+    kmeans_fit_tokens: int = option(100000, "patch tokens sampled to fit the k-means baseline")
+    batch_size: int = option(64, "images per encoder pass (baselines)")
+    num_workers: str = option("auto", WORKERS_HELP)
+    out: str | None = option(None, "metrics JSON path; default: part_metrics.json beside the cache")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    seed: int = option(0, "k-means seed")
 
     def validate(self) -> None:
         for name in ("data", "cache"):

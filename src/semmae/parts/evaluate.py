@@ -140,13 +140,7 @@ def _baseline_predictions(cfg: PartsEvalConfig, cache: PartCache, data_root: str
     g, n = cache.grid, cache.num_parts
     dataset = ImageFolderDataset(data_root, transform=full_image_transform(encoder.img_size))
     workers = worker_plan(cfg.num_workers, device.type)
-    loader = DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=False,
-        num_workers=workers.count,
-        worker_init_fn=workers.init_fn if workers.count else None,
-    )
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, **workers.loader_args)
     rng = np.random.default_rng(cfg.seed)
     per_image = max(1, math.ceil(cfg.kmeans_fit_tokens / len(dataset)))
     attn, tokens, sample = [], [], []

@@ -160,14 +160,13 @@ def _export(
         root=cfg.data,
     )
     todo = Subset(dataset, range(writer.next_index, len(dataset)))
-    plan = worker_plan(cfg.num_workers, device.type)
+    workers = worker_plan(cfg.num_workers, device.type)
     loader = DataLoader(
         todo,
         batch_size=cfg.batch_size,
         shuffle=False,
-        num_workers=plan.count,
-        worker_init_fn=plan.init_fn if plan.count else None,
         pin_memory=device.type == "cuda",
+        **workers.loader_args,
     )
     with tqdm(total=len(dataset), initial=writer.next_index, desc="export parts", dynamic_ncols=True) as bar:
         for batch in loader:

@@ -8,7 +8,7 @@ Foreground score per cell: the last layer's CLS attention over the patches, aver
 bilinearly to G x G and min-max normalised per image to [0, 1]. The class token of a self-supervised ViT attends
 to the object (DINO, iBOT), so this ranks object cells above background ones; the patch-8 setting keeps the
 most-foreground quarter of the cells. It comes from the encoder, not from the learned parts, because part ids
-say nothing about which part is background.
+say nothing about which part is background (:mod:`semmae.models.foreground`).
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 
 import torch
-import torch.nn.functional as F
 from timm.data.constants import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torchvision.transforms import v2
 
 from semmae.engine.precision import Precision
+from semmae.models.foreground import foreground_score, to_grid
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.model import PartModel
 
@@ -35,24 +35,6 @@ def full_image_transform(img_size: int) -> v2.Compose:
             v2.Normalize(IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD),
         ]
     )
-
-
-def to_grid(maps: torch.Tensor, grid: int) -> torch.Tensor:
-    """[B, C, L] maps on a square g x g patch grid -> [B, C, grid, grid] (bilinear when the sizes differ)."""
-    b, c, n = maps.shape
-    g = int(round(n**0.5))
-    x = maps.reshape(b, c, g, g)
-    if g != grid:
-        x = F.interpolate(x.float(), size=(grid, grid), mode="bilinear", align_corners=False)
-    return x
-
-
-def foreground_score(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:
-    """CLS attention [B, H, L] -> foreground score [B, grid, grid] in [0, 1] (see module docstring)."""
-    fg = to_grid(cls_attn.float().mean(dim=1, keepdim=True), grid)[:, 0]
-    lo = fg.flatten(1).min(dim=1).values[:, None, None]
-    hi = fg.flatten(1).max(dim=1).values[:, None, None]
-    return ((fg - lo) / (hi - lo).clamp_min(1e-12)).clamp(0, 1)
 
 
 def attention_parts(cls_attn: torch.Tensor, grid: int) -> torch.Tensor:

@@ -371,11 +371,10 @@ class OnlineBatches:
             dataset,
             batch_size=cfg.batch_size,
             sampler=self.sampler,
-            num_workers=workers.count,
-            worker_init_fn=workers.init_fn if workers.count else None,
             pin_memory=device.type == "cuda",
             drop_last=len(dataset) >= cfg.batch_size * info.world_size,
             persistent_workers=workers.count > 0,
+            **workers.loader_args,
         )
         self.encoder, self.device, self.autocast = encoder, device, autocast
         self.steps_per_epoch = len(self.loader)

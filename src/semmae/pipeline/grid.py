@@ -7,7 +7,7 @@ gamma 2 = SemMAE = learned parts).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from semmae.errors import UserError
 
@@ -31,73 +31,43 @@ class GridConfig:
         return {t for t, _ in self.rows}
 
 
-GRID: tuple[GridConfig, ...] = (
-    GridConfig(
-        "random",
-        "random",
-        rows=(
-            ("table3", "random"),
-            ("table1", "MAE, patch P"),
-            ("table4", "no parts (random masking)"),
-            ("anchor", "MAE (random masking)"),
-        ),
-    ),
-    GridConfig("per_part", "per-part", parts="learned", rows=(("table3", "per-part (alpha = 0)"),)),
-    GridConfig("whole_part", "whole-part", parts="learned", rows=(("table3", "whole-part (alpha = 1)"),)),
-    GridConfig(
-        "adaptive_rev_g1",
-        "adaptive-reverse",
-        gamma=1.0,
-        parts="learned",
-        rows=(("table3", "adaptive 1 -> 0 (gamma = 1)"),),
-    ),
-    GridConfig(
-        "adaptive_g1",
-        "adaptive",
-        gamma=1.0,
-        parts="learned",
-        rows=(("table3", "adaptive 0 -> 1 (gamma = 1)"),),
-    ),
-    GridConfig(
-        "adaptive_g2",
-        "adaptive",
-        gamma=2.0,
-        parts="learned",
-        rows=(
-            ("table3", "adaptive 0 -> 1 (gamma = 2)"),
-            ("table1", "SemMAE, patch P"),
-            ("table4", "learned parts (SemMAE)"),
-        ),
-    ),
-    GridConfig(
-        "adaptive_g3",
-        "adaptive",
-        gamma=3.0,
-        parts="learned",
-        rows=(("table3", "adaptive 0 -> 1 (gamma = 3)"),),
-    ),
-    GridConfig("mae_fine", "random", parts="learned", fine=True, rows=(("table1", "MAE, patch P/2 + keep"),)),
-    GridConfig(
-        "semmae_fine",
-        "adaptive",
-        gamma=2.0,
-        parts="learned",
-        fine=True,
-        rows=(("table1", "SemMAE, patch P/2 + keep"),),
-    ),
-    GridConfig(
-        "attention_g2", "adaptive", gamma=2.0, parts="attention", rows=(("table4", "raw-attention parts"),)
-    ),
+#: (config key, table, row label): the table rows each configuration fills, in the order its record lists them
+ROWS = (
+    ("random", "table3", "random"),
+    ("random", "table1", "MAE, patch P"),
+    ("random", "table4", "no parts (random masking)"),
+    ("random", "anchor", "MAE (random masking)"),
+    ("per_part", "table3", "per-part (alpha = 0)"),
+    ("whole_part", "table3", "whole-part (alpha = 1)"),
+    ("adaptive_rev_g1", "table3", "adaptive 1 -> 0 (gamma = 1)"),
+    ("adaptive_g1", "table3", "adaptive 0 -> 1 (gamma = 1)"),
+    ("adaptive_g2", "table3", "adaptive 0 -> 1 (gamma = 2)"),
+    ("adaptive_g2", "table1", "SemMAE, patch P"),
+    ("adaptive_g2", "table4", "learned parts (SemMAE)"),
+    ("adaptive_g3", "table3", "adaptive 0 -> 1 (gamma = 3)"),
+    ("mae_fine", "table1", "MAE, patch P/2 + keep"),
+    ("semmae_fine", "table1", "SemMAE, patch P/2 + keep"),
+    ("attention_g2", "table4", "raw-attention parts"),
+    ("random_flip", "flip", "random, flip only"),
+    ("adaptive_g2_flip", "flip", "adaptive 0 -> 1 (gamma = 2), flip only"),
+)
+_CONFIGS = (
+    GridConfig("random", "random"),
+    GridConfig("per_part", "per-part", parts="learned"),
+    GridConfig("whole_part", "whole-part", parts="learned"),
+    GridConfig("adaptive_rev_g1", "adaptive-reverse", gamma=1.0, parts="learned"),
+    GridConfig("adaptive_g1", "adaptive", gamma=1.0, parts="learned"),
+    GridConfig("adaptive_g2", "adaptive", gamma=2.0, parts="learned"),
+    GridConfig("adaptive_g3", "adaptive", gamma=3.0, parts="learned"),
+    GridConfig("mae_fine", "random", parts="learned", fine=True),
+    GridConfig("semmae_fine", "adaptive", gamma=2.0, parts="learned", fine=True),
+    GridConfig("attention_g2", "adaptive", gamma=2.0, parts="attention"),
     # the paper's augmentation (Sec. 4.1: "only random horizontal flipping"): not in the default grid
-    GridConfig("random_flip", "random", augment="flip", rows=(("flip", "random, flip only"),)),
-    GridConfig(
-        "adaptive_g2_flip",
-        "adaptive",
-        gamma=2.0,
-        parts="learned",
-        augment="flip",
-        rows=(("flip", "adaptive 0 -> 1 (gamma = 2), flip only"),),
-    ),
+    GridConfig("random_flip", "random", augment="flip"),
+    GridConfig("adaptive_g2_flip", "adaptive", gamma=2.0, parts="learned", augment="flip"),
+)
+GRID: tuple[GridConfig, ...] = tuple(
+    replace(c, rows=tuple((table, label) for key, table, label in ROWS if key == c.key)) for c in _CONFIGS
 )
 KEPT_METRICS = (
     "knn_top1",

@@ -259,11 +259,13 @@ def _code_globals(path: Path, limit: int = 64 << 20) -> list[str]:
     return [g for g in found if g.split(".")[0] in _CODE_MODULES]
 
 
-def read_json(path: str | Path) -> Any:
+def read_json(path: str | Path, missing: str | None = None, hint: str = "") -> Any:
+    """The JSON in ``path``; a :class:`UserError` when the file is missing (``missing``, else "does not exist") or
+    is not JSON (then ``hint`` follows the parser's message)."""
     path = Path(path)
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{path} does not exist") from None
+        raise UserError(missing or f"{path} does not exist") from None
     except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
+        raise UserError(f"{path} is not valid JSON: {e}{hint}") from None

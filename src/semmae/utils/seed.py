@@ -7,6 +7,17 @@ import random
 import numpy as np
 import torch
 
+_MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio) to spread seeds
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64-style), stable across processes and Python versions."""
+    h = 0
+    for p in parts:
+        h = (h ^ (int(p) & 0xFFFFFFFFFFFFFFFF)) * _MIX & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
 
 def seed_everything(seed: int, rank: int = 0) -> None:
     """Seed Python, NumPy and torch; each rank gets ``seed + rank`` so ranks draw different augmentations."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from semmae.config import add_verb, add_verb_group, resolve_config
+from semmae.config import add_verb, add_verb_group
 from semmae.eval.segmentation.config import SegmentEvalConfig, SegmentTrainConfig
 
 TRAIN_EPILOG = """examples:
@@ -15,16 +15,14 @@ EVAL_EPILOG = """example:
 """
 
 
-def _train(args) -> int:
-    cfg = resolve_config(SegmentTrainConfig, args)
+def _train(cfg: SegmentTrainConfig) -> int:
     from semmae.eval.segmentation.engine import train
 
     train(cfg)
     return 0
 
 
-def _eval(args) -> int:
-    cfg = resolve_config(SegmentEvalConfig, args)
+def _eval(cfg: SegmentEvalConfig) -> int:
     from semmae.eval.segmentation.engine import evaluate_checkpoint
 
     evaluate_checkpoint(cfg)

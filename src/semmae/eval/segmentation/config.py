@@ -8,8 +8,9 @@ at short side 512.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from semmae.config import option
 from semmae.engine.run_options import (
     PRECISIONS,
     check_resume_overwrite,
@@ -27,58 +28,41 @@ LAYOUTS = ("auto", "pairs", "synth")
 class SegmentDataConfig:
     """Where the images and label maps are and how labels are read (shared by train and eval)."""
 
-    data: str = field(
-        default="",
-        metadata={
-            "help": "dataset root: an ADE20K release, an images/+annotations/ pair "
-            "tree, or a `semmae data synth` output folder"
-        },
+    data: str = option(
+        "",
+        "dataset root: an ADE20K release, an images/+annotations/ pair "
+        "tree, or a `semmae data synth` output folder",
     )
-    layout: str = field(
-        default="auto",
-        metadata={
-            "help": "pairs = <root>/images/<split>/** + <root>/annotations/<split>/**.png (ADE20K release layout); "
-            "synth = `semmae data synth` output (<split>/<class>/*.png + masks/<split>/<class>/*.png); "
-            "auto = detect",
-            "choices": LAYOUTS,
-        },
+    layout: str = option(
+        "auto",
+        "pairs = <root>/images/<split>/** + <root>/annotations/<split>/**.png (ADE20K release layout); "
+        "synth = `semmae data synth` output (<split>/<class>/*.png + masks/<split>/<class>/*.png); "
+        "auto = detect",
+        choices=LAYOUTS,
     )
-    num_classes: int = field(
-        default=0,
-        metadata={
-            "help": "number of classes; 0 = from the layout (150 for ADE20K, parts + background for synth)"
-        },
+    num_classes: int = option(
+        0, "number of classes; 0 = from the layout (150 for ADE20K, parts + background for synth)"
     )
-    reduce_zero_label: bool | None = field(
-        default=None,
-        metadata={
-            "help": "ADE20K convention: label 0 is 'other' (ignored) and 1..K become 0..K-1; default: on for ADE20K, "
-            "off otherwise (for synth, 0 = background is a real class)"
-        },
+    reduce_zero_label: bool | None = option(
+        None,
+        "ADE20K convention: label 0 is 'other' (ignored) and 1..K become 0..K-1; default: on for ADE20K, "
+        "off otherwise (for synth, 0 = background is a real class)",
     )
-    ignore_index: int = field(default=255, metadata={"help": "label value left out of loss and metrics"})
-    train_split: str = field(
-        default="", metadata={"help": "training split folder name ('' = training or train)"}
+    ignore_index: int = option(255, "label value left out of loss and metrics")
+    train_split: str = option("", "training split folder name ('' = training or train)")
+    val_split: str = option("", "validation split folder name ('' = validation or val)")
+    eval_short_side: int = option(
+        512,
+        "evaluation images are resized to this short side (long side capped by --max-long); 0 = keep size",
     )
-    val_split: str = field(
-        default="", metadata={"help": "validation split folder name ('' = validation or val)"}
-    )
-    eval_short_side: int = field(
-        default=512,
-        metadata={
-            "help": "evaluation images are resized to this short side (long side capped by --max-long); 0 = keep size"
-        },
-    )
-    max_long: int = field(
-        default=2048, metadata={"help": "cap on the long side when resizing (mmseg's 2048x512)"}
-    )
-    eval_stride: int = field(default=341, metadata={"help": "sliding-window stride at evaluation (pixels)"})
-    num_vis: int = field(default=4, metadata={"help": "validation images drawn next to their ground truth"})
-    out: str = field(default="runs/segment", metadata={"help": "run directory"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
+    max_long: int = option(2048, "cap on the long side when resizing (mmseg's 2048x512)")
+    eval_stride: int = option(341, "sliding-window stride at evaluation (pixels)")
+    num_vis: int = option(4, "validation images drawn next to their ground truth")
+    out: str = option("runs/segment", "run directory")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
     precision: str = precision_option()
-    num_workers: int = field(default=4, metadata={"help": "data-loading worker processes per rank"})
-    seed: int = field(default=0, metadata={"help": "random seed (each rank adds its rank)"})
+    num_workers: int = option(4, "data-loading worker processes per rank")
+    seed: int = option(0, "random seed (each rank adds its rank)")
 
     def validate(self) -> None:
         if not self.data:
@@ -99,79 +83,55 @@ class SegmentDataConfig:
 class SegmentTrainConfig(SegmentDataConfig):
     """``semmae segment train``: UPerNet + auxiliary FCN head on a ViT encoder."""
 
-    checkpoint: str | None = field(
-        default=None,
-        metadata={
-            "help": "pretrained encoder checkpoint (any layout semmae.models.encoder_loading reads) or run folder",
-            "checkpoint": True,
-        },
+    checkpoint: str | None = option(
+        None,
+        "pretrained encoder checkpoint (any layout semmae.models.encoder_loading reads) or run folder",
+        checkpoint=True,
     )
-    random_init: bool = field(
-        default=False,
-        metadata={
-            "help": "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture"
-        },
+    random_init: bool = option(
+        False,
+        "randomly initialised encoder (the baseline); with --checkpoint it takes only that architecture",
     )
     init: str = init_scheme_field()
-    freeze_encoder: bool = field(
-        default=False,
-        metadata={
-            "help": "keep the encoder fixed and train only the pyramid necks and the heads (a segmentation probe "
-            "of the encoder's features; isolates what pretraining contributes)"
-        },
+    freeze_encoder: bool = option(
+        False,
+        "keep the encoder fixed and train only the pyramid necks and the heads (a segmentation probe "
+        "of the encoder's features; isolates what pretraining contributes)",
     )
-    arch: str | None = field(
-        default=None,
-        metadata={
-            "help": "encoder architecture name (e.g. vit_base_patch16); inferred from the checkpoint when not given"
-        },
+    arch: str | None = option(
+        None, "encoder architecture name (e.g. vit_base_patch16); inferred from the checkpoint when not given"
     )
-    embed_dim: int | None = field(
-        default=None, metadata={"help": "random-init encoder width (overrides --arch)"}
+    embed_dim: int | None = option(None, "random-init encoder width (overrides --arch)")
+    depth: int | None = option(None, "random-init encoder depth (overrides --arch)")
+    num_heads: int | None = option(None, "encoder attention heads (overrides --arch)")
+    patch_size: int | None = option(None, "random-init encoder patch size")
+    out_indices: list[int] = option(
+        [], "0-based blocks feeding the 4 levels; empty = evenly spaced (3 5 7 11 for depth 12)"
     )
-    depth: int | None = field(default=None, metadata={"help": "random-init encoder depth (overrides --arch)"})
-    num_heads: int | None = field(
-        default=None, metadata={"help": "encoder attention heads (overrides --arch)"}
-    )
-    patch_size: int | None = field(default=None, metadata={"help": "random-init encoder patch size"})
-    out_indices: list[int] = field(
-        default_factory=list,
-        metadata={
-            "help": "0-based blocks feeding the 4 levels; empty = evenly spaced (3 5 7 11 for depth 12)"
-        },
-    )
-    drop_path: float = field(
-        default=0.1, metadata={"help": "stochastic depth rate of the last encoder block"}
-    )
-    head_channels: int = field(default=512, metadata={"help": "UPerNet channels"})
-    aux_channels: int = field(default=256, metadata={"help": "auxiliary FCN head channels"})
-    aux_weight: float = field(default=0.4, metadata={"help": "auxiliary loss weight (0 = no auxiliary head)"})
-    pool_scales: list[int] = field(default_factory=lambda: [1, 2, 3, 6], metadata={"help": "PPM bin sizes"})
-    head_dropout: float = field(default=0.1, metadata={"help": "dropout before the classifiers"})
-    crop_size: int = field(default=512, metadata={"help": "training crop and sliding-window size (pixels)"})
-    scale_base: int = field(default=512, metadata={"help": "short side before the random scale ratio"})
-    scale_range: list[float] = field(
-        default_factory=lambda: [0.5, 2.0], metadata={"help": "random scale ratio"}
-    )
-    hflip: bool = field(default=True, metadata={"help": "random horizontal flip"})
-    photometric: bool = field(default=True, metadata={"help": "brightness/contrast/saturation/hue jitter"})
-    iters: int = field(default=160000, metadata={"help": "training iterations"})
-    batch_size: int = field(default=16, metadata={"help": "global batch size (split over ranks)"})
-    lr: float = field(default=1e-4, metadata={"help": "peak learning rate"})
-    weight_decay: float = field(
-        default=0.05, metadata={"help": "AdamW weight decay (not on norms, biases, tokens)"}
-    )
-    layer_decay: float = field(default=0.65, metadata={"help": "layer-wise lr decay of the encoder blocks"})
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999], metadata={"help": "AdamW betas"})
-    warmup_iters: int = field(default=1500, metadata={"help": "linear warmup iterations"})
-    poly_power: float = field(default=1.0, metadata={"help": "poly schedule power"})
-    min_lr: float = field(default=0.0, metadata={"help": "learning rate at the last iteration"})
-    clip_grad: float = field(default=0.0, metadata={"help": "max gradient norm (0 = no clipping)"})
-    eval_every: int = field(
-        default=16000, metadata={"help": "evaluate every N iterations (0 = only at the end)"}
-    )
-    ckpt_every: int = field(default=4000, metadata={"help": "write checkpoint.pth every N iterations"})
-    log_every: int = field(default=50, metadata={"help": "log the loss every N iterations"})
+    drop_path: float = option(0.1, "stochastic depth rate of the last encoder block")
+    head_channels: int = option(512, "UPerNet channels")
+    aux_channels: int = option(256, "auxiliary FCN head channels")
+    aux_weight: float = option(0.4, "auxiliary loss weight (0 = no auxiliary head)")
+    pool_scales: list[int] = option([1, 2, 3, 6], "PPM bin sizes")
+    head_dropout: float = option(0.1, "dropout before the classifiers")
+    crop_size: int = option(512, "training crop and sliding-window size (pixels)")
+    scale_base: int = option(512, "short side before the random scale ratio")
+    scale_range: list[float] = option([0.5, 2.0], "random scale ratio")
+    hflip: bool = option(True, "random horizontal flip")
+    photometric: bool = option(True, "brightness/contrast/saturation/hue jitter")
+    iters: int = option(160000, "training iterations")
+    batch_size: int = option(16, "global batch size (split over ranks)")
+    lr: float = option(1e-4, "peak learning rate")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on norms, biases, tokens)")
+    layer_decay: float = option(0.65, "layer-wise lr decay of the encoder blocks")
+    betas: list[float] = option([0.9, 0.999], "AdamW betas")
+    warmup_iters: int = option(1500, "linear warmup iterations")
+    poly_power: float = option(1.0, "poly schedule power")
+    min_lr: float = option(0.0, "learning rate at the last iteration")
+    clip_grad: float = option(0.0, "max gradient norm (0 = no clipping)")
+    eval_every: int = option(16000, "evaluate every N iterations (0 = only at the end)")
+    ckpt_every: int = option(4000, "write checkpoint.pth every N iterations")
+    log_every: int = option(50, "log the loss every N iterations")
     resume: str | None = resume_option(None)
     overwrite: bool = overwrite_option()
 
@@ -231,40 +191,26 @@ class SegmentEvalConfig:
     Every data field left unset (None) is taken from the training run's config stored in the checkpoint.
     """
 
-    checkpoint: str = field(
-        default="",
-        metadata={
-            "help": "a `semmae segment train` checkpoint (seg_final.pth / checkpoint.pth) or its run directory",
-            "checkpoint": True,
-        },
+    checkpoint: str = option(
+        "",
+        "a `semmae segment train` checkpoint (seg_final.pth / checkpoint.pth) or its run directory",
+        checkpoint=True,
     )
-    data: str | None = field(default=None, metadata={"help": "dataset root (default: the training run's)"})
-    layout: str | None = field(
-        default=None, metadata={"help": "dataset layout (default: the training run's)", "choices": LAYOUTS}
-    )
-    num_classes: int | None = field(default=None, metadata={"help": "number of classes (default: the run's)"})
-    reduce_zero_label: bool | None = field(
-        default=None, metadata={"help": "ADE20K label convention (default: the run's)"}
-    )
-    ignore_index: int | None = field(
-        default=None, metadata={"help": "ignored label value (default: the run's)"}
-    )
-    val_split: str | None = field(default=None, metadata={"help": "split to evaluate (default: the run's)"})
-    eval_short_side: int | None = field(
-        default=None, metadata={"help": "test short side (default: the run's)"}
-    )
-    max_long: int | None = field(default=None, metadata={"help": "test long-side cap (default: the run's)"})
-    eval_stride: int | None = field(
-        default=None, metadata={"help": "sliding-window stride (default: the run's)"}
-    )
-    precision: str | None = field(
-        default=None, metadata={"help": "autocast precision (default: the run's)", "choices": PRECISIONS}
-    )
-    num_vis: int = field(default=4, metadata={"help": "validation images drawn next to their ground truth"})
-    out: str = field(default="runs/segment-eval", metadata={"help": "output directory (results.json, PNG)"})
-    device: str = field(default="auto", metadata={"help": "auto, cpu, cuda or cuda:N"})
-    num_workers: int = field(default=2, metadata={"help": "data-loading worker processes per rank"})
-    seed: int = field(default=0, metadata={"help": "random seed"})
+    data: str | None = option(None, "dataset root (default: the training run's)")
+    layout: str | None = option(None, "dataset layout (default: the training run's)", choices=LAYOUTS)
+    num_classes: int | None = option(None, "number of classes (default: the run's)")
+    reduce_zero_label: bool | None = option(None, "ADE20K label convention (default: the run's)")
+    ignore_index: int | None = option(None, "ignored label value (default: the run's)")
+    val_split: str | None = option(None, "split to evaluate (default: the run's)")
+    eval_short_side: int | None = option(None, "test short side (default: the run's)")
+    max_long: int | None = option(None, "test long-side cap (default: the run's)")
+    eval_stride: int | None = option(None, "sliding-window stride (default: the run's)")
+    precision: str | None = option(None, "autocast precision (default: the run's)", choices=PRECISIONS)
+    num_vis: int = option(4, "validation images drawn next to their ground truth")
+    out: str = option("runs/segment-eval", "output directory (results.json, PNG)")
+    device: str = option("auto", "auto, cpu, cuda or cuda:N")
+    num_workers: int = option(2, "data-loading worker processes per rank")
+    seed: int = option(0, "random seed")
 
     def validate(self) -> None:
         if not self.checkpoint:

@@ -16,7 +16,6 @@ Labels are single-channel 8-bit PNGs (mode ``L`` or palette ``P``, whose indices
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from PIL import Image
 
 from semmae.data.images import IMAGE_EXTENSIONS, load_rgb
 from semmae.errors import UserError
+from semmae.utils.io import read_json
 
 ADE20K_CLASSES = 150
 _SPLIT_NAMES = {"train": ("training", "train"), "val": ("validation", "val")}
@@ -89,10 +89,7 @@ def _synth_meta(root: Path) -> tuple[int | None, list[str] | None]:
     path = root / "synth.json"
     if not path.is_file():
         return None, None
-    try:
-        meta = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"{path} is not valid JSON: {e}") from None
+    meta = read_json(path)
     k = meta.get("num_part_types")
     names = meta.get("part_types")
     if k is None and names:
