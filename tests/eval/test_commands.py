@@ -17,6 +17,30 @@ from semmae.utils.rundir import read_log
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
 
 
+def full_linprobe_argv(data, ckpt, out) -> list[str]:
+    """``semmae linprobe --mode full`` on the tiny split: one SGD rate, no warm-up (add --epochs)."""
+    return [
+        "linprobe",
+        "--mode",
+        "full",
+        "--train",
+        str(data / "train"),
+        "--val",
+        str(data / "val"),
+        "--checkpoint",
+        str(ckpt),
+        "--out",
+        str(out),
+        "--warmup-epochs",
+        "0",
+        "--optimizer",
+        "sgd",
+        "--blrs",
+        "0.5",
+        *COMMON,
+    ]
+
+
 def results(out):
     return json.loads((out / "results.json").read_text())
 
@@ -114,26 +138,7 @@ def test_crop_pct_sets_the_evaluation_view(verb, tiny_data, tiny_ckpt, tmp_path,
 
 def test_full_linprobe_resumes(tiny_data, tiny_ckpt, tmp_path):
     out = tmp_path / "full"
-    base = [
-        "linprobe",
-        "--mode",
-        "full",
-        "--train",
-        str(tiny_data / "train"),
-        "--val",
-        str(tiny_data / "val"),
-        "--checkpoint",
-        str(tiny_ckpt),
-        "--out",
-        str(out),
-        "--warmup-epochs",
-        "0",
-        "--optimizer",
-        "sgd",
-        "--blrs",
-        "0.5",
-        *COMMON,
-    ]
+    base = full_linprobe_argv(tiny_data, tiny_ckpt, out)
     assert main([*base, "--epochs", "1"]) == 0
     state = torch.load(out / "checkpoint.pth", weights_only=True)
     assert (state["kind"], state["epoch"], state["step"], state["step_in_epoch"]) == ("linprobe", 1, 2, 0)

@@ -10,7 +10,7 @@ from _helpers import run_killed_at, run_torchrun, run_torchrun_code, subprocess_
 
 from semmae.utils.rundir import read_log
 
-from .test_commands import COMMON
+from .test_commands import COMMON, full_linprobe_argv
 
 
 def _cli(argv: list[str]) -> int:
@@ -24,26 +24,9 @@ def _cli(argv: list[str]) -> int:
 
 def _linprobe(tiny_data, tiny_ckpt, out):
     return [
-        "linprobe",
-        "--mode",
-        "full",
-        "--train",
-        str(tiny_data / "train"),
-        "--val",
-        str(tiny_data / "val"),
-        "--checkpoint",
-        str(tiny_ckpt),
-        "--out",
-        str(out),
-        "--warmup-epochs",
-        "0",
-        "--optimizer",
-        "sgd",
-        "--blrs",
-        "0.5",
+        *full_linprobe_argv(tiny_data, tiny_ckpt, out),
         "--epochs",
         "2",
-        *COMMON,
         "--batch-size",
         "4",  # 16 images: 4 steps an epoch
     ]

@@ -35,6 +35,37 @@ TINY_ENCODER = [
 ]
 
 
+def segment_train_argv(data, out, iters: int, ckpt_every: int, num_vis: int) -> list[str]:
+    """``semmae segment train`` on a tiny tree with the tiny encoder: batch 2, a log record every iteration."""
+    return [
+        "segment",
+        "train",
+        "--data",
+        str(data),
+        *TINY_ENCODER,
+        "--iters",
+        str(iters),
+        "--batch-size",
+        "2",
+        "--ckpt-every",
+        str(ckpt_every),
+        "--eval-every",
+        "0",
+        "--log-every",
+        "1",
+        "--warmup-iters",
+        "1",
+        "--out",
+        str(out),
+        "--num-vis",
+        str(num_vis),
+        "--eval-stride",
+        "21",
+        "--eval-short-side",
+        "0",
+    ]
+
+
 def write_pairs(
     root,
     split_names=("training", "validation"),

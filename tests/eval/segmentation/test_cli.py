@@ -14,38 +14,12 @@ from semmae.eval.segmentation.config import SegmentTrainConfig
 from semmae.eval.segmentation.engine import build_segmentor
 from semmae.utils.rundir import read_log
 
-from .conftest import TINY_ENCODER
+from .conftest import TINY_ENCODER, segment_train_argv
 
 
 def test_train_eval_resume_on_fake_ade20k(fake_ade, tmp_path):
     out = tmp_path / "run"
-    args = [
-        "segment",
-        "train",
-        "--data",
-        str(fake_ade),
-        *TINY_ENCODER,
-        "--iters",
-        "2",
-        "--batch-size",
-        "2",
-        "--ckpt-every",
-        "1",
-        "--eval-every",
-        "0",
-        "--log-every",
-        "1",
-        "--warmup-iters",
-        "1",
-        "--out",
-        str(out),
-        "--num-vis",
-        "2",
-        "--eval-stride",
-        "21",
-        "--eval-short-side",
-        "0",
-    ]
+    args = segment_train_argv(fake_ade, out, iters=2, ckpt_every=1, num_vis=2)
     assert main(args) == 0
     results = json.loads((out / "results.json").read_text())
     assert {"miou", "macc", "aacc", "per_class"} <= set(results)

@@ -13,7 +13,7 @@ from _helpers import run_killed_at, subprocess_env
 
 from semmae.utils.rundir import read_log
 
-from .conftest import TINY_ENCODER
+from .conftest import segment_train_argv
 
 
 def _cli(argv: list[str]) -> int:
@@ -23,33 +23,9 @@ def _cli(argv: list[str]) -> int:
 
 
 def _args(data, out) -> list[str]:
-    return [
-        "segment",
-        "train",
-        "--data",
-        str(data),
-        *TINY_ENCODER,
-        "--iters",
-        "4",
-        "--batch-size",
-        "2",  # 4 training images: 2 iterations an epoch
-        "--ckpt-every",
-        "0",
-        "--eval-every",
-        "0",
-        "--log-every",
-        "1",
-        "--warmup-iters",
-        "1",
-        "--out",
-        str(out),
-        "--num-vis",
-        "0",
-        "--eval-stride",
-        "21",
-        "--eval-short-side",
-        "0",
-    ]
+    return segment_train_argv(
+        data, out, iters=4, ckpt_every=0, num_vis=0
+    )  # 4 training images: 2 iterations an epoch
 
 
 @pytest.mark.parametrize(
