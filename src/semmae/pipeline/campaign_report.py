@@ -186,8 +186,8 @@ def _data_text(data: dict[str, Any]) -> str:
 
 
 def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
-    """Per-seed paired differences (dots) with the mean and its 95 % (thick) / 90 % (thin) CIs, per comparison, on
-    the primary metric; the +-margin band shaded."""
+    """Per-seed paired differences (dots) with the mean and its 95 % (thin, capped) / 90 % (thick) CIs, per
+    comparison, on the primary metric; the +-margin band shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -204,20 +204,34 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
         xs = [i + 0.18 * ((j % 5) - 2) / 2 for j in range(st["n"])]
         ax.scatter(xs, st["diffs"], s=18, color="tab:blue", alpha=0.7, zorder=3)
         if "ci95" in st:
-            ax.plot([i + 0.32] * 2, st["ci90"], color="tab:red", lw=1.2, zorder=4)
-            ax.errorbar(
+            first = i == 0
+            ax.errorbar(  # 95 %: thin, with caps (the decision's "helps" / "hurts" interval)
                 i + 0.32,
                 st["mean"],
                 yerr=[[st["mean"] - st["ci95"][0]], [st["ci95"][1] - st["mean"]]],
                 fmt="o",
                 color="tab:red",
-                capsize=5,
-                lw=2.5,
+                capsize=6,
+                lw=1.2,
                 zorder=5,
+                label="mean, 95 % CI" if first else None,
+            )
+            ax.plot(  # 90 %: thick (the equivalence test's interval), drawn over the thin one
+                [i + 0.32] * 2,
+                st["ci90"],
+                color="tab:red",
+                alpha=0.45,
+                lw=6,
+                solid_capstyle="butt",
+                zorder=4,
+                label="90 % CI" if first else None,
             )
     ax.set_xticks(range(len(arms)), [f"{a}\n- {plan.baseline}" for a in arms])
     ax.set_ylabel(f"{plan.primary}: arm - baseline (points)")
-    ax.set_title(f"{plan.name}: paired differences (dots: seeds; red: mean, 95 % / 90 % CI)", fontsize=9)
+    ax.set_title(
+        f"{plan.name}: paired differences (dots: seeds; red: mean with its 95 % CI, thin, and 90 % CI, thick)",
+        fontsize=9,
+    )
     ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
