@@ -84,4 +84,4 @@ def decide(
             f"a well-powered null: no difference larger than {margin:g} point ({ci}; 90 % CI "
             f"[{lo90:+.2f}, {hi90:+.2f}] inside +-{margin:g})"
         )
-    return "inconclusive", f"inconclusive: the CI includes 0 and reaches beyond +-{margin:g} ({ci})"
+    return "inconclusive", f"the CI includes 0 and reaches beyond +-{margin:g} ({ci})"
