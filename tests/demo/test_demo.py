@@ -115,6 +115,22 @@ def test_paired_table_reads_its_own_numbers():
     ]
 
 
+def test_the_reason_the_untrained_encoder_leads_is_given_only_when_it_does():
+    from semmae.demo.make_report import accuracy_table
+
+    def runs(knn, probe):
+        return [{"seed": s, "knn_top1": knn, "linprobe_top1": probe} for s in range(2)]
+
+    behind = {"mae": runs(28.0, 80.0), "semmae": runs(30.0, 81.0), "random init": runs(35.0, 75.0)[:1]}
+    note = accuracy_table(behind, "class").note
+    assert "kNN: 0 of 2" in note and "classes differ in colour" in note and "demo-mae-vs-untrained" in note
+    assert "colours carry no class" in accuracy_table(behind, "random").note
+    ahead = {"mae": runs(40.0, 80.0), "semmae": runs(41.0, 81.0), "random init": runs(35.0, 75.0)[:1]}
+    assert "Why the untrained" not in accuracy_table(ahead, "class").note
+    tie = {**ahead, "mae": runs(35.0, 80.0)}  # a tie is not a lead for the pretrained encoder
+    assert "classes differ in colour" in accuracy_table(tie, "class").note
+
+
 def test_small_figures_are_drawn_larger_and_crisp(tmp_path):
     from semmae.demo.report import _upscale
 
