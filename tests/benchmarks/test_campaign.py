@@ -198,3 +198,14 @@ def test_arm_order_rotates_per_seed(tmp_path, n_arms, seed, first):
     plan = campaign.Plan.load(write_plan(tmp_path / "p.yaml", arms=arms, baseline="a"))
     order = [a.key for a in plan.arm_order(seed)]
     assert order[0] == first and sorted(order) == list("abc"[:n_arms])
+
+
+@pytest.mark.parametrize("plan_file", sorted(p.name for p in (BENCH / "campaigns").glob("*.yaml")))
+def test_every_committed_plan_loads_and_names_its_file(plan_file):
+    from semmae.pipeline.plan import Plan
+
+    plan = Plan.load(BENCH / "campaigns" / plan_file)
+    assert plan.name == Path(plan_file).stem  # run.sh finds a campaign's state by the plan's file name
+    keys = [a.key for a in plan.arms]
+    assert plan.baseline in keys and set(plan.comparisons) == set(keys) - {plan.baseline}
+    assert plan.seeds >= 8  # issue 24: at least 8 pairs per campaign
