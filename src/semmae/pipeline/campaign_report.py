@@ -197,6 +197,7 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(arms), 4.2), dpi=120)
     ax.axhspan(-plan.margin, plan.margin, color="0.92", zorder=0, label=f"+-{plan.margin:g} (equivalence)")
     ax.axhline(0, color="0.4", lw=0.8)
+    labelled = False
     for i, arm in enumerate(arms):
         st = stats[arm][plan.primary]
         if not st["n"]:
@@ -204,7 +205,7 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
         xs = [i + 0.18 * ((j % 5) - 2) / 2 for j in range(st["n"])]
         ax.scatter(xs, st["diffs"], s=18, color="tab:blue", alpha=0.7, zorder=3)
         if "ci95" in st:
-            first = i == 0
+            first, labelled = not labelled, True
             ax.errorbar(  # 95 %: thin, with caps (the decision's "helps" / "hurts" interval)
                 i + 0.32,
                 st["mean"],
@@ -216,7 +217,7 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
                 zorder=5,
                 label="mean, 95 % CI" if first else None,
             )
-            ax.plot(  # 90 %: thick (the equivalence test's interval), drawn over the thin one
+            ax.plot(  # 90 %: thick (the equivalence test's interval), behind the thin one
                 [i + 0.32] * 2,
                 st["ci90"],
                 color="tab:red",
