@@ -10,6 +10,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -209,3 +210,60 @@ def test_every_committed_plan_loads_and_names_its_file(plan_file):
     keys = [a.key for a in plan.arms]
     assert plan.baseline in keys and set(plan.comparisons) == set(keys) - {plan.baseline}
     assert plan.seeds >= 8  # issue 24: at least 8 pairs per campaign
+
+
+def test_a_folder_with_its_own_part_masks_runs_the_oracle_arm(synth_dataset, tmp_path, capsys):
+    """Oracle parts are not tied to the synthetic generator: any image folder with label PNGs beside it
+    (``data: {kind: folder, path, masks}``) runs the mechanism test, and its cache holds each cell's majority label."""
+    from collections import Counter
+
+    from PIL import Image
+
+    from semmae.data.part_cache import PartCache
+    from semmae.parts.export import MASK_CELL_PIXELS
+
+    arms = [{"key": "mae", "masking": "random"}, {"key": "oracle", "masking": "adaptive", "parts": "masks"}]
+    data = {"kind": "folder", "path": str(synth_dataset), "masks": str(synth_dataset / "masks")}
+    plan = write_plan(tmp_path / "p.yaml", arms=arms, data=data)
+    argv = [str(plan), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert campaign.main([*argv, "--max-runs", "1"], pin=PIN) == 0
+    keep = tmp_path / "o" / "campaign-tiny"
+    rec = json.loads((keep / "per-run" / "oracle-seed0.json").read_text())
+    assert rec["parts"] == "masks" and rec["masking"] == "adaptive"
+    assert (
+        f"ground-truth part masks `{synth_dataset / 'masks'}`"
+        in (tmp_path / "o" / "campaign-tiny.md").read_text()
+    )
+    # the cache the oracle arm read, against a direct count over one image's mask cells
+    train = synth_dataset / "train"
+    paths = sorted(str(p.relative_to(train)) for p in train.rglob("*.png"))
+    cache = PartCache.open(keep / "caches" / "masks_grid4.cache", paths)
+    side = cache.grid * MASK_CELL_PIXELS
+    with Image.open(synth_dataset / "masks" / "train" / paths[3]) as im:
+        mask = np.asarray(im.resize((side, side), Image.NEAREST))
+    part, _ = cache[3]
+    for i in range(cache.grid):
+        for j in range(cache.grid):
+            cell = mask[
+                i * MASK_CELL_PIXELS : (i + 1) * MASK_CELL_PIXELS,
+                j * MASK_CELL_PIXELS : (j + 1) * MASK_CELL_PIXELS,
+            ]
+            counts = Counter(cell.ravel().tolist())
+            top = max(counts.values())
+            assert int(part[i, j]) == min(label for label, n in counts.items() if n == top)
+
+
+def test_oracle_arms_need_ground_truth_masks(synth_dataset, tmp_path, capsys):
+    arms = [{"key": "mae", "masking": "random"}, {"key": "oracle", "masking": "adaptive", "parts": "masks"}]
+    plan = write_plan(tmp_path / "p.yaml", arms=arms, data={"kind": "folder", "path": str(synth_dataset)})
+    argv = [str(plan), "--work", str(tmp_path / "w"), "--out", str(tmp_path / "o"), "--device", "cpu"]
+    assert campaign.main(argv, pin=PIN) == 2
+    assert "parts: masks needs ground-truth part masks" in capsys.readouterr().err
+    # a masks folder without a validation split is refused before any run, naming the folder it looked for
+    masks = tmp_path / "masks"
+    shutil.copytree(synth_dataset / "masks" / "train", masks / "train")
+    data = {"kind": "folder", "path": str(synth_dataset), "masks": str(masks)}
+    write_plan(tmp_path / "p.yaml", arms=arms, data=data)
+    assert campaign.main(argv, pin=PIN) == 2
+    assert f"{masks / 'val'} does not exist" in capsys.readouterr().err
+    assert not list((tmp_path / "o").rglob("*-seed0.json"))

@@ -54,6 +54,12 @@ def git(*args: str, cwd: Path | None = None) -> str:
     return out.stdout.strip()
 
 
+def input_path(path: str | Path, repo: Path) -> Path:
+    """A plan's input path: absolute as written, else relative to the checkout ``repo``."""
+    path = Path(path)
+    return path if path.is_absolute() else (repo / path).resolve()
+
+
 def code_pin(plan_path: str, repo: Path) -> dict[str, Any]:
     """The commit ``repo`` runs from, and why it cannot pin a campaign (uncommitted plan or code), if it cannot."""
     commit = git("rev-parse", "HEAD", cwd=repo)
@@ -95,7 +101,6 @@ class Campaign(Harness):
     ):
         self.plan = plan
         self.arms = {a.key: a for a in plan.arms}
-        data_path = Path(plan.data.get("path", ""))
         out = out.resolve()
         stem = f"campaign-{plan.name}"
         self.setup(
@@ -108,13 +113,14 @@ class Campaign(Harness):
             keep=out
             / stem,  # the pin, the gate, the records, the caches every arm reads and their stage records
             device=resolve_device(device),
-            data=str(data_path if data_path.is_absolute() else (repo / data_path).resolve()),
+            data=str(input_path(plan.data.get("path", ""), repo)),
             first_seed=plan.first_seed,
             encoder_checkpoint=plan.data.get("encoder_checkpoint", ""),
             repo=repo,
         )
         self.pin = pin if pin is not None else code_pin(plan.path, repo)
         self.plan_sha = sha256(plan.path)
+        self.masks_root = input_path(plan.data["masks"], repo) if plan.data.get("masks") else None
         self.state_path = self.keep / "campaign.json"
 
     @property
@@ -173,9 +179,19 @@ class Campaign(Harness):
         spec = dict(self.plan.data)
         kind = spec.pop("kind", "folder")
         if kind == "folder":
-            return super().stage_data()
-        if kind != "synth":
-            raise UserError(f"data kind {kind!r}: expected folder or synth")
+            data = super().stage_data()
+            if (
+                self.masks_root is not None
+            ):  # ground-truth part masks beside the images: the oracle arms read them
+                for split in ("train", "val"):
+                    masks = self.masks_root / split
+                    if not masks.is_dir():
+                        raise UserError(
+                            f"{masks} does not exist: data.masks holds one label PNG per image, "
+                            f"<masks>/{{train,val}}/<class>/<image stem>.png (0 = background, 1..K = parts)"
+                        )
+                    data[f"masks_{split}"] = str(masks)
+            return data
         root = self.work / "data" / "synth"
         if not (root / "synth.json").exists():
             run_stage(

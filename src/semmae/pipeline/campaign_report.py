@@ -182,7 +182,8 @@ def _data_text(data: dict[str, Any]) -> str:
             f"`semmae data synth --style {data.get('style', 'random')}`, {data['num_images']} images at "
             f"{data['size']} px (val fraction {data.get('val_fraction', 0.2):g}, seed {data.get('seed', 0)})"
         )
-    return f"`{data.get('path')}`"
+    masks = f", ground-truth part masks `{data['masks']}`" if data.get("masks") else ""
+    return f"`{data.get('path')}`{masks}"
 
 
 def plot_differences(plan: Plan, stats: dict, path: Path) -> None:

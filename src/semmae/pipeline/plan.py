@@ -38,9 +38,9 @@ class Plan:
     name: str
     question: str
     budget: dict[str, Any]  # Preset fields (``seeds`` is taken from ``seeds`` below)
-    data: dict[
-        str, Any
-    ]  # {kind: folder, path: ...} or {kind: synth, num_images, size, style, seed, val_fraction}
+    # {kind: folder, path, [masks]} or {kind: synth, num_images, size, style, seed, val_fraction}; ``masks``: a
+    # folder of ground-truth label PNGs mirroring ``path`` (<masks>/{train,val}/<class>/<stem>.png) for oracle arms
+    data: dict[str, Any]
     arms: tuple[Arm, ...]
     baseline: str
     seeds: int
@@ -85,10 +85,20 @@ class Plan:
         for arm in self.arms:
             if arm.parts not in PART_SOURCES:
                 raise UserError(f"arm {arm.key}: parts must be one of {PART_SOURCES}")
-        if any(a.parts == "masks" for a in self.arms) and self.data.get("kind") != "synth":
-            raise UserError("parts: masks needs data with ground-truth masks (kind: synth)")
+        if self.data.get("kind", "folder") not in ("folder", "synth"):
+            raise UserError(f"data kind {self.data.get('kind')!r}: expected folder or synth")
+        if any(a.parts == "masks" for a in self.arms) and not self.has_masks:
+            raise UserError(
+                "parts: masks needs ground-truth part masks: data kind synth, or kind folder with "
+                "masks: <folder of label PNGs, <masks>/{train,val}/<class>/<stem>.png>"
+            )
         if self.seeds < 2:
             raise UserError("a paired campaign needs at least 2 seeds")
+
+    @property
+    def has_masks(self) -> bool:
+        """Whether the data carries ground-truth part masks (the oracle parts, and the learned parts' scores)."""
+        return self.data.get("kind") == "synth" or bool(self.data.get("masks"))
 
     @property
     def comparisons(self) -> list[str]:
