@@ -195,7 +195,7 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     arms = plan.comparisons
-    fig, ax = plt.subplots(figsize=(1.8 + 1.9 * len(arms), 4.2), dpi=120)
+    fig, ax = plt.subplots(figsize=(max(4.6, 1.8 + 1.9 * len(arms)), 4.2), dpi=120)
     ax.axhspan(-plan.margin, plan.margin, color="0.92", zorder=0, label=f"+-{plan.margin:g} (equivalence)")
     ax.axhline(0, color="0.4", lw=0.8)
     labelled = False
@@ -231,8 +231,8 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
     ax.set_xticks(range(len(arms)), [f"{a}\n- {plan.baseline}" for a in arms])
     ax.set_xlim(-0.5, len(arms) - 0.5)  # one comparison too: its dots and its interval centred in the panel
     ax.set_ylabel(f"{plan.primary}: arm - baseline (points)")
-    ax.set_title(  # two lines: a one-comparison figure is only ~4 inches wide
-        f"{plan.name}: paired differences\n(dots: seeds; red: mean, 95 % CI thin, 90 % CI thick)",
+    ax.set_title(  # two short lines (the legend names the intervals): a one-comparison figure is narrow
+        f"{plan.name}: paired differences\n(one dot per seed)",
         fontsize=9,
     )
     ax.legend(loc="best", fontsize=8)
