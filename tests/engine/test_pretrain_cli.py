@@ -378,3 +378,29 @@ def test_data_wait_is_the_loader_wait_only(engine_images, tmp_path, micro_args, 
     )
     waits = [r["data_wait"] for r in read_log(out / "log.jsonl") if "data_wait" in r]
     assert len(waits) == 3 and max(waits) < 0.5, waits
+
+
+def test_one_loader_iterator_serves_every_epoch_of_a_run(engine_images, tmp_path, micro_args, monkeypatch):
+    # the workers prefetch the next epoch while this one ends: the loader is iterated once per run, and the run
+    # sees the same items, epoch by epoch, as one iterator per epoch gave
+    from semmae.engine.sampler import StepSampler
+
+    spans, original = [], StepSampler.__iter__
+
+    def recording_iter(self):
+        keys = list(original(self))
+        spans.append(keys)
+        return iter(keys)
+
+    monkeypatch.setattr(StepSampler, "__iter__", recording_iter)
+    out = tmp_path / "run"
+    argv = micro_args(engine_images, out, "--masking", "random", "--num-workers", "1", "--epochs", "3")
+    assert main(argv) == 0
+    assert len(spans) == 1  # 16 images / batch 4 = 4 steps an epoch, 12 steps, one iterator
+    expected = []
+    for epoch in range(3):
+        s = StepSampler(range(16), batch_size=4, num_replicas=1, rank=0, seed=0)
+        s.set_epoch(epoch)
+        expected += list(original(s))
+    assert spans[0] == expected
+    assert [r["step"] for r in read_log(out / "log.jsonl") if "loss" in r] == list(range(1, 13))

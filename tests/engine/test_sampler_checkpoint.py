@@ -114,3 +114,19 @@ def test_a_model_mismatch_says_which_keys_and_shapes_in_one_line(tmp_path):
     assert "unexpected 5 key(s): extra0, extra1, extra2 (+2 more)" in msg
     assert "weight is [3, 4] in the checkpoint, [2, 4] in the model" in msg
     assert mismatch(ValueError("other\nlines")) == "other"
+
+
+def test_sampler_span_runs_across_epochs_with_each_epochs_own_order():
+    s = StepSampler(range(40), batch_size=4, accum_iter=1, num_replicas=1, rank=0, seed=7)  # 10 steps/epoch
+    per_epoch = {}
+    for e in (1, 2, 3):
+        s.set_epoch(e)
+        per_epoch[e] = list(s)
+    s.set_span(13, 34)  # epoch 1 from its step 3, all of epoch 2, epoch 3 up to its step 4
+    keys = list(s)
+    assert len(s) == len(keys) == (34 - 13) * 4
+    assert keys == per_epoch[1][12:] + per_epoch[2] + per_epoch[3][:16]
+    s.set_span(20, 20)
+    assert list(s) == [] and len(s) == 0
+    s.set_position(2, 3)  # a position ends at its epoch's end again
+    assert list(s) == per_epoch[2][12:]

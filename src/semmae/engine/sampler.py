@@ -5,7 +5,11 @@ Two pieces make a run reproducible to the step regardless of the number of ranks
 * :class:`StepSampler` (a ``DistributedSampler``) permutes the dataset once per epoch from ``seed + epoch``,
   cuts it into global batches of ``world_size x accum_iter x batch_size`` images (the remainder is dropped, as in
   MAE) and hands rank ``r`` the contiguous micro-batches ``r * accum_iter .. (r + 1) * accum_iter - 1`` of every
-  global batch. It can start at any step of an epoch (``set_position``), which is what a mid-epoch resume needs.
+  global batch. It can start at any step of an epoch (``set_position``), which is what a mid-epoch resume needs,
+  and it can run on across epochs to the run's last step (``set_span``): one loader iterator then serves the
+  whole run, and its workers prefetch the next epoch's first batches while this epoch ends, instead of starting
+  empty at every epoch (on an H200 an epoch start cost about 2.7 s of JPEG decoding,
+  ``benchmarks/results/2026-12-04-gpu-validate-h200.md``). The keys and their order are the same either way.
 * :class:`SeededItems` makes each item's random augmentation a function of ``(seed, epoch, index)`` only: the
   sampler yields ``(epoch, index)`` keys and the wrapper seeds torch's RNG from them around ``dataset[index]``.
   So a worker's RNG state never has to be saved, and 1 rank x 2 accumulation steps sees exactly the
@@ -48,28 +52,50 @@ class StepSampler(DistributedSampler):
         self.global_batch = self.batch_size * self.accum_iter * self.num_replicas
         self.steps_per_epoch = len(self.dataset) // self.global_batch
         self.start_step = 0
+        self.end_step: int | None = None  # a run-wide optimiser step to stop before; None: the epoch's end
 
     def set_position(self, epoch: int, start_step: int = 0) -> None:
-        """Continue epoch ``epoch`` at optimiser step ``start_step`` within it."""
+        """Continue epoch ``epoch`` at optimiser step ``start_step`` within it (to that epoch's end)."""
         self.set_epoch(epoch)
         self.start_step = int(start_step)
+
+    def set_span(self, start: int, end: int) -> None:
+        """Yield the run's optimiser steps ``start .. end - 1`` (counted from the run's first step), across as
+        many epochs as they cover: each epoch's part exactly as :meth:`set_position` would give it."""
+        if self.steps_per_epoch < 1:
+            raise ValueError("no whole global batch in the dataset")
+        epoch, step = divmod(int(start), self.steps_per_epoch)
+        self.set_position(epoch, step)
+        self.end_step = max(int(end), int(start))
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
         self.start_step = 0
+        self.end_step = None
+
+    def _steps(self) -> range:
+        first = self.epoch * self.steps_per_epoch + self.start_step
+        last = (self.epoch + 1) * self.steps_per_epoch if self.end_step is None else self.end_step
+        return range(first, max(first, last))
 
     def __len__(self) -> int:
-        return (self.steps_per_epoch - self.start_step) * self.accum_iter * self.batch_size
+        return len(self._steps()) * self.accum_iter * self.batch_size
+
+    def _order(self, epoch: int) -> list[int]:
+        g = torch.Generator()
+        g.manual_seed(self.seed + epoch)
+        return torch.randperm(len(self.dataset), generator=g).tolist()
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
-        g = torch.Generator()
-        g.manual_seed(self.seed + self.epoch)
-        order = torch.randperm(len(self.dataset), generator=g).tolist()
         per_rank = self.accum_iter * self.batch_size
-        for step in range(self.start_step, self.steps_per_epoch):
+        epoch, order = None, []
+        for run_step in self._steps():
+            e, step = divmod(run_step, self.steps_per_epoch)
+            if e != epoch:
+                epoch, order = e, self._order(e)
             lo = step * self.global_batch + self.rank * per_rank
             for i in order[lo : lo + per_rank]:
-                yield (self.epoch, i)
+                yield (epoch, i)
 
 
 class SeededItems(Dataset):

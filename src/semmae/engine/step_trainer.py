@@ -314,6 +314,9 @@ class StepTrainer(Trainer):
         last_loss = float("nan")
         self.model.train()
         with sigterm_requests() as self._termination:
+            # one loader iterator for the whole run: its workers load the next epoch while this one ends
+            self.sampler.set_span(self.step, end)
+            self._stream = self._batches()
             while self.step < end:
                 epoch, start = divmod(self.step, p.steps_per_epoch)
                 last_loss = self._train_epoch(epoch, start, end)
@@ -353,7 +356,6 @@ class StepTrainer(Trainer):
 
     def _train_epoch(self, epoch: int, start: int, end: int) -> float:
         cfg, p = self.cfg, self.plan
-        self.sampler.set_position(epoch, start)
         steps_here = min(p.steps_per_epoch, end - epoch * p.steps_per_epoch) - start
         bar = step_bar(steps_here, f"epoch {epoch}", self.is_main and cfg.progress)
         window_t, window_steps = time.perf_counter(), 0
@@ -362,7 +364,7 @@ class StepTrainer(Trainer):
         sums = {k: torch.zeros((), device=self.device) for k in self.loss_keys}
         loss_value = float("nan")
         micro = 0
-        for batch in self._batches():
+        for batch in self._stream:  # run-wide (see run()): leave it at the epoch's end, do not exhaust it
             data_s += time.perf_counter() - t_fetch
             step = self.step
             if "skipped" in batch:  # unreadable files passed over with --skip-bad-images
@@ -430,7 +432,7 @@ class StepTrainer(Trainer):
                 self._check_finite()
                 self.checkpoint()
             t_fetch = time.perf_counter()
-            if self.step >= end or self._stop_requested():
+            if self.step >= end or self.step % p.steps_per_epoch == 0 or self._stop_requested():
                 break
         if bar is not None:
             bar.close()
