@@ -476,6 +476,7 @@ def section_jpeg_gpu(s: Sizes, rep: Report, data: dict, scratch: Path, results: 
 
 def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
     from semmae.engine.pretrain import pretrain
+    from semmae.utils.io import load_checkpoint
     from semmae.utils.rundir import read_log
 
     kw = dict(data=str(data["pack"]), masking="adaptive", log_every=1, batch_size=min(s.batch, 64))
@@ -494,7 +495,7 @@ def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
             ok=steps == list(range(1, 9)),
         )
         latest = sorted((out / "checkpoints").glob("ckpt-*.pth"))[-1]
-        keys = torch.load(latest, map_location="cpu", weights_only=False)["model"]
+        keys = load_checkpoint(latest)["model"]
         wrapped = sum("_orig_mod" in k for k in keys)
         rep.add(
             "resume",

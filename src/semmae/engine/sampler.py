@@ -66,7 +66,7 @@ class StepSampler(DistributedSampler):
             raise ValueError("no whole global batch in the dataset")
         epoch, step = divmod(int(start), self.steps_per_epoch)
         self.set_position(epoch, step)
-        self.end_step = max(int(end), int(start))
+        self.end_step = int(end)  # _steps() makes an end before the start an empty span
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
