@@ -161,6 +161,11 @@ class live_run:
         (self.root / "checkpoints" / "ckpt-000000004.pth").write_bytes(b"weights")
         (self.root / "config.yaml").write_text("seed: 0\n")
         (self.root / "log.jsonl").write_text('{"step": 4, "loss": 1.0}\n')
+        from semmae.utils.ownership import Owner, write_owner
+
+        write_owner(
+            self.root, Owner(kind="run", verb=self.verb, entries=["checkpoints", "config.yaml", "log.jsonl"])
+        )
         self.fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         info = {"pid": 1, "host": "elsewhere", "holder": self.verb, "verb": self.verb}

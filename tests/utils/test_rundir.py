@@ -14,6 +14,7 @@ import pytest
 from _helpers import folder_snapshot, live_run, user_folder
 
 from semmae.errors import UserError
+from semmae.utils.ownership import OWNER_NAME, Owner, read_owner, write_owner
 from semmae.utils.rundir import (
     LOCK_NAME,
     check_out_outside,
@@ -33,13 +34,15 @@ def _snapshot(root):
     }
 
 
-def _old_run(root):
+def _old_run(root, verb="pretrain"):
+    """A finished `semmae <verb>` run as semmae leaves it: its files and the owner marker that lists them."""
     (root / "checkpoints").mkdir(parents=True)
     (root / "checkpoints" / "ckpt-000000003.pth").write_bytes(b"ckpt")
     (root / "config.yaml").write_text("seed: 0\n")
     (root / "log.jsonl").write_text(
         "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4))
     )
+    write_owner(root, Owner(kind="run", verb=verb, entries=["checkpoints", "config.yaml", "log.jsonl"]))
     return _snapshot(root)
 
 
@@ -102,11 +105,13 @@ def test_fresh_run_into_a_run_is_refused_and_leaves_it_as_it_was(tmp_path):
 def test_overwrite_deletes_the_old_run_only_at_start(tmp_path, capsys):
     out = tmp_path / "run"
     before = _old_run(out)
+    old_id = read_owner(out).id
     run = claim_run_dir(out, "pretrain", resume=False, overwrite=True)
     assert _snapshot(out) == before  # the verb's own checks run before anything is deleted
     run.start(tensorboard=False)
     run.release()
-    assert _snapshot(out) == {}
+    assert list(_snapshot(out)) == [OWNER_NAME]  # the new run's marker, nothing of the old run
+    assert read_owner(out).id != old_id
     assert "deleted the previous run" in capsys.readouterr().out
 
 
@@ -114,7 +119,9 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     out = tmp_path / "home"
     out.mkdir()
     (out / "thesis.tex").write_text("precious")
-    with pytest.raises(UserError, match="does not look like a semmae run"):
+    with pytest.raises(
+        UserError, match=r"was not created by `semmae pretrain` \(it has no .semmae-owner.json\)"
+    ):
         claim_run_dir(out, "pretrain", resume=False, overwrite=True)
     assert (out / "thesis.tex").read_text() == "precious"
 
@@ -179,7 +186,7 @@ def test_a_refused_claim_of_a_users_folder_leaves_it_exactly_as_it_was(tmp_path)
 
 def test_resume_into_a_folder_that_holds_no_run_is_refused(tmp_path):
     out = user_folder(tmp_path / "home")
-    with pytest.raises(UserError, match=r"is not empty \(.*thesis.txt\) and holds no knn run"):
+    with pytest.raises(UserError, match=r"is not empty \(.*thesis.txt\) and holds no `semmae knn` run"):
         claim_run_dir(out, "knn", resume=True, overwrite=False)
 
 

@@ -45,6 +45,7 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
             os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _note_written(path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(
@@ -62,6 +63,15 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _note_written(path: Path) -> None:
+    """Tell the run folder this process holds (if any) that ``path`` was written, for its owner marker."""
+    import sys
+
+    rundir = sys.modules.get("semmae.utils.rundir")  # loaded by every verb that holds a run folder
+    if rundir is not None:
+        rundir.note_written(path)
 
 
 @contextlib.contextmanager

@@ -9,9 +9,11 @@ returns:
   process that wants the same folder is refused in one line naming the holder.
 - **Hands off a live run.** A folder inside another process's live run folder is refused.
 - **One run.** A fresh run into a folder that already holds files is refused unless the user says what to do with
-  them: ``--resume`` (continue that run) or ``--overwrite`` (delete them and start again; refused for a folder that
-  does not look like a semmae run, so ``--out ~ --overwrite`` cannot wipe a home folder, and ``--resume`` into
-  it is refused too). A folder that holds another verb's run is refused either way; so is a continued run whose
+  them: ``--resume`` (continue that run) or ``--overwrite`` (delete them and start again). Both act only on a
+  folder this verb created, by its owner marker (:mod:`semmae.utils.ownership`): ``--overwrite`` deletes only the
+  entries the marker lists and refuses a folder that holds anything else, or holds or lies inside an input of the
+  command (its data, parts, checkpoint), so ``--out ~ --overwrite`` or a project folder with a ``config.yaml``
+  cannot be wiped. A folder that holds another verb's run is refused either way; so is a continued run whose
   ``--data`` is not the run's.
 - **Nothing written before the checks pass.** Claiming writes only the lock file (removed again when the claim
   is refused or the run never starts). The verb then checks what it
@@ -29,13 +31,13 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import socket
 import time
 from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
+from semmae.utils import ownership
 from semmae.utils.run_housekeeping import (  # noqa: F401 - importable from here too
     is_temporary,
     remove_orphaned_temporaries,
@@ -44,8 +46,8 @@ from semmae.utils.run_housekeeping import (  # noqa: F401 - importable from here
 from semmae.utils.run_lock import LOCK_NAME, acquire, exclusive, read_holder, read_holder_file  # noqa: F401
 from semmae.utils.run_logger import RunLogger, read_log  # noqa: F401 - importable from here too
 
-#: files whose presence marks a folder as a semmae run (besides the lock file, which runs since issue 18 leave)
-RUN_MARKERS = ("config.yaml", "log.jsonl", "demo_config.yaml")
+#: the owner marker's kind for run folders
+RUN_KIND = "run"
 
 #: the run directory this process holds, and the last one it claimed (the CLI's internal-error guard writes
 #: its traceback there)
@@ -72,8 +74,17 @@ def forget_last_run_dir() -> None:
 class RunDir:
     """Ownership of one run directory; create it with :func:`claim_run_dir`. A context manager (releases)."""
 
-    def __init__(self, path: Path, verb: str, resume: bool, overwrite: bool, enabled: bool):
+    def __init__(
+        self,
+        path: Path,
+        verb: str,
+        resume: bool,
+        overwrite: bool,
+        enabled: bool,
+        inputs: dict[str, str | None] | None = None,
+    ):
         self.path = path
+        self.inputs = dict(inputs or {})
         self.verb = verb
         self.resume = resume
         self.overwrite = overwrite
@@ -85,6 +96,8 @@ class RunDir:
         self._created: list[Path] = []  # folders this claim created (removed again if the run never started)
         self._made_lock = False  # the lock file is this claim's (removed again if the run never started)
         self._old_record = b""  # the lock file's bytes before this claim (put back if the run never started)
+        self.owner: ownership.Owner | None = None  # the folder's owner marker (written by start())
+        self._adopt = False  # a run from before owner markers, continued: start() writes its marker
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
@@ -105,7 +118,17 @@ class RunDir:
         self._created = missing  # innermost first
         self._made_lock = not (path / LOCK_NAME).exists()
         holder = self._lock()
-        self.previous = sorted(p.name for p in path.iterdir() if p.name != LOCK_NAME)
+        try:
+            self.owner = ownership.read_owner(path)
+        except ownership.MarkerError as e:
+            raise UserError(f"run directory {path}: {e}") from None
+        if self.owner is not None and not self.owner.describes(RUN_KIND, self.verb):
+            what = "run" if self.owner.kind == RUN_KIND else self.owner.kind
+            raise UserError(
+                f"run directory {path} holds a `semmae {self.owner.verb}` {what}, not a `semmae {self.verb}` run; "
+                "use another --out"
+            )
+        self.previous = ownership.current_entries(path)
         if not self.previous:
             self._record_holder(None)
             return
@@ -116,23 +139,38 @@ class RunDir:
                 f"run directory {path} holds a `semmae {other_verb}` run ({listing}), not a "
                 f"`semmae {self.verb}` run; use another --out"
             )
-        looks_like_run = bool(other_verb) or any((path / m).exists() for m in RUN_MARKERS)
+        legacy = (
+            self.owner is None and other_verb == self.verb
+        )  # a run from before owner markers (its lock says)
         if self.overwrite:
-            if not looks_like_run:
-                raise UserError(
-                    f"run directory {path} is not empty ({listing}) and does not look like a semmae run "
-                    f"(no {RUN_MARKERS[0]}); --overwrite deletes only runs, so choose a new or empty --out"
+            if self.owner is None:
+                why = (
+                    "was written by a semmae without owner markers, so nothing proves which files are the run's"
+                    if legacy
+                    else f"was not created by `semmae {self.verb}` (it has no {ownership.OWNER_NAME})"
                 )
-        elif self.resume and not looks_like_run:
+                raise UserError(
+                    f"run directory {path} is not empty ({listing}) and {why}; --overwrite deletes only what "
+                    "semmae wrote, so delete it yourself or choose a new or empty --out"
+                )
+            ownership.check_replace_folder(path, self.inputs)
+            foreign = ownership.unlisted_entries(path, self.owner)
+            if foreign:
+                raise UserError(
+                    f"run directory {path} holds {_listing(foreign)}, which the run did not write; --overwrite "
+                    "deletes only the run's own files, so move them out first or choose another --out"
+                )
+        elif self.resume and self.owner is None and not legacy:
             raise UserError(
-                f"run directory {path} is not empty ({listing}) and holds no {self.verb} run "
-                f"(no {RUN_MARKERS[0]}); choose a new or empty --out"
+                f"run directory {path} is not empty ({listing}) and holds no `semmae {self.verb}` run "
+                f"(no {ownership.OWNER_NAME}); choose a new or empty --out"
             )
         elif not self.resume:
             raise UserError(
                 f"run directory {path} already holds a run ({listing}); pass {resume_hint} to continue it, "
                 "--overwrite to delete it and start again, or another --out"
             )
+        self._adopt = legacy and self.resume
         self._record_holder(other_verb)
 
     def _lock(self) -> dict[str, Any]:
@@ -179,7 +217,8 @@ class RunDir:
         self._started = True
         self._record_holder(self.verb)
         if self.overwrite and self.previous:
-            removed = self._remove_previous()
+            assert self.owner is not None  # _claim refused an unowned folder
+            removed = ownership.delete_owned(self.path, self.owner)
             if removed:
                 print(
                     f"semmae {self.verb}: --overwrite: deleted the previous run in {self.path} "
@@ -187,6 +226,12 @@ class RunDir:
                     flush=True,
                 )
             keep_log_until = None
+            self.owner = None
+        if self.owner is None:  # the first write: the folder is this run's from here on
+            self.owner = ownership.Owner(kind=RUN_KIND, verb=self.verb)
+            if self._adopt:
+                self.owner.entries = list(self.previous)
+            ownership.write_owner(self.path, self.owner)
         orphans = remove_orphaned_temporaries(self.path)
         if orphans:
             print(
@@ -197,7 +242,25 @@ class RunDir:
         if keep_log_until is not None:
             truncate_log(self.path / "log.jsonl", keep_log_until)
         purge = keep_log_until + 1 if keep_log_until is not None else None
-        return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
+        logger = RunLogger(
+            self.path,
+            config,
+            enabled=True,
+            tensorboard=tensorboard,
+            purge_step=purge,
+            on_log=self.note_entries,
+        )
+        self.note_entries()
+        return logger
+
+    def note_entries(self) -> None:
+        """Record the folder's new top-level entries in its owner marker (what ``--overwrite`` may delete later).
+        Called at start, after each log record and atomic write into the folder, and at release."""
+        if self._started and self.owner is not None and self._fd is not None:
+            try:
+                ownership.note_entries(self.path, self.owner)
+            except UserError:
+                pass  # a full disk: the write that follows names it
 
     def _check_same_data(self, config: Any) -> None:
         """A continued run reads the data the run read: another ``--data`` is refused, naming both. Only a path
@@ -226,27 +289,12 @@ class RunDir:
                 f"{flag}, or start a new run (--overwrite or another --out)"
             )
 
-    def _remove_previous(self) -> list[str]:
-        removed = []
-        for name in self.previous:
-            p = self.path / name
-            try:
-                if p.is_dir() and not p.is_symlink():
-                    shutil.rmtree(p)
-                elif p.exists() or p.is_symlink():
-                    p.unlink()
-                else:
-                    continue
-            except OSError as e:
-                raise UserError(f"--overwrite: cannot delete {p}: {e.strerror or e}") from None
-            removed.append(name)
-        return removed
-
     # -- releasing ----------------------------------------------------------------------------------------
     def release(self) -> None:
         """Drop the lock (the OS does it too when the process ends). Idempotent."""
         global _current
         if self._fd is not None:
+            self.note_entries()
             if not self._started and (self._created or self._made_lock):  # refused before writing: no trace
                 try:
                     # while still held: a waiting process notices and retries
@@ -287,6 +335,7 @@ def claim_run_dir(
     overwrite: bool,
     enabled: bool = True,
     resume_hint: str = "--resume auto",
+    inputs: dict[str, str | None] | None = None,
 ) -> RunDir:
     """Take ownership of run directory ``out`` for ``semmae <verb>`` (see the module docstring).
 
@@ -297,6 +346,8 @@ def claim_run_dir(
         overwrite: the user asked to delete what ``out`` holds and start again (done by :meth:`RunDir.start`).
         enabled: ``False`` on non-main ranks: nothing is locked or written there.
         resume_hint: how this verb's user asks to continue (``"--resume auto"`` for pretrain).
+        inputs: what the command reads, by flag (``{"--data": path}``): ``--overwrite`` never deletes a folder that
+            is, holds or lies inside one of them.
 
     Raises:
         UserError: the folder is in use, holds a run the flags do not account for, or cannot be written.
@@ -306,7 +357,7 @@ def claim_run_dir(
 
     if resume and overwrite:
         raise UserError("--resume continues a run and --overwrite deletes it: pass one of them")
-    run = RunDir(Path(out), verb, resume, overwrite, enabled)
+    run = RunDir(Path(out), verb, resume, overwrite, enabled, inputs)
     error = None
     if enabled:
         try:
@@ -322,6 +373,20 @@ def claim_run_dir(
         run._outer, _current = _current, run
         _last_claimed = run.path
     return run
+
+
+def note_written(path: str | Path) -> None:
+    """An atomic write landed at ``path`` (:mod:`semmae.utils.io`): if it lies in the run folder this process holds,
+    its top-level entry goes into the folder's owner marker."""
+    run = _current
+    if run is None or not run._started or run.owner is None:
+        return
+    try:
+        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
+    except ValueError:
+        return
+    if rel.parts and rel.parts[0] not in run.owner.entries:
+        run.note_entries()
 
 
 def live_lock_above(path: str | Path) -> Path | None:

@@ -1,0 +1,250 @@
+"""What semmae may delete or replace: one rule for every verb that writes (issue 37).
+
+- **A folder is semmae's only if semmae created it.** A verb that starts writing into an empty folder first writes
+  an owner marker, ``.semmae-owner.json``, atomically: its kind (``run``, ...), the verb, a random id, and the
+  top-level entries it wrote (kept up to date while it writes). ``--overwrite`` and resume act only on a folder
+  whose marker has the same kind and verb, never on one that holds or lies inside an input of the command, never
+  on a live run, and delete only the entries the marker lists; a folder holding anything else is refused whole.
+- **Nothing read from a marker or record is trusted as a path.** An entry that is absolute, holds a separator or
+  ``..``, or resolves (through a symlink) outside its folder is refused (:func:`safe_child`).
+- **A single-file output** (``compare --json``, ``export x.safetensors``, a figure) replaces an existing file only
+  with ``--overwrite``, only if semmae wrote it (its own metadata says so), never an input of the command, never a
+  file inside a run folder (:func:`check_output_file`); the write itself is atomic (:mod:`semmae.utils.io`).
+
+Folders written before markers existed (a run's lock file records its verb) are adopted by a resume of the same
+verb; ``--overwrite`` refuses them, naming the folder, since nothing proves what in them semmae wrote.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from semmae.errors import UserError
+
+#: the owner marker of a folder semmae created
+OWNER_NAME = ".semmae-owner.json"
+#: bookkeeping files of a folder that are never listed as its entries (the marker itself, the one-writer lock)
+_BOOKKEEPING = (OWNER_NAME, ".semmae.lock")
+_FORMAT = 1
+
+
+@dataclass
+class Owner:
+    """An owner marker: which verb made the folder, and the top-level entries it wrote there."""
+
+    kind: str
+    verb: str
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    created: float = field(default_factory=time.time)
+    host: str = field(default_factory=socket.gethostname)
+    entries: list[str] = field(default_factory=list)
+    format: int = _FORMAT
+
+    def describes(self, kind: str, verb: str) -> bool:
+        return self.kind == kind and self.verb == verb
+
+
+class MarkerError(UserError):
+    """An owner marker that cannot be read or names a path outside its folder."""
+
+
+def safe_child(folder: str | Path, name: object) -> Path:
+    """``folder / name`` for a name read from a marker or record, refused (:class:`MarkerError`) unless it is one
+    plain entry of ``folder``: a non-empty string, not absolute, no separator, not ``.``/``..``, and not resolving
+    (through a symlinked parent) outside ``folder``. A symlink entry itself is allowed: deleting it removes the
+    link, never its target."""
+    folder = Path(folder)
+    if (
+        not isinstance(name, str)
+        or not name
+        or name in (".", "..")
+        or "/" in name
+        or "\\" in name
+        or "\x00" in name
+        or os.path.isabs(name)
+    ):
+        raise MarkerError(
+            f"{folder} names {name!r}, which is not a plain entry of the folder; semmae leaves it alone"
+        )
+    child = folder / name
+    if Path(os.path.realpath(child.parent)) != Path(os.path.realpath(folder)):
+        raise MarkerError(f"{folder} names {name!r}, which lies outside the folder; semmae leaves it alone")
+    return child
+
+
+def read_owner(folder: str | Path) -> Owner | None:
+    """The owner marker of ``folder``, or ``None`` when it has none. A marker that cannot be parsed, or lists an
+    entry that is not a plain entry of the folder, raises :class:`MarkerError` (its folder is then left alone)."""
+    path = Path(folder) / OWNER_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise MarkerError(
+            f"{path} is not a semmae owner marker (not a plain file); semmae leaves {folder} alone"
+        )
+    if not path.exists():
+        return None
+    try:
+        raw = json.loads(path.read_bytes().decode("utf-8"))
+        owner = Owner(
+            kind=str(raw["kind"]),
+            verb=str(raw["verb"]),
+            id=str(raw["id"]),
+            created=float(raw["created"]),
+            host=str(raw.get("host", "")),
+            entries=list(raw.get("entries", [])),
+            format=int(raw.get("format", _FORMAT)),
+        )
+    except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
+        raise MarkerError(f"{path} is damaged ({type(e).__name__}); semmae leaves {folder} alone") from None
+    for name in owner.entries:
+        safe_child(folder, name)
+    return owner
+
+
+def write_owner(folder: str | Path, owner: Owner) -> None:
+    """Write ``folder``'s marker atomically."""
+    from semmae.utils.io import atomic_write_json
+
+    atomic_write_json(Path(folder) / OWNER_NAME, asdict(owner))
+
+
+def current_entries(folder: str | Path) -> list[str]:
+    """The top-level entries of ``folder`` that a marker would list (bookkeeping and temporaries aside)."""
+    from semmae.utils.run_housekeeping import is_temporary
+
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return []
+    return sorted(n for n in names if n not in _BOOKKEEPING and not is_temporary(n))
+
+
+def note_entries(folder: str | Path, owner: Owner, exclude: Iterable[str] = ()) -> bool:
+    """Add the folder's present top-level entries (less ``exclude``: what was there before the verb began) to
+    ``owner.entries`` and rewrite the marker when that changed; returns whether it did."""
+    skip = set(exclude) | set(owner.entries)
+    new = [n for n in current_entries(folder) if n not in skip]
+    if not new:
+        return False
+    owner.entries = sorted(set(owner.entries) | set(new))
+    write_owner(folder, owner)
+    return True
+
+
+def unlisted_entries(folder: str | Path, owner: Owner) -> list[str]:
+    """Entries of ``folder`` its marker does not list: files semmae did not write there."""
+    listed = set(owner.entries)
+    return [n for n in current_entries(folder) if n not in listed]
+
+
+def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
+    """Delete the entries ``owner`` lists (each checked by :func:`safe_child`; a symlink is unlinked, never
+    followed) and return their names. Call :func:`unlisted_entries` first: the caller refuses a folder that holds
+    anything else."""
+    folder = Path(folder)
+    removed = []
+    for name in owner.entries:
+        p = safe_child(folder, name)
+        try:
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p)
+            elif p.exists() or p.is_symlink():
+                p.unlink()
+            else:
+                continue
+        except OSError as e:
+            raise UserError(f"--overwrite: cannot delete {p}: {e.strerror or e}") from None
+        removed.append(name)
+    owner.entries = [n for n in owner.entries if n not in removed]
+    return removed
+
+
+# -- inputs -------------------------------------------------------------------------------------------------------
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def input_conflict(target: str | Path, inputs: dict[str, str | None]) -> str | None:
+    """How ``target`` (a folder or file semmae would delete or replace) meets an input of the command, or ``None``:
+    it is an input, lies inside one, or holds one (``{"--data": path}``; ``None`` values are skipped)."""
+    where = _real(target)
+    for flag, value in inputs.items():
+        if not value:
+            continue
+        src = _real(value)
+        if where == src:
+            return f"is {flag} {value}"
+        if where in src.parents:
+            return f"holds {flag} {value}"
+        if src in where.parents:
+            return f"lies inside {flag} {value}"
+    return None
+
+
+def check_replace_folder(folder: str | Path, inputs: dict[str, str | None], flag: str = "--out") -> None:
+    """Refuse to delete or replace ``folder`` when it is, holds or lies inside an input of the command."""
+    why = input_conflict(folder, inputs)
+    if why:
+        raise UserError(
+            f"{flag} {folder} {why}, which this command reads; semmae never deletes its inputs: use another {flag}"
+        )
+
+
+# -- single-file outputs ------------------------------------------------------------------------------------------
+def run_folder_above(path: str | Path) -> Path | None:
+    """The nearest folder holding ``path`` (the file's own folder included) that is a semmae run or output folder
+    (it has an owner marker, or a run lock file from before markers existed), or ``None``."""
+    here = _real(path).parent
+    for folder in (here, *here.parents):
+        if any((folder / name).is_file() for name in _BOOKKEEPING):
+            return folder
+    return None
+
+
+def check_output_file(
+    path: str | Path,
+    *,
+    overwrite: bool,
+    inputs: dict[str, str | None],
+    written_by_semmae: Callable[[Path], bool],
+    flag: str = "--out",
+) -> Path:
+    """Check that single-file output ``path`` may be written (then write it atomically): a new file, or with
+    ``overwrite`` one that ``written_by_semmae`` recognises; never an input, never a file inside a run folder or a
+    live run. Returns the path."""
+    from semmae.utils.rundir import live_lock_above
+
+    p = Path(path)
+    if str(path).endswith(os.sep) or p.is_dir():
+        raise UserError(f"{flag} {path} is a folder; give a file name")
+    why = input_conflict(p, inputs)
+    if why:
+        raise UserError(f"{flag} {path} {why}, which this command reads; semmae never replaces its inputs")
+    live = live_lock_above(p.parent) if p.parent.exists() else None
+    if live is not None:
+        raise UserError(
+            f"{flag} {path} lies inside {live}, the folder of a run that is still going; use another {flag}"
+        )
+    run = run_folder_above(p)
+    if run is not None:
+        raise UserError(
+            f"{flag} {path} lies inside {run}, a folder semmae owns (a run or an export); write it elsewhere"
+        )
+    if p.is_symlink() or p.exists():
+        if not overwrite:
+            raise UserError(
+                f"{flag} {path} already exists; pass --overwrite to replace it, or choose another name"
+            )
+        if p.is_symlink() or not p.is_file() or not written_by_semmae(p):
+            raise UserError(
+                f"{flag} {path} exists and semmae did not write it; --overwrite replaces only files semmae "
+                "wrote, so choose another name"
+            )
+    return p
