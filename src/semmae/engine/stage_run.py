@@ -32,7 +32,12 @@ def run_claimed(
         continuing = continues(cfg) if resume is None else resume
         overwrite = bool(getattr(cfg, "overwrite", False))
         with claim_run_dir(
-            cfg.out, verb, resume=continuing, overwrite=overwrite, enabled=info.is_main
+            cfg.out,
+            verb,
+            resume=continuing,
+            overwrite=overwrite,
+            enabled=info.is_main,
+            inputs=command_inputs(cfg),
         ) as run_dir:
             return body(cfg, info, device, run_dir)
     finally:
@@ -43,3 +48,26 @@ def read_folders(cfg: Any) -> dict[str, str | None]:
     """The folders a stage reads images from, by flag (``--out`` must lie outside each)."""
     names = ("data", "train", "val", "eval_train", "eval_val")
     return {"--" + n.replace("_", "-"): getattr(cfg, n, None) for n in names}
+
+
+#: config fields that name something a stage reads (an image folder, a part cache, a checkpoint, masks)
+INPUT_FIELDS = (
+    "data", "train", "val", "eval_train", "eval_val", "parts", "train_parts", "val_parts", "cache", "masks",
+    "keypoints", "checkpoint", "encoder_checkpoint", "init", "resume",
+)  # fmt: skip
+
+
+def command_inputs(cfg: Any) -> dict[str, str | None]:
+    """Every path a stage reads, by flag (``--overwrite`` never deletes a folder that is, holds or lies inside one).
+    Keywords that are not paths (``--resume auto``) are left out."""
+    found: dict[str, str | None] = {}
+    for name in INPUT_FIELDS:
+        value = getattr(cfg, name, None)
+        if (
+            isinstance(value, str)
+            and value
+            and value not in ("auto", "none", "random")
+            and "://" not in value
+        ):
+            found["--" + name.replace("_", "-")] = value
+    return found

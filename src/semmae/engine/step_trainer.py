@@ -39,7 +39,7 @@ from semmae.engine.progress import fmt_eta, memory_mb, step_bar
 from semmae.engine.run_options import continues
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.engine.schedule import scaled_lr
-from semmae.engine.stage_run import read_folders
+from semmae.engine.stage_run import command_inputs, read_folders
 from semmae.engine.termination import sigterm_requests, stopped
 from semmae.engine.trainer import Trainer
 from semmae.errors import UserError
@@ -117,6 +117,7 @@ class StepTrainer(Trainer):
             overwrite=cfg.overwrite,
             enabled=self.is_main,
             resume_hint="--resume auto",
+            inputs=command_inputs(cfg),
         )
         try:
             self._build()

@@ -48,6 +48,14 @@ from semmae.utils.run_logger import RunLogger, read_log  # noqa: F401 - importab
 
 #: the owner marker's kind for run folders
 RUN_KIND = "run"
+#: config fields a continued run may change: how it runs, not what it trains
+OPERATIONAL_FIELDS = frozenset(
+    "out resume overwrite device num_workers logger precision compile max_steps check_every ckpt_every keep_last "
+    "log_every eval_every vis_every vis_images num_vis diag_images panel_images progress feature_cache_gb "
+    "skip_bad_images".split()
+)
+#: input paths: checked by RunDir._check_same_data (a moved dataset may change its path)
+PATH_FIELDS = frozenset("data train val eval_train eval_val parts train_parts val_parts".split())
 
 #: the run directory this process holds, and the last one it claimed (the CLI's internal-error guard writes
 #: its traceback there)
@@ -214,6 +222,8 @@ class RunDir:
             raise RuntimeError(f"run directory {self.path} was released before start()")
         if self.resume and config is not None:
             self._check_same_data(config)
+            if keep_log_until is not None and keep_log_until >= 0:  # continued from a checkpoint
+                self._check_same_meaning(config)
         self._started = True
         self._record_holder(self.verb)
         if self.overwrite and self.previous:
@@ -273,7 +283,7 @@ class RunDir:
             return
         if not isinstance(old, dict):
             return
-        for key in ("data", "train", "val"):
+        for key in sorted(PATH_FIELDS):
             new, was = getattr(config, key, None), old.get(key)
             if not new or not was or new == was or os.path.realpath(new) == os.path.realpath(was):
                 continue
@@ -287,6 +297,38 @@ class RunDir:
             raise UserError(
                 f"{flag} {new} is not {was}, the {flag} of the run in {self.path}; continue it with the same "
                 f"{flag}, or start a new run (--overwrite or another --out)"
+            )
+
+    def _check_same_meaning(self, config: Any) -> None:
+        """A continued run is the same run: a changed setting that alters what it trains (``--masking``,
+        ``--gamma``, ``--epochs``, the model, ...) is refused, naming each, before anything is written. Settings
+        of how it runs (:data:`OPERATIONAL_FIELDS`: device, workers, logging, checkpoint cadence) may change; the
+        input paths are :meth:`_check_same_data`'s."""
+        import yaml
+
+        from semmae.utils.plain_config import config_to_dict
+
+        try:
+            old = yaml.safe_load((self.path / "config.yaml").read_text())
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            return
+        if not isinstance(old, dict):
+            return
+        new = config_to_dict(config) if not isinstance(config, dict) else dict(config)
+        new = yaml.safe_load(yaml.safe_dump(new))  # the same plain types config.yaml holds (tuples as lists)
+        changed = [
+            k
+            for k in sorted(set(old) | set(new))
+            if k not in OPERATIONAL_FIELDS and k not in PATH_FIELDS and old.get(k) != new.get(k)
+        ]
+        if changed:
+            shown = ", ".join(
+                f"--{k.replace('_', '-')} {old.get(k)!r} -> {new.get(k)!r}" for k in changed[:4]
+            )
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            raise UserError(
+                f"the run in {self.path} was started with other settings ({shown}{more}); a continued run must "
+                "keep them: continue with the run's settings, or start a new run (--overwrite or another --out)"
             )
 
     # -- releasing ----------------------------------------------------------------------------------------
