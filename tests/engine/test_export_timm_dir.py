@@ -13,7 +13,14 @@ import numpy as np
 import pytest
 import timm
 import torch
-from _helpers import one_error_line, pretrain_checkpoint, subprocess_env, write_image_folder
+from _helpers import (
+    folder_snapshot,
+    live_run,
+    one_error_line,
+    pretrain_checkpoint,
+    subprocess_env,
+    write_image_folder,
+)
 from PIL import Image
 
 from semmae.cli import main
@@ -200,7 +207,9 @@ def test_export_refusals_are_one_line(tmp_path, capsys):
     with pytest.raises(UserError, match="writes a folder"):
         export_encoder(ckpt, tmp_path / "e.safetensors", fmt="timm-dir")
     export_encoder(ckpt, tmp_path / "export")
-    export_encoder(ckpt, tmp_path / "export")  # an earlier export is replaced
+    with pytest.raises(UserError, match="already holds a semmae export; pass --overwrite"):
+        export_encoder(ckpt, tmp_path / "export")
+    export_encoder(ckpt, tmp_path / "export", overwrite=True)  # an earlier export is replaced
     capsys.readouterr()
     assert main(["export", "--checkpoint", ckpt, "--out", str(tmp_path / "e.pth")]) == 2
     one_error_line(capsys, "name it *.safetensors")
@@ -234,3 +243,43 @@ def test_a_timm_folder_from_elsewhere_is_read_through_its_config(tmp_path):
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(ours.eval()(x), vit(x), atol=0, rtol=0)
+
+
+def test_export_replaces_a_file_only_when_semmae_wrote_it(tmp_path, capsys):
+    """Issue 37: `export --out mine.safetensors` replaced any file of that name, and wrote inside run folders."""
+    mae = perturbed("mae_vit_micro_patch8", img_size=32)
+    pretrain_checkpoint(tmp_path / "ckpt.pth", mae)
+    ckpt = str(tmp_path / "ckpt.pth")
+    mine = tmp_path / "mine.safetensors"
+    mine.write_bytes(b"my own weights, not semmae's")
+    argv = ["export", "--checkpoint", ckpt, "--out"]
+    for extra in ([], ["--overwrite"]):
+        assert main([*argv, str(mine), *extra]) == 2
+        assert mine.read_bytes() == b"my own weights, not semmae's"
+    assert "semmae did not write it" in capsys.readouterr().err
+    ours = tmp_path / "enc.safetensors"
+    assert main([*argv, str(ours)]) == 0
+    ours.write_bytes(ours.read_bytes())  # a fresh mtime_ns to tell a replacement by
+    stamp = ours.stat().st_mtime_ns
+    assert main([*argv, str(ours)]) == 2
+    one_error_line(capsys, "already exists; pass --overwrite")
+    assert ours.stat().st_mtime_ns == stamp
+    assert main([*argv, str(ours), "--overwrite"]) == 0 and ours.stat().st_ino != 0
+    assert load_encoder(ours).model is not None  # replaced by a readable export
+    assert main([*argv, ckpt, "--format", "safetensors"]) == 2  # never its own input (named .pth: refused too)
+    capsys.readouterr()
+    with live_run(tmp_path / "running", "pretrain") as running:
+        before = folder_snapshot(running)
+        assert main([*argv, str(running / "enc.safetensors")]) == 2
+        one_error_line(capsys, "the folder of a run that is still going")
+        assert main([*argv, str(running / "export")]) == 2
+        one_error_line(capsys, "the folder of a run that is still going")
+        assert folder_snapshot(running) == before
+
+
+def test_a_checkpoint_argument_that_is_an_export_folder_is_one_line(tmp_path):
+    mae = perturbed("mae_vit_micro_patch8", img_size=32)
+    pretrain_checkpoint(tmp_path / "ckpt.pth", mae)
+    folder = export_encoder(tmp_path / "ckpt.pth", tmp_path / "export")
+    with pytest.raises(UserError, match="is a folder `semmae export` wrote, not a checkpoint file"):
+        export_encoder(folder, tmp_path / "again")

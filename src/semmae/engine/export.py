@@ -33,6 +33,7 @@ from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.timm_dir import timm_config, write_timm_dir
 from semmae.utils.hub import push_folder
 from semmae.utils.io import atomic_write_bytes, load_checkpoint
+from semmae.utils.ownership import check_output_file, check_replace_folder
 
 FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
@@ -58,6 +59,23 @@ def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], 
     file or run dir; the weights are checked against the record."""
     enc, record, _, _ = _read(path)
     return enc, record
+
+
+#: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
+WRITTEN_BY = "semmae export"
+
+
+def is_semmae_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file ``semmae export`` wrote: its metadata says so (or, for files from
+    before that entry, holds the encoder record and architecture semmae writes)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:  # noqa: BLE001 - not a safetensors file at all
+        return False
+    return meta.get("written_by") == WRITTEN_BY or ("model_config" in meta and "arch" in meta)
 
 
 def resolve_format(out: str | Path, fmt: str | None) -> str:
@@ -86,11 +104,13 @@ def export_encoder(
     fmt: str | None = None,
     push_to_hub: str | None = None,
     ckpt: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """Write the encoder of ``checkpoint`` (a pretraining or bootstrap checkpoint file or run folder; ``ckpt``: its
     content when already loaded) to ``out`` in ``fmt`` (:data:`FORMATS`; None: from ``out``'s name) and, with
     ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written. ``semmae export`` also takes a
-    part checkpoint: :func:`semmae.export.export_checkpoint`."""
+    part checkpoint: :func:`semmae.export.export_checkpoint`. An existing ``out`` is replaced only with ``overwrite``
+    and only if semmae exported it (:mod:`semmae.utils.ownership`)."""
     from safetensors.torch import save
 
     path = checkpoint_file(checkpoint)
@@ -100,8 +120,18 @@ def export_encoder(
     if push_to_hub and fmt != "timm-dir":
         raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
     out = Path(out)
+    inputs = {"--checkpoint": str(path)}
+    if fmt == "safetensors":
+        check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
+    else:
+        check_replace_folder(out, inputs)
     enc, record, ckpt, path = _read(path, ckpt)
-    meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
+    meta = {
+        "format": "pt",
+        "written_by": WRITTEN_BY,
+        "model_config": json.dumps(record.to_dict()),
+        "arch": record.timm_name(),
+    }
     if (
         record.fg_keep is not None
     ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
@@ -122,7 +152,7 @@ def export_encoder(
     )
     num_params = sum(v.numel() for v in enc.values())
     card = encoder_card(record, ckpt, path, config["architecture"], num_params, repo=push_to_hub)
-    write_timm_dir(out, config, weights, card)
+    write_timm_dir(out, config, weights, card, overwrite=overwrite)
     if push_to_hub:
         push_folder(out, push_to_hub)
     return out

@@ -24,12 +24,16 @@ def _source(path: str | Path) -> Path:
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out: str | Path, fmt: str | None = None, push_to_hub: str | None = None
+    checkpoint: str | Path,
+    out: str | Path,
+    fmt: str | None = None,
+    push_to_hub: str | None = None,
+    overwrite: bool = False,
 ) -> Path:
     """What ``semmae export`` writes for ``checkpoint`` (a file or run folder) at ``out``: a part learner's folder
     for a part checkpoint (``fmt`` must be None), else the encoder in ``fmt`` (:data:`semmae.engine.export.FORMATS`;
-    None: from ``out``'s name); with ``push_to_hub`` (``USER/REPO``) the folder is uploaded. Returns the path
-    written."""
+    None: from ``out``'s name); with ``push_to_hub`` (``USER/REPO``) the folder is uploaded. An earlier export at
+    ``out`` is replaced only with ``overwrite``; anything else there is refused. Returns the path written."""
     from semmae.engine import export
     from semmae.errors import UserError
     from semmae.parts.checkpoint import FORMAT as PARTS_FORMAT
@@ -44,5 +48,5 @@ def export_checkpoint(
             raise UserError(
                 "a part learner exports to a folder (its head + its frozen encoder); drop --format"
             )
-        return export_part_learner(path, out, push_to_hub)
-    return export.export_encoder(path, out, fmt, push_to_hub, ckpt=ckpt)
+        return export_part_learner(path, out, push_to_hub, overwrite=overwrite)
+    return export.export_encoder(path, out, fmt, push_to_hub, ckpt=ckpt, overwrite=overwrite)

@@ -8,7 +8,9 @@ import argparse
 def _export(args: argparse.Namespace) -> int:
     from semmae.export import export_checkpoint
 
-    out = export_checkpoint(args.checkpoint, args.out, args.format, args.push_to_hub)
+    out = export_checkpoint(
+        args.checkpoint, args.out, args.format, args.push_to_hub, overwrite=args.overwrite
+    )
     print(
         f"semmae export: wrote {out}" + (f" and pushed it to {args.push_to_hub}" if args.push_to_hub else "")
     )
@@ -49,5 +51,10 @@ def register(sub) -> None:
         metavar="USER/REPO",
         default=None,
         help="upload the folder to this Hugging Face Hub model repo (token: HF_TOKEN or `hf auth login`)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier semmae export at --out (a file or folder semmae did not write is never replaced)",
     )
     p.set_defaults(func=_export)

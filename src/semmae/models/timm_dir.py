@@ -117,11 +117,14 @@ def config_sizes(config: dict[str, Any]) -> dict[str, Any]:
     return sizes
 
 
-def write_timm_dir(out: str | Path, config: dict[str, Any], weights: bytes, card: str) -> Path:
+def write_timm_dir(
+    out: str | Path, config: dict[str, Any], weights: bytes, card: str, overwrite: bool = False
+) -> Path:
     """Write ``config.json``, ``model.safetensors`` (``weights``: serialised safetensors) and ``README.md`` to
     ``out``, each atomically. An existing folder is refused unless it is an earlier export (a ``config.json`` with
     a ``semmae`` entry and nothing but the export's files or extras that the caller passes again), so a mistyped
-    ``--out`` never mixes files into someone else's folder."""
+    ``--out`` never mixes files into someone else's folder; an earlier export is replaced only with ``overwrite``,
+    and never one inside a live run's folder (:mod:`semmae.utils.ownership`)."""
     from semmae.utils.io import atomic_write_bytes, atomic_write_text
 
     out = Path(out)
@@ -133,6 +136,15 @@ def write_timm_dir(out: str | Path, config: dict[str, Any], weights: bytes, card
             raise UserError(
                 f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
             )
+        if not overwrite:
+            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
+    from semmae.utils.rundir import live_lock_above
+
+    live = live_lock_above(out if out.exists() else out.parent) if out.parent.exists() else None
+    if live is not None:
+        raise UserError(
+            f"--out {out} lies inside {live}, the folder of a run that is still going; use another --out"
+        )
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -53,7 +53,9 @@ def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[s
     return record, sd
 
 
-def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | None = None) -> Path:
+def export_part_learner(
+    checkpoint: Path, out: str | Path, push_to_hub: str | None = None, overwrite: bool = False
+) -> Path:
     """Write the part learner of the part checkpoint ``checkpoint`` to the folder ``out``; returns it."""
     from safetensors.torch import save
 
@@ -64,8 +66,16 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
         raise UserError(
             f"--out {out}: a part learner exports to a folder; give a folder name without {out.suffix}"
         )
-    if out.is_dir() and any(out.iterdir()) and not is_part_learner_dir(out):
-        raise UserError(f"--out {out} is a folder that is not a semmae export; give a new or empty folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_part_learner_dir(out):
+            raise UserError(
+                f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
+            )
+        if not overwrite:
+            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
+    from semmae.utils.ownership import check_replace_folder
+
+    check_replace_folder(out, {"--checkpoint": str(checkpoint)})
     encoder, model, ckpt = load_part_model(checkpoint)
     record, enc_sd = frozen_encoder_record(encoder)
     source = ckpt["frozen_encoder"].get("checkpoint") or f"random-init {ckpt['frozen_encoder'].get('arch')}"
@@ -79,7 +89,7 @@ def export_part_learner(checkpoint: Path, out: str | Path, push_to_hub: str | No
     )
     meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     out.mkdir(parents=True, exist_ok=True)
-    write_timm_dir(out / ENCODER_DIR, config, save(enc_sd, metadata=meta), enc_card)
+    write_timm_dir(out / ENCODER_DIR, config, save(enc_sd, metadata=meta), enc_card, overwrite=True)
     head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
     spec = {

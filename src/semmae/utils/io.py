@@ -192,6 +192,11 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
     path = checkpoint_file(path)
     if not path.exists():
         raise UserError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise UserError(
+            f"checkpoint {path} is a folder `semmae export` wrote, not a checkpoint file; this command needs a "
+            "training checkpoint (.pth) or its run folder (evaluation verbs also read the folder's model.safetensors)"
+        )
     safe = [argparse.Namespace] if allow_namespace else []
     try:
         with torch.serialization.safe_globals(safe), warnings.catch_warnings():
