@@ -9,10 +9,11 @@ import math
 from pathlib import Path
 
 import pytest
+from _helpers import folder_snapshot, live_run, one_error_line, user_folder
 
 from semmae.cli import main
 from semmae.errors import UserError
-from semmae.eval.compare import compare, markdown, seed_group, to_csv
+from semmae.eval.compare import compare, markdown, read_rows, seed_group, to_csv
 
 
 def run(root: Path, name: str, results: dict | None = None, log: list[dict] | None = None) -> Path:
@@ -52,7 +53,7 @@ def test_seed_groups_exact_mean_and_sample_std(runs):
     assert (
         mae["metrics"]["top1"]["mean"] == 54.0 and mae["metrics"]["top1"]["std"] == 4.0
     )  # sample std (n - 1)
-    assert mae["metrics"]["top5"] == {"mean": 92.0, "std": 2.0, "values": [90.0, 92.0, 94.0]}
+    assert mae["metrics"]["top5"] == {"mean": 92.0, "std": 2.0, "values": [90.0, 92.0, 94.0], "non_finite": 0}
     assert mae["best_on_edge"] == ["top"]
     assert by["semmae"]["n"] == 1 and by["semmae"]["metrics"]["top1"]["std"] is None
     assert by["seg"]["kind"] == "segment" and by["seg"]["metrics"]["miou"]["mean"] == 30.25
@@ -89,7 +90,9 @@ def test_json_and_csv_files(runs, tmp_path, capsys):
     argv = ["compare", str(runs / "mae-seed0"), str(runs / "mae-seed1"), str(runs / "seg")]
     assert main([*argv, "--json", str(out_json), "--csv", str(out_csv), "--digits", "1"]) == 0
     assert "| mae | linprobe | 2 | 52.0 ± 2.8 | 91.0 ± 1.4 |" in capsys.readouterr().out
-    rows = json.loads(out_json.read_text())
+    doc = json.loads(out_json.read_text())
+    assert doc["written_by"] == "semmae compare" and doc["format"] == 1 and read_rows(out_json) == doc["rows"]
+    rows = doc["rows"]
     assert rows[0]["metrics"]["top1"]["mean"] == 52.0 and rows[1]["run"] == "seg"
     table = list(csv.DictReader(io.StringIO(out_csv.read_text())))
     assert table[0]["run"] == "mae" and table[0]["seeds"] == "0 1" and float(table[0]["top1_mean"]) == 52.0
@@ -130,3 +133,164 @@ def test_cli_error_is_one_line(runs, capsys):
     err = capsys.readouterr().err
     assert err.startswith("semmae compare: error: ") and err.count("\n") == 1
     assert main(["compare"]) == 2
+
+
+# -- what --json / --csv may replace (semmae.utils.ownership.check_output_file) -------------------------------------
+def _strict(text: str):
+    """``text`` parsed as strict JSON (NaN / Infinity refused)."""
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_runs_own_results_are_never_the_output(runs, capsys, flag, overwrite):
+    before = folder_snapshot(runs)
+    argv = ["compare", str(runs / "mae-seed0"), str(runs / "mae-seed1"), flag]
+    argv += [str(runs / "mae-seed1" / "results.json"), *(["--overwrite"] if overwrite else [])]
+    assert main(argv) == 2
+    one_error_line(capsys, flag, "lies inside run folder", "mae-seed1", "never replaces its inputs")
+    assert folder_snapshot(runs) == before  # results.json byte-identical, nothing else written
+    # the run folder itself, or a new file inside it, is refused as well
+    assert main(["compare", str(runs / "seg"), flag, str(runs / "seg"), "--overwrite"]) == 2
+    one_error_line(capsys, flag, str(runs / "seg"))
+    assert main(["compare", str(runs / "seg"), flag, str(runs / "seg" / "table.out")]) == 2
+    one_error_line(capsys, "lies inside run folder")
+    assert folder_snapshot(runs) == before
+
+
+def test_a_live_runs_log_and_any_semmae_folder_are_refused(runs, tmp_path, capsys):
+    from semmae.utils.ownership import Owner, write_owner
+
+    with live_run(tmp_path / "live") as live:
+        before = folder_snapshot(live)
+        argv = ["compare", str(runs / "seg"), "--json", str(live / "log.jsonl"), "--overwrite"]
+        assert main(argv) == 2
+        one_error_line(capsys, "--json", "log.jsonl", "still going")
+        assert main(["compare", str(runs / "seg"), "--csv", str(live / "table.csv")]) == 2
+        one_error_line(capsys, "--csv", "still going")
+        assert folder_snapshot(live) == before
+    # a finished folder semmae owns (not given on the command line) is not a place for compare's files either
+    done = tmp_path / "done"
+    done.mkdir()
+    (done / "results.json").write_text('{"top1": 1.0}')
+    write_owner(done, Owner(kind="run", verb="knn", entries=["results.json"]))
+    before = folder_snapshot(done)
+    for target in ("results.json", "table.json"):
+        argv = ["compare", str(runs / "seg"), "--json", str(done / target), "--overwrite"]
+        assert main(argv) == 2
+        one_error_line(capsys, "--json", "a folder semmae owns")
+    assert folder_snapshot(done) == before
+
+
+@pytest.mark.parametrize("flag", ["--json", "--csv"])
+def test_a_users_file_is_never_replaced(runs, tmp_path, capsys, flag):
+    home = user_folder(tmp_path / "home")
+    (home / "rows.json").write_text('{"written_by": "me", "rows": []}\n')  # JSON, but not compare's
+    (home / "rows.csv").write_text("run,kind,n\nmine,x,1\n")  # a CSV, but not compare's header
+    before = folder_snapshot(home)
+    for name in ("thesis.txt", "rows.json", "rows.csv"):
+        argv = ["compare", str(runs / "seg"), flag, str(home / name)]
+        assert main(argv) == 2
+        one_error_line(capsys, flag, name, "already exists; pass --overwrite")
+        assert main([*argv, "--overwrite"]) == 2
+        one_error_line(capsys, flag, name, "semmae did not write it")
+    assert main(["compare", str(runs / "seg"), flag, str(home / "photos")]) == 2
+    one_error_line(capsys, "is a folder")
+    assert folder_snapshot(home) == before
+
+
+def test_both_outputs_are_checked_before_either_is_written(runs, tmp_path, capsys):
+    home = user_folder(tmp_path / "home")
+    out = tmp_path / "out"
+    argv = ["compare", str(runs / "seg"), "--json", str(out / "new.json"), "--csv", str(home / "files.txt")]
+    assert main([*argv, "--overwrite"]) == 2
+    one_error_line(capsys, "--csv", "files.txt")
+    assert not out.exists() and (home / "files.txt").read_text() == "my list\n"
+    assert main(["compare", str(runs / "seg"), "--json", str(out / "t"), "--csv", str(out / "t")]) == 2
+    one_error_line(capsys, "name the same file")
+    assert not out.exists()
+
+
+def test_compares_own_files_are_replaced_with_overwrite_only(runs, tmp_path, capsys):
+    out_json, out_csv = tmp_path / "table.json", tmp_path / "table.csv"
+    first = ["compare", str(runs / "seg"), "--json", str(out_json), "--csv", str(out_csv)]
+    assert main(first) == 0
+    old_json, old_csv = out_json.read_bytes(), out_csv.read_bytes()
+    capsys.readouterr()
+    second = ["compare", str(runs / "mae-seed0"), "--json", str(out_json), "--csv", str(out_csv)]
+    assert main(second) == 2  # no --overwrite: even compare's own file stays
+    one_error_line(capsys, "--json", "already exists")
+    assert out_json.read_bytes() == old_json and out_csv.read_bytes() == old_csv
+    assert main([*second, "--overwrite"]) == 0
+    assert [r["run"] for r in read_rows(out_json)] == ["mae"]
+    assert out_csv.read_text().startswith("run,kind,n,seeds,top1_mean")
+    assert sorted(p.name for p in tmp_path.iterdir() if p.is_file()) == ["table.csv", "table.json"]  # no temp
+
+
+# -- odd numbers and unreadable files ---------------------------------------------------------------------------------
+def test_nan_and_inf_are_shown_and_left_out_of_mean_and_std(tmp_path, capsys):
+    run(tmp_path, "mae-seed0", {"top1": 50.0, "top5": 90.0})
+    (run(tmp_path, "mae-seed1") / "results.json").write_text('{"top1": NaN, "top5": 92.0}')
+    (run(tmp_path, "mae-seed2") / "results.json").write_text('{"top1": 54.0, "top5": 1e400}')
+    (run(tmp_path, "pre") / "log.jsonl").write_text('{"step": 1, "knn_top1": NaN, "knn_top5": Infinity}\n')
+    paths = [tmp_path / n for n in ("mae-seed0", "mae-seed1", "mae-seed2", "pre")]
+    out_json, out_csv = tmp_path / "t.json", tmp_path / "t.csv"
+    argv = ["compare", *map(str, paths), "--json", str(out_json), "--csv", str(out_csv)]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    assert (
+        "| mae | knn | 3 | 52.00 ± 2.83 | 91.00 ± 1.41 |  |  | top-1 non-finite in 1 of 3 (nan), not averaged; "
+        in table
+    )
+    assert "top-5 non-finite in 1 of 3 (inf), not averaged |" in table
+    assert "| pre | online-knn | 1 |  |  | nan | inf | kNN top-1 non-finite in 1 of 1 (nan)" in table
+    mae, pre = _strict(out_json.read_text())["rows"]
+    assert mae["metrics"]["top1"] == {
+        "mean": 52.0,
+        "std": math.sqrt(8),
+        "values": [50.0, None, 54.0],
+        "non_finite": 1,
+    }
+    assert pre["metrics"]["knn_top1"] == {"mean": None, "std": None, "values": [None], "non_finite": 1}
+    rows = list(csv.DictReader(io.StringIO(out_csv.read_text())))
+    assert float(rows[0]["top1_mean"]) == 52.0 and rows[1]["knn_top1_mean"] == ""
+
+
+@pytest.mark.parametrize("where", ["results.json", "log.jsonl"])
+def test_an_integer_too_large_for_a_float_is_one_line(tmp_path, capsys, where):
+    d = run(tmp_path, "big")
+    huge = "1" + "0" * 399
+    text = f'{{"top1": {huge}}}' if where == "results.json" else f'{{"step": 1, "knn_top1": {huge}}}\n'
+    (d / where).write_text(text)
+    assert main(["compare", str(d)]) == 2
+    one_error_line(capsys, str(d / where), "top1", "400 digits", "too large")
+
+
+@pytest.mark.parametrize("where", ["results.json", "log.jsonl"])
+def test_a_file_that_is_not_utf8_is_one_line(tmp_path, capsys, where):
+    d = run(tmp_path, "bad")
+    record = (
+        b'{"top1": 1.0, "note": "\xff"}'
+        if where == "results.json"
+        else b'{"step": 1, "knn_top1": 1.0, "x": "\xfe"}\n'
+    )
+    (d / where).write_bytes(record)
+    assert main(["compare", str(d)]) == 2
+    one_error_line(capsys, str(d / where), "is not UTF-8")
+
+
+def test_compare_writes_without_importing_torch(runs, tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\nfrom semmae.eval.compare import CompareConfig, run_compare\n"
+        f"run_compare(CompareConfig(runs=[{str(runs / 'seg')!r}], json={str(tmp_path / 'o.json')!r}))\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, timeout=60)
+    assert read_rows(tmp_path / "o.json")[0]["run"] == "seg"

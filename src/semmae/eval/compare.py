@@ -13,6 +13,20 @@ Seed rule: the nearest component of a run's path (the folder itself, else a pare
 none for n = 1). ``runs/mae-seed0`` and ``runs/mae-seed1`` -> row ``mae``, n 2; ``mae-seed0/knn`` and
 ``mae-seed1/knn`` -> row ``mae/knn``. Rows are named by their path after the longest common parent (and
 from the seed-named component on, at the latest). Torch-free.
+
+Odd numbers: a metric that is NaN or infinite (``NaN``/``Infinity`` in the JSON, or ``1e400``) is kept as a value
+but left out of the row's mean and std, which are over its finite values only; the table shows the non-finite
+values where no finite one is left (``nan``, ``inf``) and a note (``top-1 non-finite in 1 of 3 (nan), not
+averaged``). An integer too large for a float (``400`` digits) is refused in one line naming the file and the key,
+as is a ``results.json`` / ``log.jsonl`` that cannot be read or is not UTF-8 text. A value that is not a number
+(a string, ``true``, ``null``) is not a metric.
+
+Output files: ``--json`` writes ``{"written_by": "semmae compare", "format": 1, "rows": [...]}`` (strict JSON: a
+non-finite mean, std or value is ``null``; ``non_finite`` counts them per metric), ``--csv`` a table whose header
+starts ``run,kind,n,seeds`` (an empty mean / std where there is none). Both are checked before either is written
+(:func:`semmae.utils.ownership.check_output_file`: never a file of a run given, nor one inside any folder semmae
+owns or a live run; an existing file only with ``--overwrite`` and only if an earlier ``semmae compare`` wrote it,
+as its ``written_by`` / header says) and written atomically.
 """
 
 from __future__ import annotations
@@ -20,6 +34,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import re
 import statistics
@@ -51,6 +66,9 @@ class CompareConfig:
     json: str | None = option(None, "also write the rows as JSON to this file")
     csv: str | None = option(None, "also write the rows as CSV to this file")
     digits: int = option(2, "decimals in the markdown table")
+    overwrite: bool = option(
+        False, "replace a --json / --csv file that an earlier semmae compare wrote (never any other file)"
+    )
 
     def validate(self) -> None:
         if not self.runs:
@@ -75,23 +93,25 @@ def read_run(path: str | Path) -> RunResult:
     results = path / "results.json"
     if results.is_file():
         data = _load_json(results)
-        metrics = {k: float(data[k]) for k, _ in METRICS if isinstance(data.get(k), (int, float))}
+        metrics = _metrics(results, data, [k for k, _ in METRICS])
         if not metrics:
             raise UserError(f"{results} holds none of {', '.join(k for k, _ in METRICS)}")
-        return RunResult(path, _kind(data), metrics, data.get("best_on_edge"))
+        edge = data.get("best_on_edge")
+        return RunResult(path, _kind(data), metrics, edge if isinstance(edge, str) else None)
     log = path / "log.jsonl"
     if log.is_file():
         last = None
-        for line in log.read_text().splitlines():
+        for line in _read_text(log).splitlines():
             try:
                 record = json.loads(line)
-            except ValueError:
+            except (ValueError, RecursionError):
                 continue  # a line cut short by a crash
             if isinstance(record, dict) and "knn_top1" in record:
                 last = record
         if last is not None:
-            metrics = {k: float(last[k]) for k in ("knn_top1", "knn_top5") if last.get(k) is not None}
-            return RunResult(path, "online-knn", metrics)
+            metrics = _metrics(log, last, ["knn_top1", "knn_top5"])
+            if metrics:
+                return RunResult(path, "online-knn", metrics)
     inner = sorted(
         p.name for p in path.iterdir() if (p / "results.json").is_file() or (p / "log.jsonl").is_file()
     )
@@ -106,11 +126,44 @@ def read_run(path: str | Path) -> RunResult:
     )
 
 
+def _metrics(path: Path, record: dict, keys: list[str]) -> dict[str, float]:
+    """The numbers under ``keys`` in ``record`` (read from ``path``) as floats, NaN and infinities included; a value
+    that is not a number (a string, a bool, ``null``) is skipped, an integer too large for a float refused."""
+    out = {}
+    for k in keys:
+        v = record.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            continue
+        try:
+            out[k] = float(v)
+        except OverflowError:
+            raise UserError(
+                f"{path}: {k} is an integer of {len(str(abs(v)))} digits, too large for a float; not a metric"
+            ) from None
+    return out
+
+
+def _read_text(path: Path) -> str:
+    """``path``'s text, or a one-line ``UserError`` naming it when it cannot be read or is not UTF-8."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {data[e.start]:#04x} at offset {e.start}); is it a semmae file?"
+        ) from None
+
+
 def _load_json(path: Path) -> dict:
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(_read_text(path))
     except ValueError as e:
         raise UserError(f"{path} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise UserError(f"{path} is not valid JSON (nested too deeply)") from None
     if not isinstance(data, dict):
         raise UserError(f"{path} does not hold a JSON object")
     return data
@@ -170,8 +223,7 @@ def compare(runs: list[str | Path]) -> list[dict[str, Any]]:
         for k, _ in METRICS:
             values = [r.metrics[k] for _, r in members if k in r.metrics]
             if values:
-                std = statistics.stdev(values) if len(values) > 1 else None
-                metrics[k] = {"mean": statistics.fmean(values), "std": std, "values": values}
+                metrics[k] = _summary(values)
         edges = [r.edge for _, r in members if r.edge]
         rows.append(
             {
@@ -185,6 +237,20 @@ def compare(runs: list[str | Path]) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def _summary(values: list[float]) -> dict[str, Any]:
+    """``{"mean", "std", "values", "non_finite"}``: mean and sample std of the finite values (``None`` where there
+    are none, std also for one), all values, and how many of them are NaN or infinite."""
+    finite = [v for v in values if math.isfinite(v)]
+    mean = statistics.mean(finite) if finite else None  # exact (fmean overflows on sums past the float range)
+    std = None
+    if len(finite) > 1:
+        try:
+            std = statistics.stdev(finite)
+        except OverflowError:
+            std = math.inf
+    return {"mean": mean, "std": std, "values": values, "non_finite": len(values) - len(finite)}
 
 
 def _paths_of(members: list[tuple[int | None, RunResult]], seed: int) -> str:
@@ -203,16 +269,39 @@ def _row_names(anchors: dict[tuple[str, ...], int]) -> dict[tuple[str, ...], str
     return {k: "/".join(k[common:]) for k in keys}
 
 
+def _num(v: float, digits: int) -> str:
+    return f"{v:.{digits}f}" if math.isfinite(v) else str(v)
+
+
 def _cell(m: dict | None, digits: int) -> str:
     if m is None:
         return ""
+    if m["mean"] is None:  # no finite value: show what there is
+        return "/".join(sorted({str(v) for v in m["values"]}))
     if m["std"] is None:
-        return f"{m['mean']:.{digits}f}"
-    return f"{m['mean']:.{digits}f} ± {m['std']:.{digits}f}"
+        return _num(m["mean"], digits)
+    return f"{_num(m['mean'], digits)} ± {_num(m['std'], digits)}"
 
 
 def columns(rows: list[dict]) -> list[tuple[str, str]]:
     return [(k, title) for k, title in METRICS if any(k in r["metrics"] for r in rows)]
+
+
+def _note(row: dict) -> str:
+    notes = []
+    edges = row["best_on_edge"]
+    if edges:
+        notes.append(
+            f"best blr on the sweep's {'/'.join(sorted(set(edges)))} edge ({len(edges)} of {row['n']})"
+        )
+    for k, title in METRICS:
+        m = row["metrics"].get(k)
+        if m and m["non_finite"]:
+            odd = "/".join(sorted({str(v) for v in m["values"] if not math.isfinite(v)}))
+            notes.append(
+                f"{title} non-finite in {m['non_finite']} of {len(m['values'])} ({odd}), not averaged"
+            )
+    return "; ".join(notes)
 
 
 def markdown(rows: list[dict], digits: int = 2) -> str:
@@ -222,45 +311,116 @@ def markdown(rows: list[dict], digits: int = 2) -> str:
         "|---|---|---|" + "---|" * len(cols) + "---|",
     ]
     for r in rows:
-        edges = r["best_on_edge"]
-        note = (
-            f"best blr on the sweep's {'/'.join(sorted(set(edges)))} edge ({len(edges)} of {r['n']})"
-            if edges
-            else ""
-        )
         cells = [_cell(r["metrics"].get(k), digits) for k, _ in cols]
-        lines.append(f"| {r['run']} | {r['kind']} | {r['n']} | " + " | ".join(cells) + f" | {note} |")
+        lines.append(f"| {r['run']} | {r['kind']} | {r['n']} | " + " | ".join(cells) + f" | {_note(r)} |")
     return "\n".join(lines)
 
 
+#: the first cells of the header of compare's CSV: how ``--overwrite`` recognises a file compare wrote
+CSV_HEADER = ("run", "kind", "n", "seeds")
+#: ``written_by`` of compare's JSON file: how ``--overwrite`` recognises a file compare wrote
+WRITTEN_BY = "semmae compare"
+JSON_FORMAT = 1
+
+
 def to_csv(rows: list[dict]) -> str:
+    """The rows as CSV: ``run,kind,n,seeds``, then ``<key>_mean,<key>_std`` per column (empty where none)."""
     cols = columns(rows)
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["run", "kind", "n", "seeds", *(f"{k}_{s}" for k, _ in cols for s in ("mean", "std"))])
+    w.writerow([*CSV_HEADER, *(f"{k}_{s}" for k, _ in cols for s in ("mean", "std"))])
     for r in rows:
         values = []
         for k, _ in cols:
-            m = r["metrics"].get(k)
-            values += ["", ""] if m is None else [repr(m["mean"]), "" if m["std"] is None else repr(m["std"])]
+            m = r["metrics"].get(k) or {}
+            values += ["" if m.get(s) is None else repr(m[s]) for s in ("mean", "std")]
         w.writerow([r["run"], r["kind"], r["n"], " ".join(map(str, r["seeds"])), *values])
     return buf.getvalue()
 
 
+def to_json(rows: list[dict]) -> str:
+    """The rows as compare's JSON file: ``{"written_by", "format", "rows"}``, strict JSON (non-finite -> null)."""
+    doc = {"written_by": WRITTEN_BY, "format": JSON_FORMAT, "rows": _finite_or_null(rows)}
+    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+
+
+def _finite_or_null(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _finite_or_null(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite_or_null(v) for v in obj]
+    return obj
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """The rows of a JSON file that ``semmae compare --json`` wrote, or a one-line ``UserError``."""
+    path = Path(path)
+    data = _load_json(path)
+    if data.get("written_by") != WRITTEN_BY or not isinstance(data.get("rows"), list):
+        raise UserError(f"{path} was not written by semmae compare --json")
+    return data["rows"]
+
+
+_SNIFF_LIMIT = 64 << 20  # a larger file is not one compare wrote (its rows are a few KiB)
+
+
+def _json_by_compare(path: Path) -> bool:
+    try:
+        if path.stat().st_size > _SNIFF_LIMIT:
+            return False
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return False
+    return isinstance(data, dict) and data.get("written_by") == WRITTEN_BY
+
+
+def _csv_by_compare(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(4096).decode("utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError):
+        return False
+    header = ",".join(CSV_HEADER)
+    return first == header or first.startswith(header + ",")
+
+
+def check_outputs(cfg: CompareConfig) -> list[tuple[Path, str]]:
+    """The ``--json`` / ``--csv`` files to write, as ``(path, "json" | "csv")``, each checked by the ownership rule
+    (see the module docstring) before either is written; a one-line ``UserError`` for the first refused."""
+    from semmae.utils.ownership import check_output_file, input_conflict
+
+    wanted = [(f, v, k) for f, v, k in (("--json", cfg.json, "json"), ("--csv", cfg.csv, "csv")) if v]
+    if len(wanted) == 2 and _same_file(wanted[0][1], wanted[1][1]):
+        raise UserError(f"--json {cfg.json} and --csv {cfg.csv} name the same file: give two names")
+    inputs = {f"RUN {i}" if len(cfg.runs) > 1 else "RUN": str(r) for i, r in enumerate(cfg.runs, 1)}
+    out = []
+    for flag, value, kind in wanted:
+        for run in cfg.runs:  # named as the run folder it is (check_output_file below only numbers them)
+            why = input_conflict(value, {"run folder": str(run)})
+            if why:
+                raise UserError(
+                    f"{flag} {value} {why}, which compare reads; semmae never replaces its inputs"
+                )
+        recognise = _json_by_compare if kind == "json" else _csv_by_compare
+        path = check_output_file(
+            value, overwrite=cfg.overwrite, inputs=inputs, written_by_semmae=recognise, flag=flag
+        )
+        out.append((path, kind))
+    return out
+
+
+def _same_file(a: str, b: str) -> bool:
+    return os.path.realpath(os.path.expanduser(a)) == os.path.realpath(os.path.expanduser(b))
+
+
 def run_compare(cfg: CompareConfig) -> list[dict]:
     rows = compare(cfg.runs)
+    outputs = check_outputs(cfg)  # both checked before anything is printed or written
     print(markdown(rows, cfg.digits))
-    if cfg.json:
-        _write(cfg.json, json.dumps(rows, indent=1, allow_nan=True) + "\n")
-    if cfg.csv:
-        _write(cfg.csv, to_csv(rows))
+    from semmae.utils.io import atomic_write_text  # torch-free
+
+    for path, kind in outputs:
+        atomic_write_text(path, to_json(rows) if kind == "json" else to_csv(rows))
     return rows
-
-
-def _write(path: str, text: str) -> None:
-    """Write ``text`` whole or not at all (torch-free, unlike :mod:`semmae.utils.io`)."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, target)
