@@ -61,7 +61,10 @@ def run_pack(cfg: PackConfig) -> int:
 def run_subset(cfg: SubsetConfig) -> int:
     from semmae.data.subset import make_subset
 
-    print(make_subset(cfg.data, cfg.out, cfg.per_class, cfg.seed, cfg.copy, cfg.allow_fewer).format())
+    report = make_subset(cfg.data, cfg.out, cfg.per_class, cfg.seed, cfg.copy, cfg.allow_fewer)
+    if report.note:
+        print(report.note, file=sys.stderr)
+    print(report.format())
     return 0
 
 

@@ -8,6 +8,7 @@ by it and checks the file list's digest.
 from __future__ import annotations
 
 import hashlib
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,8 +17,11 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import find_classes, has_file_allowed_extension
 
-from semmae.data.images import IMAGE_EXTENSIONS, load_rgb
+from semmae.data.images import IMAGE_EXTENSIONS, SKIPPED_EXTENSIONS, load_rgb, skipped_note
 from semmae.errors import BadImageError, UserError
+
+#: the roots whose skipped files were noted in this process (a verb scans a folder more than once)
+_noted: set[str] = set()
 
 
 def scan_image_folder(root: str | Path) -> tuple[list[str], list[tuple[str, int]]]:
@@ -38,15 +42,27 @@ def scan_image_folder(root: str | Path) -> tuple[list[str], list[tuple[str, int]
         hint = f" ({len(loose)} images lie directly in it: put them in a class subfolder)" if loose else ""
         raise UserError(f"dataset folder {root} has no class subfolders{hint}") from None
     samples: list[tuple[str, int]] = []
+    skipped = 0
     for cls in classes:
-        files = sorted(
-            p
-            for p in (root / cls).rglob("*")
-            if p.is_file() and has_file_allowed_extension(p.name, IMAGE_EXTENSIONS)
-        )
+        files, gifs = [], 0
+        for p in (root / cls).rglob("*"):
+            if not p.is_file():
+                continue
+            if has_file_allowed_extension(p.name, IMAGE_EXTENSIONS):
+                files.append(p)
+            elif has_file_allowed_extension(p.name, SKIPPED_EXTENSIONS):
+                gifs += 1
         if not files:
-            raise UserError(f"class folder {root / cls} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-        samples.extend((str(p), class_to_idx[cls]) for p in files)
+            only = f"; its {gifs} {'/'.join(SKIPPED_EXTENSIONS)} file(s) are skipped" if gifs else ""
+            raise UserError(
+                f"class folder {root / cls} holds no images ({', '.join(IMAGE_EXTENSIONS)}){only}"
+            )
+        skipped += gifs
+        samples.extend((str(p), class_to_idx[cls]) for p in sorted(files))
+    note = skipped_note(skipped, root)
+    if note and str(root) not in _noted:
+        _noted.add(str(root))
+        print(note, file=sys.stderr, flush=True)
     return classes, samples
 
 

@@ -17,6 +17,20 @@ from semmae.errors import BadImageError
 
 #: extensions that count as images (torchvision's list)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+#: image files an ImageFolder leaves out, as torchvision's does (so sample indices match it): counted and named in
+#: one note (:func:`skipped_note`) by ``data check``, the folder reader and ``data subset``, never dropped silently
+SKIPPED_EXTENSIONS = (".gif",)
+
+
+def skipped_note(count: int, where: object) -> str | None:
+    """The one-line note for ``count`` skipped files (:data:`SKIPPED_EXTENSIONS`) under ``where``, or ``None``."""
+    if not count:
+        return None
+    kinds = "/".join(SKIPPED_EXTENSIONS)
+    return (
+        f"note: {where}: skipped {count} {kinds} file{'s' if count != 1 else ''}; an ImageFolder reads "
+        f"{', '.join(IMAGE_EXTENSIONS)} only (as torchvision's does): convert them to .png to use them"
+    )
 
 
 def describe_mode(img: Image.Image) -> str | None:

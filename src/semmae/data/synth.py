@@ -216,8 +216,28 @@ def make_synthetic_dataset(
         raise UserError(f"--val-fraction must lie in (0, 1), got {val_fraction}")
     if style not in STYLES:
         raise UserError(f"--style must be one of {', '.join(STYLES)}, got {style!r}")
+    from semmae.data.subset import hold_output
+
+    # one writer per folder, never inside a run that is still going (data subset's rule)
+    with hold_output(out, f"synthetic dataset {out}", "data synth", lambda: _check_out(out)):
+        return _write(out, classes, num_images, size, seed, val_fraction, progress, style)
+
+
+def _check_out(out: Path) -> None:
     if (out / "synth.json").exists():
         raise UserError(f"{out} already holds a synthetic dataset; choose another --out or delete it")
+
+
+def _write(
+    out: Path,
+    classes: list[str],
+    num_images: int,
+    size: int,
+    seed: int,
+    val_fraction: float,
+    progress: bool,
+    style: str,
+) -> dict:
     seeds = np.random.SeedSequence(seed).spawn(num_images)
     counts = {"train": 0, "val": 0}
     per_class = [

@@ -1,0 +1,215 @@
+"""``semmae data subset`` / ``data synth`` as writers: a marker is never trusted as a path, one writer per folder,
+never inside a live run; names that are not UTF-8; GIF files named, not dropped silently."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from _helpers import folder_snapshot, live_run, one_error_line, user_folder
+
+from semmae.cli import main
+from semmae.data.subset import MARKER, make_subset
+from semmae.utils.run_lock import LOCK_NAME, exclusive
+
+
+def fake_folder(root, sizes):
+    for c, n in sizes.items():
+        (root / c).mkdir(parents=True)
+        for i in range(n):
+            (root / c / f"img{i}.png").write_bytes(b"x" * (i + 1))
+    return root
+
+
+def subset_argv(src, out, per_class=2, *more):
+    return ["data", "subset", "--data", str(src), "--out", str(out), "--per-class", str(per_class), *more]
+
+
+def planted(out, files, **extra):
+    """A subset marker in ``out`` (other settings than any rerun's) listing ``files``."""
+    record = {"source": "/nowhere", "per_class": 99, "seed": 7, "mode": "copy", "allow_fewer": False}
+    (out / MARKER).write_text(json.dumps({**record, "files": files, "complete": True, **extra}))
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "absolute_class",
+        "dotdot_class",
+        "dot_class",
+        "absolute_file",
+        "dotdot_file",
+        "slash_file",
+        "not_a_str",
+    ],
+)
+def test_a_planted_marker_naming_paths_outside_out_deletes_nothing(tmp_path, capsys, case):
+    src = fake_folder(tmp_path / "src", {"a": 3, "b": 3})
+    elsewhere = user_folder(tmp_path / "elsewhere")
+    shared = fake_folder(
+        tmp_path / "shared", {"a": 2, "b": 2}
+    )  # a dataset folder someone planted a marker in
+    (tmp_path / "beside.png").write_bytes(b"outside --out")
+    files = {
+        "absolute_class": {str(elsewhere): ["thesis.txt", "files.txt"], "a": ["img0.png"]},
+        "dotdot_class": {"..": ["beside.png"], "a": ["img0.png"]},
+        "dot_class": {".": [MARKER], "a": ["img0.png"]},
+        "absolute_file": {"a": ["img0.png", str(elsewhere / "thesis.txt")]},
+        "dotdot_file": {"a": ["img0.png", "..", "../../beside.png"]},
+        "slash_file": {"b": ["img1.png"], "a": ["img0.png", "x/../../../beside.png"]},
+        "not_a_str": {"a": ["img0.png", 3]},
+    }[case]
+    planted(shared, files)
+    before = folder_snapshot(tmp_path)
+    code = main(subset_argv(src, shared))
+    assert (
+        folder_snapshot(tmp_path) == before
+    )  # every file outside and inside --out byte-identical, untouched
+    assert code == 2
+    one_error_line(capsys, MARKER, "deletes and writes nothing")
+
+
+def test_a_class_folder_that_links_out_of_out_is_refused(tmp_path, capsys):
+    src = fake_folder(tmp_path / "src", {"a": 3, "b": 3})
+    elsewhere = fake_folder(tmp_path / "elsewhere", {"a": 2})
+    out = tmp_path / "sub"
+    make_subset(src, out, 2, seed=1, copy=True)
+    a_files = json.loads((out / MARKER).read_text())["files"]["a"]
+    for name in a_files:
+        (out / "a" / name).unlink()
+    (out / "a").rmdir()
+    (out / "a").symlink_to(elsewhere / "a")  # the marker's class "a" now resolves elsewhere
+    (elsewhere / "a" / a_files[0]).write_bytes(b"someone else's")
+    before = folder_snapshot(tmp_path)
+    assert main(subset_argv(src, out, 3)) == 2  # other settings: would delete the marker's files of "a"
+    one_error_line(capsys, "class 'a'", "a link to", "deletes and writes nothing")
+    assert folder_snapshot(tmp_path) == before
+    assert (
+        main(subset_argv(src, out, 2, "--seed", "1", "--copy")) == 2
+    )  # same settings: would write through it
+    one_error_line(capsys, "a link to")
+    assert folder_snapshot(tmp_path) == before
+
+
+def test_a_damaged_or_linked_marker_is_refused(tmp_path, capsys):
+    src = fake_folder(tmp_path / "src", {"a": 3})
+    out = fake_folder(tmp_path / "out", {"a": 2})
+    (out / MARKER).write_text(json.dumps(["not", "a", "record"]))
+    before = folder_snapshot(tmp_path)
+    assert main(subset_argv(src, out)) == 2
+    one_error_line(capsys, "is damaged")
+    (out / MARKER).unlink()
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"files": {"a": ["img0.png", "img1.png"]}}))
+    (out / MARKER).symlink_to(tmp_path / "elsewhere.json")
+    before = folder_snapshot(tmp_path)
+    assert main(subset_argv(src, out)) == 2
+    one_error_line(capsys, "not a plain file")
+    assert folder_snapshot(tmp_path) == before
+
+
+def test_a_second_writer_on_one_out_is_refused(tmp_path, capsys):
+    src = fake_folder(tmp_path / "src", {"a": 4, "b": 4})
+    out = tmp_path / "sub"
+    make_subset(src, out, 2)
+    before = folder_snapshot(out)
+    with exclusive(out / LOCK_NAME, f"subset {out}", "data subset"):
+        held = folder_snapshot(out)
+        assert main(subset_argv(src, out, 3)) == 2
+        one_error_line(capsys, "in use by another run", "`semmae data subset`")
+        assert folder_snapshot(out) == held  # the marker still says what it said
+        fresh = tmp_path / "fresh"
+        with exclusive(fresh / LOCK_NAME, f"subset {fresh}", "data subset"):
+            assert main(subset_argv(src, fresh)) == 2
+            one_error_line(capsys, "in use by another run")
+            assert sorted(p.name for p in fresh.iterdir()) == [LOCK_NAME]
+    assert folder_snapshot(out) == before and not (out / LOCK_NAME).exists()
+    assert main(subset_argv(src, out, 3)) == 0  # the lock is gone with its holder
+    assert not (out / LOCK_NAME).exists()
+
+
+def test_subset_and_synth_refuse_to_write_inside_a_live_run(tmp_path, capsys):
+    src = fake_folder(tmp_path / "src", {"a": 3})
+    run = tmp_path / "run"
+    run.mkdir()
+    with live_run(run):
+        before = folder_snapshot(run)
+        assert main(subset_argv(src, run / "subset")) == 2
+        one_error_line(capsys, f"lies inside {run}", "still going")
+        assert main(["data", "synth", "--out", str(run / "synth"), "--num-images", "10", "--size", "16"]) == 2
+        one_error_line(capsys, f"lies inside {run}", "still going")
+        for verb in (subset_argv(src, run), ["data", "synth", "--out", str(run), "--num-images", "10"]):
+            assert main(verb) == 2  # the run's own folder: its lock refuses, naming the holder
+            one_error_line(capsys, "in use by another run", "`semmae pretrain`")
+        assert folder_snapshot(run) == before
+
+
+def test_synth_leaves_another_verbs_run_folder_alone(tmp_path, capsys):
+    run = tmp_path / "run"
+    with live_run(run):
+        pass  # the run ended: its lock file stays, recording the verb
+    before = folder_snapshot(run)
+    assert main(["data", "synth", "--out", str(run), "--num-images", "10", "--size", "16"]) == 2
+    one_error_line(capsys, "lock file of `semmae pretrain`")
+    assert folder_snapshot(run) == before
+
+
+def test_synth_holds_its_out_while_writing(tmp_path, capsys):
+    out = tmp_path / "s"
+    with exclusive(out / LOCK_NAME, f"synthetic dataset {out}", "data synth"):
+        assert main(["data", "synth", "--out", str(out), "--num-images", "10", "--size", "16"]) == 2
+        one_error_line(capsys, "in use by another run", "`semmae data synth`")
+        assert not (out / "synth.json").exists() and not (out / "train").exists()
+    assert main(["data", "synth", "--out", str(out), "--num-images", "10", "--size", "16"]) == 0
+    assert (out / "synth.json").is_file() and not (out / LOCK_NAME).exists()
+
+
+def test_out_holding_data_is_refused(tmp_path, capsys):
+    src = fake_folder(tmp_path / "shared" / "src", {"a": 3})
+    before = folder_snapshot(tmp_path)
+    assert main(subset_argv(src, tmp_path / "shared")) == 2
+    one_error_line(capsys, "holds --data")
+    assert folder_snapshot(tmp_path) == before
+
+
+def test_names_that_are_not_utf8_are_kept_with_their_bytes(tmp_path, capsys):
+    src = fake_folder(tmp_path / "src", {"a": 2})
+    raw = os.fsencode(src)
+    (src / "a" / os.fsdecode(b"\xff.png")).write_bytes(b"latin-1 name")
+    os.mkdir(raw + b"/\xfe")
+    with open(raw + b"/\xfe/x\xe9.png", "wb") as fh:
+        fh.write(b"in a class that is not utf-8")
+    out = tmp_path / "sub"
+    argv = subset_argv(src, out, 9, "--allow-fewer")
+    assert main(argv) == 0
+    assert "wrote 4 files: 4 images of 2 classes" in capsys.readouterr().out
+    assert sorted(os.listdir(os.fsencode(out / "a"))) == [b"img0.png", b"img1.png", b"\xff.png"]
+    linked = os.fsencode(out) + b"/\xfe/x\xe9.png"
+    assert os.path.islink(linked) and open(linked, "rb").read() == b"in a class that is not utf-8"
+    assert main(argv) == 0 and "already there" in capsys.readouterr().out  # the marker round-trips the names
+    assert main([*argv, "--copy"]) == 0  # other settings: the marker's names are deleted and written anew
+    assert "wrote 4 files" in capsys.readouterr().out
+    assert not os.path.islink(linked) and open(linked, "rb").read() == b"in a class that is not utf-8"
+
+
+def test_gif_files_are_skipped_with_a_note(tmp_path, capsys):
+    from semmae.data.folder import scan_image_folder
+
+    src = fake_folder(tmp_path / "src", {"a": 2, "b": 2})
+    (src / "a" / "anim.gif").write_bytes(b"GIF89a")
+    (src / "b" / "still.GIF").write_bytes(b"GIF89a")
+    assert main(subset_argv(src, tmp_path / "sub", 2, "--copy")) == 0
+    captured = capsys.readouterr()
+    assert "(2 per class, copies)" in captured.out  # not "copys"
+    assert captured.err.strip() == captured.err.strip().splitlines()[0]
+    assert "skipped 2 .gif files" in captured.err and str(src) in captured.err
+    assert not list((tmp_path / "sub").rglob("*.gif"))
+    classes, samples = scan_image_folder(src)
+    assert len(samples) == 4 and not any(p.lower().endswith(".gif") for p, _ in samples)
+    scan_image_folder(src)  # noted once per folder
+    err = capsys.readouterr().err
+    assert err.count("skipped 2 .gif files") == 1 and len(err.strip().splitlines()) == 1
+    (tmp_path / "gifs" / "c").mkdir(parents=True)
+    (tmp_path / "gifs" / "c" / "only.gif").write_bytes(b"GIF89a")
+    assert main(["data", "check", "--data", str(tmp_path / "gifs")]) == 2
+    one_error_line(capsys, "holds no images", "its 1 .gif file(s) are skipped")
