@@ -6,12 +6,14 @@ Usage::
     python benchmarks/campaign.py benchmarks/campaigns/mechanism-synth.yaml --work runs/campaign-mechanism
     python benchmarks/campaign.py PLAN --work DIR --status          # the status line only
     python benchmarks/campaign.py PLAN --work DIR --report-only     # rewrite the report from finished records
+
+One ``--work`` per plan (bound at its first run); ``--status`` and ``--report-only`` use the plan the campaign
+recorded, and say so in one line when the plan file differs (see :mod:`semmae.pipeline.campaign`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from pathlib import Path
@@ -19,7 +21,13 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: before torch loads
 
 from semmae.cli import guard  # noqa: E402
-from semmae.pipeline.campaign import Campaign, code_pin, gate_result, sha256  # noqa: E402,F401
+from semmae.pipeline.campaign import (  # noqa: E402,F401
+    Campaign,
+    code_pin,
+    gate_result,
+    recorded_campaign,
+    sha256,
+)
 from semmae.pipeline.plan import Arm, Plan, metric  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
@@ -43,15 +51,17 @@ def main(argv: list[str] | None = None, pin: dict | None = None) -> int:
 
     def run() -> None:
         plan = Plan.load(args.plan)
-        c = Campaign(plan, Path(args.work), Path(args.out), args.device, pin, repo=REPO)
-        if args.status or args.report_only:
-            if c.state_path.exists():  # report the campaign's own commit, not this checkout's
-                c.pin = {**c.pin, "commit": json.loads(c.state_path.read_text())["commit"]}
+        if args.status or args.report_only:  # the recorded plan and commit, not this checkout's
+            c = recorded_campaign(
+                plan, Path(args.work), Path(args.out), args.device, pin, REPO, need_state=args.report_only
+            )
+            if c.plan_note:
+                print(c.plan_note, file=sys.stderr, flush=True)
             if args.report_only:
                 c.summarise()
             print(c.status(), flush=True)
             return
-        c.run(args.max_runs)
+        Campaign(plan, Path(args.work), Path(args.out), args.device, pin, repo=REPO).run(args.max_runs)
 
     return guard("benchmarks/campaign.py", run)
 

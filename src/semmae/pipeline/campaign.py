@@ -17,8 +17,30 @@ baseline arm, the seeds, the primary metric, the gate and the decision rule. :cl
   (:mod:`semmae.pipeline.campaign_report`) after every run.
 
 What outlives a machine (committed with the results) lies under ``<out>/campaign-<name>/``: ``campaign.json`` (the
-pin, the plan's hash, the part caches' hashes), ``gate.json``, ``per-run/<arm>-seed<s>.json``, ``caches/`` and
-``stages/`` (part-quality records); the work folder holds only what can be rebuilt.
+pin, the plan's hash and text, the part caches' hashes), ``gate.json``, ``per-run/<arm>-seed<s>.json``, ``caches/``
+and ``stages/`` (part-quality records); the work folder holds only what can be rebuilt.
+
+Integrity (issue 37):
+
+* **One work folder, one plan.** The first run writes ``<work>/.semmae-campaign.json`` (atomically): the plan's name
+  and SHA-256. A plan of another name or hash given that ``--work`` is refused in one line before anything is
+  written (``--status`` and ``--report-only`` refuse it too, and never write the binding). A work folder without a
+  binding (made before bindings) is bound only when empty, or adopted when all of this holds: this plan's campaign
+  state exists with the same name and hash; every folder under ``runs/`` is a planned run of this plan
+  (``<arm>-seed<s>``); no run's ``config.yaml`` reads another campaign's part caches and no record of another
+  campaign under ``<out>`` cites a checkpoint in it; and something names this plan (the folder is called
+  ``<name>``, as ``run.sh`` makes it, a run reads ``campaign-<name>/caches``, or a record of this campaign cites a
+  checkpoint in it). Otherwise it is refused, naming why; nothing is ever deleted.
+* **The report uses the recorded plan.** ``--status`` / ``--report-only`` read the plan the campaign state recorded
+  (its text in ``campaign.json``, or, for campaigns started before the text was kept, the plan file at the
+  campaign's commit, either checked against the recorded SHA-256). A plan file that differs is named in one line
+  and the report is drawn from the recorded plan; when the recorded plan cannot be recovered nothing is reported.
+  The report says "committed before the first result" only when the plan it uses has the recorded hash.
+* **Records carry a content hash.** The runner writes ``record_sha256`` (SHA-256 of the record's canonical JSON
+  without that field, :func:`record_digest`) into every per-run record, and the campaign state says it does
+  (``records_hashed``). A record whose hash does not match - or, in such a campaign, that has none - is not
+  counted: it is excluded from the means and listed as ``edited: per-run/<file>``. Records without a hash from a
+  campaign started before hashes are counted as before; the report says how many there are.
 
 Decision rule (per comparison, on the primary metric, only when every planned pair is finished - there are no
 interim looks): the 95 % CI of the mean paired difference above 0 -> the direction reproduces; its 90 % CI inside
@@ -28,10 +50,14 @@ otherwise inconclusive (:func:`semmae.eval.paired.decide`).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import hashlib
 import json
 import os
+import re
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +110,92 @@ def code_pin(plan_path: str, repo: Path) -> dict[str, Any]:
 
 sha256 = sha256_file  # a checkpoint's or a cache's digest, as the records hold it
 
+#: the file binding a campaign's ``--work`` folder to its plan (name and SHA-256), written at the folder's first use
+BINDING_NAME = ".semmae-campaign.json"
+#: the field of a per-run record holding the SHA-256 of the rest of the record (:func:`record_digest`)
+RECORD_HASH = "record_sha256"
+
+
+def record_digest(record: dict[str, Any]) -> str:
+    """SHA-256 of a record's canonical JSON (sorted keys, no spaces), the ``record_sha256`` field left out."""
+    body = {k: v for k, v in record.items() if k != RECORD_HASH}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def read_binding(work: Path, name: str, plan_sha: str) -> dict[str, Any] | None:
+    """``work``'s binding (:data:`BINDING_NAME`), or ``None`` when it has none; refused (:class:`UserError`, one
+    line) when it binds another plan than ``name`` with ``plan_sha``, or cannot be read. Reads only."""
+    path = Path(work) / BINDING_NAME
+    if path.is_symlink() or (path.exists() and not path.is_file()):
+        raise UserError(f"{path} is not a campaign binding (not a plain file); nothing touched")
+    if not path.exists():
+        return None
+    try:
+        binding = json.loads(path.read_text())
+        bound, sha = str(binding["name"]), str(binding["plan_sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path} is damaged: cannot tell which plan --work belongs to; nothing touched"
+        ) from None
+    if bound != name or sha != plan_sha:
+        what = "another version of this plan" if bound == name else f"campaign {bound}"
+        raise UserError(
+            f"--work {work} belongs to {what} (plan sha256 {sha[:12]}), not to {name} (plan sha256 "
+            f"{plan_sha[:12]}): one work folder per plan, use another --work; nothing touched"
+        )
+    return binding
+
+
+def _git_blob(repo: Path, commit: str, rel: str) -> bytes | None:
+    try:
+        out = subprocess.run(["git", "show", f"{commit}:{rel}"], cwd=repo, capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return out.stdout
+
+
+def _plan_from_bytes(data: bytes, shown_as: str) -> Plan:
+    """A plan loaded from its recorded bytes; ``path`` names the plan file it stands for (for display)."""
+    with tempfile.TemporaryDirectory(prefix="semmae-plan-") as tmp:
+        path = Path(tmp) / "recorded.yaml"
+        path.write_bytes(data)
+        plan = Plan.load(path)
+    return dataclasses.replace(plan, path=shown_as)
+
+
+def recorded_plan(plan: Plan, state: dict[str, Any], repo: Path) -> tuple[Plan, str, str]:
+    """The plan a campaign recorded at its start: ``(plan, its sha256, note)``. ``note`` is one line when the plan
+    file given differs from the recorded one (then the recorded plan is returned: from the state's ``plan_text``, the
+    recorded plan path, or the plan file at the campaign's commit, whichever has the recorded hash); refused
+    (:class:`UserError`) when the recorded plan cannot be recovered."""
+    want, have = state.get("plan_sha256", ""), sha256(plan.path)
+    if have == want:
+        return plan, have, ""
+    shown = os.path.relpath(plan.path, repo)
+    commit = state.get("commit", "")
+    candidates: list[bytes | None] = []
+    if isinstance(state.get("plan_text"), str):
+        candidates.append(state["plan_text"].encode())
+    recorded_path = Path(state.get("plan", ""))
+    if state.get("plan") and recorded_path.is_file():
+        candidates.append(recorded_path.read_bytes())
+    if commit:
+        for rel in dict.fromkeys([shown, f"benchmarks/campaigns/{plan.name}.yaml"]):
+            if not rel.startswith(".."):
+                candidates.append(_git_blob(repo, commit, rel))
+    for data in candidates:
+        if data is not None and hashlib.sha256(data).hexdigest() == want:
+            note = (
+                f"the plan {shown} (sha256 {have[:12]}) differs from the one campaign {plan.name} recorded "
+                f"(sha256 {want[:12]}); reporting from the recorded plan"
+            )
+            return _plan_from_bytes(data, plan.path), want, note
+    raise UserError(
+        f"the plan {shown} (sha256 {have[:12]}) is not the one campaign {plan.name} recorded (sha256 {want[:12]}), "
+        f"which cannot be recovered (not in campaign.json, not at commit {commit[:12] or '?'}); nothing reported"
+    )
+
 
 # ---------------------------------------------------------------------------------------------------- the runner
 class Campaign(Harness):
@@ -98,6 +210,7 @@ class Campaign(Harness):
         device: str = "auto",
         pin: dict | None = None,
         repo: Path = Path("."),
+        plan_sha: str | None = None,
     ):
         self.plan = plan
         self.arms = {a.key: a for a in plan.arms}
@@ -119,7 +232,11 @@ class Campaign(Harness):
             repo=repo,
         )
         self.pin = pin if pin is not None else code_pin(plan.path, repo)
-        self.plan_sha = sha256(plan.path)
+        # a recorded plan (--status, --report-only) brings its recorded hash
+        self.plan_sha = plan_sha or sha256(plan.path)
+        self.plan_note = ""  # one line when the plan file differs from the recorded plan the report uses
+        self.excluded: list[str] = []  # "edited: per-run/<file>": records not counted (see records())
+        self.unhashed = 0  # counted records without a content hash (written before records were hashed)
         self.masks_root = input_path(plan.data["masks"], repo) if plan.data.get("masks") else None
         self.state_path = self.keep / "campaign.json"
 
@@ -132,11 +249,60 @@ class Campaign(Harness):
         """Stage records committed with the results (``<keep>/stages``: part quality)."""
         return StageMarks(self.keep)
 
+    # -- the work folder's plan ---------------------------------------------------------------------------------
+    @property
+    def binding_path(self) -> Path:
+        return self.work / BINDING_NAME
+
+    def read_binding(self) -> dict[str, Any] | None:
+        """The work folder's binding, or ``None`` when it has none; refused when it binds another plan."""
+        return read_binding(self.work, self.plan.name, self.plan_sha)
+
+    def adoption_problem(self, state: dict[str, Any]) -> str:
+        """Why an unbound work folder may not be bound to this plan ("" when it may): see the module docstring."""
+        entries = sorted(n for n in os.listdir(self.work) if n != BINDING_NAME) if self.work.is_dir() else []
+        if not entries:
+            return ""
+        head = f"--work {self.work} holds files from before campaigns bound their work folder ({', '.join(entries[:3])})"
+        tail = "use a new --work (nothing was touched)"
+        if state.get("name") != self.plan.name or state.get("plan_sha256") != self.plan_sha:
+            return f"{head} and no started campaign {self.plan.name} with this plan vouches for them: {tail}"
+        planned = {f"{k}-seed{s}" for k in [*self.arms, UNTRAINED] for s in self.seeds}
+        runs = self.work / "runs"
+        names = sorted(os.listdir(runs)) if runs.is_dir() else []
+        stray = [n for n in names if n not in planned]
+        if stray:
+            return f"{head}, and runs/{stray[0]} is not a run of {self.plan.name}: {tail}"
+        named = {self.plan.name} if self.work.name == self.plan.name else set()  # run.sh: <WORK>/<plan name>
+        for n in names:  # a run reading part caches names the campaign they belong to
+            try:
+                text = (runs / n / "config.yaml").read_text()
+            except OSError:
+                continue
+            named |= set(re.findall(r"campaign-([^/\s'\"]+)/caches/", text))
+        # records of any campaign under --out that cite a checkpoint in it
+        for rec_path in sorted(self.out.glob("campaign-*/per-run/*.json")):
+            try:
+                rec = json.loads(rec_path.read_text())
+                ckpt = Path(str(rec.get("checkpoint") or "")).resolve()
+            except (OSError, ValueError, AttributeError):
+                continue
+            if rec.get("checkpoint") and self.work in ckpt.parents:
+                named.add(str(rec.get("campaign") or rec_path.parent.parent.name.removeprefix("campaign-")))
+        others = sorted(named - {self.plan.name})
+        if others:
+            return f"{head}, and it holds runs of campaign {others[0]}: {tail}"
+        if self.plan.name not in named:
+            return f"{head}, and nothing in it names campaign {self.plan.name}: {tail}"
+        return ""
+
     # -- the pin -----------------------------------------------------------------------------------------------
     def claim(self) -> None:
-        """Refuse to mix commits or plans in one campaign; record the pin at the first run."""
+        """Refuse to mix commits or plans in one campaign or one work folder; record the pin and bind the work
+        folder to the plan at the first run."""
         if self.pin["problem"]:
             raise UserError(self.pin["problem"])
+        bound = self.read_binding() is not None
         state = json.loads(self.state_path.read_text()) if self.state_path.exists() else {}
         if state:
             if state["commit"] != self.pin["commit"]:
@@ -147,17 +313,34 @@ class Campaign(Harness):
                 )
             if state["plan_sha256"] != self.plan_sha:
                 raise UserError(f"the plan {self.plan.path} changed since {self.work} was started")
-            return
-        state = {
-            "name": self.plan.name,
-            "plan": self.plan.path,
-            "plan_sha256": self.plan_sha,
-            "commit": self.pin["commit"],
-            "device": self.device,
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        }
-        self.keep.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(self.state_path, state)
+        if not bound and (why := self.adoption_problem(state)):
+            raise UserError(why)
+        if not state:
+            plan_bytes = Path(self.plan.path).read_bytes()
+            state = {
+                "name": self.plan.name,
+                "plan": self.plan.path,
+                "plan_sha256": self.plan_sha,
+                "plan_text": plan_bytes.decode("utf-8", errors="replace"),
+                "commit": self.pin["commit"],
+                "device": self.device,
+                "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "records_hashed": True,  # every per-run record carries record_sha256
+            }
+            if hashlib.sha256(state["plan_text"].encode()).hexdigest() != self.plan_sha:
+                del state["plan_text"]  # not UTF-8: the plan at the commit stands for it
+            self.keep.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(self.state_path, state)
+        if not bound:
+            atomic_write_json(
+                self.binding_path,
+                {
+                    "name": self.plan.name,
+                    "plan_sha256": self.plan_sha,
+                    "bound": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                    "adopted": any(n != BINDING_NAME for n in os.listdir(self.work)),
+                },
+            )
 
     def check_caches(self) -> None:
         """Record each part cache's SHA-256 at first use; refuse a campaign whose caches changed since (a part
@@ -268,21 +451,45 @@ class Campaign(Harness):
     def record_path(self, key: str, seed: int) -> Path:
         return self.runs_dir / f"{key}-seed{seed}.json"
 
-    def verified(self, key: str, seed: int) -> dict[str, Any] | None:
-        """The finished record of a run if it is whole and from this campaign's commit (its checkpoint unchanged)."""
+    def records_hashed(self) -> bool:
+        """Whether this campaign's runner hashes every record (its state says so: started after hashes)."""
+        try:
+            return bool(json.loads(self.state_path.read_text()).get("records_hashed"))
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def check_record(
+        self, key: str, seed: int, hashed: bool | None = None
+    ) -> tuple[dict[str, Any] | None, str]:
+        """``(record, problem)``: the record if it is whole, unedited and from this campaign's commit (its checkpoint
+        unchanged), else ``None``; ``problem`` is ``"edited"`` (content hash wrong, or missing where the campaign
+        hashes records), ``"damaged"`` (not JSON), ``"unhashed"`` (counted: from before hashes) or ""."""
         path = self.record_path(key, seed)
         try:
             rec = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None, ""
         except (OSError, ValueError):
-            return None
+            return None, "damaged"
+        if not isinstance(rec, dict):
+            return None, "damaged"
+        digest = rec.get(RECORD_HASH)
+        if digest is not None and digest != record_digest(rec):
+            return None, "edited"
         if rec.get("commit") != self.pin["commit"] or metric(rec, self.plan.primary) is None:
-            return None
+            return None, ""
+        if digest is None and (self.records_hashed() if hashed is None else hashed):
+            return None, "edited"
         # on the machine that wrote it, the checkpoint must still be the one evaluated; on another machine (the
         # work folder is not committed) the committed record stands on its own
         ckpt = rec.get("checkpoint")
         if ckpt and Path(ckpt).is_file() and sha256(ckpt) != rec.get("checkpoint_sha256"):
-            return None
-        return rec
+            return None, ""
+        return rec, "unhashed" if digest is None else ""
+
+    def verified(self, key: str, seed: int) -> dict[str, Any] | None:
+        """The finished record of a run if it is whole, unedited and from this campaign's commit."""
+        return self.check_record(key, seed)[0]
 
     def base_record(self, key: str, seed: int) -> dict[str, Any]:
         return {**super().base_record(key, seed), "commit": self.pin["commit"], "campaign": self.plan.name}
@@ -290,6 +497,9 @@ class Campaign(Harness):
     def finish(self, path: Path, record: dict[str, Any]) -> None:
         if record.get("checkpoint"):
             record["checkpoint_sha256"] = sha256(record["checkpoint"])
+        # as it will read back (tuples as lists), then its content hash
+        record = json.loads(json.dumps(record))
+        record[RECORD_HASH] = record_digest(record)
         atomic_write_json(path, record)
         self.log(
             f"{record['key']} seed {record['seed']}: {self.plan.primary} {metric(record, self.plan.primary):.2f} "
@@ -298,13 +508,17 @@ class Campaign(Harness):
 
     def run_arm(self, arm: Arm, seed: int) -> bool:
         """Run one arm of one seed unless it is finished and verified; True if it ran."""
-        if self.verified(arm.key, seed):
+        rec, problem = self.check_record(arm.key, seed)
+        if rec:
             return False
         path = self.record_path(arm.key, seed)
         if path.exists():  # kept beside, never deleted: a record this campaign cannot vouch for
-            self.log(
-                f"{path.name}: not verified (other commit, damaged, or its checkpoint changed); rerunning"
+            why = (
+                "edited after the runner wrote it (content hash)"
+                if problem == "edited"
+                else "not verified (other commit, damaged, or its checkpoint changed)"
             )
+            self.log(f"{path.name}: {why}; kept beside, rerunning")
             os.replace(path, path.with_suffix(f".rejected-{int(time.time())}.json"))
         self.run_one(arm.grid_config(), seed)
         return True
@@ -347,12 +561,18 @@ class Campaign(Harness):
 
     # -- driver ------------------------------------------------------------------------------------------------
     def records(self) -> dict[tuple[str, int], dict[str, Any]]:
-        recs = {}
+        """The counted records; sets ``excluded`` (``"edited: per-run/<file>"``) and ``unhashed``."""
+        recs, excluded, unhashed = {}, [], 0
+        hashed = self.records_hashed()
         for key in [*self.arms, UNTRAINED]:
             for seed in self.seeds:
-                rec = self.verified(key, seed)
+                rec, problem = self.check_record(key, seed, hashed)
                 if rec:
                     recs[(key, seed)] = rec
+                    unhashed += problem == "unhashed"
+                elif problem in ("edited", "damaged"):
+                    excluded.append(f"{problem}: {self.runs_dir.name}/{self.record_path(key, seed).name}")
+        self.excluded, self.unhashed = excluded, unhashed
         return recs
 
     def status(self) -> str:
@@ -400,6 +620,42 @@ class Campaign(Harness):
         self.summarise()
         self.log(self.status())
         return self.out / f"{self.stem}.md"
+
+
+def recorded_campaign(
+    plan: Plan,
+    work: Path,
+    out: Path,
+    device: str = "auto",
+    pin: dict | None = None,
+    repo: Path = Path("."),
+    need_state: bool = True,
+) -> Campaign:
+    """The campaign as its state recorded it, for ``--status`` and ``--report-only``: the recorded plan and hash
+    (:func:`recorded_plan`; ``plan_note`` says when the plan file differs), the recorded commit, the work folder's
+    binding checked (never written). Without a state: refused when ``need_state``, else the plan as given."""
+    state_path = out.resolve() / f"campaign-{plan.name}" / "campaign.json"
+    if not state_path.exists():
+        read_binding(work.resolve(), plan.name, sha256(plan.path))
+        if need_state:
+            raise UserError(
+                f"no campaign state {state_path}: campaign {plan.name} has not started there (check --out); "
+                "nothing reported"
+            )
+        return Campaign(plan, work, out, device, pin, repo=repo)
+    try:
+        state = json.loads(state_path.read_text())
+        damaged = not (isinstance(state.get("commit"), str) and isinstance(state.get("plan_sha256"), str))
+    except (OSError, ValueError, AttributeError):
+        damaged = True
+    if damaged:
+        raise UserError(f"{state_path} is damaged (no commit or plan hash); nothing reported")
+    used, sha, note = recorded_plan(plan, state, repo)
+    c = Campaign(used, work, out, device, pin, repo=repo, plan_sha=sha)
+    c.pin = {**c.pin, "commit": state["commit"]}  # report the campaign's own commit, not this checkout's
+    c.plan_note = note
+    c.read_binding()
+    return c
 
 
 def gate_result(plan: Plan, base: dict[str, Any], init: dict[str, Any]) -> dict[str, Any]:
