@@ -203,6 +203,7 @@ class Demo:
                 masks=str(self.data / "masks" / "val"),
                 checkpoint=ckpt,
                 out=str(metrics),
+                overwrite=True,  # the demo's own file (a stage that ran again)
                 batch_size=b.batch_size,
                 **self.common(),
             ),
@@ -213,6 +214,7 @@ class Demo:
             data=val,
             checkpoint=ckpt,
             out=str(figure),
+            overwrite=True,
             num_images=PART_FIGURE_IMAGES,
             masks=str(self.data / "masks" / "val"),
             device=self.cfg.device,

@@ -19,6 +19,7 @@ class MasksShowConfig:
         "masks/ folder is used, else a quadrant fallback",
     )
     out: str = option("masks.png", "output PNG")
+    overwrite: bool = option(False, "replace a figure semmae drew earlier at --out (never any other file)")
     num_images: int = option(4, "images (rows) to draw")
     alphas: tuple[float, ...] = option(
         (0.0, 0.25, 0.5, 0.75, 1.0), "alphas (columns); 0 = per part, 1 = whole parts"
@@ -48,7 +49,14 @@ class MasksShowConfig:
 
 def show(cfg: MasksShowConfig) -> int:
     from semmae.masking.figure import cache_image_size, draw_masks_figure, load_examples
+    from semmae.utils.ownership import check_output_file, png_written_by_semmae
 
+    check_output_file(
+        cfg.out,
+        overwrite=cfg.overwrite,
+        inputs={"--data": cfg.data, "--cache": cfg.cache},
+        written_by_semmae=png_written_by_semmae,
+    )
     size = cfg.img_size or (cache_image_size(cfg.cache) if cfg.cache else None) or DEFAULT_SIZE
     if size % cfg.patch_size:
         raise UserError(

@@ -129,7 +129,7 @@ def draw_masks_figure(
         fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    fig.savefig(buf, format="png", dpi=100, metadata={"Software": "semmae masks show"})
     plt.close(fig)
     atomic_write_bytes(out, buf.getvalue())
     return Path(out)

@@ -224,6 +224,7 @@ class PartsShowConfig:
         "", "part checkpoint written by 'semmae parts train', or its run folder", checkpoint=True
     )
     out: str = option("parts.png", "PNG to write")
+    overwrite: bool = option(False, "replace a figure semmae drew earlier at --out (never any other file)")
     num_images: int = option(8, "images (rows) in the grid")
     grid: int = option(0, "grid the parts are drawn at; 0 = encoder grid")
     masks: str | None = option(
@@ -261,6 +262,10 @@ class PartsEvalConfig:
     batch_size: int = option(64, "images per encoder pass (baselines)")
     num_workers: str = option("auto", WORKERS_HELP)
     out: str | None = option(None, "metrics JSON path; default: part_metrics.json beside the cache")
+    overwrite: bool = option(
+        False,
+        "replace metrics semmae wrote earlier at --out (the default file beside the cache is always replaced)",
+    )
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     seed: int = option(0, "k-means seed")
 

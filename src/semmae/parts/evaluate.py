@@ -9,6 +9,7 @@ its R/G x R/G pixels. A keypoint (x, y) of a W x H image falls in cell (floor(y 
 from __future__ import annotations
 
 import csv
+import json
 import math
 from pathlib import Path
 from typing import Any
@@ -169,11 +170,45 @@ def _baseline_predictions(cfg: PartsEvalConfig, cache: PartCache, data_root: str
     }
 
 
+def metrics_path(cfg: PartsEvalConfig) -> Path:
+    """Where ``parts eval`` writes, checked first (:mod:`semmae.utils.ownership`): ``--out`` (a file semmae wrote
+    there is replaced only with ``--overwrite``), else ``part_metrics.json`` beside the cache (the cache's own
+    report, replaced whenever semmae wrote it)."""
+    from semmae.utils.ownership import check_output_file
+
+    default = not cfg.out
+    out = Path(cfg.cache) / "part_metrics.json" if default else Path(cfg.out)
+    inputs = {
+        "--data": cfg.data,
+        "--masks": cfg.masks,
+        "--keypoints": cfg.keypoints,
+        "--checkpoint": cfg.checkpoint,
+    }
+    if not default:
+        inputs["--cache"] = cfg.cache
+    check_output_file(out, overwrite=default or cfg.overwrite, inputs=inputs, written_by_semmae=_ours)
+    return out
+
+
+def _ours(path: Path) -> bool:
+    """A metrics file ``parts eval`` wrote (its ``meta`` says so; older ones: the meta it always held)."""
+    try:
+        meta = json.loads(path.read_bytes().decode("utf-8")).get("meta", {})
+    except (OSError, ValueError, UnicodeDecodeError, AttributeError, RecursionError):
+        return False
+    if not isinstance(meta, dict):
+        return False
+    return meta.get("written_by") == "semmae parts eval" or {"cache", "grid", "num_parts", "images"} <= set(
+        meta
+    )
+
+
 def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
     """Score the cache (and baselines); write ``part_metrics.json``; return the metrics dict."""
     root = Path(cfg.data)
     if not root.is_dir():
         raise UserError(f"data folder {root} does not exist")
+    out = metrics_path(cfg)
     dataset = ImageFolderDataset(root)
     cache = PartCache.open(cfg.cache, dataset.relative_paths, root=root)
     g, n, num_images = cache.grid, cache.num_parts, len(dataset)
@@ -252,8 +287,8 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         "images": num_images,
         "producer": cache.meta.get("producer", {}),
         "notes": notes,
+        "written_by": "semmae parts eval",
     }
-    out = Path(cfg.out) if cfg.out else Path(cfg.cache) / "part_metrics.json"
     atomic_write_json(out, ordered)
     ordered["meta"]["written_to"] = str(out)
     return ordered

@@ -29,6 +29,14 @@ def _label_map(path: Path, size: int) -> torch.Tensor:
 
 
 def show_parts(cfg: PartsShowConfig) -> Path:
+    from semmae.utils.ownership import check_output_file, png_written_by_semmae
+
+    check_output_file(
+        cfg.out,
+        overwrite=cfg.overwrite,
+        inputs={"--data": cfg.data, "--checkpoint": cfg.checkpoint, "--masks": cfg.masks},
+        written_by_semmae=png_written_by_semmae,
+    )
     device = resolve_device(cfg.device)
     encoder, model, _ = load_part_model(cfg.checkpoint, device)
     dataset = ImageFolderDataset(cfg.data, transform=full_image_transform(encoder.img_size))

@@ -50,10 +50,12 @@ def grid_image(columns: list[np.ndarray], pad: int = 2) -> np.ndarray:
     return out
 
 
-def save_png(array: np.ndarray, path: str | Path) -> None:
-    """Write uint8 [H, W, 3] as a PNG atomically."""
+def save_png(array: np.ndarray, path: str | Path, verb: str = "parts show") -> None:
+    """Write uint8 [H, W, 3] as a PNG atomically, signed as ``semmae <verb>``'s figure."""
     import io
 
+    from semmae.utils.ownership import png_info
+
     buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
+    Image.fromarray(array).save(buf, format="PNG", pnginfo=png_info(verb))
     atomic_write_bytes(path, buf.getvalue())

@@ -208,6 +208,51 @@ def run_folder_above(path: str | Path) -> Path | None:
     return None
 
 
+def _held_here(folder: Path) -> bool:
+    """Whether this process holds the run folder ``folder`` (a stage writing its own figure or metrics)."""
+    import sys
+
+    rundir = sys.modules.get("semmae.utils.rundir")
+    return rundir is not None and folder in rundir.held_folders()
+
+
+#: the key (JSON) or PNG text entry that says which semmae verb wrote a single-file output
+WRITTEN_BY = "written_by"
+
+
+def json_written_by_semmae(path: Path) -> bool:
+    """A JSON file whose top-level object says a semmae verb wrote it (``"written_by": "semmae ..."``)."""
+    try:
+        if path.stat().st_size > 64 << 20:
+            return False
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(data, dict) and str(data.get(WRITTEN_BY, "")).startswith("semmae ")
+
+
+def png_written_by_semmae(path: Path) -> bool:
+    """A PNG whose ``Software`` text entry says a semmae verb drew it (:func:`png_info`)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return im.format == "PNG" and str(getattr(im, "text", {}).get("Software", "")).startswith(
+                "semmae "
+            )
+    except Exception:  # noqa: BLE001 - not an image PIL can open
+        return False
+
+
+def png_info(verb: str):
+    """PIL ``pnginfo`` that signs a figure as ``semmae <verb>``'s (what lets ``--overwrite`` replace it later)."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", f"semmae {verb}")
+    return info
+
+
 def check_output_file(
     path: str | Path,
     *,
@@ -233,7 +278,7 @@ def check_output_file(
             f"{flag} {path} lies inside {live}, the folder of a run that is still going; use another {flag}"
         )
     run = run_folder_above(p)
-    if run is not None:
+    if run is not None and not _held_here(run):
         raise UserError(
             f"{flag} {path} lies inside {run}, a folder semmae owns (a run or an export); write it elsewhere"
         )

@@ -222,7 +222,7 @@ class RunDir:
             raise RuntimeError(f"run directory {self.path} was released before start()")
         if self.resume and config is not None:
             self._check_same_data(config)
-            if keep_log_until is not None and keep_log_until >= 0:  # continued from a checkpoint
+            if keep_log_until is not None:  # continued (or evaluated again, -1) in the same folder
                 self._check_same_meaning(config)
         self._started = True
         self._record_holder(self.verb)
@@ -431,14 +431,20 @@ def note_written(path: str | Path) -> None:
         run.note_entries()
 
 
-def live_lock_above(path: str | Path) -> Path | None:
-    """The nearest of ``path`` and its parents whose run lock (``.semmae.lock``) another process holds now, if any:
-    a folder a destructive option must leave alone. Folders this process holds do not count."""
+def held_folders() -> set[Path]:
+    """The run folders this process holds now (resolved)."""
     ours = set()
     run = _current
     while run is not None:
         ours.add(run.path.resolve())
         run = run._outer
+    return ours
+
+
+def live_lock_above(path: str | Path) -> Path | None:
+    """The nearest of ``path`` and its parents whose run lock (``.semmae.lock``) another process holds now, if any:
+    a folder a destructive option must leave alone. Folders this process holds do not count."""
+    ours = held_folders()
     path = Path(path).resolve()
     for folder in (path, *path.parents):
         lock = folder / LOCK_NAME
