@@ -213,3 +213,24 @@ def test_gif_files_are_skipped_with_a_note(tmp_path, capsys):
     (tmp_path / "gifs" / "c" / "only.gif").write_bytes(b"GIF89a")
     assert main(["data", "check", "--data", str(tmp_path / "gifs")]) == 2
     one_error_line(capsys, "holds no images", "its 1 .gif file(s) are skipped")
+
+
+def test_synth_never_writes_into_a_users_folder(tmp_path, capsys):
+    """Issue 37: `data synth` wrote its class folders into any folder without a synth.json, replacing same-named
+    files; a dataset root with train/ and val/ got synthetic classes added."""
+    from semmae.cli import main
+
+    user = user_folder(tmp_path / "home")
+    imagenette = tmp_path / "imagenette"
+    (imagenette / "train" / "n01440764").mkdir(parents=True)
+    (imagenette / "train" / "n01440764" / "fish.JPEG").write_bytes(b"jpeg")
+    (imagenette / "val").mkdir()
+    for out in (user, imagenette):
+        before = folder_snapshot(out)
+        assert main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "16"]) == 2
+        assert "which data synth did not write" in capsys.readouterr().err
+        assert folder_snapshot(out) == before
+    fresh = tmp_path / "synth"
+    assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
+    (fresh / "synth.json").unlink()  # as if interrupted before its record: it may finish
+    assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0

@@ -224,8 +224,32 @@ def make_synthetic_dataset(
 
 
 def _check_out(out: Path) -> None:
+    """``--out`` is new, empty, or what an interrupted ``data synth`` left (its split folders of its own classes):
+    never a folder of a user's, whose files or classes the synthetic images would join or replace."""
     if (out / "synth.json").exists():
         raise UserError(f"{out} already holds a synthetic dataset; choose another --out or delete it")
+    if not out.is_dir():
+        return
+    from semmae.utils.ownership import current_entries
+
+    splits = {"train", "val"}
+    expected = {
+        "": splits | {"masks"},
+        "masks": splits,
+        **{s: set(OBJECT_CLASSES) for s in splits},
+        **{f"masks/{s}": set(OBJECT_CLASSES) for s in splits},
+    }
+    for rel, allowed in expected.items():
+        folder = out / rel if rel else out
+        if not folder.is_dir() or folder.is_symlink():
+            continue
+        stray = [n for n in current_entries(folder) if n not in allowed or not (folder / n).is_dir()]
+        if stray:
+            shown = ", ".join(stray[:4]) + (f" and {len(stray) - 4} more" if len(stray) > 4 else "")
+            raise UserError(
+                f"--out {out} holds {shown}{' in ' + rel if rel else ''}, which data synth did not write; it "
+                "writes only into a new or empty folder: choose another --out"
+            )
 
 
 def _write(

@@ -439,6 +439,7 @@ class Campaign(Harness):
             cache=cache,
             masks=self.data.get("masks_val"),
             out=str(self.work / "parts_quality" / f"{kind}_grid{grid}.json"),
+            overwrite=True,  # the campaign's own file (a stage that ran again after a stop)
             **self.common(),
         )
         run_stage("parts eval", cfg)

@@ -99,6 +99,7 @@ def learn_and_score(run: PartRun, encoder_checkpoint: str | Path, out: Path, see
             **({"masks": run.masks} if run.masks else {}),
             eval_size=run.eval_size,
             out=str(metrics),
+            overwrite=True,
             **run.common,
         )
         run_stage("parts eval", evaluation)
