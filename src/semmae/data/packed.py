@@ -13,16 +13,24 @@ so any WebDataset reader streams a pack from a filesystem, HTTP or object storag
 one box :class:`PackedImages` memory-maps the shards and copies a batch's pixels straight out of them (the byte
 offsets of every array are recorded per shard in ``index/``). Layout of a pack folder::
 
-    pack.json          format version, side, classes, image count, file-list digest, part-cache settings, and
-                       one row per finished shard: name, first image, count, bytes, sha256 (tar and index)
+    pack.json          format version, side, classes, image count, file-list digest, part-cache settings, the
+                       SHA-256 of each field a reader trusts (``digests``), and one row per finished shard:
+                       name, first image, count, bytes, sha256 (tar and index)
     files.txt          the dataset's relative file list (pack index = ImageFolder index)
     shard-000000.tar   ...
     index/shard-000000.npy   int64 [count, 5]: pixels offset, parts offset, label, height, width
 
 Packing decodes with the same rules as ``semmae data check`` (:func:`semmae.data.images.load_rgb`); an unreadable
 file stops it with its path. Shards are written as ``*.partial`` and renamed once hashed and recorded, so an
-interrupted pack resumes at the first unfinished shard. Opening a pack checks every shard's size; ``semmae data
-check --data PACK`` (:meth:`PackedImages.verify`) re-hashes every shard and names a bad one.
+interrupted pack resumes at the first unfinished shard. Opening a pack checks every shard's size, the manifest's
+fields against their digests, ``files.txt`` against the manifest, and the classes against the file list and the
+labels; ``semmae data check --data PACK`` (:func:`open_pack_checked`) also re-hashes every shard, naming a bad one,
+and reads every sample back (:meth:`PackedImages.check_contents`): its key, path, label, size and part ids must be
+what the manifest, ``files.txt`` and the index say. Packs made before ``digests`` existed are checked as far as
+their shards allow, and ``data check`` says what it could not verify.
+
+``--overwrite`` and resume act only on a folder holding nothing but a pack's files (:func:`not_a_pack`; no symlinks)
+and delete exactly those files (:func:`_clear_pack`).
 
 The whole image is resized to a square (its size on disk is kept), so the part cache's G x G grid over the image
 stays aligned with the pixels; :class:`~semmae.data.batch_augment.BatchPartAugment` draws RandomResizedCrop boxes in
@@ -56,6 +64,10 @@ FORMAT_VERSION = 1
 MANIFEST = "pack.json"
 _PACK_FILE = re.compile(r"^shard-\d{6}\.tar(\.partial)?$")
 _INDEX_FILE = re.compile(r"^shard-\d{6}\.npy(\.partial)?$")
+#: the atomic-write temporaries (:mod:`semmae.utils.io`) of a pack's own manifest and file list
+_OWN_TEMPORARY = re.compile(r"^\.(pack\.json|files\.txt)\.[A-Za-z0-9_]+\.tmp$")
+#: manifest fields that are not settings: the digests (derived from them) and the progress
+_NOT_SETTINGS = ("shards", "complete", "digests")
 
 
 def is_pack(path: str | Path) -> bool:
@@ -165,6 +177,7 @@ def pack_dataset(
             "producer": cache.meta.get("producer", {}),
         },
     }
+    meta["digests"] = field_digests(meta)
     check_out_outside(out, {"--data": root})
     live = live_lock_above(out)
     if live is not None and live != out.resolve():
@@ -193,21 +206,34 @@ def _check_pack_folder(out: Path) -> None:
         )
 
 
+def _is_pack_file(name: str) -> bool:
+    return bool(_PACK_FILE.match(name)) or name in (MANIFEST, "files.txt") or bool(_OWN_TEMPORARY.match(name))
+
+
 def not_a_pack(out: Path) -> str | None:
     """Why folder ``out`` is not a pack, or None when it is one: a ``pack.json`` of this format and only a pack's
-    files. The marker `data pack` checks before it replaces or writes anything there."""
+    files, each a plain file (an ``index`` folder of index files; no symlinks: nothing there leads out of the
+    folder). The marker `data pack` checks before it replaces or writes anything there."""
     if not out.is_dir():
         return "is not a folder"
-    names = [p.name for p in out.iterdir()]
-    foreign = [
-        n for n in names if not _PACK_FILE.match(n) and n not in (MANIFEST, "files.txt", "index", LOCK_NAME)
-    ]
-    if (out / "index").exists():
-        if not (out / "index").is_dir():
-            foreign.append("index")
+    foreign = []
+    for p in out.iterdir():
+        if p.name == LOCK_NAME or (is_temporary(p.name) and not _OWN_TEMPORARY.match(p.name)):
+            continue  # the writer's lock; another process's temporary, which no clear touches
+        if p.name == "index":
+            plain = p.is_dir() and not p.is_symlink()
         else:
-            foreign += [f"index/{p.name}" for p in (out / "index").iterdir() if not _INDEX_FILE.match(p.name)]
-    foreign = [n for n in foreign if not is_temporary(Path(n).name)]
+            plain = _is_pack_file(p.name) and p.is_file() and not p.is_symlink()
+        if not plain:
+            foreign.append(p.name)
+    index = out / "index"
+    if index.is_dir() and not index.is_symlink():
+        foreign += [
+            f"index/{p.name}"
+            for p in index.iterdir()
+            if not (_INDEX_FILE.match(p.name) and p.is_file() and not p.is_symlink())
+            and not is_temporary(p.name)
+        ]
     if foreign:
         more = f" and {len(foreign) - 4} more" if len(foreign) > 4 else ""
         return f"holds {', '.join(sorted(foreign)[:4])}{more}"
@@ -223,17 +249,19 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
     shards: list[dict[str, Any]] = []
     if manifest.is_file():
         old = _read_manifest(out)
-        settings = {k: v for k, v in old.items() if k not in ("shards", "complete")}
+        # settings only: a pack made before manifests had digests resumes too (and gets them)
+        settings = {k: v for k, v in old.items() if k not in _NOT_SETTINGS}
+        wanted = {k: v for k, v in meta.items() if k not in _NOT_SETTINGS}
         if old.get("complete") and not overwrite:
             # a finished pack is rewritten only where a shard went missing or damaged (what `data check` advises)
             shards = (
-                _intact_shards(out, old["shards"], checksums=False) if settings == meta else old["shards"]
+                _intact_shards(out, old["shards"], checksums=False) if settings == wanted else old["shards"]
             )
             if len(shards) == len(old["shards"]):
                 raise UserError(f"pack {out} already exists; pass --overwrite to replace it")
-        elif old.get("complete") or settings != meta:
+        elif old.get("complete") or settings != wanted:
             if not overwrite:
-                changed = sorted(k for k in meta if settings.get(k) != meta[k])
+                changed = sorted(k for k in wanted if settings.get(k) != wanted[k])
                 raise UserError(
                     f"an unfinished pack at {out} was started with other settings ({', '.join(changed)} "
                     "differ); rerun with the same settings to resume it, or pass --overwrite"
@@ -310,13 +338,22 @@ def _index_name(shard: str) -> str:
 
 
 def _clear_pack(out: Path) -> None:
-    if not out.exists():
+    """Delete exactly a pack's own files (shards, index files, manifest, file list, their temporaries) from
+    ``out``, which :func:`not_a_pack` accepted; a symlink is never followed (``index`` is entered only when it
+    is a real folder)."""
+    if not out.is_dir():
         return
-    for p in list(out.glob("shard-*.tar*")) + list((out / "index").glob("*.npy")):
-        p.unlink()
-    for name in (MANIFEST, "files.txt"):
-        if (out / name).exists():
-            (out / name).unlink()
+    folders = [(out, _is_pack_file)]
+    index = out / "index"
+    if index.is_dir() and not index.is_symlink():
+        folders.append((index, lambda name: bool(_INDEX_FILE.match(name))))
+    for folder, own in folders:
+        for entry in os.scandir(folder):
+            if own(entry.name) and not entry.is_dir(follow_symlinks=False):
+                try:
+                    os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
 
 
 def _write_manifest(out: Path, meta: dict[str, Any], shards: list[dict[str, Any]], complete: bool) -> None:
@@ -505,7 +542,14 @@ def _check_manifest(path: Path, meta: dict[str, Any]) -> None:
         for key, ok in (
             ("side", count(meta.get("side"), 1)),
             ("num_images", count(meta.get("num_images"), 0)),
-            ("classes", isinstance(meta.get("classes"), list) and len(meta["classes"]) >= 1),
+            (
+                "classes",
+                isinstance(meta.get("classes"), list)
+                and len(meta["classes"]) >= 1
+                and all(isinstance(c, str) for c in meta["classes"]),
+            ),
+            ("file_list_digest", isinstance(meta.get("file_list_digest"), str)),
+            ("digests", meta.get("digests") is None or isinstance(meta.get("digests"), dict)),
             ("shards", isinstance(meta.get("shards"), list)),
             (
                 "parts",
@@ -556,6 +600,104 @@ def _check_shard(path: Path, meta: dict[str, Any], row: dict[str, Any], index: n
             raise UserError(f"{where}: its index has offsets outside the shard; {REPACK}")
     if ((index[:, 2] < 0) | (index[:, 2] >= len(meta["classes"]))).any():
         raise UserError(f"{where}: its index has labels outside the {len(meta['classes'])} classes; {REPACK}")
+
+
+#: the manifest fields a reader trusts beyond what the shards' shapes and sizes show; ``pack`` records the SHA-256
+#: of each (``digests``), so a hand edit of one is refused when the pack is opened
+TRUSTED_FIELDS = ("side", "num_images", "classes", "file_list_digest", "parts")
+
+
+def _trusted_value(meta: dict[str, Any], key: str) -> Any:
+    if key == "parts" and isinstance(meta.get("parts"), dict):
+        return {"grid": meta["parts"].get("grid"), "num_parts": meta["parts"].get("num_parts")}
+    return meta.get(key)
+
+
+def field_digests(meta: dict[str, Any]) -> dict[str, str]:
+    """The SHA-256 of each of :data:`TRUSTED_FIELDS` (canonical JSON; of ``parts`` its grid and part count)."""
+    return {
+        key: hashlib.sha256(json.dumps(_trusted_value(meta, key), sort_keys=True).encode()).hexdigest()
+        for key in TRUSTED_FIELDS
+    }
+
+
+def read_file_list(path: str | Path) -> list[str]:
+    """A pack's ``files.txt``: one relative path a line (only ``\\n`` ends a line)."""
+    lines = (Path(path) / "files.txt").read_text(encoding="utf-8").split("\n")
+    return lines[:-1] if lines and lines[-1] == "" else lines
+
+
+def _check_consistency(path: Path, meta: dict[str, Any], labels: np.ndarray) -> None:
+    """What a reader checks before trusting a manifest whose shards fit it (cheap: no shard is read): its fields
+    against the digests written at pack time (packs that have them), ``files.txt`` against its image count and
+    file-list digest, and its classes against the file list and the labels (an ImageFolder's class is the first
+    folder of a path, and every class has images)."""
+    digests = meta.get("digests")
+    if digests is not None:
+        edited = [k for k, v in field_digests(meta).items() if digests.get(k) != v]
+        if edited:
+            names = ", ".join("parts (grid, num_parts)" if k == "parts" else k for k in edited)
+            raise UserError(
+                f"pack {path}: {MANIFEST}'s {names} differ from what was packed (the digests written at pack time "
+                f"do not match); {REPACK}"
+            )
+    try:
+        files = read_file_list(path)
+    except (OSError, UnicodeDecodeError) as e:
+        why = getattr(e, "strerror", None) or type(e).__name__
+        raise UserError(f"pack {path}: files.txt is missing or unreadable ({why}); {REPACK}") from None
+    n = int(meta["num_images"])
+    if len(files) != n:
+        raise UserError(f"pack {path}: files.txt lists {len(files)} files, {MANIFEST} {n} images; {REPACK}")
+    if file_list_digest(files) != meta["file_list_digest"]:
+        raise UserError(
+            f"pack {path}: files.txt is not the file list that was packed (its digest is not {MANIFEST}'s "
+            f"file_list_digest); {REPACK}"
+        )
+    classes = meta["classes"]
+    ids = {c: i for i, c in enumerate(classes)}
+    folder = np.fromiter((ids.get(f.split("/", 1)[0], -1) for f in files), dtype=np.int64, count=n)
+    bad = np.flatnonzero(folder != labels)
+    if bad.size:
+        i = int(bad[0])
+        raise UserError(
+            f"pack {path}: image {i} ({files[i]}) has label {int(labels[i])}, which {MANIFEST}'s classes name "
+            f"{classes[int(labels[i])]!r}, not its class folder {files[i].split('/', 1)[0]!r}; {REPACK}"
+        )
+    used = np.unique(labels).size
+    if used != len(classes):
+        raise UserError(
+            f"pack {path}: {MANIFEST} lists {len(classes)} classes, its images have {used}; {REPACK}"
+        )
+
+
+def _shard_records(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(key, members)`` of every sample of a local shard, pixels unread: ``pixels.npy`` -> (data offset,
+    shape), ``parts.npy`` -> (data offset, array), ``cls`` and ``json`` -> their bytes."""
+    key: str | None = None
+    members: dict[str, Any] = {}
+    with tarfile.open(path, "r:") as tar, open(path, "rb") as fh:
+        for m in tar:
+            k, _, field = m.name.partition(".")
+            if key is not None and k != key:
+                yield key, members
+                members = {}
+            key = k
+            if not m.isfile():
+                members[field] = None
+            elif field == "pixels.npy":
+                shape, offset = _npy_header(fh, m.offset_data)
+                members[field] = (offset, shape)
+            elif field == "parts.npy":
+                raw = tar.extractfile(m).read()
+                members[field] = (
+                    _npy_data_offset(fh, m.offset_data),
+                    np.lib.format.read_array(io.BytesIO(raw)),
+                )
+            else:
+                members[field] = tar.extractfile(m).read()
+    if key is not None:
+        yield key, members
 
 
 class PackedImages:
@@ -616,6 +758,7 @@ class PackedImages:
             raise UserError(
                 f"pack {path} indexes {len(index)} images, its manifest says {meta['num_images']}"
             )
+        _check_consistency(path, meta, index[:, 2])
         return PackedImages(path, meta, index, np.concatenate(shard_of))
 
     def __len__(self) -> int:
@@ -623,7 +766,7 @@ class PackedImages:
 
     @property
     def relative_paths(self) -> list[str]:
-        return (self.path / "files.txt").read_text().splitlines()
+        return read_file_list(self.path)
 
     @property
     def bytes_per_image(self) -> float:
@@ -682,9 +825,88 @@ class PackedImages:
                 bad.append(s["name"])
         return bad
 
+    def check_contents(self, progress: bool = False) -> list[str]:
+        """Read every sample of every shard back and check it against the manifest, ``files.txt`` and the index:
+        its key (its image index), members, label, path, size on disk, array shapes and byte offsets, and that its
+        part ids lie in ``0..num_parts``. The first disagreement is one UserError; returns notes on what could not
+        be verified (a pack made before manifests recorded digests)."""
+        from tqdm import tqdm
+
+        from semmae.data.part_cache import _bits
+
+        files = read_file_list(self.path)
+        parts = self.meta.get("parts")
+        fields = {"pixels.npy", "cls", "json"} | ({"parts.npy"} if parts else set())
+        fg_bits = _bits(self.num_parts)[1] if parts else 0
+        side, grid, top = self.side, self.grid, 0
+        for s in tqdm(self.meta["shards"], desc="check", unit="shard", disable=not progress):
+            where = f"packed shard {self.path / s['name']}"
+            i = s["first"]
+            for key, members in _shard_records(self.path / s["name"]):
+                if i >= s["first"] + s["count"] or key != f"{i:09d}":
+                    raise UserError(f"{where} holds sample {key!r} where image {i} belongs; {REPACK}")
+                if set(members) != fields or None in members.values():
+                    raise UserError(
+                        f"{where}: sample {key} holds {', '.join(sorted(members))}, a pack's samples "
+                        f"{', '.join(sorted(fields))}; {REPACK}"
+                    )
+                row = self._index[i]
+                try:
+                    label, info = int(members["cls"]), json.loads(members["json"])
+                    seen = {
+                        "label": label,
+                        "path": info["path"],
+                        "size": [int(info["height"]), int(info["width"])],
+                        "pixels": members["pixels.npy"],
+                    }
+                except (ValueError, KeyError, TypeError):
+                    raise UserError(
+                        f"{where}: sample {key} has an unreadable cls or json; {REPACK}"
+                    ) from None
+                want = {
+                    "label": int(row[2]),
+                    "path": files[i],
+                    "size": row[3:5].tolist(),
+                    "pixels": (int(row[0]), (side, side, 3)),
+                }
+                if parts:
+                    offset, codes = members["parts.npy"]
+                    seen["parts"] = (offset, codes.shape, codes.dtype)
+                    want["parts"] = (int(row[1]), (grid, grid), np.dtype(np.uint8))
+                for what, value in seen.items():
+                    if value != want[what]:
+                        source = "files.txt" if what == "path" else "its index"
+                        raise UserError(
+                            f"{where}: image {i} has {what} {value!r} in the shard, {source} says "
+                            f"{want[what]!r}; {REPACK}"
+                        )
+                if parts:
+                    top = max(top, int(codes.max(initial=0)) >> fg_bits)
+                    if top > self.num_parts:
+                        raise UserError(
+                            f"{where}: image {i} holds part id {top}, {MANIFEST} says {self.num_parts} parts (ids "
+                            f"0..{self.num_parts}, {self.num_parts} = no part); {REPACK}"
+                        )
+                i += 1
+            if i != s["first"] + s["count"]:
+                raise UserError(
+                    f"{where} holds {i - s['first']} images, {MANIFEST} says {s['count']}; {REPACK}"
+                )
+        notes = []
+        if "digests" not in self.meta and parts:
+            notes.append(
+                f"pack {self.path} was made before {MANIFEST} recorded digests of its fields: its parts.num_parts "
+                f"({self.num_parts}) could be checked only as an upper bound of the part ids its shards hold (at "
+                f"most {top}); repack it (`semmae data pack --overwrite`) to have it verified"
+            )
+        return notes
+
 
 def open_pack_checked(path: str | Path) -> PackedImages:
-    """:meth:`PackedImages.open` plus a full checksum pass; the first bad shard is named in one line."""
+    """:meth:`PackedImages.open` plus a full checksum pass and :meth:`PackedImages.check_contents`; the first bad
+    shard or disagreement is named in one line, and what could not be verified is noted on stderr."""
+    import sys
+
     pack = PackedImages.open(path)
     bad = pack.verify()
     if bad:
@@ -693,6 +915,8 @@ def open_pack_checked(path: str | Path) -> PackedImages:
             f"packed shard {Path(path) / bad[0]} has a bad checksum{more}: it is corrupt; delete it and rerun "
             "`semmae data pack` with the same arguments to rewrite it"
         )
+    for note in pack.check_contents():
+        print(f"note: {note}", file=sys.stderr, flush=True)
     return pack
 
 

@@ -27,15 +27,28 @@ field with a sane value; the files have the sizes the meta implies; the file lis
 same order); the images are the same (their sizes match the fingerprint: a cache made for other images with the
 same names is refused); and every image's codes match their checksum and decode to part ids ``<= num_parts``
 when read. Format-1 caches (before checksums) are still read, with a note: their codes are range-checked only.
+
+A reader holds its cache for as long as it has it open: :meth:`PartCache.open` takes a shared ``fcntl.flock`` on
+the cache's ``meta.json`` (a read-only open: it works on a cache the reader may not write), kept until the
+:class:`PartCache` is released or garbage-collected or the process ends in any way (the operating system drops it).
+``parts export --overwrite`` takes the exclusive lock on that file before it deletes anything and is refused in one
+line while any reader (a pretrain, a pack, an evaluation) holds it; a reader that finds an export replacing the
+cache is refused the same way.
+
+``--overwrite`` deletes exactly a cache's own files (:data:`CACHE_FILES`, ``progress.json``, and the atomic-write
+temporaries of its JSON and text files), never a symlink's target, and only in a folder that holds nothing else
+(:func:`not_a_cache`); then the emptied folder itself.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import math
 import os
-import shutil
+import re
 import sys
 import zlib
 from pathlib import Path
@@ -47,7 +60,7 @@ import torch
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, atomic_write_text
-from semmae.utils.rundir import is_temporary, live_lock_above
+from semmae.utils.rundir import live_lock_above
 
 FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
 READABLE_VERSIONS = (1, 2)
@@ -101,6 +114,7 @@ class PartCache:
         self.has_checksums = int(meta["format_version"]) >= 2
         self._codes: np.memmap | None = None  # opened lazily, once per process (DataLoader workers)
         self._crc: np.memmap | None = None
+        self._lock_fd: int | None = None  # the shared lock on meta.json a reader holds (see the module doc)
 
     # -- construction ---------------------------------------------------------------------------------------
     @staticmethod
@@ -119,24 +133,29 @@ class PartCache:
 
     @staticmethod
     def open(
-        path: str | Path, relative_paths: list[str] | None = None, root: str | Path | None = None
+        path: str | Path,
+        relative_paths: list[str] | None = None,
+        root: str | Path | None = None,
+        lock: bool = True,
     ) -> PartCache:
         """Open a finished cache; with ``relative_paths``, refuse it unless it was made for that file list, and
-        with ``root`` (the dataset folder) also unless it was made for the same images (file sizes)."""
+        with ``root`` (the dataset folder) also unless it was made for the same images (file sizes). ``lock``:
+        hold the cache's shared reader lock while the returned object lives (``parts export --overwrite`` is
+        refused meanwhile); :meth:`release` drops it early."""
         path = Path(path)
-        partial = _partial_path(path)
-        if not path.exists():
-            if partial.exists():
-                raise UserError(
-                    f"part cache {path} is unfinished (an export was interrupted); rerun the export with "
-                    "the same arguments to resume it"
-                )
-            raise UserError(f"part cache {path} does not exist")
-        meta_path = path / "meta.json"
-        if not path.is_dir() or not meta_path.is_file():
-            raise UserError(
-                f"{path} is not a part cache (no meta.json); create one with `semmae parts export`"
-            )
+        fd = _hold_for_reading(path) if lock else None
+        try:
+            cache = PartCache._open_checked(path, relative_paths, root)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            raise
+        cache._lock_fd = fd
+        return cache
+
+    @staticmethod
+    def _open_checked(path: Path, relative_paths: list[str] | None, root: str | Path | None) -> PartCache:
+        _check_exists(path)
         meta = _read_meta(path)
         cells = meta["grid"] ** 2
         n = meta["num_images"]
@@ -154,6 +173,21 @@ class PartCache:
         if relative_paths is not None:
             cache.check_matches(relative_paths, root)
         return cache
+
+    def release(self) -> None:
+        """Drop the reader lock (if held); the cache can still be read, but is no longer protected."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        try:
+            self.release()
+        except Exception:  # interpreter shutdown
+            pass
 
     def check_matches(self, relative_paths: list[str], root: str | Path | None = None) -> None:
         """Raise UserError unless the cache was written for exactly this file list (same files, same order) and,
@@ -235,6 +269,7 @@ class PartCache:
         state = self.__dict__.copy()
         state["_codes"] = None
         state["_crc"] = None
+        state["_lock_fd"] = None  # the lock stays with the process that opened the cache
         return state
 
     @property
@@ -244,21 +279,29 @@ class PartCache:
 
 #: what a cache folder holds (``progress.json`` only while unfinished)
 CACHE_FILES = ("meta.json", "files.txt", "codes.u8", "crc32.u32", "sizes.u64")
+#: the atomic-write temporaries (:mod:`semmae.utils.io`) of a cache's own files, left by a killed export
+_OWN_TEMPORARY = re.compile(r"^\.(meta\.json|files\.txt|progress\.json)\.[A-Za-z0-9_]+\.tmp$")
+
+
+def _is_own(name: str, unfinished: bool) -> bool:
+    return name in CACHE_FILES or (unfinished and name == "progress.json") or bool(_OWN_TEMPORARY.match(name))
 
 
 def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
     """Why ``path`` is not a part cache (``unfinished``: an export's ``.partial`` folder), or None when it is one:
-    a folder of only a cache's files, with a ``meta.json`` that has the cache's format fields. The marker an
-    export checks before it deletes or writes anything there."""
+    a folder of only a cache's files (plain files, no symlinks), with a ``meta.json`` that has the cache's format
+    fields (an export writes it first). The marker an export checks before it deletes or writes anything there."""
     if not path.is_dir() or path.is_symlink():
         return "is not a folder"
-    own = set(CACHE_FILES) | ({"progress.json"} if unfinished else set())
-    foreign = sorted(p.name for p in path.iterdir() if p.name not in own and not is_temporary(p.name))
-    foreign += sorted(p.name for p in path.iterdir() if p.name in own and not p.is_file())
+    entries = list(path.iterdir())
+    foreign = sorted(p.name for p in entries if not _is_own(p.name, unfinished))
+    foreign += sorted(
+        p.name for p in entries if _is_own(p.name, unfinished) and (p.is_symlink() or not p.is_file())
+    )
     if foreign:
         return f"holds {', '.join(foreign[:4])}{' and more' if len(foreign) > 4 else ''}"
-    if unfinished and not (path / "meta.json").exists():
-        return None  # an export stopped before its first record: only cache files, nothing else
+    if unfinished and not [p for p in entries if not _OWN_TEMPORARY.match(p.name)]:
+        return None  # an export stopped before it wrote its meta.json: nothing there but its temporaries
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError):
@@ -272,6 +315,101 @@ def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
 
 def _partial_path(path: Path) -> Path:
     return path.with_name(path.name + ".partial")
+
+
+def _check_exists(path: Path) -> None:
+    """Refuse (one line) a ``path`` that is not a finished cache folder with a ``meta.json``."""
+    if not path.exists():
+        if _partial_path(path).exists():
+            raise UserError(
+                f"part cache {path} is unfinished (an export was interrupted); rerun the export with "
+                "the same arguments to resume it"
+            )
+        raise UserError(f"part cache {path} does not exist")
+    if not path.is_dir() or not (path / "meta.json").is_file():
+        raise UserError(f"{path} is not a part cache (no meta.json); create one with `semmae parts export`")
+
+
+_BUSY = (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+
+
+def _lock_meta(path: Path, operation: int) -> int | None:
+    """A descriptor of ``path/meta.json`` holding the non-blocking ``flock`` ``operation``; None when the file
+    was removed or replaced while we locked it (the caller looks again). A busy lock raises BlockingIOError; a
+    filesystem without ``flock`` gives the descriptor unlocked (nothing to coordinate with there)."""
+    meta_path = path / "meta.json"
+    try:
+        try:  # a writer opens it for writing where it may (where flock is emulated, an exclusive lock needs that)
+            fd = os.open(meta_path, os.O_RDWR if operation == fcntl.LOCK_EX else os.O_RDONLY)
+        except PermissionError:
+            fd = os.open(meta_path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise UserError(f"part cache {path}: cannot open meta.json: {e.strerror or e}") from None
+    try:
+        fcntl.flock(fd, operation | fcntl.LOCK_NB)
+    except OSError as e:
+        if e.errno in _BUSY:
+            os.close(fd)
+            raise BlockingIOError(e.errno, e.strerror) from None
+        # ENOLCK/EOPNOTSUPP: no locks on this filesystem; go on unprotected, as before locks existed
+    try:
+        st, now = os.fstat(fd), os.stat(meta_path)
+        same = (st.st_ino, st.st_dev) == (now.st_ino, now.st_dev)
+    except OSError:
+        same = False
+    if not same:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _hold_for_reading(path: Path) -> int:
+    """The shared reader lock of cache ``path`` (a descriptor); refused in one line while an export replaces it."""
+    for _ in range(5):
+        _check_exists(path)
+        try:
+            fd = _lock_meta(path, fcntl.LOCK_SH)
+        except BlockingIOError:
+            raise UserError(
+                f"part cache {path} is being replaced (`semmae parts export --overwrite` holds it); wait for the "
+                "export to end"
+            ) from None
+        if fd is not None:
+            return fd
+    raise UserError(f"part cache {path} keeps being replaced while it is opened; wait for the export to end")
+
+
+def _hold_for_replacing(path: Path) -> int | None:
+    """The exclusive lock of cache ``path`` for ``--overwrite`` (a descriptor, None if it has no meta.json any
+    more); refused in one line while a reader holds the cache."""
+    try:
+        return _lock_meta(path, fcntl.LOCK_EX)
+    except BlockingIOError:
+        raise UserError(
+            f"part cache {path} is being read by a running process (a pretrain, a pack or an evaluation holds "
+            "it open); --overwrite would replace it under that reader: wait for it to end, or use another --out"
+        ) from None
+
+
+def _remove_cache_folder(folder: Path, unfinished: bool) -> None:
+    """Delete exactly a cache's own files in ``folder`` (each a plain file: a symlink is unlinked, never
+    followed), then the emptied folder. The caller has checked it with :func:`not_a_cache`; anything else found
+    there now is left alone and refused."""
+    for entry in os.scandir(folder):
+        if _is_own(entry.name, unfinished) and not entry.is_dir(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+            except FileNotFoundError:
+                pass
+    try:
+        folder.rmdir()
+    except OSError as e:
+        raise UserError(
+            f"cannot remove {folder}: {e.strerror or e} (something other than a part cache's files is there); "
+            "semmae leaves it alone: move those files or use another --out"
+        ) from None
 
 
 #: meta.json fields a reader needs, with the check each value must pass
@@ -404,7 +542,12 @@ class PartCacheWriter:
     ) -> None:
         grid = self.grid
         if path.exists() and overwrite:
-            shutil.rmtree(path)
+            fd = _hold_for_replacing(path)  # no reader may hold it while it is deleted
+            try:
+                _remove_cache_folder(path, unfinished=False)
+            finally:
+                if fd is not None:
+                    os.close(fd)
             print(f"part cache {path}: --overwrite: deleted the old cache", file=sys.stderr, flush=True)
         progress_path = self.partial / "progress.json"
         if self.partial.exists() and progress_path.exists():
@@ -414,7 +557,7 @@ class PartCacheWriter:
             except (ValueError, KeyError, TypeError, OSError):
                 old = None  # a record damaged by a crash: start this unfinished cache again
             if old is None:
-                shutil.rmtree(self.partial)
+                _remove_cache_folder(self.partial, unfinished=True)
                 return self._start(path, relative_paths, sizes, overwrite)
             if old != self.meta:
                 changed = sorted(k for k in self.meta if old.get(k) != self.meta[k])
@@ -424,8 +567,10 @@ class PartCacheWriter:
                 )
         else:
             if self.partial.exists():
-                shutil.rmtree(self.partial)
+                _remove_cache_folder(self.partial, unfinished=True)
             self.partial.mkdir(parents=True)
+            # meta.json first: an unfinished folder holding anything else is recognisably an export's
+            atomic_write_json(self.partial / "meta.json", self.meta)
             atomic_write_text(self.partial / "files.txt", "\n".join(relative_paths) + "\n")
             n = len(relative_paths)
             for name, nbytes in (("codes.u8", n * grid * grid), ("crc32.u32", n * 4)):
@@ -434,7 +579,6 @@ class PartCacheWriter:
                     os.posix_fallocate(fh.fileno(), 0, nbytes)
             if sizes is not None:
                 sizes.astype("<u8").tofile(self.partial / "sizes.u64")
-            atomic_write_json(self.partial / "meta.json", self.meta)
             self.next_index = 0
             self._record_progress()
         n = len(relative_paths)
@@ -492,4 +636,4 @@ class PartCacheWriter:
             os.replace(self.partial, self.path)
         except OSError as e:
             raise UserError(f"cannot finish part cache {self.path}: {e.strerror or e}") from None
-        return PartCache.open(self.path)
+        return PartCache.open(self.path, lock=False)

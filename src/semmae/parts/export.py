@@ -13,7 +13,9 @@ Batched; an interrupted export resumes at the first image not yet written.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+import dataclasses
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 
@@ -47,9 +49,43 @@ GEOMETRY = "whole image resized to the encoder input, no crop"
 Predict = Callable[[torch.Tensor, int, Precision], dict[str, torch.Tensor]]
 
 
+def cache_out(out: str) -> str:
+    """``--out`` as the cache's own path: ``cache/`` is ``cache``; a path that names no new entry of a folder
+    (``.``, ``..``, ``/``, ``dir/..``) is refused in one line, before anything is created."""
+    path = Path(out)
+    if path.name in ("", ".", ".."):
+        raise UserError(
+            f"--out {out} names a folder that holds other things, not a part cache; give the cache its own "
+            "name, e.g. --out data.parts"
+        )
+    return str(path)
+
+
+@contextlib.contextmanager
+def removing_new_parents(out: str | Path) -> Iterator[None]:
+    """On an error, remove the folders above ``out`` that did not exist before and are still empty (a refused
+    export leaves no empty folder behind)."""
+    new = [p for p in Path(out).parents if not p.exists()]  # deepest first
+    try:
+        yield
+    except BaseException:
+        for folder in new:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
+
+
 def export_parts(cfg: PartsExportConfig) -> PartCache:
     """Export (or resume exporting) the cache at ``cfg.out``; returns it opened."""
+    cfg = dataclasses.replace(cfg, out=cache_out(cfg.out))
     check_out_outside(cfg.out, {"--data": cfg.data})  # a cache inside the ImageFolder would be a class of it
+    with removing_new_parents(cfg.out):
+        return _export_parts(cfg)
+
+
+def _export_parts(cfg: PartsExportConfig) -> PartCache:
     if cfg.source == "masks":
         return export_mask_parts(cfg)
     device = resolve_device(cfg.device)

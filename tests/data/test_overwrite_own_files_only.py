@@ -1,0 +1,128 @@
+"""Issue 37: `--overwrite` of a pack or a part cache acts only on a folder semmae made, deletes exactly its own files,
+and never follows a symlink out of the folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from _helpers import folder_snapshot, one_error_line, write_image_folder
+
+from semmae.cli import main
+from semmae.data.folder import ImageFolderDataset
+from semmae.data.packed import PackedImages, pack_dataset
+from semmae.data.part_cache import PartCache
+from semmae.errors import UserError
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("own") / "imgs", per_class=2, size=20)
+
+
+def _pack_cli(images, out, *extra):
+    argv = ["data", "pack", "--data", str(images), "--out", str(out), "--side", "16", "--num-workers", "0"]
+    return main([*argv, *extra])
+
+
+def _refused_both_ways(images, out, capsys, *needles, watch=None):
+    watch = watch or out
+    before = folder_snapshot(watch)
+    for extra in ((), ("--overwrite",)):
+        assert _pack_cli(images, out, *extra) == 2
+        one_error_line(capsys, str(out), "not a pack", *needles)
+        assert folder_snapshot(watch) == before
+
+
+def test_a_users_shards_without_a_manifest_are_left_alone(images, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "shard-0001.tar").write_bytes(b"my own archive")
+    _refused_both_ways(images, out, capsys, "holds shard-0001.tar")
+    (out / "shard-0001.tar").rename(out / "shard-000001.tar")  # a pack's own name, but no pack.json
+    _refused_both_ways(images, out, capsys, "has no readable pack.json")
+
+
+def test_a_pack_whose_index_leads_out_of_it_is_not_cleared(images, tmp_path, capsys):
+    out = tmp_path / "pack"
+    pack_dataset(images, out, 16, shard_size=2, progress=False)
+    user = tmp_path / "user"
+    shutil.copytree(out / "index", user)  # a user's folder of files named like a pack's index files
+    shutil.rmtree(out / "index")
+    (out / "index").symlink_to(user, target_is_directory=True)
+    _refused_both_ways(images, out, capsys, "holds index", watch=tmp_path)
+    assert sorted(p.name for p in user.iterdir()) == ["shard-000000.npy", "shard-000001.npy"]
+
+
+def test_a_pack_file_that_is_a_symlink_is_not_trusted(images, tmp_path, capsys):
+    out = tmp_path / "pack"
+    pack_dataset(images, out, 16, shard_size=4, progress=False)
+    mine = tmp_path / "list.txt"
+    mine.write_text("my list\n")
+    (out / "files.txt").unlink()
+    (out / "files.txt").symlink_to(mine)
+    _refused_both_ways(images, out, capsys, "holds files.txt", watch=tmp_path)
+
+
+def test_overwrite_of_a_pack_deletes_only_its_files(images, tmp_path, capsys):
+    out = tmp_path / "pack"
+    pack_dataset(images, out, 16, shard_size=1, progress=False)  # 4 shards
+    assert _pack_cli(images, out, "--shard-size", "4", "--overwrite") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["files.txt", "index", "pack.json", "shard-000000.tar"]
+    assert sorted(p.name for p in (out / "index").iterdir()) == ["shard-000000.npy"]
+    PackedImages.open(out)
+
+
+def _write_cache(images, out, overwrite=False):
+    files = ImageFolderDataset(images).relative_paths
+    w = PartCache.create(out, files, grid=2, num_parts=3, overwrite=overwrite)
+    w.write(0, np.zeros((len(files), 2, 2), dtype=np.int64), np.zeros((len(files), 2, 2)))
+    return w.finalize()
+
+
+def test_an_unfinished_cache_folder_of_a_users_list_is_left_alone(images, tmp_path):
+    partial = tmp_path / "c.parts.partial"
+    partial.mkdir()
+    (partial / "files.txt").write_text("my list\n")  # a cache's file name, no export's meta.json
+    before = folder_snapshot(partial)
+    with pytest.raises(UserError, match=r"c.parts.partial has no readable meta.json.*not a part cache"):
+        _write_cache(images, tmp_path / "c.parts")
+    assert folder_snapshot(partial) == before
+
+
+@pytest.mark.parametrize("meta", [{"epochs": 3}, {"format_version": 2, "grid": 4, "epochs": 3}])
+def test_a_users_folder_with_a_meta_json_is_left_alone(images, tmp_path, meta):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "meta.json").write_text(json.dumps(meta))
+    before = folder_snapshot(out)
+    with pytest.raises(UserError, match="not a part cache"):
+        _write_cache(images, out, overwrite=True)
+    assert folder_snapshot(out) == before
+
+
+def test_a_cache_file_that_is_a_symlink_is_not_trusted(images, tmp_path):
+    out = tmp_path / "c.parts"
+    _write_cache(images, out)
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes((out / "codes.u8").read_bytes())
+    (out / "codes.u8").unlink()
+    (out / "codes.u8").symlink_to(mine)
+    before = folder_snapshot(tmp_path)
+    with pytest.raises(UserError, match=r"c.parts holds codes.u8.*not a part cache"):
+        _write_cache(images, out, overwrite=True)
+    assert folder_snapshot(tmp_path) == before
+
+
+def test_overwrite_of_a_cache_deletes_its_files_and_a_killed_exports_temporaries(images, tmp_path):
+    out = tmp_path / "c.parts"
+    _write_cache(images, out)
+    (out / ".meta.json.k2j4_x9q.tmp").write_text("{")  # an atomic write a killed export never renamed
+    _write_cache(images, out, overwrite=True)
+    assert sorted(p.name for p in out.iterdir()) == ["codes.u8", "crc32.u32", "files.txt", "meta.json"]
+    (out / ".notes.tmp").write_text("a temporary name, but not one of a cache's files")
+    with pytest.raises(UserError, match=r"holds \.notes\.tmp"):
+        _write_cache(images, out, overwrite=True)
+    assert (out / ".notes.tmp").exists()
