@@ -66,7 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from semmae.utils.threads import apply_wait_policy
 
-    apply_wait_policy()  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, when it loads
+    reason = (
+        apply_wait_policy()
+    )  # before anything imports torch: OpenMP reads OMP_WAIT_POLICY once, when it loads
+    if reason.endswith(": ignored"):  # a SEMMAE_OMP_WAIT value that is not one of the choices
+        print(f"semmae: warning: {reason}", file=sys.stderr, flush=True)
     args = build_parser().parse_args(argv)
     command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
     from semmae.utils.rundir import forget_last_run_dir

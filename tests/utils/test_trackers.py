@@ -114,3 +114,23 @@ def test_mlflow_local_store_gets_the_scalars_config_and_figures(tmp_path, monkey
     assert run.data.params["model"] == "mae_vit_micro_patch8" and run.data.params["lr"] == "0.1"
     names = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.json", "reconstruction"} <= names
+
+
+def test_mlflow_with_a_users_file_or_database_uri_is_one_line_or_works(tmp_path, monkeypatch):
+    """Issue 37: `--logger mlflow` with a `file:` or `sqlite:` MLFLOW_TRACKING_URI was an internal error."""
+    pytest.importorskip("mlflow")
+    from mlflow.tracking import MlflowClient
+
+    monkeypatch.delenv("MLFLOW_ALLOW_FILE_STORE", raising=False)
+    store = (tmp_path / "store").as_uri()
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    out = tmp_path / "run"
+    log_a_run(out, "mlflow")
+    run_id = (out / "mlflow-run-id").read_text().strip()
+    assert [m.step for m in MlflowClient(tracking_uri=store).get_metric_history(run_id, "loss")] == [1, 2, 3]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'm.db'}")
+    if trackers.installed("sqlalchemy") and trackers.installed("alembic"):
+        log_a_run(tmp_path / "run2", "mlflow")
+    else:
+        with pytest.raises(UserError, match="is a database store, which needs SQLAlchemy"):
+            log_a_run(tmp_path / "run2", "mlflow")

@@ -115,6 +115,15 @@ class MlflowTracker:
     """One MLflow run per run folder (its id kept in ``<out>/mlflow-run-id``); the config as flattened params."""
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
+        from mlflow.exceptions import MlflowException
+
+        try:
+            self._start(out_dir, config)
+        except MlflowException as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise UserError(f"--logger mlflow: MLflow refused its store ({first[:300]})") from None
+
+    def _start(self, out_dir: Path, config: dict[str, Any] | None) -> None:
         from mlflow.tracking import MlflowClient
 
         uri, artifacts = mlflow_store(out_dir)
@@ -160,8 +169,19 @@ def mlflow_store(out_dir: Path) -> tuple[str, str | None]:
     artifact store), else a store inside the run folder - ``<out>/mlflow.db`` (SQLite, MLflow's default backend
     since 3.x) with ``<out>/mlartifacts``, or, without SQLAlchemy (``mlflow-skinny``), the file store
     ``<out>/mlruns``."""
-    if os.environ.get("MLFLOW_TRACKING_URI"):
-        return os.environ["MLFLOW_TRACKING_URI"], None
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if uri:
+        scheme = uri.split(":", 1)[0].lower() if ":" in uri else "file"
+        if scheme in ("sqlite", "postgresql", "mysql", "mssql") and not (
+            installed("sqlalchemy") and installed("alembic")
+        ):
+            raise UserError(
+                f"MLFLOW_TRACKING_URI={uri} is a database store, which needs SQLAlchemy and alembic: "
+                "pip install 'semmae[mlflow]' (full mlflow, not mlflow-skinny), or use a file: or http(s): URI"
+            )
+        if scheme == "file":
+            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the user chose a file store: MLflow 3's opt-in
+        return uri, None
     out_dir = out_dir.resolve()
     if installed("sqlalchemy") and installed("alembic"):
         return f"sqlite:///{out_dir / 'mlflow.db'}", (out_dir / "mlartifacts").as_uri()
