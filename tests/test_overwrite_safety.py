@@ -49,10 +49,12 @@ def _argv(verb: str, out, i) -> list[str]:
     return [str(a) for a in argv] + ["--out", str(out), "--overwrite"]
 
 
+#: verbs whose --overwrite replaces one file (tests/test_write_safety.py runs them at every target)
+SINGLE_FILE_VERBS = {"compare", "masks show", "parts eval", "parts show"}
 OVERWRITE_VERBS = sorted(
     name
     for name, v in config_verbs().items()
-    if any(f.name == "overwrite" for f in dataclasses.fields(v.config))
+    if any(f.name == "overwrite" for f in dataclasses.fields(v.config)) and name not in SINGLE_FILE_VERBS
 )
 
 

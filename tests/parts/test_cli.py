@@ -127,7 +127,8 @@ def test_export_show_eval_end_to_end(tmp_path, synth, trained, capsys):
     argv = ["parts", "show", "--data", str(synth / "val"), "--checkpoint", str(trained), "--num-images", "2"]
     assert main([*argv, "--out", str(with_truth), "--masks", str(synth / "masks" / "val")]) == 0
     assert Image.open(with_truth).size[0] > w  # one more column: the ground truth
-    assert main([*argv, "--out", str(tmp_path / "x.png"), "--masks", str(tmp_path)]) == 2
+    (tmp_path / "other_masks").mkdir()
+    assert main([*argv, "--out", str(tmp_path / "x.png"), "--masks", str(tmp_path / "other_masks")]) == 2
     assert "no ground-truth mask" in capsys.readouterr().err
 
     assert (

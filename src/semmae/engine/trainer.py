@@ -319,7 +319,11 @@ class EpochTrainer(Trainer):
             say(f"semmae {self.verb}: resumed from {found[0]} at step {self.step} (epoch {self.epoch})")
         # the first write into the run folder, after every check above (a refused resume leaves it as it was)
         self.logger: RunLogger = self.run_dir.start(
-            cfg, keep_log_until=self.keep_log_until() if continues(cfg) else None
+            cfg,
+            keep_log_until=self.keep_log_until() if continues(cfg) else None,
+            may_change=(
+                "epochs",
+            ),  # an epoch stage continued with more epochs trains on (its documented use)
         )
         try:
             with sigterm_requests() as self.termination:

@@ -206,6 +206,7 @@ class RunDir:
         config: Any | None = None,
         keep_log_until: int | None = None,
         tensorboard: bool = True,
+        may_change: tuple[str, ...] = (),
     ) -> RunLogger:
         """Begin writing, after the verb's own checks passed; returns the run's :class:`RunLogger`.
 
@@ -215,6 +216,8 @@ class RunDir:
                 it are dropped from ``log.jsonl`` and TensorBoard so they are not logged twice; ``-1`` drops all.
                 ``None`` keeps the log as it is (a fresh run's is empty anyway).
             tensorboard: also write TensorBoard events under ``tb/``.
+            may_change: config fields besides :data:`OPERATIONAL_FIELDS` that a continued run may change (an epoch
+                stage's ``epochs``: train on for more epochs).
         """
         if not self.enabled:
             return RunLogger(self.path, enabled=False)
@@ -223,7 +226,7 @@ class RunDir:
         if self.resume and config is not None:
             self._check_same_data(config)
             if keep_log_until is not None:  # continued (or evaluated again, -1) in the same folder
-                self._check_same_meaning(config)
+                self._check_same_meaning(config, may_change)
         self._started = True
         self._record_holder(self.verb)
         if self.overwrite and self.previous:
@@ -299,7 +302,7 @@ class RunDir:
                 f"{flag}, or start a new run (--overwrite or another --out)"
             )
 
-    def _check_same_meaning(self, config: Any) -> None:
+    def _check_same_meaning(self, config: Any, may_change: tuple[str, ...] = ()) -> None:
         """A continued run is the same run: a changed setting that alters what it trains (``--masking``,
         ``--gamma``, ``--epochs``, the model, ...) is refused, naming each, before anything is written. Settings
         of how it runs (:data:`OPERATIONAL_FIELDS`: device, workers, logging, checkpoint cadence) may change; the
@@ -319,7 +322,10 @@ class RunDir:
         changed = [
             k
             for k in sorted(set(old) | set(new))
-            if k not in OPERATIONAL_FIELDS and k not in PATH_FIELDS and old.get(k) != new.get(k)
+            if k not in OPERATIONAL_FIELDS
+            and k not in PATH_FIELDS
+            and k not in may_change
+            and old.get(k) != new.get(k)
         ]
         if changed:
             shown = ", ".join(
