@@ -193,6 +193,20 @@ def test_a_continued_run_refuses_a_change_of_meaning_and_keeps_the_folder(tmp_pa
         assert folder_snapshot(out) == before
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:  # how it runs may change
         run.start(_Pre(str(data), num_workers="0"), keep_log_until=1, tensorboard=False)
+    config = (
+        out / "config.yaml"
+    )  # a run from before --gamma existed: the new field at its default is what it did
+    config.write_text(
+        "".join(ln + "\n" for ln in config.read_text().splitlines() if not ln.startswith("gamma"))
+    )
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(_Pre(str(data)), keep_log_until=1, tensorboard=False)
+    config.write_text(
+        "".join(ln + "\n" for ln in config.read_text().splitlines() if not ln.startswith("gamma"))
+    )
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        with pytest.raises(UserError, match=r"--gamma None -> 3.0"):
+            run.start(_Pre(str(data), gamma=3.0), keep_log_until=1, tensorboard=False)
 
 
 def test_input_conflict_names_every_relation(tmp_path):

@@ -319,6 +319,7 @@ class RunDir:
             return
         new = config_to_dict(config) if not isinstance(config, dict) else dict(config)
         new = yaml.safe_load(yaml.safe_dump(new))  # the same plain types config.yaml holds (tuples as lists)
+        defaults = _field_defaults(config)
         changed = [
             k
             for k in sorted(set(old) | set(new))
@@ -326,6 +327,8 @@ class RunDir:
             and k not in PATH_FIELDS
             and k not in may_change
             and old.get(k) != new.get(k)
+            # a field added after the run began, left at its default, is what the run did
+            and not (k not in old and k in defaults and new.get(k) == defaults[k])
         ]
         if changed:
             shown = ", ".join(
@@ -421,6 +424,22 @@ def claim_run_dir(
         run._outer, _current = _current, run
         _last_claimed = run.path
     return run
+
+
+def _field_defaults(config: Any) -> dict[str, Any]:
+    """A dataclass config's field defaults as plain YAML values (``{}`` for anything else)."""
+    import dataclasses
+
+    import yaml
+
+    if not dataclasses.is_dataclass(config):
+        return {}
+    found = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            value = list(f.default) if isinstance(f.default, tuple) else f.default
+            found[f.name] = yaml.safe_load(yaml.safe_dump(value))
+    return found
 
 
 def note_written(path: str | Path) -> None:
