@@ -2,13 +2,13 @@
 # Start or resume the evidence campaigns of issue 24, each from a worktree pinned at the commit its
 # benchmarks/results/campaign-<plan>/campaign.json records (a campaign not started yet pins this checkout's HEAD).
 # Stop it any time (Ctrl-C, SIGTERM, end of session); run it again to resume: finished runs are skipped.
-#   benchmarks/campaigns/run.sh                    # every plan in order: mechanism, Imagenette, the 24-pair mechanism follow-up
+#   benchmarks/campaigns/run.sh                    # every plan in order (PLANS below)
 #   CAMPAIGN_WORK=/scratch/campaigns benchmarks/campaigns/run.sh mechanism-synth
 set -euo pipefail
 MAIN=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${CAMPAIGN_WORK:-$MAIN/../campaign-runs}
 PLANS=("$@")
-[ ${#PLANS[@]} -gt 0 ] || PLANS=(mechanism-synth imagenette-p4keep mechanism-synth-24)
+[ ${#PLANS[@]} -gt 0 ] || PLANS=(mechanism-synth imagenette-p4keep mechanism-synth-24 imagenette-alpha-cap)
 for plan in "${PLANS[@]}"; do
   state="$MAIN/benchmarks/results/campaign-$plan/campaign.json"
   if [ -f "$state" ]; then

@@ -208,8 +208,31 @@ def test_every_committed_plan_loads_and_names_its_file(plan_file):
     plan = Plan.load(BENCH / "campaigns" / plan_file)
     assert plan.name == Path(plan_file).stem  # run.sh finds a campaign's state by the plan's file name
     keys = [a.key for a in plan.arms]
-    assert plan.baseline in keys and set(plan.comparisons) == set(keys) - {plan.baseline}
+    assert plan.baseline in keys
+    if plan.contrasts:  # issue 40: each listed contrast decided by the rule, between two of the plan's arms
+        assert all({c.arm, c.baseline} <= set(keys) and c.arm != c.baseline for c in plan.contrasts)
+        assert set(plan.comparisons) == {f"{c.arm}-vs-{c.baseline}" for c in plan.contrasts}
+    else:
+        assert set(plan.comparisons) == set(keys) - {plan.baseline}
     assert plan.seeds >= 8  # issue 24: at least 8 pairs per campaign
+
+
+def test_the_alpha_cap_plan_is_pre_registered_as_issue_40_asks():
+    from semmae.pipeline.plan import Contrast, Plan
+
+    plan = Plan.load(BENCH / "campaigns" / "imagenette-alpha-cap.yaml")
+    before = Plan.load(BENCH / "campaigns" / "imagenette-p4keep.yaml")
+    assert plan.budget == before.budget and plan.data == before.data  # same data and budget
+    assert not set(plan.seed_list) & set(before.seed_list) and plan.seeds == 12  # 12 new paired seeds
+    arms = {a.key: a for a in plan.arms}
+    assert arms["mae"].masking == "random"
+    assert (arms["semmae"].masking, arms["semmae"].gamma, arms["semmae"].alpha_max) == ("adaptive", 2.0, 1.0)
+    assert (arms["capped"].masking, arms["capped"].gamma, arms["capped"].alpha_max) == ("adaptive", 2.0, 0.5)
+    assert all(a.parts == "learned" and a.fine for a in plan.arms)
+    assert plan.contrasts == (Contrast("capped", "mae"), Contrast("capped", "semmae"))
+    assert (plan.primary, plan.alpha, plan.margin) == (before.primary, before.alpha, before.margin)
+    runner = (BENCH / "campaigns" / "run.sh").read_text()
+    assert "mechanism-synth-24 imagenette-alpha-cap)" in runner  # queued after the mechanism follow-up
 
 
 def test_a_folder_with_its_own_part_masks_runs_the_oracle_arm(synth_dataset, tmp_path, capsys):

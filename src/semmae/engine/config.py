@@ -68,6 +68,12 @@ class PretrainConfig(StepRunOptions):
         "exponent of the adaptive schedule alpha = progress ** gamma (0 at the start, 1 at the end of "
         "training; adaptive-reverse: 1 - progress ** gamma); paper Algorithm 1 line 7, gamma 2",
     )
+    alpha_max: float = option(
+        1.0,
+        "cap of the adaptive schedule, in (0, 1]: alpha = alpha_max x progress ** gamma (adaptive-reverse: "
+        "alpha_max x (1 - progress ** gamma)); 1 = the paper, 0.5 stops at half-way between per-part and "
+        "whole-part masking. Only with --masking adaptive or adaptive-reverse",
+    )
     fg_keep: float = option(
         1.0,
         "fraction of patches that enter the model, chosen by foreground score "
@@ -101,6 +107,17 @@ class PretrainConfig(StepRunOptions):
         need(0.0 < self.mask_ratio < 1.0, f"--mask-ratio must be in (0, 1), got {self.mask_ratio}")
         need(0.0 < self.fg_keep <= 1.0, f"--fg-keep must be in (0, 1], got {self.fg_keep}")
         need(self.gamma > 0, f"--gamma must be > 0, got {self.gamma}")
+        need(
+            not isinstance(self.alpha_max, bool)
+            and isinstance(self.alpha_max, (int, float))
+            and 0.0 < self.alpha_max <= 1.0,
+            f"--alpha-max must be in (0, 1], got {self.alpha_max}",
+        )
+        need(
+            self.alpha_max == 1.0 or self.masking in ("adaptive", "adaptive-reverse"),
+            f"--alpha-max {self.alpha_max:g} caps the adaptive schedules: use it with --masking adaptive or "
+            f"adaptive-reverse, not {self.masking}",
+        )
         need(
             self.clip_grad is None or self.clip_grad > 0,
             f"--clip-grad must be > 0 (leave it unset for no clipping), got {self.clip_grad}",

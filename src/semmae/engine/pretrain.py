@@ -37,7 +37,9 @@ def build_strategy(cfg: PretrainConfig, has_parts: bool | None = None):
     has_parts = bool(cfg.parts) if has_parts is None else has_parts
 
     try:
-        strategy = build_masking(cfg.masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
+        strategy = build_masking(
+            cfg.masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma, alpha_max=cfg.alpha_max
+        )
     except ValueError as e:
         raise UserError(f"--masking {cfg.masking}: {e}") from None
     if strategy.needs_parts and not has_parts:

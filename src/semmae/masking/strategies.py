@@ -16,6 +16,9 @@ name                          mask                                              
 ``attention``                 AttMask-High on the cache's foreground score         yes
 ============================  ==================================================  ===========
 
+``alpha_max`` (default 1, the paper) caps the two adaptive schedules: ``alpha_max * progress ** gamma`` and
+``alpha_max * (1 - progress ** gamma)`` (:func:`~semmae.masking.schedule.alpha_schedule`); the others refuse it.
+
 Without a host sync: ``strategy.draw(...)`` draws a batch's random numbers (and alpha, as a tensor) up front -
 kernel launches only - and ``strategy(..., draws=draws)`` is then a pure function of tensors that
 ``torch.compile`` traces without a graph break (``random`` and the Algorithm 1 strategies; ``block`` and
@@ -30,10 +33,10 @@ import torch
 from torch import Tensor
 
 from semmae.masking.baselines import attention_mask, block_mask, random_mask
-from semmae.masking.schedule import SCHEDULE_SHAPES, alpha_schedule
+from semmae.masking.schedule import SCHEDULE_SHAPES, alpha_schedule, check_alpha_max
 from semmae.masking.semantic import _check_ratio, semantic_draws, semantic_guided_mask
 
-__all__ = ["MASKING_NAMES", "MaskingStrategy", "build_masking"]
+__all__ = ["ADAPTIVE_NAMES", "MASKING_NAMES", "MaskingStrategy", "build_masking"]
 
 GridHW = tuple[int, int] | int
 
@@ -160,9 +163,10 @@ class SemanticMasking(MaskingStrategy):
     direction: str = "up"
     fixed: float | None = None
     shape: str = "power"
+    alpha_max: float = 1.0  # the adaptive schedules' cap (1 = the paper)
 
     def alpha(self, progress: float) -> float:
-        return alpha_schedule(progress, self.gamma, self.direction, self.fixed, self.shape)
+        return alpha_schedule(progress, self.gamma, self.direction, self.fixed, self.shape, self.alpha_max)
 
     def draw(self, batch_size, grid_hw, progress=0.0, generator=None, device="cpu", num_groups=None):
         if num_groups is None:
@@ -187,6 +191,8 @@ MASKING_NAMES = (
     "block",
     "attention",
 )
+#: the strategies whose alpha follows the schedule (the ones ``alpha_max`` caps)
+ADAPTIVE_NAMES = ("adaptive", "adaptive-reverse")
 
 
 def build_masking(
@@ -196,6 +202,7 @@ def build_masking(
     alpha: float | None = None,
     schedule_shape: str = "power",
     min_block_patches: int = 16,
+    alpha_max: float = 1.0,
 ) -> MaskingStrategy:
     """Build a masking strategy by name (see the module table).
 
@@ -206,6 +213,7 @@ def build_masking(
         alpha: the constant alpha of ``fixed-alpha`` (required there, refused elsewhere).
         schedule_shape: ``power`` (paper) or ``cosine`` (official release) for the adaptive schedules.
         min_block_patches: smallest block of ``block`` masking (BEiT: 16).
+        alpha_max: cap of the adaptive schedules, in (0, 1] (1 = the paper); refused (unless 1) elsewhere.
     """
     _check_ratio(mask_ratio)
     if name not in MASKING_NAMES:
@@ -216,6 +224,11 @@ def build_masking(
         )
     if (alpha is not None) != (name == "fixed-alpha"):
         raise ValueError("alpha is set only with masking 'fixed-alpha' (and required there)")
+    alpha_max = check_alpha_max(alpha_max)
+    if alpha_max != 1.0 and name not in ADAPTIVE_NAMES:
+        raise ValueError(
+            f"alpha_max {alpha_max:g} caps the adaptive schedules ({', '.join(ADAPTIVE_NAMES)}), not {name!r}"
+        )
     if name == "random":
         return RandomMasking(name, mask_ratio)
     if name == "block":
@@ -227,5 +240,11 @@ def build_masking(
         alpha_schedule(0.0, fixed=fixed)  # validates the range
     direction = "down" if name == "adaptive-reverse" else "up"
     return SemanticMasking(
-        name, mask_ratio, gamma=gamma, direction=direction, fixed=fixed, shape=schedule_shape
+        name,
+        mask_ratio,
+        gamma=gamma,
+        direction=direction,
+        fixed=fixed,
+        shape=schedule_shape,
+        alpha_max=alpha_max,
     )

@@ -42,10 +42,17 @@ Integrity (issue 37):
   counted: it is excluded from the means and listed as ``edited: per-run/<file>``. Records without a hash from a
   campaign started before hashes are counted as before; the report says how many there are.
 
-Decision rule (per comparison, on the primary metric, only when every planned pair is finished - there are no
-interim looks): the 95 % CI of the mean paired difference above 0 -> the direction reproduces; its 90 % CI inside
-``+-margin`` (two one-sided t tests at 5 %) -> a well-powered null; the 95 % CI below 0 -> the arm hurts here;
-otherwise inconclusive (:func:`semmae.eval.paired.decide`).
+Arms (issue 40): an arm's ``alpha_max`` (the adaptive schedule's cap, ``semmae pretrain --alpha-max``) goes into
+its pretraining config, as ``gamma`` does, and into its record; the plan's hash pins it, and a resumed run whose
+config differs is refused by the run folder.
+
+Decision rule (per contrast - every arm against ``baseline``, or the plan's ``contrasts:`` - on the primary metric,
+only when every planned pair is finished - there are no interim looks): the 95 % CI of the mean paired difference
+above 0 -> the direction reproduces; its 90 % CI inside ``+-margin`` (two one-sided t tests at 5 %) -> a
+well-powered null; the 95 % CI below 0 -> the arm hurts here; otherwise inconclusive
+(:func:`semmae.eval.paired.decide`). Before that the report states numbers only (:func:`semmae.eval.paired.interim`).
+Beside each decision, descriptive only: the Wilcoxon signed-rank p and the range of the 95 % CI's bounds with one
+seed left out (:func:`semmae.eval.paired.paired_stats`).
 """
 
 from __future__ import annotations
@@ -495,7 +502,19 @@ class Campaign(Harness):
     def base_record(self, key: str, seed: int) -> dict[str, Any]:
         return {**super().base_record(key, seed), "commit": self.pin["commit"], "campaign": self.plan.name}
 
+    def pretrain_config(self, out: Path, cfg: Any, seed: int, epochs: int, cache: str | None) -> Any:
+        """The harness's pretraining config, with the arm's ``alpha_max`` (the adaptive schedule's cap) where the
+        run is an arm of the plan (the part encoder's bootstrap is not)."""
+        config = super().pretrain_config(out, cfg, seed, epochs, cache)
+        arm = self.arms.get(cfg.key)
+        if arm is None or arm.grid_config() != cfg:
+            return config
+        return dataclasses.replace(config, alpha_max=arm.alpha_max)
+
     def finish(self, path: Path, record: dict[str, Any]) -> None:
+        arm = self.arms.get(record.get("key", ""))
+        if arm is not None and "masking" in record:  # a pretrained arm (not the untrained encoder)
+            record["alpha_max"] = arm.alpha_max
         if record.get("checkpoint"):
             record["checkpoint_sha256"] = sha256(record["checkpoint"])
         # as it will read back (tuples as lists), then its content hash

@@ -1,6 +1,8 @@
 """The report of a campaign (:mod:`semmae.pipeline.campaign`), rewritten after every run: ``<out>/campaign-<name>.md``
-(per-seed table, paired differences with mean, SD, 95 % CI, the equivalence test and the decision), ``.json`` and
-``.png`` (per-seed paired differences with the CIs)."""
+(per-seed table, paired differences with mean, SD, 95 % CI, the equivalence test and the decision per contrast, and
+beside each, descriptive only, the Wilcoxon signed-rank p and the leave-one-seed-out range of the 95 % CI's bounds),
+``.json`` and ``.png`` (per-seed paired differences with the CIs). Before every planned pair is in, a contrast's
+line states numbers only (no verdict words)."""
 
 from __future__ import annotations
 
@@ -10,7 +12,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from semmae.eval.paired import decide, paired_stats
+from semmae.eval.paired import decide, interim, paired_stats, robustness
 from semmae.pipeline.marks import StageMarks
 from semmae.pipeline.plan import UNTRAINED, Plan, metric
 from semmae.utils.io import atomic_write_json, atomic_write_text
@@ -20,17 +22,42 @@ if TYPE_CHECKING:
 
 
 def comparison_stats(plan: Plan, recs: dict, metrics: list[str]) -> dict[str, dict[str, Any]]:
+    """Per contrast key (:attr:`Plan.contrast_map`) and metric: :func:`paired_stats` of arm - baseline by seed."""
     out: dict[str, dict[str, Any]] = {}
-    for arm in plan.comparisons:
-        out[arm] = {}
+    for key, con in plan.contrast_map.items():
+        out[key] = {}
         for m in metrics:
             diffs, seeds = [], []
             for s in plan.seed_list:
-                a, b = recs.get((arm, s)), recs.get((plan.baseline, s))
+                a, b = recs.get((con.arm, s)), recs.get((con.baseline, s))
                 if a and b and metric(a, m) is not None and metric(b, m) is not None:
                     diffs.append(metric(a, m) - metric(b, m))
                     seeds.append(s)
-            out[arm][m] = {**paired_stats(diffs, plan.alpha, plan.margin), "seeds": seeds}
+            out[key][m] = {**paired_stats(diffs, plan.alpha, plan.margin), "seeds": seeds}
+    return out
+
+
+def decisions_of(plan: Plan, stats: dict[str, dict[str, Any]], complete: bool) -> dict[str, dict[str, Any]]:
+    """Per contrast: the rule's verdict and sentence once every pair is in; before, ``"interim"`` and numbers only
+    (:func:`semmae.eval.paired.interim`). Beside either, the descriptive robustness checks (never a verdict)."""
+    out = {}
+    for key, con in plan.contrast_map.items():
+        st = stats[key][plan.primary]
+        if complete:
+            verdict, sentence = decide(st, plan.margin, plan.paper_effect)
+        else:
+            verdict, sentence = "interim", interim(st, plan.seeds)
+        out[key] = {
+            "arm": con.arm,
+            "baseline": con.baseline,
+            "verdict": verdict,
+            "sentence": sentence,
+            "robustness": {
+                "p_wilcoxon": st.get("p_wilcoxon"),
+                "loo_ci95": st.get("loo_ci95"),
+                "sentence": robustness(st),
+            },
+        }
     return out
 
 
@@ -39,10 +66,7 @@ def write_report(c: Campaign, recs: dict[tuple[str, int], dict[str, Any]]) -> No
     metrics = [plan.primary, *plan.secondary]
     stats = comparison_stats(plan, recs, metrics)
     complete = all((a.key, s) in recs for a in plan.arms for s in plan.seed_list)
-    decisions = {}
-    for arm in plan.comparisons:
-        verdict, sentence = decide(stats[arm][plan.primary], plan.margin, plan.paper_effect)
-        decisions[arm] = {"verdict": verdict if complete else "interim", "sentence": sentence}
+    decisions = decisions_of(plan, stats, complete)
     gate_path = c.runs_dir.parent / "gate.json"
     gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
     quality = {
@@ -124,12 +148,20 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
         + "; ".join(
             f"`{a.key}` = {a.label or a.masking} (masking {a.masking}"
             + (f", gamma {a.gamma:g}" if a.masking.startswith("adaptive") else "")
+            + (f", alpha capped at {a.alpha_max:g}" if a.alpha_max != 1.0 else "")
             + (f", parts {a.parts}" if a.parts else "")
             + (f", patch {c.p.fine_patch} + keep {c.p.fg_keep:g}" if a.fine else f", patch {c.patch}")
             + ")"
             for a in plan.arms
         ),
-        f"- Baseline `{plan.baseline}`; {plan.seeds} paired seeds ({plan.first_seed}..{plan.seed_list[-1]}), all arms"
+        (
+            f"- Baseline `{plan.baseline}`"
+            if not plan.contrasts
+            else "- Contrasts, each decided by the rule below: "
+            + "; ".join(f"`{con.arm}` - `{con.baseline}`" for con in plan.contrasts)
+            + f" (gate arm `{plan.baseline}`)"
+        )
+        + f"; {plan.seeds} paired seeds ({plan.first_seed}..{plan.seed_list[-1]}), all arms"
         " of a seed before the next, the first arm rotating per seed.",
         f"- Budget: model `{c.p.model}` depth {c.p.depth}, decoder depth {c.p.decoder_depth}, {c.p.img_size} px, "
         f"{c.p.epochs} epochs (warm-up {c.p.warmup_epochs}), batch {c.p.batch_size}, blr {c.p.blr:g}; data "
@@ -138,6 +170,8 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
         f"- Decision (primary, all pairs): 95 % CI > 0 -> helps; 90 % CI inside +-{plan.margin:g} -> well-powered "
         f"null; 95 % CI < 0 -> hurts; else inconclusive. Gate at seed {plan.first_seed}: `{plan.baseline}` beats "
         f"the untrained encoder by >= {plan.gate_min_gain:g} on {' or '.join(plan.gate_metrics)}, probes converged.",
+        "- Beside each decision, descriptive only (the rule decides): the Wilcoxon signed-rank p (two-sided, "
+        "zero differences split between the sides) and the range of the 95 % CI's bounds with one seed left out.",
     ]
     if plan.notes:
         lines += ["", plan.notes.strip()]
@@ -157,27 +191,38 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
                     + " |"
                 )
     lines += ["", "## Decisions", ""]
-    for arm in plan.comparisons:
-        d = s["decisions"][arm]
-        head = "interim, not a decision" if d["verdict"] == "interim" else d["verdict"]
-        lines.append(f"- `{arm}` - `{plan.baseline}` on `{plan.primary}`: **{head}** - {d['sentence']}.")
+    for key, con in plan.contrast_map.items():
+        d = s["decisions"][key]
+        line = f"- `{con.arm}` - `{con.baseline}` on `{plan.primary}`: "
+        # interim: the numbers only (the sentence says so); a decision: the verdict, then why
+        line += f"{d['sentence']}." if d["verdict"] == "interim" else f"**{d['verdict']}** - {d['sentence']}."
+        if d["robustness"]["sentence"]:
+            line += f" Robustness (descriptive): {d['robustness']['sentence']}."
+        lines.append(line)
     lines += ["", "## Paired differences (arm - baseline, same seed)", ""]
     lines += [
         "| comparison | metric | n | mean | SD | 95 % CI | 90 % CI | p (two-sided) | p (equivalence +-"
-        f"{plan.margin:g}) | arm ahead |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"{plan.margin:g}) | arm ahead | Wilcoxon p | 95 % CI bounds, one seed left out |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for arm in plan.comparisons:
+    for key, con in plan.contrast_map.items():
         for m in metrics:
-            st = s["stats"][arm][m]
+            st = s["stats"][key][m]
             ci95 = f"[{st['ci95'][0]:+.2f}, {st['ci95'][1]:+.2f}]" if "ci95" in st else "-"
             ci90 = f"[{st['ci90'][0]:+.2f}, {st['ci90'][1]:+.2f}]" if "ci90" in st else "-"
+            loo = st.get("loo_ci95")
+            loo_text = (
+                f"lower {loo['lower'][0]:+.2f}..{loo['lower'][1]:+.2f}, "
+                f"upper {loo['upper'][0]:+.2f}..{loo['upper'][1]:+.2f}"
+                if loo
+                else "-"
+            )
             lines.append(
-                f"| `{arm}` - `{plan.baseline}` | `{m}` | {st['n']} | {_fmt(st.get('mean'), '+.2f')} | "
+                f"| `{con.arm}` - `{con.baseline}` | `{m}` | {st['n']} | {_fmt(st.get('mean'), '+.2f')} | "
                 f"{_fmt(st.get('sd'))} | {ci95} | {ci90} | {_fmt(st.get('p_two_sided'), '.3f')} | "
                 f"{_fmt(st.get('p_equivalence'), '.3f')} | "
                 + (f"{st['wins']}/{st['n']}" if "wins" in st else "-")
-                + " |"
+                + f" | {_fmt(st.get('p_wilcoxon'), '.3f')} | {loo_text} |"
             )
     lines += ["", f"## Per seed (`{plan.primary}`, then secondary metrics)", ""]
     cols = [*arms, UNTRAINED]
@@ -228,7 +273,8 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    arms = plan.comparisons
+    contrasts = plan.contrast_map
+    arms = list(contrasts)
     fig, ax = plt.subplots(figsize=(max(4.6, 1.8 + 1.9 * len(arms)), 4.2), dpi=120)
     ax.axhspan(-plan.margin, plan.margin, color="0.92", zorder=0, label=f"+-{plan.margin:g} (equivalence)")
     ax.axhline(0, color="0.4", lw=0.8)
@@ -262,7 +308,7 @@ def plot_differences(plan: Plan, stats: dict, path: Path) -> None:
                 zorder=4,
                 label="90 % CI" if first else None,
             )
-    ax.set_xticks(range(len(arms)), [f"{a}\n- {plan.baseline}" for a in arms])
+    ax.set_xticks(range(len(arms)), [f"{c.arm}\n- {c.baseline}" for c in contrasts.values()])
     ax.set_xlim(-0.5, len(arms) - 0.5)  # one comparison too: its dots and its interval centred in the panel
     ax.set_ylabel(f"{plan.primary}: arm - baseline (points)")
     ax.set_title(  # two short lines (the legend names the intervals): a one-comparison figure is narrow

@@ -1,5 +1,9 @@
 """The plan of a pre-registered campaign (``benchmarks/campaigns/<name>.yaml``, :mod:`semmae.pipeline.campaign`):
-its arms, budget, data, seeds, metrics, gate and decision margin, checked on loading."""
+its arms, budget, data, seeds, metrics, gate and decision margin, checked on loading.
+
+The contrasts the decision rule decides: by default every arm against ``baseline`` (keyed by the arm); a plan may
+instead list them, ``contrasts: [{arm: a, baseline: b}, ...]`` (keyed ``<arm>-vs-<baseline>``), each decided by the
+same rule. ``baseline`` is then still the gate's arm (the one that must beat the untrained encoder)."""
 
 from __future__ import annotations
 
@@ -26,9 +30,19 @@ class Arm:
     fine: bool = False  # the preset's fine patch + keep the most-foreground fg_keep of the cells
     augment: str = "crop-flip"
     label: str = ""
+    # the adaptive schedules' cap, alpha = alpha_max x progress ** gamma (`semmae pretrain --alpha-max`; 1 = paper)
+    alpha_max: float = 1.0
 
     def grid_config(self) -> GridConfig:
         return GridConfig(self.key, self.masking, self.gamma, self.parts, self.fine, self.augment, rows=())
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """One decided comparison: ``arm`` - ``baseline``, paired by seed (a row of ``contrasts:`` in the plan)."""
+
+    arm: str
+    baseline: str
 
 
 @dataclass(frozen=True)
@@ -54,6 +68,8 @@ class Plan:
     margin: float = 1.0  # equivalence margin, metric points
     paper_effect: float | None = None  # the paper's gain, for the size comparison in the decision
     notes: str = ""
+    # the decided comparisons; empty: every arm against ``baseline`` (the plans before issue 40)
+    contrasts: tuple[Contrast, ...] = ()
     path: str = ""
 
     @staticmethod
@@ -68,7 +84,9 @@ class Plan:
         unknown = set(raw) - known
         if unknown:
             raise UserError(f"plan {path} has unknown keys {sorted(unknown)}")
-        arms = tuple(Arm(**a) for a in raw.pop("arms", ()))
+        arms = tuple(_row(Arm, a, path, "arms") for a in raw.pop("arms", ()))
+        if "contrasts" in raw:
+            raw["contrasts"] = tuple(_row(Contrast, c, path, "contrasts") for c in raw["contrasts"] or ())
         for key in ("secondary", "gate_metrics"):
             if key in raw:
                 raw[key] = tuple(raw[key])
@@ -85,6 +103,23 @@ class Plan:
         for arm in self.arms:
             if arm.parts not in PART_SOURCES:
                 raise UserError(f"arm {arm.key}: parts must be one of {PART_SOURCES}")
+            cap = arm.alpha_max
+            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not 0.0 < cap <= 1.0:
+                raise UserError(f"arm {arm.key}: alpha_max must be a number in (0, 1], got {cap!r}")
+            if cap != 1.0 and arm.masking not in ("adaptive", "adaptive-reverse"):
+                raise UserError(
+                    f"arm {arm.key}: alpha_max caps the adaptive schedules (masking adaptive or adaptive-reverse), "
+                    f"not {arm.masking!r}"
+                )
+        seen = set()
+        for con in self.contrasts:
+            if con.arm not in keys or con.baseline not in keys or con.arm == con.baseline:
+                raise UserError(
+                    f"contrast {con.arm} - {con.baseline}: arm and baseline must be two different arms of {keys}"
+                )
+            if (con.arm, con.baseline) in seen:
+                raise UserError(f"contrast {con.arm} - {con.baseline} is listed twice")
+            seen.add((con.arm, con.baseline))
         if self.data.get("kind", "folder") not in ("folder", "synth"):
             raise UserError(f"data kind {self.data.get('kind')!r}: expected folder or synth")
         if any(a.parts == "masks" for a in self.arms) and not self.has_masks:
@@ -101,8 +136,17 @@ class Plan:
         return self.data.get("kind") == "synth" or bool(self.data.get("masks"))
 
     @property
+    def contrast_map(self) -> dict[str, Contrast]:
+        """The decided comparisons in plan order, by key: the arm's key for the default (every arm against
+        ``baseline``), ``<arm>-vs-<baseline>`` for a plan's ``contrasts:``."""
+        if not self.contrasts:
+            return {a.key: Contrast(a.key, self.baseline) for a in self.arms if a.key != self.baseline}
+        return {f"{c.arm}-vs-{c.baseline}": c for c in self.contrasts}
+
+    @property
     def comparisons(self) -> list[str]:
-        return [a.key for a in self.arms if a.key != self.baseline]
+        """The keys of the decided comparisons (:attr:`contrast_map`)."""
+        return list(self.contrast_map)
 
     @property
     def seed_list(self) -> list[int]:
@@ -120,6 +164,19 @@ class Plan:
         arms = sorted(self.arms, key=lambda a: a.key != self.baseline)  # baseline first, then plan order
         shift = (seed - self.first_seed) % len(arms)
         return arms[shift:] + arms[:shift]
+
+
+def _row(cls, row: Any, path: Path, where: str):
+    """One row of ``arms:`` or ``contrasts:`` as ``cls``; an unknown or missing key is refused in one line."""
+    if not isinstance(row, dict):
+        raise UserError(f"plan {path}: each entry of {where} is a mapping, got {row!r}")
+    known = {f.name for f in fields(cls)}
+    if set(row) - known:
+        raise UserError(f"plan {path}: {where} entry has unknown keys {sorted(set(row) - known)}")
+    try:
+        return cls(**row)
+    except TypeError as e:
+        raise UserError(f"plan {path}: {where} entry {row}: {e}") from None
 
 
 def metric(record: dict[str, Any], name: str) -> float | None:
