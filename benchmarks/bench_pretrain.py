@@ -98,6 +98,8 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
 def loader_throughput(trainer: Pretrainer, batches: int) -> float:
     """Images/s of the input pipeline alone after its first batch: the DataLoader (decode + joint transforms +
     collate for folders; the batch copy out of the shards for packs) plus, for packs, the batch crop/flip."""
+    # the run left its sampler at the end of its span: read the first batches + 1 steps again (one pass, no epochs)
+    trainer.sampler.set_span(0, batches + 1)
     it = iter(trainer.loader)
     next(it)
     t0 = time.perf_counter()

@@ -146,13 +146,16 @@ class JointPartTransform:
     def __call__(
         self, image: Image.Image | torch.Tensor, part_ids: torch.Tensor, fg: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        img = tv_tensors.Image(
-            v2.functional.pil_to_tensor(image) if isinstance(image, Image.Image) else image
-        )
-        h, w = img.shape[-2:]
+        # a PIL image is resampled by PIL, as train_transform resamples one without a part map: the two arms of a
+        # SemMAE-vs-MAE pair (one with a part cache, one without) then get the same pixels, not only the same crops
+        pil = isinstance(image, Image.Image)
+        img = image if pil else tv_tensors.Image(image)
+        h, w = (image.height, image.width) if pil else img.shape[-2:]
         maps = torch.stack([part_ids.float(), fg.float()])[None]  # [1, 2, G, G]
         maps = tv_tensors.Mask(F.interpolate(maps, size=(h, w), mode="nearest")[0])
         img, maps = self.geometric(img, maps)
+        if pil:
+            img = tv_tensors.Image(v2.functional.pil_to_tensor(img))
         c = self.patch_size // 2
         cells = maps[:, c :: self.patch_size, c :: self.patch_size]  # [2, S/p, S/p]
         part = cells[0].round().long().flatten()
