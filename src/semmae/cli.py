@@ -81,18 +81,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def guard(command: str, call: Callable[[], int | None]) -> int:
     """Run ``call`` as the CLI runs a verb and return the exit code: its own (0 for None), 2 with one line for a
-    user error (also one raised in a DataLoader worker, or an ``OSError``), 130 when interrupted, else 1 with one
-    line and the traceback in the run folder's ``error.log``."""
-    try:
-        return int(call() or 0)
-    except UserError as e:
-        print(f"{command}: error: {e}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print(f"{command}: interrupted (checkpoints already written are kept)", file=sys.stderr)
-        return 130
-    except Exception as e:  # noqa: BLE001 - the last guard: one line, never a traceback on the terminal
-        return _last_guard(command, e)
+    user error (also one raised in a DataLoader worker, or an ``OSError``), 130 when interrupted (Ctrl-C, or
+    SIGTERM: what a scheduler sends, to the loader's workers too), else 1 with one line and the traceback in the run
+    folder's ``error.log``. SIGTERM outside a training loop raises ``KeyboardInterrupt``
+    (:func:`semmae.engine.termination.interrupting_sigterm`); a training loop stops at a step with a checkpoint."""
+    from semmae.engine.termination import interrupting_sigterm, sigterm_explains, sigterm_received
+
+    with interrupting_sigterm():
+        try:
+            return int(call() or 0)
+        except UserError as e:
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return _interrupted(command, sigterm_received())
+        except Exception as e:  # noqa: BLE001 - the last guard: one line, never a traceback on the terminal
+            if sigterm_explains(e):  # a loader's worker died of the SIGTERM that stops this command
+                return _interrupted(command, True)
+            return _last_guard(command, e)
+
+
+def _interrupted(command: str, sigterm: bool) -> int:
+    how = " by SIGTERM" if sigterm else ""
+    print(f"{command}: interrupted{how} (checkpoints already written are kept)", file=sys.stderr)
+    return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:

@@ -1,12 +1,14 @@
 """SIGTERM (what schedulers send) during ``semmae linprobe --mode full`` and ``semmae finetune``: a checkpoint at
 the step where the run stops, one line naming it, exit 130 as after Ctrl-C, and ``--resume auto`` finishes the run
-(issue 29)."""
+(issue 29); the same with the signal sent to the whole process group from outside, loader workers running, and
+while ``knn`` / ``linprobe --mode fast`` cache features (issue 37)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from _helpers import run_killed_at, run_torchrun, run_torchrun_code, subprocess_env
+from _scheduler_kill import assert_one_clean_line, run_scheduler_killed
 
 from semmae.utils.rundir import read_log
 
@@ -141,3 +143,49 @@ def test_finetune_sigterm_on_one_rank_stops_both_at_the_same_step(
     res = run_torchrun(["finetune", *argv[1:], "--resume", "auto"])
     assert res.returncode == 0, res.stderr[-3000:]
     assert [r["step"] for r in read_log(out / "log.jsonl") if "train_loss" in r] == [1, 2]
+
+
+# ------------------------------------------------ a scheduler's SIGTERM to the whole process group (issue 37, item 6)
+def test_linprobe_group_sigterm_mid_step_with_workers_resumes_at_the_step(tiny_data, tiny_ckpt, tmp_path):
+    """SIGTERM from outside to the process group, loader workers included, in the middle of a step: that step
+    finishes, a checkpoint there, one line, exit 130; the resumed run's heads are those of a run never stopped."""
+    out = tmp_path / "killed"
+    argv = [*_linprobe(tiny_data, tiny_ckpt, out), "--num-workers", "2"]
+    res = run_scheduler_killed(argv, "step", at=1)
+    assert_one_clean_line(res, "linprobe")
+    assert "Exception ignored" not in res.stderr and "Traceback" not in res.stderr
+    assert [line for line in res.stdout.splitlines() if "SIGTERM" in line] == [
+        f"semmae linprobe: SIGTERM: stopped at epoch 0 step 2/4 with checkpoint {out / 'checkpoint.pth'}; "
+        "rerun with --resume auto to continue"
+    ]
+    state = torch.load(out / "checkpoint.pth", weights_only=True)
+    assert (state["step"], state["epoch"], state["step_in_epoch"]) == (2, 0, 2)
+    assert _cli([*argv, "--resume", "auto"]) == 0
+    whole = tmp_path / "whole"  # workers too: a new pool each epoch, seeded from the loader's generator
+    assert _cli([*_linprobe(tiny_data, tiny_ckpt, whole), "--num-workers", "2"]) == 0
+    a = torch.load(out / "checkpoint.pth", weights_only=True)["model"]
+    b = torch.load(whole / "checkpoint.pth", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in b)
+
+
+@pytest.mark.parametrize("verb", ["knn", "linprobe-fast"])
+def test_group_sigterm_while_caching_features_is_one_line_and_130(tiny_data, tiny_ckpt, tmp_path, verb):
+    out = tmp_path / "run"
+    mode = ["knn"] if verb == "knn" else ["linprobe", "--mode", "fast"]
+    argv = [*mode, "--train", str(tiny_data / "train"), "--val", str(tiny_data / "val")]
+    argv += [
+        "--checkpoint",
+        str(tiny_ckpt),
+        "--out",
+        str(out),
+        *COMMON,
+        "--batch-size",
+        "4",
+        "--num-workers",
+        "2",
+    ]
+    res = run_scheduler_killed(argv, "features", at=2)  # at the train features' second batch
+    assert_one_clean_line(res, mode[0])
+    written = sorted(p.name for p in out.iterdir())
+    assert "results.json" not in written and "features.pt" not in written
+    assert not [name for name in written if name.endswith(".tmp")]  # nothing half-written

@@ -19,6 +19,7 @@ benchmarks time it.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class StepTrainer(Trainer):
     kind = "pretrain"  # the checkpoint's ``kind``
     checkpoint_note = "checkpoint {checkpoint}"  # how the closing line names the checkpoint a run hands on
     loss_keys: tuple[str, ...] = ("loss",)  # per-step means kept on the device and logged
+    _cut = False  # the data ended inside an accumulation cycle (a group SIGTERM): the run stops at its last checkpoint
 
     def __init__(self, cfg: Any):
         self.cfg = cfg
@@ -313,24 +315,41 @@ class StepTrainer(Trainer):
                 flush=True,
             )
         last_loss = float("nan")
+        first_step = self.step
         self.model.train()
         with sigterm_requests() as self._termination:
             # one loader iterator for the whole run: its workers load the next epoch while this one ends
             self.sampler.set_span(self.step, end)
             self._stream = self._batches()
-            while self.step < end:
-                epoch, start = divmod(self.step, p.steps_per_epoch)
-                last_loss = self._train_epoch(epoch, start, end)
-                self._check_finite()
-                stopping = self._stop_requested(force=True)
-                if (
-                    self.step % p.steps_per_epoch == 0 or self.step == end or stopping
-                ) and self._saved_step != self.step:
+            self._cut = False
+            try:
+                while self.step < end:
+                    epoch, start = divmod(self.step, p.steps_per_epoch)
+                    last_loss = self._train_epoch(epoch, start, end)
+                    self._check_finite()
+                    stopping = self._stop_requested(force=True)
+                    if (
+                        (self.step % p.steps_per_epoch == 0 or self.step == end or stopping)
+                        and self._saved_step != self.step
+                        and not self._cut
+                    ):
+                        self.checkpoint()
+                    if stopping:
+                        self._stop()
+                    if self.step % p.steps_per_epoch == 0:
+                        self.epoch_end(self.step // p.steps_per_epoch)
+            except RuntimeError as e:
+                # a loader outside the steps (an evaluation's) whose workers died of a group SIGTERM: the stop, at
+                # the last step taken (the steps' own loader ends between steps: Termination.batches)
+                if not self._termination.explains(e):
+                    raise
+                loader_died = True
+            else:
+                loader_died = False
+            if loader_died:
+                if self._saved_step != self.step and not self._cut:
                     self.checkpoint()
-                if stopping:
-                    self._stop()
-                if self.step % p.steps_per_epoch == 0:
-                    self.epoch_end(self.step // p.steps_per_epoch)
+                self._stop()
         self.logger.close()
         skipped = int(du.all_reduce_sum(torch.tensor(float(self.skipped_images), device=self.device)).item())
         if skipped and self.is_main:
@@ -342,8 +361,13 @@ class StepTrainer(Trainer):
         du.barrier()
         checkpoint = str(self.ckpts.latest()) if self.is_main else None
         if checkpoint:
+            loss_note = (
+                f"last logged loss {last_loss:.4f}"
+                if math.isfinite(last_loss) or self.step > first_step
+                else "nothing left to train (the run had already finished)"
+            )
             print(
-                f"semmae {self.verb}: step {self.step}, last logged loss {last_loss:.4f}; "
+                f"semmae {self.verb}: step {self.step}, {loss_note}; "
                 + self.checkpoint_note.format(checkpoint=checkpoint),
                 flush=True,
             )
@@ -435,12 +459,18 @@ class StepTrainer(Trainer):
             t_fetch = time.perf_counter()
             if self.step >= end or self.step % p.steps_per_epoch == 0 or self._stop_requested():
                 break
+        # the loader ended inside an accumulation cycle (its workers died of a group SIGTERM and the micro-batch
+        # was not loaded yet): that step is not taken, and its first micro-batches changed what a checkpoint here
+        # would hold (the RNG, a stage's running statistics); the run stops with its last checkpoint
+        self._cut = micro != 0
         if bar is not None:
             bar.close()
         return loss_value
 
     def _batches(self):
-        """The loader's batches; one whose workers died of a group SIGTERM ends there (the run stops at this step)."""
+        """The loader's batches; a worker's death is looked at between them, never in the middle of a step (a
+        step is taken whole or not at all); once SIGTERM arrived, a loader whose workers died of it ends where it
+        has no batch loaded (:meth:`~semmae.engine.termination.Termination.batches`): the run stops at this step."""
         return self._termination.batches(self.loader)
 
     def _stop_requested(self, force: bool = False) -> bool:
@@ -449,9 +479,11 @@ class StepTrainer(Trainer):
         return self._termination.agreed(self.device, sync=force or self.step % self.cfg.log_every == 0)
 
     def _stop(self) -> None:
-        """End a run stopped by SIGTERM as Ctrl-C ends one, after the checkpoint at this step."""
+        """End a run stopped by SIGTERM as Ctrl-C ends one, after the checkpoint at this step (or, where the data
+        ended inside a step, with the last checkpoint written)."""
         self.logger.close()
-        stopped(self.verb, f"step {self.step}", self.ckpts.latest() if self.is_main else None, self.is_main)
+        where = self._saved_step if self._cut and self._saved_step >= 0 else self.step
+        stopped(self.verb, f"step {where}", self.ckpts.latest() if self.is_main else None, self.is_main)
 
     def online_knn(self, encoder: torch.nn.Module, epoch: int) -> None:
         """kNN accuracy of ``encoder`` on ``--eval-train`` / ``--eval-val``, logged at this step."""

@@ -15,9 +15,10 @@ Two loops run on it:
   loader, one ``checkpoint.pth`` (each epoch, every ``ckpt_every`` steps, or only where the run stops), and an
   epoch-end hook (evaluation, logging, a best file).
 
-Both stop on SIGTERM at a step boundary with a checkpoint there and exit 130 (:mod:`semmae.engine.termination`);
-under torchrun the ranks agree on a stop (one small all-reduce) only where they synchronise anyway: at log steps
-(``sync_every`` steps) and at epoch ends. A stop inside an epoch resumes at its step, bit for bit: the epoch's
+Both stop on SIGTERM at a step boundary with a checkpoint there and exit 130 (:mod:`semmae.engine.termination`),
+also when a scheduler signals the whole process group and the loader's workers die of it (a step is taken whole or
+not at all: a worker's death is looked at between steps); under torchrun the ranks agree on a stop (one small
+all-reduce) only where they synchronise anyway: at log steps (``sync_every`` steps) and at epoch ends. A stop inside an epoch resumes at its step, bit for bit: the epoch's
 first batches are loaded again with the epoch's loader generator and RNG state, then the RNG of the stop is put
 back.
 """
@@ -327,9 +328,21 @@ class EpochTrainer(Trainer):
         )
         try:
             with sigterm_requests() as self.termination:
-                self.begin_run()
-                while self.step < self.total_steps:
-                    self._train_epoch()
+                try:
+                    self.begin_run()
+                    while self.step < self.total_steps:
+                        self._train_epoch()
+                except RuntimeError as e:
+                    # a loader outside the steps (an evaluation's) whose workers died of a group SIGTERM: the stop,
+                    # at the last step taken (the steps' own loader ends between steps: Termination.batches)
+                    if not self.termination.explains(e):
+                        raise
+                    loader_died = True
+                else:
+                    loader_died = False
+                if loader_died:
+                    done = self._in_epoch["done"]
+                    self._stop(done if done else None)
             return self.end_run()
         finally:
             self.logger.close()
