@@ -98,12 +98,15 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_says_so(
     mgr.path_for(4).write_bytes(b"\0" * 100)  # damaged, and `latest` names it
     (mgr.dir / ".ckpt-000000004.pth.x1y2.tmp").write_bytes(b"half")  # what a kill mid-write leaves
     capsys.readouterr()
-    assert main(micro_args(engine_images, run_once, *FAST, "--epochs", "2", "--resume", "auto")) == 0
+    assert main(micro_args(engine_images, run_once, *FAST, "--resume", "auto")) == 0
     out = capsys.readouterr().out
     assert "skipped ckpt-000000004.pth" in out and "resumed from" in out and "ckpt-000000002.pth" in out
     assert not list(mgr.dir.glob(".*.tmp"))
     # the steps after the checkpoint are logged once
-    assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == list(range(1, 9))
+    assert [r["step"] for r in read_log(run_once / "log.jsonl") if "loss" in r] == list(range(1, 5))
+    capsys.readouterr()  # a longer schedule is another run: refused, naming the change
+    assert main(micro_args(engine_images, run_once, *FAST, "--epochs", "2", "--resume", "auto")) == 2
+    _one_line_error(capsys, "other settings (--epochs 1 -> 2)")
 
 
 def test_corrupt_image_in_a_worker_is_the_same_one_line(engine_images, micro_args, tmp_path, capsys):

@@ -168,7 +168,7 @@ def test_knn_into_a_users_folder_and_a_resume_with_other_data_are_refused(
     before = folder_snapshot(home)
     argv = ["knn", "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), *COMMON]
     assert main([*argv, "--out", str(home)]) == 2
-    one_error_line(capsys, "holds no knn run", "thesis.txt")
+    one_error_line(capsys, "holds no `semmae knn` run", "thesis.txt")
     assert folder_snapshot(home) == before
     out = tmp_path / "knn"
     assert main([*argv, "--out", str(out)]) == 0

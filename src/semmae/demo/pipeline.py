@@ -238,6 +238,7 @@ class Demo:
             data=str(self.data / "val"),
             cache=str(self.out / "parts" / "cache_val"),
             out=str(figure),
+            overwrite=True,  # the demo's own figure (a stage that ran again)
             num_images=MASK_FIGURE_IMAGES,
             alphas=MASK_FIGURE_ALPHAS,
             img_size=self.budget.img_size,

@@ -210,10 +210,17 @@ def run_folder_above(path: str | Path) -> Path | None:
 
 def _held_here(folder: Path) -> bool:
     """Whether this process holds the run folder ``folder`` (a stage writing its own figure or metrics)."""
+
+    return folder in _held_folders()
+
+
+def _held_folders() -> set[Path]:
+    """The run folders this process holds (:mod:`semmae.utils.rundir` keeps them; read without importing it, which
+    imports this module)."""
     import sys
 
     rundir = sys.modules.get("semmae.utils.rundir")
-    return rundir is not None and folder in rundir.held_folders()
+    return rundir.held_folders() if rundir is not None else set()
 
 
 #: the key (JSON) or PNG text entry that says which semmae verb wrote a single-file output
@@ -264,7 +271,7 @@ def check_output_file(
     """Check that single-file output ``path`` may be written (then write it atomically): a new file, or with
     ``overwrite`` one that ``written_by_semmae`` recognises; never an input, never a file inside a run folder or a
     live run. Returns the path."""
-    from semmae.utils.rundir import live_lock_above
+    from semmae.utils.run_lock import locked_folder_above
 
     p = Path(path)
     if str(path).endswith(os.sep) or p.is_dir():
@@ -272,7 +279,7 @@ def check_output_file(
     why = input_conflict(p, inputs)
     if why:
         raise UserError(f"{flag} {path} {why}, which this command reads; semmae never replaces its inputs")
-    live = live_lock_above(p.parent) if p.parent.exists() else None
+    live = locked_folder_above(p.parent, _held_folders()) if p.parent.exists() else None
     if live is not None:
         raise UserError(
             f"{flag} {path} lies inside {live}, the folder of a run that is still going; use another {flag}"

@@ -98,3 +98,25 @@ def read_holder(fd: int) -> dict[str, Any]:
         return holder if isinstance(holder, dict) else {}
     except (OSError, ValueError):
         return {}
+
+
+def locked_folder_above(path: str | Path, ours: set[Path] = frozenset()) -> Path | None:
+    """The nearest of ``path`` and its parents whose run lock another process holds now (``ours``: resolved folders
+    this process holds, which do not count), or ``None``. A shared ``flock`` that fails means a live holder."""
+    path = Path(path).resolve()
+    for folder in (path, *path.parents):
+        lock = folder / LOCK_NAME
+        if folder in ours or not lock.is_file():
+            continue
+        try:
+            fd = os.open(lock, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                return folder
+        finally:
+            os.close(fd)  # also drops the shared lock, if we got it
+    return None

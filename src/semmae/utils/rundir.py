@@ -27,8 +27,6 @@ Under torchrun only rank 0 claims and writes; a refusal on rank 0 is raised on e
 
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import os
 import socket
@@ -43,7 +41,14 @@ from semmae.utils.run_housekeeping import (  # noqa: F401 - importable from here
     remove_orphaned_temporaries,
     truncate_log,
 )
-from semmae.utils.run_lock import LOCK_NAME, acquire, exclusive, read_holder, read_holder_file  # noqa: F401
+from semmae.utils.run_lock import (  # noqa: F401
+    LOCK_NAME,
+    acquire,
+    exclusive,
+    locked_folder_above,
+    read_holder,
+    read_holder_file,
+)
 from semmae.utils.run_logger import RunLogger, read_log  # noqa: F401 - importable from here too
 
 #: the owner marker's kind for run folders
@@ -469,24 +474,7 @@ def held_folders() -> set[Path]:
 def live_lock_above(path: str | Path) -> Path | None:
     """The nearest of ``path`` and its parents whose run lock (``.semmae.lock``) another process holds now, if any:
     a folder a destructive option must leave alone. Folders this process holds do not count."""
-    ours = held_folders()
-    path = Path(path).resolve()
-    for folder in (path, *path.parents):
-        lock = folder / LOCK_NAME
-        if folder in ours or not lock.is_file():
-            continue
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return folder
-        finally:
-            os.close(fd)  # also drops the shared lock, if we got it
-    return None
+    return locked_folder_above(path, held_folders())
 
 
 def check_out_outside(out: str | Path, inputs: dict[str, str | None]) -> None:

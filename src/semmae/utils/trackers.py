@@ -180,7 +180,9 @@ def mlflow_store(out_dir: Path) -> tuple[str, str | None]:
                 "pip install 'semmae[mlflow]' (full mlflow, not mlflow-skinny), or use a file: or http(s): URI"
             )
         if scheme == "file":
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")  # the user chose a file store: MLflow 3's opt-in
+            os.environ.setdefault(
+                "MLFLOW_ALLOW_FILE_STORE", "true"
+            )  # the user chose a file store: MLflow 3's opt-in
         return uri, None
     out_dir = out_dir.resolve()
     if installed("sqlalchemy") and installed("alembic"):
