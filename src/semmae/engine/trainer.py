@@ -322,9 +322,8 @@ class EpochTrainer(Trainer):
         self.logger: RunLogger = self.run_dir.start(
             cfg,
             keep_log_until=self.keep_log_until() if continues(cfg) else None,
-            may_change=(
-                "epochs",
-            ),  # an epoch stage continued with more epochs trains on (its documented use)
+            # an epoch stage continued with more epochs (segment train: iterations) trains on: its documented use
+            may_change=("epochs", "iters"),
         )
         try:
             with sigterm_requests() as self.termination:

@@ -334,6 +334,9 @@ class Harness:
             warmup_epochs=self.p.linprobe_epochs // 10,
             seed=seed,
             out=str(probe_dir),
+            # evaluated again only when its record is missing: a probe folder left there (another view, or an
+            # interrupted probe) is this harness's own and is redone
+            overwrite=probe_dir.exists(),
             **({"blrs": [float(b) for b in self.p.linprobe_blrs]} if self.p.linprobe_blrs else {}),
             **self.common(),
         )

@@ -285,7 +285,8 @@ def check_output_file(
             f"{flag} {path} lies inside {live}, the folder of a run that is still going; use another {flag}"
         )
     run = run_folder_above(p)
-    if run is not None and not _held_here(run):
+    ours = run is not None and _held_here(run)  # a stage writing into the run folder this process holds
+    if run is not None and not ours:
         raise UserError(
             f"{flag} {path} lies inside {run}, a folder semmae owns (a run or an export); write it elsewhere"
         )
@@ -294,7 +295,7 @@ def check_output_file(
             raise UserError(
                 f"{flag} {path} already exists; pass --overwrite to replace it, or choose another name"
             )
-        if p.is_symlink() or not p.is_file() or not written_by_semmae(p):
+        if p.is_symlink() or not p.is_file() or not (ours or written_by_semmae(p)):
             raise UserError(
                 f"{flag} {path} exists and semmae did not write it; --overwrite replaces only files semmae "
                 "wrote, so choose another name"
