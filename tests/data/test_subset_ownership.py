@@ -7,7 +7,7 @@ import json
 import os
 
 import pytest
-from _helpers import folder_snapshot, live_run, one_error_line, user_folder
+from _helpers import folder_snapshot, live_run, one_error_line, user_folder, write_image_folder
 
 from semmae.cli import main
 from semmae.data.subset import MARKER, make_subset
@@ -234,3 +234,30 @@ def test_synth_never_writes_into_a_users_folder(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
     (fresh / "synth.json").unlink()  # as if interrupted before its record: it may finish
     assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
+
+
+def test_a_file_name_that_is_not_utf8_goes_through_parts_export(tmp_path, capsys):
+    """Issue 37: non-UTF-8 file names crashed `parts export` (the file-list digest and files.txt)."""
+    import os
+
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from semmae.cli import main
+    from semmae.data.part_cache import PartCache
+
+    data = write_image_folder(tmp_path / "imgs", per_class=2, size=32)
+    os.rename(data / "a" / "img0.png", os.fsencode(data / "a") + b"/caf\xe9.png")
+    vit = VisionTransformer(num_classes=0, img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+    ckpt = tmp_path / "enc.pth"
+    torch.save({"model": vit.state_dict(), "model_config": {"img_size": 32, "patch_size": 8, "embed_dim": 32,
+                "depth": 1, "num_heads": 2}, "epoch": 0}, ckpt)  # fmt: skip
+    out = tmp_path / "c.parts"
+    argv = ["parts", "export", "--data", str(data), "--source", "attention", "--encoder-checkpoint", str(ckpt)]
+    assert main([*argv, "--device", "cpu", "--num-workers", "0", "--out", str(out)]) == 0
+    names = (out / "files.txt").read_bytes().splitlines()
+    assert b"a/caf\xe9.png" in names
+    from semmae.data.folder import ImageFolderDataset
+
+    cache = PartCache.open(out, ImageFolderDataset(data).relative_paths, root=data)
+    assert cache.meta["num_images"] == 4

@@ -134,3 +134,16 @@ def test_mlflow_with_a_users_file_or_database_uri_is_one_line_or_works(tmp_path,
     else:
         with pytest.raises(UserError, match="is a database store, which needs SQLAlchemy"):
             log_a_run(tmp_path / "run2", "mlflow")
+
+
+def test_tensorboard_writes_into_a_folder_whose_path_is_not_utf8(tmp_path):
+    """Issue 37: a run folder whose name is not UTF-8 crashed TensorBoard's writer (it encodes the path)."""
+    import os
+
+    out = os.fsdecode(os.fsencode(tmp_path) + b"/caf\xe9")
+    logger = RunLogger(out, None, enabled=True, tensorboard=True)
+    logger.log(1, loss=0.5)
+    logger.close()
+    events = os.listdir(os.fsencode(out) + b"/tb")
+    assert len(events) == 1 and events[0].startswith(b"events.out.tfevents")
+    assert read_log(os.path.join(out, "log.jsonl"))[0]["loss"] == 0.5

@@ -128,4 +128,5 @@ class ImageFolderDataset(Dataset):
 
 def file_list_digest(relative_paths: list[str]) -> str:
     """SHA-256 of the newline-joined relative file list (what a part cache is checked against)."""
-    return hashlib.sha256("\n".join(relative_paths).encode()).hexdigest()
+    # a file name that is not UTF-8 is kept as its bytes (surrogateescape), as the file system holds it
+    return hashlib.sha256("\n".join(relative_paths).encode("utf-8", "surrogateescape")).hexdigest()

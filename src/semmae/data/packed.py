@@ -623,7 +623,7 @@ def field_digests(meta: dict[str, Any]) -> dict[str, str]:
 
 def read_file_list(path: str | Path) -> list[str]:
     """A pack's ``files.txt``: one relative path a line (only ``\\n`` ends a line)."""
-    lines = (Path(path) / "files.txt").read_text(encoding="utf-8").split("\n")
+    lines = (Path(path) / "files.txt").read_text(encoding="utf-8", errors="surrogateescape").split("\n")
     return lines[:-1] if lines and lines[-1] == "" else lines
 
 

@@ -112,7 +112,8 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode())
+    """UTF-8; a file name that is not UTF-8 (decoded with surrogateescape) is written back as its bytes."""
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -62,14 +62,31 @@ class TensorBoardTracker:
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
+        self._dir_fd: int | None = None
         try:
-            self.writer = SummaryWriter(log_dir=str(out_dir / "tb"), purge_step=purge_step)
+            self.writer = SummaryWriter(log_dir=self._log_dir(out_dir / "tb"), purge_step=purge_step)
         except OSError as e:
             raise UserError(f"cannot write {out_dir / 'tb'}: {e.strerror or e}") from None
         if config and purge_step is None:
             import yaml
 
             self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", 0)
+
+    def _log_dir(self, tb: Path) -> str:
+        """The folder as TensorBoard's writer can open it: its path, or (a path that is not UTF-8, which the writer
+        cannot encode) the folder held open and named through ``/proc/self/fd``."""
+        try:
+            str(tb).encode("utf-8")
+            return str(tb)
+        except UnicodeEncodeError:
+            pass
+        tb.mkdir(parents=True, exist_ok=True)
+        if not Path("/proc/self/fd").is_dir():
+            raise UserError(
+                f"TensorBoard cannot write into {tb!r}: its path is not UTF-8; rename the folder or pass --logger none"
+            )
+        self._dir_fd = os.open(tb, os.O_RDONLY)
+        return f"/proc/self/fd/{self._dir_fd}"
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         for k, v in values.items():
@@ -80,6 +97,9 @@ class TensorBoardTracker:
 
     def close(self) -> None:
         self.writer.close()
+        if self._dir_fd is not None:
+            os.close(self._dir_fd)
+            self._dir_fd = None
 
 
 class WandbTracker:
