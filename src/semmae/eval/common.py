@@ -37,7 +37,8 @@ def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolder
 
 
 def _check_same_classes(train: list[str], val: list[str]) -> None:
-    if len(train) < 2 and train == val:  # any classifier is 100 % right on one class: a number that means nothing
+    # any classifier is 100 % right on one class: a number that means nothing
+    if len(train) < 2 and train == val:
         raise UserError(
             f"the data has {len(train)} class ({', '.join(train) or '-'}); a probe or a k-NN vote needs at least "
             "two class folders under train/ and val/"

@@ -21,6 +21,12 @@ Supported layouts (auto-detected; ``LoadedEncoder.layout`` says which one was fo
 ``dino``                  facebookresearch/dino checkpoints: ``teacher``/``student``, ``backbone.``/``module.``
 ========================  ==========================================================================================
 
+Encoders by name: the checkpoint may also be ``hf-hub:ORG/NAME`` (a timm model on the Hugging Face Hub, e.g.
+``hf-hub:timm/vit_small_patch16_224.dino``; read as a ``timm_dir``) or an ``https://`` URL of a release file (e.g.
+iBOT's ``checkpoint_teacher.pth``; optional ``#sha256=<hex>``). :func:`semmae.utils.io.checkpoint_file` downloads it
+once into the Hub / torch hub cache (:mod:`semmae.utils.remote`) and the cached file is read here like any local
+file, layout checks included. The known names are listed in docs/models.md.
+
 Architecture: this project's checkpoints and exports carry an encoder record
 (:class:`semmae.models.encoder_record.EncoderRecord`: their ``model_config``, or an ``encoder`` entry) and are built
 from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred from their weights
@@ -63,6 +69,7 @@ from semmae.models.init_schemes import resolve_init_scheme
 from semmae.models.mae_init import mae_init_
 from semmae.models.timm_dir import WEIGHTS_NAME, config_sizes, is_timm_dir, read_timm_config
 from semmae.utils.io import checkpoint_file, load_checkpoint
+from semmae.utils.remote import remote_name
 
 LAYOUTS = ("semmae_pretrain", "safetensors", "timm_dir", "mae_release", "timm", "ibot", "dino")
 
@@ -301,6 +308,8 @@ def _fit_state_dict(
             resampled = (old, int(new[0]))
     parts = misfits(target, enc, fresh)
     if parts:
+        if any(".ls1." in k or ".ls2." in k for k in enc if k not in target):
+            parts.append("its blocks carry layer scale (ls1/ls2, as DINOv2 has), which these encoders do not")
         raise UserError(f"{source} does not fit a ViT encoder: {' | '.join(parts)}")
     return enc, fresh, dropped, resampled
 
@@ -401,7 +410,8 @@ def load_encoder(
 
     Args:
         checkpoint: a ``.pth``/``.pt``/``.safetensors`` file or a timm model folder in one of :data:`LAYOUTS`, or a
-            run folder (:func:`semmae.utils.io.checkpoint_file`), or None with
+            run folder (:func:`semmae.utils.io.checkpoint_file`), or a name (``hf-hub:ORG/NAME``, ``https://...``
+            with optional ``#sha256=<hex>``; downloaded once into the cache), or None with
             ``random_init=True`` (then ``arch`` or ``arch_overrides`` give the architecture).
         arch: a name such as ``vit_base_patch16`` / ``mae_vit_large_patch16``; inferred from the weights when None.
             Given together with a checkpoint it must agree with the weights.
@@ -438,7 +448,8 @@ def load_encoder(
         raise UserError(
             f"architecture option(s) {', '.join(sorted(arch_overrides))} only apply without a checkpoint"
         )
-    checkpoint = checkpoint_file(checkpoint)  # a run folder: the checkpoint its run wrote last
+    name = remote_name(checkpoint)  # hf-hub:/https:// - named in messages next to its download
+    checkpoint = checkpoint_file(checkpoint)  # a run folder: its last checkpoint; a name: the download
     layout, raw, hints = read_checkpoint(checkpoint)
     enc, dropped = encoder_state_dict(raw)
     record, notes = _resolve_record(enc, hints, arch, img_size, num_heads)
@@ -449,7 +460,7 @@ def load_encoder(
         init=resolve_init_scheme(init, layout),
         drop_path_rate=drop_path_rate,
         dynamic_img_size=dynamic_img_size,
-        source=f"checkpoint {checkpoint}",
+        source=f"checkpoint {name} ({checkpoint})" if name else f"checkpoint {checkpoint}",
     )
     return dataclasses.replace(
         built,

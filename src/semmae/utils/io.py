@@ -164,7 +164,13 @@ def checkpoint_file(path: str | Path) -> Path:
     """What a checkpoint argument means, for every ``--checkpoint`` / ``--encoder-checkpoint`` and Python loader:
     a file as given (also one that does not exist: its loader says so), or a run folder -> the checkpoint its run
     wrote last: ``checkpoints/latest`` (pretrain, bootstrap; also the ``checkpoints/`` folder itself), else one
-    of :data:`RUN_CHECKPOINT_NAMES`."""
+    of :data:`RUN_CHECKPOINT_NAMES`; or a remote name (``hf-hub:ORG/NAME``, ``https://...[#sha256=HEX]``) -> the
+    cached download (:mod:`semmae.utils.remote`)."""
+    if ":" in str(path):
+        from semmae.utils.remote import fetch_checkpoint, is_remote
+
+        if is_remote(path):
+            return fetch_checkpoint(path)
     path = Path(path)
     if not path.is_dir() or any((path / marker).is_file() for marker in EXPORTED_FOLDER_MARKERS):
         return path  # a file, or a folder `semmae export` wrote (a timm model / part learner): read as it is
@@ -183,7 +189,7 @@ def load_checkpoint(path: str | Path, allow_namespace: bool = False) -> Any:
     """Load a checkpoint with ``weights_only=True``.
 
     Args:
-        path: the ``.pth``/``.pt`` file, or a run folder (:func:`checkpoint_file`).
+        path: the ``.pth``/``.pt`` file, a run folder or a remote name (:func:`checkpoint_file`).
         allow_namespace: also accept a pickled ``argparse.Namespace`` (as the official MAE, SemMAE, DINO and iBOT
             releases store their arguments). Only that one class is allow-listed; everything else stays refused,
             so the safe default is kept for arbitrary code.
