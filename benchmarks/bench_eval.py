@@ -12,6 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
+# the developers' machine path, not a user default; elsewhere the folder `semmae data get imagenette` writes
 DATA = Path("/work/shared/data/imagenette2_96")
 RESULTS = Path(__file__).parent / "results" / "linprobe-modes.md"
 

@@ -38,6 +38,7 @@ from semmae.engine.progress import memory_mb
 from semmae.utils.results_table import row
 from semmae.utils.timing import logged, logged_rate
 
+# the developers' machine path, not a user default: pass --data (e.g. `semmae data get imagenette`'s train/)
 DATA = Path("/work/shared/data/imagenette2_96/train")
 
 

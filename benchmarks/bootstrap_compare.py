@@ -42,6 +42,8 @@ from semmae.pipeline.tables import mean_std
 from semmae.utils.results_table import markdown_table
 
 HERE = Path(__file__).resolve().parent
+# The developers' machine path, not a user default (imagenette2_96: Imagenette at 96 px; cub200_parts: see
+# benchmarks/parts_cub.py). Elsewhere, point it at `semmae data get imagenette`'s folder and a CUB subset.
 DATA = HERE.parent.parent / "shared" / "data"
 METHODS = ("boot", "mae")
 COMMON = {"device": "cpu", "num_workers": 1}

@@ -1,4 +1,4 @@
-"""Part quality on real birds (CUB-200-2011 keypoints, ``../shared/data/cub200_parts``), paper Table 4 style.
+"""Part quality on real birds (CUB-200-2011 keypoints; ``--data``: see ``DEFAULT_DATA``), paper Table 4 style.
 
 1. ImageFolder views of the official train / test halves and bounding-box masks
    (:func:`semmae.pipeline.part_runs.cub_folders`);
@@ -26,6 +26,9 @@ from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score, mae
 from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
+# The developers' machine path, not a user default: a 2,000-image, 128-px CUB-200-2011 subset with images.csv
+# (file, split train|test, width, height, bbox_*) and keypoints.csv, `file` relative to the folder. A user passes
+# --data to a folder in that layout (`semmae data get cub` writes keypoints.csv for `parts eval`, not this layout).
 DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "cub200_parts"
 COLUMNS = ["kp_nmi", "kp_ari", "fg_iou_image", "miou_image", "fg_iou", "parts_used", "largest_share"]
 

@@ -33,13 +33,18 @@ from semmae.pipeline.subsets import split_subset  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "imagenette2_96"
+# what `semmae data get imagenette` writes when run in the repository's root; --data for any other folder
+DEFAULT_DATA = REPO / "data" / "imagenette2-160"
 
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--preset", default="cpu", help="cpu | gpu | anchor | smoke, or a YAML path")
-    ap.add_argument("--data", default=str(DEFAULT_DATA), help="ImageFolder root with train/ and val/")
+    ap.add_argument(
+        "--data",
+        default=str(DEFAULT_DATA),
+        help="ImageFolder root with train/ and val/ (default: data/imagenette2-160, from `semmae data get imagenette`)",
+    )
     ap.add_argument("--seeds", type=int, default=0, help="seeds per configuration (0: the preset's)")
     ap.add_argument("--seed", type=int, default=0, help="first seed")
     ap.add_argument("--only", nargs="+", help=f"tables ({', '.join(TABLES)}) or configuration keys")

@@ -1,11 +1,12 @@
-"""``semmae data synth``, ``semmae data check``, ``semmae data pack`` and ``semmae data subset``."""
+"""``semmae data synth``, ``semmae data check``, ``semmae data pack``, ``semmae data subset`` and ``semmae data get``."""
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from semmae.config import add_verb, add_verb_group
-from semmae.data.config import CheckConfig, PackConfig, SubsetConfig, SynthConfig
+from semmae.data.config import CheckConfig, GetConfig, PackConfig, SubsetConfig, SynthConfig
 
 
 def run_synth(cfg: SynthConfig) -> int:
@@ -68,13 +69,21 @@ def run_subset(cfg: SubsetConfig) -> int:
     return 0
 
 
+def run_get(cfg: GetConfig) -> int:
+    from semmae.data.get import get_dataset
+
+    report = get_dataset(cfg.dataset, cfg.out or None, cfg.size, progress=sys.stderr.isatty())
+    print(report.format())
+    return 0
+
+
 def register(sub) -> None:
     actions = add_verb_group(
         sub,
         "data",
-        "Datasets: generate the synthetic part set, check a folder, pack a dataset, take a subset",
+        "Datasets: generate the synthetic part set, check a folder, pack a dataset, take a subset, download one",
         "Datasets: generate the synthetic part set, check a folder or a pack, pack a dataset, take a "
-        "class-balanced subset",
+        "class-balanced subset, download Imagenette or CUB-200-2011",
     )
     add_verb(
         actions,
@@ -109,4 +118,21 @@ def register(sub) -> None:
         "Keep --per-class images of every class: each class's sorted file list shuffled with --seed, so the "
         "same files on every machine; symlinks to the source (or --copy) plus a marker that lets a rerun finish "
         "or replace the subset",
+    )
+    p = add_verb(
+        actions,
+        "get",
+        GetConfig,
+        run_get,
+        "Download, verify and unpack Imagenette or CUB-200-2011 into the layout the other verbs read",
+        "Download a public dataset with its md5 checked and unpack it: imagenette (--size 160|320|full) into "
+        "OUT/train and OUT/val; cub into OUT/CUB_200_2011, converted to OUT/train and OUT/val plus keypoints.csv "
+        "for `parts eval --keypoints OUT`. --out must be new, empty or an unfinished `data get` (resumed); a "
+        "finished one is left as it is",
+        epilog="examples:\n  semmae data get imagenette                 # -> data/imagenette2-160\n"
+        "  semmae data get imagenette --size 320 --out /data/imagenette2-320\n"
+        "  semmae data get cub                        # -> data/cub200",
+    )
+    p.add_argument(
+        "dataset", nargs="?", metavar="DATASET", default=argparse.SUPPRESS, help="imagenette or cub"
     )

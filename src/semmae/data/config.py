@@ -98,3 +98,40 @@ class SubsetConfig:
             raise UserError("--data and --out are required")
         if self.per_class < 1:
             raise UserError(f"--per-class must be >= 1, got {self.per_class}")
+
+
+#: what ``semmae data get`` downloads, and the Imagenette sizes it offers (the archive's shorter image side)
+GET_DATASETS = ("imagenette", "cub")
+IMAGENETTE_SIZES = ("160", "320", "full")
+
+
+@dataclass
+class GetConfig:
+    """Download, verify and unpack a public dataset (:mod:`semmae.data.get`)."""
+
+    dataset: str = option(
+        "",
+        "imagenette (an ImageFolder with train/ and val/) or cub (CUB-200-2011: train/ and val/ plus "
+        "keypoints.csv for `parts eval --keypoints`); also as the positional DATASET",
+    )
+    size: str = option(
+        "",
+        "Imagenette's shorter image side: 160, 320 or full (default 160); not for cub",
+    )
+    out: str = option(
+        "",
+        "folder to write: new, empty, or an unfinished `data get` of the same dataset (resumed); default "
+        "data/imagenette2-160 (-320, imagenette2 for full) or data/cub200",
+    )
+
+    def validate(self) -> None:
+        from semmae.errors import UserError
+
+        if not self.dataset:
+            raise UserError("name the dataset: semmae data get imagenette|cub")
+        if self.dataset not in GET_DATASETS:
+            raise UserError(f"unknown dataset {self.dataset!r}; choose one of {', '.join(GET_DATASETS)}")
+        if self.size and self.size not in IMAGENETTE_SIZES:
+            raise UserError(f"--size must be one of {', '.join(IMAGENETTE_SIZES)}, got {self.size!r}")
+        if self.dataset == "cub" and self.size:
+            raise UserError("--size is Imagenette's image size; CUB-200-2011 comes in one size")
