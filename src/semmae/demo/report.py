@@ -34,6 +34,7 @@ class Section:
     text: str = ""
     tables: list[Table] = field(default_factory=list)
     figures: list[Figure] = field(default_factory=list)
+    figures_first: bool = False  # draw the figures before the tables (a figure that the table below itemises)
 
 
 def _fmt(v: object) -> str:
@@ -48,21 +49,33 @@ def render_markdown(title: str, sections: list[Section], root: Path) -> str:
         out += [f"## {s.title}", ""]
         if s.text:
             out += [s.text, ""]
+        tables, figures = [], []
         for t in s.tables:
-            out += [f"**{t.title}**", "", "| " + " | ".join(t.columns) + " |", "|" + "---|" * len(t.columns)]
-            out += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in t.rows]
-            out += ["", f"*{t.note}*" if t.note else "", ""]
+            tables += [
+                f"**{t.title}**",
+                "",
+                "| " + " | ".join(t.columns) + " |",
+                "|" + "---|" * len(t.columns),
+            ]
+            tables += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in t.rows]
+            tables += ["", f"*{t.note}*" if t.note else "", ""]
         for f in s.figures:
-            out += [f"**{f.title}**", "", f"![{f.title}]({Path(f.path).relative_to(root).as_posix()})", ""]
+            figures += [
+                f"**{f.title}**",
+                "",
+                f"![{f.title}]({Path(f.path).relative_to(root).as_posix()})",
+                "",
+            ]
             if f.note:
-                out += [f"*{f.note}*", ""]
+                figures += [f"*{f.note}*", ""]
+        out += figures + tables if s.figures_first else tables + figures
     return "\n".join(out)
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 table{border-collapse:collapse;margin:.5em 0}td,th{border:1px solid #ccc;padding:.25em .6em;text-align:right}
 th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}img{max-width:100%;border:1px solid #ddd}
-.note{color:#555;font-style:italic;margin:.2em 0 1.2em}pre{background:#f6f6f6;padding:.6em;overflow:auto}"""
+.note{color:#555;font-style:italic;margin:.2em 0 1.2em}pre{background:#f6f6f6;padding:.6em;overflow:auto;white-space:pre-wrap}"""
 
 
 #: figures narrower than this are drawn at an integer multiple of their size (nearest neighbour: part cells stay
@@ -96,25 +109,27 @@ def render_html(title: str, sections: list[Section]) -> str:
                 if body.startswith("```\n")
                 else f"<p>{html.escape(body)}</p>"
             )
+        tables, figures = [], []
         for t in s.tables:
-            out.append(
+            tables.append(
                 f"<h3>{html.escape(t.title)}</h3><table><tr>"
                 + "".join(f"<th>{html.escape(c)}</th>" for c in t.columns)
                 + "</tr>"
             )
             for row in t.rows:
-                out.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
-            out.append("</table>")
+                tables.append("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
+            tables.append("</table>")
             if t.note:
-                out.append(f"<p class='note'>{html.escape(t.note)}</p>")
+                tables.append(f"<p class='note'>{html.escape(t.note)}</p>")
         for f in s.figures:
             data = base64.b64encode(Path(f.path).read_bytes()).decode()
-            out.append(
+            figures.append(
                 f"<h3>{html.escape(f.title)}</h3><img alt='{html.escape(f.title)}' "
                 f"src='data:image/png;base64,{data}'{_upscale(Path(f.path))}>"
             )
             if f.note:
-                out.append(f"<p class='note'>{html.escape(f.note)}</p>")
+                figures.append(f"<p class='note'>{html.escape(f.note)}</p>")
+        out += figures + tables if s.figures_first else tables + figures
     out.append("</body></html>")
     return "\n".join(out)
 
