@@ -107,3 +107,33 @@ def test_loss_scaler_accumulates_clips_and_steps():
     after = torch.cat([p.detach().flatten() for p in lin.parameters()])
     # clipped SGD step: moved by exactly lr * clip, along -g
     torch.testing.assert_close(after - before, -g / g.norm() * 1e-3, rtol=1e-3, atol=1e-9)
+
+
+def test_every_adamw_is_fused_on_cuda_and_plain_on_the_cpu(monkeypatch):
+    """Issue 38: fp16 runs read GradScaler's inf check back to the host every step with an unfused optimiser
+    (finetune/segment's layer-decay AdamW and parts train's were unfused); one builder decides for all."""
+    import torch
+
+    from semmae.engine import optim
+
+    made = []
+    real = torch.optim.AdamW
+
+    def spy(groups, **kw):
+        made.append(kw.get("fused"))
+        return real(groups, **{k: v for k, v in kw.items() if k != "fused"})
+
+    monkeypatch.setattr(torch.optim, "AdamW", spy)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    optim.build_optimizer(model, 1e-3, 0.05, (0.9, 0.95))
+    assert made == [None]  # CPU parameters: the plain kernel
+    cuda = torch.nn.Parameter(torch.zeros(2))
+    monkeypatch.setattr(type(cuda), "is_cuda", property(lambda self: True))
+    optim.adamw([{"params": [cuda]}], lr=1e-3)
+    assert made[-1] is True
+    import inspect
+
+    from semmae.parts import train as parts_train
+
+    assert "adamw(" in inspect.getsource(parts_train) and "torch.optim.AdamW(" not in inspect.getsource(parts_train)
+    assert "adamw(" in inspect.getsource(optim.layer_decay_optimizer)

@@ -33,7 +33,13 @@ def build_optimizer(
     model: torch.nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]
 ) -> torch.optim.AdamW:
     """AdamW over :func:`param_groups`; fused kernels on CUDA."""
-    groups = param_groups(model, weight_decay)
+    return adamw(param_groups(model, weight_decay), lr=lr, betas=betas)
+
+
+def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with fused kernels when the parameters are on CUDA. Besides speed, that keeps fp16
+    training free of a per-step host read: ``GradScaler.step`` hands its inf check to a fused optimiser instead of
+    reading it back (``found_inf.item()``) before every unfused step. The state dict is the same either way."""
     fused = any(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
 
@@ -51,4 +57,4 @@ def layer_decay_optimizer(
     )
     for g in groups:
         g["lr"] = lr * g["lr_scale"]
-    return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas))
+    return adamw(groups, lr=lr, betas=betas)

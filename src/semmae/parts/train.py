@@ -24,7 +24,7 @@ from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
 from semmae.data.workers import worker_plan
 from semmae.engine.checkpoint import load_states
-from semmae.engine.optim import param_groups
+from semmae.engine.optim import adamw, param_groups
 from semmae.engine.schedule import cosine_schedule
 from semmae.engine.termination import replayed
 from semmae.engine.trainer import EpochTrainer, run_epoch_stage
@@ -186,7 +186,7 @@ class PartTrainer(EpochTrainer):
         self.total_steps = self.steps_per_epoch * cfg.epochs
         # AdamW without weight decay on biases and 1-D gains (norms, AdaIN biases); the cosine spans every step and
         # the warm-up from min_lr replaces its start (the schedule this stage has always used)
-        self.optimizer = torch.optim.AdamW(param_groups(self.model_core, cfg.weight_decay), lr=cfg.lr)
+        self.optimizer = adamw(param_groups(self.model_core, cfg.weight_decay), lr=cfg.lr)  # fused on CUDA
         self.lr_schedule = cosine_schedule(
             cfg.lr,
             cfg.min_lr,
