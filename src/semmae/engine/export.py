@@ -54,13 +54,6 @@ def _read(
     return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record, ckpt, path
 
 
-def encoder_from_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], EncoderRecord]:
-    """``(encoder state dict in timm key names, encoder record)`` from a pretraining (or bootstrap) checkpoint
-    file or run dir; the weights are checked against the record."""
-    enc, record, _, _ = _read(path)
-    return enc, record
-
-
 #: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
 WRITTEN_BY = "semmae export"
 

@@ -68,11 +68,6 @@ _current: RunDir | None = None
 _last_claimed: Path | None = None
 
 
-def current_run_dir() -> Path | None:
-    """The run directory this process holds now, if any (innermost claim)."""
-    return _current.path if _current is not None and _current.enabled else None
-
-
 def last_run_dir() -> Path | None:
     """The run directory this process claimed last (held or already released), if any."""
     return _last_claimed
