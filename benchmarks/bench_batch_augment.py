@@ -7,7 +7,9 @@ levels), and the CPU's own path (per-box uint8 kernel, unchanged) for scale. On 
 ``side / taps`` times the multiply-adds of the banded filter, so its CPU time says little about a GPU, where the
 launches dominate; ``gpu_validate.py``'s ``augment`` section measures it there.
 
-    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_batch_augment.py [--repeats 7]
+    OMP_NUM_THREADS=1 PYTHONPATH=src python benchmarks/bench_batch_augment.py [--repeats 7] [--smoke]
+
+``--smoke`` (the test suite's): one tiny case (:data:`SMOKE_CASE`), one turn.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from semmae.utils.timing import median_times
 
 # (batch, pack side, output side): ViT-B pretraining from a 256 px pack; the test suite's micro model at two batches
 CASES = ((64, 256, 224), (64, 40, 32), (256, 40, 32))
+SMOKE_CASE = (4, 40, 32)
 
 
 class CountOps(TorchDispatchMode):
@@ -65,11 +68,11 @@ def measure(batch: int, side: int, size: int, repeats: int) -> list[dict]:
     ]
 
 
-def run(quick: bool = False, repeats: int | None = None) -> list[dict]:
+def run(quick: bool = False, repeats: int | None = None, smoke: bool = False) -> list[dict]:
     """``run_all.py``'s rows: per case, each path's time and ops, old / new, and the largest difference."""
     rows = []
-    for case in CASES[1:] if quick else CASES:
-        paths = measure(*case, repeats or (3 if quick else 7))
+    for case in (SMOKE_CASE,) if smoke else CASES[1:] if quick else CASES:
+        paths = measure(*case, repeats or (1 if smoke else 3 if quick else 7))
         tag = paths[0]["case"]
         for r in paths:
             rows += [
@@ -86,12 +89,16 @@ def run(quick: bool = False, repeats: int | None = None) -> list[dict]:
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--smoke", action="store_true", help="one tiny case, one turn (the test suite's)")
     args = ap.parse_args(argv)
+    cases = CASES
+    if args.smoke:
+        cases, args.repeats = (SMOKE_CASE,), 1
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); median of {args.repeats} turns\n")
     print("| case | path | ms / batch | ATen ops / batch | old / this (time) | old / this (ops) |")
     print("|---|---|---|---|---|---|")
     diffs = {}
-    for case in CASES:
+    for case in cases:
         paths = measure(*case, args.repeats)
         old = paths[0]
         for r in paths:

@@ -7,7 +7,13 @@ per step without the data loader. The trainer is built from a preset (default ``
 precision elsewhere. Each repeat is one block of ``--steps`` steps; blocks of several processes (e.g. before /
 after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the caller.
 
-    PYTHONPATH=src python benchmarks/bench_bootstrap_step.py [--preset bootstrap/tiny_cpu] [--repeats 5]
+    PYTHONPATH=src python benchmarks/bench_bootstrap_step.py [--preset bootstrap/tiny_cpu] [--repeats 5] [--smoke]
+
+``--smoke`` (the test suite's): the preset shrunk by :data:`SMOKE` (one block, 32 px, batch 2, a small head), one
+block of one step on the CPU.
+
+The trainer's step is its own (``Bootstrapper.step_at``), but :func:`stub_trainer` re-writes the model half of
+``Bootstrapper.build`` (through ``__new__``) to skip the data; a change to ``build`` must be mirrored there.
 """
 
 from __future__ import annotations
@@ -71,14 +77,34 @@ def synthetic_batch(cfg, batch_size: int, device: torch.device) -> dict:
     return {"image": {k: v.to(device) for k, v in views.items()}}
 
 
-def run(preset: str, repeats: int, steps: int, device: str | None, threads: int | None) -> dict:
+#: config overrides of ``--smoke``: one block at 32 px, 2 local crops at 16 px, a small head, batch 2
+SMOKE = dict(
+    depth=1,
+    img_size=32,
+    local_size=16,
+    local_crops=2,
+    out_dim=64,
+    head_hidden_dim=32,
+    head_bottleneck_dim=16,
+    batch_size=2,
+)
+
+
+def run(
+    preset: str,
+    repeats: int,
+    steps: int,
+    device: str | None,
+    threads: int | None,
+    overrides: dict | None = None,
+) -> dict:
     from semmae.bootstrap.config import BootstrapConfig
     from semmae.config import load_yaml
 
     if threads:
         torch.set_num_threads(threads)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    values = load_yaml(preset)
+    values = {**load_yaml(preset), **(overrides or {})}
     if dev.type == "cpu":
         values["precision"] = "fp32"
     cfg = BootstrapConfig(**values)
@@ -110,8 +136,13 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3, help="steps per block")
     ap.add_argument("--device", default=None)
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    ap.add_argument(
+        "--smoke", action="store_true", help="a tiny model, one step on the CPU (the test suite's)"
+    )
     a = ap.parse_args()
-    print(json.dumps(run(a.preset, a.repeats, a.steps, a.device, a.threads)))
+    if a.smoke:
+        a.repeats, a.steps, a.device = 1, 1, "cpu"
+    print(json.dumps(run(a.preset, a.repeats, a.steps, a.device, a.threads, SMOKE if a.smoke else None)))
 
 
 if __name__ == "__main__":

@@ -3,7 +3,9 @@
 B = 256 images, L = 196 patches (14 x 14), 6 parts + the "no part" id; median wall time of repeats.
 Target: semantic <= 3x random (the official per-batch implementation measures ~22x here).
 
-    python benchmarks/bench_masking.py [--quick]
+    python benchmarks/bench_masking.py [--quick | --smoke]
+
+``--smoke`` (the test suite's): B = 8, two repeats on the CPU, seconds.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from semmae.utils.results_table import row
 from semmae.utils.timing import median_times
 
 
-def run(quick: bool = False, device: str | None = None) -> list[dict]:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    batch, length, parts = 256, 196, 6
-    repeats = 20 if quick else 200
+def run(quick: bool = False, device: str | None = None, smoke: bool = False) -> list[dict]:
+    dev = torch.device(device or ("cpu" if smoke or not torch.cuda.is_available() else "cuda"))
+    batch, length, parts = 8 if smoke else 256, 196, 6
+    repeats = 2 if smoke else 20 if quick else 200
     g = torch.Generator(device=dev).manual_seed(0)
     part_ids = torch.randint(0, parts + 1, (batch, length), device=dev, generator=g)  # id 6 = no part
     alpha = 0.5
@@ -44,7 +46,8 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (the test suite's)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     args = parser.parse_args()
-    for row in run(args.quick, args.device):
+    for row in run(args.quick, args.device, args.smoke):
         print(f"{row['name']:<70} {row['value']:10.3f} {row['unit']:<3} {row['target']}")

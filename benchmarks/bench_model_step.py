@@ -5,7 +5,12 @@ same device, steps timed in turns, medians over repeats. Targets: semantic / ran
 patch-8 (28x28 grid, the most-foreground quarter enters) / patch-16 step time within 10 % at the same image size.
 On a GPU the ViT-B models run under bf16 autocast; on a CPU ViT-Tiny stands in (read the ratios, not seconds).
 
-    python benchmarks/bench_model_step.py [--quick] [--device cuda]
+    python benchmarks/bench_model_step.py [--quick | --smoke] [--device cuda]
+
+``--smoke`` (the test suite's): ViT-Tiny at 32 px, batch 2, one turn after one warm-up, on the CPU.
+
+The step is written out here (mask + the MAE's forward + backward + AdamW), not the trainer's: it times the model
+and the masking alone; ``bench_compile.py`` and ``bench_pretrain.py`` time the trainer's own step.
 """
 
 from __future__ import annotations
@@ -30,13 +35,14 @@ def _trainer(name: str, img_size: int, device: torch.device):
     return model, opt, autocast
 
 
-def run(quick: bool = False, device: str | None = None) -> list[dict]:
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+def run(quick: bool = False, device: str | None = None, smoke: bool = False) -> list[dict]:
+    dev = torch.device(device or ("cpu" if smoke or not torch.cuda.is_available() else "cuda"))
     gpu = dev.type == "cuda"
     size = "base" if gpu else "tiny"
-    img = 224 if (gpu or not quick) else 112
-    batch = (64 if not quick else 32) if gpu else (8 if not quick else 4)
-    repeats = (20 if not quick else 5) if gpu else (10 if not quick else 3)
+    img = 32 if smoke else 224 if (gpu or not quick) else 112
+    batch = 2 if smoke else (64 if not quick else 32) if gpu else (8 if not quick else 4)
+    repeats = 1 if smoke else (20 if not quick else 5) if gpu else (10 if not quick else 3)
+    warmup = 1 if smoke else 2
     g = torch.Generator(device=dev).manual_seed(0)
     imgs = torch.randn(batch, 3, img, img, device=dev, generator=g)
 
@@ -64,10 +70,10 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
 
     p16, p8 = f"mae_vit_{size}_patch16", f"mae_vit_{size}_patch8"
     t_sem, t_rand = median_times(
-        [stepper(p16, "adaptive", None), stepper(p16, "random", None)], repeats, dev, 2
+        [stepper(p16, "adaptive", None), stepper(p16, "random", None)], repeats, dev, warmup
     )
     t_p8, t_p16 = median_times(
-        [stepper(p8, "adaptive", 0.25), stepper(p16, "adaptive", None)], repeats, dev, 2
+        [stepper(p8, "adaptive", 0.25), stepper(p16, "adaptive", None)], repeats, dev, warmup
     )
     tag = f"{size}, B={batch}, {img}px, {dev.type}"
     return [
@@ -82,7 +88,8 @@ def run(quick: bool = False, device: str | None = None) -> list[dict]:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (the test suite's)")
     parser.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
     args = parser.parse_args()
-    for row in run(args.quick, args.device):
+    for row in run(args.quick, args.device, args.smoke):
         print(f"{row['name']:<75} {row['value']:10.3f} {row['unit']:<3} {row['target']}")

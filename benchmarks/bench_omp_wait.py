@@ -14,6 +14,8 @@ applies it before torch loads) and each policy forced, torch's default thread co
 setting (issue 29's target: at most 1.3x slower with the default settings):
 
     python benchmarks/bench_omp_wait.py --contention --steps 8 --repeats 2
+
+``--smoke`` (the test suite's; with either mode): one step of batch 2, one round, one thread.
 """
 
 from __future__ import annotations
@@ -151,22 +153,25 @@ def contention_table(runs: dict[str, dict[str, list[dict]]]) -> str:
     return markdown_table(CONTENTION_COLUMNS, rows)
 
 
-def compare(steps: int, repeats: int, threads: int) -> dict[str, list[float]]:
+def compare(steps: int, repeats: int, threads: int, batch: int = 128) -> dict[str, list[float]]:
     """img/s of each policy, ``repeats`` fresh processes each, in alternating turns."""
     runs: dict[str, list[float]] = {"default (spin)": [], "PASSIVE": []}
     for _ in range(repeats):
-        runs["default (spin)"].append(measure_record(None, steps, threads)["img_per_s"])
-        runs["PASSIVE"].append(measure_record("PASSIVE", steps, threads)["img_per_s"])
+        runs["default (spin)"].append(measure_record(None, steps, threads, batch=batch)["img_per_s"])
+        runs["PASSIVE"].append(measure_record("PASSIVE", steps, threads, batch=batch)["img_per_s"])
     return runs
 
 
-def run(quick: bool = False, device: str | None = None) -> list[dict]:
+def run(quick: bool = False, device: str | None = None, smoke: bool = False) -> list[dict]:
     """run_all.py entry: PASSIVE / default step throughput (CPU only; a GPU run skips it)."""
     import torch
 
-    if (device or ("cuda" if torch.cuda.is_available() else "cpu")) != "cpu":
+    if (device or ("cuda" if torch.cuda.is_available() and not smoke else "cpu")) != "cpu":
         return []
-    runs = compare(5 if quick else 15, 1 if quick else 3, os.cpu_count() or 1)
+    if smoke:
+        runs = compare(1, 1, 1, batch=2)
+    else:
+        runs = compare(5 if quick else 15, 1 if quick else 3, os.cpu_count() or 1)
     ratio = statistics.median(runs["PASSIVE"]) / statistics.median(runs["default (spin)"])
     return [row("MAE step img/s, OMP_WAIT_POLICY=PASSIVE / default (idle CPU)", ratio, "x")]
 
@@ -177,9 +182,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--contention", action="store_true", help="idle vs one busy process, per setting")
-    ap.add_argument("--batch", type=int, default=128, help="--contention: images per step")
+    ap.add_argument("--batch", type=int, default=128, help="images per step")
     ap.add_argument("--timeout", type=float, default=600, help="--contention: seconds per child process")
+    ap.add_argument("--smoke", action="store_true", help="one step of batch 2, one round (the test suite's)")
     args = ap.parse_args()
+    if args.smoke:
+        args.steps, args.repeats, args.threads, args.batch = 1, 1, 1, 2
     if args.contention:
         print(
             f"MAE step, tiny ViT depth 12 at 64 px, batch {args.batch}, torch's default threads, {os.cpu_count()} cores, "
@@ -188,10 +196,11 @@ def main() -> None:
         print(contention_table(contention(args.steps, args.repeats, 0, args.batch, args.timeout)))
         print(f"load average after: {os.getloadavg()[0]:.2f}")
         return
-    runs = compare(args.steps, args.repeats, args.threads)
+    runs = compare(args.steps, args.repeats, args.threads, args.batch)
     med = {k: statistics.median(v) for k, v in runs.items()}
     print(
-        f"MAE step, tiny ViT depth 12 at 64 px, batch 128, {args.threads} threads, {args.repeats} alternating runs"
+        f"MAE step, tiny ViT depth 12 at 64 px, batch {args.batch}, {args.threads} threads, "
+        f"{args.repeats} alternating runs"
     )
     rows = [[k, f"{med[k]:.1f}", ", ".join(f"{x:.1f}" for x in v)] for k, v in runs.items()]
     print(markdown_table(["OMP_WAIT_POLICY", "img/s (median)", "runs"], rows))

@@ -4,6 +4,11 @@ step time, and part-cache bytes per image. ``run(quick)`` returns ``[{name, valu
 Export = encoder forward (+ last-block CLS attention) + part maps (Eq. 1-2) + resize/argmax + foreground score +
 packing into the cache, on the same in-memory batch as the encoder-only forward (data loading excluded from both),
 so the ratio isolates what part export adds to the forward pass. Target: >= 0.8x.
+
+``--smoke`` (the test suite's): ViT-Tiny/16 at 32 px, batch 2, one timed call of each, on the CPU.
+
+The part-train steps are written out here (encoder or cached tokens + ``PartModel`` + ``part_loss`` + AdamW), not
+taken from ``semmae parts train``'s trainer.
 """
 
 from __future__ import annotations
@@ -24,10 +29,12 @@ from semmae.utils.results_table import row
 from semmae.utils.timing import mean_time as _timeit
 
 
-def run(quick: bool = True) -> list[dict]:
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def run(quick: bool = True, smoke: bool = False) -> list[dict]:
+    device = torch.device("cuda" if torch.cuda.is_available() and not smoke else "cpu")
     arch, img, batch, iters = (
-        ("vit_tiny_patch16_224", 64, 16, 3)
+        ("vit_tiny_patch16_224", 32, 2, 1)
+        if smoke
+        else ("vit_tiny_patch16_224", 64, 16, 3)
         if quick
         else ("vit_small_patch16_224", 224, 64 if device.type == "cuda" else 16, 10)
     )
@@ -69,7 +76,7 @@ def run(quick: bool = True) -> list[dict]:
         opt.step()
 
     t_train = _timeit(train_step, iters, device)
-    rows = step_comparison(device, iters)
+    rows = step_comparison(device, iters, 2 if smoke else 64)
     enc_ips, exp_ips = batch / t_enc, batch / t_exp
     tag = f"{arch}@{img} b{batch} {device.type}"
     return [
@@ -82,7 +89,7 @@ def run(quick: bool = True) -> list[dict]:
     ]
 
 
-def step_comparison(device: torch.device, iters: int) -> list[dict]:
+def step_comparison(device: torch.device, iters: int, batch: int = 64) -> list[dict]:
     """The demo's part step (tiny ViT width 192, depth 6, patch 8 at 64 px, batch 64, 4 parts) three ways, side by
     side: the encoder run every step with the decoder of the paper preset (width 256; the old demo recipe), tokens
     from the feature cache with the same decoder, and cached tokens with the light decoder of ``parts/tiny_cpu``
@@ -94,7 +101,7 @@ def step_comparison(device: torch.device, iters: int) -> list[dict]:
     torch.manual_seed(0)
     vit = encoder_from_record(EncoderRecord.from_name("vit_d192x6h3_patch8", 64)).model  # timm's init
     encoder = FrozenEncoder(vit).to(device)
-    images = torch.randn(64, 3, 64, 64, device=device)
+    images = torch.randn(batch, 3, 64, 64, device=device)
     with torch.no_grad():
         feats = encoder(images)
 
@@ -120,7 +127,7 @@ def step_comparison(device: torch.device, iters: int) -> list[dict]:
         "cached_d256": _timeit(step_fn(paper, False), iters, device),
         "cached_d64": _timeit(step_fn(light, False), iters, device),
     }
-    tag = f"demo shape b64 {device.type}"
+    tag = f"demo shape b{batch} {device.type}"
     return [row(f"parts/step_{k} ({tag})", v * 1000, "ms") for k, v in t.items()] + [
         row("parts/step_speedup_cached_d64_vs_online_d256", t["online_d256"] / t["cached_d64"], "x"),
         row("parts/step_speedup_cached_vs_online (same decoder)", t["online_d256"] / t["cached_d256"], "x"),
@@ -132,6 +139,7 @@ if __name__ == "__main__":
     ap.add_argument(
         "--full", action="store_true", help="ViT-S/16 at 224 px instead of the quick tiny setting"
     )
+    ap.add_argument("--smoke", action="store_true", help="tiny sizes on the CPU (the test suite's)")
     args = ap.parse_args()
-    for row in run(quick=not args.full):
+    for row in run(quick=not args.full, smoke=args.smoke):
         print(json.dumps(row))

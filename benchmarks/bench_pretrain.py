@@ -14,7 +14,10 @@ same trainer, short blocks of loader-fed steps alternate with blocks of held-bat
 their prefetched batches discarded between blocks), which cancels the drift. Targets: packed e2e / step >= 0.95, folder (auto workers)
 e2e / step >= 0.9. Peak memory is the process's max RSS (CPU) or the CUDA allocator's peak.
 
-    python benchmarks/bench_pretrain.py [--quick] [--rounds N] [--raw FILE] [--data DIR] [--pack DIR]
+    python benchmarks/bench_pretrain.py [--quick | --smoke] [--rounds N] [--raw FILE] [--data DIR] [--pack DIR]
+
+``--smoke`` (the test suite's): every feed, the pack and the loader probe once on generated images (16 JPEGs) with
+the micro MAE at 32 px, batch 4 (:data:`SMOKE`), a few steps each.
 
 On a GPU the same questions (ViT-B/16 at 224 px, bf16: the held step with random vs adaptive masking, eager vs
 ``torch.compile``; pack vs JPEG folders end to end, and JPEGs decoded on the GPU with a batched
@@ -32,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from semmae.engine.bench import bench_config, held_batch, held_step_times
+from semmae.engine.bench import bench_config, held_step_times
 from semmae.engine.pretrain import Pretrainer
 from semmae.engine.progress import memory_mb
 from semmae.utils.results_table import row
@@ -41,11 +44,29 @@ from semmae.utils.timing import logged, logged_rate
 # the developers' machine path, not a user default: pass --data (e.g. `semmae data get imagenette`'s train/)
 DATA = Path("/work/shared/data/imagenette2_96/train")
 
+#: the measured run: MAE, image side (and the pack's), batch, steps of a run, held steps per bracket, log interval
+SIZES = dict(model="mae_vit_tiny_patch8", depth=6, decoder_depth=2, img=96, batch=32, log_every=3)
+QUICK = dict(SIZES, steps=15, n_step=5, blocks=3, probe=10, settle_s=0.5)
+FULL = dict(SIZES, steps=60, n_step=10, blocks=10, probe=30, settle_s=0.5)
+# (probe 4: the loader probe reads 5 batches, more than the run's span leaves after the held bracket advanced the
+# trainer's step, so a probe that does not reread its span from step 0 fails the smoke run)
+SMOKE = dict(
+    model="mae_vit_micro_patch8", depth=1, decoder_depth=1, img=32, batch=4, log_every=1,
+    steps=6, n_step=1, blocks=1, probe=4, settle_s=0.05,
+)  # fmt: skip
 
-def step_times(trainer: Pretrainer, steps: int) -> tuple[int, list[float]]:
-    """Batch size and seconds of each of ``steps`` held-batch steps of ``trainer`` (after 3 warm-up steps)."""
-    batch = held_batch(trainer)
-    return int(batch["image"].shape[0]), held_step_times(trainer, batch, steps)
+
+def loader_batch(trainer: Pretrainer) -> dict:
+    """The loader's first batch as the loader gives it: the held batch. ``step_at`` prepares the batch it steps on
+    (a folder batch's normalisation, a packed batch's crop/flip), inside the step as in the run; a batch prepared
+    already (:func:`semmae.engine.bench.held_batch`) would be prepared twice, which a packed batch cannot be."""
+    return next(iter(trainer.loader))
+
+
+def step_times(trainer: Pretrainer, steps: int, warmup: int = 3) -> tuple[int, list[float]]:
+    """Batch size and seconds of each of ``steps`` held-batch steps of ``trainer`` (after ``warmup`` steps)."""
+    batch = loader_batch(trainer)
+    return len(batch["index"]), held_step_times(trainer, batch, steps, warmup=warmup)
 
 
 def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float = 0.5) -> float:
@@ -72,9 +93,9 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
             it = iter(trainer.loader)
             return next(it)
 
-    held = trainer.prepare(fetch(), 0, 0)
+    held = fetch()  # step_at prepares what it steps on, the held batch included (see loader_batch)
     for i in range(2):  # warm-up of both kinds
-        step_on(trainer.prepare(fetch(), i, 0), i)
+        step_on(fetch(), i)
         step_on(held, i)
     fed_s = held_s = 0.0
     step = 2
@@ -90,7 +111,7 @@ def paired_ratio(trainer: Pretrainer, blocks: int, k: int = 4, settle_s: float =
             fetch()
         t0 = time.perf_counter()
         for _ in range(k):
-            step_on(trainer.prepare(fetch(), step, 0), step)
+            step_on(fetch(), step)
             step += 1
         fed_s += time.perf_counter() - t0
     return held_s / fed_s
@@ -111,18 +132,19 @@ def loader_throughput(trainer: Pretrainer, batches: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _cpu_run(data: Path, steps: int, n_step: int, workers: str) -> dict:
+def _cpu_run(data: Path, sizes: dict, workers: str) -> dict:
     """One short CPU pretraining run bracketed by two blocks of the model step alone on the same trainer (before
     and after: a linear drift of the machine's speed cancels in their pooled rate). Returns the trainer, its
     end-to-end img/s, its input-wait share, the pooled step img/s and the step's per-step times."""
     with tempfile.TemporaryDirectory() as tmp:
-        model = dict(depth=6, decoder_depth=2)
-        sizes = dict(max_steps=steps, batch_size=32, log_every=3, num_workers=workers)
-        cfg = bench_config(data, tmp, "mae_vit_tiny_patch8", 96, **model, **sizes)
+        model = dict(depth=sizes["depth"], decoder_depth=sizes["decoder_depth"])
+        run = dict(max_steps=sizes["steps"], batch_size=sizes["batch"], log_every=sizes["log_every"])
+        cfg = bench_config(data, tmp, sizes["model"], sizes["img"], **model, **run, num_workers=workers)
         trainer = Pretrainer(cfg)
-        batch, before = step_times(trainer, n_step)
+        warmup = 1 if sizes["n_step"] < 2 else 3
+        batch, before = step_times(trainer, sizes["n_step"], warmup)
         trainer.run()
-        _, after = step_times(trainer, n_step)
+        _, after = step_times(trainer, sizes["n_step"], warmup)
         times = before + after
         return dict(
             trainer=trainer,
@@ -134,13 +156,13 @@ def _cpu_run(data: Path, steps: int, n_step: int, workers: str) -> dict:
         )
 
 
-def pack_for_bench(data: Path, out: Path) -> dict:
-    """Pack ``data`` at 96 px (decoding workers: every core but one); img/s and bytes/image of the pack."""
+def pack_for_bench(data: Path, out: Path, side: int = 96) -> dict:
+    """Pack ``data`` at ``side`` px (decoding workers: every core but one); img/s and bytes/image of the pack."""
     from semmae.data.packed import pack_dataset
     from semmae.data.workers import available_cores
 
     workers = max(0, available_cores() - 1)
-    report = pack_dataset(data, out, side=96, shard_size=2048, workers=workers, progress=False)
+    report = pack_dataset(data, out, side=side, shard_size=2048, workers=workers, progress=False)
     jpeg = sum(os.path.getsize(p) for p in data.rglob("*") if p.is_file())
     return {
         "img_s": report.num_images / report.seconds,
@@ -158,20 +180,21 @@ FEEDS = (
 )
 
 
-def _round(data: Path, pack: Path, steps: int, n_step: int, quick: bool, shift: int = 0) -> dict[str, dict]:
+def _round(data: Path, pack: Path, sizes: dict, shift: int = 0) -> dict[str, dict]:
     """One side-by-side round: each feed's run between two blocks of the model step alone on the same trainer (on a
     shared machine the load drifts, so each ratio uses the steps measured around it). ``shift`` rotates the order
     of the feeds, so that no feed always runs first or last in a round."""
     out: dict[str, dict] = {}
     order = FEEDS[shift % len(FEEDS) :] + FEEDS[: shift % len(FEEDS)]
     for key, _, workers in order:
-        r = _cpu_run(pack if key == "packed" else data, steps, n_step, workers)
+        r = _cpu_run(pack if key == "packed" else data, sizes, workers)
         trainer = r.pop("trainer")
         r.update(ratio=r["e2e"] / r["step"], ratio_median_step=r["e2e"] / r["step_median"])
         r["workers"] = trainer.num_workers
-        r["paired"] = paired_ratio(trainer, blocks=3 if quick else 10, k=4 if trainer.num_workers == 0 else 8)
+        k = min(sizes["batch"], 4 if trainer.num_workers == 0 else 8)  # the smoke run: its batch of steps
+        r["paired"] = paired_ratio(trainer, sizes["blocks"], k, sizes["settle_s"])
         if key in ("folder2", "packed"):
-            r["pipeline"] = loader_throughput(trainer, 10 if quick else 30)
+            r["pipeline"] = loader_throughput(trainer, sizes["probe"])
         if key == "packed":
             r["memory"] = memory_mb(trainer.device)
         out[key] = r
@@ -184,19 +207,24 @@ TARGETS = {"auto": ">= 0.9x", "packed": ">= 0.95x"}
 
 
 def run_cpu(
-    quick: bool, data: Path, pack: Path | None = None, rounds: int = 3, raw: Path | None = None
+    quick: bool,
+    data: Path,
+    pack: Path | None = None,
+    rounds: int = 3,
+    raw: Path | None = None,
+    sizes: dict | None = None,
 ) -> list[dict]:
     """``rounds`` side-by-side rounds (the feeds' order rotated each round); every ratio is reported as the median
     over rounds with every round's value (the model step alone drifts by 10-20% between minutes on a shared 2-core
-    VM, more than the effects measured). ``raw``: write every round's numbers there as JSON."""
-    steps = 15 if quick else 60
-    n_step = 5 if quick else 10  # per bracket: before and after each run
+    VM, more than the effects measured). ``raw``: write every round's numbers there as JSON. ``sizes``: the run's
+    (default :data:`QUICK` or :data:`FULL`)."""
+    sizes = sizes or (QUICK if quick else FULL)
     with tempfile.TemporaryDirectory() as tmp:
         packing = None
         if pack is None:
             pack = Path(tmp) / "pack"
-            packing = pack_for_bench(data, pack)
-        results = [_round(data, pack, steps, n_step, quick, shift=k) for k in range(max(1, rounds))]
+            packing = pack_for_bench(data, pack, sizes["img"])
+        results = [_round(data, pack, sizes, shift=k) for k in range(max(1, rounds))]
     if raw is not None:
         raw.write_text(json.dumps({"rounds": results, "packing": packing}, indent=1) + "\n")
 
@@ -242,11 +270,11 @@ def run_cpu(
     if packing is not None:
         rows += [
             row(
-                f"pack throughput (96 px, {packing['workers']} decoding worker(s))",
+                f"pack throughput ({sizes['img']} px, {packing['workers']} decoding worker(s))",
                 round(packing["img_s"], 1),
                 "img/s",
             ),
-            row("pack bytes per image (96 px, no part cells)", round(packing["bytes"], 0), "B"),
+            row(f"pack bytes per image ({sizes['img']} px, no part cells)", round(packing["bytes"], 0), "B"),
             row("JPEG bytes per image (the source folder)", round(packing["jpeg_bytes"], 0), "B"),
         ]
     return rows
@@ -258,15 +286,28 @@ def run(
     pack: str | None = None,
     rounds: int = 3,
     raw: str | None = None,
+    smoke: bool = False,
 ) -> list[dict]:
-    rounds = 1 if quick else rounds  # a smoke run (run_all --quick too): one round
+    """``smoke``: :data:`SMOKE`'s sizes on 16 generated images (unless ``data`` is given), one round."""
+    rounds = 1 if quick or smoke else rounds  # a quick run (run_all --quick too): one round
+    raw_path = Path(raw) if raw else None
+    if smoke and not data:
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from _helpers_images import write_images
+
+        with tempfile.TemporaryDirectory() as tmp:
+            images = write_images(Path(tmp) / "imgs", count=16, size=40)
+            return run_cpu(True, images, Path(pack) if pack else None, rounds, raw_path, SMOKE)
     data_path, pack_path = Path(data) if data else DATA, Path(pack) if pack else None
-    return run_cpu(quick, data_path, pack_path, rounds, Path(raw) if raw else None)
+    return run_cpu(quick, data_path, pack_path, rounds, raw_path, SMOKE if smoke else None)
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="generated images, the micro MAE (the test suite's)")
     ap.add_argument("--data", default=None, help=f"ImageFolder of training images (default {DATA})")
     ap.add_argument(
         "--pack", default=None, help="a pack of --data at 96 px (default: packed here, and timed)"
@@ -276,5 +317,5 @@ if __name__ == "__main__":
     )
     ap.add_argument("--raw", default=None, help="CPU: write every round's numbers to this JSON file")
     args = ap.parse_args()
-    for r in run(args.quick, args.data, args.pack, args.rounds, args.raw):
+    for r in run(args.quick, args.data, args.pack, args.rounds, args.raw, args.smoke):
         print(f"{r['name']:<75} {r['value']:>10} {r['unit']:<6} {r['target']}")

@@ -5,6 +5,9 @@ counts the numeric fields that are equal to the bit, those that differ and the l
 Timings and memory are left out. Used for issue 16 (the training-kit refactor must not change results):
 
     python benchmarks/compare_runs.py runs/before runs/after
+
+``--smoke`` (the test suite's): two small made-up run trees in a temporary folder (one number differs, one file is
+missing in B), compared.
 """
 
 from __future__ import annotations
@@ -60,18 +63,43 @@ def compare_file(a: Path, b: Path) -> dict[str, Any]:
     return out
 
 
+def smoke_trees(root: Path) -> tuple[Path, Path]:
+    """Two run trees under ``root`` for ``--smoke``: the same log and results but for one loss and a file B lacks."""
+    for tree, loss in (("a", 0.5), ("b", 0.25)):
+        run = root / tree / "run"
+        run.mkdir(parents=True)
+        log = [{"step": 1, "loss": 1.0, "img_per_s": 10.0}, {"step": 2, "loss": loss, "time": 3.0}]
+        (run / "log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+        (run / "results.json").write_text(json.dumps({"top1": 50.0, "per_blr": {"0.1": 40.0}}))
+    (root / "a" / "run" / "part_metrics.json").write_text(json.dumps({"nmi": 0.3}))
+    return root / "a", root / "b"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("a", type=Path)
-    ap.add_argument("b", type=Path)
+    ap.add_argument("a", type=Path, nargs="?")
+    ap.add_argument("b", type=Path, nargs="?")
+    ap.add_argument("--smoke", action="store_true", help="compare two made-up trees (the test suite's)")
     args = ap.parse_args(argv)
-    files = [p for pat in ("log.jsonl", "results.json", "*metrics*.json") for p in sorted(args.a.rglob(pat))]
+    if args.smoke:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            return compare_trees(*smoke_trees(Path(tmp)))
+    if args.b is None:
+        ap.error("the run trees A and B are required")
+    return compare_trees(args.a, args.b)
+
+
+def compare_trees(a: Path, b: Path) -> int:
+    """The table of every result file under ``a`` against the same file under ``b``, on stdout."""
+    files = [p for pat in ("log.jsonl", "results.json", "*metrics*.json") for p in sorted(a.rglob(pat))]
     print("| file | equal to the bit | differ | largest relative difference |\n|---|---|---|---|")
     for fa in files:
-        rel = fa.relative_to(args.a)
-        fb = args.b / rel
+        rel = fa.relative_to(a)
+        fb = b / rel
         if not fb.is_file():
-            print(f"| {rel} | missing in {args.b} | | |")
+            print(f"| {rel} | missing in {b} | | |")
             continue
         r = compare_file(fa, fb)
         note = (

@@ -7,6 +7,9 @@ the preset's own sweep lies (inside, or on its top/bottom edge).
 
     python benchmarks/linprobe_sweep.py --checkpoint runs/pt/checkpoints/ckpt-000000240.pth \
         --train synth/train --val synth/val --epochs 30 100 --out /tmp/sweep
+
+``--smoke`` (the test suite's): generated images (2 classes, 32 px), a micro MAE pretrained for one epoch as the
+checkpoint, one 1-epoch sweep of two rates, into ``--out`` (default: a temporary folder).
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ def sweep(args: argparse.Namespace) -> list[dict]:
             blrs=args.blrs,
             out=str(out),
             num_workers=args.num_workers,
+            **({"batch_size": args.batch_size} if args.batch_size else {}),
             overwrite=True,
         )
         t = time.perf_counter()
@@ -70,18 +74,67 @@ def table(rows: list[dict], preset_blrs: list[float]) -> str:
     return "\n".join(lines)
 
 
+def smoke_inputs(args: argparse.Namespace, root: Path) -> None:
+    """Generated train / val images and a micro MAE checkpoint under ``root``; ``args`` set to sweep them (one
+    epoch, two rates, batch 4, no loader workers)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from _helpers_images import write_splits
+
+    from semmae.pipeline.checkpoints import latest_checkpoint
+
+    data = write_splits(root / "data", train=8, val=4, size=32)
+    pretrain = stage_config(
+        "pretrain",
+        data=str(data / "train"),
+        out=str(root / "pretrain"),
+        model="mae_vit_micro_patch8",
+        img_size=32,
+        masking="random",
+        epochs=1,
+        warmup_epochs=0,
+        batch_size=4,
+        num_workers=0,
+        device="cpu",
+        vis_every=0,
+        progress=False,
+    )
+    run_stage("pretrain", pretrain)
+    args.checkpoint = str(latest_checkpoint(root / "pretrain"))
+    args.train, args.val = str(data / "train"), str(data / "val")
+    args.epochs, args.blrs, args.num_workers, args.batch_size = [1], [1.6, 6.4], 0, 4
+    args.out = args.out or str(root / "sweep")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--checkpoint", required=True)
-    ap.add_argument("--train", required=True)
-    ap.add_argument("--val", required=True)
+    ap.add_argument("--checkpoint")
+    ap.add_argument("--train")
+    ap.add_argument("--val")
     ap.add_argument("--epochs", type=int, nargs="+", default=[30, 100])
     ap.add_argument("--blrs", type=float, nargs="+", default=WIDE)
     ap.add_argument("--preset", default="eval/linprobe_cpu_tiny")
     ap.add_argument("--compare-blrs", type=float, nargs="+", default=None, help="default: the preset's blrs")
     ap.add_argument("--num-workers", type=int, default=1)
-    ap.add_argument("--out", required=True)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: the preset's")
+    ap.add_argument("--out")
+    ap.add_argument(
+        "--smoke", action="store_true", help="generated data, a micro checkpoint (the test suite's)"
+    )
     args = ap.parse_args(argv)
+    if args.smoke:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            smoke_inputs(args, Path(tmp))
+            return report(args)
+    missing = [f"--{k}" for k in ("checkpoint", "train", "val", "out") if getattr(args, k) is None]
+    if missing:
+        ap.error(f"the following arguments are required: {', '.join(missing)}")
+    return report(args)
+
+
+def report(args: argparse.Namespace) -> int:
+    """The sweep of ``args`` and its table, on stdout."""
     rows = sweep(args)
     preset_blrs = args.compare_blrs or load_yaml(args.preset).get("blrs", [])
     print(table(rows, preset_blrs))

@@ -11,6 +11,10 @@
 Usage::
 
     python benchmarks/parts_cub.py --work /tmp/cub --seeds 0 1 --out benchmarks/results/parts-cub200
+
+``--smoke`` (the test suite's): a tiny fake of the CUB layout (64 train + 8 test generated images, 3 keypoints
+each, :func:`_helpers_images.write_fake_cub`), 32 px with patch 8, one epoch of each training, one seed, in
+``--work`` (default: a temporary folder); the summary goes to ``--out`` only if given.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: spinning OpenMP threads on 2 shared cores
@@ -36,8 +42,10 @@ COLUMNS = ["kp_nmi", "kp_ari", "fg_iou_image", "miou_image", "fg_iou", "parts_us
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    ap.add_argument("--work", type=Path, required=True)
-    ap.add_argument("--out", type=Path, default=HERE / "results" / "parts-cub200")
+    ap.add_argument("--work", type=Path, default=None, help="run folders (required but with --smoke)")
+    ap.add_argument(
+        "--out", type=Path, default=None, help="summary JSON (default benchmarks/results/parts-cub200)"
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     ap.add_argument("--num-parts", type=int, default=4)
     ap.add_argument("--img-size", type=int, default=48)
@@ -53,7 +61,26 @@ def main() -> None:
         metavar="FIELD=VALUE",
         help="more `parts train` config fields (ablations), e.g. similarity=dot div_weight=0.03",
     )
+    ap.add_argument("--smoke", action="store_true", help="a fake CUB, tiny sizes (the test suite's)")
     args = ap.parse_args()
+    if not args.smoke:
+        if args.work is None:
+            ap.error("the following arguments are required: --work")
+        return score(args, args.out or HERE / "results" / "parts-cub200")
+    with tempfile.TemporaryDirectory() as tmp:
+        sys.path.insert(0, str(HERE))
+        from _helpers_images import write_fake_cub
+
+        args.work = args.work or Path(tmp)
+        args.data = write_fake_cub(args.work / "fake_cub", train=64, test=8, size=40)
+        args.seeds, args.img_size, args.patch_size = [0], 32, 8
+        args.bootstrap_epochs, args.parts_epochs = 1, 1
+        args.extra = [*args.extra, "batch_size=16"]
+        return score(args, args.out, num_workers=0)
+
+
+def score(args: argparse.Namespace, out: Path | None, num_workers: int = 1) -> None:
+    """The encoder, part learning and scoring per seed; the summary (JSON at ``out``, if any; stdout)."""
     paths = cub_folders(args.data, args.work)
     run = PartRun(
         train=str(paths["train"]),
@@ -65,14 +92,16 @@ def main() -> None:
         keypoints=str(args.data),
         masks=str(paths["masks"]),
         parts_fields=dict(item.split("=", 1) for item in args.extra),
+        common={"num_workers": num_workers, "device": "cpu"},
     )
     enc = args.encoder_checkpoint or mae_encoder(run, args.work / "bootstrap", args.bootstrap_epochs)
     metrics = [
         learn_and_score(run, enc, args.work / f"parts{args.num_parts}{args.tag}-seed{seed}", seed)
         for seed in args.seeds
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps({"seeds": args.seeds, "runs": metrics}, indent=1))
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.with_suffix(".json").write_text(json.dumps({"seeds": args.seeds, "runs": metrics}, indent=1))
     head = f"N = {args.num_parts}, {len(args.seeds)} seed(s) {args.seeds}; encoder {enc}"
     print("\n".join([head, "", part_table(metrics, COLUMNS), "", part_wins(metrics, COLUMNS)]))
 

@@ -9,6 +9,9 @@ mean +- std over seeds and paired wins of the learned parts.
 Usage::
 
     python benchmarks/parts_synthetic.py --work /tmp/parts_syn --seeds 0 1 2 [--budget small] [--style class]
+
+``--smoke`` (the test suite's): one seed at the demo's ``micro`` budget, no loader workers, in ``--work`` (default:
+a temporary folder).
 """
 
 from __future__ import annotations
@@ -26,7 +29,9 @@ from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
 COLUMNS = ["nmi_image", "miou_image", "fg_iou", "fg_iou_image", "nmi", "parts_used", "largest_share"]
 
 
-def demo_parts(work: Path, seed: int, budget: str, style: str, encoder_checkpoint: str = "") -> dict:
+def demo_parts(
+    work: Path, seed: int, budget: str, style: str, encoder_checkpoint: str = "", num_workers: int = 1
+) -> dict:
     """The demo's part scores of one seed in ``work/seed<seed>``."""
     cfg = DemoConfig(
         out=str(work / f"seed{seed}"),
@@ -35,7 +40,7 @@ def demo_parts(work: Path, seed: int, budget: str, style: str, encoder_checkpoin
         style=style,
         encoder_checkpoint=encoder_checkpoint,
         device="cpu",
-        num_workers=1,
+        num_workers=num_workers,
         progress=False,
     )
     return Demo(cfg).learn_parts(log=lambda line: print(line, flush=True))
@@ -43,7 +48,7 @@ def demo_parts(work: Path, seed: int, budget: str, style: str, encoder_checkpoin
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=None, help="run folders (required but with --smoke)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--budget", default="small")
     ap.add_argument("--style", default="class")
@@ -51,8 +56,27 @@ def main() -> None:
     ap.add_argument(
         "--encoder-checkpoint", default="", help="part encoder to use instead of the demo's MAE bootstrap"
     )
+    ap.add_argument("--smoke", action="store_true", help="one seed, the micro budget (the test suite's)")
     args = ap.parse_args()
-    runs = [demo_parts(args.work, s, args.budget, args.style, args.encoder_checkpoint) for s in args.seeds]
+    if args.smoke:
+        import tempfile
+
+        args.seeds, args.budget = [0], "micro"
+        if args.work is None:
+            with tempfile.TemporaryDirectory() as tmp:
+                args.work = Path(tmp)
+                return report(args, 0)
+    elif args.work is None:
+        ap.error("the following arguments are required: --work")
+    return report(args, 0 if args.smoke else 1)
+
+
+def report(args: argparse.Namespace, num_workers: int) -> None:
+    """Every seed's scores, then their table and paired wins (and ``--out``)."""
+    runs = [
+        demo_parts(args.work, s, args.budget, args.style, args.encoder_checkpoint, num_workers)
+        for s in args.seeds
+    ]
     if args.out:
         args.out.write_text(json.dumps({"seeds": args.seeds, "runs": runs}, indent=1))
     print(f"budget {args.budget}, style {args.style}, seeds {args.seeds}\n")

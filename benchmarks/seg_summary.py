@@ -4,6 +4,9 @@
 
 prints one Markdown row per arm (mIoU / mAcc / aAcc, mean +- sample std over the seeds found), the per-seed mIoU,
 and the paired mIoU difference of every arm to the last one (the reference, e.g. random init) over shared seeds.
+
+``--smoke`` (the test suite's): made-up results of two arms over two seeds in a temporary folder, summarised with
+``--per-class``.
 """
 
 from __future__ import annotations
@@ -27,13 +30,41 @@ def collect(root: Path, pattern: str, arm: str) -> dict[int, dict]:
     return found
 
 
+def smoke_runs(args: argparse.Namespace, root: Path) -> None:
+    """Made-up ``results.json`` of arms ``mae`` and ``rand``, seeds 0 and 1, under ``root``; ``args`` set to read
+    them (with ``--per-class``)."""
+    for k, arm in enumerate(("mae", "rand")):
+        for seed in (0, 1):
+            run = root / f"seg_{arm}_s{seed}"
+            run.mkdir(parents=True)
+            miou = 30.0 - 10 * k + seed
+            per_class = [{"name": n, "iou": miou + i} for i, n in enumerate(("bg", "part"))]
+            res = {"miou": miou, "macc": miou + 5, "aacc": miou + 20, "per_class": per_class}
+            (run / "results.json").write_text(json.dumps(res))
+    args.root, args.pattern, args.arms, args.per_class = root, "seg_{arm}_s{seed}", ["mae", "rand"], True
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("root", type=Path)
-    ap.add_argument("pattern", help="run folder name with {arm} and {seed}")
-    ap.add_argument("arms", nargs="+", help="arms to compare; the last is the reference of the paired deltas")
+    ap.add_argument("root", type=Path, nargs="?")
+    ap.add_argument("pattern", nargs="?", help="run folder name with {arm} and {seed}")
+    ap.add_argument("arms", nargs="*", help="arms to compare; the last is the reference of the paired deltas")
     ap.add_argument("--per-class", action="store_true", help="also print per-class IoU (mean ± std) per arm")
+    ap.add_argument("--smoke", action="store_true", help="summarise made-up runs (the test suite's)")
     args = ap.parse_args()
+    if args.smoke:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            smoke_runs(args, Path(tmp))
+            return summarise(args)
+    if not args.arms:
+        ap.error("ROOT, PATTERN and at least one arm are required")
+    return summarise(args)
+
+
+def summarise(args: argparse.Namespace) -> None:
+    """The table of ``args.arms`` (and per-class IoU with ``args.per_class``), on stdout."""
     runs = {a: collect(args.root, args.pattern, a) for a in args.arms}
     ref = args.arms[-1]
     print("| arm | seeds | mIoU | mAcc | aAcc | per-seed mIoU | paired ΔmIoU vs " + ref + " |")

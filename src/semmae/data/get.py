@@ -7,7 +7,7 @@ verbs read.
   ``noisy_imagenette.csv``), so ``--data OUT/train`` / ``OUT/val`` are ImageFolder roots.
 * **CUB-200-2011**: the official ``CUB_200_2011.tgz`` (:data:`SOURCES`) through torchvision's
   ``download_and_extract_archive``; ``OUT/CUB_200_2011/`` is the release as unpacked, converted by
-  ``semmae convert cub`` (:func:`semmae.eval.convert.convert_dataset`, run as that verb) into ``OUT/train`` and ``OUT/val`` (the
+  ``semmae convert cub`` (:func:`semmae.data.convert.convert_dataset`) into ``OUT/train`` and ``OUT/val`` (the
   official train / test halves, class folders of symlinks into the release); beside them the files
   ``semmae parts eval --keypoints OUT`` reads (:func:`semmae.parts.evaluate.load_keypoints`): ``keypoints.csv``
   (``image_id,file,part_id,part_name,x,y,visible``, ``file`` relative to ``OUT/train`` or ``OUT/val``, e.g.
@@ -389,23 +389,11 @@ def _cub(out: Path, staging: Path, source: Source, owner: ownership.Owner, progr
 
 
 def _convert_cub(release: Path, out: Path) -> dict[str, Any]:
-    """``semmae convert cub --root RELEASE --out OUT`` (:func:`semmae.eval.convert.convert_dataset`: symlinks, safe
-    to rerun) in a child process: the data layer does not import the evaluation layer (``tests/test_import_layers``),
-    so the conversion runs as the verb a user would run; its summary, or its one-line error."""
-    import subprocess
-    import sys
+    """``semmae convert cub --root RELEASE --out OUT`` (:func:`semmae.data.convert.convert_dataset`: symlinks, safe
+    to rerun); its summary."""
+    from semmae.data.convert import convert_dataset
 
-    cmd = [sys.executable, "-m", "semmae.cli", "convert", "cub", "--root", str(release), "--out", str(out)]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0:
-        lines = [line for line in done.stderr.splitlines() if line.strip()]
-        raise UserError(
-            f"semmae convert cub failed: {lines[-1] if lines else f'exit code {done.returncode}'}"
-        )
-    try:
-        return json.loads(done.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise UserError(f"semmae convert cub printed no summary: {done.stdout[-200:]!r}") from None
+    return convert_dataset("cub", str(release), str(out), False)
 
 
 def _table(path: Path, columns: int) -> list[list[str]]:

@@ -50,7 +50,7 @@ def _compare(cfg) -> int:  # a semmae.eval.compare.CompareConfig
 
 
 def _convert(args) -> int:
-    from semmae.eval.convert import convert_dataset
+    from semmae.data.convert import convert_dataset
 
     print(json.dumps(convert_dataset(args.dataset, args.root, args.out, args.skip_missing)))
     return 0

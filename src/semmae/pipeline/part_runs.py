@@ -61,7 +61,7 @@ def mae_encoder(run: PartRun, out: Path, epochs: int) -> Path:
 
 def learn_and_score(run: PartRun, encoder_checkpoint: str | Path, out: Path, seed: int) -> dict[str, Any]:
     """Part learning with ``encoder_checkpoint`` into ``out``, then its parts on the test images scored;
-    returns ``parts eval``'s metrics (``out/part_metrics.json``)."""
+    returns ``parts eval``'s metrics (``<out>.part_metrics.json`` beside the run folder)."""
     train = stage_config(
         "parts train",
         PARTS_PRESET,
@@ -88,7 +88,11 @@ def learn_and_score(run: PartRun, encoder_checkpoint: str | Path, out: Path, see
             **run.common,
         )
         run_stage("parts export", export)
+    # beside the run folder, not in it: a file inside a `parts train` run is the run's own (semmae.utils.ownership);
+    # part runs from before kept it inside, and are read as they are
     metrics = out / "part_metrics.json"
+    if not metrics.exists():
+        metrics = out.with_name(out.name + ".part_metrics.json")
     if not metrics.exists():
         scoring = {"keypoints": run.keypoints} if run.keypoints else {}
         evaluation = stage_config(

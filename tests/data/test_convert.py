@@ -11,8 +11,8 @@ from PIL import Image
 from scipy.io import savemat
 
 from semmae.cli import main
+from semmae.data.convert import convert_dataset
 from semmae.data.folder import ImageFolderDataset
-from semmae.eval.convert import convert_dataset
 
 
 def img(path):
