@@ -197,7 +197,9 @@ class PartCache:
                 self._check_fingerprint(relative_paths, Path(root))
             return
         theirs = (
-            (self.path / "files.txt").read_text(errors="surrogateescape").splitlines() if (self.path / "files.txt").exists() else []
+            (self.path / "files.txt").read_text(errors="surrogateescape").splitlines()
+            if (self.path / "files.txt").exists()
+            else []
         )
         detail = f"the cache has {self.meta['num_images']} images, the dataset {len(relative_paths)}"
         for i, (a, b) in enumerate(zip(theirs, relative_paths)):
