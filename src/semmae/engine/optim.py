@@ -38,7 +38,7 @@ def build_optimizer(
 
 def adamw(groups: list[dict], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
     """``torch.optim.AdamW`` with fused kernels when the parameters are on CUDA. Besides speed, that keeps fp16
-    training free of a per-step host read: ``GradScaler.step`` hands its inf check to a fused optimiser instead of
+    training free of a per-step host read: the loss scaler's ``step`` hands its inf check to a fused optimiser instead of
     reading it back (``found_inf.item()``) before every unfused step. The state dict is the same either way."""
     fused = any(p.is_cuda for g in groups for p in g["params"])
     return torch.optim.AdamW(groups, lr=lr, betas=tuple(betas), fused=fused or None)
