@@ -225,7 +225,9 @@ def _targets(verb: str, w: dict, running) -> list[str]:
 def test_a_writing_verb_never_touches_a_file_it_did_not_create(verb, world, capsys, monkeypatch):
     root = world["root"]
     if verb == "data get":  # a download that got past the checks fails at once, offline, in one line
-        monkeypatch.setitem(get_module.SOURCES, "cub", get_module.Source(CLOSED_PORT, "0" * 32, "CUB_200_2011.tgz"))
+        monkeypatch.setitem(
+            get_module.SOURCES, "cub", get_module.Source(CLOSED_PORT, "0" * 32, "CUB_200_2011.tgz")
+        )
     _plant(world["planted"], verb, root)
     flags = sorted(writing_verbs()[verb])
     with live_run(root / "running", "pretrain" if verb != "pretrain" else "bootstrap") as running:

@@ -253,7 +253,16 @@ def test_a_file_name_that_is_not_utf8_goes_through_parts_export(tmp_path, capsys
     torch.save({"model": vit.state_dict(), "model_config": {"img_size": 32, "patch_size": 8, "embed_dim": 32,
                 "depth": 1, "num_heads": 2}, "epoch": 0}, ckpt)  # fmt: skip
     out = tmp_path / "c.parts"
-    argv = ["parts", "export", "--data", str(data), "--source", "attention", "--encoder-checkpoint", str(ckpt)]
+    argv = [
+        "parts",
+        "export",
+        "--data",
+        str(data),
+        "--source",
+        "attention",
+        "--encoder-checkpoint",
+        str(ckpt),
+    ]
     assert main([*argv, "--device", "cpu", "--num-workers", "0", "--out", str(out)]) == 0
     names = (out / "files.txt").read_bytes().splitlines()
     assert b"a/caf\xe9.png" in names

@@ -266,7 +266,9 @@ def test_export_replaces_a_file_only_when_semmae_wrote_it(tmp_path, capsys):
     assert ours.stat().st_mtime_ns == stamp
     assert main([*argv, str(ours), "--overwrite"]) == 0 and ours.stat().st_ino != 0
     assert load_encoder(ours).model is not None  # replaced by a readable export
-    assert main([*argv, ckpt, "--format", "safetensors"]) == 2  # never its own input (named .pth: refused too)
+    assert (
+        main([*argv, ckpt, "--format", "safetensors"]) == 2
+    )  # never its own input (named .pth: refused too)
     capsys.readouterr()
     with live_run(tmp_path / "running", "pretrain") as running:
         before = folder_snapshot(running)

@@ -135,5 +135,7 @@ def test_every_adamw_is_fused_on_cuda_and_plain_on_the_cpu(monkeypatch):
 
     from semmae.parts import train as parts_train
 
-    assert "adamw(" in inspect.getsource(parts_train) and "torch.optim.AdamW(" not in inspect.getsource(parts_train)
+    assert "adamw(" in inspect.getsource(parts_train) and "torch.optim.AdamW(" not in inspect.getsource(
+        parts_train
+    )
     assert "adamw(" in inspect.getsource(optim.layer_decay_optimizer)
