@@ -312,6 +312,40 @@ def test_records_carry_a_content_hash(started):
         assert rec[RECORD_HASH] == record_digest(rec)
 
 
+def test_records_carry_the_machine_load_and_the_report_shows_it(tmp_path, monkeypatch, capsys):
+    import semmae.pipeline.campaign as campaign_module
+
+    loads = iter([0.5, 3.25] * 100)  # each run: start, end
+    monkeypatch.setattr(campaign_module.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))
+    monkeypatch.setattr(campaign_module.os, "cpu_count", lambda: 2)
+    plan = write_plan(tmp_path / "tiny.yaml")
+    c = campaign(plan, tmp_path)
+    c.claim()
+    c.runs_dir.mkdir(parents=True, exist_ok=True)
+    for seed in c.seeds:
+        for key, top1 in (("mae", 50.0 + seed), ("b", 51.0 + seed)):
+            c._load_start = campaign_module.load_average()  # as run_arm does before the run
+            rec = {**c.base_record(key, seed), "logreg_top1": top1, "knn_top1": top1, "pretrain_seconds": 1.0}
+            c.finish(c.record_path(key, seed), {**rec, "eval_seconds": 1.0})
+    rec = json.loads((tmp_path / "out" / "campaign-tiny" / "per-run" / "b-seed1.json").read_text())
+    assert rec["machine_load"] == {"cpus": 2, "start": 0.5, "end": 3.25}
+    assert rec[RECORD_HASH] == record_digest(rec)  # hashed with the load in it
+    _report(tmp_path, plan, capsys)
+    md = (tmp_path / "out" / "campaign-tiny.md").read_text()
+    assert "| `b` | 3 | 1 | 1 | - | 0.5 / 3.2 of 2 cores |" in md
+
+
+def test_a_report_of_records_without_a_load_says_so(started, capsys):
+    root, plan = started
+    for path in (root / "out" / "campaign-tiny" / "per-run").glob("*.json"):
+        rec = json.loads(path.read_text())
+        del rec["machine_load"]
+        rec[RECORD_HASH] = record_digest({k: v for k, v in rec.items() if k != RECORD_HASH})
+        path.write_text(json.dumps(rec))
+    _report(root, plan, capsys)
+    assert "| `mae` | 3 | 1 | 1 | - | not recorded |" in (root / "out" / "campaign-tiny.md").read_text()
+
+
 def _report(root: Path, plan: Path, capsys) -> dict:
     assert cli.main(argv(plan, root, "--report-only"), pin=dict(PIN)) == 0
     capsys.readouterr()

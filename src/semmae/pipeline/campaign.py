@@ -123,6 +123,15 @@ BINDING_NAME = ".semmae-campaign.json"
 RECORD_HASH = "record_sha256"
 
 
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the platform has none): recorded at the start and end of
+    every run, so a report can say what else shared the machine while its wall clocks were taken."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def record_digest(record: dict[str, Any]) -> str:
     """SHA-256 of a record's canonical JSON (sorted keys, no spaces), the ``record_sha256`` field left out."""
     body = {k: v for k, v in record.items() if k != RECORD_HASH}
@@ -221,6 +230,7 @@ class Campaign(Harness):
     ):
         self.plan = plan
         self.arms = {a.key: a for a in plan.arms}
+        self._load_start: float | None = None  # the load average when the current run started
         out = out.resolve()
         stem = f"campaign-{plan.name}"
         self.setup(
@@ -512,6 +522,7 @@ class Campaign(Harness):
         return dataclasses.replace(config, alpha_max=arm.alpha_max)
 
     def finish(self, path: Path, record: dict[str, Any]) -> None:
+        record["machine_load"] = {"cpus": os.cpu_count(), "start": self._load_start, "end": load_average()}
         arm = self.arms.get(record.get("key", ""))
         if arm is not None and "masking" in record:  # a pretrained arm (not the untrained encoder)
             record["alpha_max"] = arm.alpha_max
@@ -540,6 +551,7 @@ class Campaign(Harness):
             )
             self.log(f"{path.name}: {why}; kept beside, rerunning")
             os.replace(path, path.with_suffix(f".rejected-{int(time.time())}.json"))
+        self._load_start = load_average()
         self.run_one(arm.grid_config(), seed)
         return True
 
@@ -548,6 +560,7 @@ class Campaign(Harness):
         if self.verified(UNTRAINED, seed):
             return False
         ref = self.verified(self.plan.baseline, seed)
+        self._load_start = load_average()
         t0 = time.perf_counter()
         metrics = self.evaluate(
             self.work / "runs" / f"{UNTRAINED}-seed{seed}",

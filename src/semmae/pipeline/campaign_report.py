@@ -250,8 +250,12 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
     lines += [
         "## Time",
         "",
-        "| arm | runs | pretrain s (median) | eval s (median) | img/s (median) |",
-        "|---|---|---|---|---|",
+        "Wall clocks are descriptive (no comparison is timed in a campaign). Load: the machine's 1-minute load "
+        "average at each run's start and end, median over the runs, against its core count; above the core count "
+        "the run shared the machine with other work.",
+        "",
+        "| arm | runs | pretrain s (median) | eval s (median) | img/s (median) | load start / end (median) |",
+        "|---|---|---|---|---|---|",
     ]
     for k in cols:
         rs = [r for key, r in s["runs"].items() if key.rsplit("-seed", 1)[0] == k]
@@ -260,11 +264,22 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
             lines.append(
                 f"| `{k}` | {len(rs)} | {_fmt(med([r['pretrain_seconds'] for r in rs]), '.0f')} | "
                 f"{_fmt(med([r['eval_seconds'] for r in rs]), '.0f')} | "
-                f"{_fmt(med([r['img_per_s'] for r in rs if r.get('img_per_s')]), '.0f')} |"
+                f"{_fmt(med([r['img_per_s'] for r in rs if r.get('img_per_s')]), '.0f')} | {_load_text(rs)} |"
             )
     if any(s["stats"][a][plan.primary]["n"] for a in plan.comparisons):
         lines += ["", f"![paired differences]({c.stem}.png)"]
     return "\n".join(lines) + "\n"
+
+
+def _load_text(runs: list[dict[str, Any]]) -> str:
+    """``1.9 / 2.1 of 2 cores`` from the records' ``machine_load``; ``not recorded`` for records older than it."""
+    loads = [r["machine_load"] for r in runs if isinstance(r.get("machine_load"), dict)]
+    start = sorted(x["start"] for x in loads if isinstance(x.get("start"), (int, float)))
+    end = sorted(x["end"] for x in loads if isinstance(x.get("end"), (int, float)))
+    if not start or not end:
+        return "not recorded"
+    cpus = max((x.get("cpus") or 0) for x in loads)
+    return f"{start[len(start) // 2]:.1f} / {end[len(end) // 2]:.1f} of {cpus} cores"
 
 
 def _data_text(data: dict[str, Any]) -> str:
