@@ -18,7 +18,7 @@ from semmae.demo.evidence import forest_plot, load_evidence, status  # noqa: E40
 from semmae.demo.recipe import METHOD_LABELS, PARTS_PRESET  # noqa: E402
 from semmae.demo.report import Figure, Section, Table, write_report  # noqa: E402
 from semmae.eval.paired import MIN_PAIRS, decide, paired_stats  # noqa: E402
-from semmae.utils.rundir import read_log  # noqa: E402
+from semmae.utils.run_logger import read_log  # noqa: E402
 
 if TYPE_CHECKING:
     from semmae.demo.pipeline import Demo

@@ -33,16 +33,14 @@ from typing import Any
 from semmae.cli import run_stage, stage_config
 from semmae.demo.budgets import BUDGETS, Budget
 from semmae.demo.config import DemoConfig
-from semmae.demo.recipe import (  # noqa: F401 - METHOD_LABELS: the report's names, importable from here too
+from semmae.demo.recipe import (
     MAE_MASKING,
     MASK_FIGURE_ALPHAS,
     MASK_FIGURE_IMAGES,
-    METHOD_LABELS,
     METHODS,
     PART_FIGURE_IMAGES,
     PARTS_PRESET,
     PROBE_PRESET,
-    SEMMAE_MASKING,
 )
 from semmae.errors import UserError
 from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
@@ -415,7 +413,7 @@ class Demo:
             return self._run()
 
     def _run(self) -> Path:
-        from semmae.config import save_config
+        from semmae.utils.plain_config import save_config
 
         setup = self.out / "stages" / "setup.json"
         if not setup.exists():
