@@ -48,7 +48,8 @@ def run(
     images and :data:`SMOKE`'s sizes, the results file untouched."""
     import torch
 
-    from semmae.eval.linprobe import LinprobeConfig, run_linprobe
+    from semmae.eval.config import LinprobeConfig
+    from semmae.eval.linprobe import run_linprobe
 
     if not smoke:
         torch.set_num_threads(max(1, os.cpu_count() or 1))

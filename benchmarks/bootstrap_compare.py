@@ -110,7 +110,8 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from semmae.demo.pipeline import Demo, DemoConfig
+    from semmae.demo.config import DemoConfig
+    from semmae.demo.pipeline import Demo
 
     train, val = subsets(args.work, args.train_per_class, args.val_per_class, args.data)
     for seed in args.seeds:

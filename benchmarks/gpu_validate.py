@@ -996,7 +996,7 @@ def section_jpeg_gpu(s: Sizes, rep: Report, data: dict, scratch: Path, results: 
 def section_resume(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
     from semmae.engine.pretrain import pretrain
     from semmae.utils.io import load_checkpoint
-    from semmae.utils.rundir import read_log
+    from semmae.utils.run_logger import read_log
 
     kw = dict(data=str(data["pack"]), masking="adaptive", log_every=1, batch_size=min(s.batch, 64))
     # --compile too on the GPU (compiling takes minutes on a CPU): the checkpoint holds the plain module's keys
@@ -1104,7 +1104,7 @@ def section_fp16(s: Sizes, rep: Report, bench: dict, scratch: Path) -> None:
 
 
 def section_fp16_e2e(s: Sizes, rep: Report, data: dict, scratch: Path) -> None:
-    from semmae.utils.rundir import read_log
+    from semmae.utils.run_logger import read_log
 
     out = scratch / "fp16"
     cfg = _config(

@@ -23,7 +23,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: spinning OpenMP threads on 2 shared cores
 
-from semmae.demo.pipeline import Demo, DemoConfig  # noqa: E402
+from semmae.demo.config import DemoConfig  # noqa: E402
+from semmae.demo.pipeline import Demo  # noqa: E402
 from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
 
 COLUMNS = ["nmi_image", "miou_image", "fg_iou", "fg_iou_image", "nmi", "parts_used", "largest_share"]

@@ -29,7 +29,7 @@ def subprocess_env() -> dict[str, str]:
 
 def logged_losses(out) -> dict[int, float]:
     """The loss a run logged at each step (``out/log.jsonl``)."""
-    from semmae.utils.rundir import read_log
+    from semmae.utils.run_logger import read_log
 
     return {r["step"]: r["loss"] for r in read_log(out / "log.jsonl") if "loss" in r}
 
@@ -46,13 +46,13 @@ def run_torchrun(argv: list[str], nproc: int = 2, timeout: int = 240):
 
 KILLER = """
 import os, signal, sys
-from semmae.utils import rundir
-_log = rundir.RunLogger.log
+from semmae.utils import run_logger
+_log = run_logger.RunLogger.log
 def log(self, step, **kw):
     _log(self, step, **kw)
     if step == {kill_at}:
         os.{kill}(os.{who}(), signal.{signal})
-rundir.RunLogger.log = log
+run_logger.RunLogger.log = log
 from semmae.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -121,7 +121,7 @@ def run_torchrun_code(code: str, argv: list[str] = (), nproc: int = 2, timeout: 
 def folder_snapshot(root) -> dict[str, object]:
     """Everything under ``root``: ``{relative path: (bytes, mtime_ns)}`` per file and ``"dir"`` per folder; of a
     run lock its bytes only (a refused claim puts back the record it wrote there)."""
-    from semmae.utils.rundir import LOCK_NAME
+    from semmae.utils.run_lock import LOCK_NAME
 
     snap: dict[str, object] = {}
     for p in sorted(root.rglob("*")):
@@ -155,7 +155,7 @@ class live_run:
         import json
         import os
 
-        from semmae.utils.rundir import LOCK_NAME
+        from semmae.utils.run_lock import LOCK_NAME
 
         (self.root / "checkpoints").mkdir(parents=True, exist_ok=True)
         (self.root / "checkpoints" / "ckpt-000000004.pth").write_bytes(b"weights")

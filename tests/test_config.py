@@ -2,8 +2,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from semmae.config import build_config, config_to_dict, list_presets, load_yaml, resolve_config
+from semmae.config import build_config, list_presets, load_yaml, resolve_config
 from semmae.errors import UserError
+from semmae.utils.plain_config import config_to_dict
 
 
 @dataclass

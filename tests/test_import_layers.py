@@ -1,6 +1,6 @@
 """The package's import graph, read from the source (ast, nothing imported): the foundations (``utils``, ``models``,
 ``engine``, and what they stand on) never import a stage above them, and no module imports itself through others
-(no import circle, lazy imports inside functions included; imports only for type checking do not count)."""
+(no import circle, counting every import: lazy ones inside functions and those only for type checking too)."""
 
 from __future__ import annotations
 
@@ -32,9 +32,9 @@ def _type_checking_only(tree: ast.AST) -> set[int]:
     return out
 
 
-def module_imports(src: Path = SRC) -> dict[str, set[str]]:
+def module_imports(src: Path = SRC, type_checking: bool = False) -> dict[str, set[str]]:
     """``{module: the semmae modules it imports}`` (``from pkg import name`` counts as ``pkg.name`` when that is a
-    module, else as ``pkg``)."""
+    module, else as ``pkg``); the imports under ``if TYPE_CHECKING:`` count only with ``type_checking``."""
     files = {}
     for path in sorted((src / "semmae").rglob("*.py")):
         parts = list(path.relative_to(src).with_suffix("").parts)
@@ -44,7 +44,7 @@ def module_imports(src: Path = SRC) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {}
     for name, (path, is_pkg) in files.items():
         tree = ast.parse(path.read_text(), filename=str(path))
-        skip = _type_checking_only(tree)
+        skip = set() if type_checking else _type_checking_only(tree)
         found: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in skip:
@@ -116,6 +116,28 @@ def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return cycles
 
 
+def cycle_path(graph: dict[str, set[str]], modules: list[str]) -> list[str]:
+    """One import circle through the first of ``modules`` (a strongly connected component), first module repeated
+    at the end: the shortest way back to it (breadth first)."""
+    start, inside = modules[0], set(modules)
+    came_from: dict[str, str] = {}
+    frontier = [start]
+    while frontier:
+        nxt = []
+        for v in frontier:
+            for w in sorted(graph[v] & inside):
+                if w == start:
+                    path = [v]
+                    while path[-1] != start:
+                        path.append(came_from[path[-1]])
+                    return [start, *reversed(path[:-1]), start]
+                if w not in came_from:
+                    came_from[w] = v
+                    nxt.append(w)
+        frontier = nxt
+    raise ValueError(f"{modules} is not a circle")
+
+
 def test_foundations_import_no_stage_above_them():
     found = upward_imports(module_imports())
     assert found - KNOWN_UPWARD == set(), "new upward imports"
@@ -123,7 +145,11 @@ def test_foundations_import_no_stage_above_them():
 
 
 def test_no_import_circles():
-    assert import_cycles(module_imports()) == []
+    """Type-only imports count: a circle hidden behind ``if TYPE_CHECKING:`` and a lazy import is still two modules
+    that need each other (issue 41)."""
+    graph = module_imports(type_checking=True)
+    circles = [" -> ".join(cycle_path(graph, comp)) for comp in import_cycles(graph)]
+    assert circles == [], "import circles:\n  " + "\n  ".join(circles)
 
 
 def test_the_scan_finds_upward_imports_and_circles(tmp_path):
@@ -141,3 +167,18 @@ def test_the_scan_finds_upward_imports_and_circles(tmp_path):
     graph = module_imports(tmp_path)
     assert upward_imports(graph) == {("semmae.models.mae", "semmae.parts.encoder")}
     assert import_cycles(graph) == [["semmae.parts.encoder", "semmae.parts.train"]]
+    assert cycle_path(graph, ["semmae.parts.encoder", "semmae.parts.train"]) == [
+        "semmae.parts.encoder",
+        "semmae.parts.train",
+        "semmae.parts.encoder",
+    ]
+    everything = module_imports(
+        tmp_path, type_checking=True
+    )  # train -> mae (type only) -> encoder (lazy) -> train
+    assert import_cycles(everything) == [["semmae.models.mae", "semmae.parts.encoder", "semmae.parts.train"]]
+    assert cycle_path(everything, ["semmae.models.mae", "semmae.parts.encoder", "semmae.parts.train"]) == [
+        "semmae.models.mae",
+        "semmae.parts.encoder",
+        "semmae.parts.train",
+        "semmae.models.mae",
+    ]

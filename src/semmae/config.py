@@ -26,7 +26,6 @@ import yaml
 
 from semmae.errors import UserError
 from semmae.utils.io import checkpoint_file
-from semmae.utils.plain_config import config_to_dict, save_config  # noqa: F401 - importable from here too
 
 C = TypeVar("C")
 

@@ -16,7 +16,7 @@ from semmae.config import resolve_config
 from semmae.engine.checkpoint import CheckpointManager
 from semmae.models.encoder_loading import load_encoder
 from semmae.models.vit_ops import encoder_tokens
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 
 @pytest.fixture(scope="module")

@@ -309,7 +309,7 @@ def test_overwrite_replaces_only_a_pack_and_nothing_inside_a_live_run(folder, tm
 
 
 def test_a_second_pack_on_the_same_out_is_refused(folder, tmp_path, capsys):
-    from semmae.utils.rundir import LOCK_NAME, exclusive
+    from semmae.utils.run_lock import LOCK_NAME, exclusive
 
     out = tmp_path / "pack"
     with exclusive(out / LOCK_NAME, f"pack {out}", "data pack"):

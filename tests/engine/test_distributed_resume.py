@@ -11,7 +11,7 @@ from _helpers import logged_losses, run_killed_at, run_torchrun
 
 from semmae.cli import main
 from semmae.engine.checkpoint import CheckpointManager
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 pytestmark = pytest.mark.slow
 

@@ -13,7 +13,7 @@ from _helpers import logged_losses, subprocess_env, write_image_folder
 from _scheduler_kill import assert_one_clean_line, run_scheduler_killed
 
 from semmae.engine.checkpoint import CheckpointManager
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .conftest import MICRO
 

@@ -8,9 +8,10 @@ import torch
 from _helpers import pretrain_checkpoint, write_image_folder
 
 from semmae.engine.online_eval import encode_folder
-from semmae.eval.kept_tokens import KeptTokens, encoder_foreground
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
+from semmae.models.foreground import encoder_foreground
+from semmae.models.kept_tokens import KeptTokens
 from semmae.models.vit_ops import forward_tokens
 
 

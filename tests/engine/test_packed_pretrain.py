@@ -10,7 +10,7 @@ from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.packed import pack_dataset
 from semmae.data.part_cache import PartCache
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 
 def _losses(out) -> dict[int, float]:

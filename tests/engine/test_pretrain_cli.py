@@ -13,7 +13,7 @@ from semmae.config import resolve_config
 from semmae.engine.checkpoint import CheckpointManager
 from semmae.engine.config import PretrainConfig
 from semmae.models import create_model, model_config
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 
 @pytest.fixture(scope="module")

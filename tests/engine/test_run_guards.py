@@ -11,7 +11,9 @@ from _helpers import folder_snapshot, run_killed_at
 
 from semmae.cli import main
 from semmae.engine.checkpoint import CheckpointManager
-from semmae.utils.rundir import LOCK_NAME, claim_run_dir, read_log
+from semmae.utils.run_lock import LOCK_NAME
+from semmae.utils.run_logger import read_log
+from semmae.utils.rundir import claim_run_dir
 
 FAST = ["--masking", "random", "--epochs", "1", "--num-workers", "0"]
 

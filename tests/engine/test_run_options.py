@@ -10,11 +10,10 @@ import torch
 from semmae.bootstrap.config import BootstrapConfig
 from semmae.engine.checkpoint import CheckpointManager, resume_path
 from semmae.engine.config import PretrainConfig
-from semmae.engine.precision import PRECISIONS, resolve_precision
-from semmae.engine.run_options import check_resume_overwrite, resume_mode
+from semmae.engine.precision import resolve_precision
+from semmae.engine.run_options import PRECISIONS, check_resume_overwrite, resume_mode
 from semmae.errors import UserError
-from semmae.eval.finetune import FinetuneConfig
-from semmae.eval.linprobe import LinprobeConfig
+from semmae.eval.config import FinetuneConfig, LinprobeConfig
 from semmae.eval.segmentation.config import SegmentTrainConfig
 from semmae.parts.config import PartsExportConfig, PartsTrainConfig
 

@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resume_path
-from semmae.engine.sampler import SeededItems, StepSampler, mix_seed
+from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.errors import UserError
 from semmae.utils.io import atomic_torch_save, load_checkpoint
+from semmae.utils.seed import mix_seed
 
 
 def _keys(n, **kw):

@@ -56,7 +56,7 @@ def test_the_step_masks_are_the_seeded_generators():
     t = _trainer("adaptive", 0.5)
     imgs, part_ids, fg = _inputs()
     out, mask, keep = Pretrainer.forward_step(t, imgs, part_ids, fg, Pretrainer.draws(t, 4, 3, 1))
-    from semmae.engine.sampler import mix_seed
+    from semmae.utils.seed import mix_seed
 
     gen = torch.Generator().manual_seed(mix_seed(0, 3, 1))
     ref_keep = foreground_keep_index(fg, 0.5, gen)

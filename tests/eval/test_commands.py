@@ -9,10 +9,11 @@ import torch
 from timm.optim import param_groups_layer_decay
 
 from semmae.cli import main
-from semmae.eval.finetune import FinetuneConfig, build_classifier
+from semmae.eval.config import FinetuneConfig
+from semmae.eval.finetune import build_classifier
 from semmae.models.encoder_loading import load_encoder
 from semmae.models.encoder_record import EncoderRecord
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
 

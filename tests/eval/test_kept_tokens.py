@@ -14,9 +14,12 @@ from timm.models.vision_transformer import VisionTransformer
 from semmae.cli import main
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.part_cache import PartCacheWriter
-from semmae.eval.common import CENTER, EvalCommonConfig, build_view_datasets
-from semmae.eval.kept_tokens import KeptTokens, encoder_foreground, resolve_kept_tokens
+from semmae.eval.common import CENTER, build_view_datasets
+from semmae.eval.config import EvalCommonConfig
+from semmae.eval.kept_tokens import resolve_kept_tokens
 from semmae.models import create_model
+from semmae.models.foreground import encoder_foreground
+from semmae.models.kept_tokens import KeptTokens
 from semmae.models.vit_ops import forward_tokens
 
 COMMON = ["--num-workers", "0", "--device", "cpu", "--batch-size", "8"]
@@ -69,8 +72,8 @@ def test_keep_index_takes_the_top_quarter_and_ties_do_not_depend_on_the_batch():
 
 
 def test_batched_keep_index_equals_the_per_image_reference():
-    from semmae.eval.kept_tokens import tie_noise
     from semmae.masking import foreground_keep_index
+    from semmae.models.kept_tokens import tie_noise
 
     keep = KeptTokens(0.25, "cache", seed=5)
     fg = (torch.rand(6, 64, generator=torch.Generator().manual_seed(0)) * 4).floor()  # many ties

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
+from semmae.engine.knn_vote import knn_accuracy, knn_predict
 from semmae.errors import UserError
-from semmae.eval.knn import knn_accuracy, knn_predict
 
 
 def slow_votes(bank, labels, q, k, t, c):

@@ -10,7 +10,7 @@ import torch
 from _helpers import run_killed_at, run_torchrun, run_torchrun_code, subprocess_env
 from _scheduler_kill import assert_one_clean_line, run_scheduler_killed
 
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .test_commands import COMMON, full_linprobe_argv
 
@@ -109,13 +109,13 @@ def test_finetune_group_sigterm_mid_epoch_resumes_at_the_step(tiny_data, tiny_ck
 
 RANK0_KILLER = """
 import os, signal, sys
-from semmae.utils import rundir
-_log = rundir.RunLogger.log
+from semmae.utils import run_logger
+_log = run_logger.RunLogger.log
 def log(self, step, **kw):
     _log(self, step, **kw)
     if step == 0 and os.environ.get("RANK") == "0":
         os.kill(os.getpid(), signal.SIGTERM)  # rank 0 only: the ranks must agree to stop together
-rundir.RunLogger.log = log
+run_logger.RunLogger.log = log
 from semmae.cli import main
 sys.exit(main(sys.argv[1:]))
 """

@@ -12,7 +12,7 @@ from PIL import Image
 from semmae.cli import main
 from semmae.data.part_cache import PartCache
 from semmae.parts.checkpoint import load_part_model
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .conftest import IMG, PATCH, train_args
 

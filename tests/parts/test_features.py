@@ -14,7 +14,7 @@ from semmae.errors import UserError
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.features import FeatureCache, feature_cache_bytes, uint8_image_transform
 from semmae.parts.inference import full_image_transform
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .conftest import IMG, tiny_vit, train_args
 

@@ -127,7 +127,7 @@ def test_parts_train_refuses_bad_numbers_and_a_taken_folder(tmp_path, synth, tra
 
 
 def test_a_second_export_into_the_same_cache_is_refused(tmp_path, synth, trained, capsys):
-    from semmae.utils.rundir import exclusive
+    from semmae.utils.run_lock import exclusive
 
     out = tmp_path / "c.parts"
     with exclusive(f"{out}.lock", f"part cache {out}", "parts export"):

@@ -44,7 +44,7 @@ def oracle_batch(gen: torch.Generator, batch: int, emb: torch.Tensor, colours: t
 def test_part_head_recovers_linearly_separable_parts():
     from semmae.config import resolve_config
     from semmae.demo.budgets import BUDGETS
-    from semmae.demo.pipeline import PARTS_PRESET
+    from semmae.demo.recipe import PARTS_PRESET
     from semmae.parts.config import PartsTrainConfig
 
     budget = BUDGETS["small"]

@@ -13,7 +13,8 @@ from _helpers import folder_snapshot, user_folder
 from semmae.errors import UserError
 from semmae.utils import ownership
 from semmae.utils.ownership import OWNER_NAME, MarkerError, Owner, read_owner, safe_child, write_owner
-from semmae.utils.rundir import LOCK_NAME, claim_run_dir
+from semmae.utils.run_lock import LOCK_NAME
+from semmae.utils.rundir import claim_run_dir
 
 
 @dataclass

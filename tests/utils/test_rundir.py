@@ -15,14 +15,10 @@ from _helpers import folder_snapshot, live_run, user_folder
 
 from semmae.errors import UserError
 from semmae.utils.ownership import OWNER_NAME, Owner, read_owner, write_owner
-from semmae.utils.rundir import (
-    LOCK_NAME,
-    check_out_outside,
-    claim_run_dir,
-    exclusive,
-    read_log,
-    truncate_log,
-)
+from semmae.utils.run_housekeeping import truncate_log
+from semmae.utils.run_lock import LOCK_NAME, exclusive
+from semmae.utils.run_logger import read_log
+from semmae.utils.rundir import check_out_outside, claim_run_dir
 
 
 def _snapshot(root):

@@ -12,7 +12,7 @@ from _helpers import one_error_line, write_image_folder
 from semmae.cli import main
 from semmae.errors import UserError
 from semmae.utils import trackers
-from semmae.utils.rundir import RunLogger, read_log
+from semmae.utils.run_logger import RunLogger, read_log
 
 
 @dataclass

@@ -25,12 +25,11 @@ from semmae.bootstrap.model import Student, backbone_spec, ema_update_, teacher_
 from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
 from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import build_optimizer
-from semmae.engine.sampler import mix_seed
 from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
 from semmae.models.encoder_record import EncoderRecord
-from semmae.utils.seed import seed_everything
+from semmae.utils.seed import mix_seed, seed_everything
 
 TRAINER = "bootstrap"  # model_config["trainer"] of this stage's checkpoints
 

@@ -57,7 +57,9 @@ import torch
 from semmae.data.folder import file_list_digest, scan_image_folder
 from semmae.errors import BadImageError, UserError
 from semmae.utils.io import atomic_write_json, atomic_write_text, naming_os_errors
-from semmae.utils.rundir import LOCK_NAME, check_out_outside, exclusive, is_temporary, live_lock_above
+from semmae.utils.run_housekeeping import is_temporary
+from semmae.utils.run_lock import LOCK_NAME, exclusive
+from semmae.utils.rundir import check_out_outside, live_lock_above
 
 FORMAT = "semmae-pack"
 FORMAT_VERSION = 1

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -15,19 +14,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from semmae.demo.evidence import forest_plot, load_evidence, status  # noqa: E402
+from semmae.demo.layout import DemoLayout  # noqa: E402
 from semmae.demo.recipe import METHOD_LABELS, PARTS_PRESET  # noqa: E402
 from semmae.demo.report import Figure, Section, Table, write_report  # noqa: E402
 from semmae.eval.paired import MIN_PAIRS, decide, paired_stats  # noqa: E402
-from semmae.utils.rundir import read_log  # noqa: E402
-
-if TYPE_CHECKING:
-    from semmae.demo.pipeline import Demo
+from semmae.utils.run_logger import read_log  # noqa: E402
 
 PART_METHODS = ("learned", "attention", "kmeans", "spatial", "ceiling")
 PART_COLUMNS = ("fg_iou", "fg_iou_image", "miou_image", "nmi_image", "nmi", "parts_used", "largest_share")
 
 
-def loss_curves(demo: Demo, path: Path) -> Path:
+def loss_curves(demo: DemoLayout, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
     for method, seed, run in demo.runs():
         log = [r for r in read_log(run / "log.jsonl") if "loss" in r]
@@ -179,7 +176,7 @@ CAMPAIGN_ANSWER = (
 )
 
 
-def evidence_section(demo: Demo, path: Path) -> Section:
+def evidence_section(demo: DemoLayout, path: Path) -> Section:
     """What this run can and cannot show, then every committed campaign's paired differences (the shipped summary
     ``semmae/demo/evidence.json``): the forest plot and its numbers."""
     summary = load_evidence()
@@ -274,7 +271,7 @@ def paired_table(results: dict[str, list[dict]], margin: float = 1.0) -> Table:
     )
 
 
-def build_report(demo: Demo) -> tuple[Path, Path]:
+def build_report(demo: DemoLayout) -> tuple[Path, Path]:
     out, figs = demo.out, demo.out / "figures"
     b = demo.budget
     timings = "\n".join(f"  {k:<10} {v:7.0f} s" for k, v in demo.timings.items())

@@ -31,18 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
-from semmae.demo.budgets import BUDGETS, Budget
-from semmae.demo.config import DemoConfig
-from semmae.demo.recipe import (  # noqa: F401 - METHOD_LABELS: the report's names, importable from here too
+from semmae.demo.layout import DemoLayout
+from semmae.demo.recipe import (
     MAE_MASKING,
     MASK_FIGURE_ALPHAS,
     MASK_FIGURE_IMAGES,
-    METHOD_LABELS,
     METHODS,
     PART_FIGURE_IMAGES,
     PARTS_PRESET,
     PROBE_PRESET,
-    SEMMAE_MASKING,
 )
 from semmae.errors import UserError
 from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
@@ -82,16 +79,8 @@ class Stage:
     always: bool = False  # cheap stages that summarise others (the report) run every time
 
 
-class Demo:
-    """The demo run: paths, stages and their bookkeeping."""
-
-    def __init__(self, cfg: DemoConfig):
-        self.cfg = cfg
-        self.budget: Budget = BUDGETS[cfg.budget]
-        self.out = Path(cfg.out).resolve()
-        self.data = self.out / "data"
-        self.seeds = [cfg.seed + i for i in range(self.budget.seeds)]
-        self.timings: dict[str, float] = {}
+class Demo(DemoLayout):
+    """The demo run: its stages and their bookkeeping (its paths: :class:`~semmae.demo.layout.DemoLayout`)."""
 
     # -- helpers ------------------------------------------------------------------------------------------
     def common(self) -> dict[str, Any]:
@@ -133,10 +122,6 @@ class Demo:
         if self.cfg.encoder_checkpoint:
             return Path(self.cfg.encoder_checkpoint)
         return self.latest_checkpoint(self.out / "bootstrap")
-
-    def runs(self) -> list[tuple[str, int, Path]]:
-        """(method, seed, run dir) of every pretraining run."""
-        return [(m, s, self.out / "pretrain" / f"{m}-seed{s}") for m in METHODS for s in self.seeds]
 
     # -- stages -------------------------------------------------------------------------------------------
     def stage_data(self) -> list[Path]:
@@ -415,7 +400,7 @@ class Demo:
             return self._run()
 
     def _run(self) -> Path:
-        from semmae.config import save_config
+        from semmae.utils.plain_config import save_config
 
         setup = self.out / "stages" / "setup.json"
         if not setup.exists():

@@ -26,10 +26,9 @@ from typing import Any
 
 from semmae.engine.run_options import resume_mode
 from semmae.errors import UserError
-from semmae.utils.io import (  # noqa: F401 - checkpoint_file: the one reading of "a file or a run folder"
+from semmae.utils.io import (
     atomic_torch_save,
     atomic_write_text,
-    checkpoint_file,
     latest_step_checkpoint,
     load_checkpoint,
     step_checkpoints,

@@ -26,13 +26,13 @@ from typing import Any
 
 import torch
 
-from semmae.engine.checkpoint import checkpoint_file, load_pretrain_checkpoint
+from semmae.engine.checkpoint import load_pretrain_checkpoint
 from semmae.errors import UserError
 from semmae.models.encoder_loading import checkpoint_record, record_misfits
 from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.timm_dir import timm_config, write_timm_dir
 from semmae.utils.hub import push_folder
-from semmae.utils.io import atomic_write_bytes, load_checkpoint
+from semmae.utils.io import atomic_write_bytes, checkpoint_file, load_checkpoint
 from semmae.utils.ownership import check_output_file, check_replace_folder
 
 FORMATS = ("timm-dir", "safetensors")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from semmae.engine.run_options import PRECISION_HELP, PRECISIONS  # noqa: F401 - spelled with the other run options
+from semmae.engine.run_options import PRECISIONS
 from semmae.errors import UserError
 
 

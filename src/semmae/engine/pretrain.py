@@ -19,12 +19,11 @@ from semmae.data.transforms import normalize_batch
 from semmae.engine.checkpoint import mismatch
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer
-from semmae.engine.sampler import mix_seed
 from semmae.engine.schedule import cosine_schedule, progress
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
 from semmae.models.encoder_record import EncoderRecord
-from semmae.utils.seed import seed_everything
+from semmae.utils.seed import mix_seed, seed_everything
 
 AUGMENT_STREAM = 0xA5  # seeds the packed-batch crops/flips apart from the masks of the same (step, shard)
 

@@ -24,7 +24,7 @@ import torch
 from torch.utils.data import Dataset
 from torch.utils.data.distributed import DistributedSampler
 
-from semmae.utils.seed import mix_seed  # its home; importable from here as before
+from semmae.utils.seed import mix_seed
 
 
 class StepSampler(DistributedSampler):

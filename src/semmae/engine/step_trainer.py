@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset
 
-from semmae.config import config_to_dict
 from semmae.data.folder import scan_image_folder
 from semmae.data.loader import DataLoader
 from semmae.data.workers import auto_worker_plan, parse_num_workers
@@ -45,7 +44,9 @@ from semmae.engine.termination import sigterm_requests, stopped
 from semmae.engine.trainer import Trainer
 from semmae.errors import UserError
 from semmae.utils import distributed as du
-from semmae.utils.rundir import RunLogger, check_out_outside, claim_run_dir
+from semmae.utils.plain_config import config_to_dict
+from semmae.utils.run_logger import RunLogger
+from semmae.utils.rundir import check_out_outside, claim_run_dir
 from semmae.utils.seed import rng_state, set_rng_state
 
 

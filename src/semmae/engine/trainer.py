@@ -32,7 +32,6 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from semmae.config import config_to_dict
 from semmae.engine.checkpoint import CheckpointManager, find_resume, load_states, read_stage_checkpoint
 from semmae.engine.nonfinite import NonFiniteWatch, kept_checkpoint
 from semmae.engine.precision import Precision, resolve_precision
@@ -41,7 +40,9 @@ from semmae.engine.schedule import set_lr, set_weight_decay
 from semmae.engine.termination import replayed, sigterm_requests, stopped
 from semmae.errors import UserError
 from semmae.utils import distributed as du
-from semmae.utils.rundir import RunDir, RunLogger
+from semmae.utils.plain_config import config_to_dict
+from semmae.utils.run_logger import RunLogger
+from semmae.utils.rundir import RunDir
 from semmae.utils.seed import rng_state, seed_everything, set_rng_state
 
 

@@ -12,19 +12,20 @@ import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 from tqdm import tqdm
 
-from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import eval_geometry, eval_transform, train_transform
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.errors import UserError
-from semmae.eval.config import EvalCommonConfig  # noqa: F401 - its home is the torch-free eval.config
-from semmae.eval.kept_tokens import KeptTokens, pooled_kept, resolve_kept_tokens
+from semmae.eval.config import EvalCommonConfig
+from semmae.eval.kept_tokens import pooled_kept, resolve_kept_tokens
 from semmae.models.encoder_loading import LoadedEncoder, load_encoder
 from semmae.models.encoder_record import EncoderRecord
+from semmae.models.kept_tokens import KeptTokens
 from semmae.models.vit_ops import pooled_features
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_write_json, sha256_file
+from semmae.utils.plain_config import config_to_dict
 
 
 def build_datasets(cfg: EvalCommonConfig, train_tf, val_tf) -> tuple[ImageFolderDataset, ImageFolderDataset]:

@@ -31,7 +31,6 @@ from semmae.engine.schedule import cosine_schedule
 from semmae.engine.trainer import EpochTrainer, run_epoch_stage
 from semmae.errors import UserError
 from semmae.eval.common import (
-    EvalCommonConfig,
     ShardSampler,
     all_reduce_sum,
     build_datasets,
@@ -41,7 +40,7 @@ from semmae.eval.common import (
     topk_correct,
     write_results,
 )
-from semmae.eval.config import FinetuneConfig  # noqa: F401 - its home is the torch-free eval.config
+from semmae.eval.config import EvalCommonConfig, FinetuneConfig
 from semmae.models.encoder_loading import LoadedEncoder
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save

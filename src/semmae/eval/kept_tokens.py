@@ -29,10 +29,7 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.errors import UserError
-
-# the kept-token set itself is the encoder's input spec and lives below the stages; importable from here as before
-from semmae.models.foreground import encoder_foreground  # noqa: F401
-from semmae.models.kept_tokens import KeptTokens, tie_noise  # noqa: F401
+from semmae.models.kept_tokens import KeptTokens
 from semmae.models.vit_ops import pool_tokens
 
 TOKEN_CHOICES = ("auto", "all", "kept")

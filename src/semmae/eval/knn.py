@@ -8,7 +8,7 @@ s_j, weight each by exp(s_j / T) and add the weight to its class; the class scor
 
 from __future__ import annotations
 
-from semmae.engine.knn_vote import knn_accuracy, knn_predict  # noqa: F401 - their home; importable from here
+from semmae.engine.knn_vote import knn_accuracy
 from semmae.engine.stage_run import run_claimed
 from semmae.eval.common import (
     CENTER,
@@ -19,7 +19,7 @@ from semmae.eval.common import (
     resolve_tokens,
     write_results,
 )
-from semmae.eval.config import KnnConfig  # noqa: F401 - its home is the torch-free eval.config
+from semmae.eval.config import KnnConfig
 from semmae.utils.seed import seed_everything
 
 

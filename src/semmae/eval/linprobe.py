@@ -50,14 +50,15 @@ from semmae.eval.common import (
     shuffled_loader,
     write_results,
 )
-from semmae.eval.config import LinprobeConfig  # noqa: F401 - its home is the torch-free eval.config
+from semmae.eval.config import LinprobeConfig
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
-from semmae.eval.kept_tokens import KeptTokens
 from semmae.models.encoder_loading import LoadedEncoder
 from semmae.models.encoder_record import EncoderRecord
+from semmae.models.kept_tokens import KeptTokens
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save, load_checkpoint
-from semmae.utils.rundir import RunDir, RunLogger
+from semmae.utils.run_logger import RunLogger
+from semmae.utils.rundir import RunDir
 from semmae.utils.seed import seed_everything
 
 #: the fast probe's cached features in its run folder (read by the pipeline's probes: semmae.pipeline.probes)

@@ -14,8 +14,8 @@ from pathlib import Path
 def _source(path: str | Path) -> Path:
     """A checkpoint file as given; a ``semmae parts train`` run folder -> its ``checkpoint.pth``; a pretraining (or
     bootstrap) run folder -> its latest checkpoint."""
-    from semmae.engine.checkpoint import checkpoint_file
     from semmae.parts.train import CHECKPOINT_NAME
+    from semmae.utils.io import checkpoint_file
 
     path = Path(path)
     if path.is_dir() and (path / CHECKPOINT_NAME).is_file() and not (path / "checkpoints").is_dir():

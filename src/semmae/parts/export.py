@@ -35,7 +35,8 @@ from semmae.parts.config import PartsExportConfig
 from semmae.parts.encoder import FrozenEncoder
 from semmae.parts.inference import full_image_transform, infer_attention_parts, infer_parts
 from semmae.utils.distributed import resolve_device
-from semmae.utils.rundir import check_out_outside, exclusive
+from semmae.utils.run_lock import exclusive
+from semmae.utils.rundir import check_out_outside
 
 FG_SOURCE = "last-layer CLS attention, mean over heads, bilinear to grid, min-max per image"
 MASK_PARTS = "majority ground-truth label per cell (label 0 = background is part 0)"

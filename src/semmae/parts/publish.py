@@ -26,17 +26,14 @@ from semmae.errors import UserError
 from semmae.models.encoder_loading import record_misfits
 from semmae.models.encoder_record import EncoderRecord
 from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
-from semmae.parts.checkpoint import (  # noqa: F401 - the reading side, importable from here too
+from semmae.parts.checkpoint import (
     ENCODER_DIR,
     EXPORT_FORMAT,
     EXPORT_VERSION,
-    FORMAT,
-    FORMAT_VERSION,
     HEAD_NAME,
     SPEC_NAME,
     is_part_learner_dir,
     load_part_model,
-    read_part_learner_dir,
 )
 from semmae.parts.encoder import FrozenEncoder
 from semmae.utils.io import atomic_write_bytes, atomic_write_text

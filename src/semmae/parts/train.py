@@ -18,7 +18,6 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler, RandomSampler, Subset
 
-from semmae.config import config_to_dict
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
@@ -37,6 +36,7 @@ from semmae.parts.features import FeatureCache, uint8_image_transform
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.parts.viz import denormalize, grid_image, overlay, save_png
+from semmae.utils.plain_config import config_to_dict
 from semmae.utils.seed import set_rng_state
 
 CHECKPOINT_NAME = "checkpoint.pth"

@@ -71,7 +71,7 @@ from typing import Any
 
 from semmae.cli import run_stage, stage_config
 from semmae.errors import UserError
-from semmae.pipeline.campaign_report import write_report
+from semmae.pipeline.campaign_report import comparison_stats, decisions_of, write_report
 from semmae.pipeline.harness import Harness, resolve_device
 from semmae.pipeline.marks import StageMarks
 from semmae.pipeline.plan import UNTRAINED, Arm, Plan, metric
@@ -624,8 +624,47 @@ class Campaign(Harness):
             line += f" ({eta:%H:%M} UTC)" if left else ""
         return line
 
+    def summary(self, recs: dict[tuple[str, int], dict[str, Any]]) -> dict[str, Any]:
+        """What the report states (its ``.json``): the plan and its pin, the records counted and those left out, the
+        gate, the part quality, the paired statistics and the decisions."""
+        plan = self.plan
+        metrics = [plan.primary, *plan.secondary]
+        stats = comparison_stats(plan, recs, metrics)
+        complete = all((a.key, s) in recs for a in plan.arms for s in plan.seed_list)
+        decisions = decisions_of(plan, stats, complete)
+        gate_path = self.runs_dir.parent / "gate.json"
+        gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
+        quality = {
+            k: v["result"] for k, v in StageMarks(self.keep).records().items() if k.startswith("part_quality")
+        }
+        try:
+            state = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            state = {}
+        return {
+            "plan": {k: v for k, v in dataclasses.asdict(plan).items() if k != "path"},
+            "plan_file": os.path.relpath(plan.path, self.repo),
+            "plan_sha256": self.plan_sha,
+            # the plan used is the one the campaign state recorded at its first run (only then "committed before the
+            # first result" holds); plan_note: the plan file now differs from it
+            "plan_recorded": isinstance(state, dict)
+            and state.get("name") == plan.name
+            and state.get("plan_sha256") == self.plan_sha,
+            "plan_note": self.plan_note,
+            "commit": self.pin["commit"],
+            "excluded": list(self.excluded),  # "edited: per-run/<file>": not counted
+            "unhashed_records": self.unhashed,  # counted records without a content hash (from before hashes)
+            "complete": complete,
+            "status": self.status(),
+            "gate": gate,
+            "part_quality": quality,
+            "stats": stats,
+            "decisions": decisions,
+            "runs": {f"{k}-seed{s}": r for (k, s), r in sorted(recs.items())},
+        }
+
     def summarise(self) -> None:
-        write_report(self, self.records())
+        write_report(self.summary(self.records()), self.plan, self.p, self.patch, self.out, self.stem)
 
     def run(self, max_runs: int | None = None) -> Path:
         self.claim()

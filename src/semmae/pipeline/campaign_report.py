@@ -6,20 +6,13 @@ line states numbers only (no verdict words)."""
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from semmae.eval.paired import decide, interim, paired_stats, robustness
-from semmae.pipeline.marks import StageMarks
 from semmae.pipeline.plan import UNTRAINED, Plan, metric
+from semmae.pipeline.preset import Preset
 from semmae.utils.io import atomic_write_json, atomic_write_text
-
-if TYPE_CHECKING:
-    from semmae.pipeline.campaign import Campaign
-
 
 #: what was found about a campaign's pairing after its runs (issue 40; its records are never rewritten)
 _FOLDER_RESAMPLING = (
@@ -71,55 +64,25 @@ def decisions_of(plan: Plan, stats: dict[str, dict[str, Any]], complete: bool) -
     return out
 
 
-def write_report(c: Campaign, recs: dict[tuple[str, int], dict[str, Any]]) -> None:
-    plan = c.plan
-    metrics = [plan.primary, *plan.secondary]
-    stats = comparison_stats(plan, recs, metrics)
-    complete = all((a.key, s) in recs for a in plan.arms for s in plan.seed_list)
-    decisions = decisions_of(plan, stats, complete)
-    gate_path = c.runs_dir.parent / "gate.json"
-    gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
-    quality = {
-        k: v["result"] for k, v in StageMarks(c.keep).records().items() if k.startswith("part_quality")
-    }
-    try:
-        state = json.loads(c.state_path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    summary = {
-        "plan": {k: v for k, v in asdict(plan).items() if k != "path"},
-        "plan_file": os.path.relpath(plan.path, c.repo),
-        "plan_sha256": c.plan_sha,
-        # the plan used is the one the campaign state recorded at its first run (only then "committed before the
-        # first result" holds); plan_note: the plan file now differs from it
-        "plan_recorded": isinstance(state, dict)
-        and state.get("name") == plan.name
-        and state.get("plan_sha256") == c.plan_sha,
-        "plan_note": c.plan_note,
-        "commit": c.pin["commit"],
-        "excluded": list(c.excluded),  # "edited: per-run/<file>": not counted
-        "unhashed_records": c.unhashed,  # counted records without a content hash (from before hashes)
-        "complete": complete,
-        "status": c.status(),
-        "gate": gate,
-        "part_quality": quality,
-        "stats": stats,
-        "decisions": decisions,
-        "runs": {f"{k}-seed{s}": r for (k, s), r in sorted(recs.items())},
-    }
-    c.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(c.out / f"{c.stem}.json", summary)
-    atomic_write_text(c.out / f"{c.stem}.md", render_markdown(c, summary, metrics))
-    if any(stats[a][plan.primary]["n"] for a in plan.comparisons):
-        plot_differences(plan, stats, c.out / f"{c.stem}.png")
+def write_report(s: dict[str, Any], plan: Plan, preset: Preset, patch: int, out: Path, stem: str) -> None:
+    """``<out>/<stem>.json`` (the summary ``s``: :meth:`semmae.pipeline.campaign.Campaign.summary`), ``.md`` and
+    ``.png``. ``preset``, ``patch``: the budget the report states."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / f"{stem}.json", s)
+    atomic_write_text(
+        out / f"{stem}.md", render_markdown(plan, s, [plan.primary, *plan.secondary], preset, patch, stem)
+    )
+    if any(s["stats"][a][plan.primary]["n"] for a in plan.comparisons):
+        plot_differences(plan, s["stats"], out / f"{stem}.png")
 
 
 def _fmt(v: float | None, spec: str = ".2f") -> str:
     return "-" if v is None else format(v, spec)
 
 
-def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
-    plan = c.plan
+def render_markdown(
+    plan: Plan, s: dict[str, Any], metrics: list[str], preset: Preset, patch: int, stem: str
+) -> str:
     arms = [a.key for a in plan.arms]
     if s["plan_recorded"]:
         pinned = "committed before the first result"
@@ -163,7 +126,7 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
             + (f", gamma {a.gamma:g}" if a.masking.startswith("adaptive") else "")
             + (f", alpha capped at {a.alpha_max:g}" if a.alpha_max != 1.0 else "")
             + (f", parts {a.parts}" if a.parts else "")
-            + (f", patch {c.p.fine_patch} + keep {c.p.fg_keep:g}" if a.fine else f", patch {c.patch}")
+            + (f", patch {preset.fine_patch} + keep {preset.fg_keep:g}" if a.fine else f", patch {patch}")
             + ")"
             for a in plan.arms
         ),
@@ -176,9 +139,9 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
         )
         + f"; {plan.seeds} paired seeds ({plan.first_seed}..{plan.seed_list[-1]}), all arms"
         " of a seed before the next, the first arm rotating per seed.",
-        f"- Budget: model `{c.p.model}` depth {c.p.depth}, decoder depth {c.p.decoder_depth}, {c.p.img_size} px, "
-        f"{c.p.epochs} epochs (warm-up {c.p.warmup_epochs}), batch {c.p.batch_size}, blr {c.p.blr:g}; data "
-        f"{_data_text(plan.data)}.",
+        f"- Budget: model `{preset.model}` depth {preset.depth}, decoder depth {preset.decoder_depth}, "
+        f"{preset.img_size} px, {preset.epochs} epochs (warm-up {preset.warmup_epochs}), batch {preset.batch_size}, "
+        f"blr {preset.blr:g}; data {_data_text(plan.data)}.",
         f"- Primary metric `{plan.primary}`; secondary {', '.join(f'`{m}`' for m in plan.secondary) or 'none'}.",
         f"- Decision (primary, all pairs): 95 % CI > 0 -> helps; 90 % CI inside +-{plan.margin:g} -> well-powered "
         f"null; 95 % CI < 0 -> hurts; else inconclusive. Gate at seed {plan.first_seed}: `{plan.baseline}` beats "
@@ -268,7 +231,7 @@ def render_markdown(c: Campaign, s: dict[str, Any], metrics: list[str]) -> str:
                 f"{_fmt(med([r['img_per_s'] for r in rs if r.get('img_per_s')]), '.0f')} | {_load_text(rs)} |"
             )
     if any(s["stats"][a][plan.primary]["n"] for a in plan.comparisons):
-        lines += ["", f"![paired differences]({c.stem}.png)"]
+        lines += ["", f"![paired differences]({stem}.png)"]
     return "\n".join(lines) + "\n"
 
 

@@ -366,7 +366,7 @@ class Harness:
         }
 
     def run_one(self, cfg: GridConfig, seed: int) -> None:
-        from semmae.utils.rundir import read_log
+        from semmae.utils.run_logger import read_log
 
         record_path = self.runs_dir / f"{cfg.key}-seed{seed}.json"
         if record_path.exists():

@@ -26,7 +26,7 @@ def knn_probe(
     feats: dict[str, Any], k: int = KNN_K, temperature: float = KNN_TEMPERATURE
 ) -> dict[str, float]:
     """``{"top1", "top5"}`` (percent) of the weighted kNN classifier, training features as the memory bank."""
-    from semmae.eval.knn import knn_accuracy
+    from semmae.engine.knn_vote import knn_accuracy
 
     return knn_accuracy(
         feats["train_x"],

@@ -36,20 +36,9 @@ from typing import Any
 
 from semmae.errors import UserError
 from semmae.utils import ownership
-from semmae.utils.run_housekeeping import (  # noqa: F401 - importable from here too
-    is_temporary,
-    remove_orphaned_temporaries,
-    truncate_log,
-)
-from semmae.utils.run_lock import (  # noqa: F401
-    LOCK_NAME,
-    acquire,
-    exclusive,
-    locked_folder_above,
-    read_holder,
-    read_holder_file,
-)
-from semmae.utils.run_logger import RunLogger, read_log  # noqa: F401 - importable from here too
+from semmae.utils.run_housekeeping import remove_orphaned_temporaries, truncate_log
+from semmae.utils.run_lock import LOCK_NAME, acquire, locked_folder_above, read_holder
+from semmae.utils.run_logger import RunLogger
 
 #: the owner marker's kind for run folders
 RUN_KIND = "run"

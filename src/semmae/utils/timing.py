@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 
 def synchronize(device: Any) -> None:

@@ -1,4 +1,4 @@
-"""Experiment trackers behind :class:`semmae.utils.rundir.RunLogger` (``--logger tensorboard,wandb,mlflow`` on the
+"""Experiment trackers behind :class:`semmae.utils.run_logger.RunLogger` (``--logger tensorboard,wandb,mlflow`` on the
 training verbs). Each one receives the same things: every numeric value the run logs (the scalars of
 ``log.jsonl``, at the same step), the resolved config once, and the figures (reconstruction / part panels).
 

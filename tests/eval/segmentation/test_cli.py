@@ -12,7 +12,7 @@ from semmae.config import resolve_config
 from semmae.data.synth import make_synthetic_dataset
 from semmae.eval.segmentation.config import SegmentTrainConfig
 from semmae.eval.segmentation.engine import build_segmentor
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .conftest import TINY_ENCODER, segment_train_argv
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from _helpers import run_killed_at, subprocess_env
 
-from semmae.utils.rundir import read_log
+from semmae.utils.run_logger import read_log
 
 from .conftest import segment_train_argv
 

@@ -13,7 +13,7 @@ sys.path.insert(0, "benchmarks")
 import repro
 
 from semmae.cli import main
-from semmae.eval.knn import knn_accuracy
+from semmae.engine.knn_vote import knn_accuracy
 from semmae.models import create_model
 from semmae.utils.io import load_checkpoint
 

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from semmae.config import build_config, config_to_dict
+from semmae.config import build_config
 from semmae.data.loader import DataLoader
 from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import layer_decay_optimizer
@@ -39,7 +39,8 @@ from semmae.models.encoder_loading import LoadedEncoder, checkpoint_record, enco
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
-from semmae.utils.rundir import RunLogger
+from semmae.utils.plain_config import config_to_dict
+from semmae.utils.run_logger import RunLogger
 from semmae.utils.seed import seed_everything
 
 CKPT_NAME = "checkpoint.pth"
