@@ -44,6 +44,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "bench_eval": ["--out", "{tmp}/linprobe-modes.md"],
     "bench_pretrain": ["--raw", "{tmp}/raw.json"],
     "bootstrap_compare": ["--work", "{tmp}/work"],
+    "isa_drift": ["--out", "{tmp}/isa"],
     "linprobe_sweep": ["--out", "{tmp}/sweep"],
     "parts_cub": ["--work", "{tmp}/work", "--out", "{tmp}/parts-cub"],
     "parts_synthetic": ["--work", "{tmp}/work", "--out", "{tmp}/parts-synthetic.json"],

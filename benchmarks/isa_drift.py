@@ -1,0 +1,125 @@
+"""Does a run's arithmetic depend on the CPU's vector instructions? (issue 40: reproducibility across machines)
+
+PyTorch picks its CPU kernels by the machine's instruction set (``ATEN_CPU_CAPABILITY``: ``default`` = scalar,
+``avx2``, ``avx512``). A campaign resumed on another machine runs the same seed on other kernels; where a kernel
+rounds differently, the run drifts by an ulp and, training being chaotic, ends elsewhere. This script trains the
+same run (a run folder's ``config.yaml``) for ``--steps`` steps once per capability, each in a fresh process, for
+each ``--masking``, and compares the logged losses with the first capability's, step by step.
+
+    python benchmarks/isa_drift.py --config RUN/config.yaml --steps 40 --masking random adaptive --out DIR
+
+Prints and writes ``DIR/isa-drift.md``: per masking and capability, the first logged step whose loss differs
+and the largest difference. ``--smoke``: a tiny generated run, 4 steps, ``default`` against the machine's own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def machine_capability() -> str:
+    """The capability torch dispatches to on this machine (``AVX512``, ``AVX2``, ``DEFAULT``), lower-cased."""
+    import torch
+
+    return torch.backends.cpu.get_cpu_capability().lower()
+
+
+def train(
+    config: Path, out: Path, steps: int, capability: str, masking: str | None
+) -> list[tuple[int, float]]:
+    """``semmae pretrain --config CONFIG --max-steps STEPS`` in a fresh process on ``capability``'s kernels;
+    the ``(step, loss)`` pairs of its log."""
+    env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": str(ROOT / "src")}
+    argv = [sys.executable, "-m", "semmae.cli", "pretrain", "--config", str(config), "--out", str(out)]
+    argv += ["--max-steps", str(steps), "--logger", "none"]
+    argv += ["--masking", masking] if masking else []
+    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"isa_drift: the run on {capability} failed:\n{done.stderr.strip()[-2000:]}")
+    rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
+    return [(r["step"], r["loss"]) for r in rows if "loss" in r]
+
+
+def compare(base: list[tuple[int, float]], other: list[tuple[int, float]]) -> tuple[int | None, float]:
+    """The first step whose loss differs (None: bit-identical) and the largest absolute difference."""
+    first, largest = None, 0.0
+    for (step, a), (_, b) in zip(base, other, strict=True):
+        if a != b and first is None:
+            first = step
+        largest = max(largest, abs(a - b))
+    return first, largest
+
+
+def smoke_config(work: Path) -> Path:
+    """A tiny run's config: 10 generated images at 32 px, a 1-block ViT at patch 8."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    data = work / "data"
+    argv = [sys.executable, "-m", "semmae.cli", "data", "synth", "--out", str(data), "--num-images", "10"]
+    done = subprocess.run([*argv, "--size", "32"], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"isa_drift: data synth failed: {done.stderr.strip()}")
+    config = work / "config.yaml"
+    config.write_text(
+        f"data: {data / 'train' if (data / 'train').is_dir() else data}\nimg_size: 32\nmodel: mae_vit_tiny_patch8\n"
+        "depth: 1\ndecoder_depth: 1\nbatch_size: 4\nepochs: 1\nwarmup_epochs: 0\nnum_workers: 0\ndevice: cpu\n"
+        "log_every: 1\nmasking: random\n"
+    )
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", type=Path, help="a run folder's config.yaml (its data and parts must exist)")
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument(
+        "--masking", nargs="+", default=[None], help="override the config's masking (one run each)"
+    )
+    p.add_argument("--capabilities", nargs="+", default=None, help="default: default avx2 and this machine's")
+    p.add_argument("--out", type=Path, default=Path("isa-drift"))
+    p.add_argument("--smoke", action="store_true", help="a tiny generated run, 4 steps")
+    args = p.parse_args(argv)
+    own = machine_capability()
+    if args.smoke:
+        args.out.mkdir(parents=True, exist_ok=True)
+        args.config, args.steps, args.masking = smoke_config(args.out), 4, [None]
+        caps = args.capabilities or ["default", own]
+    else:
+        if args.config is None:
+            p.error("--config is required (a run folder's config.yaml), or --smoke")
+        caps = args.capabilities or list(dict.fromkeys(["default", "avx2", own]))
+    if args.out.exists() and any(args.out.glob("*/log.jsonl")):
+        p.error(f"--out {args.out} holds runs of an earlier call; choose a new folder")
+    lines = [
+        "# Kernel drift: the same run on other CPU kernels",
+        "",
+        f"Made by `python benchmarks/isa_drift.py --config {args.config} --steps {args.steps}"
+        + (f" --masking {' '.join(m for m in args.masking if m)}" if any(args.masking) else "")
+        + f"` on a machine whose kernels are `{own}`; each run a fresh process, losses compared with `{caps[0]}`'s.",
+        "",
+        "| masking | kernels | first step that differs | largest loss difference |",
+        "|---|---|---|---|",
+    ]
+    for masking in args.masking:
+        runs = {
+            c: train(args.config, args.out / f"{masking or 'config'}-{c}", args.steps, c, masking)
+            for c in caps
+        }
+        for c in caps[1:]:
+            first, largest = compare(runs[caps[0]], runs[c])
+            shown = "none (bit-identical)" if first is None else str(first)
+            lines.append(f"| {masking or 'as configured'} | {c} | {shown} | {largest:.3g} |")
+    text = "\n".join(lines) + "\n"
+    (args.out / "isa-drift.md").write_text(text)
+    print(text, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
