@@ -65,7 +65,9 @@ def tiny_run(root: Path) -> Path:
     mae = create_model("mae_vit_micro_patch8", img_size=32)
     run = root / "run"
     (run / "checkpoints").mkdir(parents=True)
-    pretrain_checkpoint(run / "checkpoints" / "ckpt-000000004.pth", mae, masking="random", epochs=3, data="imgs")
+    pretrain_checkpoint(
+        run / "checkpoints" / "ckpt-000000004.pth", mae, masking="random", epochs=3, data="imgs"
+    )
     return run
 
 
@@ -75,7 +77,9 @@ def measure(root: Path, out_name: str = "export") -> list[str]:
     return call_path(["export", "--checkpoint", str(run), "--out", str(root / out_name)])
 
 
-@pytest.mark.xfail(reason="issue 41 item 2: export is spread over 12 modules (baseline: 42 stops)", strict=True)
+@pytest.mark.xfail(
+    reason="issue 41 item 2: export is spread over 12 modules (baseline: 42 stops)", strict=True
+)
 def test_semmae_export_passes_few_modules_and_enters_each_at_most_twice(tmp_path):
     path = measure(tmp_path)
     modules, most, entries = summary(path)

@@ -4,7 +4,7 @@ Two formats (``--format``; by default a ``--out`` ending in ``.safetensors`` is 
 
 * ``timm-dir`` - a folder with ``config.json`` (timm's: a registered architecture + ``model_args`` with the real
   sizes + ``pretrained_cfg`` with input size and mean/std, ``num_classes: 0``), ``model.safetensors`` and a
-  ``README.md`` model card written from the run (:mod:`semmae.engine.model_card`). It loads with
+  ``README.md`` model card written from the run (:mod:`semmae.export.model_card`). It loads with
   ``timm.create_model("local-dir:FOLDER", pretrained=True)`` without semmae, or from the Hub after
   ``--push-to-hub USER/REPO`` as ``hf-hub:USER/REPO`` (:mod:`semmae.models.timm_dir`).
 * ``safetensors`` - the state dict alone, loadable with ``timm.create_model(NAME, pretrained=True, num_classes=0,
@@ -28,10 +28,10 @@ import torch
 
 from semmae.engine.checkpoint import load_pretrain_checkpoint
 from semmae.errors import UserError
+from semmae.export.hub import push_folder
 from semmae.models.encoder_loading import checkpoint_record, record_misfits
 from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
 from semmae.models.timm_dir import timm_config, write_timm_dir
-from semmae.utils.hub import push_folder
 from semmae.utils.io import atomic_write_bytes, checkpoint_file, load_checkpoint
 from semmae.utils.ownership import check_output_file, check_replace_folder
 
@@ -39,10 +39,9 @@ FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
 
 
-def _read(
-    path: str | Path, ckpt: dict[str, Any] | None = None
-) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any], Path]:
-    path = checkpoint_file(path)
+def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any]]:
+    """The encoder weights and record of the checkpoint ``ckpt`` loaded from ``path`` (read once, checked against
+    each other)."""
     ckpt = load_pretrain_checkpoint(path, ckpt)
     record = checkpoint_record(ckpt, f"checkpoint {path}")
     if record is None:
@@ -51,7 +50,7 @@ def _read(
     misfit = record_misfits(record, enc)
     if misfit:
         raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
-    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record, ckpt, path
+    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record, ckpt
 
 
 #: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
@@ -99,16 +98,19 @@ def export_encoder(
     ckpt: dict[str, Any] | None = None,
     overwrite: bool = False,
 ) -> Path:
-    """Write the encoder of ``checkpoint`` (a pretraining or bootstrap checkpoint file or run folder; ``ckpt``: its
-    content when already loaded) to ``out`` in ``fmt`` (:data:`FORMATS`; None: from ``out``'s name) and, with
-    ``push_to_hub`` (``USER/REPO``), upload the folder; returns the path written. ``semmae export`` also takes a
-    part checkpoint: :func:`semmae.export.export_checkpoint`. An existing ``out`` is replaced only with ``overwrite``
-    and only if semmae exported it (:mod:`semmae.utils.ownership`)."""
+    """Write the encoder of ``checkpoint`` (a pretraining or bootstrap checkpoint file or run folder) to ``out`` in
+    ``fmt`` (:data:`FORMATS`; None: from ``out``'s name) and, with ``push_to_hub`` (``USER/REPO``), upload the
+    folder; returns the path written. With ``ckpt`` (its content, already loaded) ``checkpoint`` is the file it was
+    loaded from, resolved by the caller (``semmae export``: :func:`semmae.export.cli.export_checkpoint`, which also
+    takes a part checkpoint) and not resolved again. An existing ``out`` is replaced only with ``overwrite`` and
+    only if semmae exported it (:mod:`semmae.utils.ownership`)."""
     from safetensors.torch import save
 
-    path = checkpoint_file(checkpoint)
     if ckpt is None:
+        path = checkpoint_file(checkpoint)
         ckpt = load_checkpoint(path)
+    else:
+        path = Path(checkpoint)
     fmt = resolve_format(out, fmt)
     if push_to_hub and fmt != "timm-dir":
         raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
@@ -118,7 +120,7 @@ def export_encoder(
         check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
     else:
         check_replace_folder(out, inputs)
-    enc, record, ckpt, path = _read(path, ckpt)
+    enc, record, ckpt = _read(path, ckpt)
     meta = {
         "format": "pt",
         "written_by": WRITTEN_BY,
@@ -134,7 +136,7 @@ def export_encoder(
         atomic_write_bytes(out, weights)
         return out
     from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from semmae.engine.model_card import encoder_card
+    from semmae.export.model_card import encoder_card
 
     config = timm_config(
         record,
