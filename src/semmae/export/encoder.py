@@ -29,19 +29,19 @@ import torch
 from semmae.engine.checkpoint import load_pretrain_checkpoint
 from semmae.errors import UserError
 from semmae.export.hub import push_folder
-from semmae.models.encoder_loading import checkpoint_record, record_misfits
-from semmae.models.encoder_record import EncoderRecord, encoder_state_dict
-from semmae.models.timm_dir import timm_config, write_timm_dir
-from semmae.utils.io import atomic_write_bytes, checkpoint_file, load_checkpoint
+from semmae.models.encoder_record import checkpoint_record, encoder_state_dict, record_misfits
+from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME, is_timm_dir
+from semmae.utils.io import atomic_write_bytes, atomic_write_text, checkpoint_file, load_checkpoint
 from semmae.utils.ownership import check_output_file, check_replace_folder
 
 FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
 
 
-def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], EncoderRecord, dict[str, Any]]:
-    """The encoder weights and record of the checkpoint ``ckpt`` loaded from ``path`` (read once, checked against
-    each other)."""
+def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(encoder weights, what the export writes about the encoder, the checkpoint) of ``ckpt`` loaded from
+    ``path``: its encoder record is read once, checked against the weights, and passed on as plain data
+    (:meth:`semmae.models.encoder_record.EncoderRecord.export_facts`)."""
     ckpt = load_pretrain_checkpoint(path, ckpt)
     record = checkpoint_record(ckpt, f"checkpoint {path}")
     if record is None:
@@ -50,7 +50,7 @@ def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], EncoderRecord
     misfit = record_misfits(record, enc)
     if misfit:
         raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
-    return {k: v.detach().contiguous().clone() for k, v in enc.items()}, record, ckpt
+    return enc, record.export_facts(), ckpt
 
 
 #: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
@@ -120,34 +120,128 @@ def export_encoder(
         check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
     else:
         check_replace_folder(out, inputs)
-    enc, record, ckpt = _read(path, ckpt)
+    enc, facts, ckpt = _read(path, ckpt)
+    card = None
+    if fmt == "timm-dir":
+        from semmae.export.model_card import encoder_card
+
+        card = encoder_card(facts, ckpt, path, enc, repo=push_to_hub)
+    enc = {k: v.detach().contiguous().clone() for k, v in enc.items()}
+    record = facts["record"]
     meta = {
         "format": "pt",
         "written_by": WRITTEN_BY,
-        "model_config": json.dumps(record.to_dict()),
-        "arch": record.timm_name(),
+        "model_config": json.dumps(record),
+        "arch": facts["timm_name"],
     }
     if (
-        record.fg_keep is not None
+        record["fg_keep"] is not None
     ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
-        meta["fg_keep"] = str(record.fg_keep)
+        meta["fg_keep"] = str(record["fg_keep"])
     weights = save(enc, metadata=meta)
-    if fmt == "safetensors":
+    if card is None:
         atomic_write_bytes(out, weights)
         return out
     from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
-    from semmae.export.model_card import encoder_card
 
     config = timm_config(
-        record,
+        facts,
         IMAGENET_MEAN,
         IMAGENET_STD,
         license="other (weights follow the training data's terms; code MIT)",
         description=f"SemMAE-package encoder exported from {path.name}",
     )
-    num_params = sum(v.numel() for v in enc.values())
-    card = encoder_card(record, ckpt, path, config["architecture"], num_params, repo=push_to_hub)
     write_timm_dir(out, config, weights, card, overwrite=overwrite)
     if push_to_hub:
         push_folder(out, push_to_hub)
     return out
+
+
+# ------------------------------------------------------------------------------------- the timm model folder
+def timm_config(
+    facts: dict[str, Any],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+    license: str | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` of an encoder (``facts``: its :meth:`EncoderRecord.export_facts`): plain data timm's
+    ``local-dir:`` / ``hf-hub:`` loaders parse."""
+    record = facts["record"]
+    size = [record["in_chans"], record["img_size"], record["img_size"]]
+    pretrained_cfg: dict[str, Any] = {
+        "tag": "semmae",
+        "custom_load": False,
+        "input_size": size,
+        "fixed_input_size": True,
+        "interpolation": interpolation,
+        "crop_pct": crop_pct,
+        "crop_mode": "center",
+        "mean": list(mean),
+        "std": list(std),
+        "num_classes": 0,
+        "pool_size": None,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "paper_name": PAPER,
+        "paper_ids": PAPER_ID,
+    }
+    pretrained_cfg.update({k: v for k, v in (("license", license), ("description", description)) if v})
+    return {
+        "architecture": facts["timm_architecture"],
+        "num_classes": 0,
+        "num_features": record["embed_dim"],
+        "global_pool": record["global_pool"],
+        "model_args": facts["model_args"],
+        "pretrained_cfg": pretrained_cfg,
+        "semmae": {"encoder": record, "name": facts["timm_name"]},
+    }
+
+
+def write_timm_dir(
+    out: str | Path, config: dict[str, Any], weights: bytes, card: str, overwrite: bool = False
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` (``weights``: serialised safetensors) and ``README.md`` to
+    ``out``, each atomically. An existing folder is refused unless it is an earlier export (a ``config.json`` with
+    a ``semmae`` entry and nothing but the export's files or extras that the caller passes again), so a mistyped
+    ``--out`` never mixes files into someone else's folder; an earlier export is replaced only with ``overwrite``,
+    and never one inside a live run's folder (:mod:`semmae.utils.ownership`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder name for the timm folder")
+    if out.is_dir() and any(out.iterdir()):
+        ours = is_timm_dir(out) and "semmae" in _json_or_empty(out / CONFIG_NAME)
+        if not ours:
+            raise UserError(
+                f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
+            )
+        if not overwrite:
+            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
+    from semmae.utils.rundir import live_lock_above
+
+    live = live_lock_above(out if out.exists() else out.parent) if out.parent.exists() else None
+    if live is not None:
+        raise UserError(
+            f"--out {out} lies inside {live}, the folder of a run that is still going; use another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror or e}") from None
+    atomic_write_bytes(out / WEIGHTS_NAME, weights)
+    atomic_write_text(out / CARD_NAME, card)
+    atomic_write_text(
+        out / CONFIG_NAME, json.dumps(config, indent=2) + "\n"
+    )  # last: it marks the folder done
+    return out
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}

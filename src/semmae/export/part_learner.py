@@ -22,8 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
+from semmae.export.encoder import timm_config, write_timm_dir
 from semmae.models.encoder_record import EncoderRecord
-from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
+from semmae.models.timm_dir import PAPER, PAPER_ID
 from semmae.parts.checkpoint import (
     ENCODER_DIR,
     EXPORT_FORMAT,
@@ -74,7 +75,7 @@ def export_part_learner(
         f'`timm.create_model("local-dir:THIS_FOLDER", pretrained=True)`. Its licence is the one of `{source}`.\n'
     )
     config = timm_config(
-        record, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
+        record.export_facts(), IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
     )
     meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     out.mkdir(parents=True, exist_ok=True)

@@ -110,8 +110,7 @@ def build_encoder(spec: FrozenEncoderSpec, state_dict: dict | None = None) -> Fr
 
 def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
     """The encoder record and timm state dict of the ViT a part learner runs on (as built: resampled to its size)."""
-    from semmae.models.encoder_loading import record_misfits
-    from semmae.models.encoder_record import EncoderRecord
+    from semmae.models.encoder_record import EncoderRecord, record_misfits
 
     sd = {k: v.detach().contiguous().clone() for k, v in encoder.vit.state_dict().items()}
     record, _ = EncoderRecord.from_state_dict(sd, num_heads=encoder.num_heads, img_size=encoder.img_size)
