@@ -6,7 +6,8 @@ Two formats (``--format``; by default a ``--out`` ending in ``.safetensors`` is 
   sizes + ``pretrained_cfg`` with input size and mean/std, ``num_classes: 0``), ``model.safetensors`` and a
   ``README.md`` model card written from the run (:mod:`semmae.export.model_card`). It loads with
   ``timm.create_model("local-dir:FOLDER", pretrained=True)`` without semmae, or from the Hub after
-  ``--push-to-hub USER/REPO`` as ``hf-hub:USER/REPO`` (:mod:`semmae.models.timm_dir`).
+  ``--push-to-hub USER/REPO`` as ``hf-hub:USER/REPO`` (the layout: :mod:`semmae.models.timm_dir`; written here,
+  :func:`write_timm_dir`; pushed by :mod:`semmae.export.hub`).
 * ``safetensors`` - the state dict alone, loadable with ``timm.create_model(NAME, pretrained=True, num_classes=0,
   pretrained_cfg_overlay=dict(file=FILE))`` when NAME is the right size.
 
