@@ -91,7 +91,7 @@ def test_every_checkpoint_option_takes_a_run_folder(verb, field, pretrain_run, m
 
 
 def test_python_loaders_take_a_run_folder(tmp_path):
-    from semmae.engine.export import export_encoder
+    from semmae.export.encoder import export_encoder
     from semmae.models import create_model
     from semmae.models.encoder_loading import load_encoder
     from semmae.utils.io import load_checkpoint

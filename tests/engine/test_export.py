@@ -11,8 +11,8 @@ from _helpers import pretrain_checkpoint
 from safetensors import safe_open
 from safetensors.torch import load_file, save
 
-from semmae.engine.export import export_encoder
 from semmae.errors import UserError
+from semmae.export.encoder import export_encoder
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
 from semmae.models.encoder_record import EncoderRecord, parse_arch

@@ -24,8 +24,8 @@ from _helpers import (
 from PIL import Image
 
 from semmae.cli import main
-from semmae.engine.export import export_encoder
 from semmae.errors import UserError
+from semmae.export.encoder import export_encoder
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
 

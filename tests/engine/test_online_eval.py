@@ -26,7 +26,7 @@ def mae():
 
 
 def test_kept_features_match_the_exported_encoder_evaluated_on_kept_tokens(mae, tmp_path):
-    from semmae.engine.export import export_encoder
+    from semmae.export.encoder import export_encoder
 
     root = write_image_folder(tmp_path / "imgs", per_class=3, size=40)
     keep = KeptTokens(0.25, "attention", seed=5)

@@ -174,7 +174,7 @@ def test_an_internal_error_without_a_run_folder_does_not_land_in_an_earlier_comm
 ):
     """In-process callers (demo, harness, tests) run several commands: a command that claims no folder must not
     write its traceback into the folder of the command before it."""
-    from semmae.engine import export
+    from semmae.export import encoder as export
 
     out = tmp_path / "run"
     assert main(micro_args(engine_images, out, *FAST)) == 0

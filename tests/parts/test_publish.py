@@ -12,7 +12,7 @@ from _helpers import pretrain_checkpoint
 
 from semmae.cli import main
 from semmae.data.part_cache import PartCache
-from semmae.engine.export import export_encoder
+from semmae.export.encoder import export_encoder
 from semmae.models import create_model
 from semmae.parts.checkpoint import load_part_model
 

@@ -60,8 +60,11 @@ from timm.models.vision_transformer import VisionTransformer
 from semmae.errors import UserError
 from semmae.models.encoder_record import (
     EncoderRecord,
+    _record_of,
+    checkpoint_record,
     encoder_prefix,
     encoder_state_dict,
+    misfits,
     parse_arch,
     pos_grid,
 )
@@ -83,35 +86,6 @@ def _args_to_dict(args: Any) -> dict[str, Any]:
     if isinstance(args, argparse.Namespace):
         return vars(args)
     return dict(args) if isinstance(args, dict) else {}
-
-
-def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> EncoderRecord | None:
-    """The record a ``model_config`` (or record dict) describes; None when it lacks the encoder sizes."""
-    if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord.REQUIRED_FIELDS):
-        return None
-    try:
-        return EncoderRecord.from_mae_config(config, fg_keep)
-    except UserError as e:
-        raise UserError(f"{source}: {e}") from None
-
-
-def checkpoint_record(ckpt: dict[str, Any], source: str = "checkpoint") -> EncoderRecord | None:
-    """The encoder record a checkpoint of this project carries, None when it tells no sizes.
-
-    Read, in order: an ``encoder`` entry that is a record (``semmae pretrain`` / ``bootstrap``); the
-    ``VisionTransformer`` arguments ``encoder["spec"]`` (``semmae segment train``) or ``encoder_spec``
-    (``semmae finetune``'s ``best.pth``); a ``model_config`` (pretrain / bootstrap, with ``config["fg_keep"]``).
-    """
-    entry = ckpt.get("encoder")
-    if EncoderRecord.is_record(entry):
-        return _record_of(entry, None, source)
-    spec = entry.get("spec") if isinstance(entry, dict) else ckpt.get("encoder_spec")
-    if isinstance(spec, dict):
-        return _record_of(spec, None, source)
-    config = ckpt.get("config")
-    fg_keep = config.get("fg_keep") if isinstance(config, dict) else None
-    fg_keep = float(fg_keep) if isinstance(fg_keep, (int, float)) else None  # patch-8 SemMAE's kept fraction
-    return _record_of(dict(ckpt.get("model_config") or {}), fg_keep, source)
 
 
 def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
@@ -246,34 +220,6 @@ def _resolve_record(
 
 
 # ------------------------------------------------------------------------------------------------------ building
-def misfits(
-    target: dict[str, torch.Tensor], enc: dict[str, torch.Tensor], fresh: list[str] = ()
-) -> list[str]:
-    """What keeps ``enc`` from loading strictly into a model whose state dict is ``target``: missing keys (but
-    ``fresh``), unexpected keys, shape differences - one phrase each, empty when it fits."""
-    missing = sorted(k for k in target if k not in enc and k not in fresh)
-    unexpected = sorted(k for k in enc if k not in target)
-    shapes = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
-        for k, v in enc.items()
-        if k in target and v.shape != target[k].shape
-    ]
-    parts = []
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
-        if keys:
-            parts.append(f"{label}: {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}")
-    if shapes:
-        parts.append(f"shape differences: {'; '.join(shapes[:10])}")
-    return parts
-
-
-def record_misfits(record: EncoderRecord, enc: dict[str, torch.Tensor]) -> list[str]:
-    """:func:`misfits` against the encoder ``record`` describes, built on the meta device (no memory, no init)."""
-    with torch.device("meta"):
-        target = record.build().state_dict()
-    return misfits(target, enc)
-
-
 def _fit_state_dict(
     model: VisionTransformer, enc: dict[str, torch.Tensor], record: EncoderRecord, source: str
 ) -> tuple[dict[str, torch.Tensor], list[str], list[str], tuple[int, int] | None]:

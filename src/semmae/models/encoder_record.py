@@ -34,10 +34,13 @@ __all__ = [
     "RECORD_VERSION",
     "STANDARD_SIZES",
     "VIT_SIZES",
+    "checkpoint_record",
     "encoder_prefix",
     "encoder_state_dict",
+    "misfits",
     "parse_arch",
     "pos_grid",
+    "record_misfits",
 ]
 
 # ViT sizes: name -> (embed_dim, depth, num_heads). tiny..giant are timm's (ViT / DeiT papers); micro is this
@@ -213,6 +216,29 @@ class EncoderRecord:
         size = size or f"d{self.embed_dim}x{self.depth}h{self.num_heads}"
         return f"vit_{size}_patch{self.patch_size}_{self.img_size}"
 
+    def timm_architecture(self) -> str:
+        """A name registered in timm to build this encoder from: its own name when timm has it, else the standard
+        ViT of the same width at patch 16 / 224 px (``vit_base_patch16_224`` for any other width); a timm
+        ``config.json``'s ``model_args`` give the real shapes either way."""
+        import timm
+
+        name = self.timm_name()
+        if timm.is_model(name):
+            return name
+        size = next((s for s in STANDARD_SIZES if VIT_SIZES[s][0] == self.embed_dim), "base")
+        return f"vit_{size}_patch16_224"
+
+    def export_facts(self) -> dict[str, Any]:
+        """Everything an export writes about this encoder, read at once as plain data: ``record``
+        (:meth:`to_dict`), ``timm_name``, ``timm_architecture``, ``grid`` and ``model_args`` (:meth:`arch`)."""
+        return {
+            "record": self.to_dict(),
+            "timm_name": self.timm_name(),
+            "timm_architecture": self.timm_architecture(),
+            "grid": self.grid,
+            "model_args": self.arch(),
+        }
+
     def build(self, drop_path_rate: float = 0.0, dynamic_img_size: bool = False) -> VisionTransformer:
         """A timm ``VisionTransformer`` with ``num_classes=0`` (``forward`` returns pooled features [B, D])."""
         return VisionTransformer(
@@ -345,3 +371,62 @@ class EncoderRecord:
             global_pool="avg" if ("fc_norm.weight" in enc and "norm.weight" not in enc) else "token",
         )
         return record, source
+
+
+# ------------------------------------------------------------------------------ the record a checkpoint carries
+def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> EncoderRecord | None:
+    """The record a ``model_config`` (or record dict) describes; None when it lacks the encoder sizes."""
+    if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord.REQUIRED_FIELDS):
+        return None
+    try:
+        return EncoderRecord.from_mae_config(config, fg_keep)
+    except UserError as e:
+        raise UserError(f"{source}: {e}") from None
+
+
+def checkpoint_record(ckpt: dict[str, Any], source: str = "checkpoint") -> EncoderRecord | None:
+    """The encoder record a checkpoint of this project carries, None when it tells no sizes.
+
+    Read, in order: an ``encoder`` entry that is a record (``semmae pretrain`` / ``bootstrap``); the
+    ``VisionTransformer`` arguments ``encoder["spec"]`` (``semmae segment train``) or ``encoder_spec``
+    (``semmae finetune``'s ``best.pth``); a ``model_config`` (pretrain / bootstrap, with ``config["fg_keep"]``).
+    """
+    entry = ckpt.get("encoder")
+    if EncoderRecord.is_record(entry):
+        return _record_of(entry, None, source)
+    spec = entry.get("spec") if isinstance(entry, dict) else ckpt.get("encoder_spec")
+    if isinstance(spec, dict):
+        return _record_of(spec, None, source)
+    config = ckpt.get("config")
+    fg_keep = config.get("fg_keep") if isinstance(config, dict) else None
+    fg_keep = float(fg_keep) if isinstance(fg_keep, (int, float)) else None  # patch-8 SemMAE's kept fraction
+    return _record_of(dict(ckpt.get("model_config") or {}), fg_keep, source)
+
+
+# ------------------------------------------------------------------------- weights against their record
+def misfits(
+    target: dict[str, torch.Tensor], enc: dict[str, torch.Tensor], fresh: list[str] = ()
+) -> list[str]:
+    """What keeps ``enc`` from loading strictly into a model whose state dict is ``target``: missing keys (but
+    ``fresh``), unexpected keys, shape differences - one phrase each, empty when it fits."""
+    missing = sorted(k for k in target if k not in enc and k not in fresh)
+    unexpected = sorted(k for k in enc if k not in target)
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(target[k].shape)}"
+        for k, v in enc.items()
+        if k in target and v.shape != target[k].shape
+    ]
+    parts = []
+    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected)):
+        if keys:
+            parts.append(f"{label}: {', '.join(keys[:20])}{' ...' if len(keys) > 20 else ''}")
+    if shapes:
+        parts.append(f"shape differences: {'; '.join(shapes[:10])}")
+    return parts
+
+
+def record_misfits(record: EncoderRecord, enc: dict[str, torch.Tensor]) -> list[str]:
+    """:func:`misfits` against the encoder ``record`` describes, built on the meta device (no memory, no init)."""
+    with torch.device("meta"):
+        target = record.build().state_dict()
+    return misfits(target, enc)

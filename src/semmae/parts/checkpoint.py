@@ -24,7 +24,7 @@ from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.utils.io import checkpoint_file, load_checkpoint
 
 FORMAT = "semmae-parts"
-#: the folder ``semmae export`` writes for a part learner (:mod:`semmae.parts.publish`)
+#: the folder ``semmae export`` writes for a part learner (:mod:`semmae.export.part_learner`)
 EXPORT_FORMAT = "semmae-part-learner"
 EXPORT_VERSION = 1
 SPEC_NAME = "parts.json"
@@ -35,7 +35,7 @@ FORMAT_VERSION = 2  # 2: the trainer's one layout (issue 27)
 
 def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
     """A part checkpoint (a file, or a `parts train` run folder: its checkpoint.pth) as a dict; a part-learner
-    folder of ``semmae export`` is read as one (:mod:`semmae.parts.publish`)."""
+    folder of ``semmae export`` is read as one (:mod:`semmae.export.part_learner`)."""
     if is_part_learner_dir(path):
         return read_part_learner_dir(path)
     path = checkpoint_file(path)
@@ -64,10 +64,11 @@ def upgrade_part_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def load_part_model(
-    path: str | Path, device: torch.device | str = "cpu"
+    path: str | Path, device: torch.device | str = "cpu", ckpt: dict[str, Any] | None = None
 ) -> tuple[FrozenEncoder, PartModel, dict]:
-    """Rebuild (frozen encoder, part model in eval mode, checkpoint dict) from a part checkpoint."""
-    ckpt = read_part_checkpoint(path)
+    """Rebuild (frozen encoder, part model in eval mode, checkpoint dict) from a part checkpoint (``ckpt``: the
+    part checkpoint file ``path`` already loaded, not read again)."""
+    ckpt = read_part_checkpoint(path) if ckpt is None else (upgrade_part_checkpoint(ckpt) or ckpt)
     head = PartHeadSpec(**ckpt["head"])
     enc_spec = FrozenEncoderSpec(**ckpt["frozen_encoder"])
     encoder = build_encoder(enc_spec, ckpt.get("encoder_state"))

@@ -292,9 +292,9 @@ class PartTrainer(EpochTrainer):
 
 
 def _record_of(encoder: FrozenEncoder) -> dict | None:
-    """The frozen encoder's record (:func:`semmae.parts.publish.frozen_encoder_record`), None for a ViT that is
+    """The frozen encoder's record (:func:`semmae.parts.encoder.frozen_encoder_record`), None for a ViT that is
     not a plain timm one."""
-    from semmae.parts.publish import frozen_encoder_record
+    from semmae.parts.encoder import frozen_encoder_record
 
     try:
         return frozen_encoder_record(encoder)[0].to_dict()

@@ -1,8 +1,7 @@
-"""The Hugging Face Hub (``huggingface_hub``, installed with timm), both ways:
-
-* :func:`push_folder` - ``--push-to-hub REPO``: upload an exported folder;
-* :func:`hf_model_files` - ``hf-hub:ORG/NAME[@REVISION]`` as a checkpoint (:mod:`semmae.utils.remote`): the model's
-  ``config.json`` and weights downloaded into the Hub cache, as timm's ``hf-hub:`` loader does.
+"""The Hugging Face Hub (``huggingface_hub``, installed with timm), the reading side:
+:func:`hf_model_files` - ``hf-hub:ORG/NAME[@REVISION]`` as a checkpoint (:mod:`semmae.utils.remote`): the model's
+``config.json`` and weights downloaded into the Hub cache, as timm's ``hf-hub:`` loader does. The upload
+(``semmae export --push-to-hub``) is :mod:`semmae.export.hub`.
 
 The endpoint (``HF_ENDPOINT``), cache (``HF_HUB_CACHE`` / ``HF_HOME``) and ``HF_HUB_OFFLINE`` are read at call time.
 Every failure (no network, no token, no rights, no such model) is one :class:`UserError` line naming the cause.
@@ -16,33 +15,6 @@ import os
 from pathlib import Path
 
 from semmae.errors import UserError
-
-
-def push_folder(folder: str | Path, repo: str, private: bool = False) -> str:
-    """Create ``repo`` (a model repo, kept if it exists) and upload ``folder`` to it; returns the repo URL.
-
-    The endpoint is read at call time (``HF_ENDPOINT``, default https://huggingface.co), the token from
-    ``HF_TOKEN`` or ``hf auth login``.
-    """
-    try:
-        from huggingface_hub import HfApi
-    except ImportError:
-        raise UserError("--push-to-hub needs huggingface_hub: pip install huggingface_hub") from None
-    endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-    api = HfApi(endpoint=endpoint)
-    try:
-        url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
-        api.upload_folder(
-            repo_id=repo, folder_path=str(folder), repo_type="model", commit_message="semmae export"
-        )
-    except Exception as e:  # noqa: BLE001 - network, auth and server errors all end the command in one line
-        cause = " ".join(str(e).split())[:300] or type(e).__name__
-        raise UserError(
-            f"--push-to-hub {repo}: upload to {endpoint} failed ({type(e).__name__}: {cause}); the export is "
-            f"kept at {folder} - check the network, HF_ENDPOINT and the token (HF_TOKEN or `hf auth login`)"
-        ) from None
-    return str(url)
-
 
 #: the weight files of a timm model repo, in the order timm's ``load_state_dict_from_hf`` prefers them
 HF_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

@@ -156,7 +156,7 @@ def latest_step_checkpoint(folder: str | Path) -> Path | None:
     return files[-1] if files else None
 
 
-#: files that make a folder an exported model rather than a run folder (semmae.models.timm_dir, semmae.parts.publish)
+#: files that make a folder an exported model rather than a run folder (semmae.models.timm_dir, semmae.export.part_learner)
 EXPORTED_FOLDER_MARKERS = ("config.json", "parts.json")
 
 

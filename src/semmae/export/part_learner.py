@@ -10,7 +10,8 @@ Layout::
     encoder/            the frozen encoder as a timm model folder (config.json, model.safetensors, README.md)
     README.md           the card
 
-:func:`semmae.parts.checkpoint.read_part_checkpoint` reads the folder as a part checkpoint, so ``semmae parts
+:func:`semmae.parts.checkpoint.read_part_checkpoint` (the reading side, which part training and the part
+cache use too) reads the folder as a part checkpoint, so ``semmae parts
 export | show | eval --checkpoint FOLDER`` take it.
 """
 
@@ -20,12 +21,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from semmae.errors import UserError
-from semmae.models.encoder_loading import record_misfits
+from semmae.export.encoder import timm_config, write_timm_dir
 from semmae.models.encoder_record import EncoderRecord
-from semmae.models.timm_dir import PAPER, PAPER_ID, timm_config, write_timm_dir
+from semmae.models.timm_dir import PAPER, PAPER_ID
 from semmae.parts.checkpoint import (
     ENCODER_DIR,
     EXPORT_FORMAT,
@@ -35,25 +34,19 @@ from semmae.parts.checkpoint import (
     is_part_learner_dir,
     load_part_model,
 )
-from semmae.parts.encoder import FrozenEncoder
+from semmae.parts.encoder import frozen_encoder_record
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
 
 
-def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
-    """The encoder record and timm state dict of the ViT a part learner runs on (as built: resampled to its size)."""
-    sd = {k: v.detach().contiguous().clone() for k, v in encoder.vit.state_dict().items()}
-    record, _ = EncoderRecord.from_state_dict(sd, num_heads=encoder.num_heads, img_size=encoder.img_size)
-    record = record.replace(global_pool=getattr(encoder.vit, "global_pool", None) or None)
-    misfit = record_misfits(record, sd)
-    if misfit:
-        raise UserError(f"the part learner's encoder is not a plain timm ViT: {'; '.join(misfit)}")
-    return record, sd
-
-
 def export_part_learner(
-    checkpoint: Path, out: str | Path, push_to_hub: str | None = None, overwrite: bool = False
+    checkpoint: Path,
+    out: str | Path,
+    push_to_hub: str | None = None,
+    overwrite: bool = False,
+    ckpt: dict[str, Any] | None = None,
 ) -> Path:
-    """Write the part learner of the part checkpoint ``checkpoint`` to the folder ``out``; returns it."""
+    """Write the part learner of the part checkpoint ``checkpoint`` (``ckpt``: its content, already loaded from
+    that file) to the folder ``out``; returns it."""
     from safetensors.torch import save
 
     from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
@@ -73,7 +66,7 @@ def export_part_learner(
     from semmae.utils.ownership import check_replace_folder
 
     check_replace_folder(out, {"--checkpoint": str(checkpoint)})
-    encoder, model, ckpt = load_part_model(checkpoint)
+    encoder, model, ckpt = load_part_model(checkpoint, ckpt=ckpt)
     record, enc_sd = frozen_encoder_record(encoder)
     source = ckpt["frozen_encoder"].get("checkpoint") or f"random-init {ckpt['frozen_encoder'].get('arch')}"
     enc_card = (
@@ -82,7 +75,7 @@ def export_part_learner(
         f'`timm.create_model("local-dir:THIS_FOLDER", pretrained=True)`. Its licence is the one of `{source}`.\n'
     )
     config = timm_config(
-        record, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
+        record.export_facts(), IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
     )
     meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
     out.mkdir(parents=True, exist_ok=True)
@@ -106,7 +99,7 @@ def export_part_learner(
     atomic_write_text(out / "README.md", part_learner_card(spec, record, checkpoint))
     atomic_write_text(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")  # last: it marks the folder done
     if push_to_hub:
-        from semmae.utils.hub import push_folder
+        from semmae.export.hub import push_folder
 
         push_folder(out, push_to_hub)
     return out

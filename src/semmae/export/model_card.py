@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from semmae.models.encoder_record import EncoderRecord
 from semmae.models.timm_dir import PAPER, PAPER_ID
 
 PACKAGE = "semmae"
@@ -152,15 +151,20 @@ def _kind(config: dict[str, Any], bootstrap: bool) -> str:
 
 
 def encoder_card(
-    record: EncoderRecord,
+    facts: dict[str, Any],
     ckpt: dict[str, Any],
     checkpoint: Path,
-    architecture: str,
-    num_params: int,
+    weights: dict[str, Any],
     repo: str | None = None,
 ) -> str:
-    """The model card (markdown with Hugging Face front matter) of the encoder exported from ``checkpoint``."""
+    """The model card (markdown with Hugging Face front matter) of the encoder exported from ``checkpoint`` (its
+    content ``ckpt``; ``facts``: its encoder record as :meth:`EncoderRecord.export_facts` gives it; ``weights``: the
+    encoder's state dict)."""
     from semmae.utils.io import sha256_file
+
+    record = facts["record"]
+    architecture = facts["timm_architecture"]
+    num_params = sum(v.numel() for v in weights.values())
 
     config = ckpt.get("config") or {}
     model_config = ckpt.get("model_config") or {}
@@ -168,7 +172,7 @@ def encoder_card(
     bootstrap = model_config.get("trainer") == "bootstrap"
     verb = "semmae bootstrap" if bootstrap else "semmae pretrain"
     data = config.get("data") or "unknown"
-    name = record.name or record.timm_name()
+    name = record["name"] or facts["timm_name"]
     load = f"hf-hub:{repo}" if repo else "local-dir:PATH_TO_THIS_FOLDER"
     # only a run folder (<run>/checkpoints/ckpt-N.pth) is searched, never whatever folder holds a loose file
     in_run = Path(checkpoint).resolve().parent.name == "checkpoints"
@@ -181,7 +185,7 @@ def encoder_card(
         "tags: [image-feature-extraction, timm, semmae, masked-image-modeling]",
         "---",
         "",
-        f"# {name} ({_kind(config, bootstrap)} encoder, {record.timm_name()})",
+        f"# {name} ({_kind(config, bootstrap)} encoder, {facts['timm_name']})",
         "",
         f"A ViT encoder trained with the `{PACKAGE}` package, an implementation of *{PAPER}*, {PAPER_ID}. "
         "Exported with `semmae export`: timm `VisionTransformer` weights (`model.safetensors`), a timm "
@@ -191,11 +195,11 @@ def encoder_card(
         "",
         "| | |",
         "|---|---|",
-        f"| architecture | ViT: width {record.embed_dim}, depth {record.depth}, {record.num_heads} heads, "
-        f"patch {record.patch_size}, MLP ratio {_fmt(record.mlp_ratio)}, pooling `{record.global_pool}` |",
+        f"| architecture | ViT: width {record['embed_dim']}, depth {record['depth']}, {record['num_heads']} heads, "
+        f"patch {record['patch_size']}, MLP ratio {_fmt(record['mlp_ratio'])}, pooling `{record['global_pool']}` |",
         f"| timm build | `{architecture}` with `model_args` from `config.json` (the real sizes) |",
         f"| parameters | {num_params / 1e6:.2f} M |",
-        f"| image size | {record.img_size} px ({record.grid}x{record.grid} patches), ImageNet mean/std |",
+        f"| image size | {record['img_size']} px ({facts['grid']}x{facts['grid']} patches), ImageNet mean/std |",
         f"| trained by | `{verb}`, {_fmt(config.get('epochs'))} epochs planned, "
         f"{_fmt(ckpt.get('epoch'))} done ({_fmt(ckpt.get('step'))} optimiser steps) |",
         f"| training data | `{data}` |",
@@ -221,10 +225,10 @@ def encoder_card(
         )
     else:
         lines.append("Not recorded: the checkpoint was exported from a file outside a run folder.")
-    if record.fg_keep is not None and record.fg_keep < 1:
+    if record["fg_keep"] is not None and record["fg_keep"] < 1:
         lines += [
             "",
-            f"This encoder was pretrained on the {_fmt(record.fg_keep)} most-foreground patches of each image "
+            f"This encoder was pretrained on the {_fmt(record['fg_keep'])} most-foreground patches of each image "
             "(the paper's ViT-B/8 setting); semmae's evaluations feed it the same kept fraction "
             "(`semmae.eval.kept_tokens`). timm runs it on all patches.",
         ]
@@ -241,7 +245,7 @@ def encoder_card(
         "transform = timm.data.create_transform(**config)",
         'image = transform(Image.open("image.jpg").convert("RGB")).unsqueeze(0)',
         "with torch.no_grad():",
-        f"    features = model(image)  # [1, {record.embed_dim}]: the pooled features (no classifier head)",
+        f"    features = model(image)  # [1, {record['embed_dim']}]: the pooled features (no classifier head)",
         "```",
         "",
         "With semmae installed, `semmae.models.encoder_loading.load_encoder(FOLDER)` reads this folder too "

@@ -1,0 +1,248 @@
+"""``semmae export``: the pretrained encoder as a timm ``VisionTransformer``, where users look for it.
+
+Two formats (``--format``; by default a ``--out`` ending in ``.safetensors`` is the file, anything else the folder):
+
+* ``timm-dir`` - a folder with ``config.json`` (timm's: a registered architecture + ``model_args`` with the real
+  sizes + ``pretrained_cfg`` with input size and mean/std, ``num_classes: 0``), ``model.safetensors`` and a
+  ``README.md`` model card written from the run (:mod:`semmae.export.model_card`). It loads with
+  ``timm.create_model("local-dir:FOLDER", pretrained=True)`` without semmae, or from the Hub after
+  ``--push-to-hub USER/REPO`` as ``hf-hub:USER/REPO`` (the layout: :mod:`semmae.models.timm_dir`; written here,
+  :func:`write_timm_dir`; pushed by :mod:`semmae.export.hub`).
+* ``safetensors`` - the state dict alone, loadable with ``timm.create_model(NAME, pretrained=True, num_classes=0,
+  pretrained_cfg_overlay=dict(file=FILE))`` when NAME is the right size.
+
+The encoder keys are copied straight from the checkpoint's ``model`` state dict (wrapper prefixes stripped, the
+MAE decoder and mask token dropped: :func:`semmae.models.encoder_record.encoder_state_dict`); the MAE's encoder
+keys are timm's and a ``semmae bootstrap`` checkpoint's ``model`` is a timm ViT already. The checkpoint's encoder
+record (:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON in the weights' metadata
+(``model_config``) for :mod:`semmae.models.encoder_loading`, next to ``arch`` (a name with the real size) and
+``fg_keep``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from semmae.engine.checkpoint import load_pretrain_checkpoint
+from semmae.errors import UserError
+from semmae.export.hub import push_folder
+from semmae.models.encoder_record import checkpoint_record, encoder_state_dict, record_misfits
+from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME, is_timm_dir
+from semmae.utils.io import atomic_write_bytes, atomic_write_text, checkpoint_file, load_checkpoint
+from semmae.utils.ownership import check_output_file, check_replace_folder
+
+FORMATS = ("timm-dir", "safetensors")
+_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
+
+
+def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+    """(encoder weights, what the export writes about the encoder, the checkpoint) of ``ckpt`` loaded from
+    ``path``: its encoder record is read once, checked against the weights, and passed on as plain data
+    (:meth:`semmae.models.encoder_record.EncoderRecord.export_facts`)."""
+    ckpt = load_pretrain_checkpoint(path, ckpt)
+    record = checkpoint_record(ckpt, f"checkpoint {path}")
+    if record is None:
+        raise UserError(f"checkpoint {path} has a model_config without the encoder sizes")
+    enc, _ = encoder_state_dict(ckpt["model"])
+    misfit = record_misfits(record, enc)
+    if misfit:
+        raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
+    return enc, record.export_facts(), ckpt
+
+
+#: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
+WRITTEN_BY = "semmae export"
+
+
+def is_semmae_safetensors(path: Path) -> bool:
+    """Whether ``path`` is a safetensors file ``semmae export`` wrote: its metadata says so (or, for files from
+    before that entry, holds the encoder record and architecture semmae writes)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            meta = fh.metadata() or {}
+    except Exception:  # noqa: BLE001 - not a safetensors file at all
+        return False
+    return meta.get("written_by") == WRITTEN_BY or ("model_config" in meta and "arch" in meta)
+
+
+def resolve_format(out: str | Path, fmt: str | None) -> str:
+    """``--format``, or (None) the one ``--out`` names: ``*.safetensors`` the file, anything else the folder."""
+    out = Path(out)
+    if fmt is None:
+        if out.suffix in _FILE_SUFFIXES:
+            raise UserError(
+                f"--out {out}: name it *.safetensors for the single file, or give a folder (timm-dir, the default)"
+            )
+        return "safetensors" if out.suffix == ".safetensors" else "timm-dir"
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+    if fmt == "safetensors" and out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the export is a safetensors file; name it *.safetensors")
+    if fmt == "timm-dir" and out.suffix in (".safetensors", *_FILE_SUFFIXES):
+        raise UserError(
+            f"--out {out}: --format timm-dir writes a folder; give a folder name without {out.suffix}"
+        )
+    return fmt
+
+
+def export_encoder(
+    checkpoint: str | Path,
+    out: str | Path,
+    fmt: str | None = None,
+    push_to_hub: str | None = None,
+    ckpt: dict[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write the encoder of ``checkpoint`` (a pretraining or bootstrap checkpoint file or run folder) to ``out`` in
+    ``fmt`` (:data:`FORMATS`; None: from ``out``'s name) and, with ``push_to_hub`` (``USER/REPO``), upload the
+    folder; returns the path written. With ``ckpt`` (its content, already loaded) ``checkpoint`` is the file it was
+    loaded from, resolved by the caller (``semmae export``: :func:`semmae.export.cli.export_checkpoint`, which also
+    takes a part checkpoint) and not resolved again. An existing ``out`` is replaced only with ``overwrite`` and
+    only if semmae exported it (:mod:`semmae.utils.ownership`)."""
+    from safetensors.torch import save
+
+    if ckpt is None:
+        path = checkpoint_file(checkpoint)
+        ckpt = load_checkpoint(path)
+    else:
+        path = Path(checkpoint)
+    fmt = resolve_format(out, fmt)
+    if push_to_hub and fmt != "timm-dir":
+        raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
+    out = Path(out)
+    inputs = {"--checkpoint": str(path)}
+    if fmt == "safetensors":
+        check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
+    else:
+        check_replace_folder(out, inputs)
+    enc, facts, ckpt = _read(path, ckpt)
+    card = None
+    if fmt == "timm-dir":
+        from semmae.export.model_card import encoder_card
+
+        card = encoder_card(facts, ckpt, path, enc, repo=push_to_hub)
+    enc = {k: v.detach().contiguous().clone() for k, v in enc.items()}
+    record = facts["record"]
+    meta = {
+        "format": "pt",
+        "written_by": WRITTEN_BY,
+        "model_config": json.dumps(record),
+        "arch": facts["timm_name"],
+    }
+    if (
+        record["fg_keep"] is not None
+    ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
+        meta["fg_keep"] = str(record["fg_keep"])
+    weights = save(enc, metadata=meta)
+    if card is None:
+        atomic_write_bytes(out, weights)
+        return out
+    from semmae.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    config = timm_config(
+        facts,
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        license="other (weights follow the training data's terms; code MIT)",
+        description=f"SemMAE-package encoder exported from {path.name}",
+    )
+    write_timm_dir(out, config, weights, card, overwrite=overwrite)
+    if push_to_hub:
+        push_folder(out, push_to_hub)
+    return out
+
+
+# ------------------------------------------------------------------------------------- the timm model folder
+def timm_config(
+    facts: dict[str, Any],
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    *,
+    crop_pct: float = 0.875,
+    interpolation: str = "bicubic",
+    license: str | None = None,
+    description: str | None = None,
+) -> dict[str, Any]:
+    """The ``config.json`` of an encoder (``facts``: its :meth:`EncoderRecord.export_facts`): plain data timm's
+    ``local-dir:`` / ``hf-hub:`` loaders parse."""
+    record = facts["record"]
+    size = [record["in_chans"], record["img_size"], record["img_size"]]
+    pretrained_cfg: dict[str, Any] = {
+        "tag": "semmae",
+        "custom_load": False,
+        "input_size": size,
+        "fixed_input_size": True,
+        "interpolation": interpolation,
+        "crop_pct": crop_pct,
+        "crop_mode": "center",
+        "mean": list(mean),
+        "std": list(std),
+        "num_classes": 0,
+        "pool_size": None,
+        "first_conv": "patch_embed.proj",
+        "classifier": "head",
+        "paper_name": PAPER,
+        "paper_ids": PAPER_ID,
+    }
+    pretrained_cfg.update({k: v for k, v in (("license", license), ("description", description)) if v})
+    return {
+        "architecture": facts["timm_architecture"],
+        "num_classes": 0,
+        "num_features": record["embed_dim"],
+        "global_pool": record["global_pool"],
+        "model_args": facts["model_args"],
+        "pretrained_cfg": pretrained_cfg,
+        "semmae": {"encoder": record, "name": facts["timm_name"]},
+    }
+
+
+def write_timm_dir(
+    out: str | Path, config: dict[str, Any], weights: bytes, card: str, overwrite: bool = False
+) -> Path:
+    """Write ``config.json``, ``model.safetensors`` (``weights``: serialised safetensors) and ``README.md`` to
+    ``out``, each atomically. An existing folder is refused unless it is an earlier export (a ``config.json`` with
+    a ``semmae`` entry and nothing but the export's files or extras that the caller passes again), so a mistyped
+    ``--out`` never mixes files into someone else's folder; an earlier export is replaced only with ``overwrite``,
+    and never one inside a live run's folder (:mod:`semmae.utils.ownership`)."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder name for the timm folder")
+    if out.is_dir() and any(out.iterdir()):
+        ours = is_timm_dir(out) and "semmae" in _json_or_empty(out / CONFIG_NAME)
+        if not ours:
+            raise UserError(
+                f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
+            )
+        if not overwrite:
+            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
+    from semmae.utils.rundir import live_lock_above
+
+    live = live_lock_above(out if out.exists() else out.parent) if out.parent.exists() else None
+    if live is not None:
+        raise UserError(
+            f"--out {out} lies inside {live}, the folder of a run that is still going; use another --out"
+        )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {out}: {e.strerror or e}") from None
+    atomic_write_bytes(out / WEIGHTS_NAME, weights)
+    atomic_write_text(out / CARD_NAME, card)
+    atomic_write_text(
+        out / CONFIG_NAME, json.dumps(config, indent=2) + "\n"
+    )  # last: it marks the folder done
+    return out
+
+
+def _json_or_empty(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return {}
+    return data if isinstance(data, dict) else {}
