@@ -8,8 +8,9 @@ each ``--masking``, and compares the logged losses with the first capability's, 
 
     python benchmarks/isa_drift.py --config RUN/config.yaml --steps 40 --masking random adaptive --out DIR
 
-Prints and writes ``DIR/isa-drift.md``: per masking and capability, the first logged step whose loss differs
-and the largest difference. ``--smoke``: a tiny generated run, 4 steps, ``default`` against the machine's own.
+Prints and writes ``DIR/isa-drift.md``: per masking and capability, the first logged step whose loss differs,
+the largest loss difference, and the largest difference of the final weights (the logged loss can agree to the
+last bit while the weights have drifted). ``--smoke``: a tiny generated run, 4 steps, ``default`` against the machine's own.
 """
 
 from __future__ import annotations
@@ -55,6 +56,18 @@ def compare(base: list[tuple[int, float]], other: list[tuple[int, float]]) -> tu
             first = step
         largest = max(largest, abs(a - b))
     return first, largest
+
+
+def weight_difference(a: Path, b: Path) -> float:
+    """The largest absolute difference between two runs' final model weights (their last checkpoints)."""
+    import torch
+
+    def weights(run: Path) -> dict:
+        last = sorted((run / "checkpoints").glob("ckpt-*.pth"))[-1]
+        return torch.load(last, map_location="cpu", weights_only=False)["model"]
+
+    wa, wb = weights(a), weights(b)
+    return max((wa[k].double() - wb[k].double()).abs().max().item() for k in wa)
 
 
 def smoke_config(work: Path) -> Path:
@@ -103,8 +116,9 @@ def main(argv: list[str] | None = None) -> int:
         + (f" --masking {' '.join(m for m in args.masking if m)}" if any(args.masking) else "")
         + f"` on a machine whose kernels are `{own}`; each run a fresh process, losses compared with `{caps[0]}`'s.",
         "",
-        "| masking | kernels | first step that differs | largest loss difference |",
-        "|---|---|---|---|",
+        "| masking | kernels | first logged step whose loss differs | largest loss difference "
+        "| largest weight difference at the end |",
+        "|---|---|---|---|---|",
     ]
     for masking in args.masking:
         runs = {
