@@ -203,7 +203,7 @@ def test_arm_order_rotates_per_seed(tmp_path, n_arms, seed, first):
 
 @pytest.mark.parametrize("plan_file", sorted(p.name for p in (BENCH / "campaigns").glob("*.yaml")))
 def test_every_committed_plan_loads_and_names_its_file(plan_file):
-    from semmae.pipeline.plan import Plan
+    from semmae_lab.plan import Plan
 
     plan = Plan.load(BENCH / "campaigns" / plan_file)
     assert plan.name == Path(plan_file).stem  # run.sh finds a campaign's state by the plan's file name
@@ -218,7 +218,7 @@ def test_every_committed_plan_loads_and_names_its_file(plan_file):
 
 
 def test_the_alpha_cap_plan_is_pre_registered_as_issue_40_asks():
-    from semmae.pipeline.plan import Contrast, Plan
+    from semmae_lab.plan import Contrast, Plan
 
     plan = Plan.load(BENCH / "campaigns" / "imagenette-alpha-cap.yaml")
     before = Plan.load(BENCH / "campaigns" / "imagenette-p4keep.yaml")

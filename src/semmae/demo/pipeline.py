@@ -41,9 +41,10 @@ from semmae.demo.recipe import (
     PARTS_PRESET,
     PROBE_PRESET,
 )
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
-from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
-from semmae.pipeline.marks import StageMarks
+from semmae.parts.checkpoint import part_checkpoint
 from semmae.utils.io import atomic_write_json
 
 

@@ -1,5 +1,5 @@
 """The reproduction harness (issue 9): the paper's Tables 1, 3 and 4 at small scale on real images
-(``benchmarks/repro.py`` is its command line; :mod:`semmae.pipeline.campaign` drives the same stages from a plan).
+(``benchmarks/repro.py`` is its command line; :mod:`semmae_lab.campaign` drives the same stages from a plan).
 
 Stages, each running the CLI verbs a user runs, in this process, from typed configs (:func:`semmae.cli.stage_config`
 and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
@@ -12,11 +12,11 @@ and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
                    ground-truth parts of a synthetic set;
 4. the grid      - every configuration x seed, seed-major: ``semmae pretrain`` with identical budgets, then
                    ``semmae linprobe --mode fast`` (cached center-crop features) and the weighted kNN and the
-                   logistic regression on the same features (:mod:`semmae.pipeline.probes`); plus the encoder at
+                   logistic regression on the same features (:mod:`semmae_lab.probes`); plus the encoder at
                    its random initialisation per seed.
 
 Each finished run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at once and the summary
-(:mod:`semmae.pipeline.repro_report`) is rewritten after every run, so a cut-short grid is usable and a rerun with
+(:mod:`semmae_lab.repro_report`) is rewritten after every run, so a cut-short grid is usable and a rerun with
 the same work folder resumes (finished runs are skipped; finished stages are read back from their done-files).
 """
 
@@ -33,14 +33,14 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
-from semmae.pipeline import repro_report
-from semmae.pipeline.checkpoints import latest_checkpoint
-from semmae.pipeline.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
-from semmae.pipeline.marks import StageMarks
-from semmae.pipeline.preset import EVAL_ONLY, Preset
-from semmae.pipeline.subsets import split_subset
 from semmae.utils.io import atomic_write_json
+from semmae_lab import repro_report
+from semmae_lab.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
+from semmae_lab.preset import EVAL_ONLY, Preset
+from semmae_lab.subsets import split_subset
 
 PARTS_PRESET = (
     "parts/tiny_cpu"  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
@@ -318,7 +318,7 @@ class Harness:
         """Fast linear probe (which saves its features), then the weighted kNN and the logistic-regression probe on
         those same features. ``source``: the probe's encoder fields (checkpoint, random init, tokens)."""
         from semmae.eval.linprobe import sweep_edge
-        from semmae.pipeline.probes import knn_probe, logistic_probe, probe_features
+        from semmae_lab.probes import knn_probe, logistic_probe, probe_features
 
         probe_dir = out / "linprobe"
         cfg = stage_config(
@@ -499,7 +499,7 @@ class Harness:
     # -- driver ------------------------------------------------------------------------------------------------
     def backfill_logreg(self) -> None:
         """Add ``logreg_top1`` to records written before that metric existed (from their cached features)."""
-        from semmae.pipeline.probes import logistic_probe, probe_features
+        from semmae_lab.probes import logistic_probe, probe_features
 
         for path in sorted(self.runs_dir.glob("*.json")):
             rec = json.loads(path.read_text())

@@ -1,4 +1,4 @@
-"""Done-files of a chained pipeline: ``<folder>/stages/<name>.json`` records that a stage finished (its seconds and
+"""Done-files of a chained pipeline (the demo, the reproduction harness, the campaigns): ``<folder>/stages/<name>.json`` records that a stage finished (its seconds and
 what it made), so a rerun into the same folder skips it."""
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ import yaml
 
 from semmae.errors import UserError
 from semmae.eval.paired import paired_stats
-from semmae.pipeline.campaign import RECORD_HASH, Campaign, record_digest
-from semmae.pipeline.grid import GridConfig
-from semmae.pipeline.plan import UNTRAINED, Contrast, Plan
+from semmae_lab.campaign import RECORD_HASH, Campaign, record_digest
+from semmae_lab.grid import GridConfig
+from semmae_lab.plan import UNTRAINED, Contrast, Plan
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
