@@ -74,7 +74,7 @@ from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, sha256_file
 from semmae_lab.campaign_report import comparison_stats, decisions_of, write_report
-from semmae_lab.harness import Harness, resolve_device
+from semmae_lab.harness import PART_ENCODER_WAS, Harness, resolve_device
 from semmae_lab.plan import UNTRAINED, Arm, Plan, metric
 
 
@@ -432,7 +432,7 @@ class Campaign(Harness):
         kinds = {k[0] for k in missing}
         # the part encoder and part learning run only while a cache is missing (never again once committed)
         if kinds & {"learned", "attention"}:
-            self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+            self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
         if "learned" in kinds:
             self.parts_ckpt = self.staged("parts", self.stage_parts)
         for key in sorted(wanted, key=str):
@@ -514,7 +514,7 @@ class Campaign(Harness):
 
     def pretrain_config(self, out: Path, cfg: Any, seed: int, epochs: int, cache: str | None) -> Any:
         """The harness's pretraining config, with the arm's ``alpha_max`` (the adaptive schedule's cap) where the
-        run is an arm of the plan (the part encoder's bootstrap is not)."""
+        run is an arm of the plan (the part encoder is not)."""
         config = super().pretrain_config(out, cfg, seed, epochs, cache)
         arm = self.arms.get(cfg.key)
         if arm is None or arm.grid_config() != cfg:

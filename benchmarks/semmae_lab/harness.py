@@ -5,8 +5,9 @@ Stages, each running the CLI verbs a user runs, in this process, from typed conf
 and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
 
 1. ``data``      - class-balanced symlink subsets of the data's train and val splits (preset ``*_per_class``);
-2. ``bootstrap`` - the part encoder: a random-masking MAE on the same train images (skipped with an encoder
-                   checkpoint, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16);
+2. ``part_encoder`` - the part encoder: a random-masking MAE on the same train images (skipped with an encoder
+                   checkpoint, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16); its folder is
+                   ``bootstrap/`` and its done-file was ``bootstrap`` before the rename (read on resume);
 3. ``parts``     - part learning (Sec. 3.1) and the part caches: learned parts on the MAE's patch grid and on the
                    finer grid (Table 1's patch-8 setting), raw last-layer CLS-attention parts (Table 4) or the
                    ground-truth parts of a synthetic set;
@@ -45,6 +46,10 @@ from semmae_lab.subsets import split_subset
 PARTS_PRESET = (
     "parts/tiny_cpu"  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
 )
+#: the part encoder's folder under ``--work``; and the former names of its done-file (``stages/<name>.json``), read
+#: on resume. "bootstrap" there is the old name of the stage, not the ``semmae bootstrap`` verb.
+PART_ENCODER_DIR = "bootstrap"
+PART_ENCODER_WAS = ("bootstrap",)
 #: GPU names shortened for the results file's stem
 GPU_TAGS = ("h200", "h100", "a100", "l40s", "l4", "a10", "v100", "t4")
 
@@ -204,9 +209,10 @@ class Harness:
     def log(self, msg: str) -> None:
         print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    def staged(self, name: str, fn) -> Any:
-        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun."""
-        result, self.stage_seconds[name] = self.marks.once(name, fn, self.log)
+    def staged(self, name: str, fn, was: tuple[str, ...] = ()) -> Any:
+        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun (a record under
+        a former name ``was``, from a folder written before the stage was renamed, counts)."""
+        result, self.stage_seconds[name] = self.marks.once(name, fn, self.log, was=was)
         return result
 
     # -- stages ------------------------------------------------------------------------------------------------
@@ -253,11 +259,13 @@ class Harness:
             **fine,
         )
 
-    def stage_bootstrap(self) -> str:
+    def stage_part_encoder(self) -> str:
+        """The part encoder: the given one, else a short random-masking MAE trained here (its folder keeps the
+        name ``bootstrap``, :data:`PART_ENCODER_DIR`, so that work folders written before still resume)."""
         if self.encoder_arg:
             return str(Path(self.encoder_arg).resolve())
-        out = self.work / "bootstrap"
-        cfg = GridConfig("bootstrap", "random")
+        out = self.work / PART_ENCODER_DIR
+        cfg = GridConfig("part_encoder", "random")
         run_stage("pretrain", self.pretrain_config(out, cfg, self.first_seed, self.p.bootstrap_epochs, None))
         return str(latest_checkpoint(out))
 
@@ -516,7 +524,7 @@ class Harness:
         """The part encoder, part learning and every part cache the grid's configurations read (each once)."""
         if not any(c.parts for c in self.configs):
             return
-        self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+        self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
         self.parts_ckpt = self.staged("parts", self.stage_parts)
         for kind, grid in sorted({(c.parts, self.grid_size(c.fine)) for c in self.configs if c.parts}):
             self.caches[(kind, grid)] = self.staged(

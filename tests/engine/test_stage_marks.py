@@ -42,3 +42,20 @@ def test_latest_checkpoint_reads_the_run_folder_like_every_loader(tmp_path):
         latest_checkpoint(tmp_path / "empty")
     with pytest.raises(UserError, match="part learning wrote no checkpoint"):
         part_checkpoint(tmp_path / "empty")
+
+
+def test_a_record_under_a_former_name_counts(tmp_path):
+    marks = StageMarks(tmp_path)
+    marks.write("bootstrap", {"seconds": 3.0, "result": "enc.pth"})  # a folder from before the rename
+    ran = []
+    result, seconds = marks.once(
+        "part_encoder", lambda: ran.append(1), log=lambda _: None, was=("bootstrap",)
+    )
+    assert (result, seconds, ran) == ("enc.pth", 3.0, []) and marks.read("part_encoder") is None
+    assert marks.read_any("part_encoder", ("bootstrap",)) == {"seconds": 3.0, "result": "enc.pth"}
+    assert marks.read_any("part_encoder") is None
+    marks.write("part_encoder", {"seconds": 1.0, "result": "new.pth"})  # the new name wins
+    assert (
+        marks.once("part_encoder", lambda: ran.append(1), log=lambda _: None, was=("bootstrap",))[0]
+        == "new.pth"
+    )

@@ -136,8 +136,10 @@ def test_alpha_max_reaches_the_pretrain_config_like_gamma(tmp_path):
         )
         assert cfg.alpha_max == cap and cfg.gamma == c.arms[key].gamma and cfg.masking == c.arms[key].masking
         cfg.validate()
-    # the part encoder's bootstrap is no arm: the paper's default
-    assert c.pretrain_config(tmp_path / "b", GridConfig("bootstrap", "random"), 0, 1, None).alpha_max == 1.0
+    # the part encoder is no arm: the paper's default
+    assert (
+        c.pretrain_config(tmp_path / "b", GridConfig("part_encoder", "random"), 0, 1, None).alpha_max == 1.0
+    )
 
 
 def test_records_carry_alpha_max_under_their_hash(tmp_path):
