@@ -20,8 +20,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from semmae.data.batch_augment import BatchPartAugment, crops_one_by_one, resized_crops
-from semmae.utils.results_table import row
-from semmae.utils.timing import median_times
+from semmae_lab.results_table import row
+from semmae_lab.timing import median_times
 
 # (batch, pack side, output side): ViT-B pretraining from a 256 px pack; the test suite's micro model at two batches
 CASES = ((64, 256, 224), (64, 40, 32), (256, 40, 32))

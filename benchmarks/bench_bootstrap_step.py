@@ -24,7 +24,7 @@ import statistics
 
 import torch
 
-from semmae.utils.timing import step_times
+from semmae_lab.timing import step_times
 
 
 def stub_trainer(cfg, device: torch.device):

@@ -29,8 +29,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _helpers_images import write_images  # noqa: E402
 
-from semmae.engine.bench import bench_config, bench_trainer, held_batch, held_step_times  # noqa: E402
-from semmae.utils.results_table import markdown_table  # noqa: E402
+from semmae_lab.bench import bench_config, bench_trainer, held_batch, held_step_times  # noqa: E402
+from semmae_lab.results_table import markdown_table  # noqa: E402
 
 
 def _trainer(data: Path, tmp: str, model: str, batch: int, compile_: bool, img: int, backend: str):

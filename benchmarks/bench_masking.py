@@ -15,8 +15,8 @@ import argparse
 import torch
 
 from semmae.masking import random_mask, semantic_guided_mask
-from semmae.utils.results_table import row
-from semmae.utils.timing import median_times
+from semmae_lab.results_table import row
+from semmae_lab.timing import median_times
 
 
 def run(quick: bool = False, device: str | None = None, smoke: bool = False) -> list[dict]:

@@ -22,8 +22,8 @@ import torch
 
 from semmae.masking import build_masking, foreground_keep_index
 from semmae.models import create_model
-from semmae.utils.results_table import row
-from semmae.utils.timing import median_times
+from semmae_lab.results_table import row
+from semmae_lab.timing import median_times
 
 
 def _trainer(name: str, img_size: int, device: torch.device):

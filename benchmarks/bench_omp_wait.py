@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import sys
 
-from semmae.utils.results_table import markdown_table, row
+from semmae_lab.results_table import markdown_table, row
 
 CHILD = r"""
 import json, os, sys, time

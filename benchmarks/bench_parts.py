@@ -25,8 +25,8 @@ from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
 from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
-from semmae.utils.results_table import row
-from semmae.utils.timing import mean_time as _timeit
+from semmae_lab.results_table import row
+from semmae_lab.timing import mean_time as _timeit
 
 
 def run(quick: bool = True, smoke: bool = False) -> list[dict]:

@@ -35,11 +35,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from semmae.engine.bench import bench_config, held_step_times
 from semmae.engine.pretrain import Pretrainer
 from semmae.engine.progress import memory_mb
-from semmae.utils.results_table import row
-from semmae.utils.timing import logged, logged_rate
+from semmae_lab.bench import bench_config, held_step_times
+from semmae_lab.results_table import row
+from semmae_lab.timing import logged, logged_rate
 
 # the developers' machine path, not a user default: pass --data (e.g. `semmae data get imagenette`'s train/)
 DATA = Path("/work/shared/data/imagenette2_96/train")
@@ -59,7 +59,7 @@ SMOKE = dict(
 def loader_batch(trainer: Pretrainer) -> dict:
     """The loader's first batch as the loader gives it: the held batch. ``step_at`` prepares the batch it steps on
     (a folder batch's normalisation, a packed batch's crop/flip), inside the step as in the run; a batch prepared
-    already (:func:`semmae.engine.bench.held_batch`) would be prepared twice, which a packed batch cannot be."""
+    already (:func:`semmae_lab.bench.held_batch`) would be prepared twice, which a packed batch cannot be."""
     return next(iter(trainer.loader))
 
 

@@ -9,14 +9,14 @@ encoder:
 
 * ``knn``   - ``semmae knn`` (k 20, class token) with the training subset as memory and an Imagenette val subset
   as queries;
-* ``cub``   - as ``benchmarks/parts_cub.py --encoder-checkpoint`` (:func:`semmae.pipeline.part_runs.learn_and_score`):
+* ``cub``   - as ``benchmarks/parts_cub.py --encoder-checkpoint`` (:func:`semmae_lab.part_runs.learn_and_score`):
   raw-attention parts and parts learned with ``parts/tiny_cpu`` on CUB-200 train, scored on CUB test (pooled
   keypoint NMI/ARI, box fg IoU);
 * ``synth`` - as ``benchmarks/parts_synthetic.py --encoder-checkpoint`` (:meth:`semmae.demo.pipeline.Demo.learn_parts`):
   the same on the demo's synthetic set.
 
 Every stage runs in this process (the two trainings in two spawned processes,
-:func:`semmae.pipeline.side_by_side.run_side_by_side`) from typed configs; no argv is built.
+:func:`semmae_lab.side_by_side.run_side_by_side`) from typed configs; no argv is built.
 
 Usage::
 
@@ -40,12 +40,12 @@ from pathlib import Path
 import yaml
 
 from semmae.cli import run_stage, stage_config
-from semmae.pipeline.checkpoints import latest_checkpoint
-from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score
-from semmae.pipeline.side_by_side import run_side_by_side
-from semmae.pipeline.subsets import split_subset
-from semmae.pipeline.tables import mean_std
-from semmae.utils.results_table import markdown_table
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae_lab.part_runs import PartRun, cub_folders, learn_and_score
+from semmae_lab.results_table import markdown_table
+from semmae_lab.side_by_side import run_side_by_side
+from semmae_lab.subsets import split_subset
+from semmae_lab.tables import mean_std
 
 HERE = Path(__file__).resolve().parent
 # The developers' machine path, not a user default (imagenette2_96: Imagenette at 96 px; cub200_parts: see

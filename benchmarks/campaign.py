@@ -1,5 +1,5 @@
 """Pre-registered, paired campaigns on the reproduction harness (issue 24): the command line of
-:mod:`semmae.pipeline.campaign` (the plan, the pin, the gate, pairs, resume, the decision rule) and its report.
+:mod:`semmae_lab.campaign` (the plan, the pin, the gate, pairs, resume, the decision rule) and its report.
 
 Usage::
 
@@ -8,7 +8,7 @@ Usage::
     python benchmarks/campaign.py PLAN --work DIR --report-only     # rewrite the report from finished records
 
 One ``--work`` per plan (bound at its first run); ``--status`` and ``--report-only`` use the plan the campaign
-recorded, and say so in one line when the plan file differs (see :mod:`semmae.pipeline.campaign`).
+recorded, and say so in one line when the plan file differs (see :mod:`semmae_lab.campaign`).
 """
 
 from __future__ import annotations
@@ -21,14 +21,14 @@ from pathlib import Path
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: before torch loads
 
 from semmae.cli import guard  # noqa: E402
-from semmae.pipeline.campaign import (  # noqa: E402,F401
+from semmae_lab.campaign import (  # noqa: E402,F401
     Campaign,
     code_pin,
     gate_result,
     recorded_campaign,
     sha256,
 )
-from semmae.pipeline.plan import Arm, Plan, metric  # noqa: E402,F401
+from semmae_lab.plan import Arm, Plan, metric  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

@@ -90,9 +90,9 @@ from typing import Any
 
 import torch
 
-from semmae.engine.bench import SYNTHETIC_NO_PART, bench_config, bench_trainer, held_batch, held_step_rate
-from semmae.utils.results_table import cell, markdown_table
-from semmae.utils.timing import logged, step_times, synchronize
+from semmae_lab.bench import SYNTHETIC_NO_PART, bench_config, bench_trainer, held_batch, held_step_rate
+from semmae_lab.results_table import cell, markdown_table
+from semmae_lab.timing import logged, step_times, synchronize
 
 # facebookresearch/mae, PRETRAIN.md: ViT-Large (mae_vit_large_patch16, mask 0.75, effective batch 4096, fp16 AMP),
 # 800 epochs of ImageNet-1k (1,281,167 images) in "~42h in 64 V100 GPUs" -> about 106 img/s per V100. Its README
@@ -174,7 +174,7 @@ class Sizes:
 
 
 def _config(s: Sizes, folder: Path, out: Path, **kw):
-    """The quiet measured run (:func:`semmae.engine.bench.bench_config`) at the run's sizes; ``kw`` override."""
+    """The quiet measured run (:func:`semmae_lab.bench.bench_config`) at the run's sizes; ``kw`` override."""
     workers = "0" if s.smoke else "auto"
     base = dict(batch_size=s.batch, num_workers=workers, log_every=1 if s.smoke else 5, epochs=1000, seed=0)
     data, model = kw.pop("data", folder), kw.pop("model", s.b16)

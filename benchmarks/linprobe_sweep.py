@@ -80,7 +80,7 @@ def smoke_inputs(args: argparse.Namespace, root: Path) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from _helpers_images import write_splits
 
-    from semmae.pipeline.checkpoints import latest_checkpoint
+    from semmae.engine.run_checkpoints import latest_checkpoint
 
     data = write_splits(root / "data", train=8, val=4, size=32)
     pretrain = stage_config(

@@ -18,7 +18,7 @@ import torch
 
 from semmae.data.part_cache import PartCache
 from semmae.masking import build_masking, foreground_keep_index
-from semmae.utils.results_table import markdown_table
+from semmae_lab.results_table import markdown_table
 
 #: points of training (step / total steps) to look at; 0.71 is where alpha = progress^2 passes 0.5
 PROGRESS = (0.0, 0.25, 0.5, 0.71, 0.85, 1.0)

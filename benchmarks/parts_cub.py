@@ -1,11 +1,11 @@
 """Part quality on real birds (CUB-200-2011 keypoints; ``--data``: see ``DEFAULT_DATA``), paper Table 4 style.
 
 1. ImageFolder views of the official train / test halves and bounding-box masks
-   (:func:`semmae.pipeline.part_runs.cub_folders`);
+   (:func:`semmae_lab.part_runs.cub_folders`);
 2. the part encoder: a random-masking MAE on the train half (or ``--encoder-checkpoint``);
 3. per seed: ``semmae parts train`` (preset ``parts/tiny_cpu``), ``parts export`` of the test half at the encoder
    grid, ``parts eval --keypoints --masks`` (learned vs raw attention, k-means, spatial split, grid ceiling)
-   (:func:`semmae.pipeline.part_runs.learn_and_score`);
+   (:func:`semmae_lab.part_runs.learn_and_score`);
 4. summary: ``<out>.json`` and, on stdout, mean +- std over seeds and paired wins of learned parts.
 
 Usage::
@@ -28,8 +28,8 @@ from pathlib import Path
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: spinning OpenMP threads on 2 shared cores
 
-from semmae.pipeline.part_runs import PartRun, cub_folders, learn_and_score, mae_encoder  # noqa: E402
-from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
+from semmae_lab.part_runs import PartRun, cub_folders, learn_and_score, mae_encoder  # noqa: E402
+from semmae_lab.tables import part_table, part_wins  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 # The developers' machine path, not a user default: a 2,000-image, 128-px CUB-200-2011 subset with images.csv

@@ -25,7 +25,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see repro.py: spinning Op
 
 from semmae.demo.config import DemoConfig  # noqa: E402
 from semmae.demo.pipeline import Demo  # noqa: E402
-from semmae.pipeline.tables import part_table, part_wins  # noqa: E402
+from semmae_lab.tables import part_table, part_wins  # noqa: E402
 
 COLUMNS = ["nmi_image", "miou_image", "fg_iou", "fg_iou_image", "nmi", "parts_used", "largest_share"]
 

@@ -1,6 +1,6 @@
 """Reproduce the paper's Tables 1, 3 and 4 at small scale on real images (issue 9): the command line of the
-reproduction harness, :mod:`semmae.pipeline.harness` (stages, grid, resume; the summary ``<stem>.md`` / ``.png`` /
-``.json`` of :mod:`semmae.pipeline.repro_report`). A rerun with the same ``--work`` resumes.
+reproduction harness, :mod:`semmae_lab.harness` (stages, grid, resume; the summary ``<stem>.md`` / ``.png`` /
+``.json`` of :mod:`semmae_lab.repro_report`). A rerun with the same ``--work`` resumes.
 
 Usage::
 
@@ -25,11 +25,11 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from semmae.cli import guard  # noqa: E402
 from semmae.errors import UserError  # noqa: E402
-from semmae.pipeline import repro_report  # noqa: E402,F401  (the summary, for callers of this script)
-from semmae.pipeline.grid import GRID, TABLES, select_grid  # noqa: E402,F401
-from semmae.pipeline.harness import Harness  # noqa: E402
-from semmae.pipeline.preset import Preset  # noqa: E402
-from semmae.pipeline.subsets import split_subset  # noqa: E402,F401
+from semmae_lab import repro_report  # noqa: E402,F401  (the summary, for callers of this script)
+from semmae_lab.grid import GRID, TABLES, select_grid  # noqa: E402,F401
+from semmae_lab.harness import Harness  # noqa: E402
+from semmae_lab.preset import Preset  # noqa: E402
+from semmae_lab.subsets import split_subset  # noqa: E402,F401
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent

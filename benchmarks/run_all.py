@@ -26,7 +26,7 @@ import time
 import traceback
 from pathlib import Path
 
-from semmae.utils.results_table import machine_description, markdown_table
+from semmae_lab.results_table import machine_description, markdown_table
 
 HERE = Path(__file__).resolve().parent
 

@@ -15,7 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
-from semmae.pipeline.tables import mean_std
+from semmae_lab.tables import mean_std
 
 METRICS = ("miou", "macc", "aacc")
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from _helpers import write_image_folder
 
 torch.set_num_threads(2)
+
+#: the experiment package beside the benchmarks (``benchmarks/semmae_lab``, never installed), importable as the
+#: scripts see it when run as ``python benchmarks/x.py``
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:
+    sys.path.insert(0, str(BENCHMARKS))
 
 
 @pytest.fixture

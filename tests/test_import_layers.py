@@ -1,6 +1,7 @@
 """The package's import graph, read from the source (ast, nothing imported): the foundations (``utils``, ``models``,
 ``engine``, and what they stand on) never import a stage above them, and no module imports itself through others
-(no import circle, counting every import: lazy ones inside functions and those only for type checking too)."""
+(no import circle, counting every import: lazy ones inside functions and those only for type checking too); and the
+library never imports the experiment package beside the benchmarks (``benchmarks/semmae_lab``, issue 41)."""
 
 from __future__ import annotations
 
@@ -74,7 +75,7 @@ def upward_imports(graph: dict[str, set[str]]) -> set[tuple[str, str]]:
     for module, targets in graph.items():
         allowed = FOUNDATIONS.get(layer(module))
         if allowed is None:
-            continue  # a stage (parts, eval, bootstrap, demo, pipeline, the CLI) may import anything below it
+            continue  # a stage (parts, eval, bootstrap, demo, the CLI) may import anything below it
         for target in targets:
             if layer(target) != layer(module) and layer(target) not in allowed and target != "semmae":
                 out.add((module, target))
@@ -150,6 +151,39 @@ def test_no_import_circles():
     graph = module_imports(type_checking=True)
     circles = [" -> ".join(cycle_path(graph, comp)) for comp in import_cycles(graph)]
     assert circles == [], "import circles:\n  " + "\n  ".join(circles)
+
+
+def lab_imports(src: Path = SRC) -> list[str]:
+    """``module: line`` of every import of ``semmae_lab`` under ``src`` (lazy and type-only ones too)."""
+    found = []
+    for path in sorted((src / "semmae").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            else:
+                continue
+            if any(n == "semmae_lab" or n.startswith("semmae_lab.") for n in names):
+                found.append(f"{path.relative_to(src)}:{node.lineno}")
+    return found
+
+
+def test_the_library_never_imports_the_lab():
+    """The harness, the campaigns, their reports and the timing helpers live beside the benchmarks
+    (``benchmarks/semmae_lab``), not in the installed package; nothing there chains experiments any more."""
+    assert lab_imports() == []
+    pipeline = SRC / "semmae" / "pipeline"
+    assert not pipeline.exists() or not any(pipeline.rglob("*.py")), "semmae.pipeline is gone (issue 41)"
+    for name in ("engine/bench.py", "utils/timing.py", "utils/results_table.py"):
+        assert not (SRC / "semmae" / name).exists(), f"{name} belongs to the lab"
+
+
+def test_the_lab_scan_finds_lazy_imports(tmp_path):
+    (tmp_path / "semmae").mkdir()
+    (tmp_path / "semmae" / "a.py").write_text("def f():\n    from semmae_lab.harness import Harness\n")
+    (tmp_path / "semmae" / "b.py").write_text("import semmae_labels\nfrom . import semmae_lab\n")
+    assert lab_imports(tmp_path) == ["semmae/a.py:2"]
 
 
 def test_the_scan_finds_upward_imports_and_circles(tmp_path):

@@ -97,7 +97,7 @@ def test_stop_after_one_run_then_resume_skips_finished_runs(stopped_and_resumed)
     for name, (mtime, data) in first.items():
         assert (per_run / name).stat().st_mtime_ns == mtime and (per_run / name).read_bytes() == data
     # the committed caches were reused: no part encoder or part learning on the second machine
-    assert not (root / "work" / "stages" / "bootstrap.json").exists()
+    assert not (root / "work" / "stages" / "part_encoder.json").exists()
     assert not (root / "work" / "stages" / "parts.json").exists()
     caches = sorted(p.name for p in (root / "out" / "campaign-tiny" / "caches").iterdir())
     assert caches == ["learned_grid4.cache", "learned_grid4_val.cache", "masks_grid4.cache"]
@@ -187,7 +187,7 @@ def test_a_failed_gate_stops_before_any_other_arm(tmp_path, capsys):
     assert runs == ["mae-seed0.json", "untrained-seed0.json"]
     assert json.loads((tmp_path / "o" / "campaign-tiny" / "gate.json").read_text())["passed"] is False
     # the baseline reads no parts: the gate was decided before the part encoder, which never ran
-    assert not (tmp_path / "w" / "stages" / "bootstrap.json").exists()
+    assert not (tmp_path / "w" / "stages" / "part_encoder.json").exists()
     assert not (tmp_path / "w" / "bootstrap").exists()
 
 
@@ -203,7 +203,7 @@ def test_arm_order_rotates_per_seed(tmp_path, n_arms, seed, first):
 
 @pytest.mark.parametrize("plan_file", sorted(p.name for p in (BENCH / "campaigns").glob("*.yaml")))
 def test_every_committed_plan_loads_and_names_its_file(plan_file):
-    from semmae.pipeline.plan import Plan
+    from semmae_lab.plan import Plan
 
     plan = Plan.load(BENCH / "campaigns" / plan_file)
     assert plan.name == Path(plan_file).stem  # run.sh finds a campaign's state by the plan's file name
@@ -218,7 +218,7 @@ def test_every_committed_plan_loads_and_names_its_file(plan_file):
 
 
 def test_the_alpha_cap_plan_is_pre_registered_as_issue_40_asks():
-    from semmae.pipeline.plan import Contrast, Plan
+    from semmae_lab.plan import Contrast, Plan
 
     plan = Plan.load(BENCH / "campaigns" / "imagenette-alpha-cap.yaml")
     before = Plan.load(BENCH / "campaigns" / "imagenette-p4keep.yaml")

@@ -173,7 +173,7 @@ def test_evaluation_view_can_change_on_a_finished_grid_but_training_settings_can
     assert "another preset" in capsys.readouterr().err
 
 
-repro_report = repro.repro_report  # semmae.pipeline.repro_report
+repro_report = repro.repro_report  # semmae_lab.repro_report
 PAPER_MD = Path("/work/shared/paper/semmae-neurips2022.md")
 
 

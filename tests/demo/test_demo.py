@@ -51,9 +51,12 @@ def test_report_figures_decode_and_tables_have_numbers(demo_dir):
 
 def test_rerun_skips_finished_stages_and_redoes_damaged_ones(demo_dir, capsys):
     (demo_dir / "figures" / "masks.png").write_bytes(b"not a png")
+    # a folder from before the part-encoder stage was renamed: its done-file is stages/bootstrap.json
+    stages = demo_dir / "stages"
+    (stages / "part_encoder.json").rename(stages / "bootstrap.json")
     assert main([*micro_argv(demo_dir), "--num-workers", "0"]) == 0
     out = capsys.readouterr().out
-    for stage in ("data", "bootstrap", "parts", "pretrain", "evaluate"):
+    for stage in ("data", "part_encoder", "parts", "pretrain", "evaluate"):
         assert re.search(rf"\] {stage}: .* - done already, skipped", out), stage
     assert "masks.png does not decode" in out
     assert re.search(r"\] report: .* - done in", out)  # the report always reflects the current figures

@@ -38,8 +38,8 @@ from semmae.data.part_cache import PartCache
 from semmae.data.pretrain_dataset import PartImageDataset
 from semmae.data.transforms import JointPartTransform, train_transform
 from semmae.engine.pretrain import Pretrainer
-from semmae.pipeline.harness import Harness
-from semmae.pipeline.plan import Arm, Plan
+from semmae_lab.harness import Harness
+from semmae_lab.plan import Arm, Plan
 
 # a micro run (as tests/engine/conftest.py's MICRO): 8 images / batch 4 = 2 steps an epoch, 2 epochs
 MICRO = "--model mae_vit_micro_patch8 --img-size 32 --precision fp32 --no-progress --vis-every 0"

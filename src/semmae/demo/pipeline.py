@@ -4,8 +4,9 @@ Stages, in order, each running the same CLI verbs a user would run - in this pro
 (:func:`semmae.cli.stage_config` and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
 
 1. ``data``       - the synthetic part dataset with ground-truth part masks (:mod:`semmae.data.synth`);
-2. ``bootstrap``  - a part encoder bootstrapped offline by a short random-masking MAE (or the user's iBOT/DINO
-                    weights via ``--encoder-checkpoint``): stands in for the paper's iBOT ViT-S/16;
+2. ``part_encoder`` - a part encoder: a short random-masking MAE trained offline (or the user's iBOT/DINO
+                    weights via ``--encoder-checkpoint``): stands in for the paper's iBOT ViT-S/16 (its folder is
+                    ``<out>/bootstrap``; a done-file ``stages/bootstrap.json`` from before the rename still counts);
 3. ``parts``      - part learning (Sec. 3.1), the part-map caches, part scores against the ground truth next to
                     the baselines (raw attention, k-means, spatial split, grid ceiling), the part figure;
 4. ``masks``      - the mask schedule panel (paper Fig. 1 / Fig. 3);
@@ -41,10 +42,15 @@ from semmae.demo.recipe import (
     PARTS_PRESET,
     PROBE_PRESET,
 )
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
-from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
-from semmae.pipeline.marks import StageMarks
+from semmae.parts.checkpoint import part_checkpoint
 from semmae.utils.io import atomic_write_json
+
+#: the part encoder's run folder under ``--out``: its name from before the stage was renamed (``bootstrap`` was the
+#: stage, not the ``semmae bootstrap`` verb), kept so that existing demo folders resume
+PART_ENCODER_DIR = "bootstrap"
 
 
 def verify_artifact(path: Path) -> str | None:
@@ -77,6 +83,7 @@ class Stage:
     title: str
     run: Callable[[], list[Path]]  # does the work, returns its artifacts
     always: bool = False  # cheap stages that summarise others (the report) run every time
+    was: tuple[str, ...] = ()  # the stage's former names: their done-files still count (old folders resume)
 
 
 class Demo(DemoLayout):
@@ -96,12 +103,12 @@ class Demo(DemoLayout):
         }
 
     def pretrain_config(self) -> Any:
-        """The bootstrap's pretraining (random masking); the compared runs are ``dataclasses.replace``s of it."""
+        """The part encoder's pretraining (random masking); the compared runs are ``dataclasses.replace``s of it."""
         b = self.budget
         return stage_config(
             "pretrain",
             data=str(self.data / "train"),
-            out=str(self.out / "bootstrap"),
+            out=str(self.out / PART_ENCODER_DIR),
             model=b.model,
             img_size=b.img_size,
             depth=b.depth,
@@ -121,7 +128,7 @@ class Demo(DemoLayout):
     def encoder_checkpoint(self) -> Path:
         if self.cfg.encoder_checkpoint:
             return Path(self.cfg.encoder_checkpoint)
-        return self.latest_checkpoint(self.out / "bootstrap")
+        return self.latest_checkpoint(self.out / PART_ENCODER_DIR)
 
     # -- stages -------------------------------------------------------------------------------------------
     def stage_data(self) -> list[Path]:
@@ -138,7 +145,7 @@ class Demo(DemoLayout):
             )
         return [self.data / "synth.json", self.data / "train", self.data / "val", self.data / "masks"]
 
-    def stage_bootstrap(self) -> list[Path]:
+    def stage_part_encoder(self) -> list[Path]:
         if self.cfg.encoder_checkpoint:
             return [Path(self.cfg.encoder_checkpoint)]
         cfg = self.pretrain_config()
@@ -315,7 +322,12 @@ class Demo(DemoLayout):
     def stages(self) -> list[Stage]:
         return [
             Stage("data", "generate the synthetic part dataset", self.stage_data),
-            Stage("bootstrap", "bootstrap the part encoder (random-masking MAE)", self.stage_bootstrap),
+            Stage(
+                "part_encoder",
+                "train the part encoder (random-masking MAE)",
+                self.stage_part_encoder,
+                was=("bootstrap",),
+            ),
             Stage("parts", "learn parts, export caches, score parts", self.stage_parts),
             Stage("masks", "draw the mask schedule", self.stage_masks),
             Stage("pretrain", "pretrain SemMAE and MAE", self.stage_pretrain),
@@ -325,7 +337,7 @@ class Demo(DemoLayout):
 
     # -- driver -------------------------------------------------------------------------------------------
     def learn_parts(self, log=print) -> dict[str, Any]:
-        """Only the first three stages (data, bootstrap, parts) into a folder of the caller's own, skipped once its
+        """Only the first three stages (data, part_encoder, parts) into a folder of the caller's own, skipped once its
         part scores exist; returns ``parts eval``'s metrics (learned parts beside the baselines)."""
         metrics = self.out / "parts" / "part_metrics.json"
         if not metrics.exists():
@@ -343,7 +355,7 @@ class Demo(DemoLayout):
         return StageMarks(self.out)
 
     def finished(self, stage: Stage) -> bool:
-        record = self.marks.read(stage.name)
+        record = self.marks.read_any(stage.name, stage.was)
         if record is None:
             return False
         problems = {p: verify_artifact(Path(p)) for p in record.get("artifacts", [])}

@@ -61,7 +61,7 @@ from semmae.utils.run_logger import RunLogger
 from semmae.utils.rundir import RunDir
 from semmae.utils.seed import seed_everything
 
-#: the fast probe's cached features in its run folder (read by the pipeline's probes: semmae.pipeline.probes)
+#: the fast probe's cached features in its run folder (read by the lab's probes: benchmarks/semmae_lab/probes.py)
 FEATURES_FILE = "features.pt"
 
 

@@ -24,6 +24,8 @@ from semmae.parts.model import PartHeadSpec, PartModel
 from semmae.utils.io import checkpoint_file, load_checkpoint
 
 FORMAT = "semmae-parts"
+#: the file ``semmae parts train`` writes into its run folder
+CHECKPOINT_NAME = "checkpoint.pth"
 #: the folder ``semmae export`` writes for a part learner (:mod:`semmae.export.part_learner`)
 EXPORT_FORMAT = "semmae-part-learner"
 EXPORT_VERSION = 1
@@ -43,6 +45,14 @@ def read_part_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not a part checkpoint written by 'semmae parts train'")
     return upgrade_part_checkpoint(ckpt) or ckpt
+
+
+def part_checkpoint(run_dir: str | Path) -> Path:
+    """The checkpoint ``semmae parts train`` wrote into ``run_dir``; ``UserError`` if there is none."""
+    ckpt = Path(run_dir) / CHECKPOINT_NAME
+    if not ckpt.is_file():
+        raise UserError(f"part learning wrote no checkpoint at {ckpt}")
+    return ckpt
 
 
 def upgrade_part_checkpoint(ckpt: dict[str, Any]) -> dict[str, Any] | None:

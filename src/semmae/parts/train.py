@@ -28,7 +28,13 @@ from semmae.engine.schedule import cosine_schedule
 from semmae.engine.termination import replayed
 from semmae.engine.trainer import EpochTrainer, run_epoch_stage
 from semmae.errors import UserError
-from semmae.parts.checkpoint import FORMAT, FORMAT_VERSION, spec_dict, upgrade_part_checkpoint
+from semmae.parts.checkpoint import (
+    CHECKPOINT_NAME,
+    FORMAT,
+    FORMAT_VERSION,
+    spec_dict,
+    upgrade_part_checkpoint,
+)
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
 from semmae.parts.encoder import FrozenEncoder, FrozenEncoderSpec, build_encoder
@@ -39,7 +45,6 @@ from semmae.parts.viz import denormalize, grid_image, overlay, save_png
 from semmae.utils.plain_config import config_to_dict
 from semmae.utils.seed import set_rng_state
 
-CHECKPOINT_NAME = "checkpoint.pth"
 # config fields that define the model; a resumed run must agree on them
 _MODEL_FIELDS = (
     "encoder",

@@ -1,4 +1,4 @@
-"""``semmae.utils.timing``: functions timed in turns, windows of steps, and the rates a run logged."""
+"""``semmae_lab.timing``: functions timed in turns, windows of steps, and the rates a run logged."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from semmae.utils.timing import logged, logged_rate, mean_time, median_times, step_times
+from semmae_lab.timing import logged, logged_rate, mean_time, median_times, step_times
 
 
 def test_median_times_runs_the_functions_in_turns_after_warmup():

@@ -1,4 +1,4 @@
-"""Done-files of a chained pipeline: ``<folder>/stages/<name>.json`` records that a stage finished (its seconds and
+"""Done-files of a chained pipeline (the demo, the reproduction harness, the campaigns): ``<folder>/stages/<name>.json`` records that a stage finished (its seconds and
 what it made), so a rerun into the same folder skips it."""
 
 from __future__ import annotations
@@ -41,11 +41,22 @@ class StageMarks:
         """Each finished stage's wall time (records without one are left out)."""
         return {k: float(r["seconds"]) for k, r in self.records().items() if "seconds" in r}
 
-    def once(self, name: str, fn: Callable[[], Any], log: Callable[[str], None] = print) -> tuple[Any, float]:
+    def read_any(self, name: str, was: tuple[str, ...] = ()) -> dict[str, Any] | None:
+        """The record of a finished stage under ``name``, else under the first of its former names ``was`` that
+        has one (a folder written before the stage was renamed still resumes); None if there is none."""
+        for key in (name, *was):
+            rec = self.read(key)
+            if rec is not None:
+                return rec
+        return None
+
+    def once(
+        self, name: str, fn: Callable[[], Any], log: Callable[[str], None] = print, was: tuple[str, ...] = ()
+    ) -> tuple[Any, float]:
         """``fn()``'s result and seconds: run and recorded (``{"seconds", "result"}``) the first time, read back
-        from the record after (``result`` must be plain JSON data)."""
-        rec = self.read(name)
-        if rec is not None and "result" in rec:
+        from the record after (``result`` must be plain JSON data; a record under a former name ``was`` counts)."""
+        rec = next((r for r in map(self.read, (name, *was)) if r is not None and "result" in r), None)
+        if rec is not None:
             return rec["result"], float(rec.get("seconds", 0.0))
         log(f"stage {name} ...")
         t0 = time.perf_counter()

@@ -1,4 +1,4 @@
-"""The report of a campaign (:mod:`semmae.pipeline.campaign`), rewritten after every run: ``<out>/campaign-<name>.md``
+"""The report of a campaign (:mod:`semmae_lab.campaign`), rewritten after every run: ``<out>/campaign-<name>.md``
 (per-seed table, paired differences with mean, SD, 95 % CI, the equivalence test and the decision per contrast, and
 beside each, descriptive only, the Wilcoxon signed-rank p and the leave-one-seed-out range of the 95 % CI's bounds),
 ``.json`` and ``.png`` (per-seed paired differences with the CIs). Before every planned pair is in, a contrast's
@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from semmae.eval.paired import decide, interim, paired_stats, robustness
-from semmae.pipeline.plan import UNTRAINED, Plan, metric
-from semmae.pipeline.preset import Preset
 from semmae.utils.io import atomic_write_json, atomic_write_text
+from semmae_lab.plan import UNTRAINED, Plan, metric
+from semmae_lab.preset import Preset
 
 #: what was found about a campaign's pairing after its runs (issue 40; its records are never rewritten)
 _FOLDER_RESAMPLING = (
@@ -65,7 +65,7 @@ def decisions_of(plan: Plan, stats: dict[str, dict[str, Any]], complete: bool) -
 
 
 def write_report(s: dict[str, Any], plan: Plan, preset: Preset, patch: int, out: Path, stem: str) -> None:
-    """``<out>/<stem>.json`` (the summary ``s``: :meth:`semmae.pipeline.campaign.Campaign.summary`), ``.md`` and
+    """``<out>/<stem>.json`` (the summary ``s``: :meth:`semmae_lab.campaign.Campaign.summary`), ``.md`` and
     ``.png``. ``preset``, ``patch``: the budget the report states."""
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / f"{stem}.json", s)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
-from semmae.pipeline.checkpoints import latest_checkpoint, part_checkpoint
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.parts.checkpoint import part_checkpoint
 
 #: the part-learning recipe (the demo's: cached tokens, light decoder, cosine Eq. 2, softmax over parts)
 PARTS_PRESET = "parts/tiny_cpu"

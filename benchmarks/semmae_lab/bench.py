@@ -12,7 +12,7 @@ import torch
 
 from semmae.engine.config import PretrainConfig
 from semmae.engine.pretrain import Pretrainer
-from semmae.utils.timing import step_times
+from semmae_lab.timing import step_times
 
 #: a measured run draws no figures, keeps one checkpoint, shows no progress bar and logs to log.jsonl only
 QUIET = dict(vis_every=0, ckpt_every=0, progress=False, keep_last=1, logger="none")
@@ -72,7 +72,7 @@ def held_batch(trainer: Pretrainer, synthetic_parts: bool = False, seed: int = 0
 def held_step_times(
     trainer: Pretrainer, batch: dict, steps: int, warmup: int = 3, start: int = 0, each: bool = True
 ):
-    """Seconds of ``trainer.step_at(batch, i)`` (:func:`semmae.utils.timing.step_times`: one per step, or with
+    """Seconds of ``trainer.step_at(batch, i)`` (:func:`semmae_lab.timing.step_times`: one per step, or with
     ``each=False`` one for the window); ``i`` is the step's schedule position, counting from ``start``."""
     return step_times(lambda i: trainer.step_at(batch, i), steps, trainer.device, warmup, start, each)
 

@@ -1,4 +1,4 @@
-"""The budget of a reproduction grid or campaign: one :class:`Preset` for every run (``semmae/configs/repro/``)."""
+"""The budget of a reproduction grid or campaign: one :class:`Preset` for every run (``benchmarks/repro_presets/``)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 
 from semmae.errors import UserError
 
-#: the packaged presets (``benchmarks/repro_presets`` links here)
-PRESETS = Path(__file__).resolve().parents[1] / "configs" / "repro"
+#: the harness's presets, beside the benchmarks (not installed)
+PRESETS = Path(__file__).resolve().parents[1] / "repro_presets"
 #: fields that change only how finished pretraining runs are evaluated (a started grid may change them)
 EVAL_ONLY = ("eval_crop_pct", "linprobe_blrs")
 

@@ -1,4 +1,4 @@
-"""The checkpoints a chained pipeline hands from one stage to the next."""
+"""The checkpoint a finished run folder hands to the next stage of a chain (the demo, the reproduction harness)."""
 
 from __future__ import annotations
 
@@ -15,13 +15,3 @@ def latest_checkpoint(run_dir: str | Path) -> Path:
     if not run_dir.is_dir():
         raise UserError(f"no checkpoint in {run_dir}: the folder does not exist")
     return checkpoint_file(run_dir)
-
-
-def part_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint ``semmae parts train`` wrote into ``run_dir``; ``UserError`` if there is none."""
-    from semmae.parts.train import CHECKPOINT_NAME
-
-    ckpt = Path(run_dir) / CHECKPOINT_NAME
-    if not ckpt.is_file():
-        raise UserError(f"part learning wrote no checkpoint at {ckpt}")
-    return ckpt

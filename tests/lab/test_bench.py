@@ -1,11 +1,11 @@
-"""``semmae.engine.bench``: the benchmarks' quiet config, the held batch and the timed public step."""
+"""``semmae_lab.bench``: the benchmarks' quiet config, the held batch and the timed public step."""
 
 from __future__ import annotations
 
 import torch
 
-from semmae.engine.bench import SYNTHETIC_NO_PART, bench_config, bench_trainer, held_batch, held_step_rate
 from semmae.masking import build_masking
+from semmae_lab.bench import SYNTHETIC_NO_PART, bench_config, bench_trainer, held_batch, held_step_rate
 
 
 def test_held_batch_steps_the_trainer_with_synthetic_parts_and_adaptive_masking(engine_images, tmp_path):

@@ -1,8 +1,8 @@
-"""``semmae.utils.results_table``: benchmark rows and their markdown tables."""
+"""``semmae_lab.results_table``: benchmark rows and their markdown tables."""
 
 from __future__ import annotations
 
-from semmae.utils.results_table import cell, machine_description, markdown_table, row
+from semmae_lab.results_table import cell, machine_description, markdown_table, row
 
 
 def test_row_has_run_alls_keys():

@@ -14,9 +14,9 @@ import yaml
 
 from semmae.errors import UserError
 from semmae.eval.paired import paired_stats
-from semmae.pipeline.campaign import RECORD_HASH, Campaign, record_digest
-from semmae.pipeline.grid import GridConfig
-from semmae.pipeline.plan import UNTRAINED, Contrast, Plan
+from semmae_lab.campaign import RECORD_HASH, Campaign, record_digest
+from semmae_lab.grid import GridConfig
+from semmae_lab.plan import UNTRAINED, Contrast, Plan
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
@@ -136,8 +136,10 @@ def test_alpha_max_reaches_the_pretrain_config_like_gamma(tmp_path):
         )
         assert cfg.alpha_max == cap and cfg.gamma == c.arms[key].gamma and cfg.masking == c.arms[key].masking
         cfg.validate()
-    # the part encoder's bootstrap is no arm: the paper's default
-    assert c.pretrain_config(tmp_path / "b", GridConfig("bootstrap", "random"), 0, 1, None).alpha_max == 1.0
+    # the part encoder is no arm: the paper's default
+    assert (
+        c.pretrain_config(tmp_path / "b", GridConfig("part_encoder", "random"), 0, 1, None).alpha_max == 1.0
+    )
 
 
 def test_records_carry_alpha_max_under_their_hash(tmp_path):

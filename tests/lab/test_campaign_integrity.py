@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from semmae.pipeline.campaign import (
+from semmae_lab.campaign import (
     BINDING_NAME,
     RECORD_HASH,
     Campaign,
     record_digest,
 )
-from semmae.pipeline.plan import Plan
+from semmae_lab.plan import Plan
 
 REPO = Path(__file__).resolve().parents[2]
 BENCH = REPO / "benchmarks"
@@ -313,7 +313,7 @@ def test_records_carry_a_content_hash(started):
 
 
 def test_records_carry_the_machine_load_and_the_report_shows_it(tmp_path, monkeypatch, capsys):
-    import semmae.pipeline.campaign as campaign_module
+    import semmae_lab.campaign as campaign_module
 
     loads = iter([0.5, 3.25] * 100)  # each run: start, end
     monkeypatch.setattr(campaign_module.os, "getloadavg", lambda: (next(loads), 0.0, 0.0))

@@ -9,7 +9,7 @@ import pytest
 
 from semmae.cli import stage_config
 from semmae.errors import UserError
-from semmae.pipeline.side_by_side import run_side_by_side
+from semmae_lab.side_by_side import run_side_by_side
 
 
 def test_two_stages_run_at_once_and_a_failure_names_its_log(tmp_path):

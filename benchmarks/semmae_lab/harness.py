@@ -1,22 +1,23 @@
 """The reproduction harness (issue 9): the paper's Tables 1, 3 and 4 at small scale on real images
-(``benchmarks/repro.py`` is its command line; :mod:`semmae.pipeline.campaign` drives the same stages from a plan).
+(``benchmarks/repro.py`` is its command line; :mod:`semmae_lab.campaign` drives the same stages from a plan).
 
 Stages, each running the CLI verbs a user runs, in this process, from typed configs (:func:`semmae.cli.stage_config`
 and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
 
 1. ``data``      - class-balanced symlink subsets of the data's train and val splits (preset ``*_per_class``);
-2. ``bootstrap`` - the part encoder: a random-masking MAE on the same train images (skipped with an encoder
-                   checkpoint, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16);
+2. ``part_encoder`` - the part encoder: a random-masking MAE on the same train images (skipped with an encoder
+                   checkpoint, e.g. iBOT / DINO weights; stands in for the paper's iBOT ViT-S/16); its folder is
+                   ``bootstrap/`` and its done-file was ``bootstrap`` before the rename (read on resume);
 3. ``parts``     - part learning (Sec. 3.1) and the part caches: learned parts on the MAE's patch grid and on the
                    finer grid (Table 1's patch-8 setting), raw last-layer CLS-attention parts (Table 4) or the
                    ground-truth parts of a synthetic set;
 4. the grid      - every configuration x seed, seed-major: ``semmae pretrain`` with identical budgets, then
                    ``semmae linprobe --mode fast`` (cached center-crop features) and the weighted kNN and the
-                   logistic regression on the same features (:mod:`semmae.pipeline.probes`); plus the encoder at
+                   logistic regression on the same features (:mod:`semmae_lab.probes`); plus the encoder at
                    its random initialisation per seed.
 
 Each finished run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at once and the summary
-(:mod:`semmae.pipeline.repro_report`) is rewritten after every run, so a cut-short grid is usable and a rerun with
+(:mod:`semmae_lab.repro_report`) is rewritten after every run, so a cut-short grid is usable and a rerun with
 the same work folder resumes (finished runs are skipped; finished stages are read back from their done-files).
 """
 
@@ -33,18 +34,22 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
-from semmae.pipeline import repro_report
-from semmae.pipeline.checkpoints import latest_checkpoint
-from semmae.pipeline.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
-from semmae.pipeline.marks import StageMarks
-from semmae.pipeline.preset import EVAL_ONLY, Preset
-from semmae.pipeline.subsets import split_subset
 from semmae.utils.io import atomic_write_json
+from semmae_lab import repro_report
+from semmae_lab.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
+from semmae_lab.preset import EVAL_ONLY, Preset
+from semmae_lab.subsets import split_subset
 
 PARTS_PRESET = (
     "parts/tiny_cpu"  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
 )
+#: the part encoder's folder under ``--work``; and the former names of its done-file (``stages/<name>.json``), read
+#: on resume. "bootstrap" there is the old name of the stage, not the ``semmae bootstrap`` verb.
+PART_ENCODER_DIR = "bootstrap"
+PART_ENCODER_WAS = ("bootstrap",)
 #: GPU names shortened for the results file's stem
 GPU_TAGS = ("h200", "h100", "a100", "l40s", "l4", "a10", "v100", "t4")
 
@@ -204,9 +209,10 @@ class Harness:
     def log(self, msg: str) -> None:
         print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    def staged(self, name: str, fn) -> Any:
-        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun."""
-        result, self.stage_seconds[name] = self.marks.once(name, fn, self.log)
+    def staged(self, name: str, fn, was: tuple[str, ...] = ()) -> Any:
+        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun (a record under
+        a former name ``was``, from a folder written before the stage was renamed, counts)."""
+        result, self.stage_seconds[name] = self.marks.once(name, fn, self.log, was=was)
         return result
 
     # -- stages ------------------------------------------------------------------------------------------------
@@ -253,11 +259,13 @@ class Harness:
             **fine,
         )
 
-    def stage_bootstrap(self) -> str:
+    def stage_part_encoder(self) -> str:
+        """The part encoder: the given one, else a short random-masking MAE trained here (its folder keeps the
+        name ``bootstrap``, :data:`PART_ENCODER_DIR`, so that work folders written before still resume)."""
         if self.encoder_arg:
             return str(Path(self.encoder_arg).resolve())
-        out = self.work / "bootstrap"
-        cfg = GridConfig("bootstrap", "random")
+        out = self.work / PART_ENCODER_DIR
+        cfg = GridConfig("part_encoder", "random")
         run_stage("pretrain", self.pretrain_config(out, cfg, self.first_seed, self.p.bootstrap_epochs, None))
         return str(latest_checkpoint(out))
 
@@ -318,7 +326,7 @@ class Harness:
         """Fast linear probe (which saves its features), then the weighted kNN and the logistic-regression probe on
         those same features. ``source``: the probe's encoder fields (checkpoint, random init, tokens)."""
         from semmae.eval.linprobe import sweep_edge
-        from semmae.pipeline.probes import knn_probe, logistic_probe, probe_features
+        from semmae_lab.probes import knn_probe, logistic_probe, probe_features
 
         probe_dir = out / "linprobe"
         cfg = stage_config(
@@ -499,7 +507,7 @@ class Harness:
     # -- driver ------------------------------------------------------------------------------------------------
     def backfill_logreg(self) -> None:
         """Add ``logreg_top1`` to records written before that metric existed (from their cached features)."""
-        from semmae.pipeline.probes import logistic_probe, probe_features
+        from semmae_lab.probes import logistic_probe, probe_features
 
         for path in sorted(self.runs_dir.glob("*.json")):
             rec = json.loads(path.read_text())
@@ -516,7 +524,7 @@ class Harness:
         """The part encoder, part learning and every part cache the grid's configurations read (each once)."""
         if not any(c.parts for c in self.configs):
             return
-        self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+        self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
         self.parts_ckpt = self.staged("parts", self.stage_parts)
         for kind, grid in sorted({(c.parts, self.grid_size(c.fine)) for c in self.configs if c.parts}):
             self.caches[(kind, grid)] = self.staged(

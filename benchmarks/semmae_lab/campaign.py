@@ -1,7 +1,7 @@
 """Pre-registered, paired campaigns on the reproduction harness: does semantic-guided masking help? (issue 24)
 
 A campaign is a plan file (``benchmarks/campaigns/<name>.yaml``), committed before its first result, that fixes the
-design: the budget (a :class:`~semmae.pipeline.preset.Preset`), the data, the arms (masking x part source), the
+design: the budget (a :class:`~semmae_lab.preset.Preset`), the data, the arms (masking x part source), the
 baseline arm, the seeds, the primary metric, the gate and the decision rule. :class:`Campaign` then
 
 * checks the pin: the plan file is committed and unchanged, the code tree is clean, and every run of the campaign
@@ -14,7 +14,7 @@ baseline arm, the seeds, the primary metric, the gate and the decision rule. :cl
 * resumes after any stop: a run whose record exists, comes from the campaign's commit and whose checkpoint still
   has the recorded SHA-256 is skipped without re-evaluation; an unfinished run resumes from its own checkpoint;
 * prints a status line (pairs done / left, time per pair, ETA) and rewrites the report
-  (:mod:`semmae.pipeline.campaign_report`) after every run.
+  (:mod:`semmae_lab.campaign_report`) after every run.
 
 What outlives a machine (committed with the results) lies under ``<out>/campaign-<name>/``: ``campaign.json`` (the
 pin, the plan's hash and text, the part caches' hashes), ``gate.json``, ``per-run/<arm>-seed<s>.json``, ``caches/``
@@ -70,12 +70,12 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.engine.stage_marks import StageMarks
 from semmae.errors import UserError
-from semmae.pipeline.campaign_report import comparison_stats, decisions_of, write_report
-from semmae.pipeline.harness import Harness, resolve_device
-from semmae.pipeline.marks import StageMarks
-from semmae.pipeline.plan import UNTRAINED, Arm, Plan, metric
 from semmae.utils.io import atomic_write_json, sha256_file
+from semmae_lab.campaign_report import comparison_stats, decisions_of, write_report
+from semmae_lab.harness import PART_ENCODER_WAS, Harness, resolve_device
+from semmae_lab.plan import UNTRAINED, Arm, Plan, metric
 
 
 # ------------------------------------------------------------------------------------------------------- the pin
@@ -432,7 +432,7 @@ class Campaign(Harness):
         kinds = {k[0] for k in missing}
         # the part encoder and part learning run only while a cache is missing (never again once committed)
         if kinds & {"learned", "attention"}:
-            self.encoder_ckpt = self.staged("bootstrap", self.stage_bootstrap)
+            self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
         if "learned" in kinds:
             self.parts_ckpt = self.staged("parts", self.stage_parts)
         for key in sorted(wanted, key=str):
@@ -514,7 +514,7 @@ class Campaign(Harness):
 
     def pretrain_config(self, out: Path, cfg: Any, seed: int, epochs: int, cache: str | None) -> Any:
         """The harness's pretraining config, with the arm's ``alpha_max`` (the adaptive schedule's cap) where the
-        run is an arm of the plan (the part encoder's bootstrap is not)."""
+        run is an arm of the plan (the part encoder is not)."""
         config = super().pretrain_config(out, cfg, seed, epochs, cache)
         arm = self.arms.get(cfg.key)
         if arm is None or arm.grid_config() != cfg:

@@ -1,4 +1,4 @@
-"""The plan of a pre-registered campaign (``benchmarks/campaigns/<name>.yaml``, :mod:`semmae.pipeline.campaign`):
+"""The plan of a pre-registered campaign (``benchmarks/campaigns/<name>.yaml``, :mod:`semmae_lab.campaign`):
 its arms, budget, data, seeds, metrics, gate and decision margin, checked on loading.
 
 The contrasts the decision rule decides: by default every arm against ``baseline`` (keyed by the arm); a plan may
@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.pipeline.grid import GridConfig
-from semmae.pipeline.preset import Preset
+from semmae_lab.grid import GridConfig
+from semmae_lab.preset import Preset
 
 PART_SOURCES = ("", "learned", "attention", "masks")
 UNTRAINED = "untrained"  # the eval-only arm: the baseline's architecture at its initialisation (gate seed)
