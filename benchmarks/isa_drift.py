@@ -121,14 +121,17 @@ def main(argv: list[str] | None = None) -> int:
         "|---|---|---|---|---|",
     ]
     for masking in args.masking:
-        runs = {
-            c: train(args.config, args.out / f"{masking or 'config'}-{c}", args.steps, c, masking)
-            for c in caps
-        }
-        for c in caps[1:]:
-            first, largest = compare(runs[caps[0]], runs[c])
-            shown = "none (bit-identical)" if first is None else str(first)
-            lines.append(f"| {masking or 'as configured'} | {c} | {shown} | {largest:.3g} |")
+        # one folder per run (a capability named twice is run twice: the same kernels, a control)
+        folder = [
+            args.out / f"{masking or 'config'}-{c}{'' if caps.count(c) == 1 else f'-{i}'}"
+            for i, c in enumerate(caps)
+        ]
+        runs = [train(args.config, folder[i], args.steps, c, masking) for i, c in enumerate(caps)]
+        for i, c in enumerate(caps[1:], start=1):
+            first, largest = compare(runs[0], runs[i])
+            shown = "none" if first is None else str(first)
+            weight = weight_difference(folder[0], folder[i])
+            lines.append(f"| {masking or 'as configured'} | {c} | {shown} | {largest:.3g} | {weight:.3g} |")
     text = "\n".join(lines) + "\n"
     (args.out / "isa-drift.md").write_text(text)
     print(text, end="")
