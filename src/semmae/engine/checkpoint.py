@@ -17,7 +17,7 @@ from typing import Any
 
 from semmae.engine.run_options import resume_mode
 from semmae.errors import UserError
-from semmae.models.checkpoint_schema import KINDS, TrainState, check_pretrain, read_train_state, verb_of
+from semmae.models.checkpoint_schema import TrainState, check_pretrain, read_train_state, verb_of
 from semmae.utils.io import (
     atomic_torch_save,
     atomic_write_text,
@@ -25,8 +25,6 @@ from semmae.utils.io import (
     load_checkpoint,
     step_checkpoints,
 )
-
-__all__ = ["KINDS", "CheckpointManager", "find_resume", "load_states", "read_stage_checkpoint", "verb_of"]
 
 
 class CheckpointManager:

@@ -32,7 +32,6 @@ with its own documented adapters.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -153,13 +152,6 @@ class TrainState:
             schema_version=version,
         )
 
-    def has(self, *keys: str) -> bool:
-        """Whether the file held every one of ``keys`` (a field set, or an entry of :attr:`extra`)."""
-        return all(
-            (getattr(self, k) is not None if k in FIELD_KEYS and k != VERSION else k in self.extra)
-            for k in keys
-        )
-
 
 def is_step_checkpoint(obj: Any) -> bool:
     """Whether ``obj`` (a loaded file) is a ``pretrain`` / ``bootstrap`` checkpoint (what an encoder loads from):
@@ -272,7 +264,3 @@ def check_pretrain(raw: Any, where: str) -> None:
         raise UserError(
             f"checkpoint {where} is not a semmae pretraining checkpoint (missing: {', '.join(missing)})"
         )
-
-
-def replace(state: TrainState, **changes: Any) -> TrainState:
-    return dataclasses.replace(state, **changes)
