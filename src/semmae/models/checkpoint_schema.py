@@ -25,6 +25,10 @@ that turns each older layout this project wrote into the current one:
 * ``{"format": "semmae-parts", "version": 1, "encoder": FrozenEncoderSpec fields, ...}`` (``parts train``
   before the one layout): ``kind`` parts, the spec under ``frozen_encoder``, ``batches_rng`` as ``loader_rng``.
 
+A part checkpoint's ``frozen_encoder`` entry (``FrozenEncoderSpec``: a checkpoint path or a ViT name, the image
+size, the feature layer) stays a stage entry beside ``encoder``: it says how to rebuild the encoder, the record says
+what it is.
+
 The key names are defined here only (a test scans ``src/`` for them). External releases (official MAE / DINO /
 iBOT ``.pth``, timm folders) are not checkpoints of this schema: :mod:`semmae.models.encoder_loading` reads them
 with its own documented adapters.
@@ -38,6 +42,7 @@ from typing import Any
 
 from semmae.errors import UserError
 from semmae.models.encoder_record import EncoderRecord, record_of
+from semmae.utils.io import load_checkpoint
 
 SCHEMA_VERSION = 1
 
@@ -217,8 +222,6 @@ def read_train_state(
     """The one reading of a checkpoint: a path (loaded ``weights_only``) or a dict already loaded, upgraded
     (:func:`upgrade`) and typed. ``expect_kind``: the stage that resumes from it; the file must be one of that
     stage's complete checkpoints (the step stages also take their files from before the ``kind`` entry)."""
-    from semmae.utils.io import load_checkpoint
-
     if isinstance(path_or_dict, dict):
         raw, where = path_or_dict, source or "checkpoint"
     else:
