@@ -8,6 +8,7 @@ import torch
 from semmae.engine.checkpoint import CheckpointManager, load_pretrain_checkpoint, resume_path
 from semmae.engine.sampler import SeededItems, StepSampler
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
 from semmae.utils.io import atomic_torch_save, load_checkpoint
 from semmae.utils.seed import mix_seed
 
@@ -80,7 +81,7 @@ def test_checkpoint_manager_latest_keep_last_and_weights_only(tmp_path):
     mgr = CheckpointManager(tmp_path, keep_last=2)
     assert mgr.latest() is None and resume_path("auto", mgr) is None
     for step in (2, 4, 6):
-        mgr.save(_state(step))
+        mgr.save(TrainState.from_dict(_state(step)))
     assert [p.name for p in mgr.list()] == ["ckpt-000000004.pth", "ckpt-000000006.pth"]
     assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "ckpt-000000006.pth"
     assert resume_path("auto", mgr) == mgr.path_for(6)

@@ -13,6 +13,7 @@ from semmae.engine.checkpoint import CheckpointManager, find_resume, read_stage_
 from semmae.engine.precision import Precision
 from semmae.engine.trainer import Trainer, gradient_step
 from semmae.errors import NonFiniteLossError, UserError
+from semmae.models.checkpoint_schema import TrainState
 
 SRC = Path(__file__).resolve().parents[2] / "src" / "semmae"
 
@@ -129,12 +130,12 @@ def test_resume_auto_takes_the_newest_loadable_and_says_what_it_skipped(tmp_path
     mgr = CheckpointManager(tmp_path, keep_last=3)
     base = {"kind": "pretrain", "model": {}, "model_config": {}, "optimizer": {}, "scaler": {}, "epoch": 0}
     base |= {"config": {}, "rng": [], "sampler": {}}
-    mgr.save({**base, "step": 2})
-    mgr.save({**base, "step": 4})
+    mgr.save(TrainState.from_dict({**base, "step": 2}))
+    mgr.save(TrainState.from_dict({**base, "step": 4}))
     mgr.path_for(4).write_bytes(b"not a checkpoint")
     said = []
     path, ckpt = find_resume("auto", mgr, "pretrain", said.append)
-    assert path == mgr.path_for(2) and ckpt["step"] == 2
+    assert path == mgr.path_for(2) and ckpt.step == 2
     assert len(said) == 1 and "skipped ckpt-000000004.pth" in said[0]
     assert find_resume("none", mgr, "pretrain") is None
     with pytest.raises(UserError, match="not a `semmae bootstrap` checkpoint"):
@@ -144,14 +145,15 @@ def test_resume_auto_takes_the_newest_loadable_and_says_what_it_skipped(tmp_path
 
 
 def test_a_part_checkpoint_from_before_the_layout_still_resumes_and_reads(tmp_path):
-    from semmae.parts.checkpoint import read_part_checkpoint, upgrade_part_checkpoint
+    from semmae.parts.checkpoint import read_part_checkpoint
 
     spec = {"arch": "vit_tiny_patch16_224", "checkpoint": None, "img_size": 32, "feature_layer": 0}
     v1 = {"format": "semmae-parts", "version": 1, "encoder": spec, "model": {}, "optimizer": {}, "config": {}}
     v1 |= {"epoch": 1, "step": 4, "rng": None, "batches_rng": None, "head": {}}
     path = _save(tmp_path / "checkpoint.pth", v1)
-    ckpt = read_stage_checkpoint(path, "parts", upgrade_part_checkpoint)
-    assert ckpt["kind"] == "parts" and ckpt["frozen_encoder"] == spec and ckpt["step_in_epoch"] == 0
-    assert read_part_checkpoint(path)["frozen_encoder"] == spec
-    with pytest.raises(UserError, match="older semmae"):
-        read_stage_checkpoint(path, "parts")  # without the stage's reading of its old files
+    ckpt = read_stage_checkpoint(path, "parts")  # upgraded on read (checkpoint_schema.upgrade)
+    assert ckpt.kind == "parts" and ckpt.extra["frozen_encoder"] == spec and ckpt.extra["step_in_epoch"] == 0
+    assert ckpt.encoder is None and ckpt.scaler == {} and ckpt.extra["loader_rng"] is None
+    assert read_part_checkpoint(path).extra["frozen_encoder"] == spec
+    with pytest.raises(UserError, match="not a `semmae finetune` checkpoint"):
+        read_stage_checkpoint(path, "finetune")

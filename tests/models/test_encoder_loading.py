@@ -363,20 +363,23 @@ def test_only_plain_vit_names_make_records():
 
 
 def test_stage_checkpoints_tell_their_encoder_record():
-    """checkpoint_record reads the encoder description of every checkpoint kind this project writes."""
-    from semmae.models.encoder_loading import checkpoint_record
+    """The checkpoint schema reads the encoder record of every checkpoint kind this project wrote."""
+    from semmae.models.checkpoint_schema import TrainState
 
-    record = EncoderRecord(**CFG, name="mae_vit_micro_patch8", fg_keep=0.25)
-    assert checkpoint_record({"encoder": record.to_dict()}) == record  # pretrain / bootstrap
-    spec = record.replace(global_pool="avg").arch()
-    seg = checkpoint_record({"encoder": {"spec": spec, "layout": "timm", "random_init": False}})
-    assert seg == EncoderRecord(**spec)  # segment train
-    assert checkpoint_record({"encoder_spec": spec}) == EncoderRecord(**spec)  # finetune best.pth
+    def record(ckpt):
+        return TrainState.from_dict(ckpt).encoder
+
+    rec = EncoderRecord(**CFG, name="mae_vit_micro_patch8", fg_keep=0.25)
+    assert record({"encoder": rec.to_dict()}) == rec  # every stage
+    spec = rec.replace(global_pool="avg").arch()
+    seg = record({"encoder": {"spec": spec, "layout": "timm", "random_init": False}})
+    assert seg == EncoderRecord(**spec)  # segment train, before the one layout
+    assert record({"encoder_spec": spec}) == EncoderRecord(**spec)  # finetune best.pth, before the one layout
     mae_config = {**CFG, "name": "mae_vit_micro_patch8", "decoder_depth": 1}
-    assert checkpoint_record({"model_config": mae_config, "config": {"fg_keep": 0.25}}) == record
     assert (
-        checkpoint_record({"encoder": {"arch": "vit_small_patch16_224"}}) is None
-    )  # a part checkpoint's spec
+        record({"model_config": mae_config, "config": {"fg_keep": 0.25}}) == rec
+    )  # pretrain, before "encoder"
+    assert record({"encoder": {"arch": "vit_small_patch16_224"}}) is None  # a part checkpoint's spec
 
 
 def test_the_results_summary_names_layout_sizes_and_init(ref, tmp_path):

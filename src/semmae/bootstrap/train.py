@@ -28,6 +28,7 @@ from semmae.engine.optim import build_optimizer
 from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.seed import mix_seed, seed_everything
 
@@ -105,27 +106,29 @@ class Bootstrapper(StepTrainer):
     def model_config(self) -> dict[str, Any]:
         return {**self.spec, "trainer": TRAINER, "objective": "ibot" if self.use_masks else "dino"}
 
-    def model_state(self) -> dict[str, Any]:
-        return {
-            "model": self.teacher.backbone.state_dict(),  # the encoder: timm VisionTransformer key names
-            "model_config": self.model_config(),
-            "encoder": EncoderRecord.from_mae_config(self.model_config()).to_dict(),
-            "student": self.model_core.state_dict(),
-            "teacher_head": self.teacher.head.state_dict(),
-            "centers": {"cls": self.cls_center.state_dict(), "patch": self.patch_center.state_dict()},
-        }
+    def model_state(self) -> TrainState:
+        return TrainState(
+            model=self.teacher.backbone.state_dict(),  # the encoder: timm VisionTransformer key names
+            model_config=self.model_config(),
+            encoder=EncoderRecord.from_mae_config(self.model_config()),
+            extra={
+                "student": self.model_core.state_dict(),
+                "teacher_head": self.teacher.head.state_dict(),
+                "centers": {"cls": self.cls_center.state_dict(), "patch": self.patch_center.state_dict()},
+            },
+        )
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
-        if ckpt["model_config"].get("trainer") != TRAINER:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
+        if (ckpt.model_config or {}).get("trainer") != TRAINER:
             raise UserError(
                 f"--resume {path}: not a `semmae bootstrap` checkpoint (a `semmae pretrain` one?)"
             )
         try:
-            self.model_core.load_state_dict(ckpt["student"], strict=True)
-            self.teacher.backbone.load_state_dict(ckpt["model"], strict=True)
-            self.teacher.head.load_state_dict(ckpt["teacher_head"], strict=True)
-            self.cls_center.load_state_dict(ckpt["centers"]["cls"])
-            self.patch_center.load_state_dict(ckpt["centers"]["patch"])
+            self.model_core.load_state_dict(ckpt.extra["student"], strict=True)
+            self.teacher.backbone.load_state_dict(ckpt.model, strict=True)
+            self.teacher.head.load_state_dict(ckpt.extra["teacher_head"], strict=True)
+            self.cls_center.load_state_dict(ckpt.extra["centers"]["cls"])
+            self.patch_center.load_state_dict(ckpt.extra["centers"]["patch"])
         except RuntimeError as e:
             raise UserError(
                 f"--resume {path}: it does not match this run's model/head/objective: {mismatch(e)}"

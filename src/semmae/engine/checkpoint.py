@@ -1,15 +1,6 @@
-"""Checkpoints of every training stage: one layout, two keeping policies, one resume resolver.
-
-Layout (plain data, every entry loads with ``torch.load(weights_only=True)``)::
-
-    {"kind": "pretrain" | "bootstrap" | "parts" | "finetune" | "linprobe" | "segment",
-     "model": state dict of what trains, "optimizer": ..., "scaler": ..., "step": optimiser steps done,
-     "epoch": epochs finished, "rng": RNG state(s), "config": the run's config as a dict,
-     "encoder": EncoderRecord.to_dict() (where the stage has an encoder), ... the stage's own entries}
-
-The step stages (pretrain, bootstrap) also hold ``"model_config"``, every rank's RNG state and ``"sampler"``; the
-epoch stages hold ``"step_in_epoch"``, ``"partial"`` (loss sums of an unfinished epoch), ``"loader_rng"`` and
-``"rng_at_stop"`` (a stop inside an epoch resumes at its step: :mod:`semmae.engine.termination`).
+"""Checkpoints of every training stage: two keeping policies and one resume resolver. The layout is
+:class:`semmae.models.checkpoint_schema.TrainState` (the one schema, its key names, the upgrade of older files;
+it sits in ``models`` because the encoder loader reads pretrain checkpoints too).
 
 Keeping policies (:class:`CheckpointManager`): keep-last-K by step (``<out>/checkpoints/ckpt-<step>.pth`` plus a
 ``latest`` pointer replaced after the file is on disk), or one file (``<out>/checkpoint.pth``, replaced atomically).
@@ -26,6 +17,7 @@ from typing import Any
 
 from semmae.engine.run_options import resume_mode
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState, check_pretrain, read_train_state, verb_of
 from semmae.utils.io import (
     atomic_torch_save,
     atomic_write_text,
@@ -33,15 +25,6 @@ from semmae.utils.io import (
     load_checkpoint,
     step_checkpoints,
 )
-
-#: a stage's reading of its files from before the ``kind`` entry (None: not one of them)
-Upgrade = Callable[[dict[str, Any]], "dict[str, Any] | None"]
-#: the stages that write training checkpoints (the ``kind`` entry)
-KINDS = ("pretrain", "bootstrap", "parts", "finetune", "linprobe", "segment")
-#: the step stages' checkpoints, also those written before the ``kind`` entry (they resume as they did)
-REQUIRED_KEYS = ("model", "model_config", "optimizer", "scaler", "epoch", "step", "config", "rng", "sampler")
-#: what every epoch stage's checkpoint holds
-EPOCH_KEYS = ("kind", "model", "optimizer", "scaler", "step", "epoch", "step_in_epoch", "rng", "config")
 
 
 class CheckpointManager:
@@ -57,10 +40,10 @@ class CheckpointManager:
     def path_for(self, step: int) -> Path:
         return self.dir / self.single if self.single else self.dir / f"ckpt-{step:09d}.pth"
 
-    def save(self, state: dict[str, Any]) -> Path:
+    def save(self, state: TrainState) -> Path:
         """Write ``state`` atomically (then move the ``latest`` pointer and drop all but the newest K)."""
-        path = self.path_for(int(state["step"]))
-        atomic_torch_save(state, path)
+        path = self.path_for(int(state.step or 0))
+        atomic_torch_save(state.to_dict(), path)
         if not self.single:
             atomic_write_text(self.dir / "latest", path.name + "\n")
             for old in self.list()[: -self.keep_last]:
@@ -108,15 +91,13 @@ def find_resume(
     ckpts: CheckpointManager,
     kind: str,
     say: Callable[[str], None] = print,
-    upgrade: Upgrade | None = None,
-) -> tuple[Path, dict[str, Any]] | None:
+) -> tuple[Path, TrainState] | None:
     """What a stage of ``kind`` resumes from: ``(path, checkpoint)``, or None to start fresh. ``auto`` takes the
     newest checkpoint that loads (the others newest first, saying which were skipped and why; a run whose
-    checkpoints all fail is a UserError: starting over silently would discard it); a path is loaded as given.
-    ``upgrade``: reads the stage's files from before the ``kind`` entry (:func:`read_stage_checkpoint`)."""
+    checkpoints all fail is a UserError: starting over silently would discard it); a path is loaded as given."""
     if resume_mode(resume) != "auto":
         path = resume_path(resume, ckpts)
-        return None if path is None else (path, read_stage_checkpoint(path, kind, upgrade))
+        return None if path is None else (path, read_stage_checkpoint(path, kind))
     first = ckpts.latest()
     if first is None:
         return None
@@ -124,7 +105,7 @@ def find_resume(
     problems = []
     for path in order:
         try:
-            return path, read_stage_checkpoint(path, kind, upgrade)
+            return path, read_stage_checkpoint(path, kind)
         except UserError as e:
             problems.append(str(e))
             say(f"semmae {verb_of(kind)}: --resume auto: skipped {path.name}: {e}")
@@ -134,44 +115,22 @@ def find_resume(
     )
 
 
-def verb_of(kind: str) -> str:
-    return {"parts": "parts train", "segment": "segment train"}.get(kind, kind)
+def read_stage_checkpoint(path: str | Path, kind: str) -> TrainState:
+    """Load ``path`` and check that it is a checkpoint ``semmae <kind>`` resumes from
+    (:func:`~semmae.models.checkpoint_schema.read_train_state`: older layouts are upgraded on read)."""
+    return read_train_state(path, expect_kind=kind)
 
 
-def read_stage_checkpoint(path: str | Path, kind: str, upgrade: Upgrade | None = None) -> dict[str, Any]:
-    """Load ``path`` and check that it is a checkpoint ``semmae <kind>`` resumes from. Step stages also take their
-    files from before the ``kind`` entry; an epoch stage takes one only where ``upgrade`` turns it into the layout
-    (else the resume is refused, naming the cause)."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt, dict):
-        raise UserError(f"checkpoint {path} is not a semmae training checkpoint")
-    written = ckpt.get("kind")
-    if written is None and kind in ("pretrain", "bootstrap"):
-        return load_pretrain_checkpoint(path, ckpt)
-    if written is None and upgrade is not None and (upgraded := upgrade(ckpt)) is not None:
-        ckpt, written = upgraded, upgraded.get("kind")
-    if written is None:
-        raise UserError(
-            f"{path} was written by an older semmae (before the one checkpoint layout: no 'kind' entry) and "
-            f"`semmae {verb_of(kind)}` cannot continue it; use another --out or --overwrite"
-        )
-    if written != kind:
-        raise UserError(
-            f"{path} is not a `semmae {verb_of(kind)}` checkpoint (it was written by `semmae {verb_of(written)}`)"
-        )
-    required = REQUIRED_KEYS if kind in ("pretrain", "bootstrap") else EPOCH_KEYS
-    missing = [k for k in required if k not in ckpt]
-    if missing:
-        raise UserError(f"checkpoint {path} is incomplete (missing: {', '.join(missing)})")
-    return ckpt
-
-
-def load_states(path: str | Path, ckpt: dict[str, Any], **modules: Any) -> None:
-    """Load ``ckpt[name]`` into each of ``modules`` (``model=net, optimizer=opt``: ``load_state_dict``); a UserError
-    names the file when one does not fit."""
+def load_states(path: str | Path, ckpt: TrainState | dict[str, Any], **modules: Any) -> None:
+    """Load the field ``name`` of ``ckpt`` into each of ``modules`` (``model=net, optimizer=opt``:
+    ``load_state_dict``); a UserError names the file when one does not fit."""
+    state = ckpt if isinstance(ckpt, TrainState) else TrainState.from_dict(ckpt, str(path))
     try:
         for name, module in modules.items():
-            module.load_state_dict(ckpt[name])
+            value = getattr(state, name)
+            if value is None:
+                raise KeyError(name)
+            module.load_state_dict(value)
     except (KeyError, RuntimeError, ValueError, TypeError) as e:
         raise UserError(
             f"cannot resume from {path}: it does not match this run ({mismatch(e)}); "
@@ -207,13 +166,9 @@ def mismatch(e: BaseException, shown: int = 3) -> str:
     return "; ".join(parts) or text.splitlines()[0]
 
 
-def load_pretrain_checkpoint(path: str | Path, ckpt: Any = None) -> dict[str, Any]:
-    """Load (weights_only; or take ``ckpt``, already loaded from ``path``) and check that every key a step stage's
-    resume (and ``semmae export``) needs is there."""
+def load_pretrain_checkpoint(path: str | Path, ckpt: Any = None) -> TrainState:
+    """Load (weights_only; or take ``ckpt``, already loaded from ``path``) and check that every entry a step
+    stage's resume (and ``semmae export``) needs is there."""
     ckpt = load_checkpoint(path) if ckpt is None else ckpt
-    missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise UserError(
-            f"checkpoint {path} is not a semmae pretraining checkpoint (missing: {', '.join(missing)})"
-        )
-    return ckpt
+    check_pretrain(ckpt, str(path))
+    return TrainState.from_dict(ckpt, f"checkpoint {path}")

@@ -22,6 +22,7 @@ from semmae.engine.optim import build_optimizer
 from semmae.engine.schedule import cosine_schedule, progress
 from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.seed import mix_seed, seed_everything
 
@@ -160,18 +161,14 @@ class Pretrainer(StepTrainer):
         out = self.augment({**raw, "size": batch["size"]}, gen)
         return {**out, "label": batch["label"], "index": batch["index"]}
 
-    def model_state(self) -> dict[str, Any]:
+    def model_state(self) -> TrainState:
         # the encoder record (sizes + the kept fraction) that `export` copies and `load_encoder` reads back
         record = EncoderRecord.from_mae_config(self.model_config, fg_keep=self.cfg.fg_keep)
-        return {
-            "model": self.model_core.state_dict(),
-            "model_config": self.model_config,
-            "encoder": record.to_dict(),
-        }
+        return TrainState(model=self.model_core.state_dict(), model_config=self.model_config, encoder=record)
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
         try:
-            self.model_core.load_state_dict(ckpt["model"], strict=True)
+            self.model_core.load_state_dict(ckpt.model, strict=True)
         except RuntimeError as e:
             raise UserError(
                 f"--resume {path}: model does not match --model {self.cfg.model}: {mismatch(e)}"

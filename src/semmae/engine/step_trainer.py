@@ -19,6 +19,7 @@ benchmarks time it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 import time
@@ -43,6 +44,7 @@ from semmae.engine.stage_run import command_inputs, read_folders
 from semmae.engine.termination import sigterm_requests, stopped
 from semmae.engine.trainer import Trainer
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
 from semmae.utils import distributed as du
 from semmae.utils.plain_config import config_to_dict
 from semmae.utils.run_logger import RunLogger
@@ -167,11 +169,11 @@ class StepTrainer(Trainer):
         """Stage-specific fields of a log record (``values``: the logged means of :attr:`loss_keys`)."""
         return {}
 
-    def model_state(self) -> dict[str, Any]:
-        """Checkpoint entries of the model(s): at least ``model`` and ``model_config``."""
+    def model_state(self) -> TrainState:
+        """The checkpoint's model part: at least ``model``, ``model_config`` and ``encoder``."""
         raise NotImplementedError
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
         """Load :meth:`model_state`'s entries back (a UserError when they do not fit this run)."""
         raise NotImplementedError
 
@@ -250,20 +252,20 @@ class StepTrainer(Trainer):
         if found is None:
             return None
         path, ckpt = found
-        saved_eff = ckpt["sampler"].get("effective_batch")
+        saved_eff = ckpt.sampler.get("effective_batch")
         if saved_eff is not None and saved_eff != self.plan.effective_batch:
             raise UserError(
                 f"--resume {path}: it was trained with effective batch {saved_eff}, this run has "
                 f"{self.plan.effective_batch}; keep batch x accum x world size the same to resume"
             )
         self.load_model_state(path, ckpt)
-        self.optimizer.load_state_dict(ckpt["optimizer"])
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step = self._saved_step = int(ckpt["step"])
-        rngs = ckpt["rng"]
+        self.optimizer.load_state_dict(ckpt.optimizer)
+        self.scaler.load_state_dict(ckpt.scaler)
+        self.step = self._saved_step = int(ckpt.step)
+        rngs = ckpt.rng
         if len(rngs) == self.dist.world_size:
             set_rng_state(rngs[self.dist.rank])
-        say(f"semmae {self.verb}: resumed from {path} at step {self.step} (epoch {ckpt['epoch']})")
+        say(f"semmae {self.verb}: resumed from {path} at step {self.step} (epoch {ckpt.epoch})")
         return path
 
     def checkpoint(self) -> Path | None:
@@ -273,23 +275,23 @@ class StepTrainer(Trainer):
         if not self.is_main:
             return None
         p = self.plan
-        state = {
-            "kind": self.kind,
-            **self.model_state(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.step // p.steps_per_epoch,
-            "step": self.step,
-            "config": config_to_dict(self.cfg),
-            "rng": rngs,
-            "sampler": {
+        state = dataclasses.replace(
+            self.model_state(),
+            kind=self.kind,
+            optimizer=self.optimizer.state_dict(),
+            scaler=self.scaler.state_dict(),
+            epoch=self.step // p.steps_per_epoch,
+            step=self.step,
+            config=config_to_dict(self.cfg),
+            rng=rngs,
+            sampler={
                 "epoch": self.step // p.steps_per_epoch,
                 "step_in_epoch": self.step % p.steps_per_epoch,
                 "seed": self.cfg.seed,
                 "effective_batch": p.effective_batch,
                 "steps_per_epoch": p.steps_per_epoch,
             },
-        }
+        )
         return self.ckpts.save(state)
 
     def _check_finite(self) -> None:

@@ -39,6 +39,8 @@ from semmae.engine.run_options import continues
 from semmae.engine.schedule import set_lr, set_weight_decay
 from semmae.engine.termination import replayed, sigterm_requests, stopped
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils import distributed as du
 from semmae.utils.plain_config import config_to_dict
 from semmae.utils.run_logger import RunLogger
@@ -133,11 +135,6 @@ class Trainer:
     def begin_step(self, step: int) -> None:
         """Before the forward of optimiser step ``step`` (its learning rate is set already)."""
 
-    def upgrade_checkpoint(self, ckpt: dict[str, Any]) -> dict[str, Any] | None:
-        """A checkpoint of this stage from before the one layout (no ``kind``) in the layout, or None when the
-        stage does not read such files (the resume is refused)."""
-        return None
-
     def end_step(self, step: int) -> None:
         """After optimiser step ``step`` (an EMA of the weights, a teacher's update)."""
 
@@ -183,7 +180,7 @@ class Trainer:
         self.step += 1
 
     # --------------------------------------------------------------------------------------------- resume
-    def agreed_resume(self, ckpts: CheckpointManager, say) -> tuple[Path, dict[str, Any]] | None:
+    def agreed_resume(self, ckpts: CheckpointManager, say) -> tuple[Path, TrainState] | None:
         """What every rank resumes from (``--resume`` read by :func:`find_resume`), decided once: rank 0 picks
         (``auto`` skips damaged files) and broadcasts the path; the others load that file. Ranks that decided alone
         could disagree (a folder not shared between nodes, a file being written) and then hang in their first
@@ -191,7 +188,7 @@ class Trainer:
         found, error = None, None
         if self.dist.is_main:
             try:
-                found = find_resume(self.cfg.resume, ckpts, self.kind, say, self.upgrade_checkpoint)
+                found = find_resume(self.cfg.resume, ckpts, self.kind, say)
             except UserError as e:
                 error = str(e)
         chosen, error = du.broadcast_object((str(found[0]) if found else None, error))
@@ -202,7 +199,7 @@ class Trainer:
         problem = None
         if not self.dist.is_main:
             try:
-                found = Path(chosen), read_stage_checkpoint(chosen, self.kind, self.upgrade_checkpoint)
+                found = Path(chosen), read_stage_checkpoint(chosen, self.kind)
             except UserError as e:
                 problem = str(e)
         problems = [(r, p) for r, p in enumerate(du.all_gather_object(problem)) if p is not None]
@@ -235,7 +232,7 @@ class EpochTrainer(Trainer):
         self.ckpts = CheckpointManager(cfg.out, single=self.ckpt_name)
         self.sync_every = int(getattr(cfg, "log_every", None) or cfg.check_every)
         self.step = self.epoch = 0
-        self.resumed: dict[str, Any] | None = None  # the checkpoint the run continues (read before build)
+        self.resumed: TrainState | None = None  # the checkpoint the run continues (read before build)
         self._in_epoch = {"done": 0, "sums": {}, "start": None}
         self._resume_at: dict[str, Any] = {}
         self._saved_step = -1
@@ -264,19 +261,19 @@ class EpochTrainer(Trainer):
     def set_loader_rng(self, state: Any) -> None:
         self.loader.generator.set_state(state)
 
-    def model_state(self) -> dict[str, Any]:
-        """Checkpoint entries of the model(s): at least ``model``."""
-        return {"model": self.model_core.state_dict()}
+    def model_state(self) -> TrainState:
+        """The checkpoint's model part: at least ``model`` (a stage's other weights in ``extra``)."""
+        return TrainState(model=self.model_core.state_dict())
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
         """Load :meth:`model_state`'s entries back (a UserError when they do not fit this run)."""
         load_states(path, ckpt, model=self.model_core)
 
-    def load_optimizer_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_optimizer_state(self, path: Path, ckpt: TrainState) -> None:
         load_states(path, ckpt, optimizer=self.optimizer)
 
-    def encoder_record(self) -> dict[str, Any] | None:
-        """The stage's encoder as an :class:`~semmae.models.encoder_record.EncoderRecord` dict (None: none)."""
+    def encoder_record(self) -> EncoderRecord | None:
+        """The stage's encoder (None: none)."""
         return None
 
     def checkpoint_extras(self) -> dict[str, Any]:
@@ -347,17 +344,18 @@ class EpochTrainer(Trainer):
         finally:
             self.logger.close()
 
-    def _load(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def _load(self, path: Path, ckpt: TrainState) -> None:
         self.load_model_state(path, ckpt)
         self.load_optimizer_state(path, ckpt)
-        self.scaler.load_state_dict(ckpt["scaler"])
-        self.step, self.epoch = int(ckpt["step"]), int(ckpt["epoch"])
-        self._resume_at = {"start": int(ckpt["step_in_epoch"]), "partial": ckpt.get("partial")}
-        if ckpt.get("loader_rng") is not None:
-            self.set_loader_rng(ckpt["loader_rng"])
-        if ckpt.get("rng") is not None and self.dist.world_size == 1:  # one process: its RNG runs on as saved
-            set_rng_state(ckpt["rng"])
-            self._resume_at["rng_at_stop"] = ckpt.get("rng_at_stop")
+        self.scaler.load_state_dict(ckpt.scaler)
+        self.step, self.epoch = int(ckpt.step), int(ckpt.epoch)
+        extra = ckpt.extra
+        self._resume_at = {"start": int(extra["step_in_epoch"]), "partial": extra.get("partial")}
+        if extra.get("loader_rng") is not None:
+            self.set_loader_rng(extra["loader_rng"])
+        if ckpt.rng is not None and self.dist.world_size == 1:  # one process: its RNG runs on as saved
+            set_rng_state(ckpt.rng)
+            self._resume_at["rng_at_stop"] = extra.get("rng_at_stop")
 
     def _train_epoch(self) -> None:
         epoch, spe = self.epoch, self.steps_per_epoch
@@ -434,23 +432,26 @@ class EpochTrainer(Trainer):
         loader_rng, rng = state["start"] if inside else (self.loader_rng(), rng_state())
         path = self.ckpts.path_for(self.step)
         if self.is_main:
+            models = self.model_state()
+            where = {
+                "step_in_epoch": state["done"] if inside else 0,
+                "partial": {k: float(v) for k, v in state["sums"].items()} if inside else None,
+                "loader_rng": loader_rng,
+                "rng_at_stop": rng_state() if inside else None,
+            }
             self.ckpts.save(
-                {
-                    "kind": self.kind,
-                    "config": config_to_dict(self.cfg),
-                    "encoder": self.encoder_record(),
-                    **self.model_state(),
-                    "optimizer": self.optimizer.state_dict(),
-                    "scaler": self.scaler.state_dict(),
-                    "step": self.step,
-                    "epoch": epochs,
-                    "step_in_epoch": state["done"] if inside else 0,
-                    "partial": {k: float(v) for k, v in state["sums"].items()} if inside else None,
-                    "loader_rng": loader_rng,
-                    "rng": rng,
-                    "rng_at_stop": rng_state() if inside else None,
-                    **self.checkpoint_extras(),
-                }
+                TrainState(
+                    kind=self.kind,
+                    config=config_to_dict(self.cfg),
+                    encoder=self.encoder_record(),
+                    model=models.model,
+                    optimizer=self.optimizer.state_dict(),
+                    scaler=self.scaler.state_dict(),
+                    step=self.step,
+                    epoch=epochs,
+                    rng=rng,
+                    extra={**models.extra, **where, **self.checkpoint_extras()},
+                )
             )
         self._saved_step = self.step
         du.barrier()

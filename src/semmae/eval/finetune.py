@@ -41,7 +41,9 @@ from semmae.eval.common import (
     write_results,
 )
 from semmae.eval.config import EvalCommonConfig, FinetuneConfig
+from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_loading import LoadedEncoder
+from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo
 from semmae.utils.io import atomic_torch_save
 
@@ -129,18 +131,18 @@ class Finetuner(EpochTrainer):
         )
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def encoder_record(self) -> dict[str, Any]:
-        return self.loaded.record.to_dict()
+    def encoder_record(self) -> EncoderRecord:
+        return self.loaded.record
 
-    def model_state(self) -> dict[str, Any]:
+    def model_state(self) -> TrainState:
         ema = self.ema.module.state_dict() if self.ema is not None else None
-        return {"model": self.model_core.state_dict(), "ema": ema}
+        return TrainState(model=self.model_core.state_dict(), extra={"ema": ema})
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
         load_states(path, ckpt, model=self.model_core)
-        if self.ema is not None and ckpt.get("ema") is not None:
-            self.ema.module.load_state_dict(ckpt["ema"])
-        self.best = ckpt["best"]
+        if self.ema is not None and ckpt.extra.get("ema") is not None:
+            self.ema.module.load_state_dict(ckpt.extra["ema"])
+        self.best = ckpt.extra["best"]
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"best": self.best}
@@ -172,18 +174,15 @@ class Finetuner(EpochTrainer):
         if metrics["top1"] > self.best["top1"]:
             self.best = {"top1": metrics["top1"], "top5": metrics["top5"], "epoch": epoch}
             if info.is_main:  # the one best file: the weights of the best epoch, an encoder checkpoint too
-                atomic_torch_save(
-                    {
-                        "kind": self.kind,
-                        "model": self.model_core.state_dict(),
-                        "step": self.step,
-                        "epoch": self.epoch,
-                        "metrics": metrics,
-                        "encoder": self.encoder_record(),
-                        "classes": self.classes,
-                    },
-                    Path(cfg.out) / BEST_NAME,
+                best = TrainState(
+                    kind=self.kind,
+                    model=self.model_core.state_dict(),
+                    step=self.step,
+                    epoch=self.epoch,
+                    encoder=self.encoder_record(),
+                    extra={"metrics": metrics, "classes": self.classes},
                 )
+                atomic_torch_save(best.to_dict(), Path(cfg.out) / BEST_NAME)
 
     def end_run(self) -> dict:
         last = self.history[-1] if self.history else {}

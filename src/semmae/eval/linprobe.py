@@ -52,6 +52,7 @@ from semmae.eval.common import (
 )
 from semmae.eval.config import LinprobeConfig
 from semmae.eval.heads import ProbeHeads, build_head_optimizer, head_metrics
+from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_loading import LoadedEncoder
 from semmae.models.encoder_record import EncoderRecord
 from semmae.models.kept_tokens import KeptTokens
@@ -334,23 +335,24 @@ class FullProbe(EpochTrainer):
     def explain(self, step: int) -> str:
         return f"non-finite loss at step {step} (epoch {step // self.steps_per_epoch}); {self.kept()} (lower --blrs)"
 
-    def encoder_record(self) -> dict[str, Any]:
-        return self.loaded.record.to_dict()
+    def encoder_record(self) -> EncoderRecord:
+        return self.loaded.record
 
     def checkpoint_extras(self) -> dict[str, Any]:
         return {"blrs": list(self.cfg.blrs), "mode": "full", "tokens": self.tokens, "metrics": self.metrics}
 
-    def load_model_state(self, path: Path, ckpt: dict[str, Any]) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
+        extra = ckpt.extra
         if (
-            ckpt.get("blrs") != list(self.cfg.blrs)
-            or ckpt.get("mode") != "full"
-            or ckpt.get("tokens") != self.tokens
+            extra.get("blrs") != list(self.cfg.blrs)
+            or extra.get("mode") != "full"
+            or extra.get("tokens") != self.tokens
         ):
             raise UserError(
                 f"{path} was written by a different probe (blrs/mode/tokens); use another --out or --overwrite"
             )
         load_states(path, ckpt, model=self.heads)
-        self.metrics = ckpt.get("metrics")
+        self.metrics = extra.get("metrics")
 
     def keep_log_until(self) -> int:
         return self.epoch - 1  # epochs are the log's steps: those after the checkpoint's are logged again

@@ -30,7 +30,8 @@ import torch
 from semmae.engine.checkpoint import load_pretrain_checkpoint
 from semmae.errors import UserError
 from semmae.export.hub import push_folder
-from semmae.models.encoder_record import checkpoint_record, encoder_state_dict, record_misfits
+from semmae.models.checkpoint_schema import TrainState
+from semmae.models.encoder_record import encoder_state_dict, record_misfits
 from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME, is_timm_dir
 from semmae.utils.io import atomic_write_bytes, atomic_write_text, checkpoint_file, load_checkpoint
 from semmae.utils.ownership import check_output_file, check_replace_folder
@@ -39,19 +40,19 @@ FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
 
 
-def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]]:
+def _read(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any], TrainState]:
     """(encoder weights, what the export writes about the encoder, the checkpoint) of ``ckpt`` loaded from
     ``path``: its encoder record is read once, checked against the weights, and passed on as plain data
     (:meth:`semmae.models.encoder_record.EncoderRecord.export_facts`)."""
-    ckpt = load_pretrain_checkpoint(path, ckpt)
-    record = checkpoint_record(ckpt, f"checkpoint {path}")
+    state = load_pretrain_checkpoint(path, ckpt)
+    record = state.encoder
     if record is None:
         raise UserError(f"checkpoint {path} has a model_config without the encoder sizes")
-    enc, _ = encoder_state_dict(ckpt["model"])
+    enc, _ = encoder_state_dict(state.model)
     misfit = record_misfits(record, enc)
     if misfit:
         raise UserError(f"checkpoint {path} does not match its model_config: {'; '.join(misfit)}")
-    return enc, record.export_facts(), ckpt
+    return enc, record.export_facts(), state
 
 
 #: the ``written_by`` entry of an exported safetensors file's metadata (what lets ``--overwrite`` replace it)
@@ -121,12 +122,12 @@ def export_encoder(
         check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
     else:
         check_replace_folder(out, inputs)
-    enc, facts, ckpt = _read(path, ckpt)
+    enc, facts, state = _read(path, ckpt)
     card = None
     if fmt == "timm-dir":
         from semmae.export.model_card import encoder_card
 
-        card = encoder_card(facts, ckpt, path, enc, repo=push_to_hub)
+        card = encoder_card(facts, state, path, enc, repo=push_to_hub)
     enc = {k: v.detach().contiguous().clone() for k, v in enc.items()}
     record = facts["record"]
     meta = {

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from semmae.models.timm_dir import PAPER, PAPER_ID
+
+if TYPE_CHECKING:
+    from semmae.models.checkpoint_schema import TrainState
 
 PACKAGE = "semmae"
 CITATION = """@inproceedings{li2022semmae,
@@ -152,7 +155,7 @@ def _kind(config: dict[str, Any], bootstrap: bool) -> str:
 
 def encoder_card(
     facts: dict[str, Any],
-    ckpt: dict[str, Any],
+    ckpt: TrainState,
     checkpoint: Path,
     weights: dict[str, Any],
     repo: str | None = None,
@@ -166,8 +169,8 @@ def encoder_card(
     architecture = facts["timm_architecture"]
     num_params = sum(v.numel() for v in weights.values())
 
-    config = ckpt.get("config") or {}
-    model_config = ckpt.get("model_config") or {}
+    config = ckpt.config or {}
+    model_config = ckpt.model_config or {}
     run = run_folder(checkpoint)
     bootstrap = model_config.get("trainer") == "bootstrap"
     verb = "semmae bootstrap" if bootstrap else "semmae pretrain"
@@ -201,7 +204,7 @@ def encoder_card(
         f"| parameters | {num_params / 1e6:.2f} M |",
         f"| image size | {record['img_size']} px ({facts['grid']}x{facts['grid']} patches), ImageNet mean/std |",
         f"| trained by | `{verb}`, {_fmt(config.get('epochs'))} epochs planned, "
-        f"{_fmt(ckpt.get('epoch'))} done ({_fmt(ckpt.get('step'))} optimiser steps) |",
+        f"{_fmt(ckpt.epoch)} done ({_fmt(ckpt.step)} optimiser steps) |",
         f"| training data | `{data}` |",
         f"| masking | {masking_line(config, model_config)} |",
     ]

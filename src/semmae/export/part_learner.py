@@ -68,7 +68,8 @@ def export_part_learner(
     check_replace_folder(out, {"--checkpoint": str(checkpoint)})
     encoder, model, ckpt = load_part_model(checkpoint, ckpt=ckpt)
     record, enc_sd = frozen_encoder_record(encoder)
-    source = ckpt["frozen_encoder"].get("checkpoint") or f"random-init {ckpt['frozen_encoder'].get('arch')}"
+    trained_with = ckpt.extra["frozen_encoder"]
+    source = trained_with.get("checkpoint") or f"random-init {trained_with.get('arch')}"
     enc_card = (
         f"# Frozen encoder of a SemMAE part learner\n\nThe ViT that the part learner in the parent folder runs on "
         f"(paper Sec. 3.1), exported from `{source}` at {record.img_size} px. It loads with "
@@ -85,16 +86,16 @@ def export_part_learner(
     spec = {
         "format": EXPORT_FORMAT,
         "version": EXPORT_VERSION,
-        "head": ckpt["head"],
+        "head": ckpt.extra["head"],
         "encoder": {
             "folder": ENCODER_DIR,
             "img_size": encoder.img_size,
             "feature_layer": encoder.feature_layer,
-            "trained_with": ckpt["frozen_encoder"],
+            "trained_with": trained_with,
         },
-        "config": ckpt.get("config", {}),
-        "epoch": ckpt.get("epoch"),
-        "metrics": ckpt.get("metrics", {}),
+        "config": ckpt.config if ckpt.config is not None else {},
+        "epoch": ckpt.epoch,
+        "metrics": ckpt.extra.get("metrics", {}),
     }
     atomic_write_text(out / "README.md", part_learner_card(spec, record, checkpoint))
     atomic_write_text(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")  # last: it marks the folder done

@@ -9,7 +9,7 @@ checkpoint's encoder, a random-init part encoder) go through.
 Supported layouts (auto-detected; ``LoadedEncoder.layout`` says which one was found):
 
 ========================  ==========================================================================================
-``semmae_pretrain``       this project's pretrain checkpoints: ``{"model": MAE state dict, "model_config": {...}}``
+``semmae_pretrain``       this project's pretrain / bootstrap checkpoints (:mod:`semmae.models.checkpoint_schema`)
 ``safetensors``           this project's exports (timm keys; optional metadata ``model_config`` as JSON)
 ``timm_dir``              a timm model folder (``config.json`` + ``model.safetensors``: ``semmae export``'s default,
                           a Hugging Face Hub download); sizes from the weights' record, else ``config.json``
@@ -28,8 +28,10 @@ once into the Hub / torch hub cache (:mod:`semmae.utils.remote`) and the cached 
 file, layout checks included. The known names are listed in docs/models.md.
 
 Architecture: this project's checkpoints and exports carry an encoder record
-(:class:`semmae.models.encoder_record.EncoderRecord`: their ``model_config``, or an ``encoder`` entry) and are built
-from it. Files without one (timm, iBOT, DINO, MAE releases) have it inferred from their weights
+(:class:`semmae.models.encoder_record.EncoderRecord`: the ``encoder`` entry of the checkpoint schema,
+:mod:`semmae.models.checkpoint_schema`, which upgrades older files; an export's metadata) and are built from it.
+Files without one (timm, iBOT, DINO, MAE releases: not checkpoints of that schema, read by this module's own
+adapters, :func:`read_checkpoint`) have it inferred from their weights
 (:meth:`EncoderRecord.from_state_dict`): embedding dim, patch size, input channels, depth, MLP ratio and qkv bias;
 the number of heads (not visible in the weights) comes from an explicit ``num_heads``, the release's ``args.model``
 / ``arch`` name, or the standard ViT table (192->3, 384->6, 768->12, 1024->16, ...). The position table is
@@ -58,15 +60,15 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState, is_step_checkpoint
 from semmae.models.encoder_record import (
     EncoderRecord,
-    _record_of,
-    checkpoint_record,
     encoder_prefix,
     encoder_state_dict,
     misfits,
     parse_arch,
     pos_grid,
+    record_of,
 )
 from semmae.models.init_schemes import resolve_init_scheme
 from semmae.models.mae_init import mae_init_
@@ -103,10 +105,10 @@ def read_checkpoint(path: str | Path) -> tuple[str, dict[str, torch.Tensor], dic
     if not isinstance(obj, dict):
         raise UserError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict of weights")
     hints: dict[str, Any] = {}
-    if isinstance(obj.get("model"), dict) and isinstance(obj.get("model_config"), dict):
-        record = checkpoint_record(obj, f"checkpoint {path}")
-        hints = {"record": record} if record else {"config": obj["model_config"]}
-        return "semmae_pretrain", obj["model"], hints
+    if is_step_checkpoint(obj):  # ours (:mod:`semmae.models.checkpoint_schema`); the rest are foreign layouts
+        state = TrainState.from_dict(obj, f"checkpoint {path}")
+        hints = {"record": state.encoder} if state.encoder else {"config": state.model_config}
+        return "semmae_pretrain", state.model, hints
     if "teacher" in obj or "student" in obj:
         which = "teacher" if _is_state_dict(obj.get("teacher")) else "student"
         sd = obj[which]
@@ -162,7 +164,7 @@ def _read_safetensors(path: Path) -> tuple[str, dict[str, torch.Tensor], dict[st
     else:
         keys = ("img_size", "patch_size", "embed_dim", "depth", "num_heads")
         config = {k: int(meta[k]) for k in keys if k in meta}
-    record = _record_of(config, hints.get("fg_keep"), f"checkpoint {path}")
+    record = record_of(config, hints.get("fg_keep"), f"checkpoint {path}")
     hints.update({"record": record} if record else {"config": config})
     if "arch" in meta:
         hints["arch"] = meta["arch"]

@@ -5,8 +5,9 @@ The record is what a timm ``VisionTransformer`` needs to be rebuilt (``img_size`
 ``depth``, ``num_heads``, ``mlp_ratio``, ``qkv_bias``, ``in_chans``, ``global_pool``) plus what the evaluations
 read about how it was trained (``name``, ``trainer``, ``fg_keep``). It travels as:
 
-* ``semmae pretrain`` / ``semmae bootstrap`` checkpoints: derived from their ``model_config`` dict
-  (:meth:`EncoderRecord.from_mae_config`; a checkpoint may also carry ``"encoder": record.to_dict()``);
+* every training checkpoint: ``"encoder": record.to_dict()``
+  (:class:`semmae.models.checkpoint_schema.TrainState`; older pretrain / bootstrap files: derived from their
+  ``model_config`` by its upgrade);
 * ``semmae export``: ``record.to_dict()`` as JSON in the safetensors metadata entry ``model_config``;
 * :func:`semmae.models.encoder_loading.load_encoder`: reads it back; only files that carry none (timm, iBOT,
   DINO, MAE releases) have it inferred from their weights (:meth:`EncoderRecord.from_state_dict`).
@@ -34,12 +35,12 @@ __all__ = [
     "RECORD_VERSION",
     "STANDARD_SIZES",
     "VIT_SIZES",
-    "checkpoint_record",
     "encoder_prefix",
     "encoder_state_dict",
     "misfits",
     "parse_arch",
     "pos_grid",
+    "record_of",
     "record_misfits",
 ]
 
@@ -373,34 +374,19 @@ class EncoderRecord:
         return record, source
 
 
-# ------------------------------------------------------------------------------ the record a checkpoint carries
-def _record_of(config: dict[str, Any], fg_keep: float | None, source: str) -> EncoderRecord | None:
-    """The record a ``model_config`` (or record dict) describes; None when it lacks the encoder sizes."""
+# ------------------------------------------------------------------------------ the record a config describes
+def record_of(config: Any, fg_keep: float | None, source: str) -> EncoderRecord | None:
+    """The record a ``model_config`` (or record dict, or ``VisionTransformer`` arguments) describes; None when it
+    lacks the encoder sizes (or is not a dict). A checkpoint's record:
+    :class:`semmae.models.checkpoint_schema.TrainState`."""
+    if not isinstance(config, dict):
+        return None
     if not EncoderRecord.is_record(config) and any(k not in config for k in EncoderRecord.REQUIRED_FIELDS):
         return None
     try:
         return EncoderRecord.from_mae_config(config, fg_keep)
     except UserError as e:
         raise UserError(f"{source}: {e}") from None
-
-
-def checkpoint_record(ckpt: dict[str, Any], source: str = "checkpoint") -> EncoderRecord | None:
-    """The encoder record a checkpoint of this project carries, None when it tells no sizes.
-
-    Read, in order: an ``encoder`` entry that is a record (``semmae pretrain`` / ``bootstrap``); the
-    ``VisionTransformer`` arguments ``encoder["spec"]`` (``semmae segment train``) or ``encoder_spec``
-    (``semmae finetune``'s ``best.pth``); a ``model_config`` (pretrain / bootstrap, with ``config["fg_keep"]``).
-    """
-    entry = ckpt.get("encoder")
-    if EncoderRecord.is_record(entry):
-        return _record_of(entry, None, source)
-    spec = entry.get("spec") if isinstance(entry, dict) else ckpt.get("encoder_spec")
-    if isinstance(spec, dict):
-        return _record_of(spec, None, source)
-    config = ckpt.get("config")
-    fg_keep = config.get("fg_keep") if isinstance(config, dict) else None
-    fg_keep = float(fg_keep) if isinstance(fg_keep, (int, float)) else None  # patch-8 SemMAE's kept fraction
-    return _record_of(dict(ckpt.get("model_config") or {}), fg_keep, source)
 
 
 # ------------------------------------------------------------------------- weights against their record

@@ -107,8 +107,8 @@ def _export_parts(cfg: PartsExportConfig) -> PartCache:
             "checkpoint": str(Path(cfg.checkpoint).resolve()),
             # the spec names a timm arch only for random-init encoders; record what was really used
             "encoder": {
-                **ckpt["frozen_encoder"],
-                **({"arch": None} if ckpt["frozen_encoder"].get("checkpoint") else {}),
+                **ckpt.extra["frozen_encoder"],
+                **({"arch": None} if ckpt.extra["frozen_encoder"].get("checkpoint") else {}),
             },
             "softmax_over": model.spec.softmax_over,
         }

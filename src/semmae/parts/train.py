@@ -28,12 +28,13 @@ from semmae.engine.schedule import cosine_schedule
 from semmae.engine.termination import replayed
 from semmae.engine.trainer import EpochTrainer, run_epoch_stage
 from semmae.errors import UserError
+from semmae.models.checkpoint_schema import TrainState
+from semmae.models.encoder_record import EncoderRecord
 from semmae.parts.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
     FORMAT_VERSION,
     spec_dict,
-    upgrade_part_checkpoint,
 )
 from semmae.parts.config import PartsTrainConfig
 from semmae.parts.diagnostics import collapse_verdict, part_usage
@@ -130,7 +131,7 @@ class PartTrainer(EpochTrainer):
         cfg, info, device = self.cfg, self.dist, self.device
         if self.resumed is not None:
             # a field an older checkpoint does not record had its default then (e.g. similarity = "dot")
-            old = {**config_to_dict(PartsTrainConfig()), **self.resumed["config"]}
+            old = {**config_to_dict(PartsTrainConfig()), **(self.resumed.config or {})}
             changed = [k for k in _MODEL_FIELDS if old.get(k) != config_to_dict(cfg).get(k)]
             if changed:
                 raise UserError(
@@ -143,7 +144,7 @@ class PartTrainer(EpochTrainer):
             img_size=cfg.img_size,
             feature_layer=cfg.feature_layer,
         )
-        state = self.resumed.get("encoder_state") if self.resumed is not None else None
+        state = self.resumed.extra.get("encoder_state") if self.resumed is not None else None
         encoder = build_encoder(self.enc_spec, state).to(device)
         self.encoder_state = (
             None if cfg.encoder_checkpoint else {k: v.cpu() for k, v in encoder.vit.state_dict().items()}
@@ -201,7 +202,7 @@ class PartTrainer(EpochTrainer):
             after_warmup=False,
         )
         self.means: dict[str, float] | None = None
-        self.usage = self.resumed.get("diagnostics") if self.resumed is not None else None
+        self.usage = self.resumed.extra.get("diagnostics") if self.resumed is not None else None
 
     def epoch_batches(self, epoch: int, start: int, rng: dict | None):
         return self.batches.epoch(epoch, start, rng)
@@ -226,7 +227,7 @@ class PartTrainer(EpochTrainer):
         return f"part loss became non-finite at step {step}; {self.kept()} (try a lower --lr)"
 
     # ------------------------------------------------------------------------------------------ checkpoints
-    def encoder_record(self) -> dict | None:
+    def encoder_record(self) -> EncoderRecord | None:
         return self.record
 
     def checkpoint_extras(self) -> dict:
@@ -240,18 +241,15 @@ class PartTrainer(EpochTrainer):
             "diagnostics": self.usage,
         }
 
-    def load_model_state(self, path: Path, ckpt: dict) -> None:
+    def load_model_state(self, path: Path, ckpt: TrainState) -> None:
         load_states(path, ckpt, model=self.model_core)
-        self.means = ckpt.get("metrics")
+        self.means = ckpt.extra.get("metrics")
 
-    def load_optimizer_state(self, path: Path, ckpt: dict) -> None:
+    def load_optimizer_state(self, path: Path, ckpt: TrainState) -> None:
         try:
-            load_optimizer_state(self.optimizer, ckpt["optimizer"])
-        except ValueError:
+            load_optimizer_state(self.optimizer, ckpt.optimizer)
+        except (ValueError, TypeError):
             load_states(path, ckpt, optimizer=self.optimizer)  # the one-line message of a misfit
-
-    def upgrade_checkpoint(self, ckpt: dict) -> dict | None:
-        return upgrade_part_checkpoint(ckpt)
 
     # ---------------------------------------------------------------------------------------------- the run
     def begin_run(self) -> None:
@@ -296,13 +294,13 @@ class PartTrainer(EpochTrainer):
         return self.ckpts.path_for(self.step)
 
 
-def _record_of(encoder: FrozenEncoder) -> dict | None:
+def _record_of(encoder: FrozenEncoder) -> EncoderRecord | None:
     """The frozen encoder's record (:func:`semmae.parts.encoder.frozen_encoder_record`), None for a ViT that is
     not a plain timm one."""
     from semmae.parts.encoder import frozen_encoder_record
 
     try:
-        return frozen_encoder_record(encoder)[0].to_dict()
+        return frozen_encoder_record(encoder)[0]
     except UserError:
         return None
 

@@ -35,7 +35,8 @@ from semmae.eval.segmentation.metrics import ConfusionMatrix, format_table
 from semmae.eval.segmentation.segmentor import Segmentor, segmentation_loss
 from semmae.eval.segmentation.transforms import EvalTransform, TrainTransform, denormalize
 from semmae.eval.segmentation.visualize import colorize, save_comparison
-from semmae.models.encoder_loading import LoadedEncoder, checkpoint_record, encoder_from_record, load_encoder
+from semmae.models.checkpoint_schema import TrainState, read_train_state
+from semmae.models.encoder_loading import LoadedEncoder, encoder_from_record, load_encoder
 from semmae.models.encoder_record import EncoderRecord
 from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
 from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
@@ -287,8 +288,8 @@ class SegmentTrainer(EpochTrainer):
     def stop_place(self, steps: int | None) -> str:
         return f"iteration {self.step}"
 
-    def encoder_record(self) -> dict:
-        return self.loaded.record.to_dict()
+    def encoder_record(self) -> EncoderRecord:
+        return self.loaded.record
 
     def checkpoint_extras(self) -> dict:
         return {
@@ -332,15 +333,15 @@ class SegmentTrainer(EpochTrainer):
         out, it = Path(self.cfg.out), self.step
         encoder = {"spec": self.loaded.record.arch(), **self.encoder_source}
         if self.is_main:  # the final segmentor (what `segment eval` reads), beside the last training state
-            final = {
-                "kind": self.kind,
-                "config": config_to_dict(self.cfg),
-                "encoder": self.encoder_record(),
-                **self.checkpoint_extras(),
-                "model": self.model_core.state_dict(),
-                "step": it,
-            }
-            atomic_torch_save(final, out / FINAL_NAME)
+            final = TrainState(
+                kind=self.kind,
+                config=config_to_dict(self.cfg),
+                encoder=self.encoder_record(),
+                model=self.model_core.state_dict(),
+                step=it,
+                extra=self.checkpoint_extras(),
+            )
+            atomic_torch_save(final.to_dict(), out / FINAL_NAME)
         self.checkpoint()
         extra = {"iteration": it, "split": "val", "data": str(self.source.root), "encoder": encoder}
         results = report(out, metrics, rows, extra, self.is_main)
@@ -355,27 +356,29 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
         device = resolve_device(cfg.device, dist_info)
         seed_everything(cfg.seed, dist_info.rank)
         path = checkpoint_file(cfg.checkpoint)
-        ckpt = load_checkpoint(path)
-        if not isinstance(ckpt, dict) or "config" not in ckpt or "encoder" not in ckpt:
+        raw = load_checkpoint(path)
+        if not isinstance(raw, dict):
             raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
-        values = dict(ckpt["config"])
+        ckpt = read_train_state(raw, source=str(path))
+        if ckpt.config is None or ckpt.encoder is None and "encoder_source" not in ckpt.extra:
+            raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
+        values = dict(ckpt.config)
         values.update({k: getattr(cfg, k) for k in INHERITED_FIELDS if getattr(cfg, k) is not None})
         train_cfg = build_config(SegmentTrainConfig, values, source=f"checkpoint {path} config")
         source = source_of(train_cfg)
-        if source.num_classes != ckpt["num_classes"]:
+        if source.num_classes != ckpt.extra["num_classes"]:
             raise UserError(
                 f"{cfg.data or train_cfg.data} has {source.num_classes} classes but the checkpoint "
-                f"predicts {ckpt['num_classes']}"
+                f"predicts {ckpt.extra['num_classes']}"
             )
-        record = checkpoint_record(ckpt, f"checkpoint {path}")
+        record = ckpt.encoder
         if record is None:
             raise UserError(f"{path} does not describe its encoder (no encoder spec)")
         model, _ = build_segmentor(train_cfg, source.num_classes, record)
-        # where the encoder came from: ``encoder_source`` of the one layout, the rest of ``encoder`` before it
-        origin = ckpt.get("encoder_source") or {k: v for k, v in ckpt["encoder"].items() if k != "spec"}
-        encoder = {"spec": record.arch(), **origin}
+        # where the encoder came from (the rest of the old ``encoder`` entry: :func:`upgrade`)
+        encoder = {"spec": record.arch(), **(ckpt.extra.get("encoder_source") or {})}
         try:
-            model.load_state_dict(ckpt["model"])
+            model.load_state_dict(ckpt.model)
         except RuntimeError as e:
             raise UserError(f"{path} does not fit the model it describes: {mismatch(e)}") from None
         model.to(device)
@@ -396,7 +399,7 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
             cfg.num_vis,
             cfg.num_workers,
         )
-        it = int(ckpt.get("step", ckpt.get("iteration", 0)))
+        it = int(ckpt.step if ckpt.step is not None else ckpt.extra.get("iteration", 0))
         logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
         logger.close()
         extra = {"iteration": it, "split": "val", "data": str(source.root), "checkpoint": str(path)}
