@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Made by `python benchmarks/isa_drift.py --config {args.config} --steps {args.steps}"
         + (f" --masking {' '.join(m for m in args.masking if m)}" if any(args.masking) else "")
+        + (f" --capabilities {' '.join(args.capabilities)}" if args.capabilities else "")
         + f"` on a machine whose kernels are `{own}`; each run a fresh process, losses compared with `{caps[0]}`'s.",
         "",
         "| masking | kernels | first logged step whose loss differs | largest loss difference "
