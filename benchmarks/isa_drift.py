@@ -32,16 +32,27 @@ def machine_capability() -> str:
     return torch.backends.cpu.get_cpu_capability().lower()
 
 
+#: the child: ``semmae pretrain``'s typed config from the run's config.yaml and the overrides, run in-process there
+#: (a fresh interpreter, because torch reads ATEN_CPU_CAPABILITY once, at import)
+CHILD = """
+import json, sys
+from semmae.cli import run_stage, stage_config
+spec = json.loads(sys.argv[1])
+run_stage("pretrain", stage_config("pretrain", preset=spec.pop("preset"), **spec))
+"""
+
+
 def train(
     config: Path, out: Path, steps: int, capability: str, masking: str | None
 ) -> list[tuple[int, float]]:
-    """``semmae pretrain --config CONFIG --max-steps STEPS`` in a fresh process on ``capability``'s kernels;
+    """The run of ``config`` (a config.yaml) for ``steps`` steps in a fresh process on ``capability``'s kernels;
     the ``(step, loss)`` pairs of its log."""
     env = {**os.environ, "ATEN_CPU_CAPABILITY": capability, "PYTHONPATH": str(ROOT / "src")}
-    argv = [sys.executable, "-m", "semmae.cli", "pretrain", "--config", str(config), "--out", str(out)]
-    argv += ["--max-steps", str(steps), "--logger", "none"]
-    argv += ["--masking", masking] if masking else []
-    done = subprocess.run(argv, env=env, capture_output=True, text=True)
+    spec = {"preset": str(config), "out": str(out), "max_steps": steps, "logger": "none"}
+    spec |= {"masking": masking} if masking else {}
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, json.dumps(spec)], env=env, capture_output=True, text=True
+    )
     if done.returncode != 0:
         raise SystemExit(f"isa_drift: the run on {capability} failed:\n{done.stderr.strip()[-2000:]}")
     rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.strip()]
@@ -72,12 +83,10 @@ def weight_difference(a: Path, b: Path) -> float:
 
 def smoke_config(work: Path) -> Path:
     """A tiny run's config: 10 generated images at 32 px, a 1-block ViT at patch 8."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    from semmae.cli import run_stage, stage_config
+
     data = work / "data"
-    argv = [sys.executable, "-m", "semmae.cli", "data", "synth", "--out", str(data), "--num-images", "10"]
-    done = subprocess.run([*argv, "--size", "32"], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"isa_drift: data synth failed: {done.stderr.strip()}")
+    run_stage("data synth", stage_config("data synth", out=str(data), num_images=10, size=32))
     config = work / "config.yaml"
     config.write_text(
         f"data: {data / 'train' if (data / 'train').is_dir() else data}\nimg_size: 32\nmodel: mae_vit_tiny_patch8\n"
