@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _campaign_plans import write_smoke_plan
 
 from semmae.errors import UserError
 from semmae.eval.paired import paired_stats
@@ -31,24 +32,8 @@ VERDICT_WORDS = ("well-powered", "null", "helps", "hurts", "inconclusive", "repr
 
 
 def write_plan(path: Path, **over) -> Path:
-    budget = yaml.safe_load((BENCH / "repro_presets" / "smoke.yaml").read_text())
-    budget.pop("seeds")
-    plan = {
-        "name": "cap",
-        "question": "does the cap help?",
-        "budget": budget,
-        "data": {"kind": "synth", "num_images": 30, "size": 32},
-        "arms": ARMS,
-        "baseline": "mae",
-        "contrasts": CONTRASTS,
-        "seeds": 6,
-        "primary": "logreg_top1",
-        "secondary": ["knn_top1"],
-        "margin": 1.0,
-        **over,
-    }
-    path.write_text(yaml.safe_dump(plan))
-    return path
+    fields = {"name": "cap", "question": "does the cap help?", "arms": ARMS, "baseline": "mae"}
+    return write_smoke_plan(path, **{**fields, "contrasts": CONTRASTS, "seeds": 6, **over})
 
 
 def campaign(plan_path: Path, root: Path) -> Campaign:

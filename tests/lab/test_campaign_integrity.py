@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from _campaign_plans import write_smoke_plan
 
 from semmae_lab.campaign import (
     BINDING_NAME,
@@ -41,23 +42,9 @@ cli = _load_cli()
 
 
 def write_plan(path: Path, **over) -> Path:
-    budget = yaml.safe_load((BENCH / "repro_presets" / "smoke.yaml").read_text())
-    budget.pop("seeds")
-    plan = {
-        "name": "tiny",
-        "question": "does b help?",
-        "budget": budget,
-        "data": {"kind": "synth", "num_images": 30, "size": 32},
-        "arms": [{"key": "mae", "masking": "random"}, {"key": "b", "masking": "adaptive", "gamma": 2.0}],
-        "baseline": "mae",
-        "seeds": SEEDS,
-        "primary": "logreg_top1",
-        "secondary": ["knn_top1"],
-        "margin": 1.0,
-        **over,
-    }
-    path.write_text(yaml.safe_dump(plan))
-    return path
+    arms = [{"key": "mae", "masking": "random"}, {"key": "b", "masking": "adaptive", "gamma": 2.0}]
+    fields = {"name": "tiny", "question": "does b help?", "arms": arms, "baseline": "mae", "seeds": SEEDS}
+    return write_smoke_plan(path, **{**fields, **over})
 
 
 def campaign(plan_path: Path, root: Path, work: str = "work", out: str = "out") -> Campaign:
