@@ -1,9 +1,9 @@
 """One ``semmae bootstrap`` optimiser step on a held synthetic batch: images per second, median over repeats.
 
 A step = masks + teacher + student (2 global + n local crops) + both losses and centre updates
-(``Bootstrapper.losses``) + backward + gradient clipping + AdamW + the teacher's EMA update: what the trainer does
+(``Bootstrapper.forward``) + backward + gradient clipping + AdamW + the teacher's EMA update: what the trainer does
 per step without the data loader. The trainer is built from a preset (default ``bootstrap/tiny_cpu``: tiny ViT,
-8 x 8 grid at 64 px, 4 local crops, 1024 prototypes, batch 32) without data; fp32 on the CPU, the preset's
+8 x 8 grid at 64 px, 4 local crops, 1024 prototypes, batch 32) on a few noise images; fp32 on the CPU, the preset's
 precision elsewhere. Each repeat is one block of ``--steps`` steps; blocks of several processes (e.g. before /
 after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the caller.
 
@@ -12,8 +12,8 @@ after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the 
 ``--smoke`` (the test suite's): the preset shrunk by :data:`SMOKE` (one block, 32 px, batch 2, a small head), one
 block of one step on the CPU.
 
-The trainer's step is its own (``Bootstrapper.step_at``), but :func:`stub_trainer` re-writes the model half of
-``Bootstrapper.build`` (through ``__new__``) to skip the data; a change to ``build`` must be mirrored there.
+The trainer and its step are the library's (:func:`held_trainer`: ``Bootstrapper`` built by ``open_trainer`` on a
+few noise images; ``Bootstrapper.step_at``).
 """
 
 from __future__ import annotations
@@ -21,50 +21,47 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import tempfile
+from pathlib import Path
 
 import torch
 
 from semmae_lab.timing import step_times
 
 
-def stub_trainer(cfg, device: torch.device):
-    """A :class:`~semmae.bootstrap.train.Bootstrapper` with models, centres and schedules but no data, run
-    folder or loader (``build``'s model half, 100 steps long)."""
-    from semmae.bootstrap.loss import Centering
-    from semmae.bootstrap.model import Student, teacher_from_student
-    from semmae.bootstrap.train import Bootstrapper
-    from semmae.engine.optim import build_optimizer
-    from semmae.engine.precision import resolve_precision
-    from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
-    from semmae.engine.step_trainer import plan_run
-    from semmae.utils.distributed import DistInfo
+def held_trainer(cfg, device: torch.device, folder: Path):
+    """A :class:`~semmae.bootstrap.train.Bootstrapper` built by the library (:func:`~semmae.engine.trainer.open_trainer`:
+    ``build`` and the loop's set-up, nothing copied) on ``cfg.batch_size`` noise images written under ``folder``,
+    100 steps long (one step an epoch, so the schedules span the steps :func:`run` wraps around)."""
+    import dataclasses
 
-    t = Bootstrapper.__new__(Bootstrapper)
-    t.cfg, t.device = cfg, device
-    t.dist, t.plan = DistInfo(), plan_run(cfg, 1, cfg.batch_size * 100)  # one rank, 100 steps
-    t.precision = resolve_precision(cfg.precision, device)
-    t.preflight()
-    t.head_args = dict(
-        out_dim=cfg.out_dim,
-        hidden_dim=cfg.head_hidden_dim,
-        bottleneck_dim=cfg.head_bottleneck_dim,
-        norm_last_layer=cfg.norm_last_layer,
+    import numpy as np
+    from PIL import Image
+
+    from semmae.bootstrap.train import Bootstrapper
+    from semmae.engine.trainer import open_trainer
+
+    images = folder / "data" / "noise"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(cfg.batch_size):
+        Image.fromarray(rng.integers(0, 256, (cfg.img_size, cfg.img_size, 3), dtype=np.uint8)).save(
+            images / f"{i}.png"
+        )
+    cfg = dataclasses.replace(
+        cfg,
+        data=str(folder / "data"),
+        out=str(folder / "run"),
+        device=str(device),
+        epochs=100,
+        accum_iter=1,
+        global_batch=None,
+        num_workers=0,
+        eval_every=0,
+        progress=False,
     )
-    t.use_masks = cfg.ibot and cfg.patch_weight > 0
-    torch.manual_seed(cfg.seed)
-    student = Student(t.spec, t.head_args, cfg.drop_path, masked_embed=t.use_masks)
-    t.teacher = teacher_from_student(student, t.spec, t.head_args).to(device)
-    t.model = t.model_core = student.to(device)
-    t.cls_center = Centering(cfg.out_dim, cfg.center_momentum).to(device)
-    t.patch_center = Centering(cfg.out_dim, cfg.center_momentum).to(device)
-    t.temp_schedule = warmup_constant_schedule(cfg.warmup_teacher_temp, cfg.teacher_temp, 100, 30)
-    t.momentum_schedule = cosine_schedule(cfg.momentum, 1.0, 100)
-    t.lr_schedule, t.wd_schedule = cosine_schedule(1e-4, 1e-6, 100), None
-    t.freeze_last_steps, t._freeze_last = 0, False
-    t.mask_gen = torch.Generator(device=device)
-    t.optimizer = build_optimizer(student, 1e-4, cfg.weight_decay, tuple(cfg.betas))
-    t.init_step_tools()  # the loss scaler and the non-finite watch, as the trainer builds them
-    return t
+    cfg.validate()
+    return open_trainer(Bootstrapper, cfg)
 
 
 def synthetic_batch(cfg, batch_size: int, device: torch.device) -> dict:
@@ -108,7 +105,10 @@ def run(
     if dev.type == "cpu":
         values["precision"] = "fp32"
     cfg = BootstrapConfig(**values)
-    t = stub_trainer(cfg, dev)
+    with tempfile.TemporaryDirectory() as tmp:
+        t = held_trainer(cfg, dev, Path(tmp))
+        t.logger.close()  # the steps are timed outside a run: nothing more is written into its folder
+        t.run_dir.release()
     batch = synthetic_batch(cfg, cfg.batch_size, dev)
 
     def step(i: int) -> None:  # the trainer's own step: losses, backward, clip, AdamW, the teacher's EMA

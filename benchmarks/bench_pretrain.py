@@ -37,6 +37,7 @@ from pathlib import Path
 
 from semmae.engine.pretrain import Pretrainer
 from semmae.engine.progress import memory_mb
+from semmae.engine.trainer import open_trainer
 from semmae_lab.bench import bench_config, held_step_times
 from semmae_lab.results_table import row
 from semmae_lab.timing import logged, logged_rate
@@ -140,7 +141,7 @@ def _cpu_run(data: Path, sizes: dict, workers: str) -> dict:
         model = dict(depth=sizes["depth"], decoder_depth=sizes["decoder_depth"])
         run = dict(max_steps=sizes["steps"], batch_size=sizes["batch"], log_every=sizes["log_every"])
         cfg = bench_config(data, tmp, sizes["model"], sizes["img"], **model, **run, num_workers=workers)
-        trainer = Pretrainer(cfg)
+        trainer = open_trainer(Pretrainer, cfg)
         warmup = 1 if sizes["n_step"] < 2 else 3
         batch, before = step_times(trainer, sizes["n_step"], warmup)
         trainer.run()

@@ -12,6 +12,7 @@ import torch
 
 from semmae.engine.config import PretrainConfig
 from semmae.engine.pretrain import Pretrainer
+from semmae.engine.trainer import open_trainer
 from semmae_lab.timing import step_times
 
 #: a measured run draws no figures, keeps one checkpoint, shows no progress bar and logs to log.jsonl only
@@ -48,7 +49,7 @@ def bench_trainer(cfg: PretrainConfig, masking: str | None = None) -> Pretrainer
     part cache; the held batch then brings synthetic part ids, :func:`held_batch`)."""
     from semmae.masking import build_masking
 
-    trainer = Pretrainer(cfg)
+    trainer = open_trainer(Pretrainer, cfg)
     if masking is not None:
         trainer.strategy = build_masking(masking, mask_ratio=cfg.mask_ratio, gamma=cfg.gamma)
     return trainer

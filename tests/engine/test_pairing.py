@@ -88,15 +88,16 @@ def assert_paired(a: Trace, b: Trace, steps=STEPS) -> None:
 def _tracing(mp: pytest.MonkeyPatch) -> dict[str, Trace]:
     """Record every in-process pretrain (while ``mp`` holds) into ``{run folder: Trace}``."""
     runs: dict[str, Trace] = {}
-    build, losses = Pretrainer.build, Pretrainer.losses
+    build, forward = Pretrainer.build, Pretrainer.forward
 
     def traced_build(self):
         build(self)
         weights = self.model_core.state_dict().values()
         runs.setdefault(str(self.cfg.out), Trace()).init.append(_digest(*weights))
 
-    def traced_losses(self, batch, step, shard):
-        out = losses(self, batch, step, shard)
+    def traced_forward(self, batch):
+        out = forward(self, batch)
+        step, shard = self.step, self.shard
         trace = runs[str(self.cfg.out)]
         assert (step, shard) not in trace.batches  # each micro-batch is trained once, resumed or not
         inputs = (batch["image"], torch.as_tensor(batch["index"]), torch.as_tensor(batch["label"]))
@@ -105,7 +106,7 @@ def _tracing(mp: pytest.MonkeyPatch) -> dict[str, Trace]:
         return out
 
     mp.setattr(Pretrainer, "build", traced_build)
-    mp.setattr(Pretrainer, "losses", traced_losses)
+    mp.setattr(Pretrainer, "forward", traced_forward)
     return runs
 
 

@@ -161,7 +161,7 @@ def test_internal_error_is_one_line_with_the_traceback_in_the_run_folder(
     def bug(self):
         raise ZeroDivisionError("a bug")
 
-    monkeypatch.setattr(engine.Pretrainer, "run", bug)
+    monkeypatch.setattr(engine.Pretrainer, "begin_run", bug)  # inside the run, its folder started
     out = tmp_path / "run"
     assert main(micro_args(engine_images, out, *FAST)) == 1
     err = _one_line_error(capsys, "internal error: ZeroDivisionError: a bug", str(out / "error.log"))

@@ -157,3 +157,64 @@ def test_a_part_checkpoint_from_before_the_layout_still_resumes_and_reads(tmp_pa
     assert read_part_checkpoint(path).extra["frozen_encoder"] == spec
     with pytest.raises(UserError, match="not a `semmae finetune` checkpoint"):
         read_stage_checkpoint(path, "finetune")
+
+
+# ---------------------------------------------------------------------------------------- one loop skeleton (41)
+def _stages():
+    from semmae.bootstrap.train import Bootstrapper
+    from semmae.engine.pretrain import Pretrainer
+    from semmae.eval.finetune import Finetuner
+    from semmae.eval.linprobe import FullProbe
+    from semmae.eval.segmentation.engine import SegmentTrainer
+    from semmae.parts.train import PartTrainer
+
+    return [Pretrainer, Bootstrapper, PartTrainer, Finetuner, FullProbe, SegmentTrainer]
+
+
+def test_the_trainer_owns_run_resume_checkpoint_and_stop():
+    import inspect
+
+    from semmae.engine.epoch_trainer import EpochTrainer
+    from semmae.engine.step_trainer import StepTrainer
+
+    owned = ("run", "setup", "agreed_resume", "_load", "checkpoint", "stop", "train_step", "check_finite")
+    for cls in (StepTrainer, EpochTrainer, *_stages()):
+        assert not [name for name in owned if name in vars(cls)], cls
+    # the loops differ only in how they iterate: what each defines beyond the trainer's hooks is its own iteration
+    loop_hooks = {
+        "checkpoint_manager",
+        "setup_loop",
+        "steps_to_run",
+        "train_epoch",
+        "position",
+        "restore_position",
+    }
+    for loop, own in (
+        (StepTrainer, {"loader_items", "prepare", "log_extras", "describe", "online_knn"}),
+        (EpochTrainer, {"epoch_batches", "loader_rng", "set_loader_rng", "steps_in_epoch"}),
+    ):
+        public = {n for n, v in vars(loop).items() if inspect.isfunction(v) and not n.startswith("_")}
+        assert public - own - loop_hooks <= set(vars(Trainer)), (
+            loop,
+            public - own - loop_hooks - set(vars(Trainer)),
+        )
+
+
+def test_every_stage_spells_the_hooks_as_the_trainer_does():
+    import inspect
+
+    hooks = [
+        n
+        for n, v in vars(Trainer).items()
+        if inspect.isfunction(v) and not n.startswith("_") and n != "__init__"
+    ]
+    checked = 0
+    for stage in _stages():
+        for name in hooks:
+            if name in vars(stage):
+                ours = list(inspect.signature(getattr(Trainer, name)).parameters)
+                theirs = list(inspect.signature(vars(stage)[name]).parameters)
+                assert theirs == ours, f"{stage.__name__}.{name}{theirs} vs Trainer.{name}{ours}"
+                checked += 1
+        assert not hasattr(stage, "losses"), stage  # the step stages' old hook name: one vocabulary
+    assert checked >= 20  # forward, epoch_end, explain, model_state ... across the six stages

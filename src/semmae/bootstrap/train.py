@@ -26,7 +26,8 @@ from semmae.bootstrap.views import MultiCropTransform, random_patch_masks
 from semmae.engine.checkpoint import mismatch
 from semmae.engine.optim import build_optimizer
 from semmae.engine.schedule import cosine_schedule, warmup_constant_schedule
-from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
+from semmae.engine.step_trainer import StepTrainer, plan_run
+from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import EncoderRecord
@@ -43,17 +44,15 @@ class Bootstrapper(StepTrainer):
     checkpoint_note = "encoder checkpoint {checkpoint} (use it as --encoder-checkpoint / --checkpoint)"
     loss_keys = ("loss", "cls", "patch")
 
-    def preflight(self) -> None:
-        cfg = self.cfg
-        self.spec = backbone_spec(cfg.model, cfg.img_size, **cfg.encoder_overrides())  # fail fast
-        patch = self.spec["patch_size"]
-        if cfg.local_size % patch:
-            raise UserError(f"--local-size {cfg.local_size} is not a multiple of the patch size {patch}")
+    @classmethod
+    def preflight(cls, cfg: BootstrapConfig) -> None:
+        checked_spec(cfg)  # fail fast
 
     def build(self) -> None:
         from semmae.data.folder import ImageFolderDataset
 
         cfg = self.cfg
+        self.spec = checked_spec(cfg)
         self.dataset = ImageFolderDataset(
             cfg.data,
             transform=MultiCropTransform(
@@ -139,9 +138,9 @@ class Bootstrapper(StepTrainer):
         # the weight decay follows self.wd_schedule (set by the trainer with the learning rate)
         self._freeze_last = step < self.freeze_last_steps
 
-    def losses(self, batch: dict[str, Any], step: int, shard: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """``{"loss", "cls", "patch"}`` of one micro-batch; updates the centres with the teacher's outputs."""
-        cfg, dev = self.cfg, self.device
+        cfg, dev, step, shard = self.cfg, self.device, self.step, self.shard
         views = batch["image"]
         g = views["global"].to(dev, non_blocking=True)  # [B, 2, 3, S, S]
         b = g.shape[0]
@@ -203,10 +202,19 @@ class Bootstrapper(StepTrainer):
 
     def epoch_end(self, epoch: int) -> None:
         """The online kNN evaluates the teacher (the encoder this stage hands on)."""
-        if self.cfg.eval_every and epoch % self.cfg.eval_every == 0:
-            self.online_knn(self.teacher, epoch)
+        if self.cfg.eval_every and (epoch + 1) % self.cfg.eval_every == 0:
+            self.online_knn(self.teacher, epoch + 1)
+
+
+def checked_spec(cfg: BootstrapConfig) -> dict[str, Any]:
+    """The backbone's spec; a UserError when ``--local-size`` is not a multiple of its patch size."""
+    spec = backbone_spec(cfg.model, cfg.img_size, **cfg.encoder_overrides())
+    patch = spec["patch_size"]
+    if cfg.local_size % patch:
+        raise UserError(f"--local-size {cfg.local_size} is not a multiple of the patch size {patch}")
+    return spec
 
 
 def bootstrap(cfg: BootstrapConfig) -> dict[str, Any]:
     """Run ``semmae bootstrap`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
-    return run_stage(Bootstrapper, cfg)
+    return run_trainer(Bootstrapper, cfg)

@@ -20,7 +20,8 @@ from semmae.engine.checkpoint import mismatch
 from semmae.engine.config import PART_FREE_HINT, PretrainConfig
 from semmae.engine.optim import build_optimizer
 from semmae.engine.schedule import cosine_schedule, progress
-from semmae.engine.step_trainer import StepTrainer, plan_run, run_stage
+from semmae.engine.step_trainer import StepTrainer, plan_run
+from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import EncoderRecord
@@ -72,19 +73,16 @@ class Pretrainer(StepTrainer):
 
     verb = "pretrain"
 
-    def preflight(self) -> None:
-        from semmae.data.packed import is_pack, read_pack_manifest
-
-        cfg = self.cfg
-        self.packed = is_pack(cfg.data)
-        has_parts = bool(read_pack_manifest(cfg.data).get("parts")) if self.packed else None
-        self.strategy = build_strategy(cfg, has_parts)  # fail fast, before touching data
+    @classmethod
+    def preflight(cls, cfg: PretrainConfig) -> None:
+        data_and_masking(cfg)  # fail fast, before touching data
 
     def build(self) -> None:
         from semmae.data.pretrain_dataset import PartImageDataset
         from semmae.models import create_model
 
         cfg = self.cfg
+        self.packed, self.strategy = data_and_masking(cfg)
         seed_everything(cfg.seed, 0)  # identical initial weights on every rank
         self.overrides = cfg.model_overrides()
         try:
@@ -231,12 +229,13 @@ class Pretrainer(StepTrainer):
             out = self.model(imgs, mask, keep_index=keep_index, num_masked=n_mask)
         return out, mask, keep_index
 
-    def losses(self, batch: dict, step: int, shard: int) -> dict[str, torch.Tensor]:
+    def forward(self, batch: dict) -> dict[str, torch.Tensor]:
         dev = self.device
         imgs = batch["image"].to(dev, non_blocking=True)
         part_ids = batch["part_ids"].to(dev, non_blocking=True) if "part_ids" in batch else None
         fg = batch["fg"].to(dev, non_blocking=True) if "fg" in batch else None
-        out, mask, keep_index = self.forward_step(imgs, part_ids, fg, self.draws(imgs.shape[0], step, shard))
+        draws = self.draws(imgs.shape[0], self.step, self.shard)
+        out, mask, keep_index = self.forward_step(imgs, part_ids, fg, draws)
         self._last_vis = (imgs, mask, out, part_ids, keep_index)
         return {"loss": out["loss"].float()}
 
@@ -245,10 +244,11 @@ class Pretrainer(StepTrainer):
         return {"alpha": self.strategy.alpha(done), "progress": done}
 
     def epoch_end(self, epoch: int) -> None:
-        """After epoch ``epoch`` (1-based count of finished epochs): panel and online kNN every K epochs."""
+        """After epoch ``epoch`` (0-based): panel and online kNN every K epochs (named by finished epochs)."""
         cfg = self.cfg
-        if cfg.vis_every and epoch % cfg.vis_every == 0 and self.is_main and self._last_vis is not None:
-            self._write_panel(epoch)
+        done = epoch + 1
+        if cfg.vis_every and done % cfg.vis_every == 0 and self.is_main and self._last_vis is not None:
+            self._write_panel(done)
         super().epoch_end(epoch)
 
     def _write_panel(self, epoch: int) -> None:
@@ -270,6 +270,16 @@ class Pretrainer(StepTrainer):
         self.logger.add_image("reconstruction", torch.from_numpy(panel).permute(2, 0, 1), self.step)
 
 
+def data_and_masking(cfg: PretrainConfig) -> tuple[bool, Any]:
+    """(whether ``--data`` is a pack, the masking strategy): a UserError when the masking needs part cells the data
+    has not."""
+    from semmae.data.packed import is_pack, read_pack_manifest
+
+    packed = is_pack(cfg.data)
+    has_parts = bool(read_pack_manifest(cfg.data).get("parts")) if packed else None
+    return packed, build_strategy(cfg, has_parts)
+
+
 def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     """Run ``semmae pretrain`` with a resolved config; returns ``{"step", "loss", "out", "checkpoint"}``."""
-    return run_stage(Pretrainer, cfg)
+    return run_trainer(Pretrainer, cfg)

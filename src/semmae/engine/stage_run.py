@@ -1,6 +1,6 @@
 """How a stage that writes one run folder starts and ends: the process group and device, the run folder claimed
 (:func:`semmae.utils.rundir.claim_run_dir`) for as long as the stage runs, and the process group torn down
-whatever happens. The step-based trainers do the same in :class:`semmae.engine.step_trainer.StepTrainer`."""
+whatever happens (every trainer starts here: :func:`semmae.engine.trainer.run_trainer`)."""
 
 from __future__ import annotations
 
@@ -25,23 +25,32 @@ def run_claimed(
 ) -> T:
     """``body(cfg, dist_info, device, run_dir)`` inside ``cfg.out`` claimed for ``semmae <verb>``. ``resume``: whether
     the run may continue what the folder holds (default: the config's ``--resume``/``--overwrite``)."""
-    check_out_outside(cfg.out, read_folders(cfg))
-    info = init_distributed(cfg.device)
     try:
-        device = resolve_device(cfg.device, info)
-        continuing = continues(cfg) if resume is None else resume
-        overwrite = bool(getattr(cfg, "overwrite", False))
-        with claim_run_dir(
-            cfg.out,
-            verb,
-            resume=continuing,
-            overwrite=overwrite,
-            enabled=info.is_main,
-            inputs=command_inputs(cfg),
-        ) as run_dir:
+        info, device, run_dir = claim_stage_folder(cfg, verb, resume=resume)
+        with run_dir:
             return body(cfg, info, device, run_dir)
     finally:
         cleanup()
+
+
+def claim_stage_folder(
+    cfg: Any, verb: str, *, resume: bool | None = None
+) -> tuple[DistInfo, torch.device, RunDir]:
+    """The process group, the device and ``cfg.out`` claimed for ``semmae <verb>`` (:func:`run_claimed` releases
+    the folder and tears the group down; a caller of this alone does both itself)."""
+    check_out_outside(cfg.out, read_folders(cfg))
+    info = init_distributed(cfg.device)
+    device = resolve_device(cfg.device, info)
+    continuing = continues(cfg) if resume is None else resume
+    run_dir = claim_run_dir(
+        cfg.out,
+        verb,
+        resume=continuing,
+        overwrite=bool(getattr(cfg, "overwrite", False)),
+        enabled=info.is_main,
+        inputs=command_inputs(cfg),
+    )
+    return info, device, run_dir
 
 
 def read_folders(cfg: Any) -> dict[str, str | None]:

@@ -6,7 +6,7 @@ std 2e-5, AdamW with layer-wise learning-rate decay (timm's ``param_groups_layer
 random erasing (timm), an optional EMA of the weights, and a cosine schedule with warm-up. Every epoch reports
 val top-1/top-5; ``best.pth`` keeps the best epoch's weights, ``checkpoint.pth`` the state to resume from (each
 epoch, and at the step where SIGTERM stops the run: the resumed run continues from that step). The loop, its
-checkpoints and the stop are the trainer's (:class:`~semmae.engine.trainer.EpochTrainer`).
+checkpoints and the stop are the trainer's (:class:`~semmae.engine.epoch_trainer.EpochTrainer`).
 The peak lr is ``blr * global_batch / 256``.
 """
 
@@ -25,10 +25,11 @@ from torch.nn.parallel import DistributedDataParallel
 from semmae.data.randaugment import patch_posterize
 from semmae.data.transforms import eval_transform
 from semmae.engine.checkpoint import load_states
+from semmae.engine.epoch_trainer import EpochTrainer
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import resolve_precision
 from semmae.engine.schedule import cosine_schedule
-from semmae.engine.trainer import EpochTrainer, run_epoch_stage
+from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.eval.common import (
     ShardSampler,
@@ -62,7 +63,7 @@ def build_classifier(cfg: FinetuneConfig, num_classes: int) -> tuple[nn.Module, 
 
 
 def run_finetune(cfg: FinetuneConfig) -> dict:
-    return run_epoch_stage(Finetuner, cfg)
+    return run_trainer(Finetuner, cfg)
 
 
 class Finetuner(EpochTrainer):
@@ -157,7 +158,8 @@ class Finetuner(EpochTrainer):
         if self.epoch == 0:
             self.logger.log(0, lr_peak=self.peak_lr, global_batch=self.global_batch, blr=self.cfg.blr)
 
-    def epoch_end(self, epoch: int, sums: dict[str, torch.Tensor], steps: int) -> None:
+    def epoch_end(self, epoch: int) -> None:
+        sums, steps = self.epoch_sums, self.epoch_steps
         cfg, info, device = self.cfg, self.dist, self.device
         metrics = evaluate(self.model_core, self.val, cfg, device, info)
         record = {

@@ -11,7 +11,7 @@ Two modes:
 
 Both report the best head of the sweep (top-1/top-5 on val) and every head's numbers.
 
-Full mode runs on the trainer (:class:`~semmae.engine.trainer.EpochTrainer`): it checkpoints each epoch and, when
+Full mode runs on the trainer (:class:`~semmae.engine.epoch_trainer.EpochTrainer`): it checkpoints each epoch and, when
 SIGTERM stops it, at that step; ``--resume auto`` continues from the step. The fast mode's heads train in a pure
 function (:func:`fast_linear_probe`) whose optimiser step is the trainer's (:func:`~semmae.engine.trainer.gradient_step`).
 """
@@ -28,11 +28,12 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from semmae.engine.checkpoint import load_states
+from semmae.engine.epoch_trainer import EpochTrainer
 from semmae.engine.precision import resolve_precision
 from semmae.engine.run_options import continues
 from semmae.engine.schedule import cosine_schedule, set_lr
 from semmae.engine.stage_run import run_claimed
-from semmae.engine.trainer import EpochTrainer, gradient_step, run_epoch_stage
+from semmae.engine.trainer import gradient_step, run_trainer
 from semmae.errors import UserError
 from semmae.eval.common import (
     CENTER,
@@ -239,7 +240,7 @@ def _extract_fast_features(
 
 def run_linprobe(cfg: LinprobeConfig) -> dict:
     if cfg.mode == "full":
-        return run_epoch_stage(FullProbe, cfg)
+        return run_trainer(FullProbe, cfg)
     return run_claimed(cfg, "linprobe", _run_fast_probe)
 
 
@@ -357,7 +358,8 @@ class FullProbe(EpochTrainer):
     def keep_log_until(self) -> int:
         return self.epoch - 1  # epochs are the log's steps: those after the checkpoint's are logged again
 
-    def epoch_end(self, epoch: int, sums: dict[str, torch.Tensor], steps: int) -> None:
+    def epoch_end(self, epoch: int) -> None:
+        sums, steps = self.epoch_sums, self.epoch_steps
         cfg, spe = self.cfg, self.steps_per_epoch
         record: dict[str, Any] = {
             "train_loss": sums["head_mean"].item() / max(steps, 1),

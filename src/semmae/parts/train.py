@@ -3,7 +3,7 @@
 Only the part head and decoder are trained (AdamW, cosine schedule with warm-up, per-step updates). The frozen
 encoder runs under ``no_grad`` in eval mode and stays outside DDP, so DDP wraps a module whose every parameter
 gets a gradient (no unused-parameter search). Launch with ``torchrun --nproc_per_node K -m semmae.cli parts train``
-for several processes. The loop is the trainer's (:class:`~semmae.engine.trainer.EpochTrainer`): each epoch writes
+for several processes. The loop is the trainer's (:class:`~semmae.engine.epoch_trainer.EpochTrainer`): each epoch writes
 ``checkpoint.pth`` (atomic, plain data) and a panel ``panels/epoch_XXX.png`` (image | reconstruction | parts); an
 interrupted run continues from the last checkpoint. SIGTERM writes ``checkpoint.pth`` at the step where it stops
 (mid-epoch too) and exits 130; the resumed run continues from that step.
@@ -23,10 +23,11 @@ from semmae.data.loader import DataLoader
 from semmae.data.transforms import train_transform
 from semmae.data.workers import worker_plan
 from semmae.engine.checkpoint import load_states
+from semmae.engine.epoch_trainer import EpochTrainer
 from semmae.engine.optim import adamw, param_groups
 from semmae.engine.schedule import cosine_schedule
 from semmae.engine.termination import replayed
-from semmae.engine.trainer import EpochTrainer, run_epoch_stage
+from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import EncoderRecord
@@ -116,7 +117,7 @@ def _panel(model: PartModel, diag: FeatureCache, num_images: int, device: torch.
 
 def train_parts(cfg: PartsTrainConfig) -> Path:
     """Run (or resume) part learning; returns the checkpoint path."""
-    return run_epoch_stage(PartTrainer, cfg)
+    return run_trainer(PartTrainer, cfg)
 
 
 class PartTrainer(EpochTrainer):
@@ -272,7 +273,8 @@ class PartTrainer(EpochTrainer):
             lr = self.optimizer.param_groups[0]["lr"]
             self.logger.log(self.step, epoch=self.epoch, lr=lr, **vals, **part_usage(self.maps))
 
-    def epoch_end(self, epoch: int, sums: dict[str, torch.Tensor], steps: int) -> None:
+    def epoch_end(self, epoch: int) -> None:
+        sums, steps = self.epoch_sums, self.epoch_steps
         self.means = {f"epoch_{k}": v.item() / max(1, steps) for k, v in sums.items()}
         if self.is_main:
             cfg = self.cfg
@@ -283,7 +285,8 @@ class PartTrainer(EpochTrainer):
             save_png(panel, Path(cfg.out) / "panels" / f"epoch_{epoch + 1:03d}.png")
             self.logger.add_image("parts/panel", torch.from_numpy(panel).permute(2, 0, 1), self.step)
 
-    def stop_place(self, steps: int | None) -> str:
+    def stop_place(self) -> str:
+        steps = self.steps_in_epoch()
         if steps is None:
             return f"step {self.step} (the end of epoch {self.epoch})"
         return f"step {self.step} (epoch {self.epoch + 1}, step {steps}/{self.steps_per_epoch})"

@@ -1,6 +1,6 @@
 """Training and evaluation loops of ``semmae segment`` (paper Table 7 protocol, iteration-based like mmseg).
 
-Train (:class:`SegmentTrainer`, on :class:`~semmae.engine.trainer.EpochTrainer`): per-rank batch = global batch /
+Train (:class:`SegmentTrainer`, on :class:`~semmae.engine.epoch_trainer.EpochTrainer`): per-rank batch = global batch /
 world size, an endless shuffled loader (DistributedSampler under torchrun), per-iteration lr from
 :func:`poly_schedule` times each group's layer-decay ``lr_scale``, the run's precision, ``checkpoint.pth`` every
 ``ckpt_every`` iterations and where SIGTERM stops the run (resumable to the iteration, in the middle of the epoch's
@@ -22,10 +22,11 @@ from tqdm import tqdm
 from semmae.config import build_config
 from semmae.data.loader import DataLoader
 from semmae.engine.checkpoint import mismatch
+from semmae.engine.epoch_trainer import EpochTrainer
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.engine.schedule import poly_schedule
-from semmae.engine.trainer import EpochTrainer, run_epoch_stage
+from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
 from semmae.eval.segmentation.config import INHERITED_FIELDS, SegmentEvalConfig, SegmentTrainConfig
@@ -204,7 +205,7 @@ def _unwrap(model: torch.nn.Module) -> Segmentor:
 
 def train(cfg: SegmentTrainConfig) -> dict:
     """Run ``semmae segment train``; returns the final results (percent)."""
-    return run_epoch_stage(SegmentTrainer, cfg)
+    return run_trainer(SegmentTrainer, cfg)
 
 
 class SegmentTrainer(EpochTrainer):
@@ -285,7 +286,7 @@ class SegmentTrainer(EpochTrainer):
             f"loss became non-finite at iteration {step}; {self.kept()} (lower --lr or use --precision fp32)"
         )
 
-    def stop_place(self, steps: int | None) -> str:
+    def stop_place(self) -> str:
         return f"iteration {self.step}"
 
     def encoder_record(self) -> EncoderRecord:
