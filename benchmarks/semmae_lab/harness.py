@@ -21,6 +21,14 @@ as the demo's do): each records its result in ``<work>/stages/<name>.json`` and 
 run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at once and the summary (:mod:`semmae_lab.repro_report`) is
 rewritten after every run, so a cut-short grid is usable and a rerun with the same work folder resumes (finished
 runs are skipped).
+
+The stage configs are the harness's own, not the demo's, where the two differ for a reason: the data (class-balanced
+subsets of a real dataset here, the demo generates its synthetic set), the part encoder's and the grid's pretraining
+(a :class:`~semmae_lab.preset.Preset` budget with its precision, one kept checkpoint and a log every 5 steps; the
+demo's logs every step and keeps the default checkpoints: one builder would change the demo's files) and the
+evaluation (the fast probe's features read by the lab's kNN and logistic regression; the demo runs ``semmae knn``
+and its own probe preset). Part learning is the same recipe in both, built by one function
+(:func:`semmae.demo.recipe.part_learning_config`).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.demo.recipe import part_learning_config
 from semmae.engine.run_checkpoints import latest_checkpoint
 from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
@@ -46,9 +55,6 @@ from semmae_lab.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
 from semmae_lab.preset import EVAL_ONLY, Preset
 from semmae_lab.subsets import split_subset
 
-PARTS_PRESET = (
-    "parts/tiny_cpu"  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
-)
 #: the part encoder's folder under ``--work``; and the former names of its done-file (``stages/<name>.json``), read
 #: on resume. "bootstrap" there is the old name of the stage, not the ``semmae bootstrap`` verb.
 PART_ENCODER_DIR = "bootstrap"
@@ -271,23 +277,17 @@ class Harness:
         return str(latest_checkpoint(out))
 
     def stage_parts(self) -> str:
+        """Part learning: the demo's recipe on the preset's budget (:func:`~semmae.demo.recipe.part_learning_config`)."""
         from semmae.parts.train import CHECKPOINT_NAME
 
         out = self.work / "parts" / "run"
-        cfg = stage_config(
-            "parts train",
-            PARTS_PRESET,
+        cfg = part_learning_config(
+            self.p,
             data=self.data["train"],
             out=str(out),
             encoder_checkpoint=self.encoder_ckpt,
-            **({"encoder": self.encoder_name} if self.encoder_name else {}),
-            img_size=self.p.img_size,
-            num_parts=self.p.num_parts,
-            blur_kernel=self.p.blur_kernel,
-            epochs=self.p.parts_epochs,
-            batch_size=self.p.batch_size,
+            encoder=self.encoder_name,
             seed=self.first_seed,
-            resume="auto",
             **self.common(),
         )
         run_stage("parts train", cfg)

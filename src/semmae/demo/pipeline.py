@@ -39,8 +39,8 @@ from semmae.demo.recipe import (
     MASK_FIGURE_IMAGES,
     METHODS,
     PART_FIGURE_IMAGES,
-    PARTS_PRESET,
     PROBE_PRESET,
+    part_learning_config,
 )
 from semmae.engine.run_checkpoints import latest_checkpoint
 from semmae.engine.stage_runner import Stage, StageRunner
@@ -122,18 +122,14 @@ class Demo(DemoLayout):
     def stage_parts(self) -> list[Path]:
         b = self.budget
         parts, val = self.out / "parts", str(self.data / "val")
-        train = stage_config(
-            "parts train",
-            PARTS_PRESET,
+        train = part_learning_config(
+            b,
             data=str(self.data / "train"),
             out=str(parts / "run"),
             encoder_checkpoint=str(self.encoder_checkpoint()),
-            **({"encoder": self.cfg.encoder} if self.cfg.encoder else {}),
-            img_size=b.img_size,
-            num_parts=b.num_parts,
-            blur_kernel=b.blur_kernel,
-            epochs=b.parts_epochs,
-            **self.training(),
+            encoder=self.cfg.encoder,
+            seed=self.cfg.seed,
+            **self.common(),
         )
         run_stage("parts train", train)
         ckpt = str(self.parts_checkpoint())
