@@ -71,7 +71,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
-from semmae.engine.stage_runner import Stage, StageMarks, StageRunner
+from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, sha256_file
 from semmae_lab.campaign_report import comparison_stats, decisions_of, write_report
@@ -635,7 +635,9 @@ class Campaign(Harness):
         gate_path = self.runs_dir.parent / "gate.json"
         gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
         quality = {
-            k: v["result"] for k, v in StageMarks(self.keep).records().items() if k.startswith("part_quality")
+            k: v["result"]
+            for k, v in self.kept_stages.marks.records().items()
+            if k.startswith("part_quality")
         }
         try:
             state = json.loads(self.state_path.read_text())
