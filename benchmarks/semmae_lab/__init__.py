@@ -15,8 +15,10 @@ it (``tests/test_import_layers.py``).
   functions timed in turns, step windows, logged rates), :mod:`~semmae_lab.results_table` (rows and markdown tables,
   the machine line) - the timing benchmarks' helpers.
 
-What the library's own chained stages share stays in it: :mod:`semmae.engine.stage_marks` (a stage's done-file),
+What the library's own chained stages share stays in it: :mod:`semmae.engine.stage_runner` (the one stage runner
+and its done-files, which the demo, the harness and the campaigns all run their stages on),
 :mod:`semmae.engine.run_checkpoints` and :func:`semmae.parts.checkpoint.part_checkpoint` (the checkpoint a finished
-run hands on); the lab imports them from there. Stages are chained in this process from typed configs
+run hands on), :func:`semmae.demo.recipe.part_learning_config` (the part stage's config, the demo's and the lab's);
+the lab imports them from there. Stages are chained in this process from typed configs
 (:func:`semmae.cli.stage_config`, :func:`semmae.cli.run_stage`), never through argv.
 """

@@ -59,6 +59,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -70,11 +71,11 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
-from semmae.engine.stage_marks import StageMarks
+from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json, sha256_file
 from semmae_lab.campaign_report import comparison_stats, decisions_of, write_report
-from semmae_lab.harness import PART_ENCODER_WAS, Harness, resolve_device
+from semmae_lab.harness import Harness, resolve_device
 from semmae_lab.plan import UNTRAINED, Arm, Plan, metric
 
 
@@ -262,9 +263,9 @@ class Campaign(Harness):
         return self.keep / "caches"
 
     @property
-    def kept_marks(self) -> StageMarks:
-        """Stage records committed with the results (``<keep>/stages``: part quality)."""
-        return StageMarks(self.keep)
+    def kept_stages(self) -> StageRunner:
+        """The stages whose records are committed with the results (``<keep>/stages``: part quality)."""
+        return StageRunner(self.keep, self.log)
 
     # -- the work folder's plan ---------------------------------------------------------------------------------
     @property
@@ -432,9 +433,9 @@ class Campaign(Harness):
         kinds = {k[0] for k in missing}
         # the part encoder and part learning run only while a cache is missing (never again once committed)
         if kinds & {"learned", "attention"}:
-            self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
+            self.encoder_ckpt = self.runner.run(self.part_encoder_stage())
         if "learned" in kinds:
-            self.parts_ckpt = self.staged("parts", self.stage_parts)
+            self.parts_ckpt = self.runner.run(Stage("parts", self.stage_parts))
         for key in sorted(wanted, key=str):
             split = key[2] if len(key) == 3 else "train"
             self.caches[key] = self.stage_cache(key[0], key[1], split)
@@ -442,9 +443,8 @@ class Campaign(Harness):
         # every part cache with a validation split is diagnosed: against the ground truth where there are masks,
         # and by its usage (parts per image, largest part's share, beside the baselines) where there are none
         for kind, grid in sorted({k[:2] for k in wanted if len(k) == 3 and k[0] != "masks"}):
-            name = f"part_quality_{kind}_grid{grid}"
-            if self.kept_marks.read(name) is None:
-                self.kept_marks.write(name, {"result": self.part_quality(kind, grid)})
+            quality = functools.partial(self.part_quality, kind, grid)
+            self.kept_stages.run(Stage(f"part_quality_{kind}_grid{grid}", quality))
 
     def part_quality(self, kind: str, grid: int) -> dict[str, Any]:
         """The part cache on the validation images, with its baselines: scored against the ground-truth masks where
@@ -635,7 +635,9 @@ class Campaign(Harness):
         gate_path = self.runs_dir.parent / "gate.json"
         gate = json.loads(gate_path.read_text()) if gate_path.exists() else None
         quality = {
-            k: v["result"] for k, v in StageMarks(self.keep).records().items() if k.startswith("part_quality")
+            k: v["result"]
+            for k, v in self.kept_stages.marks.records().items()
+            if k.startswith("part_quality")
         }
         try:
             state = json.loads(self.state_path.read_text())
@@ -670,7 +672,7 @@ class Campaign(Harness):
         self.claim()
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.log(self.status())
-        self.data = self.staged("data", self.stage_data)
+        self.data = self.runner.run(Stage("data", self.stage_data))
         if self.arms[self.plan.baseline].parts:  # the baseline reads a cache (e.g. its foreground keep)
             self.prepare()
             self.gate()

@@ -16,15 +16,26 @@ and ``dataclasses.replace``, run by :func:`semmae.cli.run_stage`):
                    logistic regression on the same features (:mod:`semmae_lab.probes`); plus the encoder at
                    its random initialisation per seed.
 
-Each finished run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at once and the summary
-(:mod:`semmae_lab.repro_report`) is rewritten after every run, so a cut-short grid is usable and a rerun with
-the same work folder resumes (finished runs are skipped; finished stages are read back from their done-files).
+The stages before the grid run on the library's one stage runner (:class:`semmae.engine.stage_runner.StageRunner`,
+as the demo's do): each records its result in ``<work>/stages/<name>.json`` and a rerun reads it back. Each finished
+run writes ``<out>/<stem>/per-run/<key>-seed<s>.json`` at once and the summary (:mod:`semmae_lab.repro_report`) is
+rewritten after every run, so a cut-short grid is usable and a rerun with the same work folder resumes (finished
+runs are skipped).
+
+The stage configs are the harness's own, not the demo's, where the two differ for a reason: the data (class-balanced
+subsets of a real dataset here, the demo generates its synthetic set), the part encoder's and the grid's pretraining
+(a :class:`~semmae_lab.preset.Preset` budget with its precision, one kept checkpoint and a log every 5 steps; the
+demo's logs every step and keeps the default checkpoints: one builder would change the demo's files) and the
+evaluation (the fast probe's features read by the lab's kNN and logistic regression; the demo runs ``semmae knn``
+and its own probe preset). Part learning is the same recipe in both, built by one function
+(:func:`semmae.demo.recipe.part_learning_config`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import subprocess
@@ -34,8 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.demo.recipe import part_learning_config
 from semmae.engine.run_checkpoints import latest_checkpoint
-from semmae.engine.stage_marks import StageMarks
+from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 from semmae_lab import repro_report
@@ -43,9 +55,6 @@ from semmae_lab.grid import KEPT_METRICS, RANDOM_INIT, GridConfig, select_grid
 from semmae_lab.preset import EVAL_ONLY, Preset
 from semmae_lab.subsets import split_subset
 
-PARTS_PRESET = (
-    "parts/tiny_cpu"  # the demo's recipe: cached tokens, light decoder, cosine Eq. 2, softmax over parts
-)
 #: the part encoder's folder under ``--work``; and the former names of its done-file (``stages/<name>.json``), read
 #: on resume. "bootstrap" there is the old name of the stage, not the ``semmae bootstrap`` verb.
 PART_ENCODER_DIR = "bootstrap"
@@ -148,8 +157,8 @@ class Harness:
         self.first_seed = first_seed
         self.encoder_arg, self.encoder_name = encoder_checkpoint, encoder
         self.repo = repo
-        self.marks = StageMarks(work)
-        self.stage_seconds: dict[str, float] = {}
+        # the stages before the grid: done-files work/stages/<name>.json; their seconds go into the summary
+        self.runner = StageRunner(work, self.log)
         self.encoder_ckpt, self.parts_ckpt = "", ""
         self.caches: dict[tuple, str] = {}
 
@@ -209,12 +218,6 @@ class Harness:
     def log(self, msg: str) -> None:
         print(f"[repro {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
-    def staged(self, name: str, fn, was: tuple[str, ...] = ()) -> Any:
-        """Run ``fn`` once: its result is kept in ``work/stages/<name>.json`` and reused on a rerun (a record under
-        a former name ``was``, from a folder written before the stage was renamed, counts)."""
-        result, self.stage_seconds[name] = self.marks.once(name, fn, self.log, was=was)
-        return result
-
     # -- stages ------------------------------------------------------------------------------------------------
     def stage_data(self) -> dict[str, str]:
         src = Path(self.data_root)
@@ -259,6 +262,10 @@ class Harness:
             **fine,
         )
 
+    def part_encoder_stage(self) -> Stage:
+        """The part encoder's stage (:meth:`stage_part_encoder`), its done-file read under its former name too."""
+        return Stage("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
+
     def stage_part_encoder(self) -> str:
         """The part encoder: the given one, else a short random-masking MAE trained here (its folder keeps the
         name ``bootstrap``, :data:`PART_ENCODER_DIR`, so that work folders written before still resume)."""
@@ -270,23 +277,17 @@ class Harness:
         return str(latest_checkpoint(out))
 
     def stage_parts(self) -> str:
+        """Part learning: the demo's recipe on the preset's budget (:func:`~semmae.demo.recipe.part_learning_config`)."""
         from semmae.parts.train import CHECKPOINT_NAME
 
         out = self.work / "parts" / "run"
-        cfg = stage_config(
-            "parts train",
-            PARTS_PRESET,
+        cfg = part_learning_config(
+            self.p,
             data=self.data["train"],
             out=str(out),
             encoder_checkpoint=self.encoder_ckpt,
-            **({"encoder": self.encoder_name} if self.encoder_name else {}),
-            img_size=self.p.img_size,
-            num_parts=self.p.num_parts,
-            blur_kernel=self.p.blur_kernel,
-            epochs=self.p.parts_epochs,
-            batch_size=self.p.batch_size,
+            encoder=self.encoder_name,
             seed=self.first_seed,
-            resume="auto",
             **self.common(),
         )
         run_stage("parts train", cfg)
@@ -496,7 +497,7 @@ class Harness:
             self.runs_dir,
             planned=planned,
             preset=asdict(self.p),
-            stages=self.stage_seconds,
+            stages=self.runner.seconds,
             data=self.data_root,
             patch=self.patch,
             width=self.width,
@@ -524,28 +525,28 @@ class Harness:
         """The part encoder, part learning and every part cache the grid's configurations read (each once)."""
         if not any(c.parts for c in self.configs):
             return
-        self.encoder_ckpt = self.staged("part_encoder", self.stage_part_encoder, was=PART_ENCODER_WAS)
-        self.parts_ckpt = self.staged("parts", self.stage_parts)
+        self.encoder_ckpt = self.runner.run(self.part_encoder_stage())
+        self.parts_ckpt = self.runner.run(Stage("parts", self.stage_parts))
         for kind, grid in sorted({(c.parts, self.grid_size(c.fine)) for c in self.configs if c.parts}):
-            self.caches[(kind, grid)] = self.staged(
-                f"cache_{kind}_grid{grid}", lambda k=kind, g=grid: self.stage_cache(k, g)
-            )
+            stage = Stage(f"cache_{kind}_grid{grid}", functools.partial(self.stage_cache, kind, grid))
+            self.caches[(kind, grid)] = self.runner.run(stage)
         grid = self.grid_size(fine=True)
         for kind in sorted({c.parts for c in self.configs if c.fine}):  # kept-quarter eval: val foreground
-            self.caches[(kind, grid, "val")] = self.staged(
-                f"cache_{kind}_grid{grid}_val", lambda k=kind, g=grid: self.stage_cache(k, g, "val")
+            stage = Stage(
+                f"cache_{kind}_grid{grid}_val", functools.partial(self.stage_cache, kind, grid, "val")
             )
+            self.caches[(kind, grid, "val")] = self.runner.run(stage)
         self.backfill_kept()
 
     def run(self, summarise_only: bool = False) -> Path:
         self.runs_dir.mkdir(parents=True, exist_ok=True)
         self.backfill_logreg()
         if summarise_only:
-            self.stage_seconds = self.marks.seconds()
+            self.runner.seconds = self.runner.marks.seconds()
             self.summarise()
             return self.out / f"{self.stem}.md"
         t_all = time.perf_counter()
-        self.data = self.staged("data", self.stage_data)
+        self.data = self.runner.run(Stage("data", self.stage_data))
         self.prepare_parts()
         self.summarise()
         todo = [(c, s) for s in self.seeds for c in [None, *self.configs]]  # None: random init, per seed

@@ -12,11 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from semmae.cli import run_stage, stage_config
+from semmae.demo.recipe import PARTS_PRESET  # the demo's part-learning recipe, on these benchmarks' budgets
 from semmae.engine.run_checkpoints import latest_checkpoint
 from semmae.parts.checkpoint import part_checkpoint
 
-#: the part-learning recipe (the demo's: cached tokens, light decoder, cosine Eq. 2, softmax over parts)
-PARTS_PRESET = "parts/tiny_cpu"
 #: the MAE part encoder of the part benchmarks (random masking, the tiny CPU preset)
 ENCODER_PRESET = "pretrain/tiny_cpu"
 

@@ -15,9 +15,11 @@ Stages, in order, each running the same CLI verbs a user would run - in this pro
 6. ``evaluate``   - kNN and the fast linear probe for each, and for the untrained encoder; paired differences;
 7. ``report``     - ``report.html`` (self-contained) and ``report.md``.
 
-A stage that finished records its artifacts in ``<out>/stages/<stage>.json``; a rerun with the same ``--out``
-checks those artifacts (they must exist and images must decode) and skips the stage, and an interrupted stage
-resumes from its own checkpoints (pretraining and part training ``--resume auto``, cache export).
+The stages run on the library's one stage runner (:class:`semmae.engine.stage_runner.StageRunner`, as the lab's
+harness and campaigns do): a stage that finished records its artifacts in ``<out>/stages/<stage>.json``; a rerun
+with the same ``--out`` checks those artifacts (they must exist and images must decode) and skips the stage, and an
+interrupted stage resumes from its own checkpoints (pretraining and part training ``--resume auto``, cache
+export).
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ import dataclasses
 import json
 import math
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +39,11 @@ from semmae.demo.recipe import (
     MASK_FIGURE_IMAGES,
     METHODS,
     PART_FIGURE_IMAGES,
-    PARTS_PRESET,
     PROBE_PRESET,
+    part_learning_config,
 )
 from semmae.engine.run_checkpoints import latest_checkpoint
-from semmae.engine.stage_marks import StageMarks
+from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
 from semmae.parts.checkpoint import part_checkpoint
 from semmae.utils.io import atomic_write_json
@@ -51,39 +51,6 @@ from semmae.utils.io import atomic_write_json
 #: the part encoder's run folder under ``--out``: its name from before the stage was renamed (``bootstrap`` was the
 #: stage, not the ``semmae bootstrap`` verb), kept so that existing demo folders resume
 PART_ENCODER_DIR = "bootstrap"
-
-
-def verify_artifact(path: Path) -> str | None:
-    """None if ``path`` is a usable artifact, else why not (missing, empty, an image that does not decode)."""
-    if not path.exists():
-        return "is missing"
-    if path.is_dir():
-        return None if any(path.iterdir()) else "is an empty folder"
-    if path.stat().st_size == 0:
-        return "is an empty file"
-    if path.suffix == ".png":
-        from PIL import Image
-
-        try:
-            with Image.open(path) as img:
-                img.verify()
-        except Exception as e:  # noqa: BLE001
-            return f"does not decode ({e})"
-    if path.suffix == ".json":
-        try:
-            json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            return f"is not valid JSON ({e})"
-    return None
-
-
-@dataclass
-class Stage:
-    name: str
-    title: str
-    run: Callable[[], list[Path]]  # does the work, returns its artifacts
-    always: bool = False  # cheap stages that summarise others (the report) run every time
-    was: tuple[str, ...] = ()  # the stage's former names: their done-files still count (old folders resume)
 
 
 class Demo(DemoLayout):
@@ -155,18 +122,14 @@ class Demo(DemoLayout):
     def stage_parts(self) -> list[Path]:
         b = self.budget
         parts, val = self.out / "parts", str(self.data / "val")
-        train = stage_config(
-            "parts train",
-            PARTS_PRESET,
+        train = part_learning_config(
+            b,
             data=str(self.data / "train"),
             out=str(parts / "run"),
             encoder_checkpoint=str(self.encoder_checkpoint()),
-            **({"encoder": self.cfg.encoder} if self.cfg.encoder else {}),
-            img_size=b.img_size,
-            num_parts=b.num_parts,
-            blur_kernel=b.blur_kernel,
-            epochs=b.parts_epochs,
-            **self.training(),
+            encoder=self.cfg.encoder,
+            seed=self.cfg.seed,
+            **self.common(),
         )
         run_stage("parts train", train)
         ckpt = str(self.parts_checkpoint())
@@ -320,22 +283,32 @@ class Demo(DemoLayout):
         return [page, md]
 
     def stages(self) -> list[Stage]:
+        """The demo's chain, in order; each stage returns the files it made (checked before a finished one is
+        skipped)."""
         return [
-            Stage("data", "generate the synthetic part dataset", self.stage_data),
+            Stage("data", self.stage_data, "generate the synthetic part dataset", artifacts=True),
             Stage(
                 "part_encoder",
-                "train the part encoder (random-masking MAE)",
                 self.stage_part_encoder,
+                "train the part encoder (random-masking MAE)",
                 was=("bootstrap",),
+                artifacts=True,
             ),
-            Stage("parts", "learn parts, export caches, score parts", self.stage_parts),
-            Stage("masks", "draw the mask schedule", self.stage_masks),
-            Stage("pretrain", "pretrain SemMAE and MAE", self.stage_pretrain),
-            Stage("evaluate", "kNN and linear probe", self.stage_evaluate),
-            Stage("report", "write the report", self.stage_report, always=True),
+            Stage("parts", self.stage_parts, "learn parts, export caches, score parts", artifacts=True),
+            Stage("masks", self.stage_masks, "draw the mask schedule", artifacts=True),
+            Stage("pretrain", self.stage_pretrain, "pretrain SemMAE and MAE", artifacts=True),
+            Stage("evaluate", self.stage_evaluate, "kNN and linear probe", artifacts=True),
+            Stage("report", self.stage_report, "write the report", always=True, artifacts=True),
         ]
 
     # -- driver -------------------------------------------------------------------------------------------
+    def runner(self, log=None, label: str = "demo") -> StageRunner:
+        """The stages' runner in ``--out`` (done-files ``<out>/stages/<stage>.json``: seconds and artifacts); its
+        ``seconds`` are the report's stage times."""
+        runner = StageRunner(self.out, log, label)
+        self.timings = runner.seconds
+        return runner
+
     def learn_parts(self, log=print) -> dict[str, Any]:
         """Only the first three stages (data, part_encoder, parts) into a folder of the caller's own, skipped once its
         part scores exist; returns ``parts eval``'s metrics (learned parts beside the baselines)."""
@@ -343,29 +316,8 @@ class Demo(DemoLayout):
         if not metrics.exists():
             self.out.mkdir(parents=True, exist_ok=True)
             self.check_same_setup([])  # the folder is the caller's: only the settings are checked
-            for stage in self.stages()[:3]:
-                t0 = time.perf_counter()
-                stage.run()
-                log(f"seed {self.cfg.seed}: {stage.name} {time.perf_counter() - t0:.0f} s")
+            self.runner(log, label=f"seed {self.cfg.seed}").run_all(self.stages()[:3])
         return json.loads(metrics.read_text())
-
-    @property
-    def marks(self) -> StageMarks:
-        """The stages' done-files (``<out>/stages/<stage>.json``: seconds and artifacts)."""
-        return StageMarks(self.out)
-
-    def finished(self, stage: Stage) -> bool:
-        record = self.marks.read_any(stage.name, stage.was)
-        if record is None:
-            return False
-        problems = {p: verify_artifact(Path(p)) for p in record.get("artifacts", [])}
-        bad = {p: why for p, why in problems.items() if why}
-        if bad:
-            p, why = next(iter(bad.items()))
-            print(f"[demo] stage {stage.name}: artifact {p} {why}; running the stage again", flush=True)
-            return False
-        self.timings[stage.name] = float(record.get("seconds", 0.0))
-        return True
 
     def setup_record(self) -> dict[str, Any]:
         """What the artifacts depend on: a rerun into the same folder must agree on it."""
@@ -418,28 +370,8 @@ class Demo(DemoLayout):
         if not setup.exists():
             atomic_write_json(setup, self.setup_record())
         save_config(self.cfg, self.out / "demo_config.yaml")
-        stages = self.stages()
         t_all = time.perf_counter()
-        for i, stage in enumerate(stages, 1):
-            head = f"[demo {i}/{len(stages)}] {stage.name}: {stage.title}"
-            if not stage.always and self.finished(stage):
-                print(f"{head} - done already, skipped", flush=True)
-                continue
-            print(f"{head} ...", flush=True)
-            t0 = time.perf_counter()
-            try:
-                artifacts = stage.run()
-            except UserError as e:
-                raise UserError(f"stage '{stage.name}' failed: {e}") from None
-            except Exception as e:
-                raise RuntimeError(f"stage '{stage.name}' failed: {type(e).__name__}: {e}") from e
-            seconds = time.perf_counter() - t0
-            self.timings[stage.name] = seconds
-            self.marks.write(
-                stage.name,
-                {"stage": stage.name, "seconds": seconds, "artifacts": [str(p) for p in artifacts]},
-            )
-            print(f"{head} - done in {seconds:.0f} s", flush=True)
+        self.runner().run_all(self.stages())
         total = time.perf_counter() - t_all
         print(f"[demo] finished in {total:.0f} s: {self.out / 'report.html'}", flush=True)
         return self.out / "report.html"
