@@ -93,6 +93,27 @@ def tiny_run(root: Path) -> Path:
     return run
 
 
+def tiny_part_run(root: Path) -> Path:
+    """A ``semmae parts train`` run folder ``root/parts`` (its ``checkpoint.pth``): one epoch of a tiny part learner
+    on a tiny timm-layout encoder checkpoint and 12 generated images (the fixtures of ``tests/parts``)."""
+    import torch
+    from timm.models.vision_transformer import VisionTransformer
+
+    from semmae.cli import main
+    from semmae.data.synth import make_synthetic_dataset
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(img_size=32, patch_size=8, embed_dim=128, depth=2, num_heads=2, num_classes=0)
+    torch.save(vit.state_dict(), root / "encoder.pth")
+    make_synthetic_dataset(root / "syn", num_images=12, size=32, seed=0, val_fraction=0.3, num_classes=2)
+    run = root / "parts"
+    argv = ["parts", "train", "--data", str(root / "syn" / "train"), "--out", str(run)]
+    argv += ["--encoder-checkpoint", str(root / "encoder.pth"), "--img-size", "32", "--batch-size", "4"]
+    argv += ["--num-workers", "0", "--decoder-dim", "16", "--decoder-min-dim", "8", "--proj-dim", "16"]
+    assert main([*argv, "--panel-images", "2", "--epochs", "1"]) == 0
+    return run
+
+
 def measure(root: Path) -> tuple[list[str], Counter]:
     """``semmae export --checkpoint RUN_FOLDER --out FOLDER`` (a timm folder with its model card) followed."""
     run = tiny_run(root)
@@ -100,8 +121,14 @@ def measure(root: Path) -> tuple[list[str], Counter]:
     return call_path(["export", "--checkpoint", str(run), "--out", str(root / "export")])
 
 
-def test_semmae_export_passes_few_modules_and_enters_each_at_most_twice(tmp_path):
-    path, calls = measure(tmp_path)
+def measure_parts(root: Path) -> tuple[list[str], Counter]:
+    """``semmae export --checkpoint PARTS_RUN_FOLDER --out FOLDER`` (the part learner's folder) followed."""
+    run = tiny_part_run(root)
+    call_path(["export", "--checkpoint", str(run), "--out", str(root / "parts-warmup")])  # imports done
+    return call_path(["export", "--checkpoint", str(run), "--out", str(root / "parts-export")])
+
+
+def check(path: list[str], calls: Counter) -> None:
     route = without_leaves(path)
     modules, most, entries = summary(route)
     detail = f"{len(route)} stops: {' -> '.join(route)}; entries {dict(entries)}"
@@ -111,18 +138,28 @@ def test_semmae_export_passes_few_modules_and_enters_each_at_most_twice(tmp_path
     assert calls["semmae.utils.io.load_checkpoint"] == 1  # the file read once
 
 
+def test_semmae_export_passes_few_modules_and_enters_each_at_most_twice(tmp_path):
+    check(*measure(tmp_path))
+
+
+def test_a_part_learner_export_passes_few_modules_and_enters_each_at_most_twice(tmp_path):
+    check(*measure_parts(tmp_path))
+
+
 if __name__ == "__main__":
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
-        path, calls = measure(Path(tmp))
-    for label, p in (("every semmae module", path), ("without utils/errors", without_leaves(path))):
-        modules, most, entries = summary(p)
-        print(f"{label}: {len(p)} stops, {modules} modules, max entries {most}")
-        for module, n in entries.most_common():
-            print(f"  {n:3d}  {module}")
-        print("  " + " -> ".join(p))
-    print(
-        f"checkpoint_file called {calls['semmae.utils.io.checkpoint_file']}x, "
-        f"load_checkpoint {calls['semmae.utils.io.load_checkpoint']}x"
-    )
+    for title, measured in (("encoder export", measure), ("part-learner export", measure_parts)):
+        with tempfile.TemporaryDirectory() as tmp:
+            path, calls = measured(Path(tmp))
+        print(f"== {title}")
+        for label, p in (("every semmae module", path), ("without utils/errors", without_leaves(path))):
+            modules, most, entries = summary(p)
+            print(f"{label}: {len(p)} stops, {modules} modules, max entries {most}")
+            for module, n in entries.most_common():
+                print(f"  {n:3d}  {module}")
+            print("  " + " -> ".join(p))
+        print(
+            f"checkpoint_file called {calls['semmae.utils.io.checkpoint_file']}x, "
+            f"load_checkpoint {calls['semmae.utils.io.load_checkpoint']}x"
+        )
