@@ -228,9 +228,10 @@ def read_train_state(
         raw, where = load_checkpoint(path_or_dict), source or str(path_or_dict)
     if not isinstance(raw, dict):
         raise UserError(f"checkpoint {where} is not a semmae training checkpoint")
+    if expect_kind is None:  # upgraded once, by from_dict
+        return TrainState.from_dict(raw, f"checkpoint {where}")
     data = upgrade(raw, f"checkpoint {where}")
-    if expect_kind is not None:
-        check_stage(data, expect_kind, where)
+    check_stage(data, expect_kind, where)
     return TrainState.from_dict(data, f"checkpoint {where}")
 
 
