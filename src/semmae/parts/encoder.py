@@ -19,7 +19,15 @@ from semmae.models.vit_ops import tokens_and_cls_attention
 class FrozenEncoderSpec:
     """How part learning gets its frozen encoder (stored in part checkpoints and cache metadata): a checkpoint path
     (whose architecture :func:`semmae.models.encoder_loading.load_encoder` reads) or a plain ViT name for a random
-    encoder, the resolution and the feature layer. Not an encoder record (:mod:`semmae.models.encoder_record`)."""
+    encoder, the resolution and the feature layer.
+
+    Not an encoder record (:mod:`semmae.models.encoder_record`; a part checkpoint carries that too, as ``encoder``):
+    the spec exists before the encoder does (``parts train`` writes it from its options; the sizes of an
+    ``--encoder-checkpoint`` are read off its weights only when it is built), ``checkpoint`` points at other weights
+    while a record travels with its own (export metadata, ``config.json``), ``feature_layer`` is where the part head
+    reads the ViT, not a property of the ViT, and ``arch`` is the option as given (with a checkpoint, the unused
+    default). ``parts.json`` (``trained_with``) and part caches (``producer.encoder``) write these fields as they are.
+    """
 
     arch: str = "vit_small_patch16_224"
     checkpoint: str | None = None
