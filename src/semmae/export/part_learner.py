@@ -23,7 +23,7 @@ from typing import Any
 
 from semmae.errors import UserError
 from semmae.export.encoder import timm_config, write_timm_dir
-from semmae.models.encoder_record import EncoderRecord
+from semmae.models.encoder_record import vit_record
 from semmae.models.timm_dir import PAPER, PAPER_ID
 from semmae.parts.checkpoint import (
     ENCODER_DIR,
@@ -34,7 +34,6 @@ from semmae.parts.checkpoint import (
     is_part_learner_dir,
     load_part_model,
 )
-from semmae.parts.encoder import frozen_encoder_record
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
 
 
@@ -66,8 +65,9 @@ def export_part_learner(
     from semmae.utils.ownership import check_replace_folder
 
     check_replace_folder(out, {"--checkpoint": str(checkpoint)})
-    encoder, model, ckpt = load_part_model(checkpoint, ckpt=ckpt)
-    record, enc_sd = frozen_encoder_record(encoder)
+    encoder, model, ckpt = load_part_model(checkpoint, ckpt=ckpt)  # the parts room, entered once
+    record, enc_sd = vit_record(encoder.vit, "the part learner's encoder")
+    facts = record.export_facts()  # what the export writes about the encoder, read once as plain data
     trained_with = ckpt.extra["frozen_encoder"]
     source = trained_with.get("checkpoint") or f"random-init {trained_with.get('arch')}"
     enc_card = (
@@ -75,12 +75,13 @@ def export_part_learner(
         f"(paper Sec. 3.1), exported from `{source}` at {record.img_size} px. It loads with "
         f'`timm.create_model("local-dir:THIS_FOLDER", pretrained=True)`. Its licence is the one of `{source}`.\n'
     )
-    config = timm_config(
-        record.export_facts(), IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
-    )
-    meta = {"format": "pt", "model_config": json.dumps(record.to_dict()), "arch": record.timm_name()}
+    meta = {"format": "pt", "model_config": json.dumps(facts["record"]), "arch": facts["timm_name"]}
+    weights = save(enc_sd, metadata=meta)
     out.mkdir(parents=True, exist_ok=True)
-    write_timm_dir(out / ENCODER_DIR, config, save(enc_sd, metadata=meta), enc_card, overwrite=True)
+    config = timm_config(
+        facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
+    )
+    write_timm_dir(out / ENCODER_DIR, config, weights, enc_card, overwrite=True)
     head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
     spec = {
@@ -97,7 +98,7 @@ def export_part_learner(
         "epoch": ckpt.epoch,
         "metrics": ckpt.extra.get("metrics", {}),
     }
-    atomic_write_text(out / "README.md", part_learner_card(spec, record, checkpoint))
+    atomic_write_text(out / "README.md", part_learner_card(spec, facts, checkpoint))
     atomic_write_text(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")  # last: it marks the folder done
     if push_to_hub:
         from semmae.export.hub import push_folder
@@ -106,8 +107,11 @@ def export_part_learner(
     return out
 
 
-def part_learner_card(spec: dict[str, Any], record: EncoderRecord, checkpoint: Path) -> str:
+def part_learner_card(spec: dict[str, Any], facts: dict[str, Any], checkpoint: Path) -> str:
+    """The ``README.md`` of a part-learner folder (``facts``: its encoder's
+    :meth:`~semmae.models.encoder_record.EncoderRecord.export_facts`)."""
     head, config = spec["head"], spec.get("config") or {}
+    record, name = facts["record"], facts["timm_name"]
     trained = spec["encoder"]["trained_with"]
     source = trained.get("checkpoint") or f"random-init `{trained.get('arch')}`"
     metrics = spec.get("metrics") or {}
@@ -119,7 +123,7 @@ def part_learner_card(spec: dict[str, Any], record: EncoderRecord, checkpoint: P
         "tags: [semmae, part-learning, image-segmentation]",
         "---",
         "",
-        f"# SemMAE part learner ({head['num_parts']} parts, {record.timm_name()} encoder)",
+        f"# SemMAE part learner ({head['num_parts']} parts, {name} encoder)",
         "",
         f"The semantic part learner of *{PAPER}*, {PAPER_ID}, Sec. 3.1 (Eq. 1-7): {head['num_parts']} part tokens "
         "and a decoder on a frozen ViT. Its part maps (`semmae parts export --checkpoint THIS_FOLDER`) are the "
@@ -127,8 +131,8 @@ def part_learner_card(spec: dict[str, Any], record: EncoderRecord, checkpoint: P
         "",
         "| | |",
         "|---|---|",
-        f"| frozen encoder | `encoder/` (a timm folder): width {record.embed_dim}, depth {record.depth}, "
-        f"patch {record.patch_size}, {record.img_size} px; trained on `{source}` |",
+        f"| frozen encoder | `encoder/` (a timm folder): width {record['embed_dim']}, depth {record['depth']}, "
+        f"patch {record['patch_size']}, {record['img_size']} px; trained on `{source}` |",
         f"| feature layer | {spec['encoder']['feature_layer']} (0 = the last block) |",
         f"| part head | softmax over {head.get('softmax_over')}, similarity {head.get('similarity')}, "
         f"projection {head.get('proj_dim')} |",

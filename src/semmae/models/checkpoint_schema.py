@@ -27,7 +27,7 @@ that turns each older layout this project wrote into the current one:
 
 A part checkpoint's ``frozen_encoder`` entry (``FrozenEncoderSpec``: a checkpoint path or a ViT name, the image
 size, the feature layer) stays a stage entry beside ``encoder``: it says how to rebuild the encoder, the record says
-what it is.
+what it is (why it is not folded into the record: :class:`semmae.parts.encoder.FrozenEncoderSpec`).
 
 The key names are defined here only (a test scans ``src/`` for them). External releases (official MAE / DINO /
 iBOT ``.pth``, timm folders) are not checkpoints of this schema: :mod:`semmae.models.encoder_loading` reads them
@@ -228,9 +228,10 @@ def read_train_state(
         raw, where = load_checkpoint(path_or_dict), source or str(path_or_dict)
     if not isinstance(raw, dict):
         raise UserError(f"checkpoint {where} is not a semmae training checkpoint")
+    if expect_kind is None:  # upgraded once, by from_dict
+        return TrainState.from_dict(raw, f"checkpoint {where}")
     data = upgrade(raw, f"checkpoint {where}")
-    if expect_kind is not None:
-        check_stage(data, expect_kind, where)
+    check_stage(data, expect_kind, where)
     return TrainState.from_dict(data, f"checkpoint {where}")
 
 

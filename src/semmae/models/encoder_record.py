@@ -42,6 +42,7 @@ __all__ = [
     "pos_grid",
     "record_of",
     "record_misfits",
+    "vit_record",
 ]
 
 # ViT sizes: name -> (embed_dim, depth, num_heads). tiny..giant are timm's (ViT / DeiT papers); micro is this
@@ -416,3 +417,19 @@ def record_misfits(record: EncoderRecord, enc: dict[str, torch.Tensor]) -> list[
     with torch.device("meta"):
         target = record.build().state_dict()
     return misfits(target, enc)
+
+
+def vit_record(
+    vit: VisionTransformer, what: str = "the encoder"
+) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
+    """The record and timm state dict (detached, contiguous copies) of a built timm ``VisionTransformer``, as built
+    (its position table at its image size); a :class:`UserError` naming ``what`` when it is not a plain timm ViT."""
+    sd = {k: v.detach().contiguous().clone() for k, v in vit.state_dict().items()}
+    record, _ = EncoderRecord.from_state_dict(
+        sd, num_heads=int(vit.blocks[-1].attn.num_heads), img_size=int(vit.patch_embed.img_size[0])
+    )
+    record = record.replace(global_pool=getattr(vit, "global_pool", None) or None)
+    misfit = record_misfits(record, sd)
+    if misfit:
+        raise UserError(f"{what} is not a plain timm ViT: {'; '.join(misfit)}")
+    return record, sd

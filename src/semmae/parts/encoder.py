@@ -7,7 +7,6 @@ from its ``qkv`` projection). The encoder is kept in eval mode with gradients of
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -15,15 +14,20 @@ from torch import nn
 from semmae.errors import UserError
 from semmae.models.vit_ops import tokens_and_cls_attention
 
-if TYPE_CHECKING:
-    from semmae.models.encoder_record import EncoderRecord
-
 
 @dataclass(frozen=True)
 class FrozenEncoderSpec:
     """How part learning gets its frozen encoder (stored in part checkpoints and cache metadata): a checkpoint path
     (whose architecture :func:`semmae.models.encoder_loading.load_encoder` reads) or a plain ViT name for a random
-    encoder, the resolution and the feature layer. Not an encoder record (:mod:`semmae.models.encoder_record`)."""
+    encoder, the resolution and the feature layer.
+
+    Not an encoder record (:mod:`semmae.models.encoder_record`; a part checkpoint carries that too, as ``encoder``):
+    the spec exists before the encoder does (``parts train`` writes it from its options; the sizes of an
+    ``--encoder-checkpoint`` are read off its weights only when it is built), ``checkpoint`` points at other weights
+    while a record travels with its own (export metadata, ``config.json``), ``feature_layer`` is where the part head
+    reads the ViT, not a property of the ViT, and ``arch`` is the option as given (with a checkpoint, the unused
+    default). ``parts.json`` (``trained_with``) and part caches (``producer.encoder``) write these fields as they are.
+    """
 
     arch: str = "vit_small_patch16_224"
     checkpoint: str | None = None
@@ -106,16 +110,3 @@ def build_encoder(spec: FrozenEncoderSpec, state_dict: dict | None = None) -> Fr
             record, state_dict, init="timm", source="the part checkpoint's encoder"
         ).model
     return FrozenEncoder(vit, spec.feature_layer)
-
-
-def frozen_encoder_record(encoder: FrozenEncoder) -> tuple[EncoderRecord, dict[str, torch.Tensor]]:
-    """The encoder record and timm state dict of the ViT a part learner runs on (as built: resampled to its size)."""
-    from semmae.models.encoder_record import EncoderRecord, record_misfits
-
-    sd = {k: v.detach().contiguous().clone() for k, v in encoder.vit.state_dict().items()}
-    record, _ = EncoderRecord.from_state_dict(sd, num_heads=encoder.num_heads, img_size=encoder.img_size)
-    record = record.replace(global_pool=getattr(encoder.vit, "global_pool", None) or None)
-    misfit = record_misfits(record, sd)
-    if misfit:
-        raise UserError(f"the part learner's encoder is not a plain timm ViT: {'; '.join(misfit)}")
-    return record, sd

@@ -30,7 +30,7 @@ from semmae.engine.termination import replayed
 from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.models.checkpoint_schema import TrainState
-from semmae.models.encoder_record import EncoderRecord
+from semmae.models.encoder_record import EncoderRecord, vit_record
 from semmae.parts.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT,
@@ -298,12 +298,10 @@ class PartTrainer(EpochTrainer):
 
 
 def _record_of(encoder: FrozenEncoder) -> EncoderRecord | None:
-    """The frozen encoder's record (:func:`semmae.parts.encoder.frozen_encoder_record`), None for a ViT that is
-    not a plain timm one."""
-    from semmae.parts.encoder import frozen_encoder_record
-
+    """The frozen encoder's record (:func:`semmae.models.encoder_record.vit_record`), None for a ViT that is not a
+    plain timm one."""
     try:
-        return frozen_encoder_record(encoder)[0]
+        return vit_record(encoder.vit)[0]
     except UserError:
         return None
 
