@@ -397,7 +397,12 @@ class OnlineBatches:
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(epoch)
         for batch in replayed(self.loader, start, rng):
-            images = batch["image"].to(self.device, non_blocking=True)
-            with self.autocast():
-                feats = self.encoder(images)
-            yield images, feats["cls"], feats["patches"]
+            yield self.encode(batch["image"].to(self.device, non_blocking=True))
+
+    def encode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A batch as :meth:`PartTrainer.forward` takes it: ``(images, F_c [B, D], F [B, L, D])`` of the views
+        ``images`` [B, 3, S, S] (on the device), the frozen encoder run under the run's autocast. The per-step
+        encoder cost of this mode (benchmarks/bench_parts.py times it with the step)."""
+        with self.autocast():
+            feats = self.encoder(images)
+        return images, feats["cls"], feats["patches"]
