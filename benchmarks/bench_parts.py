@@ -7,23 +7,35 @@ so the ratio isolates what part export adds to the forward pass. Target: >= 0.8x
 
 ``--smoke`` (the test suite's): ViT-Tiny/16 at 32 px, batch 2, one timed call of each, on the CPU.
 
-The part-train steps are written out here (encoder or cached tokens + ``PartModel`` + ``part_loss`` + AdamW), not
-taken from ``semmae parts train``'s trainer.
+The part-train steps are the library's: each is a ``PartTrainer`` (``semmae parts train``) built by
+``open_trainer`` from the verb's config on a few noise images (:func:`part_trainer`), and one step is its
+``step_at`` on a held batch of its own first epoch (the learning rate of the step, the forward under the run's
+precision - fp32 on the CPU, ``auto`` on a GPU - Eq. 7, backward, clipping, AdamW; data loading excluded). A
+``--features online`` batch comes with the encoder already run, so its step first runs the frozen encoder on the
+batch's images (``OnlineBatches.encode``), as every step of that mode does. ``parts/train_step`` is that online
+step for the export's encoder (6 parts, the config's default head); ``parts/step_*`` are the demo's step with the
+paper preset's decoder (``parts/ibot_vits16``) online and cached, and with ``parts/tiny_cpu``'s light decoder
+cached.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
 from semmae.data.part_cache import PartCache
 from semmae.engine.precision import resolve_precision
 from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
-from semmae.parts.loss import part_loss
 from semmae.parts.model import PartHeadSpec, PartModel
 from semmae_lab.results_table import row
 from semmae_lab.timing import mean_time as _timeit
@@ -63,19 +75,10 @@ def run(quick: bool = True, smoke: bool = False) -> list[dict]:
         cache = writer.finalize()
         bytes_per_image = cache.bytes_per_image
 
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-    def train_step():
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            feats = encoder(images)
-            out = model(feats["cls"], feats["patches"])
-        loss = part_loss(out["recon"].float(), images, out["maps"].float(), 0.03)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    t_train = _timeit(train_step, iters, device)
+    with tempfile.TemporaryDirectory() as tmp:
+        online = dict(encoder=arch, img_size=img, num_parts=6, batch_size=batch, features="online")
+        trainer, held = part_trainer(Path(tmp), device, None, **online)
+    t_train = _timeit(trainer_step(trainer, held), iters, device)
     rows = step_comparison(device, iters, 2 if smoke else 64)
     enc_ips, exp_ips = batch / t_enc, batch / t_exp
     tag = f"{arch}@{img} b{batch} {device.type}"
@@ -89,44 +92,78 @@ def run(quick: bool = True, smoke: bool = False) -> list[dict]:
     ]
 
 
+def part_trainer(folder: Path, device: torch.device, preset: str | None, **values: Any):
+    """A :class:`~semmae.parts.train.PartTrainer` built by the library (:func:`~semmae.engine.trainer.open_trainer`:
+    the preflight, the run folder claimed, ``setup()``: seeding, ``build()``, the loop's set-up; nothing copied) from
+    ``semmae parts train``'s config (``preset`` <- ``values``, as ``--config`` and flags), on ``batch_size`` noise
+    images written under ``folder``; and its first batch (what :meth:`PartTrainer.forward` takes:
+    ``(images, F_c, F)``; with ``--features online``, the encoder already run). The run's folder is closed once
+    built: the steps are timed outside a run."""
+    from semmae.cli import stage_config
+    from semmae.engine.trainer import open_trainer
+    from semmae.parts.train import PartTrainer
+
+    size, n = values["img_size"], values["batch_size"]
+    images = folder / "data" / "noise"
+    images.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    cfg = stage_config(
+        "parts train",
+        preset,
+        **values,
+        data=str(folder / "data"),
+        out=str(folder / "run"),
+        device=str(device),
+        epochs=100,  # one step an epoch: the schedule spans the steps trainer_step wraps around
+        diag_images=n,
+        num_workers=0,
+        logger="none",
+    )
+    trainer = open_trainer(PartTrainer, cfg)
+    trainer.logger.close()
+    trainer.run_dir.release()
+    return trainer, next(iter(trainer.epoch_batches(0, 0, None)))
+
+
+def trainer_step(trainer, batch) -> Callable[[], Any]:
+    """One of ``trainer``'s optimiser steps on the held ``batch`` (``Trainer.step_at``: the learning rate of the
+    step, the forward under the run's precision, Eq. 7, backward, clipping, AdamW, the non-finite watch). With
+    ``--features online`` the step first runs the frozen encoder on the batch's images
+    (``OnlineBatches.encode``), as every step of that mode does."""
+    steps = itertools.count()
+    if trainer.cfg.features == "online":
+        images = batch[0]
+        return lambda: trainer.step_at(trainer.batches.encode(images), next(steps))
+    return lambda: trainer.step_at(batch, next(steps))
+
+
 def step_comparison(device: torch.device, iters: int, batch: int = 64) -> list[dict]:
-    """The demo's part step (tiny ViT width 192, depth 6, patch 8 at 64 px, batch 64, 4 parts) three ways, side by
-    side: the encoder run every step with the decoder of the paper preset (width 256; the old demo recipe), tokens
-    from the feature cache with the same decoder, and cached tokens with the light decoder of ``parts/tiny_cpu``
-    (width 64, projections 64)."""
-    from semmae.models.encoder_loading import encoder_from_record
-    from semmae.models.encoder_record import EncoderRecord
-    from semmae.parts.encoder import FrozenEncoder
-
-    torch.manual_seed(0)
-    vit = encoder_from_record(EncoderRecord.from_name("vit_d192x6h3_patch8", 64)).model  # timm's init
-    encoder = FrozenEncoder(vit).to(device)
-    images = torch.randn(batch, 3, 64, 64, device=device)
-    with torch.no_grad():
-        feats = encoder(images)
-
-    def step_fn(spec: PartHeadSpec, online: bool):
-        model = PartModel(spec).to(device).train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
-        def step():
-            f = encoder(images) if online else feats
-            out = model(f["cls"], f["patches"])
-            loss = part_loss(out["recon"], images, out["maps"], 0.03)["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-
-        return step
-
-    base = dict(embed_dim=192, grid_size=8, img_size=64, num_parts=4, blur_kernel=3, softmax_over="parts")
-    paper = PartHeadSpec(**base)
-    light = PartHeadSpec(**base, proj_dim=64, decoder_dim=64, decoder_min_dim=16, similarity="cosine")
-    t = {
-        "online_d256": _timeit(step_fn(paper, True), iters, device),
-        "cached_d256": _timeit(step_fn(paper, False), iters, device),
-        "cached_d64": _timeit(step_fn(light, False), iters, device),
+    """The demo's part step (tiny ViT width 192, depth 6, patch 8 at 64 px, batch 64, 4 parts, blur 3, softmax
+    over parts) three ways, side by side, each the step of a ``PartTrainer``: the encoder run every step
+    (``--features online``) with the decoder of the paper preset ``parts/ibot_vits16`` (width 256; the old demo
+    recipe), tokens from the feature cache (``--features cached``) with the same decoder, and cached tokens with
+    the light decoder of ``parts/tiny_cpu`` (width 64, projections 64, cosine Eq. 2)."""
+    demo = dict(
+        encoder="vit_d192x6h3_patch8",
+        img_size=64,
+        num_parts=4,
+        blur_kernel=3,
+        softmax_over="parts",
+        batch_size=batch,
+    )
+    variants = {
+        "online_d256": ("parts/ibot_vits16", "online"),
+        "cached_d256": ("parts/ibot_vits16", "cached"),
+        "cached_d64": ("parts/tiny_cpu", "cached"),
     }
+    steps = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (preset, features) in variants.items():
+            trainer, held = part_trainer(Path(tmp) / name, device, preset, features=features, **demo)
+            steps[name] = trainer_step(trainer, held)
+    t = {name: _timeit(step, iters, device) for name, step in steps.items()}
     tag = f"demo shape b{batch} {device.type}"
     return [row(f"parts/step_{k} ({tag})", v * 1000, "ms") for k, v in t.items()] + [
         row("parts/step_speedup_cached_d64_vs_online_d256", t["online_d256"] / t["cached_d64"], "x"),
