@@ -9,8 +9,8 @@ step* (every rank's RNG state and the sampler position) and the online kNN.
 A stage fills in the trainer's hooks (:meth:`~semmae.engine.trainer.Trainer.build`,
 :meth:`~semmae.engine.trainer.Trainer.forward` for one micro-batch, ...) and this loop's two data hooks,
 :meth:`StepTrainer.loader_items` and :meth:`StepTrainer.prepare`, and :meth:`StepTrainer.log_extras`. Its public
-:meth:`~semmae.engine.trainer.Trainer.train_step` is one optimiser step on one prepared batch (no accumulation), as
-benchmarks time it.
+:meth:`~semmae.engine.trainer.Trainer.train_step` is one optimiser step on one loaded batch (``prepare`` and the
+forward, no accumulation), as benchmarks time it.
 """
 
 from __future__ import annotations
@@ -160,6 +160,9 @@ class StepTrainer(Trainer):
             self.model = torch.nn.parallel.DistributedDataParallel(self.model_core, device_ids=ids)
         if cfg.compile:
             self.model = torch.compile(self.model)
+
+    def step_inputs(self, batch: dict) -> dict:
+        return self.prepare(batch, self.step, self.shard)
 
     def steps_to_run(self) -> int:
         return (

@@ -221,6 +221,11 @@ class Trainer:
     def setup_loop(self) -> None:
         """The loop's own pieces, after :meth:`build` and before a checkpoint is loaded (samplers, loaders)."""
 
+    def step_inputs(self, batch: Any) -> Any:
+        """A batch as its loader gives it -> what :meth:`forward` takes, in :meth:`train_step` (identity;
+        :class:`~semmae.engine.step_trainer.StepTrainer`: its ``prepare``, as its loop does)."""
+        return batch
+
     def steps_to_run(self) -> int:
         """The step :meth:`run` trains up to."""
         return self.total_steps
@@ -250,7 +255,7 @@ class Trainer:
     def train_step(self, batch: Any) -> dict[str, torch.Tensor]:
         """One optimiser step on ``batch``; returns the stage's losses (not synchronised)."""
         self.start_step()
-        losses = self.forward(batch)
+        losses = self.forward(self.step_inputs(batch))
         self.finish_step(losses["loss"], self.gradient_update(losses["loss"]))
         return losses
 
