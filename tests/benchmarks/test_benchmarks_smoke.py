@@ -48,6 +48,7 @@ SMOKE_ARGS: dict[str, list[str]] = {
     "linprobe_sweep": ["--out", "{tmp}/sweep"],
     "parts_cub": ["--work", "{tmp}/work", "--out", "{tmp}/parts-cub"],
     "parts_synthetic": ["--work", "{tmp}/work", "--out", "{tmp}/parts-synthetic.json"],
+    "refactor_check": ["--work", "{tmp}/work"],
     # every benchmark imported and checked for run(smoke=...); only the cheapest run (the others run here)
     "run_all": ["--only", "masking", "--out", "{tmp}/run_all.md"],
 }
