@@ -26,31 +26,44 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SKIP = {"img_per_s", "memory_mb", "data_wait", "eta"}
 
-#: verb -> its argv (run in the output folder; ``pre`` is the pretrain run the evaluations read)
-VERBS: dict[str, list[str]] = {
-    "pre": "pretrain --config pretrain/tiny_cpu --data data/train --out pre --img-size 32 --depth 1 --decoder-depth 1 "
-    "--batch-size 8 --epochs 2 --warmup-epochs 1 --num-workers 0 --masking random --log-every 1 --no-progress".split(),
-    "boot": "bootstrap --config bootstrap/tiny_cpu --data data/train --out boot --img-size 32 --local-size 16 "
-    "--local-crops 2 --depth 1 --out-dim 64 --head-hidden-dim 32 --head-bottleneck-dim 16 --batch-size 8 --epochs 2 "
-    "--warmup-epochs 1 --num-workers 0 --log-every 1 --no-progress".split(),
-    "parts": "parts train --config parts/tiny_cpu --data data/train --out parts --encoder-checkpoint pre --img-size 32 "
-    "--epochs 2 --batch-size 16 --num-workers 0 --log-every 1".split(),
-    "ft": "finetune --config eval/finetune_cpu_tiny --checkpoint pre --train data/train --val data/val --out ft "
-    "--epochs 2 --batch-size 8 --num-workers 0".split(),
-    "lp": "linprobe --mode full --checkpoint pre --train data/train --val data/val --out lp --epochs 2 "
-    "--warmup-epochs 1 --batch-size 8 --num-workers 0".split(),
-    "seg": "segment train --config segment/tiny_synth --checkpoint pre --data data --layout synth --out seg "
-    "--crop-size 32 --scale-base 32 --max-long 64 --eval-stride 16 --iters 6 --batch-size 4 --ckpt-every 3 "
-    "--log-every 1".split(),
-}
+#: run folder -> (verb, preset, typed field values); run in the output folder (``pre``: the run the evaluations read)
+VERBS: dict[str, tuple[str, str | None, dict]] = {
+    "pre": ("pretrain", "pretrain/tiny_cpu", dict(
+        data="data/train", out="pre", img_size=32, depth=1, decoder_depth=1, batch_size=8, epochs=2, warmup_epochs=1,
+        num_workers=0, masking="random", log_every=1, progress=False)),
+    "boot": ("bootstrap", "bootstrap/tiny_cpu", dict(
+        data="data/train", out="boot", img_size=32, local_size=16, local_crops=2, depth=1, out_dim=64,
+        head_hidden_dim=32, head_bottleneck_dim=16, batch_size=8, epochs=2, warmup_epochs=1, num_workers=0,
+        log_every=1, progress=False)),
+    "parts": ("parts train", "parts/tiny_cpu", dict(
+        data="data/train", out="parts", encoder_checkpoint="pre", img_size=32, epochs=2, batch_size=16,
+        num_workers=0, log_every=1)),
+    "ft": ("finetune", "eval/finetune_cpu_tiny", dict(
+        checkpoint="pre", train="data/train", val="data/val", out="ft", epochs=2, batch_size=8, num_workers=0)),
+    "lp": ("linprobe", None, dict(
+        mode="full", checkpoint="pre", train="data/train", val="data/val", out="lp", epochs=2, warmup_epochs=1,
+        batch_size=8, num_workers=0)),
+    "seg": ("segment train", "segment/tiny_synth", dict(
+        checkpoint="pre", data="data", layout="synth", out="seg", crop_size=32, scale_base=32, max_long=64,
+        eval_stride=16, iters=6, batch_size=4, ckpt_every=3, log_every=1)),
+}  # fmt: skip
+
+#: the child: one stage's typed config run in-process there (a fresh interpreter: the code of the checkout given)
+CHILD = """
+import json, sys
+from semmae.cli import run_stage, stage_config
+verb, preset, values = json.loads(sys.argv[1])
+run_stage(verb, stage_config(verb, preset=preset, **values))
+"""
 
 
-def semmae(root: Path, cwd: Path, argv: list[str]) -> None:
+def semmae(root: Path, cwd: Path, verb: str, preset: str | None, values: dict) -> None:
+    """``semmae <verb>`` with the code of checkout ``root``, in ``cwd``."""
     env = {**os.environ, "PYTHONPATH": str(root / "src"), "OMP_NUM_THREADS": "1"}
+    spec = json.dumps([verb, preset, values])
     subprocess.run(
-        [sys.executable, "-m", "semmae.cli", *argv, "--seed", "3"] if argv[0] != "data" else
-        [sys.executable, "-m", "semmae.cli", *argv],
-        cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [sys.executable, "-c", CHILD, spec], cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
 
@@ -59,7 +72,8 @@ def run_verbs(root: Path, out: Path, data: Path, verbs: list[str]) -> None:
     if not (out / "data").exists():
         (out / "data").symlink_to(data.resolve())
     for name in verbs:
-        semmae(root, out, VERBS[name])
+        verb, preset, values = VERBS[name]
+        semmae(root, out, verb, preset, {**values, "seed": 3})
 
 
 def _clean(v, roots: tuple[str, ...]):
@@ -137,7 +151,7 @@ def main() -> int:
     a.work.mkdir(parents=True, exist_ok=True)
     data = a.work / "data"
     if not data.exists():
-        semmae(a.after, a.work, ["data", "synth", "--out", "data", "--num-images", "64", "--size", "32"])
+        semmae(a.after, a.work, "data synth", None, dict(out="data", num_images=64, size=32))
     run_verbs(before, a.work / "before", data, verbs)
     run_verbs(a.after, a.work / "after", data, verbs)
     found = compare(a.work / "before", a.work / "after")
