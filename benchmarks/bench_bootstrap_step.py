@@ -3,7 +3,7 @@
 A step = masks + teacher + student (2 global + n local crops) + both losses and centre updates
 (``Bootstrapper.forward``) + backward + gradient clipping + AdamW + the teacher's EMA update: what the trainer does
 per step without the data loader. The trainer is built from a preset (default ``bootstrap/tiny_cpu``: tiny ViT,
-8 x 8 grid at 64 px, 4 local crops, 1024 prototypes, batch 32) on a few noise images; fp32 on the CPU, the preset's
+8 x 8 grid at 64 px, 4 local crops, 1024 prototypes, batch 32) on a few generated images; fp32 on the CPU, the preset's
 precision elsewhere. Each repeat is one block of ``--steps`` steps; blocks of several processes (e.g. before /
 after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the caller.
 
@@ -13,7 +13,7 @@ after a change, with ``PYTHONPATH`` pointing at each) can be interleaved by the 
 block of one step on the CPU.
 
 The trainer and its step are the library's (:func:`held_trainer`: ``Bootstrapper`` built by ``open_trainer`` on a
-few noise images; ``Bootstrapper.step_at``).
+few generated images; ``Bootstrapper.step_at``).
 """
 
 from __future__ import annotations
@@ -25,29 +25,21 @@ import tempfile
 from pathlib import Path
 
 import torch
+from _helpers_images import write_images
 
+from semmae_lab.bench import built_trainer
 from semmae_lab.timing import step_times
 
 
 def held_trainer(cfg, device: torch.device, folder: Path):
-    """A :class:`~semmae.bootstrap.train.Bootstrapper` built by the library (:func:`~semmae.engine.trainer.open_trainer`:
-    ``build`` and the loop's set-up, nothing copied) on ``cfg.batch_size`` noise images written under ``folder``,
-    100 steps long (one step an epoch, so the schedules span the steps :func:`run` wraps around)."""
+    """A :class:`~semmae.bootstrap.train.Bootstrapper` built by the library (:func:`semmae_lab.bench.built_trainer`:
+    ``build`` and the loop's set-up, nothing copied) on ``cfg.batch_size`` generated images written under
+    ``folder``, 100 steps long (one step an epoch, so the schedules span the steps :func:`run` wraps around)."""
     import dataclasses
 
-    import numpy as np
-    from PIL import Image
-
     from semmae.bootstrap.train import Bootstrapper
-    from semmae.engine.trainer import open_trainer
 
-    images = folder / "data" / "noise"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(cfg.batch_size):
-        Image.fromarray(rng.integers(0, 256, (cfg.img_size, cfg.img_size, 3), dtype=np.uint8)).save(
-            images / f"{i}.png"
-        )
+    write_images(folder / "data", count=cfg.batch_size, size=cfg.img_size, classes=1)
     cfg = dataclasses.replace(
         cfg,
         data=str(folder / "data"),
@@ -61,7 +53,7 @@ def held_trainer(cfg, device: torch.device, folder: Path):
         progress=False,
     )
     cfg.validate()
-    return open_trainer(Bootstrapper, cfg)
+    return built_trainer(Bootstrapper, cfg)
 
 
 def synthetic_batch(cfg, batch_size: int, device: torch.device) -> dict:
@@ -107,8 +99,6 @@ def run(
     cfg = BootstrapConfig(**values)
     with tempfile.TemporaryDirectory() as tmp:
         t = held_trainer(cfg, dev, Path(tmp))
-        t.logger.close()  # the steps are timed outside a run: nothing more is written into its folder
-        t.run_dir.release()
     batch = synthetic_batch(cfg, cfg.batch_size, dev)
 
     def step(i: int) -> None:  # the trainer's own step: losses, backward, clip, AdamW, the teacher's EMA

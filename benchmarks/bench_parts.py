@@ -8,7 +8,7 @@ so the ratio isolates what part export adds to the forward pass. Target: >= 0.8x
 ``--smoke`` (the test suite's): ViT-Tiny/16 at 32 px, batch 2, one timed call of each, on the CPU.
 
 The part-train steps are the library's: each is a ``PartTrainer`` (``semmae parts train``) built by
-``open_trainer`` from the verb's config on a few noise images (:func:`part_trainer`), and one step is its
+``open_trainer`` from the verb's config on a few generated images (:func:`part_trainer`), and one step is its
 ``step_at`` on a held batch of its own first epoch (the learning rate of the step, the forward under the run's
 precision - fp32 on the CPU, ``auto`` on a GPU - Eq. 7, backward, clipping, AdamW; data loading excluded). A
 ``--features online`` batch comes with the encoder already run, so its step first runs the frozen encoder on the
@@ -28,15 +28,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from PIL import Image
+from _helpers_images import write_images
 
 from semmae.data.part_cache import PartCache
 from semmae.engine.precision import resolve_precision
 from semmae.parts.encoder import FrozenEncoderSpec, build_encoder
 from semmae.parts.inference import infer_parts
 from semmae.parts.model import PartHeadSpec, PartModel
+from semmae_lab.bench import built_trainer
 from semmae_lab.results_table import row
 from semmae_lab.timing import mean_time as _timeit
 
@@ -93,22 +93,18 @@ def run(quick: bool = True, smoke: bool = False) -> list[dict]:
 
 
 def part_trainer(folder: Path, device: torch.device, preset: str | None, **values: Any):
-    """A :class:`~semmae.parts.train.PartTrainer` built by the library (:func:`~semmae.engine.trainer.open_trainer`:
-    the preflight, the run folder claimed, ``setup()``: seeding, ``build()``, the loop's set-up; nothing copied) from
-    ``semmae parts train``'s config (``preset`` <- ``values``, as ``--config`` and flags), on ``batch_size`` noise
+    """A :class:`~semmae.parts.train.PartTrainer` built by the library (:func:`semmae_lab.bench.built_trainer` over
+    ``open_trainer``: the preflight, the run folder claimed, ``setup()``: seeding, ``build()``, the loop's set-up;
+    nothing copied) from
+    ``semmae parts train``'s config (``preset`` <- ``values``, as ``--config`` and flags), on ``batch_size`` generated
     images written under ``folder``; and its first batch (what :meth:`PartTrainer.forward` takes:
     ``(images, F_c, F)``; with ``--features online``, the encoder already run). The run's folder is closed once
     built: the steps are timed outside a run."""
     from semmae.cli import stage_config
-    from semmae.engine.trainer import open_trainer
     from semmae.parts.train import PartTrainer
 
-    size, n = values["img_size"], values["batch_size"]
-    images = folder / "data" / "noise"
-    images.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(images / f"{i}.png")
+    n = values["batch_size"]
+    write_images(folder / "data", count=n, size=values["img_size"], classes=1)
     cfg = stage_config(
         "parts train",
         preset,
@@ -121,9 +117,7 @@ def part_trainer(folder: Path, device: torch.device, preset: str | None, **value
         num_workers=0,
         logger="none",
     )
-    trainer = open_trainer(PartTrainer, cfg)
-    trainer.logger.close()
-    trainer.run_dir.release()
+    trainer = built_trainer(PartTrainer, cfg)
     return trainer, next(iter(trainer.epoch_batches(0, 0, None)))
 
 

@@ -44,6 +44,15 @@ def bench_config(data: str | Path, out: str | Path, model: str, img_size: int, d
     return cfg
 
 
+def built_trainer(trainer_cls: type, cfg: Any):
+    """``trainer_cls`` built by the library (:func:`~semmae.engine.trainer.open_trainer`: the preflight, the run
+    folder claimed, ``setup()``), its run folder closed again: its steps are timed outside a run."""
+    trainer = open_trainer(trainer_cls, cfg)
+    trainer.logger.close()
+    trainer.run_dir.release()
+    return trainer
+
+
 def bench_trainer(cfg: PretrainConfig, masking: str | None = None) -> Pretrainer:
     """The run's trainer; ``masking`` swaps its strategy after the build (a config with random masking needs no
     part cache; the held batch then brings synthetic part ids, :func:`held_batch`)."""

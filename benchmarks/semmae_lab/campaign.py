@@ -262,7 +262,7 @@ class Campaign(Harness):
     def cache_dir(self) -> Path:
         return self.keep / "caches"
 
-    @property
+    @functools.cached_property
     def kept_stages(self) -> StageRunner:
         """The stages whose records are committed with the results (``<keep>/stages``: part quality)."""
         return StageRunner(self.keep, self.log)
