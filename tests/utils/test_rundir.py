@@ -122,6 +122,21 @@ def test_overwrite_refuses_a_folder_that_is_not_a_run(tmp_path):
     assert (out / "thesis.tex").read_text() == "precious"
 
 
+def test_a_continued_run_never_adopts_a_users_file_beside_it(tmp_path):
+    """A user's notes put beside a finished run are not the run's: continuing the run (``--resume``, a ``knn``
+    rerun) must not list them in the owner marker, or a later ``--overwrite`` would delete them."""
+    out = tmp_path / "run"
+    _old_run(out)
+    (out / "notes.md").write_text("what I learned from this run\n")
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False).log(5, loss=0.5)
+        (out / "vis").mkdir()  # a new entry the continued run writes is still noted
+    assert "notes.md" not in read_owner(out).entries and "vis" in read_owner(out).entries
+    with pytest.raises(UserError, match=r"holds notes.md, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert (out / "notes.md").read_text() == "what I learned from this run\n"
+
+
 def test_resume_and_overwrite_together_and_another_verbs_run_are_refused(tmp_path):
     out = tmp_path / "run"
     with pytest.raises(UserError, match="pass one of them"):

@@ -95,6 +95,9 @@ class RunDir:
         self._old_record = b""  # the lock file's bytes before this claim (put back if the run never started)
         self.owner: ownership.Owner | None = None  # the folder's owner marker (written by start())
         self._adopt = False  # a run from before owner markers, continued: start() writes its marker
+        # entries a continued run found in its folder that the marker does not list (a user's notes beside the
+        # run): never noted as the run's, so a later --overwrite refuses the folder instead of deleting them
+        self._foreign: list[str] = []
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
@@ -168,6 +171,8 @@ class RunDir:
                 "--overwrite to delete it and start again, or another --out"
             )
         self._adopt = legacy and self.resume
+        if self.owner is not None:
+            self._foreign = ownership.unlisted_entries(path, self.owner)
         self._record_holder(other_verb)
 
     def _lock(self) -> dict[str, Any]:
@@ -257,10 +262,11 @@ class RunDir:
 
     def note_entries(self) -> None:
         """Record the folder's new top-level entries in its owner marker (what ``--overwrite`` may delete later).
-        Called at start, after each log record and atomic write into the folder, and at release."""
+        Called at start, after each log record and atomic write into the folder, and at release. What the folder
+        held at claim time that its marker did not list is never noted: a continued run does not adopt it."""
         if self._started and self.owner is not None and self._fd is not None:
             try:
-                ownership.note_entries(self.path, self.owner)
+                ownership.note_entries(self.path, self.owner, exclude=self._foreign)
             except UserError:
                 pass  # a full disk: the write that follows names it
 
