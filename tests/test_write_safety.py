@@ -245,3 +245,86 @@ def test_a_writing_verb_never_touches_a_file_it_did_not_create(verb, world, caps
                     after = _hashes(root)
                     changed = sorted(k for k, h in before.items() if after.get(k) != h)
                     assert not changed, f"semmae {' '.join(map(str, argv))} changed or deleted {changed}"
+
+
+# -- verbs run on real inputs ---------------------------------------------------------------------------------------
+# The smallest argv above gives some verbs an input they refuse before they write anything (an encoder checkpoint
+# is no segmentation checkpoint), so the harness never saw them write. Here each gets a real tiny input, runs once
+# into a new folder (it must succeed: the run below is not vacuous), then at every target.
+
+#: a random-init tiny encoder for `segment train` (tests/eval/segmentation's sizes)
+TINY_SEGMENT = [
+    "--random-init",
+    "--arch",
+    "vit_tiny_patch8",
+    "--embed-dim",
+    "32",
+    "--depth",
+    "1",
+    "--num-heads",
+]
+TINY_SEGMENT += [
+    "2",
+    "--crop-size",
+    "32",
+    "--scale-base",
+    "32",
+    "--head-channels",
+    "8",
+    "--aux-channels",
+    "8",
+]
+TINY_SEGMENT += ["--pool-scales", "1", "--device", "cpu", "--num-workers", "0"]
+
+
+def _segment_run(root) -> str:
+    """A finished `semmae segment train` run under ``root`` (2 iterations on 10 synthetic 32 px images)."""
+    from semmae.data.synth import make_synthetic_dataset
+
+    make_synthetic_dataset(root / "synseg", num_images=10, size=32, progress=False)
+    run = root / "runs" / "segment-seed0"
+    argv = [
+        "segment",
+        "train",
+        "--config",
+        "segment/tiny_synth",
+        "--data",
+        str(root / "synseg"),
+        *TINY_SEGMENT,
+    ]
+    assert main([*argv, "--iters", "2", "--batch-size", "2", "--num-vis", "1", "--out", str(run)]) == 0
+    return str(run)
+
+
+#: ``{case: (what it builds under the world's root, its argv without --out)}``
+REAL_INPUTS = {
+    "segment eval": (
+        _segment_run,
+        lambda run: ["segment", "eval", "--checkpoint", run, "--device", "cpu", "--num-workers", "0"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REAL_INPUTS))
+def test_a_verb_on_real_inputs_never_touches_a_file_it_did_not_create(case, world, capsys):
+    root = world["root"]
+    build, argv_of = REAL_INPUTS[case]
+    made = build(root)
+    argv = argv_of(made)
+    verb = " ".join(argv[:2]) if argv[0] in ("segment", "parts", "data") else argv[0]
+    assert main([*argv, "--out", str(root / "fresh")]) == 0, capsys.readouterr().err  # it does write
+    capsys.readouterr()
+    _plant(world["planted"], verb, root)
+    targets = [*_targets(verb, world, root / "running"), made, str(root / "runs")]
+    with live_run(root / "running", "pretrain"):
+        for target in targets:
+            for extra in ([], ["--overwrite"]) if has_overwrite(verb) else ([],):
+                before = _hashes(root)
+                rc = main([*argv, "--out", target, *extra])
+                err = capsys.readouterr().err
+                assert rc == 2, f"semmae {' '.join(argv)} --out {target} {extra}: rc {rc}\n{err}"
+                assert len([ln for ln in err.splitlines() if ln.strip()]) == 1, err
+                changed = sorted(k for k, h in before.items() if _hashes(root).get(k) != h)
+                assert not changed, (
+                    f"semmae {' '.join(argv)} --out {target} {extra} changed or deleted {changed}"
+                )

@@ -26,6 +26,7 @@ from semmae.engine.epoch_trainer import EpochTrainer
 from semmae.engine.optim import layer_decay_optimizer
 from semmae.engine.precision import Precision, resolve_precision
 from semmae.engine.schedule import poly_schedule
+from semmae.engine.stage_run import run_claimed
 from semmae.engine.trainer import run_trainer
 from semmae.errors import UserError
 from semmae.eval.segmentation.backbone import ViTPyramid
@@ -39,10 +40,10 @@ from semmae.eval.segmentation.visualize import colorize, save_comparison
 from semmae.models.checkpoint_schema import TrainState, read_train_state
 from semmae.models.encoder_loading import LoadedEncoder, encoder_from_record, load_encoder
 from semmae.models.encoder_record import EncoderRecord
-from semmae.utils.distributed import DistInfo, barrier, cleanup, init_distributed, resolve_device
+from semmae.utils.distributed import DistInfo, barrier
 from semmae.utils.io import atomic_torch_save, atomic_write_json, checkpoint_file, load_checkpoint
 from semmae.utils.plain_config import config_to_dict
-from semmae.utils.run_logger import RunLogger
+from semmae.utils.rundir import RunDir
 from semmae.utils.seed import seed_everything
 
 CKPT_NAME = "checkpoint.pth"
@@ -351,59 +352,65 @@ class SegmentTrainer(EpochTrainer):
 
 
 def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
-    """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split."""
-    dist_info = init_distributed(cfg.device)
+    """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split.
+
+    ``--out`` is claimed as a run folder of its own (:func:`semmae.utils.rundir.claim_run_dir`, as ``knn`` does:
+    an evaluation has nothing to continue, so a rerun into its own folder replaces its results), never a user's
+    folder or another verb's run, such as the training run it evaluates."""
+    return run_claimed(cfg, "segment eval", _evaluate_claimed, resume=True)
+
+
+def _evaluate_claimed(
+    cfg: SegmentEvalConfig, dist_info: DistInfo, device: torch.device, run_dir: RunDir
+) -> dict:
+    """The claimed evaluation (:func:`evaluate_checkpoint`): every check first, then the first write."""
+    seed_everything(cfg.seed, dist_info.rank)
+    path = checkpoint_file(cfg.checkpoint)
+    raw = load_checkpoint(path)
+    if not isinstance(raw, dict):
+        raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
+    ckpt = read_train_state(raw, source=str(path))
+    if ckpt.config is None or ckpt.encoder is None and "encoder_source" not in ckpt.extra:
+        raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
+    values = dict(ckpt.config)
+    values.update({k: getattr(cfg, k) for k in INHERITED_FIELDS if getattr(cfg, k) is not None})
+    train_cfg = build_config(SegmentTrainConfig, values, source=f"checkpoint {path} config")
+    source = source_of(train_cfg)
+    if source.num_classes != ckpt.extra["num_classes"]:
+        raise UserError(
+            f"{cfg.data or train_cfg.data} has {source.num_classes} classes but the checkpoint "
+            f"predicts {ckpt.extra['num_classes']}"
+        )
+    record = ckpt.encoder
+    if record is None:
+        raise UserError(f"{path} does not describe its encoder (no encoder spec)")
+    model, _ = build_segmentor(train_cfg, source.num_classes, record)
+    # where the encoder came from (the rest of the old ``encoder`` entry: :func:`upgrade`)
+    encoder = {"spec": record.arch(), **(ckpt.extra.get("encoder_source") or {})}
     try:
-        device = resolve_device(cfg.device, dist_info)
-        seed_everything(cfg.seed, dist_info.rank)
-        path = checkpoint_file(cfg.checkpoint)
-        raw = load_checkpoint(path)
-        if not isinstance(raw, dict):
-            raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
-        ckpt = read_train_state(raw, source=str(path))
-        if ckpt.config is None or ckpt.encoder is None and "encoder_source" not in ckpt.extra:
-            raise UserError(f"{path} is not a `semmae segment train` checkpoint (no config/encoder entries)")
-        values = dict(ckpt.config)
-        values.update({k: getattr(cfg, k) for k in INHERITED_FIELDS if getattr(cfg, k) is not None})
-        train_cfg = build_config(SegmentTrainConfig, values, source=f"checkpoint {path} config")
-        source = source_of(train_cfg)
-        if source.num_classes != ckpt.extra["num_classes"]:
-            raise UserError(
-                f"{cfg.data or train_cfg.data} has {source.num_classes} classes but the checkpoint "
-                f"predicts {ckpt.extra['num_classes']}"
-            )
-        record = ckpt.encoder
-        if record is None:
-            raise UserError(f"{path} does not describe its encoder (no encoder spec)")
-        model, _ = build_segmentor(train_cfg, source.num_classes, record)
-        # where the encoder came from (the rest of the old ``encoder`` entry: :func:`upgrade`)
-        encoder = {"spec": record.arch(), **(ckpt.extra.get("encoder_source") or {})}
-        try:
-            model.load_state_dict(ckpt.model)
-        except RuntimeError as e:
-            raise UserError(f"{path} does not fit the model it describes: {mismatch(e)}") from None
-        model.to(device)
-        val_set = SegmentationDataset(
-            source, "val", EvalTransform(train_cfg.eval_short_side, train_cfg.max_long), train_cfg.val_split
-        )
-        out = Path(cfg.out)
-        logger = RunLogger(out, cfg, enabled=dist_info.is_main)
-        metrics, rows = evaluate(
-            model,
-            val_set,
-            source,
-            train_cfg.crop_size,
-            train_cfg.eval_stride,
-            device,
-            resolve_precision(train_cfg.precision, device),
-            dist_info,
-            cfg.num_vis,
-            cfg.num_workers,
-        )
-        it = int(ckpt.step if ckpt.step is not None else ckpt.extra.get("iteration", 0))
-        logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
-        logger.close()
-        extra = {"iteration": it, "split": "val", "data": str(source.root), "checkpoint": str(path)}
-        return report(out, metrics, rows, {**extra, "encoder": encoder}, dist_info.is_main)
-    finally:
-        cleanup()
+        model.load_state_dict(ckpt.model)
+    except RuntimeError as e:
+        raise UserError(f"{path} does not fit the model it describes: {mismatch(e)}") from None
+    model.to(device)
+    val_set = SegmentationDataset(
+        source, "val", EvalTransform(train_cfg.eval_short_side, train_cfg.max_long), train_cfg.val_split
+    )
+    out = Path(cfg.out)
+    logger = run_dir.start(cfg, keep_log_until=-1)  # the first write into --out, after every check
+    metrics, rows = evaluate(
+        model,
+        val_set,
+        source,
+        train_cfg.crop_size,
+        train_cfg.eval_stride,
+        device,
+        resolve_precision(train_cfg.precision, device),
+        dist_info,
+        cfg.num_vis,
+        cfg.num_workers,
+    )
+    it = int(ckpt.step if ckpt.step is not None else ckpt.extra.get("iteration", 0))
+    logger.log(it, val_miou=metrics["miou"], val_macc=metrics["macc"], val_aacc=metrics["aacc"])
+    logger.close()
+    extra = {"iteration": it, "split": "val", "data": str(source.root), "checkpoint": str(path)}
+    return report(out, metrics, rows, {**extra, "encoder": encoder}, dist_info.is_main)
