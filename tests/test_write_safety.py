@@ -13,10 +13,11 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 
 import pytest
 import torch
-from _helpers import live_run, write_image_folder
+from _helpers import live_run, pretrain_checkpoint, write_image_folder
 from timm.models.vision_transformer import VisionTransformer
 
 from semmae.cli import build_parser, main
@@ -131,6 +132,10 @@ def world(tmp_path):
     (proj / "thesis.tex").write_text("\\chapter{Four years}\n")
     (proj / "notes.json").write_text('{"mine": true}\n')
     (proj / "figure.png").write_bytes(b"\x89PNG my own figure")
+    # files named as semmae's outputs are (a model card, a part spec, a timm config with a `semmae` section)
+    (proj / "README.md").write_text("# My project\n")
+    (proj / "parts.json").write_text('{"head": "my part annotations"}\n')
+    (proj / "config.json").write_text('{"semmae": {"data": "/data/cub"}, "lr": 0.1}\n')
     images = write_image_folder(proj / "data" / "train", per_class=2, size=32)
     for split in ("train", "val"):
         write_image_folder(w / "split" / split, per_class=2, size=32)
@@ -277,7 +282,7 @@ TINY_SEGMENT += [
 TINY_SEGMENT += ["--pool-scales", "1", "--device", "cpu", "--num-workers", "0"]
 
 
-def _segment_run(root) -> str:
+def _segment_run(root) -> tuple[str, list[str]]:
     """A finished `semmae segment train` run under ``root`` (2 iterations on 10 synthetic 32 px images)."""
     from semmae.data.synth import make_synthetic_dataset
 
@@ -293,7 +298,53 @@ def _segment_run(root) -> str:
         *TINY_SEGMENT,
     ]
     assert main([*argv, "--iters", "2", "--batch-size", "2", "--num-vis", "1", "--out", str(run)]) == 0
-    return str(run)
+    return str(run), []
+
+
+def _pretrain_checkpoint(root) -> tuple[str, list[str]]:
+    """A tiny pretraining checkpoint (what `semmae export` reads; the harness's encoder file is not one)."""
+    from semmae.models import create_model
+
+    path = root / "inputs" / "pretrain.pth"
+    if not path.exists():
+        torch.manual_seed(0)
+        pretrain_checkpoint(path, create_model("mae_vit_micro_patch8", img_size=32), masking="random")
+    return str(path), []
+
+
+def _part_run(root) -> tuple[str, list[str]]:
+    """A finished tiny `semmae parts train` run under ``root``, and an earlier export of it whose ``encoder/`` a
+    user replaced by a link to their own encoder export (writing there would write through the link)."""
+    data = write_image_folder(root / "parts-data", per_class=4, size=32)
+    run = root / "runs" / "parts-seed0"
+    argv = [
+        "parts",
+        "train",
+        "--data",
+        str(data),
+        "--encoder-checkpoint",
+        str(root / "inputs" / "encoder.pth"),
+    ]
+    argv += [
+        "--img-size",
+        "32",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--num-workers",
+        "0",
+        "--device",
+        "cpu",
+    ]
+    argv += ["--decoder-dim", "16", "--decoder-min-dim", "8", "--proj-dim", "16", "--panel-images", "2"]
+    assert main([*argv, "--out", str(run)]) == 0
+    mine, linked = root / "exports" / "my-encoder", root / "exports" / "parts-linked"
+    assert main(["export", "--checkpoint", _pretrain_checkpoint(root)[0], "--out", str(mine)]) == 0
+    assert main(["export", "--checkpoint", str(run), "--out", str(linked)]) == 0
+    shutil.rmtree(linked / "encoder")
+    (linked / "encoder").symlink_to(mine)
+    return str(run), [str(linked)]
 
 
 #: ``{case: (what it builds under the world's root, its argv without --out)}``
@@ -302,6 +353,8 @@ REAL_INPUTS = {
         _segment_run,
         lambda run: ["segment", "eval", "--checkpoint", run, "--device", "cpu", "--num-workers", "0"],
     ),
+    "export (encoder)": (_pretrain_checkpoint, lambda ckpt: ["export", "--checkpoint", ckpt]),
+    "export (part learner)": (_part_run, lambda run: ["export", "--checkpoint", run]),
 }
 
 
@@ -309,13 +362,14 @@ REAL_INPUTS = {
 def test_a_verb_on_real_inputs_never_touches_a_file_it_did_not_create(case, world, capsys):
     root = world["root"]
     build, argv_of = REAL_INPUTS[case]
-    made = build(root)
+    made, more = build(root)
     argv = argv_of(made)
     verb = " ".join(argv[:2]) if argv[0] in ("segment", "parts", "data") else argv[0]
     assert main([*argv, "--out", str(root / "fresh")]) == 0, capsys.readouterr().err  # it does write
     capsys.readouterr()
     _plant(world["planted"], verb, root)
-    targets = [*_targets(verb, world, root / "running"), made, str(root / "runs")]
+    targets = [*_targets(verb, world, root / "running"), made, str(root / "runs"), *more]
+    targets = [t for t in targets if not t.endswith((".png", ".json", ".safetensors", ".pth"))]  # folders
     with live_run(root / "running", "pretrain"):
         for target in targets:
             for extra in ([], ["--overwrite"]) if has_overwrite(verb) else ([],):

@@ -28,6 +28,7 @@ from semmae.errors import UserError
 from semmae.export.encoder import export_encoder
 from semmae.models import create_model
 from semmae.models.encoder_loading import load_encoder
+from semmae.utils.ownership import OWNER_NAME
 
 CASES = {  # name -> (registered MAE, overrides, fg_keep)
     "patch16": ("mae_vit_micro_patch8", dict(patch_size=16, img_size=32), None),
@@ -70,7 +71,13 @@ def test_timm_local_dir_gives_the_features_of_load_encoder(case, tmp_path):
     extra = dict(fg_keep=keep) if keep else {}
     pretrain_checkpoint(tmp_path / "ckpt.pth", mae, masking="random", epochs=3, data="imgs", **extra)
     out = export_encoder(tmp_path / "ckpt.pth", tmp_path / "export")
-    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [
+        OWNER_NAME,
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]  # the marker: semmae made it
     config = json.loads((out / "config.json").read_text())
     record = mae.encoder_record()
     assert config["num_classes"] == 0 and timm.is_model(config["architecture"])

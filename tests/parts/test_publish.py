@@ -15,6 +15,7 @@ from semmae.data.part_cache import PartCache
 from semmae.export.encoder import export_encoder
 from semmae.models import create_model
 from semmae.parts.checkpoint import load_part_model
+from semmae.utils.ownership import OWNER_NAME
 
 from .conftest import IMG, train_args
 
@@ -35,7 +36,7 @@ def test_the_exported_part_learner_gives_the_same_part_cache(tmp_path, synth, tr
     folder = tmp_path / "learner"
     assert main(["export", "--checkpoint", str(trained.parent), "--out", str(folder)]) == 0  # the run folder
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["README.md", "encoder", "parts.json", "parts.safetensors"]
+    assert names == [OWNER_NAME, "README.md", "encoder", "parts.json", "parts.safetensors"]
     assert sorted(p.name for p in (folder / "encoder").iterdir()) == [
         "README.md",
         "config.json",

@@ -22,6 +22,7 @@ record (:class:`semmae.models.encoder_record.EncoderRecord`) is stored as JSON i
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,15 @@ from semmae.errors import UserError
 from semmae.export.hub import push_folder
 from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import encoder_state_dict, record_misfits
-from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME, is_timm_dir
+from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME
 from semmae.utils.io import atomic_write_bytes, atomic_write_text, checkpoint_file, load_checkpoint
-from semmae.utils.ownership import check_output_file, check_replace_folder
+from semmae.utils.ownership import (
+    Owner,
+    check_output_file,
+    claim_output_folder,
+    current_entries,
+    start_output_folder,
+)
 
 FORMATS = ("timm-dir", "safetensors")
 _FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt", ".npz")
@@ -118,10 +125,11 @@ def export_encoder(
         raise UserError("--push-to-hub uploads a timm folder; drop --format safetensors")
     out = Path(out)
     inputs = {"--checkpoint": str(path)}
+    owner = None
     if fmt == "safetensors":
         check_output_file(out, overwrite=overwrite, inputs=inputs, written_by_semmae=is_semmae_safetensors)
     else:
-        check_replace_folder(out, inputs)
+        owner = claim_export_folder(out, inputs, overwrite, adopt=_old_timm_export)
     enc, facts, state = _read(path, ckpt)
     card = None
     if fmt == "timm-dir":
@@ -153,7 +161,9 @@ def export_encoder(
         license="other (weights follow the training data's terms; code MIT)",
         description=f"SemMAE-package encoder exported from {path.name}",
     )
-    write_timm_dir(out, config, weights, card, overwrite=overwrite)
+    assert owner is not None
+    start_output_folder(out, owner, TIMM_FILES)
+    write_timm_dir(out, config, weights, card)
     if push_to_hub:
         push_folder(out, push_to_hub)
     return out
@@ -203,32 +213,46 @@ def timm_config(
     }
 
 
-def write_timm_dir(
-    out: str | Path, config: dict[str, Any], weights: bytes, card: str, overwrite: bool = False
-) -> Path:
-    """Write ``config.json``, ``model.safetensors`` (``weights``: serialised safetensors) and ``README.md`` to
-    ``out``, each atomically. An existing folder is refused unless it is an earlier export (a ``config.json`` with
-    a ``semmae`` entry and nothing but the export's files or extras that the caller passes again), so a mistyped
-    ``--out`` never mixes files into someone else's folder; an earlier export is replaced only with ``overwrite``,
-    and never one inside a live run's folder (:mod:`semmae.utils.ownership`)."""
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder name for the timm folder")
-    if out.is_dir() and any(out.iterdir()):
-        ours = is_timm_dir(out) and "semmae" in _json_or_empty(out / CONFIG_NAME)
-        if not ours:
-            raise UserError(
-                f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
-            )
-        if not overwrite:
-            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
-    from semmae.utils.rundir import live_lock_above
+#: what ``semmae export`` writes in a timm folder
+TIMM_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+#: the owner marker of an export folder (:mod:`semmae.utils.ownership`)
+EXPORT_KIND, EXPORT_VERB = "export", "export"
 
-    live = live_lock_above(out if out.exists() else out.parent) if out.parent.exists() else None
-    if live is not None:
-        raise UserError(
-            f"--out {out} lies inside {live}, the folder of a run that is still going; use another --out"
-        )
+
+def claim_export_folder(
+    out: Path, inputs: dict[str, str | None], overwrite: bool, adopt: Callable[[Path], bool]
+) -> Owner:
+    """The ownership check of an export folder (``--out`` of ``semmae export``), before anything is written: new or
+    empty, or an earlier export (its owner marker; ``adopt`` recognises one from before markers) replaced only with
+    ``--overwrite`` (:func:`semmae.utils.ownership.claim_output_folder`)."""
+    return claim_output_folder(
+        out,
+        kind=EXPORT_KIND,
+        verb=EXPORT_VERB,
+        what="a semmae export",
+        inputs=inputs,
+        overwrite=overwrite,
+        adopt=adopt,
+    )
+
+
+def _old_timm_export(out: Path) -> bool:
+    """A timm folder ``semmae export`` wrote before owner markers: nothing but its plain files, and a
+    ``config.json`` whose ``semmae`` entry holds the encoder record."""
+    names = current_entries(out)
+    if not names or not set(names) <= set(TIMM_FILES) or CONFIG_NAME not in names:
+        return False
+    if any((out / n).is_symlink() or not (out / n).is_file() for n in names):
+        return False
+    entry = _json_or_empty(out / CONFIG_NAME).get("semmae")
+    return isinstance(entry, dict) and isinstance(entry.get("encoder"), dict)
+
+
+def write_timm_dir(out: str | Path, config: dict[str, Any], weights: bytes, card: str) -> Path:
+    """Write ``config.json``, ``model.safetensors`` (``weights``: serialised safetensors) and ``README.md`` to
+    ``out``, each atomically. The caller has claimed the folder (:func:`claim_export_folder`; a part learner's
+    ``encoder/`` lies inside the folder it claimed)."""
+    out = Path(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -10,6 +10,8 @@ import os
 from pathlib import Path
 
 from semmae.errors import UserError
+from semmae.utils.ownership import OWNER_NAME
+from semmae.utils.run_lock import LOCK_NAME
 
 
 def push_folder(folder: str | Path, repo: str, private: bool = False) -> str:
@@ -27,7 +29,11 @@ def push_folder(folder: str | Path, repo: str, private: bool = False) -> str:
     try:
         url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
         api.upload_folder(
-            repo_id=repo, folder_path=str(folder), repo_type="model", commit_message="semmae export"
+            repo_id=repo,
+            folder_path=str(folder),
+            repo_type="model",
+            commit_message="semmae export",
+            ignore_patterns=[OWNER_NAME, LOCK_NAME],  # the folder's bookkeeping stays on this machine
         )
     except Exception as e:  # noqa: BLE001 - network, auth and server errors all end the command in one line
         cause = " ".join(str(e).split())[:300] or type(e).__name__

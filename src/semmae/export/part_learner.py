@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.export.encoder import timm_config, write_timm_dir
+from semmae.export.encoder import claim_export_folder, timm_config, write_timm_dir
 from semmae.models.encoder_record import vit_record
 from semmae.models.timm_dir import PAPER, PAPER_ID
 from semmae.parts.checkpoint import (
@@ -31,10 +31,13 @@ from semmae.parts.checkpoint import (
     EXPORT_VERSION,
     HEAD_NAME,
     SPEC_NAME,
-    is_part_learner_dir,
     load_part_model,
 )
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
+from semmae.utils.ownership import current_entries, start_output_folder
+
+#: what a part-learner export writes in its folder
+PART_FILES = (SPEC_NAME, HEAD_NAME, ENCODER_DIR, "README.md")
 
 
 def export_part_learner(
@@ -55,16 +58,7 @@ def export_part_learner(
         raise UserError(
             f"--out {out}: a part learner exports to a folder; give a folder name without {out.suffix}"
         )
-    if out.is_dir() and any(out.iterdir()):
-        if not is_part_learner_dir(out):
-            raise UserError(
-                f"--out {out} is a folder that is not a semmae export; give a new or empty folder"
-            )
-        if not overwrite:
-            raise UserError(f"--out {out} already holds a semmae export; pass --overwrite to replace it")
-    from semmae.utils.ownership import check_replace_folder
-
-    check_replace_folder(out, {"--checkpoint": str(checkpoint)})
+    owner = claim_export_folder(out, {"--checkpoint": str(checkpoint)}, overwrite, adopt=_old_part_export)
     encoder, model, ckpt = load_part_model(checkpoint, ckpt=ckpt)  # the parts room, entered once
     record, enc_sd = vit_record(encoder.vit, "the part learner's encoder")
     facts = record.export_facts()  # what the export writes about the encoder, read once as plain data
@@ -77,11 +71,11 @@ def export_part_learner(
     )
     meta = {"format": "pt", "model_config": json.dumps(facts["record"]), "arch": facts["timm_name"]}
     weights = save(enc_sd, metadata=meta)
-    out.mkdir(parents=True, exist_ok=True)
+    start_output_folder(out, owner, PART_FILES)
     config = timm_config(
         facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
     )
-    write_timm_dir(out / ENCODER_DIR, config, weights, enc_card, overwrite=True)
+    write_timm_dir(out / ENCODER_DIR, config, weights, enc_card)
     head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
     spec = {
@@ -105,6 +99,23 @@ def export_part_learner(
 
         push_folder(out, push_to_hub)
     return out
+
+
+def _old_part_export(out: Path) -> bool:
+    """A part-learner folder ``semmae export`` wrote before owner markers: nothing but its entries (plain files and
+    a real ``encoder`` folder) and a ``parts.json`` of the export's format."""
+    names = current_entries(out)
+    if not names or not set(names) <= set(PART_FILES) or SPEC_NAME not in names:
+        return False
+    for name in names:
+        p = out / name
+        if p.is_symlink() or not (p.is_dir() if name == ENCODER_DIR else p.is_file()):
+            return False
+    try:
+        spec = json.loads((out / SPEC_NAME).read_text())
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(spec, dict) and spec.get("format") == EXPORT_FORMAT
 
 
 def part_learner_card(spec: dict[str, Any], facts: dict[str, Any], checkpoint: Path) -> str:

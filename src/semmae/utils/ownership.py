@@ -7,6 +7,10 @@
   on a live run, and delete only the entries the marker lists; a folder holding anything else is refused whole.
 - **Nothing read from a marker or record is trusted as a path.** An entry that is absolute, holds a separator or
   ``..``, or resolves (through a symlink) outside its folder is refused (:func:`safe_child`).
+- **An output folder that is not a run** (``export``'s timm or part-learner folder, ``convert``'s tree) follows the
+  same rule (:func:`claim_output_folder`): new or empty, or one with this verb's marker and nothing else in it,
+  and no link among its entries (a write would land in the folder it points to); folders written before markers
+  existed are adopted only when their content is exactly what the verb writes.
 - **A single-file output** (``compare --json``, ``export x.safetensors``, a figure) replaces an existing file only
   with ``--overwrite``, only if semmae wrote it (its own metadata says so), never an input of the command, never a
   file inside a run folder (:func:`check_output_file`); the write itself is atomic (:mod:`semmae.utils.io`).
@@ -301,3 +305,89 @@ def check_output_file(
                 "wrote, so choose another name"
             )
     return p
+
+
+# -- output folders that are not runs -----------------------------------------------------------------------------
+def claim_output_folder(
+    folder: str | Path,
+    *,
+    kind: str,
+    verb: str,
+    what: str,
+    inputs: dict[str, str | None],
+    overwrite: bool = False,
+    rerun: bool = False,
+    adopt: Callable[[Path], bool] | None = None,
+    flag: str = "--out",
+) -> Owner:
+    """Check that ``semmae <verb>`` may write the output folder ``folder`` (one that is not a run: an export, a
+    converted dataset; ``what`` names it in messages, e.g. ``"a semmae export"``) and return its owner marker: a
+    new one for a new or empty folder, which the caller writes with :func:`start_output_folder` at its first write.
+
+    A folder that holds anything is written only if its marker is this verb's (or, for one written before markers
+    existed, ``adopt(folder)`` recognises it), it holds nothing the marker does not list and no link among its
+    entries (a write would go through it to a folder elsewhere); and then only with ``overwrite``, or ``rerun`` for
+    a verb whose rerun keeps what is there. ``overwrite`` never replaces a folder that is, holds or lies inside an
+    input of the command. Never inside a run that is still going. Nothing is written here; refusals are one line."""
+    from semmae.utils.run_lock import locked_folder_above
+
+    folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        raise UserError(f"{flag} {folder} is a broken link; give a folder")
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{flag} {folder} is a file; give a folder")
+    here = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    live = locked_folder_above(here, _held_folders()) if here is not None else None
+    if live is not None:
+        raise UserError(
+            f"{flag} {folder} lies inside {live}, the folder of a run that is still going; use another {flag}"
+        )
+    entries = current_entries(folder) if folder.is_dir() else []
+    owner = read_owner(folder) if folder.is_dir() else None
+    if owner is not None and not owner.describes(kind, verb):
+        what_it_is = "run" if owner.kind == "run" else owner.kind
+        raise UserError(
+            f"{flag} {folder} holds a `semmae {owner.verb}` {what_it_is}, not {what}; use another {flag}"
+        )
+    if not entries:
+        return owner or Owner(kind=kind, verb=verb)
+    listing = ", ".join(entries[:4]) + (f" and {len(entries) - 4} more" if len(entries) > 4 else "")
+    if owner is None:
+        if adopt is None or not adopt(folder):
+            raise UserError(
+                f"{flag} {folder} holds {listing} and is not {what} (no {OWNER_NAME}); semmae writes only into a "
+                f"new or empty folder or one it made: give a new or empty {flag}"
+            )
+        owner = Owner(kind=kind, verb=verb, entries=list(entries))  # written before markers existed
+    if not (overwrite or rerun):
+        raise UserError(
+            f"{flag} {folder} already holds {what}; pass --overwrite to replace it, or choose another {flag}"
+        )
+    if overwrite:
+        check_replace_folder(folder, inputs, flag)
+    foreign = unlisted_entries(folder, owner)
+    if foreign:
+        raise UserError(
+            f"{flag} {folder} holds {', '.join(foreign[:4])}, which semmae {verb} did not write; it replaces only "
+            f"its own files, so move them out first or choose another {flag}"
+        )
+    links = [n for n in entries if (folder / n).is_symlink()]
+    if links:
+        raise UserError(
+            f"{flag} {folder} holds {', '.join(links[:4])}, a link semmae did not make (writing there would "
+            f"write into {os.path.realpath(folder / links[0])}); remove the link or choose another {flag}"
+        )
+    return owner
+
+
+def start_output_folder(folder: str | Path, owner: Owner, names: Iterable[str]) -> None:
+    """The first write into an output folder :func:`claim_output_folder` accepted: create it and write its marker,
+    listing ``names`` (the entries the verb is about to write), so an interrupted write leaves a folder a rerun
+    with ``--overwrite`` may replace."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
+    owner.entries = sorted(set(owner.entries) | set(names))
+    write_owner(folder, owner)
