@@ -136,6 +136,7 @@ def world(tmp_path):
     (proj / "README.md").write_text("# My project\n")
     (proj / "parts.json").write_text('{"head": "my part annotations"}\n')
     (proj / "config.json").write_text('{"semmae": {"data": "/data/cub"}, "lr": 0.1}\n')
+    (proj / "convert.json").write_text('{"how I converted my data": "by hand"}\n')
     images = write_image_folder(proj / "data" / "train", per_class=2, size=32)
     for split in ("train", "val"):
         write_image_folder(w / "split" / split, per_class=2, size=32)
@@ -347,12 +348,23 @@ def _part_run(root) -> tuple[str, list[str]]:
     return str(run), [str(linked)]
 
 
+def _cub_release(root) -> tuple[str, list[str]]:
+    """A two-image CUB-200-2011 release (the three tables `semmae convert cub` reads)."""
+    release = root / "CUB_200_2011"
+    write_image_folder(release / "images", classes=("001.Albatross",), per_class=2, size=16)
+    (release / "images.txt").write_text("1 001.Albatross/img0.png\n2 001.Albatross/img1.png\n")
+    (release / "train_test_split.txt").write_text("1 1\n2 0\n")
+    (release / "image_class_labels.txt").write_text("1 1\n2 1\n")
+    return str(release), []
+
+
 #: ``{case: (what it builds under the world's root, its argv without --out)}``
 REAL_INPUTS = {
     "segment eval": (
         _segment_run,
         lambda run: ["segment", "eval", "--checkpoint", run, "--device", "cpu", "--num-workers", "0"],
     ),
+    "convert": (_cub_release, lambda release: ["convert", "cub", "--root", release]),
     "export (encoder)": (_pretrain_checkpoint, lambda ckpt: ["export", "--checkpoint", ckpt]),
     "export (part learner)": (_part_run, lambda run: ["export", "--checkpoint", run]),
 }

@@ -19,6 +19,7 @@ import json
 import os
 import re
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,9 +153,14 @@ CONVERTERS = {"cub": cub_entries, "cars": cars_entries, "inat": inat_entries}
 
 
 def convert_dataset(
-    name: str, root: str | Path, out: str | Path, skip_missing: bool = False
+    name: str,
+    root: str | Path,
+    out: str | Path,
+    skip_missing: bool = False,
+    before_write: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``out/{train,val}/<class>/<image>`` symlinks for release ``name`` at ``root``; returns a summary.
+    ``before_write`` runs once the release is read, before the first write (``semmae convert`` claims ``out``).
 
     Re-running is safe: existing links to the same file are kept; a link to another file is refused.
     """
@@ -172,6 +178,8 @@ def convert_dataset(
             f"{len(missing)} listed image(s) are missing, first: {missing[0]} (use --skip-missing to leave them out)"
         )
     missing_set = set(missing)
+    if before_write is not None:
+        before_write()
     counts: Counter = Counter()
     used: set[Path] = set()
     for split, src, folder in entries:
@@ -199,3 +207,43 @@ def convert_dataset(
     }
     atomic_write_json(out / "convert.json", summary)
     return summary
+
+
+#: the owner marker of a folder ``semmae convert`` made (:mod:`semmae.utils.ownership`)
+KIND, VERB = "dataset", "convert"
+
+
+def convert_release(
+    name: str, root: str | Path, out: str | Path, skip_missing: bool = False
+) -> dict[str, Any]:
+    """``semmae convert``: :func:`convert_dataset` into ``out`` claimed by the ownership rule
+    (:func:`semmae.utils.ownership.claim_output_folder`): new, empty, or a folder an earlier ``semmae convert``
+    made (a rerun keeps its links), never a user's folder (its ``convert.json`` would be replaced) or a run's; one
+    writer at a time (``<out>/.semmae.lock``)."""
+    from semmae.data.subset import hold_output
+    from semmae.utils import ownership
+
+    out = Path(out)
+
+    def claim(own_lock: bool = False) -> ownership.Owner:
+        return ownership.claim_output_folder(
+            out,
+            kind=KIND,
+            verb=VERB,
+            what="a tree semmae convert wrote",
+            inputs={"--root": str(root)},
+            rerun=True,
+            own_lock=own_lock,
+        )
+
+    claim()  # refused before the lock file is made
+    created = not out.exists()
+    try:
+        with hold_output(out, f"converted dataset {out}", VERB, lambda: claim(own_lock=True)):
+            owner = claim(own_lock=True)
+            first = lambda: ownership.start_output_folder(out, owner, ("train", "val", "convert.json"))  # noqa: E731
+            return convert_dataset(name, root, out, skip_missing, before_write=first)
+    except UserError:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # refused before its first write: no trace
+        raise

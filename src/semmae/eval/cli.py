@@ -50,9 +50,9 @@ def _compare(cfg) -> int:  # a semmae.eval.compare.CompareConfig
 
 
 def _convert(args) -> int:
-    from semmae.data.convert import convert_dataset
+    from semmae.data.convert import convert_release
 
-    print(json.dumps(convert_dataset(args.dataset, args.root, args.out, args.skip_missing)))
+    print(json.dumps(convert_release(args.dataset, args.root, args.out, args.skip_missing)))
     return 0
 
 

@@ -319,6 +319,7 @@ def claim_output_folder(
     rerun: bool = False,
     adopt: Callable[[Path], bool] | None = None,
     flag: str = "--out",
+    own_lock: bool = False,
 ) -> Owner:
     """Check that ``semmae <verb>`` may write the output folder ``folder`` (one that is not a run: an export, a
     converted dataset; ``what`` names it in messages, e.g. ``"a semmae export"``) and return its owner marker: a
@@ -328,7 +329,8 @@ def claim_output_folder(
     existed, ``adopt(folder)`` recognises it), it holds nothing the marker does not list and no link among its
     entries (a write would go through it to a folder elsewhere); and then only with ``overwrite``, or ``rerun`` for
     a verb whose rerun keeps what is there. ``overwrite`` never replaces a folder that is, holds or lies inside an
-    input of the command. Never inside a run that is still going. Nothing is written here; refusals are one line."""
+    input of the command. Never inside a run that is still going (``own_lock``: the caller holds ``folder``'s
+    one-writer lock itself, so only the folders above count). Nothing is written here; refusals are one line."""
     from semmae.utils.run_lock import locked_folder_above
 
     folder = Path(folder)
@@ -336,7 +338,7 @@ def claim_output_folder(
         raise UserError(f"{flag} {folder} is a broken link; give a folder")
     if folder.exists() and not folder.is_dir():
         raise UserError(f"{flag} {folder} is a file; give a folder")
-    here = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    here = next((p for p in (folder.parent if own_lock else folder, *folder.parents) if p.exists()), None)
     live = locked_folder_above(here, _held_folders()) if here is not None else None
     if live is not None:
         raise UserError(
