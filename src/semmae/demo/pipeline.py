@@ -356,7 +356,11 @@ class Demo(DemoLayout):
 
         # a rerun resumes (the stages check their own artifacts); --overwrite starts again
         with claim_run_dir(
-            self.out, "demo", resume=not self.cfg.overwrite, overwrite=self.cfg.overwrite
+            self.out,
+            "demo",
+            resume=not self.cfg.overwrite,
+            overwrite=self.cfg.overwrite,
+            inputs={"--encoder-checkpoint": self.cfg.encoder_checkpoint},  # --overwrite never deletes it
         ) as run:
             if not self.cfg.overwrite:
                 self.check_same_setup(run.previous)
