@@ -70,6 +70,30 @@ def test_a_planted_marker_naming_paths_outside_out_deletes_nothing(tmp_path, cap
     one_error_line(capsys, MARKER, "deletes and writes nothing")
 
 
+@pytest.mark.parametrize("copy", [False, True])
+def test_a_users_own_file_in_a_subset_is_never_replaced(tmp_path, capsys, copy):
+    """A subset rerun with other settings writes only where no file is, or where its marker lists one that it
+    made: a user's image put in a class folder (a name the new selection picks), or a link of a symlink subset
+    that the user replaced by a file of their own, is refused in one line and kept."""
+    src = fake_folder(tmp_path / "src", {"a": 4, "b": 4})
+    out = tmp_path / "sub"
+    more = ["--copy"] if copy else []
+    assert main(subset_argv(src, out, 1, *more)) == 0
+    kept = {p.name for p in (out / "a").iterdir()}
+    new = next(n for n in sorted(os.listdir(src / "a")) if n not in kept)
+    (out / "a" / new).write_bytes(b"my own image")  # not listed by the marker
+    if not copy:  # the subset's link replaced by the user's own file
+        link = out / "a" / next(iter(kept))
+        link.unlink()
+        link.write_bytes(b"my edit")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main(subset_argv(src, out, 4, *more)) == 2
+    one_error_line(capsys, "which data subset did not write")
+    assert folder_snapshot(out) == before
+    assert (out / "a" / new).read_bytes() == b"my own image"
+
+
 def test_a_class_folder_that_links_out_of_out_is_refused(tmp_path, capsys):
     src = fake_folder(tmp_path / "src", {"a": 3, "b": 3})
     elsewhere = fake_folder(tmp_path / "elsewhere", {"a": 2})

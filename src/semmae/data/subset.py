@@ -144,7 +144,7 @@ def make_subset(
         "allow_fewer": allow_fewer,
         "files": selection,  # a source folder that gained or lost files selects anew
     }
-    with hold_output(dst, f"subset {dst}", "data subset", lambda: _check_out(dst, selection)):
+    with hold_output(dst, f"subset {dst}", "data subset", lambda: _check_out(dst, selection, settings)):
         written = _write(src, dst, selection, settings, copy)
     return SubsetReport(dst, {c: len(f) for c, f in selection.items()}, mode, written, skipped, str(src))
 
@@ -191,9 +191,10 @@ def _entries(dst: Path) -> list[str]:
     return [n for n in os.listdir(dst) if n != LOCK_NAME and not is_temporary(n)]
 
 
-def _check_out(dst: Path, selection: dict[str, list[str]]) -> None:
-    """Refuse an ``--out`` that holds something and no subset marker, a marker that names anything unsafe, or a
-    class folder to be written that is a link out of ``--out``: before anything is deleted or written."""
+def _check_out(dst: Path, selection: dict[str, list[str]], settings: dict) -> None:
+    """Refuse an ``--out`` that holds something and no subset marker, a marker that names anything unsafe, a
+    class folder to be written that is a link out of ``--out``, or a file where the subset would write one that
+    no subset marker lists (a user's own image in a class folder): before anything is deleted or written."""
     if dst.exists() and not dst.is_dir():
         raise UserError(f"--out {dst} is a file")
     previous = _read_marker(dst / MARKER)
@@ -201,10 +202,21 @@ def _check_out(dst: Path, selection: dict[str, list[str]]) -> None:
         raise UserError(
             f"--out {dst} is not empty and not a subset written by semmae data subset; pick another"
         )
-    if previous is not None:
-        _owned_files(dst, previous)
-    for c in selection:
-        _class_folder(dst, c, f"--out {dst}")
+    unchanged = (
+        previous is not None and previous.get("complete") and _same(previous, settings)
+    )  # nothing written
+    owned = set(_made_files(dst, previous)) if previous is not None else set()
+    for c, names in selection.items():
+        folder = _class_folder(dst, c, f"--out {dst}")
+        for name in (
+            [] if unchanged else names
+        ):  # a file where the subset writes is replaced only if a subset made it
+            target = folder / name
+            if (target.exists() or target.is_symlink()) and target not in owned:
+                raise UserError(
+                    f"--out {dst} holds {target}, which data subset did not write; data subset deletes and writes "
+                    "nothing: move it out or use another --out"
+                )
 
 
 def _write(src: Path, dst: Path, selection: dict[str, list[str]], settings: dict, copy: bool) -> int:
@@ -308,15 +320,24 @@ def _place(source: Path, target: Path, copy: bool) -> int:
     return 1
 
 
+def _made_files(dst: Path, previous: dict) -> list[Path]:
+    """The files an earlier subset's marker lists that are what its recorded mode made (a link of a symlink subset,
+    a plain file of a copy subset): a plain file where a link was is a user's own, never replaced."""
+    links = previous.get("mode") != "copy"
+    return [
+        p
+        for p in _owned_files(dst, previous)
+        if (p.is_symlink() if links else p.is_file() and not p.is_symlink())
+    ]
+
+
 def _remove(dst: Path, previous: dict) -> None:
     """Delete the files an earlier subset's marker lists (and class folders left empty), nothing else: every name
     is checked first (:func:`_owned_files`), and only what the recorded mode made goes (a link of a symlink subset,
     a plain file of a copy subset)."""
     paths = _owned_files(dst, previous)
-    links = previous.get("mode") != "copy"
-    for p in paths:
-        if p.is_symlink() if links else p.is_file() and not p.is_symlink():
-            p.unlink()
+    for p in _made_files(dst, previous):
+        p.unlink()
     for folder in {p.parent for p in paths}:
         if folder.is_dir() and not folder.is_symlink() and not any(folder.iterdir()):
             folder.rmdir()
