@@ -260,6 +260,25 @@ def test_synth_never_writes_into_a_users_folder(tmp_path, capsys):
     assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
 
 
+def test_synth_never_writes_through_a_link_or_beside_a_users_file(tmp_path, capsys):
+    """`data synth` checked only the top of --out's layout: a split folder that is a link to a user's dataset was
+    written through (its same-named images replaced), and a class folder holding a user's files got images added."""
+    theirs = tmp_path / "mydata"
+    (theirs / "bird").mkdir(parents=True)
+    (theirs / "bird" / "bird_00001.png").write_bytes(b"my bird photo")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / "train").symlink_to(theirs)
+    mixed = tmp_path / "mixed"
+    (mixed / "train" / "bird").mkdir(parents=True)
+    (mixed / "train" / "bird" / "notes.txt").write_text("mine")
+    for out in (linked, mixed):
+        before = folder_snapshot(tmp_path)
+        assert main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "16"]) == 2
+        one_error_line(capsys, "which data synth did not write")
+        assert folder_snapshot(tmp_path) == before
+
+
 def test_a_file_name_that_is_not_utf8_goes_through_parts_export(tmp_path, capsys):
     """Issue 37: non-UTF-8 file names crashed `parts export` (the file-list digest and files.txt)."""
     import os

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import colorsys
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -224,8 +225,9 @@ def make_synthetic_dataset(
 
 
 def _check_out(out: Path) -> None:
-    """``--out`` is new, empty, or what an interrupted ``data synth`` left (its split folders of its own classes):
-    never a folder of a user's, whose files or classes the synthetic images would join or replace."""
+    """``--out`` is new, empty, or what an interrupted ``data synth`` left (its split folders of its own classes,
+    holding its own image files): never a folder of a user's, whose files or classes the synthetic images would
+    join or replace, and no link anywhere in it (an image written there would land where it points)."""
     if (out / "synth.json").exists():
         raise UserError(f"{out} already holds a synthetic dataset; choose another --out or delete it")
     if not out.is_dir():
@@ -233,23 +235,35 @@ def _check_out(out: Path) -> None:
     from semmae.utils.ownership import current_entries
 
     splits = {"train", "val"}
-    expected = {
-        "": splits | {"masks"},
-        "masks": splits,
-        **{s: set(OBJECT_CLASSES) for s in splits},
-        **{f"masks/{s}": set(OBJECT_CLASSES) for s in splits},
-    }
-    for rel, allowed in expected.items():
+    folders = {"": splits | {"masks"}, "masks": splits}
+    folders.update({s: set(OBJECT_CLASSES) for s in splits})
+    folders.update({f"masks/{s}": set(OBJECT_CLASSES) for s in splits})
+    files = {f"{m}{s}/{c}": c for m in ("", "masks/") for s in splits for c in OBJECT_CLASSES}
+    for rel in [*folders, *files]:
         folder = out / rel if rel else out
-        if not folder.is_dir() or folder.is_symlink():
-            continue
-        stray = [n for n in current_entries(folder) if n not in allowed or not (folder / n).is_dir()]
+        if not folder.is_dir() or (rel and folder.is_symlink()):
+            continue  # a link is refused as an entry of the folder above
+        stray = [
+            n
+            for n in current_entries(folder)
+            if not _synth_entry(folder / n, folders.get(rel), files.get(rel))
+        ]
         if stray:
             shown = ", ".join(stray[:4]) + (f" and {len(stray) - 4} more" if len(stray) > 4 else "")
             raise UserError(
                 f"--out {out} holds {shown}{' in ' + rel if rel else ''}, which data synth did not write; it "
                 "writes only into a new or empty folder: choose another --out"
             )
+
+
+def _synth_entry(path: Path, folders: set[str] | None, class_name: str | None) -> bool:
+    """Whether ``path`` is what ``data synth`` writes where it lies: one of ``folders`` (a real folder), or an
+    image ``<class_name>_NNNNN.png`` (a plain file); never a link."""
+    if path.is_symlink():
+        return False
+    if folders is not None:
+        return path.name in folders and path.is_dir()
+    return bool(re.fullmatch(rf"{re.escape(str(class_name))}_\d{{5}}\.png", path.name)) and path.is_file()
 
 
 def _write(
