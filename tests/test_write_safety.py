@@ -250,6 +250,10 @@ def test_a_writing_verb_never_touches_a_file_it_did_not_create(verb, world, caps
                         assert len(lines) == 1, f"{argv}: not one line:\n{err}"
                     after = _hashes(root)
                     changed = sorted(k for k, h in before.items() if after.get(k) != h)
+                    if verb == "knn" and extra and target == world["finished"]:
+                        # the finished run is knn's own: --overwrite is the user asking to replace it, and only it
+                        assert rc == 0 and all(k.startswith("runs/knn-seed0/") for k in changed), changed
+                        continue
                     assert not changed, f"semmae {' '.join(map(str, argv))} changed or deleted {changed}"
 
 

@@ -179,3 +179,24 @@ def test_knn_into_a_users_folder_and_a_resume_with_other_data_are_refused(
     assert main([*argv[:2], str(other), *argv[3:], "--out", str(out)]) == 2
     one_error_line(capsys, f"--data {other} is not {tiny_data}")
     assert folder_snapshot(out) == before
+
+
+def test_knn_with_other_settings_needs_overwrite_which_it_has(tiny_data, tiny_ckpt, tmp_path, capsys):
+    """The refusal of a rerun with other settings names ``--overwrite``, so knn takes it: the earlier evaluation is
+    replaced, while a user's folder stays refused with it."""
+    argv = ["knn", "--data", str(tiny_data), "--checkpoint", str(tiny_ckpt), *COMMON]
+    out = tmp_path / "knn"
+    assert main([*argv, "--out", str(out), "--k", "3"]) == 0
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(out), "--k", "5"]) == 2
+    one_error_line(capsys, "--k 3 -> 5", "--overwrite")
+    assert folder_snapshot(out) == before
+    assert main([*argv, "--out", str(out), "--k", "5", "--overwrite"]) == 0
+    assert "k: 5" in (out / "config.yaml").read_text()
+    home = user_folder(tmp_path / "home")
+    mine = folder_snapshot(home)
+    capsys.readouterr()
+    assert main([*argv, "--out", str(home), "--overwrite"]) == 2
+    one_error_line(capsys, "thesis.txt")
+    assert folder_snapshot(home) == mine

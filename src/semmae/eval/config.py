@@ -147,6 +147,7 @@ class KnnConfig(EvalCommonConfig):
     temperature: float = option(0.07, "vote temperature T in exp(s/T)")
     pool: str = option("token", "feature: class token or patch-token average", choices=("token", "avg"))
     out: str = option("runs/knn", "run directory")
+    overwrite: bool = overwrite_option()
 
     def validate(self) -> None:
         self.validate_common()

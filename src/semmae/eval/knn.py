@@ -25,9 +25,10 @@ from semmae.utils.seed import seed_everything
 
 def run_knn(cfg: KnnConfig) -> dict:
     """Encode train and val once (center crop), classify val by its neighbours in train, write results.json."""
-    # kNN has no state to continue: a rerun into its folder replaces the results (and its log), but the folder
-    # still has one writer at a time and is never another verb's run
-    return run_claimed(cfg, "knn", _run_knn, resume=True)
+    # kNN has no state to continue: a rerun with the same settings into its folder replaces the results (and its
+    # log); other settings need --overwrite (the earlier evaluation deleted first). The folder still has one writer
+    # at a time and is never another verb's run
+    return run_claimed(cfg, "knn", _run_knn, resume=not cfg.overwrite)
 
 
 def _run_knn(cfg: KnnConfig, info, device, run_dir) -> dict:

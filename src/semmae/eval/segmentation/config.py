@@ -208,6 +208,7 @@ class SegmentEvalConfig:
     precision: str | None = option(None, "autocast precision (default: the run's)", choices=PRECISIONS)
     num_vis: int = option(4, "validation images drawn next to their ground truth")
     out: str = option("runs/segment-eval", "output directory (results.json, PNG)")
+    overwrite: bool = overwrite_option()
     device: str = option("auto", "auto, cpu, cuda or cuda:N")
     num_workers: int = option(2, "data-loading worker processes per rank")
     seed: int = option(0, "random seed")

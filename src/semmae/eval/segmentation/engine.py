@@ -355,9 +355,10 @@ def evaluate_checkpoint(cfg: SegmentEvalConfig) -> dict:
     """Run ``semmae segment eval``: rebuild the segmentor from its checkpoint and score the validation split.
 
     ``--out`` is claimed as a run folder of its own (:func:`semmae.utils.rundir.claim_run_dir`, as ``knn`` does:
-    an evaluation has nothing to continue, so a rerun into its own folder replaces its results), never a user's
-    folder or another verb's run, such as the training run it evaluates."""
-    return run_claimed(cfg, "segment eval", _evaluate_claimed, resume=True)
+    an evaluation has nothing to continue, so a rerun with the same settings into its own folder replaces its
+    results, and ``--overwrite`` deletes an earlier evaluation with other settings first), never a user's folder or
+    another verb's run, such as the training run it evaluates."""
+    return run_claimed(cfg, "segment eval", _evaluate_claimed, resume=not cfg.overwrite)
 
 
 def _evaluate_claimed(
