@@ -101,3 +101,41 @@ def test_written_files_follow_the_umask_like_open(tmp_path):
         assert (tmp_path / "c.pth").stat().st_mode & 0o777 == 0o600
     finally:
         os.umask(old)
+
+
+def test_a_figure_that_fails_to_render_leaves_the_earlier_file_whole(tmp_path):
+    """The demo's figures are saved through :func:`atomic_save_figure`: a failure while rendering leaves the earlier
+    file byte-identical and no temporary file behind; a good save replaces it with a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+
+    from semmae.utils.io import atomic_save_figure
+
+    path = tmp_path / "fig.png"
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [0, 1])
+    atomic_save_figure(fig, path)
+    before = path.read_bytes()
+    assert before.startswith(b"\x89PNG")
+
+    class Boom(RuntimeError):
+        pass
+
+    def broken(target, *args, **kwargs):  # half a file written, then the renderer dies
+        if hasattr(target, "write"):
+            target.write(b"\x89PNG half")
+        else:
+            Path(target).write_bytes(b"\x89PNG half")
+        raise Boom("renderer died")
+
+    ax.plot([1, 0], [0, 1])
+    fig.canvas.print_png = broken
+    with pytest.raises(Boom):
+        atomic_save_figure(fig, path)
+    plt.close(fig)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fig.png"]

@@ -17,6 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MultipleLocator  # noqa: E402
 
+from semmae.utils.io import atomic_save_figure  # noqa: E402
+
 EVIDENCE_FILE = Path(__file__).with_name("evidence.json")
 
 #: the marker colour of each verdict of the decision rule (``semmae.eval.paired.decide``); ``None`` = interim
@@ -141,6 +143,6 @@ def forest_plot(summary: dict, path: Path, dpi: int = 115) -> Path:
     fig.tight_layout(rect=(0, 0.25 / height, 1, 1))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight", pad_inches=0.1)
+    atomic_save_figure(fig, path, bbox_inches="tight", pad_inches=0.1)
     plt.close(fig)
     return path

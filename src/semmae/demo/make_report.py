@@ -18,6 +18,7 @@ from semmae.demo.layout import DemoLayout  # noqa: E402
 from semmae.demo.recipe import METHOD_LABELS, PARTS_PRESET  # noqa: E402
 from semmae.demo.report import Figure, Section, Table, write_report  # noqa: E402
 from semmae.eval.paired import MIN_PAIRS, decide, paired_stats  # noqa: E402
+from semmae.utils.io import atomic_save_figure  # noqa: E402
 from semmae.utils.run_logger import read_log  # noqa: E402
 
 PART_METHODS = ("learned", "attention", "kmeans", "spatial", "ceiling")
@@ -40,7 +41,7 @@ def loss_curves(demo: DemoLayout, path: Path) -> Path:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    atomic_save_figure(fig, path)
     plt.close(fig)
     return path
 

@@ -120,6 +120,16 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def atomic_save_figure(fig: Any, path: str | Path, **savefig: Any) -> None:
+    """Save a matplotlib figure atomically (rendered in memory, in the format its suffix names): a crash or a full
+    disk leaves the earlier file whole, never a truncated one."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", **savefig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def sha256_file(path: str | Path) -> str:
     """The SHA-256 hex digest of a file's bytes (read in 1 MiB chunks)."""
     h = hashlib.sha256()
