@@ -202,20 +202,18 @@ def _check_out(dst: Path, selection: dict[str, list[str]], settings: dict) -> No
         raise UserError(
             f"--out {dst} is not empty and not a subset written by semmae data subset; pick another"
         )
-    unchanged = (
-        previous is not None and previous.get("complete") and _same(previous, settings)
-    )  # nothing written
+    # a finished subset rerun with the same settings writes nothing; any other run replaces a file where it
+    # writes only if a subset made it
+    unchanged = previous is not None and previous.get("complete") and _same(previous, settings)
     owned = set(_made_files(dst, previous)) if previous is not None else set()
     for c, names in selection.items():
         folder = _class_folder(dst, c, f"--out {dst}")
-        for name in (
-            [] if unchanged else names
-        ):  # a file where the subset writes is replaced only if a subset made it
+        for name in [] if unchanged else names:
             target = folder / name
             if (target.exists() or target.is_symlink()) and target not in owned:
                 raise UserError(
-                    f"--out {dst} holds {target}, which data subset did not write; data subset deletes and writes "
-                    "nothing: move it out or use another --out"
+                    f"--out {dst} holds {target}, which data subset did not write; nothing was deleted or "
+                    "written: move it out or use another --out"
                 )
 
 
