@@ -43,6 +43,7 @@ from semmae.demo.recipe import (
     part_learning_config,
 )
 from semmae.engine.run_checkpoints import latest_checkpoint
+from semmae.engine.stage_run import command_inputs
 from semmae.engine.stage_runner import Stage, StageRunner
 from semmae.errors import UserError
 from semmae.parts.checkpoint import part_checkpoint
@@ -360,7 +361,7 @@ class Demo(DemoLayout):
             "demo",
             resume=not self.cfg.overwrite,
             overwrite=self.cfg.overwrite,
-            inputs={"--encoder-checkpoint": self.cfg.encoder_checkpoint},  # --overwrite never deletes it
+            inputs=command_inputs(self.cfg),  # --overwrite never deletes its --encoder-checkpoint
         ) as run:
             if not self.cfg.overwrite:
                 self.check_same_setup(run.previous)
