@@ -42,6 +42,9 @@ def _argv(verb: str, out, i) -> list[str]:
         ],
         "linprobe": ["linprobe", "--data", i["split"], "--checkpoint", i["ckpt"], *cpu],
         "finetune": ["finetune", "--data", i["split"], "--checkpoint", i["ckpt"], *cpu],
+        "knn": ["knn", "--data", i["split"], "--checkpoint", i["ckpt"], *cpu],
+        # the folder is claimed before the checkpoint is read, so an encoder file is enough to reach the claim
+        "segment eval": ["segment", "eval", "--data", i["split"], "--checkpoint", i["ckpt"], *cpu],
         "segment train": ["segment", "train", "--data", i["split"], "--checkpoint", i["ckpt"], *cpu],
         "demo": ["demo"],
         "data pack": ["data", "pack", "--data", i["images"], "--side", "16", "--num-workers", "0"],
@@ -65,10 +68,12 @@ def test_every_verb_with_overwrite_is_tested():
             "data pack",
             "demo",
             "finetune",
+            "knn",
             "linprobe",
             "parts export",
             "parts train",
             "pretrain",
+            "segment eval",
             "segment train",
         ]
     )

@@ -209,6 +209,10 @@ EXCEPTIONS = {
     ("models/encoder_loading.py", "meta['model_config']"): "the metadata entry of a safetensors export",
     ("export/model_card.py", "producer.get('encoder')"): "a part cache's producer record (meta.json)",
     ("export/part_learner.py", "spec['encoder']"): "a part-learner export's parts.json",
+    (
+        "export/encoder.py",
+        "entry.get('encoder')",
+    ): "the `semmae` entry of a timm folder's config.json (an export)",
     ("parts/checkpoint.py", "spec['encoder']"): "a part-learner export's parts.json",
     ("utils/ownership.py", "raw['kind']"): "a run folder's ownership marker (.semmae-run), not a checkpoint",
 }
