@@ -126,7 +126,7 @@ def test_a_symlinked_entry_is_unlinked_never_followed(tmp_path):
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
         run.start(tensorboard=False)
         (out / "figures").symlink_to(victim, target_is_directory=True)
-        run.note_entries()
+        run.note("figures")
     assert "figures" in read_owner(out).entries
     with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
         run.start(tensorboard=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 from _helpers import folder_snapshot, live_run, user_folder
 
 from semmae.errors import UserError
+from semmae.utils.io import atomic_write_bytes
 from semmae.utils.ownership import OWNER_NAME, Owner, read_owner, write_owner
 from semmae.utils.run_housekeeping import truncate_log
 from semmae.utils.run_lock import LOCK_NAME, exclusive
@@ -130,11 +132,40 @@ def test_a_continued_run_never_adopts_a_users_file_beside_it(tmp_path):
     (out / "notes.md").write_text("what I learned from this run\n")
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
         run.start(tensorboard=False).log(5, loss=0.5)
-        (out / "vis").mkdir()  # a new entry the continued run writes is still noted
+        atomic_write_bytes(out / "vis" / "step5.png", b"png")  # a new entry the continued run writes is noted
     assert "notes.md" not in read_owner(out).entries and "vis" in read_owner(out).entries
     with pytest.raises(UserError, match=r"holds notes.md, which the run did not write"):
         claim_run_dir(out, "pretrain", resume=False, overwrite=True)
     assert (out / "notes.md").read_text() == "what I learned from this run\n"
+
+
+def test_a_file_put_into_a_run_folder_while_it_runs_stays_the_users(tmp_path):
+    """The owner marker lists what the run writes, never what it finds: notes dropped into the folder of a run
+    that is going (then a log record, an atomic write, the release) are not the run's, so ``--overwrite`` refuses
+    the folder, naming them; the run's own entries, an empty folder it made and a nested run's folder are its."""
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        logger = run.start(tensorboard=False)
+        (out / "notes.md").write_text("mine\n")
+        (out / "mine").mkdir()
+        (out / "mine" / "plot.png").write_bytes(b"my plot")
+        logger.log(1, loss=0.5)
+        atomic_write_bytes(out / "checkpoints" / "ckpt-1.pth", b"weights")
+        (out / "vis").mkdir()  # made, never written: empty
+        with claim_run_dir(out / "eval" / "knn", "knn", resume=False, overwrite=False) as inner:
+            inner.start(tensorboard=False).log(0, top1=1.0)
+        logger.close()
+    entries = read_owner(out).entries
+    assert entries == ["checkpoints", "config.yaml", "eval", "log.jsonl"], entries
+    before = folder_snapshot(out)
+    with pytest.raises(UserError, match=r"holds mine, notes.md, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert folder_snapshot(out) == before
+    (out / "notes.md").unlink()
+    shutil.rmtree(out / "mine")
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
+        run.start(tensorboard=False)
+    assert not (out / "checkpoints").exists() and not (out / "eval").exists() and (out / "vis").is_dir()
 
 
 def test_resume_and_overwrite_together_and_another_verbs_run_are_refused(tmp_path):

@@ -276,6 +276,9 @@ def _write(
     progress: bool,
     style: str,
 ) -> dict:
+    from semmae.utils.io import note_written
+
+    note_written(out)  # images are saved one by one: a run folder holding ``out`` (the demo's) lists it first
     seeds = np.random.SeedSequence(seed).spawn(num_images)
     counts = {"train": 0, "val": 0}
     per_class = [

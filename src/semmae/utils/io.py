@@ -45,7 +45,7 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
             os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        _note_written(path)
+        note_written(path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(
@@ -65,8 +65,9 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         raise
 
 
-def _note_written(path: Path) -> None:
-    """Tell the run folder this process holds (if any) that ``path`` was written, for its owner marker."""
+def note_written(path: str | Path) -> None:
+    """Tell the run folders this process holds (if any) that semmae writes at ``path``, for their owner markers:
+    atomic writes do it themselves; a writer that fills a folder file by file calls it before its first write."""
     import sys
 
     rundir = sys.modules.get("semmae.utils.rundir")  # loaded by every verb that holds a run folder

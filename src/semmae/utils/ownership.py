@@ -130,11 +130,18 @@ def current_entries(folder: str | Path) -> list[str]:
     return sorted(n for n in names if n not in _BOOKKEEPING and not is_temporary(n))
 
 
-def note_entries(folder: str | Path, owner: Owner, exclude: Iterable[str] = ()) -> bool:
-    """Add the folder's present top-level entries (less ``exclude``: what was there before the verb began) to
-    ``owner.entries`` and rewrite the marker when that changed; returns whether it did."""
-    skip = set(exclude) | set(owner.entries)
-    new = [n for n in current_entries(folder) if n not in skip]
+def markable(names: Iterable[str]) -> list[str]:
+    """The names among ``names`` that a marker lists (the folder's bookkeeping and write temporaries aside)."""
+    from semmae.utils.run_housekeeping import is_temporary
+
+    return [n for n in names if n not in _BOOKKEEPING and not is_temporary(n)]
+
+
+def note_entries(folder: str | Path, owner: Owner) -> bool:
+    """Add the folder's present top-level entries to ``owner.entries`` and rewrite the marker when that changed;
+    returns whether it did (``data get``'s folder, which only the download writes; a run folder notes only what
+    the run writes: :meth:`semmae.utils.rundir.RunDir.note`)."""
+    new = [n for n in current_entries(folder) if n not in owner.entries]
     if not new:
         return False
     owner.entries = sorted(set(owner.entries) | set(new))
@@ -143,9 +150,18 @@ def note_entries(folder: str | Path, owner: Owner, exclude: Iterable[str] = ()) 
 
 
 def unlisted_entries(folder: str | Path, owner: Owner) -> list[str]:
-    """Entries of ``folder`` its marker does not list: files semmae did not write there."""
+    """Entries of ``folder`` its marker does not list: files semmae did not write there. An empty folder is not
+    counted (nothing in it to lose; a run stopped between making a folder and its first write leaves one), and is
+    never deleted either: ``--overwrite`` deletes only what the marker lists."""
     listed = set(owner.entries)
-    return [n for n in current_entries(folder) if n not in listed]
+    return [n for n in current_entries(folder) if n not in listed and not _empty_folder(Path(folder) / n)]
+
+
+def _empty_folder(path: Path) -> bool:
+    try:
+        return path.is_dir() and not path.is_symlink() and not any(path.iterdir())
+    except OSError:
+        return False
 
 
 def delete_owned(folder: str | Path, owner: Owner) -> list[str]:

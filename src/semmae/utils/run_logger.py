@@ -49,6 +49,15 @@ class RunLogger:
         self._trackers = open_trackers(names, self.out_dir, plain, purge_step)
         self._log_path = self.out_dir / "log.jsonl"
 
+    @staticmethod
+    def entries(config: Any | None, tensorboard: bool = True) -> list[str]:
+        """The top-level names a logger for ``config`` writes in its folder: the config, the log and each
+        tracker's files (the run folder lists them in its owner marker before the logger writes them)."""
+        from semmae.utils.trackers import parse_trackers, tracker_entries
+
+        names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
+        return ["config.yaml", "log.jsonl", *tracker_entries(names)]
+
     def log(self, step: int, **values: Any) -> None:
         """Append one record ``{"step": step, **values, "time": ...}`` and write numeric values to TensorBoard."""
         if not self.enabled:

@@ -95,9 +95,6 @@ class RunDir:
         self._old_record = b""  # the lock file's bytes before this claim (put back if the run never started)
         self.owner: ownership.Owner | None = None  # the folder's owner marker (written by start())
         self._adopt = False  # a run from before owner markers, continued: start() writes its marker
-        # entries a continued run found in its folder that the marker does not list (a user's notes beside the
-        # run): never noted as the run's, so a later --overwrite refuses the folder instead of deleting them
-        self._foreign: list[str] = []
 
     # -- claiming -----------------------------------------------------------------------------------------
     def _claim(self, resume_hint: str) -> None:
@@ -171,8 +168,6 @@ class RunDir:
                 "--overwrite to delete it and start again, or another --out"
             )
         self._adopt = legacy and self.resume
-        if self.owner is not None:
-            self._foreign = ownership.unlisted_entries(path, self.owner)
         self._record_holder(other_verb)
 
     def _lock(self) -> dict[str, Any]:
@@ -249,26 +244,28 @@ class RunDir:
         if keep_log_until is not None:
             truncate_log(self.path / "log.jsonl", keep_log_until)
         purge = keep_log_until + 1 if keep_log_until is not None else None
-        logger = RunLogger(
-            self.path,
-            config,
-            enabled=True,
-            tensorboard=tensorboard,
-            purge_step=purge,
-            on_log=self.note_entries,
-        )
-        self.note_entries()
-        return logger
+        self.note(*RunLogger.entries(config, tensorboard))  # listed before the logger writes them
+        return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
 
-    def note_entries(self) -> None:
-        """Record the folder's new top-level entries in its owner marker (what ``--overwrite`` may delete later).
-        Called at start, after each log record and atomic write into the folder, and at release. What the folder
-        held at claim time that its marker did not list is never noted: a continued run does not adopt it."""
-        if self._started and self.owner is not None and self._fd is not None:
-            try:
-                ownership.note_entries(self.path, self.owner, exclude=self._foreign)
-            except UserError:
-                pass  # a full disk: the write that follows names it
+    def note(self, *names: str) -> None:
+        """Record top-level entries this run writes (or is about to write) in its owner marker: what ``--overwrite``
+        may delete later. Only what semmae writes is noted, never what it finds: a file a user puts into the folder
+        (before a continued run, or while the run is going) stays the user's, and ``--overwrite`` then refuses the
+        folder, naming it. Atomic writes note themselves (:func:`note_written`); the run's logger and trackers are
+        noted at :meth:`start`; a writer that fills a folder bit by bit notes it before its first write."""
+        if not (self._started and self.owner is not None and self._fd is not None):
+            return
+        new = sorted(
+            set(ownership.markable(n for n in names if n and "/" not in n and n not in (".", "..")))
+            - set(self.owner.entries)
+        )
+        if not new:
+            return
+        self.owner.entries = sorted(set(self.owner.entries) | set(new))
+        try:
+            ownership.write_owner(self.path, self.owner)
+        except UserError:
+            pass  # a full disk: the write that follows names it
 
     def _check_same_data(self, config: Any) -> None:
         """A continued run reads the data the run read: another ``--data`` is refused, naming both. Only a path
@@ -340,7 +337,6 @@ class RunDir:
         """Drop the lock (the OS does it too when the process ends). Idempotent."""
         global _current
         if self._fd is not None:
-            self.note_entries()
             if not self._started and (self._created or self._made_lock):  # refused before writing: no trace
                 try:
                     # while still held: a waiting process notices and retries
@@ -438,17 +434,18 @@ def _field_defaults(config: Any) -> dict[str, Any]:
 
 
 def note_written(path: str | Path) -> None:
-    """An atomic write landed at ``path`` (:mod:`semmae.utils.io`): if it lies in the run folder this process holds,
-    its top-level entry goes into the folder's owner marker."""
+    """semmae wrote (or is about to fill) ``path``: an atomic write (:mod:`semmae.utils.io`), a folder a writer
+    fills bit by bit, a run folder claimed inside another. For each run folder this process holds that ``path`` lies
+    in (a demo's and the stage run inside it), its top-level entry goes into that folder's owner marker."""
     run = _current
-    if run is None or not run._started or run.owner is None:
-        return
-    try:
-        rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
-    except ValueError:
-        return
-    if rel.parts and rel.parts[0] not in run.owner.entries:
-        run.note_entries()
+    while run is not None:
+        try:
+            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
+        except ValueError:
+            rel = None
+        if rel is not None and rel.parts:
+            run.note(rel.parts[0])
+        run = run._outer
 
 
 def held_folders() -> set[Path]:

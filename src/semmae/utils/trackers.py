@@ -59,6 +59,9 @@ def _hwc_uint8(image_chw: Any) -> Any:
 
 
 class TensorBoardTracker:
+    #: what it writes in the run folder (the folder's owner marker lists them: :mod:`semmae.utils.rundir`)
+    ENTRIES = ("tb",)
+
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
@@ -105,6 +108,8 @@ class TensorBoardTracker:
 class WandbTracker:
     """One W&B run per run folder: its id is kept in ``<out>/wandb-run-id`` so a resumed run continues it."""
 
+    ENTRIES = ("wandb", "wandb-run-id")
+
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         import wandb
 
@@ -133,6 +138,8 @@ class WandbTracker:
 
 class MlflowTracker:
     """One MLflow run per run folder (its id kept in ``<out>/mlflow-run-id``); the config as flattened params."""
+
+    ENTRIES = ("mlflow-run-id", "mlflow.db", "mlartifacts", "mlruns")
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from mlflow.exceptions import MlflowException
@@ -222,6 +229,11 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 _CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": MlflowTracker}
+
+
+def tracker_entries(names: tuple[str, ...]) -> list[str]:
+    """The top-level names the trackers ``names`` write in a run folder."""
+    return [entry for name in names for entry in _CLASSES[name].ENTRIES]
 
 
 def open_trackers(
