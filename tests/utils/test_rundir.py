@@ -156,7 +156,7 @@ def test_a_file_put_into_a_run_folder_while_it_runs_stays_the_users(tmp_path):
             inner.start(tensorboard=False).log(0, top1=1.0)
         logger.close()
     entries = read_owner(out).entries
-    assert entries == ["checkpoints", "config.yaml", "eval", "log.jsonl"], entries
+    assert entries == ["checkpoints", "eval", "log.jsonl"], entries  # no config given: no config.yaml
     before = folder_snapshot(out)
     with pytest.raises(UserError, match=r"holds mine, notes.md, which the run did not write"):
         claim_run_dir(out, "pretrain", resume=False, overwrite=True)

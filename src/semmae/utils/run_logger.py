@@ -56,7 +56,7 @@ class RunLogger:
         from semmae.utils.trackers import parse_trackers, tracker_entries
 
         names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
-        return ["config.yaml", "log.jsonl", *tracker_entries(names)]
+        return [*(["config.yaml"] if config is not None else []), "log.jsonl", *tracker_entries(names)]
 
     def log(self, step: int, **values: Any) -> None:
         """Append one record ``{"step": step, **values, "time": ...}`` and write numeric values to TensorBoard."""
