@@ -57,6 +57,20 @@ def test_the_exported_part_learner_gives_the_same_part_cache(tmp_path, synth, tr
     card = (folder / "README.md").read_text()
     assert "Li et al., NeurIPS 2022" in card and "6 part tokens" in card and "MIT" in card
 
+    # an encoder export replaces it only with --overwrite, and whole: no part file is left beside the timm files
+    pretrain_checkpoint(tmp_path / "enc.pth", create_model("mae_vit_micro_patch8", img_size=32))
+    assert main(["export", "--checkpoint", str(tmp_path / "enc.pth"), "--out", str(folder)]) == 2
+    assert sorted(p.name for p in folder.iterdir()) == names
+    assert (
+        main(["export", "--checkpoint", str(tmp_path / "enc.pth"), "--out", str(folder), "--overwrite"]) == 0
+    )
+    assert sorted(p.name for p in folder.iterdir()) == [
+        OWNER_NAME,
+        "README.md",
+        "config.json",
+        "model.safetensors",
+    ]
+
     # an encoder pretrained on that cache names the part learner in its card
     cache = tmp_path / "b.parts"
     mae = create_model("mae_vit_micro_patch8", img_size=32)

@@ -401,11 +401,17 @@ def claim_output_folder(
 def start_output_folder(folder: str | Path, owner: Owner, names: Iterable[str]) -> None:
     """The first write into an output folder :func:`claim_output_folder` accepted: create it and write its marker,
     listing ``names`` (the entries the verb is about to write), so an interrupted write leaves a folder a rerun
-    with ``--overwrite`` may replace."""
+    with ``--overwrite`` may replace. What the marker lists beyond ``names`` (an earlier export of the other kind
+    that ``--overwrite`` replaces: a part learner's ``parts.json`` under a timm folder's files) is deleted first,
+    so the folder never mixes two outputs."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
-    owner.entries = sorted(set(owner.entries) | set(names))
+    names = set(names)
+    stale = Owner(kind=owner.kind, verb=owner.verb, entries=[n for n in owner.entries if n not in names])
+    if stale.entries:
+        delete_owned(folder, stale)
+    owner.entries = sorted(names)
     write_owner(folder, owner)
