@@ -156,3 +156,18 @@ def test_the_demo_encoders_model_card_lists_the_demos_own_numbers(demo_dir, tmp_
     assert "this checkpoint" in knn and "n/a (<= 5 classes)" in knn
     assert any(line.startswith("| linear probe |") for line in card.splitlines())
     assert "ViT (width " in card and "{'" not in card  # the part encoder in words, not a raw dict
+
+
+def test_every_run_folder_of_the_demo_lists_every_entry_it_wrote(demo_dir):
+    """The demo's folder and every stage run inside it: each marker lists all its folder holds (a marker lists what
+    the run writes, never what it finds, so an unlisted entry would make --overwrite refuse the demo's own files)."""
+    from semmae.utils.ownership import OWNER_NAME, read_owner, unlisted_entries
+
+    def runs_of_their_own(entry) -> bool:  # `evals/` in a finished pretraining run: the evaluations' own runs
+        return entry.is_dir() and all((child / OWNER_NAME).is_file() for child in entry.iterdir())
+
+    folders = sorted(m.parent for m in demo_dir.rglob(OWNER_NAME))
+    assert demo_dir in folders and len(folders) >= 5, folders
+    for folder in folders:
+        unlisted = unlisted_entries(folder, read_owner(folder))
+        assert [n for n in unlisted if not runs_of_their_own(folder / n)] == [], folder
