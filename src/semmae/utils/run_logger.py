@@ -27,14 +27,12 @@ class RunLogger:
         enabled: bool = True,
         tensorboard: bool = True,
         purge_step: int | None = None,
-        on_log: Any | None = None,
     ):
         from semmae.utils.trackers import open_trackers, parse_trackers
 
         self.out_dir = Path(out_dir)
         self.enabled = enabled
         self._trackers: list[Any] = []
-        self._on_log = on_log  # called after each record (the run folder notes its new entries)
         if not enabled:
             return
         names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
@@ -75,8 +73,6 @@ class RunLogger:
         }
         for tracker in self._trackers:
             tracker.scalars(int(step), scalars)
-        if self._on_log is not None:
-            self._on_log()
 
     def add_image(self, tag: str, image_chw: Any, step: int) -> None:
         """A figure ``[C, H, W]`` (uint8, or float in [0, 1]) for every tracker."""
