@@ -176,3 +176,32 @@ class live_run:
         import os
 
         os.close(self.fd)
+
+
+#: a tiny timm ViT's sizes (the write-safety, overwrite and marker tests' encoder)
+TINY_VIT = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
+
+#: a random-init tiny encoder for `semmae segment train` on 32 px crops (width 32, depth 1)
+TINY_SEGMENT = [
+    "--random-init",
+    "--arch",
+    "vit_tiny_patch8",
+    "--embed-dim",
+    "32",
+    "--depth",
+    "1",
+    "--num-heads",
+    "2",
+]
+TINY_SEGMENT += ["--crop-size", "32", "--scale-base", "32", "--head-channels", "8", "--aux-channels", "8"]
+TINY_SEGMENT += ["--pool-scales", "1", "--device", "cpu", "--num-workers", "0"]
+
+
+def tiny_encoder_checkpoint(path):
+    """A random tiny ViT encoder checkpoint (``{"model", "model_config", "epoch"}``, seed 0) at ``path``."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(0)
+    vit = VisionTransformer(num_classes=0, **TINY_VIT)
+    torch.save({"model": vit.state_dict(), "model_config": dict(TINY_VIT), "epoch": 0}, path)
+    return path

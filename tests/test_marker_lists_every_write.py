@@ -7,14 +7,11 @@ without noting its entry fails here."""
 from __future__ import annotations
 
 import pytest
-import torch
-from _helpers import write_image_folder
-from timm.models.vision_transformer import VisionTransformer
+from _helpers import TINY_SEGMENT, tiny_encoder_checkpoint, write_image_folder
 
 from semmae.cli import main
 from semmae.utils.ownership import read_owner, unlisted_entries
 
-TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 CPU = ["--device", "cpu", "--num-workers", "0"]
 MICRO = ["--img-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0"]
 
@@ -25,10 +22,8 @@ def inputs(tmp_path_factory):
     images = write_image_folder(root / "images", per_class=4, size=32)
     for split in ("train", "val"):
         write_image_folder(root / "split" / split, per_class=2, size=32)
-    torch.manual_seed(0)
     ckpt = root / "encoder.pth"
-    vit = VisionTransformer(num_classes=0, **TINY)
-    torch.save({"model": vit.state_dict(), "model_config": dict(TINY), "epoch": 0}, ckpt)
+    tiny_encoder_checkpoint(ckpt)
     from semmae.data.synth import make_synthetic_dataset
 
     make_synthetic_dataset(root / "synseg", num_images=10, size=32, progress=False)
@@ -41,19 +36,7 @@ def inputs(tmp_path_factory):
 
 
 def _segment_train(i) -> list[str]:
-    tiny = [
-        "--random-init",
-        "--arch",
-        "vit_tiny_patch8",
-        "--embed-dim",
-        "32",
-        "--depth",
-        "1",
-        "--num-heads",
-        "2",
-    ]
-    tiny += ["--crop-size", "32", "--scale-base", "32", "--head-channels", "8", "--aux-channels", "8"]
-    tiny += ["--pool-scales", "1", "--iters", "2", "--batch-size", "2", "--num-vis", "1", *CPU]
+    tiny = [*TINY_SEGMENT, "--iters", "2", "--batch-size", "2", "--num-vis", "1"]
     return ["segment", "train", "--config", "segment/tiny_synth", "--data", i["seg"], *tiny]
 
 

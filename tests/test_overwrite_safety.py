@@ -6,13 +6,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
-from _helpers import folder_snapshot, live_run, one_error_line, user_folder, write_image_folder
-from timm.models.vision_transformer import VisionTransformer
+from _helpers import (
+    folder_snapshot,
+    live_run,
+    one_error_line,
+    tiny_encoder_checkpoint,
+    user_folder,
+    write_image_folder,
+)
 
 from semmae.cli import config_verbs, main
-
-TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +25,7 @@ def inputs(tmp_path_factory):
     images = write_image_folder(root / "images", per_class=2, size=32)
     for split in ("train", "val"):
         write_image_folder(root / "split" / split, per_class=2, size=32)
-    torch.manual_seed(0)
-    vit = VisionTransformer(num_classes=0, **TINY)
-    ckpt = root / "encoder.pth"
-    torch.save({"model": vit.state_dict(), "model_config": dict(TINY), "epoch": 0}, ckpt)
+    ckpt = tiny_encoder_checkpoint(root / "encoder.pth")
     return {"images": images, "split": root / "split", "ckpt": ckpt}
 
 

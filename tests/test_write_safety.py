@@ -17,14 +17,12 @@ import shutil
 
 import pytest
 import torch
-from _helpers import live_run, pretrain_checkpoint, write_image_folder
-from timm.models.vision_transformer import VisionTransformer
+from _helpers import TINY_SEGMENT, live_run, pretrain_checkpoint, tiny_encoder_checkpoint, write_image_folder
 
 from semmae.cli import build_parser, main
 from semmae.data import get as get_module
 from semmae.utils.ownership import OWNER_NAME, Owner, write_owner
 
-TINY = dict(img_size=32, patch_size=8, embed_dim=32, depth=1, num_heads=2)
 OUTPUT_FLAGS = ("--out", "--json", "--csv")
 #: nothing listens on port 1 of the loopback address: a connection is refused at once
 CLOSED_PORT = "http://127.0.0.1:1/CUB_200_2011.tgz"
@@ -140,11 +138,9 @@ def world(tmp_path):
     images = write_image_folder(proj / "data" / "train", per_class=2, size=32)
     for split in ("train", "val"):
         write_image_folder(w / "split" / split, per_class=2, size=32)
-    torch.manual_seed(0)
-    vit = VisionTransformer(num_classes=0, **TINY)
     ckpt = w / "inputs" / "encoder.pth"
     ckpt.parent.mkdir()
-    torch.save({"model": vit.state_dict(), "model_config": dict(TINY), "epoch": 0}, ckpt)
+    tiny_encoder_checkpoint(ckpt)
     finished = w / "runs" / "knn-seed0"  # a finished run of another verb, as semmae leaves it
     finished.mkdir(parents=True)
     (finished / "results.json").write_text(json.dumps({"top1": 50.0, "k": 20}) + "\n")
@@ -261,30 +257,6 @@ def test_a_writing_verb_never_touches_a_file_it_did_not_create(verb, world, caps
 # The smallest argv above gives some verbs an input they refuse before they write anything (an encoder checkpoint
 # is no segmentation checkpoint), so the harness never saw them write. Here each gets a real tiny input, runs once
 # into a new folder (it must succeed: the run below is not vacuous), then at every target.
-
-#: a random-init tiny encoder for `segment train` (tests/eval/segmentation's sizes)
-TINY_SEGMENT = [
-    "--random-init",
-    "--arch",
-    "vit_tiny_patch8",
-    "--embed-dim",
-    "32",
-    "--depth",
-    "1",
-    "--num-heads",
-]
-TINY_SEGMENT += [
-    "2",
-    "--crop-size",
-    "32",
-    "--scale-base",
-    "32",
-    "--head-channels",
-    "8",
-    "--aux-channels",
-    "8",
-]
-TINY_SEGMENT += ["--pool-scales", "1", "--device", "cpu", "--num-workers", "0"]
 
 
 def _segment_run(root) -> tuple[str, list[str]]:
