@@ -164,7 +164,13 @@ class live_run:
         from semmae.utils.ownership import Owner, write_owner
 
         write_owner(
-            self.root, Owner(kind="run", verb=self.verb, entries=["checkpoints", "config.yaml", "log.jsonl"])
+            self.root,
+            Owner(
+                kind="run",
+                verb=self.verb,
+                entries=["checkpoints", "config.yaml", "log.jsonl"],
+                files=["checkpoints/ckpt-000000004.pth"],
+            ),
         )
         self.fd = os.open(self.root / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -40,7 +40,15 @@ def _old_run(root, verb="pretrain"):
     (root / "log.jsonl").write_text(
         "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4))
     )
-    write_owner(root, Owner(kind="run", verb=verb, entries=["checkpoints", "config.yaml", "log.jsonl"]))
+    write_owner(
+        root,
+        Owner(
+            kind="run",
+            verb=verb,
+            entries=["checkpoints", "config.yaml", "log.jsonl"],
+            files=["checkpoints/ckpt-000000003.pth"],
+        ),
+    )
     return _snapshot(root)
 
 

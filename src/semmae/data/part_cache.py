@@ -59,7 +59,7 @@ import torch
 
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
-from semmae.utils.io import atomic_write_json, atomic_write_text
+from semmae.utils.io import atomic_write_json, atomic_write_text, note_written
 from semmae.utils.rundir import live_lock_above
 
 FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
@@ -571,6 +571,14 @@ class PartCacheWriter:
             if self.partial.exists():
                 _remove_cache_folder(self.partial, unfinished=True)
             self.partial.mkdir(parents=True)
+            # written file by file, then renamed: a run folder holding the cache (the demo's) records both names
+            note_written(
+                *(
+                    folder / name
+                    for folder in (self.partial, path)
+                    for name in ("meta.json", "files.txt", "codes.u8", "crc32.u32", "sizes.u64", "progress.json")
+                )
+            )
             # meta.json first: an unfinished folder holding anything else is recognisably an export's
             atomic_write_json(self.partial / "meta.json", self.meta)
             atomic_write_text(self.partial / "files.txt", "\n".join(relative_paths) + "\n")

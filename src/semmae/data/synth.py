@@ -278,7 +278,6 @@ def _write(
 ) -> dict:
     from semmae.utils.io import note_written
 
-    note_written(out)  # images are saved one by one: a run folder holding ``out`` (the demo's) lists it first
     seeds = np.random.SeedSequence(seed).spawn(num_images)
     counts = {"train": 0, "val": 0}
     per_class = [
@@ -289,6 +288,8 @@ def _write(
         n_val = max(1, int(round(per_class[c] * val_fraction)))
         for i in range(per_class[c]):
             jobs.append((name, "val" if i < n_val else "train", f"{name}_{i:05d}.png"))
+    # images are saved one by one: a run folder holding ``out`` (the demo's) records every one of them first
+    note_written(*(out / sub / split / name / file for name, split, file in jobs for sub in (".", "masks")))
     try:
         for (name, split, file), ss in tqdm(list(zip(jobs, seeds)), desc="synth", disable=not progress):
             image, mask = render_object_image(name, size, np.random.default_rng(ss), style)

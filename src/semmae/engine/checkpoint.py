@@ -25,6 +25,7 @@ from semmae.utils.io import (
     load_checkpoint,
     step_checkpoints,
 )
+from semmae.utils.rundir import recorded_by_its_run
 
 
 class CheckpointManager:
@@ -46,7 +47,8 @@ class CheckpointManager:
         atomic_torch_save(state.to_dict(), path)
         if not self.single:
             atomic_write_text(self.dir / "latest", path.name + "\n")
-            for old in self.list()[: -self.keep_last]:
+            ours = [p for p in self.list() if recorded_by_its_run(p)]  # a user's copy in checkpoints/ stays
+            for old in ours[: -self.keep_last]:
                 old.unlink(missing_ok=True)
         return path
 

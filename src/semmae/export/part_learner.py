@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.export.encoder import claim_export_folder, timm_config, write_timm_dir
+from semmae.export.encoder import TIMM_FILES, claim_export_folder, timm_config, write_timm_dir
 from semmae.models.encoder_record import vit_record
 from semmae.models.timm_dir import PAPER, PAPER_ID
 from semmae.parts.checkpoint import (
@@ -71,7 +71,8 @@ def export_part_learner(
     )
     meta = {"format": "pt", "model_config": json.dumps(facts["record"]), "arch": facts["timm_name"]}
     weights = save(enc_sd, metadata=meta)
-    start_output_folder(out, owner, PART_FILES)
+    # every file below encoder/ is recorded too: --overwrite never deletes a user's file put inside it
+    start_output_folder(out, owner, (*PART_FILES, *(f"{ENCODER_DIR}/{n}" for n in TIMM_FILES)))
     config = timm_config(
         facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
     )

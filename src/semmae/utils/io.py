@@ -65,14 +65,14 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         raise
 
 
-def note_written(path: str | Path) -> None:
-    """Tell the run folders this process holds (if any) that semmae writes at ``path``, for their owner markers:
-    atomic writes do it themselves; a writer that fills a folder file by file calls it before its first write."""
+def note_written(*paths: str | Path) -> None:
+    """Tell the run folders this process holds (if any) that semmae writes at ``paths``, for their owner markers:
+    atomic writes do it themselves; a writer that fills a folder file by file names each file before writing it."""
     import sys
 
     rundir = sys.modules.get("semmae.utils.rundir")  # loaded by every verb that holds a run folder
     if rundir is not None:
-        rundir.note_written(path)
+        rundir.note_written(*paths)
 
 
 @contextlib.contextmanager

@@ -1,10 +1,12 @@
 """What semmae may delete or replace: one rule for every verb that writes (issue 37).
 
 - **A folder is semmae's only if semmae created it.** A verb that starts writing into an empty folder first writes
-  an owner marker, ``.semmae-owner.json``, atomically: its kind (``run``, ...), the verb, a random id, and the
-  top-level entries it wrote (kept up to date while it writes). ``--overwrite`` and resume act only on a folder
-  whose marker has the same kind and verb, never on one that holds or lies inside an input of the command, never
-  on a live run, and delete only the entries the marker lists; a folder holding anything else is refused whole.
+  an owner marker, ``.semmae-owner.json``, atomically: its kind (``run``, ...), the verb, a random id, the
+  top-level entries it wrote and every file it wrote below them (``checkpoints/ckpt-1.pth``; kept up to date
+  while it writes). ``--overwrite`` and resume act only on a folder whose marker has the same kind and verb, never
+  on one that holds or lies inside an input of the command, never on a live run, and delete only the files the
+  marker records (then the folders they leave empty); a folder holding anything else, at the top or inside one of
+  its subfolders, is refused whole. A tracker's store (``wandb/``) is kept: never deleted, never searched.
 - **Nothing read from a marker or record is trusted as a path.** An entry that is absolute, holds a separator or
   ``..``, or resolves (through a symlink) outside its folder is refused (:func:`safe_child`).
 - **An output folder that is not a run** (``export``'s timm or part-learner folder, ``convert``'s tree) follows the
@@ -24,7 +26,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterable
@@ -37,12 +38,17 @@ from semmae.errors import UserError
 OWNER_NAME = ".semmae-owner.json"
 #: bookkeeping files of a folder that are never listed as its entries (the marker itself, the one-writer lock)
 _BOOKKEEPING = (OWNER_NAME, ".semmae.lock")
-_FORMAT = 1
+#: format 2 records, below the top level, every file semmae wrote (``files``): a user's file put inside a folder
+#: semmae made (``checkpoints/``, ``tb/``) is never deleted with it
+_FORMAT = 2
 
 
 @dataclass
 class Owner:
-    """An owner marker: which verb made the folder, and the top-level entries it wrote there."""
+    """An owner marker: which verb made the folder, the top-level entries it wrote there, and (``files``) every
+    file it wrote below them, by relative path (``None``: a format-1 marker, which recorded folders only).
+    ``kept`` entries are stores a tracker library writes on its own (``wandb/``, ``mlflow.db``): semmae never
+    deletes them nor anything inside them; ``--overwrite`` starts a new tracker run beside the old one."""
 
     kind: str
     verb: str
@@ -50,6 +56,8 @@ class Owner:
     created: float = field(default_factory=time.time)
     host: str = field(default_factory=socket.gethostname)
     entries: list[str] = field(default_factory=list)
+    files: list[str] | None = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)
     format: int = _FORMAT
 
     def describes(self, kind: str, verb: str) -> bool:
@@ -84,6 +92,24 @@ def safe_child(folder: str | Path, name: object) -> Path:
     return child
 
 
+def safe_path(folder: str | Path, rel: object) -> Path:
+    """``folder / rel`` for a relative path read from a marker (``checkpoints/ckpt-1.pth``), refused
+    (:class:`MarkerError`) unless every part is a plain entry (:func:`safe_child`) and no part resolves outside
+    ``folder`` through a link."""
+    if not isinstance(rel, str) or not rel:
+        raise MarkerError(
+            f"{folder} names {rel!r}, which is not a path inside the folder; semmae leaves it alone"
+        )
+    here = Path(folder)
+    for part in rel.split("/"):
+        here = safe_child(here, part)
+    root = os.path.realpath(folder)
+    parent = os.path.realpath(here.parent)
+    if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
+        raise MarkerError(f"{folder} names {rel!r}, which lies outside the folder; semmae leaves it alone")
+    return here
+
+
 def read_owner(folder: str | Path) -> Owner | None:
     """The owner marker of ``folder``, or ``None`` when it has none. A marker that cannot be parsed, or lists an
     entry that is not a plain entry of the folder, raises :class:`MarkerError` (its folder is then left alone)."""
@@ -103,12 +129,16 @@ def read_owner(folder: str | Path) -> Owner | None:
             created=float(raw["created"]),
             host=str(raw.get("host", "")),
             entries=list(raw.get("entries", [])),
-            format=int(raw.get("format", _FORMAT)),
+            files=list(raw["files"]) if raw.get("files") is not None else None,
+            kept=list(raw.get("kept", [])),
+            format=int(raw.get("format", 1)),
         )
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise MarkerError(f"{path} is damaged ({type(e).__name__}); semmae leaves {folder} alone") from None
-    for name in owner.entries:
+    for name in (*owner.entries, *owner.kept):
         safe_child(folder, name)
+    for rel in owner.files or ():
+        safe_path(folder, rel)
     return owner
 
 
@@ -149,12 +179,64 @@ def note_entries(folder: str | Path, owner: Owner) -> bool:
     return True
 
 
-def unlisted_entries(folder: str | Path, owner: Owner) -> list[str]:
+def unlisted_entries(folder: str | Path, owner: Owner, deep: bool = False) -> list[str]:
     """Entries of ``folder`` its marker does not list: files semmae did not write there. An empty folder is not
     counted (nothing in it to lose; a run stopped between making a folder and its first write leaves one), and is
-    never deleted either: ``--overwrite`` deletes only what the marker lists."""
+    never deleted either: ``--overwrite`` deletes only what the marker lists.
+
+    ``deep`` (before deleting): also every file or link inside a listed folder that the marker's ``files`` do not
+    record (``checkpoints/notes.txt``), so ``--overwrite`` refuses the folder rather than delete it. A kept entry
+    (a tracker's store) is not searched: nothing in it is ever deleted. A format-1 marker's folders are
+    :func:`unrecorded_folders`'."""
+    folder = Path(folder)
     listed = set(owner.entries)
-    return [n for n in current_entries(folder) if n not in listed and not _empty_folder(Path(folder) / n)]
+    found = [n for n in current_entries(folder) if n not in listed and not _empty_folder(folder / n)]
+    if not deep or owner.files is None:
+        return found
+    recorded = set(owner.files)
+    for name in owner.entries:
+        top = folder / name
+        if name in owner.kept or top.is_symlink() or not top.is_dir():
+            continue
+        found.extend(rel for rel in _files_below(folder, name) if rel not in recorded)
+    return found
+
+
+def unrecorded_folders(folder: str | Path, owner: Owner) -> list[str]:
+    """Listed folders whose files a format-1 marker did not record (written by semmae 0.x before every file was
+    recorded): ``--overwrite`` cannot tell a user's file inside them from the run's, so it refuses them."""
+    if owner.files is not None:
+        return []
+    folder = Path(folder)
+    return [
+        n
+        for n in owner.entries
+        if n not in owner.kept
+        and (folder / n).is_dir()
+        and not (folder / n).is_symlink()
+        and not _empty_folder(folder / n)
+    ]
+
+
+def _semmae_bookkeeping(name: str) -> bool:
+    """A file semmae leaves beside what it records: a nested folder's marker or lock, an atomic-write temporary."""
+    from semmae.utils.run_housekeeping import is_temporary
+
+    return name in _BOOKKEEPING or is_temporary(name)
+
+
+def _files_below(folder: Path, name: str) -> list[str]:
+    """Every file and link below ``folder/name`` (links not followed), as paths relative to ``folder``,
+    bookkeeping aside."""
+    found = []
+    for here, dirs, files in os.walk(folder / name):
+        rel_here = Path(here).relative_to(folder).as_posix()
+        for d in list(dirs):
+            if os.path.islink(os.path.join(here, d)):
+                dirs.remove(d)
+                files.append(d)
+        found.extend(f"{rel_here}/{f}" for f in files if not _semmae_bookkeeping(f))
+    return sorted(found)
 
 
 def _empty_folder(path: Path) -> bool:
@@ -165,25 +247,59 @@ def _empty_folder(path: Path) -> bool:
 
 
 def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
-    """Delete the entries ``owner`` lists (each checked by :func:`safe_child`; a symlink is unlinked, never
-    followed) and return their names. Call :func:`unlisted_entries` first: the caller refuses a folder that holds
-    anything else."""
+    """Delete what ``owner`` records and return the top-level names removed: each recorded file (checked by
+    :func:`safe_path`; a link is unlinked, never followed), each listed top-level file, and then each listed folder
+    that is left holding only semmae's bookkeeping and empty folders. A kept entry stays (and stays listed), and so
+    does a folder still holding anything else. Call :func:`unlisted_entries` (``deep``) and
+    :func:`unrecorded_folders` first: the caller refuses a folder that holds anything semmae did not write."""
     folder = Path(folder)
-    removed = []
-    for name in owner.entries:
-        p = safe_child(folder, name)
+
+    def unlink(p: Path) -> None:
         try:
-            if p.is_dir() and not p.is_symlink():
-                shutil.rmtree(p)
-            elif p.exists() or p.is_symlink():
-                p.unlink()
-            else:
-                continue
+            p.unlink()
+        except FileNotFoundError:
+            pass
         except OSError as e:
             raise UserError(f"--overwrite: cannot delete {p}: {e.strerror or e}") from None
+
+    for rel in sorted(owner.files or (), key=lambda r: -r.count("/")):
+        p = safe_path(folder, rel)
+        if p.is_symlink() or p.is_file():
+            unlink(p)
+    removed = []
+    for name in owner.entries:
+        if name in owner.kept:
+            continue
+        p = safe_child(folder, name)
+        if p.is_symlink() or p.is_file():
+            unlink(p)
+        elif p.is_dir():
+            if owner.files is None:
+                raise UserError(
+                    f"--overwrite: {p} was written by a semmae that did not record its files; delete it yourself"
+                )
+            _remove_emptied(p)
+            if p.exists():
+                continue
+        else:
+            continue
         removed.append(name)
     owner.entries = [n for n in owner.entries if n not in removed]
+    if owner.files is not None:
+        owner.files = [r for r in owner.files if r.split("/", 1)[0] in owner.entries]
     return removed
+
+
+def _remove_emptied(top: Path) -> None:
+    """Remove the folders below and at ``top`` that hold nothing but semmae's bookkeeping (bottom up)."""
+    for here, _dirs, files in os.walk(top, topdown=False):
+        try:
+            for f in files:
+                if _semmae_bookkeeping(f):
+                    os.unlink(os.path.join(here, f))
+            os.rmdir(here)
+        except OSError:
+            pass  # something semmae did not write is left there: the folder stays
 
 
 # -- inputs -------------------------------------------------------------------------------------------------------
@@ -376,14 +492,22 @@ def claim_output_folder(
                 f"{flag} {folder} holds {listing} and is not {what} (no {OWNER_NAME}); semmae writes only into a "
                 f"new or empty folder or one it made: give a new or empty {flag}"
             )
-        owner = Owner(kind=kind, verb=verb, entries=list(entries))  # written before markers existed
+        # written before markers existed: its folders' files were never recorded (--overwrite refuses those)
+        owner = Owner(kind=kind, verb=verb, entries=list(entries), files=None)
     if not (overwrite or rerun):
         raise UserError(
             f"{flag} {folder} already holds {what}; pass --overwrite to replace it, or choose another {flag}"
         )
     if overwrite:
         check_replace_folder(folder, inputs, flag)
-    foreign = unlisted_entries(folder, owner)
+        unrecorded = unrecorded_folders(folder, owner)
+        if unrecorded:
+            raise UserError(
+                f"{flag} {folder} holds {', '.join(unrecorded[:4])}, a folder whose files an older semmae did not "
+                f"record; --overwrite deletes only files semmae recorded, so delete it yourself or choose another "
+                f"{flag}"
+            )
+    foreign = unlisted_entries(folder, owner, deep=overwrite)
     if foreign:
         raise UserError(
             f"{flag} {folder} holds {', '.join(foreign[:4])}, which semmae {verb} did not write; it replaces only "
@@ -410,8 +534,15 @@ def start_output_folder(folder: str | Path, owner: Owner, names: Iterable[str]) 
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
     names = set(names)
-    stale = Owner(kind=owner.kind, verb=owner.verb, entries=[n for n in owner.entries if n not in names])
+    tops = {n.split("/", 1)[0] for n in names}
+    stale = Owner(
+        kind=owner.kind,
+        verb=owner.verb,
+        entries=[n for n in owner.entries if n not in tops],
+        files=owner.files,
+    )
     if stale.entries:
         delete_owned(folder, stale)
-    owner.entries = sorted(names)
+    owner.entries = sorted(tops)
+    owner.files = sorted(n for n in names if "/" in n)
     write_owner(folder, owner)

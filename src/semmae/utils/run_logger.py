@@ -56,6 +56,15 @@ class RunLogger:
         names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
         return [*(["config.yaml"] if config is not None else []), "log.jsonl", *tracker_entries(names)]
 
+    @staticmethod
+    def kept_entries(config: Any | None, tensorboard: bool = True) -> list[str]:
+        """Of :meth:`entries`, the trackers' own stores (``wandb/``, ``mlflow.db``), which ``--overwrite`` keeps:
+        the tracker library writes them file by file, and a new run is a new tracker run beside the old one."""
+        from semmae.utils.trackers import parse_trackers, tracker_kept
+
+        names = parse_trackers(getattr(config, "logger", "tensorboard")) if tensorboard else ()
+        return tracker_kept(names)
+
     def log(self, step: int, **values: Any) -> None:
         """Append one record ``{"step": step, **values, "time": ...}`` and write numeric values to TensorBoard."""
         if not self.enabled:

@@ -151,7 +151,14 @@ class RunDir:
                     "semmae wrote, so delete it yourself or choose a new or empty --out"
                 )
             ownership.check_replace_folder(path, self.inputs)
-            foreign = ownership.unlisted_entries(path, self.owner)
+            unrecorded = ownership.unrecorded_folders(path, self.owner)
+            if unrecorded:
+                raise UserError(
+                    f"run directory {path} holds {_listing(unrecorded)}, a folder whose files an older semmae did "
+                    "not record; --overwrite deletes only files semmae recorded, so delete the run yourself or "
+                    "choose another --out"
+                )
+            foreign = ownership.unlisted_entries(path, self.owner, deep=True)
             if foreign:
                 raise UserError(
                     f"run directory {path} holds {_listing(foreign)}, which the run did not write; --overwrite "
@@ -218,9 +225,11 @@ class RunDir:
                 self._check_same_meaning(config, may_change)
         self._started = True
         self._record_holder(self.verb)
+        left: ownership.Owner | None = None
         if self.overwrite and self.previous:
             assert self.owner is not None  # _claim refused an unowned folder
             removed = ownership.delete_owned(self.path, self.owner)
+            left = self.owner  # what it keeps listed: a tracker's store
             if removed:
                 print(
                     f"semmae {self.verb}: --overwrite: deleted the previous run in {self.path} "
@@ -231,8 +240,11 @@ class RunDir:
             self.owner = None
         if self.owner is None:  # the first write: the folder is this run's from here on
             self.owner = ownership.Owner(kind=RUN_KIND, verb=self.verb)
-            if self._adopt:
-                self.owner.entries = list(self.previous)
+            if self._adopt:  # a run from before owner markers: which files are its own is not known
+                self.owner.entries, self.owner.files = list(self.previous), None
+            elif left is not None:
+                self.owner.entries, self.owner.kept = list(left.entries), list(left.kept)
+                self.owner.files = list(left.files or ())
             ownership.write_owner(self.path, self.owner)
         orphans = remove_orphaned_temporaries(self.path)
         if orphans:
@@ -245,23 +257,49 @@ class RunDir:
             truncate_log(self.path / "log.jsonl", keep_log_until)
         purge = keep_log_until + 1 if keep_log_until is not None else None
         self.note(*RunLogger.entries(config, tensorboard))  # listed before the logger writes them
+        self.keep(*RunLogger.kept_entries(config, tensorboard))
         return RunLogger(self.path, config, enabled=True, tensorboard=tensorboard, purge_step=purge)
 
     def note(self, *names: str) -> None:
-        """Record top-level entries this run writes (or is about to write) in its owner marker: what ``--overwrite``
-        may delete later. Only what semmae writes is noted, never what it finds: a file a user puts into the folder
-        (before a continued run, or while the run is going) stays the user's, and ``--overwrite`` then refuses the
-        folder, naming it. Atomic writes note themselves (:func:`note_written`); the run's logger and trackers are
-        noted at :meth:`start`; a writer that fills a folder bit by bit notes it before its first write."""
+        """Record what this run writes (or is about to write) in its owner marker, by paths relative to the run
+        folder (``config.yaml``, ``checkpoints/ckpt-000100.pth``): what ``--overwrite`` may delete later. Only
+        what semmae writes is noted, never what it finds: a file a user puts into the folder or into one of its
+        subfolders (before a continued run, or while the run is going) stays the user's, and ``--overwrite`` then
+        refuses the folder, naming it. Atomic writes note themselves (:func:`note_written`); the run's logger and
+        trackers are noted at :meth:`start`; a writer that fills a folder file by file notes each file before it
+        writes it. A run folder held inside this one (a demo's stage) notes into both markers."""
+        note_written(*(self.path / n for n in names))
+
+    def keep(self, *names: str) -> None:
+        """Note top-level entries a tracker library writes on its own (``wandb/``, ``mlflow.db``): never deleted,
+        not even by ``--overwrite`` (:class:`semmae.utils.ownership.Owner`)."""
+        if not names or not (self._started and self.owner is not None and self._fd is not None):
+            return
+        self.note(*names)
+        new = sorted(set(names) - set(self.owner.kept))
+        if new:
+            self.owner.kept = sorted(set(self.owner.kept) | set(new))
+            self._write_owner()
+
+    def _record(self, rels: list[tuple[str, ...]]) -> None:
         if not (self._started and self.owner is not None and self._fd is not None):
             return
-        new = sorted(
-            set(ownership.markable(n for n in names if n and "/" not in n and n not in (".", "..")))
-            - set(self.owner.entries)
-        )
-        if not new:
+        entries, files = set(self.owner.entries), set(self.owner.files or ())
+        for parts in rels:
+            if not parts or not ownership.markable([parts[0]]) or any(p in ("", ".", "..") for p in parts):
+                continue
+            entries.add(parts[0])
+            if len(parts) > 1 and self.owner.files is not None and ownership.markable([parts[-1]]):
+                files.add("/".join(parts))
+        if entries == set(self.owner.entries) and files == set(self.owner.files or ()):
             return
-        self.owner.entries = sorted(set(self.owner.entries) | set(new))
+        self.owner.entries = sorted(entries)
+        if self.owner.files is not None:
+            self.owner.files = sorted(files)
+        self._write_owner()
+
+    def _write_owner(self) -> None:
+        assert self.owner is not None
         try:
             ownership.write_owner(self.path, self.owner)
         except UserError:
@@ -433,19 +471,42 @@ def _field_defaults(config: Any) -> dict[str, Any]:
     return found
 
 
-def note_written(path: str | Path) -> None:
-    """semmae wrote (or is about to fill) ``path``: an atomic write (:mod:`semmae.utils.io`), a folder a writer
-    fills bit by bit, a run folder claimed inside another. For each run folder this process holds that ``path`` lies
-    in (a demo's and the stage run inside it), its top-level entry goes into that folder's owner marker."""
+def note_written(*paths: str | Path) -> None:
+    """semmae wrote (or is about to write) ``paths``: an atomic write (:mod:`semmae.utils.io`), each file a writer
+    saves one by one, a tracker's event file. For each run folder this process holds that a path lies in (a demo's
+    and the stage run inside it), the path relative to that folder goes into its owner marker (one marker write
+    per folder)."""
+    run = _current
+    while run is not None:
+        rels = []
+        for path in paths:
+            try:
+                rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
+            except ValueError:
+                continue
+            if rel.parts:
+                rels.append(rel.parts)
+        if rels:
+            run._record(rels)
+        run = run._outer
+
+
+def recorded_by_its_run(path: str | Path) -> bool:
+    """Whether the innermost run folder this process holds around ``path`` records it as a file the run wrote
+    (its owner marker's ``files``): what a run may delete of its own accord (older checkpoints past ``keep_last``).
+    ``True`` where no held run folder records files there (no run held, or a marker from before files were
+    recorded): the caller's own naming rule decides, as it did before."""
     run = _current
     while run is not None:
         try:
             rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
         except ValueError:
-            rel = None
-        if rel is not None and rel.parts:
-            run.note(rel.parts[0])
-        run = run._outer
+            run = run._outer
+            continue
+        if not (run._started and run.owner is not None and run.owner.files is not None):
+            return True
+        return (len(rel.parts) == 1 and rel.parts[0] in run.owner.entries) or rel.as_posix() in run.owner.files
+    return True
 
 
 def held_folders() -> set[Path]:

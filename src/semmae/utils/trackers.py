@@ -61,6 +61,8 @@ def _hwc_uint8(image_chw: Any) -> Any:
 class TensorBoardTracker:
     #: what it writes in the run folder (the folder's owner marker lists them: :mod:`semmae.utils.rundir`)
     ENTRIES = ("tb",)
+    #: none of them is kept by --overwrite: each event file is recorded by name (its writer names it at creation)
+    KEPT: tuple[str, ...] = ()
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
@@ -70,10 +72,22 @@ class TensorBoardTracker:
             self.writer = SummaryWriter(log_dir=self._log_dir(out_dir / "tb"), purge_step=purge_step)
         except OSError as e:
             raise UserError(f"cannot write {out_dir / 'tb'}: {e.strerror or e}") from None
+        self._note_event_file(out_dir / "tb")
         if config and purge_step is None:
             import yaml
 
             self.writer.add_text("config", "```\n" + yaml.safe_dump(config, sort_keys=False) + "\n```", 0)
+
+    def _note_event_file(self, tb: Path) -> None:
+        """Record the event file the writer just created in the run folder's owner marker, by its name (the run
+        folder then deletes exactly it on ``--overwrite``, never a user's file beside it in ``tb/``)."""
+        from semmae.utils.io import note_written
+
+        name = getattr(
+            getattr(getattr(self.writer, "file_writer", None), "event_writer", None), "_file_name", None
+        )
+        if isinstance(name, str) and name:
+            note_written(tb / os.path.basename(name))
 
     def _log_dir(self, tb: Path) -> str:
         """The folder as TensorBoard's writer can open it: its path, or (a path that is not UTF-8, which the writer
@@ -109,6 +123,8 @@ class WandbTracker:
     """One W&B run per run folder: its id is kept in ``<out>/wandb-run-id`` so a resumed run continues it."""
 
     ENTRIES = ("wandb", "wandb-run-id")
+    #: W&B's local store, written by its own process: never deleted (a new run id is a new W&B run beside it)
+    KEPT = ("wandb",)
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         import wandb
@@ -140,6 +156,8 @@ class MlflowTracker:
     """One MLflow run per run folder (its id kept in ``<out>/mlflow-run-id``); the config as flattened params."""
 
     ENTRIES = ("mlflow-run-id", "mlflow.db", "mlartifacts", "mlruns")
+    #: MLflow's store: never deleted (a new run id is a new MLflow run in it, so its history stays)
+    KEPT = ("mlflow.db", "mlartifacts", "mlruns")
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from mlflow.exceptions import MlflowException
@@ -234,6 +252,12 @@ _CLASSES = {"tensorboard": TensorBoardTracker, "wandb": WandbTracker, "mlflow": 
 def tracker_entries(names: tuple[str, ...]) -> list[str]:
     """The top-level names the trackers ``names`` write in a run folder."""
     return [entry for name in names for entry in _CLASSES[name].ENTRIES]
+
+
+def tracker_kept(names: tuple[str, ...]) -> list[str]:
+    """Of :func:`tracker_entries`, the stores the tracker libraries write on their own, which semmae never deletes
+    (:class:`semmae.utils.ownership.Owner`'s ``kept``)."""
+    return [entry for name in names for entry in _CLASSES[name].KEPT]
 
 
 def open_trackers(

@@ -1,0 +1,196 @@
+"""``--overwrite`` and a user's file *inside* a folder semmae made (``checkpoints/``, ``tb/``, an export's
+``encoder/``): the owner marker records every file semmae writes below the top level (format 2), so such a file is
+never deleted with its folder. The folder is refused, naming the file, and left byte-identical; once the file is
+moved out, ``--overwrite`` deletes exactly what semmae recorded. Before format 2 a listed folder was deleted whole,
+with whatever a user had put inside it."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+from _helpers import folder_snapshot, one_error_line, tiny_encoder_checkpoint, write_image_folder
+
+from semmae.cli import main
+from semmae.errors import UserError
+from semmae.utils.ownership import (
+    OWNER_NAME,
+    MarkerError,
+    Owner,
+    delete_owned,
+    read_owner,
+    safe_path,
+    unlisted_entries,
+    write_owner,
+)
+from semmae.utils.rundir import claim_run_dir
+
+CPU = ["--device", "cpu", "--num-workers", "0"]
+MICRO = ["--img-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=4, size=32)
+
+
+def _pretrain(images, out) -> list[str]:
+    return [
+        *["pretrain", "--data", str(images), "--model", "mae_vit_micro_patch8", "--masking", "random"],
+        *[*MICRO, "--no-progress", *CPU, "--out", str(out)],
+    ]
+
+
+def test_a_users_file_inside_a_runs_checkpoints_or_tb_folder_is_never_deleted(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    owner = read_owner(out)
+    ckpts = [f for f in owner.files if f.startswith("checkpoints/")]
+    events = [f for f in owner.files if f.startswith("tb/events.out.tfevents.")]
+    assert "checkpoints/latest" in ckpts and len(ckpts) == 2, (
+        owner.files
+    )  # the pointer and the one checkpoint
+    assert len(events) == 1 and (out / events[0]).is_file(), owner.files  # the event file, by its exact name
+    for rel in ("checkpoints/my-best-so-far.pth", "tb/notes.txt"):
+        (out / rel).write_bytes(b"the user's own")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    err = one_error_line(capsys)
+    assert "checkpoints/my-best-so-far.pth, tb/notes.txt, which the run did not write" in err, err
+    assert folder_snapshot(out) == before  # refused whole: nothing deleted
+    (out / "tb" / "notes.txt").unlink()
+    (out / "checkpoints" / "my-best-so-far.pth").rename(tmp_path / "my-best-so-far.pth")
+    assert main([*argv, "--overwrite"]) == 0
+    assert "--overwrite: deleted the previous run" in capsys.readouterr().out
+    assert not (out / events[0]).exists()  # the old run's event file went; the new run wrote its own
+    assert unlisted_entries(out, read_owner(out), deep=True) == []
+
+
+def test_a_marker_from_before_files_were_recorded_refuses_overwrite_but_resumes(images, tmp_path, capsys):
+    """A format-1 marker lists ``checkpoints`` but not the files in it: nothing tells a user's file there from
+    the run's, so ``--overwrite`` refuses in one line and deletes nothing; ``--resume`` still continues the run."""
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    raw = json.loads((out / OWNER_NAME).read_text())
+    raw.pop("files"), raw.pop("kept")
+    raw["format"] = 1
+    (out / OWNER_NAME).write_text(json.dumps(raw))
+    assert read_owner(out).files is None
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    err = one_error_line(capsys)
+    assert "a folder whose files an older semmae did not record" in err and "checkpoints" in err, err
+    assert folder_snapshot(out) == before
+    assert main([*argv, "--resume", "auto"]) == 0
+    assert read_owner(out).files is None  # still unknown: what it wrote before is not claimed afterwards
+
+
+def test_a_trackers_store_is_kept_by_overwrite(tmp_path, capsys):
+    """A kept entry (W&B's ``wandb/``, MLflow's store) is written by the tracker library, file by file: semmae
+    never deletes it nor searches it; ``--overwrite`` deletes the rest and keeps it listed as kept."""
+    out = tmp_path / "run"
+    (out / "wandb" / "run-1" / "files").mkdir(parents=True)
+    (out / "wandb" / "run-1" / "files" / "output.log").write_text("w&b's own\n")
+    (out / "config.yaml").write_text("seed: 0\n")
+    (out / "wandb-run-id").write_text("abcd\n")
+    write_owner(
+        out,
+        Owner(kind="run", verb="pretrain", entries=["config.yaml", "wandb", "wandb-run-id"], kept=["wandb"]),
+    )
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
+        run.start(tensorboard=False)
+    assert (out / "wandb" / "run-1" / "files" / "output.log").read_text() == "w&b's own\n"
+    assert not (out / "config.yaml").exists() and not (out / "wandb-run-id").exists()
+    owner = read_owner(out)
+    assert "wandb" in owner.entries and owner.kept == ["wandb"]
+
+
+def test_delete_owned_removes_recorded_files_and_only_the_folders_they_emptied(tmp_path):
+    out = tmp_path / "run"
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "checkpoints" / "ckpt-1.pth").write_bytes(b"w")
+    (out / "checkpoints" / ".ckpt-2.pth.abcd1234.tmp").write_bytes(b"half")  # a killed atomic write
+    (out / "vis" / "deep").mkdir(parents=True)
+    (out / "vis" / "deep" / "a.png").write_bytes(b"png")
+    (out / "kept-by-hand").mkdir()
+    (out / "kept-by-hand" / "mine.txt").write_text("mine")
+    owner = Owner(
+        kind="run",
+        verb="pretrain",
+        entries=["checkpoints", "kept-by-hand", "vis"],
+        files=["checkpoints/ckpt-1.pth", "vis/deep/a.png"],
+    )
+    assert unlisted_entries(out, owner, deep=True) == ["kept-by-hand/mine.txt"]
+    removed = delete_owned(out, owner)  # called without the check: still deletes only what is recorded
+    assert removed == ["checkpoints", "vis"]
+    assert (out / "kept-by-hand" / "mine.txt").read_text() == "mine"
+    assert owner.entries == ["kept-by-hand"] and owner.files == []
+
+
+@pytest.mark.parametrize("rel", ["../x", "/etc/passwd", "a//b", "a/./b", "a/../../b", "", "a\\b"])
+def test_a_recorded_path_outside_the_folder_is_refused(tmp_path, rel):
+    with pytest.raises(MarkerError):
+        safe_path(tmp_path, rel)
+
+
+def test_a_marker_recording_a_file_through_a_link_out_of_the_folder_leaves_the_folder_alone(tmp_path, capsys):
+    """A planted marker (or a folder a user replaced by a link) that records ``checkpoints/x`` where
+    ``checkpoints`` points elsewhere: the marker is refused, and nothing there is deleted."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "x.pth").write_bytes(b"precious")
+    out = tmp_path / "run"
+    out.mkdir()
+    os.symlink(elsewhere, out / "checkpoints")
+    write_owner(out, Owner(kind="run", verb="pretrain", entries=["checkpoints"], files=["checkpoints/x.pth"]))
+    with pytest.raises(MarkerError, match="lies outside the folder"):
+        read_owner(out)
+    with pytest.raises(UserError):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert (elsewhere / "x.pth").read_bytes() == b"precious"
+
+
+def test_a_users_file_inside_a_part_exports_encoder_folder_is_never_deleted(images, tmp_path, capsys):
+    enc = tiny_encoder_checkpoint(tmp_path / "encoder.pth")
+    run = tmp_path / "parts-run"
+    argv = [
+        *["parts", "train", "--data", str(images), "--encoder-checkpoint", str(enc), *MICRO, *CPU],
+        *["--decoder-dim", "16", "--decoder-min-dim", "8", "--proj-dim", "16", "--panel-images", "2"],
+    ]
+    assert main([*argv, "--out", str(run)]) == 0
+    out = tmp_path / "exported"
+    export = ["export", "--checkpoint", str(run), "--out", str(out)]
+    assert main(export) == 0
+    assert {"encoder/config.json", "encoder/model.safetensors"} <= set(read_owner(out).files)
+    (out / "encoder" / "my-notes.md").write_text("how I use it\n")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*export, "--overwrite"]) == 2
+    assert "encoder/my-notes.md, which semmae export did not write" in one_error_line(capsys)
+    assert folder_snapshot(out) == before
+    (out / "encoder" / "my-notes.md").unlink()
+    assert main([*export, "--overwrite"]) == 0
+
+
+def test_keep_last_never_deletes_a_users_copy_among_the_checkpoints(tmp_path):
+    """A run drops its own checkpoints past ``keep_last``, never a file of the same name pattern a user put there
+    (a copy of an earlier checkpoint)."""
+    from semmae.engine.checkpoint import CheckpointManager
+    from semmae.models.checkpoint_schema import TrainState
+
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+        (out / "checkpoints").mkdir()
+        (out / "checkpoints" / "ckpt-000000000.pth").write_bytes(b"the user's copy")
+        ckpts = CheckpointManager(out, keep_last=1)
+        for step in (1, 2, 3):
+            ckpts.save(TrainState(step=step, model={}))
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt-000000000.pth", "ckpt-000000003.pth", "latest"], names
+    assert (out / "checkpoints" / "ckpt-000000000.pth").read_bytes() == b"the user's copy"
