@@ -576,7 +576,14 @@ class PartCacheWriter:
                 *(
                     folder / name
                     for folder in (self.partial, path)
-                    for name in ("meta.json", "files.txt", "codes.u8", "crc32.u32", "sizes.u64", "progress.json")
+                    for name in (
+                        "meta.json",
+                        "files.txt",
+                        "codes.u8",
+                        "crc32.u32",
+                        "sizes.u64",
+                        "progress.json",
+                    )
                 )
             )
             # meta.json first: an unfinished folder holding anything else is recognisably an export's

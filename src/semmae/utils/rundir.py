@@ -505,7 +505,9 @@ def recorded_by_its_run(path: str | Path) -> bool:
             continue
         if not (run._started and run.owner is not None and run.owner.files is not None):
             return True
-        return (len(rel.parts) == 1 and rel.parts[0] in run.owner.entries) or rel.as_posix() in run.owner.files
+        return (
+            len(rel.parts) == 1 and rel.parts[0] in run.owner.entries
+        ) or rel.as_posix() in run.owner.files
     return True
 
 
