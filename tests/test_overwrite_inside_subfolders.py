@@ -194,3 +194,20 @@ def test_keep_last_never_deletes_a_users_copy_among_the_checkpoints(tmp_path):
     names = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert names == ["ckpt-000000000.pth", "ckpt-000000003.pth", "latest"], names
     assert (out / "checkpoints" / "ckpt-000000000.pth").read_bytes() == b"the user's copy"
+
+
+def test_overwrite_never_empties_a_folder_with_a_run_going_on_inside_it(tmp_path):
+    """A run folder that records a nested run's files (a demo's stage, an evaluation made in the same process)
+    while another process now continues that nested run: ``--overwrite`` of the outer folder is refused."""
+    from _helpers import live_run
+
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False).log(1, loss=1.0)
+        with claim_run_dir(out / "eval" / "knn", "knn", resume=False, overwrite=False) as inner:
+            inner.start(tensorboard=False).log(0, top1=1.0)
+    assert "eval/knn/log.jsonl" in read_owner(out).files
+    with live_run(out / "eval" / "knn", verb="knn"):
+        with pytest.raises(UserError, match=r"holds .*eval/knn, the folder of a run that is still going"):
+            claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert (out / "eval" / "knn" / "log.jsonl").is_file()

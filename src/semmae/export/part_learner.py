@@ -38,6 +38,9 @@ from semmae.utils.ownership import current_entries, start_output_folder
 
 #: what a part-learner export writes in its folder
 PART_FILES = (SPEC_NAME, HEAD_NAME, ENCODER_DIR, "README.md")
+#: what its owner marker records: the entries and every file below ``encoder/`` (a user's file put inside it is
+#: never deleted by ``--overwrite``)
+PART_FILE_PATHS = (*PART_FILES, *(f"{ENCODER_DIR}/{name}" for name in TIMM_FILES))
 
 
 def export_part_learner(
@@ -71,8 +74,7 @@ def export_part_learner(
     )
     meta = {"format": "pt", "model_config": json.dumps(facts["record"]), "arch": facts["timm_name"]}
     weights = save(enc_sd, metadata=meta)
-    # every file below encoder/ is recorded too: --overwrite never deletes a user's file put inside it
-    start_output_folder(out, owner, (*PART_FILES, *(f"{ENCODER_DIR}/{n}" for n in TIMM_FILES)))
+    start_output_folder(out, owner, PART_FILE_PATHS)
     config = timm_config(
         facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
     )

@@ -499,7 +499,14 @@ def claim_output_folder(
             f"{flag} {folder} already holds {what}; pass --overwrite to replace it, or choose another {flag}"
         )
     if overwrite:
+        from semmae.utils.run_lock import locked_folder_below
+
         check_replace_folder(folder, inputs, flag)
+        below = locked_folder_below(folder, _held_folders())
+        if below is not None:
+            raise UserError(
+                f"{flag} {folder} holds {below}, the folder of a run that is still going; use another {flag}"
+            )
         unrecorded = unrecorded_folders(folder, owner)
         if unrecorded:
             raise UserError(

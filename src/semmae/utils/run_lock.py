@@ -105,18 +105,34 @@ def locked_folder_above(path: str | Path, ours: set[Path] = frozenset()) -> Path
     this process holds, which do not count), or ``None``. A shared ``flock`` that fails means a live holder."""
     path = Path(path).resolve()
     for folder in (path, *path.parents):
-        lock = folder / LOCK_NAME
-        if folder in ours or not lock.is_file():
-            continue
-        try:
-            fd = os.open(lock, os.O_RDONLY)
-        except OSError:
-            continue
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except OSError as e:
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                return folder
-        finally:
-            os.close(fd)  # also drops the shared lock, if we got it
+        if folder not in ours and _held_by_another(folder / LOCK_NAME):
+            return folder
     return None
+
+
+def locked_folder_below(path: str | Path, ours: set[Path] = frozenset()) -> Path | None:
+    """A folder strictly below ``path`` (links not followed) whose run lock another process holds now, or ``None``:
+    a run going on inside a folder that ``--overwrite`` would empty (``ours`` as in :func:`locked_folder_above`)."""
+    path = Path(path).resolve()
+    for here, _dirs, files in os.walk(path):
+        folder = Path(here)
+        if LOCK_NAME in files and folder != path and folder not in ours and _held_by_another(folder / LOCK_NAME):
+            return folder
+    return None
+
+
+def _held_by_another(lock: Path) -> bool:
+    """Whether a process (another one, or this one through another descriptor) holds ``lock`` exclusively now."""
+    if not lock.is_file():
+        return False
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError as e:
+        return e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES)
+    finally:
+        os.close(fd)  # also drops the shared lock, if we got it
+    return False

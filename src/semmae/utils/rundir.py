@@ -37,7 +37,7 @@ from typing import Any
 from semmae.errors import UserError
 from semmae.utils import ownership
 from semmae.utils.run_housekeeping import remove_orphaned_temporaries, truncate_log
-from semmae.utils.run_lock import LOCK_NAME, acquire, locked_folder_above, read_holder
+from semmae.utils.run_lock import LOCK_NAME, acquire, locked_folder_above, locked_folder_below, read_holder
 from semmae.utils.run_logger import RunLogger
 
 #: the owner marker's kind for run folders
@@ -157,6 +157,12 @@ class RunDir:
                     f"run directory {path} holds {_listing(unrecorded)}, a folder whose files an older semmae did "
                     "not record; --overwrite deletes only files semmae recorded, so delete the run yourself or "
                     "choose another --out"
+                )
+            below = locked_folder_below(path, held_folders())
+            if below is not None:
+                raise UserError(
+                    f"run directory {path} holds {below}, the folder of a run that is still going; --overwrite "
+                    "would delete its files: wait for it to end or choose another --out"
                 )
             foreign = ownership.unlisted_entries(path, self.owner, deep=True)
             if foreign:
