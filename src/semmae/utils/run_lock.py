@@ -116,7 +116,12 @@ def locked_folder_below(path: str | Path, ours: set[Path] = frozenset()) -> Path
     path = Path(path).resolve()
     for here, _dirs, files in os.walk(path):
         folder = Path(here)
-        if LOCK_NAME in files and folder != path and folder not in ours and _held_by_another(folder / LOCK_NAME):
+        if (
+            LOCK_NAME in files
+            and folder != path
+            and folder not in ours
+            and _held_by_another(folder / LOCK_NAME)
+        ):
             return folder
     return None
 
