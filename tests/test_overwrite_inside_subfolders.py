@@ -114,7 +114,7 @@ def test_delete_owned_removes_recorded_files_and_only_the_folders_they_emptied(t
     out = tmp_path / "run"
     (out / "checkpoints").mkdir(parents=True)
     (out / "checkpoints" / "ckpt-1.pth").write_bytes(b"w")
-    (out / "checkpoints" / ".ckpt-2.pth.abcd1234.tmp").write_bytes(b"half")  # a killed atomic write
+    (out / "checkpoints" / ".ckpt-1.pth.abcd1234.tmp").write_bytes(b"half")  # a killed atomic write of it
     (out / "vis" / "deep").mkdir(parents=True)
     (out / "vis" / "deep" / "a.png").write_bytes(b"png")
     (out / "kept-by-hand").mkdir()
@@ -211,3 +211,165 @@ def test_overwrite_never_empties_a_folder_with_a_run_going_on_inside_it(tmp_path
         with pytest.raises(UserError, match=r"holds .*eval/knn, the folder of a run that is still going"):
             claim_run_dir(out, "pretrain", resume=False, overwrite=True)
     assert (out / "eval" / "knn" / "log.jsonl").is_file()
+
+
+# -- the second hostile round on file-by-file deletion (each test fails on the code before its fix) ---------------
+def _finished_run(out, *files: str):
+    """A finished `semmae pretrain` run made through the run-folder API, with ``files`` written atomically."""
+    from semmae.utils.io import atomic_write_bytes
+
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False).log(1, loss=1.0)
+        for rel in files:
+            atomic_write_bytes(out / rel, b"semmae's " + rel.encode())
+    return out
+
+
+def test_only_semmaes_own_temporaries_are_swept_and_never_a_live_runs(tmp_path):
+    """A user's ``.draft.tmp`` (anywhere) is theirs: a continued run leaves it, ``--overwrite`` refuses it; the
+    temporary a killed atomic write of a recorded file left is swept; the in-flight temporary of another process's
+    run nested in the folder is left alone."""
+    from _helpers import live_run
+
+    out = _finished_run(tmp_path / "run", "checkpoints/ckpt-1.pth")
+    mine = {".draft.tmp": b"notes", "checkpoints/.best-copy.tmp": b"my copy"}
+    for rel, data in mine.items():
+        (out / rel).write_bytes(data)
+    orphan = (
+        out / "checkpoints" / ".ckpt-1.pth.k3j9x2ab.tmp"
+    )  # what a kill mid-write of a recorded file leaves
+    orphan.write_bytes(b"half")
+    with live_run(out / "eval" / "knn", verb="knn"):
+        inflight = out / "eval" / "knn" / ".features.pt.abcd1234.tmp"
+        inflight.write_bytes(b"being written")
+        with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+            run.start(tensorboard=False)
+        assert inflight.read_bytes() == b"being written"
+    assert not orphan.exists()
+    assert all((out / rel).read_bytes() == data for rel, data in mine.items())
+    shutil_rmtree(out / "eval")
+    with pytest.raises(UserError, match=r"holds checkpoints/.best-copy.tmp, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+
+
+def shutil_rmtree(path):
+    import shutil
+
+    shutil.rmtree(path)
+
+
+def test_a_continued_run_never_replaces_a_users_file_under_a_name_it_writes(tmp_path):
+    from semmae.utils.io import atomic_write_bytes
+
+    out = _finished_run(tmp_path / "run", "checkpoints/ckpt-2.pth")
+    (out / "checkpoints" / "ckpt-4.pth").write_bytes(b"the user's own")
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False)
+        with pytest.raises(UserError, match=r"ckpt-4.pth exists and the run in .* did not write it"):
+            atomic_write_bytes(out / "checkpoints" / "ckpt-4.pth", b"weights")
+        atomic_write_bytes(out / "checkpoints" / "ckpt-2.pth", b"its own: replaced")
+    assert (out / "checkpoints" / "ckpt-4.pth").read_bytes() == b"the user's own"
+    assert "checkpoints/ckpt-4.pth" not in read_owner(out).files
+
+
+def test_a_checkpoint_the_run_rotated_away_is_no_longer_its_own(tmp_path):
+    """keep_last deletes an older checkpoint and forgets it: a backup the user restores under that name is theirs
+    (``--overwrite`` refuses, a continued run's rotation keeps it)."""
+    from semmae.engine.checkpoint import CheckpointManager
+    from semmae.models.checkpoint_schema import TrainState
+
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+        ckpts = CheckpointManager(out, keep_last=1)
+        for step in (1, 2):
+            ckpts.save(TrainState(step=step, model={}))
+    assert "checkpoints/ckpt-000000001.pth" not in read_owner(out).files
+    (out / "checkpoints" / "ckpt-000000001.pth").write_bytes(b"my backup")
+    with pytest.raises(UserError, match=r"holds checkpoints/ckpt-000000001.pth, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False)
+        CheckpointManager(out, keep_last=1).save(TrainState(step=3, model={}))
+    assert (out / "checkpoints" / "ckpt-000000001.pth").read_bytes() == b"my backup"
+    assert not (out / "checkpoints" / "ckpt-000000002.pth").exists()
+
+
+def test_keep_last_in_a_run_from_before_files_were_recorded_drops_only_what_it_saved(tmp_path):
+    from semmae.engine.checkpoint import CheckpointManager
+    from semmae.models.checkpoint_schema import TrainState
+
+    out = _finished_run(tmp_path / "run", "checkpoints/ckpt-000000002.pth")
+    raw = json.loads((out / OWNER_NAME).read_text())
+    raw["files"], raw["format"] = None, 1  # what semmae 0.x left
+    (out / OWNER_NAME).write_text(json.dumps(raw))
+    (out / "checkpoints" / "ckpt-000000001.pth").write_bytes(b"the user's copy")
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False)
+        ckpts = CheckpointManager(out, keep_last=1)
+        for step in (3, 4):
+            ckpts.save(TrainState(step=step, model={}))
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["ckpt-000000001.pth", "ckpt-000000002.pth", "ckpt-000000004.pth", "latest"], names
+
+
+def test_overwrite_counts_what_a_nested_semmae_folder_records(tmp_path):
+    """A run made inside another run's folder by another process (an evaluation rerun by hand in a demo's
+    folder) records its new files in its own marker only: the outer ``--overwrite`` counts them as semmae's."""
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False).log(1, loss=1.0)
+        with claim_run_dir(out / "eval" / "knn", "knn", resume=False, overwrite=False) as inner:
+            inner.start(tensorboard=False).log(0, top1=1.0)
+    _finished_run(
+        out / "eval" / "knn2"
+    )  # not in the outer marker: the outer refuses it, as any unlisted entry
+    with claim_run_dir(out / "eval" / "knn", "knn", resume=False, overwrite=True) as inner:  # by hand, later
+        from semmae.utils.io import atomic_write_bytes
+
+        inner.start(tensorboard=False)
+        atomic_write_bytes(out / "eval" / "knn" / "results.json", b"{}")
+    assert "eval/knn/results.json" not in read_owner(out).files
+    with pytest.raises(UserError, match=r"holds eval/knn2/"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    shutil_rmtree(out / "eval" / "knn2")
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
+        run.start(tensorboard=False)
+    assert not (out / "eval").exists()
+
+
+def test_a_lock_file_that_is_a_link_is_never_written_through(tmp_path):
+    thesis = tmp_path / "home" / "thesis.txt"
+    thesis.parent.mkdir()
+    thesis.write_text("four years of work\n")
+    for name, target in (("linked", thesis), ("dangling", tmp_path / "home" / "created.txt")):
+        out = tmp_path / name
+        out.mkdir()
+        os.symlink(target, out / ".semmae.lock")
+        with pytest.raises(UserError, match=r"is a link, not a semmae lock file"):
+            claim_run_dir(out, "pretrain", resume=False, overwrite=False)
+    assert thesis.read_text() == "four years of work\n"
+    assert sorted(p.name for p in thesis.parent.iterdir()) == ["thesis.txt"]
+
+
+def test_a_log_that_is_a_link_is_never_appended_through(tmp_path):
+    from semmae.utils.io import open_for_append
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("mine\n")
+    os.symlink(mine, tmp_path / "log.jsonl")
+    with pytest.raises(OSError, match="never writes through"):
+        open_for_append(tmp_path / "log.jsonl")
+    assert mine.read_text() == "mine\n"
+
+
+def test_the_traceback_of_an_internal_error_is_listed_as_the_runs(tmp_path):
+    from semmae.utils.ownership import note_after_run
+
+    out = _finished_run(tmp_path / "run")
+    (out / "error.log").write_text("Traceback ...\n")
+    note_after_run(out, "error.log")
+    assert "error.log" in read_owner(out).entries
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
+        run.start(tensorboard=False)
+    assert not (out / "error.log").exists()

@@ -234,13 +234,18 @@ def _write_traceback(e: Exception) -> str:
     run_dir = tagged[-1] if tagged else last_run_dir()
     candidates = [run_dir / "error.log"] if run_dir is not None else []
     candidates.append(os.path.join(tempfile.gettempdir(), f"semmae-error-{os.getpid()}.log"))
+    from semmae.utils.io import open_for_append
+    from semmae.utils.ownership import note_after_run
+
     for path in candidates:
         try:
-            with open(path, "a") as fh:
+            with open_for_append(path) as fh:
                 fh.write(text + "\n")
-            return str(path)
         except OSError:
             continue
+        if run_dir is not None and str(path) == str(run_dir / "error.log"):
+            note_after_run(run_dir, "error.log")  # the run's own file: --overwrite may delete it
+        return str(path)
     return "nowhere: no writable place; set SEMMAE_TRACEBACK=1 to print it"
 
 

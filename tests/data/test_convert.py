@@ -13,6 +13,7 @@ from scipy.io import savemat
 from semmae.cli import main
 from semmae.data.convert import convert_dataset
 from semmae.data.folder import ImageFolderDataset
+from semmae.errors import UserError
 
 
 def img(path):
@@ -144,3 +145,22 @@ def test_inaturalist_2019(tmp_path):
     (root / "val2019.json").write_text("{not json")
     with pytest.raises(Exception, match="not an iNaturalist annotation file"):
         convert_dataset("inat", root, tmp_path / "out2")
+
+
+def test_a_class_folder_replaced_by_a_link_is_never_written_through(tmp_path):
+    """A rerun of convert into its own tree where the user replaced a class folder by a link to their photos:
+    refused in one line, nothing written into the linked folder."""
+    root = fake_cub(tmp_path / "CUB_200_2011")
+    out = tmp_path / "out"
+    convert_dataset("cub", root, out)
+    photos = tmp_path / "my_photos"
+    photos.mkdir()
+    (photos / "holiday.jpg").write_bytes(b"mine")
+    cls = out / "train" / "002_Laysan_Albatross"
+    for p in cls.iterdir():
+        p.unlink()
+    cls.rmdir()
+    os.symlink(photos, cls)
+    with pytest.raises(UserError, match=r"is a link semmae convert did not make"):
+        convert_dataset("cub", root, out)
+    assert sorted(p.name for p in photos.iterdir()) == ["holiday.jpg"]

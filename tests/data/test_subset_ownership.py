@@ -313,3 +313,15 @@ def test_a_file_name_that_is_not_utf8_goes_through_parts_export(tmp_path, capsys
 
     cache = PartCache.open(out, ImageFolderDataset(data).relative_paths, root=data)
     assert cache.meta["num_images"] == 4
+
+
+def test_a_copy_subset_never_deletes_a_users_file_named_like_its_temporary(tmp_path, capsys):
+    """``--copy`` writes each image through a fresh temporary of its own: a user's ``img1.png.part`` beside
+    an image a rerun selects stays."""
+    src = fake_folder(tmp_path / "src", {"a": 4, "b": 4})
+    out = tmp_path / "sub"
+    assert main(subset_argv(src, out, 1, "--copy")) == 0
+    for i in range(4):
+        (out / "a" / f"img{i}.png.part").write_text("my partial download\n")
+    assert main(subset_argv(src, out, 3, "--copy")) == 0
+    assert all((out / "a" / f"img{i}.png.part").read_text() == "my partial download\n" for i in range(4))

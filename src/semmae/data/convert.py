@@ -189,6 +189,15 @@ def convert_dataset(
         if dst in used:  # two listed images with the same file name in one class: keep both
             dst = dst.with_name(f"{src.parent.name}_{src.name}")
         used.add(dst)
+        for folder_path in (
+            out / split,
+            dst.parent,
+        ):  # a link there would put the links into a folder elsewhere
+            if folder_path.is_symlink():
+                raise UserError(
+                    f"{folder_path} is a link semmae convert did not make (its links would land in "
+                    f"{os.path.realpath(folder_path)}); remove it or use an empty --out"
+                )
         dst.parent.mkdir(parents=True, exist_ok=True)
         if dst.is_symlink() or dst.exists():
             if dst.is_symlink() and Path(os.readlink(dst)) == src:

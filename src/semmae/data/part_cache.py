@@ -59,7 +59,7 @@ import torch
 
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
-from semmae.utils.io import atomic_write_json, atomic_write_text, note_written
+from semmae.utils.io import atomic_write_json, atomic_write_text, forget_written, note_written
 from semmae.utils.rundir import live_lock_above
 
 FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
@@ -285,8 +285,32 @@ CACHE_FILES = ("meta.json", "files.txt", "codes.u8", "crc32.u32", "sizes.u64")
 _OWN_TEMPORARY = re.compile(r"^\.(meta\.json|files\.txt|progress\.json)\.[A-Za-z0-9_]+\.tmp$")
 
 
-def _is_own(name: str, unfinished: bool) -> bool:
-    return name in CACHE_FILES or (unfinished and name == "progress.json") or bool(_OWN_TEMPORARY.match(name))
+def _is_own(name: str, unfinished: bool, folder: Path | None = None) -> bool:
+    """Whether ``name`` in a cache folder is the cache's: its files, an export's progress record and
+    temporaries, and (``folder`` given) the ``part_metrics.json`` that ``semmae parts eval`` wrote into it."""
+    if name in CACHE_FILES or (unfinished and name == "progress.json") or _OWN_TEMPORARY.match(name):
+        return True
+    return (
+        folder is not None
+        and not unfinished
+        and name == METRICS_NAME
+        and _metrics_of_parts_eval(folder / name)
+    )
+
+
+#: the report ``semmae parts eval`` writes into the cache folder it scores (without ``--out``)
+METRICS_NAME = "part_metrics.json"
+
+
+def _metrics_of_parts_eval(path: Path) -> bool:
+    """A plain ``part_metrics.json`` whose content says ``semmae parts eval`` wrote it (never a user's file)."""
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 16 << 20:
+        return False
+    try:
+        meta = json.loads(path.read_text()).get("meta")
+    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
+        return False
+    return isinstance(meta, dict) and meta.get("written_by") == "semmae parts eval"
 
 
 def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
@@ -296,9 +320,9 @@ def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
     if not path.is_dir() or path.is_symlink():
         return "is not a folder"
     entries = list(path.iterdir())
-    foreign = sorted(p.name for p in entries if not _is_own(p.name, unfinished))
+    foreign = sorted(p.name for p in entries if not _is_own(p.name, unfinished, path))
     foreign += sorted(
-        p.name for p in entries if _is_own(p.name, unfinished) and (p.is_symlink() or not p.is_file())
+        p.name for p in entries if _is_own(p.name, unfinished, path) and (p.is_symlink() or not p.is_file())
     )
     if foreign:
         return f"holds {', '.join(foreign[:4])}{' and more' if len(foreign) > 4 else ''}"
@@ -400,7 +424,7 @@ def _remove_cache_folder(folder: Path, unfinished: bool) -> None:
     followed), then the emptied folder. The caller has checked it with :func:`not_a_cache`; anything else found
     there now is left alone and refused."""
     for entry in os.scandir(folder):
-        if _is_own(entry.name, unfinished) and not entry.is_dir(follow_symlinks=False):
+        if _is_own(entry.name, unfinished, folder) and not entry.is_dir(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
             except FileNotFoundError:
@@ -571,21 +595,8 @@ class PartCacheWriter:
             if self.partial.exists():
                 _remove_cache_folder(self.partial, unfinished=True)
             self.partial.mkdir(parents=True)
-            # written file by file, then renamed: a run folder holding the cache (the demo's) records both names
-            note_written(
-                *(
-                    folder / name
-                    for folder in (self.partial, path)
-                    for name in (
-                        "meta.json",
-                        "files.txt",
-                        "codes.u8",
-                        "crc32.u32",
-                        "sizes.u64",
-                        "progress.json",
-                    )
-                )
-            )
+            # written file by file, then renamed: a run folder holding the cache (the demo's) records each file
+            note_written(*(self.partial / name for name in (*CACHE_FILES, "progress.json")))
             # meta.json first: an unfinished folder holding anything else is recognisably an export's
             atomic_write_json(self.partial / "meta.json", self.meta)
             atomic_write_text(self.partial / "files.txt", "\n".join(relative_paths) + "\n")
@@ -650,7 +661,9 @@ class PartCacheWriter:
                 with open(self.partial / name, "rb+") as fh:
                     os.fsync(fh.fileno())
             (self.partial / "progress.json").unlink()
+            note_written(*(self.path / name for name in CACHE_FILES))  # recorded before the rename
             os.replace(self.partial, self.path)
+            forget_written(*(self.partial / name for name in (*CACHE_FILES, "progress.json")))
         except OSError as e:
             raise UserError(f"cannot finish part cache {self.path}: {e.strerror or e}") from None
         return PartCache.open(self.path, lock=False)

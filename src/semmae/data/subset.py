@@ -24,6 +24,7 @@ import json
 import os
 import random
 import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -306,10 +307,15 @@ def _place(source: Path, target: Path, copy: bool) -> int:
         if target.is_file() and not target.is_symlink() and target.stat().st_size == source.stat().st_size:
             return 0
         target.unlink(missing_ok=True)
-        tmp = target.with_name(target.name + ".part")
-        tmp.unlink(missing_ok=True)  # never write through a link left there
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
+        # a fresh temporary of its own (never a fixed name: a user's `<image>.part` there stays theirs)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+        os.close(fd)
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
         return 1
     if target.is_symlink() and os.readlink(target) == str(source):
         return 0

@@ -21,6 +21,7 @@ from semmae.models.checkpoint_schema import TrainState, check_pretrain, read_tra
 from semmae.utils.io import (
     atomic_torch_save,
     atomic_write_text,
+    forget_written,
     latest_step_checkpoint,
     load_checkpoint,
     step_checkpoints,
@@ -37,6 +38,7 @@ class CheckpointManager:
         self.single = single
         self.dir = self.out if single else self.out / "checkpoints"
         self.keep_last = 1 if single else int(keep_last)
+        self._saved: set[Path] = set()  # what this manager wrote (where the run's marker cannot tell)
 
     def path_for(self, step: int) -> Path:
         return self.dir / self.single if self.single else self.dir / f"ckpt-{step:09d}.pth"
@@ -47,10 +49,22 @@ class CheckpointManager:
         atomic_torch_save(state.to_dict(), path)
         if not self.single:
             atomic_write_text(self.dir / "latest", path.name + "\n")
-            ours = [p for p in self.list() if recorded_by_its_run(p)]  # a user's copy in checkpoints/ stays
-            for old in ours[: -self.keep_last]:
+            self._saved.add(path)
+            for old in self._own()[: -self.keep_last]:
                 old.unlink(missing_ok=True)
+                forget_written(old)
         return path
+
+    def _own(self) -> list[Path]:
+        """The checkpoints the run wrote, oldest first: those its owner marker records, or (a marker from before
+        files were recorded, or no run folder held) those this manager saved; a user's copy in ``checkpoints/``
+        named like one is never among them."""
+        found = []
+        for p in self.list():
+            recorded = recorded_by_its_run(p)
+            if recorded or (recorded is None and p in self._saved):
+                found.append(p)
+        return found
 
     def list(self) -> list[Path]:
         """Checkpoint files, oldest first."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -33,6 +34,11 @@ RUN_CHECKPOINT_NAMES = ("seg_final.pth", "checkpoint.pth")
 
 def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
     path = Path(path)
+    rundir = _rundir()
+    if rundir is not None:
+        rundir.check_may_replace(path)  # a user's file where a held run folder writes is never replaced
+        # recorded before it exists: a kill between the rename and the marker's update would leave it unrecorded
+        rundir.note_written(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -45,7 +51,6 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
             os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-        note_written(path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(
@@ -65,14 +70,40 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
         raise
 
 
+def open_for_append(path: str | Path):
+    """``open(path, "a")`` that never writes through a link (a ``log.jsonl`` replaced by a link to a user's file):
+    the link is refused with an ``OSError`` naming it."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise OSError(
+                errno.ELOOP, "it is a link, and semmae never writes through one", str(path)
+            ) from None
+        raise
+    return os.fdopen(fd, "a")
+
+
+def _rundir():
+    """:mod:`semmae.utils.rundir` when it is loaded (by every verb that holds a run folder), else ``None``."""
+    import sys
+
+    return sys.modules.get("semmae.utils.rundir")
+
+
 def note_written(*paths: str | Path) -> None:
     """Tell the run folders this process holds (if any) that semmae writes at ``paths``, for their owner markers:
     atomic writes do it themselves; a writer that fills a folder file by file names each file before writing it."""
-    import sys
-
-    rundir = sys.modules.get("semmae.utils.rundir")  # loaded by every verb that holds a run folder
+    rundir = _rundir()
     if rundir is not None:
         rundir.note_written(*paths)
+
+
+def forget_written(*paths: str | Path) -> None:
+    """Tell the run folders this process holds that semmae itself deleted or renamed ``paths``: no longer its."""
+    rundir = _rundir()
+    if rundir is not None:
+        rundir.forget_written(*paths)
 
 
 @contextlib.contextmanager

@@ -38,6 +38,7 @@ from semmae.errors import UserError
 OWNER_NAME = ".semmae-owner.json"
 #: bookkeeping files of a folder that are never listed as its entries (the marker itself, the one-writer lock)
 _BOOKKEEPING = (OWNER_NAME, ".semmae.lock")
+BOOKKEEPING_NAMES = _BOOKKEEPING
 #: format 2 records, below the top level, every file semmae wrote (``files``): a user's file put inside a folder
 #: semmae made (``checkpoints/``, ``tb/``) is never deleted with it
 _FORMAT = 2
@@ -106,7 +107,10 @@ def safe_path(folder: str | Path, rel: object) -> Path:
     root = os.path.realpath(folder)
     parent = os.path.realpath(here.parent)
     if parent != root and not parent.startswith(root.rstrip(os.sep) + os.sep):
-        raise MarkerError(f"{folder} names {rel!r}, which lies outside the folder; semmae leaves it alone")
+        raise MarkerError(
+            f"{folder} names {rel!r}, which lies outside the folder through a link; semmae leaves it alone (a "
+            "subfolder moved elsewhere and linked back: move it back into the folder)"
+        )
     return here
 
 
@@ -149,6 +153,23 @@ def write_owner(folder: str | Path, owner: Owner) -> None:
     atomic_write_json(Path(folder) / OWNER_NAME, asdict(owner))
 
 
+def note_after_run(folder: str | Path, name: str) -> None:
+    """List ``name``, a top-level file semmae wrote into a run folder just after its run ended (the traceback of
+    an internal error, ``error.log``), in the folder's marker; nothing when the folder has no readable run
+    marker."""
+    try:
+        owner = read_owner(folder)
+    except MarkerError:
+        return
+    if owner is None or owner.kind != "run" or name in owner.entries:
+        return
+    owner.entries = sorted({*owner.entries, name})
+    try:
+        write_owner(folder, owner)
+    except UserError:
+        pass
+
+
 def current_entries(folder: str | Path) -> list[str]:
     """The top-level entries of ``folder`` that a marker would list (bookkeeping and temporaries aside)."""
     from semmae.utils.run_housekeeping import is_temporary
@@ -184,22 +205,57 @@ def unlisted_entries(folder: str | Path, owner: Owner, deep: bool = False) -> li
     counted (nothing in it to lose; a run stopped between making a folder and its first write leaves one), and is
     never deleted either: ``--overwrite`` deletes only what the marker lists.
 
-    ``deep`` (before deleting): also every file or link inside a listed folder that the marker's ``files`` do not
-    record (``checkpoints/notes.txt``), so ``--overwrite`` refuses the folder rather than delete it. A kept entry
-    (a tracker's store) is not searched: nothing in it is ever deleted. A format-1 marker's folders are
-    :func:`unrecorded_folders`'."""
+    ``deep`` (before deleting): also every file or link inside a listed folder that is not recorded
+    (:func:`recorded_paths`: ``checkpoints/notes.txt``), so ``--overwrite`` refuses the folder rather than delete
+    it. A kept entry (a tracker's store) is not searched: nothing in it is ever deleted. A format-1 marker's folders
+    are :func:`unrecorded_folders`'."""
     folder = Path(folder)
     listed = set(owner.entries)
     found = [n for n in current_entries(folder) if n not in listed and not _empty_folder(folder / n)]
     if not deep or owner.files is None:
         return found
-    recorded = set(owner.files)
-    for name in owner.entries:
-        top = folder / name
-        if name in owner.kept or top.is_symlink() or not top.is_dir():
-            continue
-        found.extend(rel for rel in _files_below(folder, name) if rel not in recorded)
+    recorded = recorded_paths(folder, owner)
+    for name in _walked_entries(folder, owner):
+        found.extend(
+            rel
+            for rel in _files_below(folder, name)
+            if rel not in recorded and not _semmae_leftover(rel, recorded)
+        )
     return found
+
+
+def recorded_paths(folder: str | Path, owner: Owner) -> set[str]:
+    """Every path below ``folder`` that semmae recorded writing: ``owner``'s entries and files, and what the
+    markers of semmae folders inside its listed folders record, each prefixed with that folder's path, for a
+    folder ``owner`` records writing into (a demo's evaluation, rerun by hand later: its new files are in its own
+    marker only). A semmae folder made there by hand that the run never wrote into stays unrecorded."""
+    folder = Path(folder)
+    recorded = set(owner.entries) | set(owner.files or ())
+    for name in _walked_entries(folder, owner):
+        for here, dirs, files in os.walk(folder / name):
+            dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(here, d))]
+            if OWNER_NAME not in files:
+                continue
+            try:
+                inner = read_owner(here)
+            except MarkerError:
+                continue
+            if inner is None or inner.files is None:
+                continue
+            prefix = Path(here).relative_to(folder).as_posix()
+            if not any(r.startswith(prefix + "/") for r in owner.files or ()):
+                continue  # a folder this run never wrote into (a run made there by hand) is not its to delete
+            recorded |= {f"{prefix}/{rel}" for rel in (*inner.entries, *inner.files)}
+    return recorded
+
+
+def _walked_entries(folder: Path, owner: Owner) -> list[str]:
+    """The listed entries that are real folders (not kept stores, not links): those searched and emptied."""
+    return [
+        n
+        for n in owner.entries
+        if n not in owner.kept and (folder / n).is_dir() and not (folder / n).is_symlink()
+    ]
 
 
 def unrecorded_folders(folder: str | Path, owner: Owner) -> list[str]:
@@ -208,26 +264,23 @@ def unrecorded_folders(folder: str | Path, owner: Owner) -> list[str]:
     if owner.files is not None:
         return []
     folder = Path(folder)
-    return [
-        n
-        for n in owner.entries
-        if n not in owner.kept
-        and (folder / n).is_dir()
-        and not (folder / n).is_symlink()
-        and not _empty_folder(folder / n)
-    ]
+    return [n for n in _walked_entries(folder, owner) if not _empty_folder(folder / n)]
 
 
-def _semmae_bookkeeping(name: str) -> bool:
-    """A file semmae leaves beside what it records: a nested folder's marker or lock, an atomic-write temporary."""
-    from semmae.utils.run_housekeeping import is_temporary
+def _semmae_leftover(rel: str, recorded: set[str]) -> bool:
+    """A file semmae leaves beside what it records: a nested folder's marker or lock, or the temporary of an atomic
+    write of a recorded file (``.<name>.<8 random>.tmp``) that a kill left; never a user's ``.draft.tmp``."""
+    from semmae.utils.run_housekeeping import temporary_target
 
-    return name in _BOOKKEEPING or is_temporary(name)
+    parent, _, name = rel.rpartition("/")
+    if name in _BOOKKEEPING:
+        return True
+    target = temporary_target(name)
+    return target is not None and (f"{parent}/{target}" if parent else target) in recorded
 
 
 def _files_below(folder: Path, name: str) -> list[str]:
-    """Every file and link below ``folder/name`` (links not followed), as paths relative to ``folder``,
-    bookkeeping aside."""
+    """Every file and link below ``folder/name`` (links not followed), as paths relative to ``folder``."""
     found = []
     for here, dirs, files in os.walk(folder / name):
         rel_here = Path(here).relative_to(folder).as_posix()
@@ -235,7 +288,7 @@ def _files_below(folder: Path, name: str) -> list[str]:
             if os.path.islink(os.path.join(here, d)):
                 dirs.remove(d)
                 files.append(d)
-        found.extend(f"{rel_here}/{f}" for f in files if not _semmae_bookkeeping(f))
+        found.extend(f"{rel_here}/{f}" for f in files)
     return sorted(found)
 
 
@@ -247,10 +300,10 @@ def _empty_folder(path: Path) -> bool:
 
 
 def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
-    """Delete what ``owner`` records and return the top-level names removed: each recorded file (checked by
-    :func:`safe_path`; a link is unlinked, never followed), each listed top-level file, and then each listed folder
-    that is left holding only semmae's bookkeeping and empty folders. A kept entry stays (and stays listed), and so
-    does a folder still holding anything else. Call :func:`unlisted_entries` (``deep``) and
+    """Delete what ``owner`` records (:func:`recorded_paths`) and return the top-level names removed: each recorded
+    file (checked by :func:`safe_path`; a link is unlinked, never followed), each listed top-level file, and then
+    each listed folder left holding only semmae's leftovers and empty folders. A kept entry stays (and stays
+    listed), and so does a folder still holding anything else. Call :func:`unlisted_entries` (``deep``) and
     :func:`unrecorded_folders` first: the caller refuses a folder that holds anything semmae did not write."""
     folder = Path(folder)
 
@@ -262,7 +315,8 @@ def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
         except OSError as e:
             raise UserError(f"--overwrite: cannot delete {p}: {e.strerror or e}") from None
 
-    for rel in sorted(owner.files or (), key=lambda r: -r.count("/")):
+    recorded = recorded_paths(folder, owner) if owner.files is not None else set()
+    for rel in sorted((r for r in recorded if "/" in r), key=lambda r: -r.count("/")):
         p = safe_path(folder, rel)
         if p.is_symlink() or p.is_file():
             unlink(p)
@@ -278,7 +332,7 @@ def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
                 raise UserError(
                     f"--overwrite: {p} was written by a semmae that did not record its files; delete it yourself"
                 )
-            _remove_emptied(p)
+            _remove_emptied(folder, name, recorded)
             if p.exists():
                 continue
         else:
@@ -290,12 +344,13 @@ def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
     return removed
 
 
-def _remove_emptied(top: Path) -> None:
-    """Remove the folders below and at ``top`` that hold nothing but semmae's bookkeeping (bottom up)."""
-    for here, _dirs, files in os.walk(top, topdown=False):
+def _remove_emptied(folder: Path, name: str, recorded: set[str]) -> None:
+    """Remove the folders below and at ``folder/name`` that hold nothing but semmae's leftovers (bottom up)."""
+    for here, _dirs, files in os.walk(folder / name, topdown=False):
+        rel_here = Path(here).relative_to(folder).as_posix()
         try:
             for f in files:
-                if _semmae_bookkeeping(f):
+                if _semmae_leftover(f"{rel_here}/{f}", recorded):
                     os.unlink(os.path.join(here, f))
             os.rmdir(here)
         except OSError:

@@ -6,9 +6,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 _TMP_RE = re.compile(r"^\..+\.tmp$")  # semmae.utils.io's atomic-write temporaries
+#: exactly what ``tempfile.mkstemp(prefix=".<name>.", suffix=".tmp")`` makes: the name it is written for, then
+#: 8 random characters
+_OWN_TMP_RE = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
 
 
 def is_temporary(name: str) -> bool:
@@ -16,22 +20,40 @@ def is_temporary(name: str) -> bool:
     return bool(_TMP_RE.match(name))
 
 
-def remove_orphaned_temporaries(root: Path, depth: int = 2) -> list[Path]:
-    """Delete ``.<name>.<random>.tmp`` files (atomic writes a killed process never renamed) in ``root`` and its
-    sub-folders down to ``depth``; returns them. Only call it while holding the run directory."""
+def temporary_target(name: str) -> str | None:
+    """The file an atomic-write temporary ``.<name>.<8 random>.tmp`` was written for (``name``), else ``None``."""
+    m = _OWN_TMP_RE.match(name)
+    return m.group("target") if m else None
+
+
+def remove_orphaned_temporaries(
+    root: Path, depth: int = 2, written_for: Callable[[str], bool] = lambda rel: True
+) -> list[Path]:
+    """Delete atomic-write temporaries a killed process never renamed in ``root`` and its sub-folders down to
+    ``depth``; returns them. Only a temporary of a file the run records (``written_for(rel)``, ``rel`` the file's
+    path relative to ``root``) is deleted: a user's ``.draft.tmp`` stays. A sub-folder where another process's run
+    is going (its lock held) is left alone: its temporaries are being written. Only call it while holding ``root``."""
+    from semmae.utils.run_lock import LOCK_NAME, held_by_another
+
     found: list[Path] = []
     root = Path(root)
     for dirpath, dirnames, filenames in os.walk(root):
-        if len(Path(dirpath).relative_to(root).parts) >= depth:
+        rel_dir = Path(dirpath).relative_to(root)
+        if rel_dir.parts and LOCK_NAME in filenames and held_by_another(Path(dirpath) / LOCK_NAME):
+            dirnames[:] = []
+            continue
+        if len(rel_dir.parts) >= depth:
             dirnames[:] = []
         for name in filenames:
-            if _TMP_RE.match(name):
-                p = Path(dirpath) / name
-                try:
-                    p.unlink()
-                except OSError:
-                    continue
-                found.append(p)
+            target = temporary_target(name)
+            if target is None or not written_for((rel_dir / target).as_posix()):
+                continue
+            p = Path(dirpath) / name
+            try:
+                p.unlink()
+            except OSError:
+                continue
+            found.append(p)
     return found
 
 

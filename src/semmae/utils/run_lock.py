@@ -10,6 +10,7 @@ import fcntl
 import json
 import os
 import socket
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,18 @@ def acquire(lock_path: Path, what: str, flag: str) -> int:
     """An exclusive, non-blocking ``flock`` on ``lock_path`` (created if missing); returns its descriptor, or
     raises a UserError naming the holder. Robust to the file being removed or replaced while we wait for it."""
     for _ in range(5):
-        try:
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:  # never through a link: its target (a user's file elsewhere) would be truncated
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise UserError(
+                    f"{lock_path} is a link, not a semmae lock file; semmae never writes through it: remove it "
+                    f"or use another {flag}"
+                ) from None
             raise UserError(f"cannot create the lock file {lock_path}: {e.strerror or e}") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise UserError(f"{lock_path} is not a plain file, so not a semmae lock file; use another {flag}")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as e:
@@ -105,7 +114,7 @@ def locked_folder_above(path: str | Path, ours: set[Path] = frozenset()) -> Path
     this process holds, which do not count), or ``None``. A shared ``flock`` that fails means a live holder."""
     path = Path(path).resolve()
     for folder in (path, *path.parents):
-        if folder not in ours and _held_by_another(folder / LOCK_NAME):
+        if folder not in ours and held_by_another(folder / LOCK_NAME):
             return folder
     return None
 
@@ -120,13 +129,13 @@ def locked_folder_below(path: str | Path, ours: set[Path] = frozenset()) -> Path
             LOCK_NAME in files
             and folder != path
             and folder not in ours
-            and _held_by_another(folder / LOCK_NAME)
+            and held_by_another(folder / LOCK_NAME)
         ):
             return folder
     return None
 
 
-def _held_by_another(lock: Path) -> bool:
+def held_by_another(lock: Path) -> bool:
     """Whether a process (another one, or this one through another descriptor) holds ``lock`` exclusively now."""
     if not lock.is_file():
         return False

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
+from semmae.utils.io import open_for_append
 from semmae.utils.plain_config import config_to_dict, save_config
 
 
@@ -71,7 +72,7 @@ class RunLogger:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}, "time": time.time()}
         try:
-            with open(self._log_path, "a") as fh:
+            with open_for_append(self._log_path) as fh:
                 fh.write(json.dumps(record) + "\n")
         except OSError as e:
             raise UserError(f"cannot append to {self._log_path}: {e.strerror or e}") from None

@@ -252,7 +252,7 @@ class RunDir:
                 self.owner.entries, self.owner.kept = list(left.entries), list(left.kept)
                 self.owner.files = list(left.files or ())
             ownership.write_owner(self.path, self.owner)
-        orphans = remove_orphaned_temporaries(self.path)
+        orphans = remove_orphaned_temporaries(self.path, written_for=self.records)
         if orphans:
             print(
                 f"semmae {self.verb}: removed {len(orphans)} temporary file(s) an interrupted write left in "
@@ -303,6 +303,31 @@ class RunDir:
         if self.owner.files is not None:
             self.owner.files = sorted(files)
         self._write_owner()
+
+    def records(self, rel: str) -> bool:
+        """Whether this run's marker records the path ``rel`` (relative to the run folder) as written by semmae: a
+        listed top-level entry, a recorded file below one, the folder's own marker; below a folder a format-1
+        marker listed, anything (what it wrote there was never recorded)."""
+        if self.owner is None:
+            return False
+        parts = rel.split("/")
+        if parts[0] in ownership.BOOKKEEPING_NAMES and len(parts) == 1:
+            return True
+        if len(parts) == 1:
+            return rel in self.owner.entries
+        if self.owner.files is None:
+            return parts[0] in self.owner.entries
+        return rel in self.owner.files
+
+    def forget(self, rels: list[str]) -> None:
+        """Drop recorded files the run itself deleted or renamed (an older checkpoint past ``keep_last``): a file a
+        user later puts there under that name is theirs."""
+        if not (self._started and self.owner is not None and self.owner.files is not None):
+            return
+        gone = set(rels) & set(self.owner.files)
+        if gone:
+            self.owner.files = [r for r in self.owner.files if r not in gone]
+            self._write_owner()
 
     def _write_owner(self) -> None:
         assert self.owner is not None
@@ -497,24 +522,65 @@ def note_written(*paths: str | Path) -> None:
         run = run._outer
 
 
-def recorded_by_its_run(path: str | Path) -> bool:
-    """Whether the innermost run folder this process holds around ``path`` records it as a file the run wrote
-    (its owner marker's ``files``): what a run may delete of its own accord (older checkpoints past ``keep_last``).
-    ``True`` where no held run folder records files there (no run held, or a marker from before files were
-    recorded): the caller's own naming rule decides, as it did before."""
+def _innermost_run(path: str | Path) -> tuple[RunDir, str] | None:
+    """The innermost started run folder this process holds around ``path``, and ``path`` relative to it."""
     run = _current
     while run is not None:
         try:
             rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
         except ValueError:
-            run = run._outer
-            continue
-        if not (run._started and run.owner is not None and run.owner.files is not None):
-            return True
-        return (
-            len(rel.parts) == 1 and rel.parts[0] in run.owner.entries
-        ) or rel.as_posix() in run.owner.files
-    return True
+            rel = None
+        if rel is not None and rel.parts and run._started and run.owner is not None and run._fd is not None:
+            return run, rel.as_posix()
+        run = run._outer
+    return None
+
+
+def recorded_by_its_run(path: str | Path) -> bool | None:
+    """Whether the innermost run folder this process holds around ``path`` records it as a file the run wrote:
+    what a run may delete of its own accord (older checkpoints past ``keep_last``). ``None`` where that cannot be
+    told: no run folder held there, or a marker from before files were recorded."""
+    found = _innermost_run(path)
+    if found is None:
+        return None
+    run, rel = found
+    if "/" in rel and run.owner is not None and run.owner.files is None:
+        return None
+    return run.records(rel)
+
+
+def check_may_replace(path: str | Path) -> None:
+    """Refuse (one line) to replace a file inside a held run folder that the run does not record: a user's file
+    put there under a name the run writes (a copy named ``checkpoints/ckpt-000000004.pth``, before a continued run
+    reaches step 4). A path below a folder a format-1 marker lists is let through (nothing was recorded there)."""
+    if not os.path.lexists(path):
+        return
+    found = _innermost_run(path)
+    if found is None:
+        return
+    run, rel = found
+    if not run.records(rel):
+        raise UserError(
+            f"{path} exists and the run in {run.path} did not write it; semmae never replaces a file of yours: "
+            "move it out of the run folder and run again"
+        )
+
+
+def forget_written(*paths: str | Path) -> None:
+    """semmae deleted or renamed ``paths`` itself: each held run folder they lie in stops recording them."""
+    run = _current
+    while run is not None:
+        rels = []
+        for path in paths:
+            try:
+                rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
+            except ValueError:
+                continue
+            if len(rel.parts) > 1:
+                rels.append(rel.as_posix())
+        if rels:
+            run.forget(rels)
+        run = run._outer
 
 
 def held_folders() -> set[Path]:
