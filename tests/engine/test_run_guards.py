@@ -98,7 +98,7 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_says_so(
     mgr = CheckpointManager(run_once)
     assert [p.name for p in mgr.list()] == ["ckpt-000000002.pth", "ckpt-000000004.pth"]
     mgr.path_for(4).write_bytes(b"\0" * 100)  # damaged, and `latest` names it
-    (mgr.dir / ".ckpt-000000004.pth.x1y2.tmp").write_bytes(b"half")  # what a kill mid-write leaves
+    (mgr.dir / ".ckpt-000000004.pth.x1y2z3w4.tmp").write_bytes(b"half")  # what a kill mid-write leaves
     capsys.readouterr()
     assert main(micro_args(engine_images, run_once, *FAST, "--resume", "auto")) == 0
     out = capsys.readouterr().out

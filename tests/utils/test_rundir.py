@@ -191,7 +191,7 @@ def test_start_drops_log_records_past_the_resumed_step_and_orphaned_temporaries(
     _old_run(out)
     with open(out / "log.jsonl", "a") as fh:
         fh.write('{"step": 5, "lo')  # a line torn by kill -9
-    orphan = out / "checkpoints" / ".ckpt-000000006.pth.k2j3h4.tmp"
+    orphan = out / "checkpoints" / ".ckpt-000000003.pth.k2j3h4m5.tmp"  # a kill mid-write of a recorded file
     orphan.write_bytes(b"half")
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
         assert orphan.exists()  # claiming writes nothing
