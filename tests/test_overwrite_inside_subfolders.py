@@ -373,3 +373,54 @@ def test_the_traceback_of_an_internal_error_is_listed_as_the_runs(tmp_path):
     with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
         run.start(tensorboard=False)
     assert not (out / "error.log").exists()
+
+
+def test_a_users_error_log_is_never_listed_as_the_runs(tmp_path, monkeypatch, capsys):
+    """The traceback of an internal error is appended to ``error.log``; only an ``error.log`` semmae made is listed
+    in the marker (a job script's ``--error=<run>/error.log`` stays the user's)."""
+    import semmae.cli as cli
+
+    out = _finished_run(tmp_path / "run")
+    (out / "error.log").write_text("my scheduler's log\n")
+    err = RuntimeError("an unexpected bug")
+    err.semmae_run_dir = out
+    cli._write_traceback(err)
+    assert "error.log" not in read_owner(out).entries
+    assert (out / "error.log").read_text().startswith("my scheduler's log\n")
+    (out / "error.log").unlink()
+    cli._write_traceback(err)
+    assert "error.log" in read_owner(out).entries
+
+
+def test_a_lock_name_holding_a_users_file_is_refused_and_kept(tmp_path):
+    from semmae.utils.run_lock import exclusive
+
+    lock = tmp_path / "composer.lock"
+    lock.write_text('{"packages": []}\n')
+    with pytest.raises(UserError, match="is not a semmae lock file"):
+        with exclusive(lock, "part cache", "parts export"):
+            pass
+    assert lock.read_text() == '{"packages": []}\n'
+
+
+def test_a_tracker_id_file_that_is_a_link_is_replaced_never_written_through(tmp_path):
+    from semmae.utils.trackers import _read_id
+
+    outside = tmp_path / "elsewhere.txt"
+    link = tmp_path / "mlflow-run-id"
+    link.symlink_to(outside)
+    assert _read_id(link) == ""
+    from semmae.utils.io import atomic_write_text
+
+    atomic_write_text(link, "abc\n")
+    assert not outside.exists() and not link.is_symlink() and link.read_text() == "abc\n"
+
+
+def test_a_nested_markers_temporary_is_semmaes(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+        with claim_run_dir(out / "eval" / "knn", "knn", resume=False, overwrite=False) as inner:
+            inner.start(tensorboard=False).log(0, top1=1.0)
+    (out / "eval" / "knn" / "..semmae-owner.json.ab12cd34.tmp").write_text("{")  # a kill mid marker write
+    assert unlisted_entries(out, read_owner(out), deep=True) == []

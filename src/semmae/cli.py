@@ -238,13 +238,14 @@ def _write_traceback(e: Exception) -> str:
     from semmae.utils.ownership import note_after_run
 
     for path in candidates:
+        new = not os.path.lexists(path)
         try:
             with open_for_append(path) as fh:
                 fh.write(text + "\n")
         except OSError:
             continue
-        if run_dir is not None and str(path) == str(run_dir / "error.log"):
-            note_after_run(run_dir, "error.log")  # the run's own file: --overwrite may delete it
+        if new and run_dir is not None and str(path) == str(run_dir / "error.log"):
+            note_after_run(run_dir, "error.log")  # semmae made it: --overwrite may delete it (never a user's)
         return str(path)
     return "nowhere: no writable place; set SEMMAE_TRACEBACK=1 to print it"
 

@@ -243,7 +243,7 @@ def recorded_paths(folder: str | Path, owner: Owner) -> set[str]:
             if inner is None or inner.files is None:
                 continue
             prefix = Path(here).relative_to(folder).as_posix()
-            if not any(r.startswith(prefix + "/") for r in owner.files or ()):
+            if not any(r == prefix or r.startswith(prefix + "/") for r in owner.files or ()):
                 continue  # a folder this run never wrote into (a run made there by hand) is not its to delete
             recorded |= {f"{prefix}/{rel}" for rel in (*inner.entries, *inner.files)}
     return recorded
@@ -276,6 +276,8 @@ def _semmae_leftover(rel: str, recorded: set[str]) -> bool:
     if name in _BOOKKEEPING:
         return True
     target = temporary_target(name)
+    if target in _BOOKKEEPING:  # a nested folder's marker, killed mid-write
+        return True
     return target is not None and (f"{parent}/{target}" if parent else target) in recorded
 
 

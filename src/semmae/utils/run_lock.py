@@ -68,9 +68,15 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
     exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
     exit (while still held, so a waiting process notices and retries)."""
+    from semmae.utils.io import forget_written, note_written
+
     lock_path = Path(lock_path)
-    if lock_path.is_file() and lock_path.stat().st_size and not read_holder_file(lock_path):
+    if lock_path.is_symlink() or (
+        lock_path.exists()
+        and (not lock_path.is_file() or (lock_path.stat().st_size and not _holder_record(lock_path)))
+    ):
         raise UserError(f"{lock_path} exists and is not a semmae lock file; move it or use another {flag}")
+    note_written(lock_path)  # a run folder holding it (the demo's) records it: a kill leaves it semmae's
     if not lock_path.parent.exists():
         try:
             lock_path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +90,16 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     finally:
         try:
             lock_path.unlink()
+            forget_written(lock_path)
         except OSError:
             pass
         os.close(fd)
+
+
+def _holder_record(path: Path) -> bool:
+    """Whether ``path`` holds what semmae writes into a lock file (its holder's pid and verb), not merely JSON."""
+    holder = read_holder_file(path)
+    return "pid" in holder and ("holder" in holder or "verb" in holder)
 
 
 def read_holder_file(path: Path) -> dict[str, Any]:

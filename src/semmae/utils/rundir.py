@@ -125,6 +125,9 @@ class RunDir:
                 f"run directory {path} holds a `semmae {self.owner.verb}` {what}, not a `semmae {self.verb}` run; "
                 "use another --out"
             )
+        if self.owner is not None and self.owner.files:
+            # a file recorded just before a write that a kill stopped was never written: not the run's any more
+            self.owner.files = [r for r in self.owner.files if os.path.lexists(path / r)]
         self.previous = ownership.current_entries(path)
         if not self.previous:
             self._record_holder(None)
@@ -244,6 +247,7 @@ class RunDir:
                 )
             keep_log_until = None
             self.owner = None
+        note_written(self.path)  # a run folder this process holds around it records this one (a demo's stage)
         if self.owner is None:  # the first write: the folder is this run's from here on
             self.owner = ownership.Owner(kind=RUN_KIND, verb=self.verb)
             if self._adopt:  # a run from before owner markers: which files are its own is not known

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
+from semmae.utils.io import atomic_write_text
 
 TRACKERS = ("tensorboard", "wandb", "mlflow")
 _PACKAGES = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}
@@ -119,6 +120,14 @@ class TensorBoardTracker:
             self._dir_fd = None
 
 
+def _read_id(path: Path) -> str:
+    """A tracker run id kept in the run folder (``""`` when there is none, or the name is a link: never read
+    through one)."""
+    if path.is_symlink() or not path.is_file():
+        return ""
+    return path.read_text(errors="replace").strip()
+
+
 class WandbTracker:
     """One W&B run per run folder: its id is kept in ``<out>/wandb-run-id`` so a resumed run continues it."""
 
@@ -130,8 +139,8 @@ class WandbTracker:
         import wandb
 
         id_file = out_dir / "wandb-run-id"
-        run_id = id_file.read_text().strip() if id_file.is_file() else secrets.token_hex(4)
-        id_file.write_text(run_id + "\n")
+        run_id = _read_id(id_file) or secrets.token_hex(4)
+        atomic_write_text(id_file, run_id + "\n")  # replaces a link there, never writes through it
         self.wandb = wandb
         self.run = wandb.init(
             project=os.environ.get("WANDB_PROJECT", _DEFAULT_PROJECT),
@@ -181,11 +190,11 @@ class MlflowTracker:
             else client.create_experiment(name, artifact_location=artifacts)
         )
         id_file = out_dir / "mlflow-run-id"
-        if id_file.is_file():
-            self.run_id = id_file.read_text().strip()
+        if _read_id(id_file):
+            self.run_id = _read_id(id_file)
         else:
             self.run_id = client.create_run(experiment_id, run_name=out_dir.name).info.run_id
-            id_file.write_text(self.run_id + "\n")
+            atomic_write_text(id_file, self.run_id + "\n")
             if config:
                 from mlflow.entities import Param
 
