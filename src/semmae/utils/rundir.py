@@ -506,37 +506,39 @@ def _field_defaults(config: Any) -> dict[str, Any]:
     return found
 
 
+def _held_runs_around(paths: tuple[str | Path, ...]):
+    """Each run folder this process holds, innermost first, with the ``paths`` that lie inside it (relative to it;
+    the folder itself left out)."""
+    run = _current
+    while run is not None:
+        root = os.path.abspath(run.path)
+        rels = []
+        for path in paths:
+            try:
+                rel = Path(os.path.abspath(path)).relative_to(root)
+            except ValueError:
+                continue
+            if rel.parts:
+                rels.append(rel)
+        yield run, rels
+        run = run._outer
+
+
 def note_written(*paths: str | Path) -> None:
     """semmae wrote (or is about to write) ``paths``: an atomic write (:mod:`semmae.utils.io`), each file a writer
     saves one by one, a tracker's event file. For each run folder this process holds that a path lies in (a demo's
     and the stage run inside it), the path relative to that folder goes into its owner marker (one marker write
     per folder)."""
-    run = _current
-    while run is not None:
-        rels = []
-        for path in paths:
-            try:
-                rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
-            except ValueError:
-                continue
-            if rel.parts:
-                rels.append(rel.parts)
+    for run, rels in _held_runs_around(paths):
         if rels:
-            run._record(rels)
-        run = run._outer
+            run._record([rel.parts for rel in rels])
 
 
 def _innermost_run(path: str | Path) -> tuple[RunDir, str] | None:
     """The innermost started run folder this process holds around ``path``, and ``path`` relative to it."""
-    run = _current
-    while run is not None:
-        try:
-            rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
-        except ValueError:
-            rel = None
-        if rel is not None and rel.parts and run._started and run.owner is not None and run._fd is not None:
-            return run, rel.as_posix()
-        run = run._outer
+    for run, rels in _held_runs_around((path,)):
+        if rels and run._started and run.owner is not None and run._fd is not None:
+            return run, rels[0].as_posix()
     return None
 
 
@@ -572,19 +574,10 @@ def check_may_replace(path: str | Path) -> None:
 
 def forget_written(*paths: str | Path) -> None:
     """semmae deleted or renamed ``paths`` itself: each held run folder they lie in stops recording them."""
-    run = _current
-    while run is not None:
-        rels = []
-        for path in paths:
-            try:
-                rel = Path(os.path.abspath(path)).relative_to(os.path.abspath(run.path))
-            except ValueError:
-                continue
-            if len(rel.parts) > 1:
-                rels.append(rel.as_posix())
-        if rels:
-            run.forget(rels)
-        run = run._outer
+    for run, rels in _held_runs_around(paths):
+        below = [rel.as_posix() for rel in rels if len(rel.parts) > 1]
+        if below:
+            run.forget(below)
 
 
 def held_folders() -> set[Path]:
