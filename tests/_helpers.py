@@ -211,3 +211,16 @@ def tiny_encoder_checkpoint(path):
     vit = VisionTransformer(num_classes=0, **TINY_VIT)
     torch.save({"model": vit.state_dict(), "model_config": dict(TINY_VIT), "epoch": 0}, path)
     return path
+
+
+def as_older_marker(folder) -> None:
+    """Make ``folder``'s owner marker one a semmae from before file identities wrote (format 2): what a test that
+    plays a run from an older semmae (a config without a newer field) edits in place needs beside it."""
+    import json
+
+    from semmae.utils.ownership import OWNER_NAME
+
+    marker = json.loads((folder / OWNER_NAME).read_text())
+    for key in ("ids", "home"):
+        marker.pop(key, None)
+    (folder / OWNER_NAME).write_text(json.dumps({**marker, "format": 2}))

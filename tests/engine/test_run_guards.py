@@ -4,6 +4,7 @@ is one line with exit 2 (an internal error: one line, exit 1, the traceback in t
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 
 import pytest
@@ -97,7 +98,10 @@ def test_resume_auto_skips_a_damaged_newest_checkpoint_and_says_so(
 ):
     mgr = CheckpointManager(run_once)
     assert [p.name for p in mgr.list()] == ["ckpt-000000002.pth", "ckpt-000000004.pth"]
-    mgr.path_for(4).write_bytes(b"\0" * 100)  # damaged, and `latest` names it
+    damaged = mgr.path_for(4)  # damaged on disk (its size and time unchanged), and `latest` names it
+    st = damaged.stat()
+    damaged.write_bytes(b"\0" * st.st_size)
+    os.utime(damaged, ns=(st.st_atime_ns, st.st_mtime_ns))
     (mgr.dir / ".ckpt-000000004.pth.x1y2z3w4.tmp").write_bytes(b"half")  # what a kill mid-write leaves
     capsys.readouterr()
     assert main(micro_args(engine_images, run_once, *FAST, "--resume", "auto")) == 0

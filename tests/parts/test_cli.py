@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from _helpers import as_older_marker
 from PIL import Image
 
 from semmae.cli import main
@@ -47,6 +48,7 @@ def test_train_resumes_and_refuses_changed_model(tmp_path, synth, encoder_ckpt, 
     for key in ("similarity", "temperature", "feature_layer"):
         del ckpt["config"][key]
     torch.save(ckpt, out / "checkpoint.pth")
+    as_older_marker(out)
     assert (
         main(train_args(synth / "train", out, encoder_ckpt, "--softmax-over", "parts", "--epochs", "3")) == 0
     )

@@ -8,7 +8,7 @@ import os
 from dataclasses import dataclass, field
 
 import pytest
-from _helpers import folder_snapshot, user_folder
+from _helpers import as_older_marker, folder_snapshot, user_folder
 
 from semmae.errors import UserError
 from semmae.utils import ownership
@@ -128,6 +128,12 @@ def test_a_symlinked_entry_is_unlinked_never_followed(tmp_path):
         (out / "figures").symlink_to(victim, target_is_directory=True)
         run.note("figures")
     assert "figures" in read_owner(out).entries
+    # semmae writes no links into a run folder, so none has a recorded identity: the link is refused, not followed
+    with pytest.raises(UserError, match="holds figures, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    assert (out / "figures").is_symlink() and folder_snapshot(victim) == before
+    # a marker from before identities (format 2) takes its entries at their word: the link goes, its target stays
+    as_older_marker(out)
     with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
         run.start(tensorboard=False)
     assert not (out / "figures").exists() and folder_snapshot(victim) == before
@@ -196,15 +202,17 @@ def test_a_continued_run_refuses_a_change_of_meaning_and_keeps_the_folder(tmp_pa
         run.start(_Pre(str(data), num_workers="0"), keep_log_until=1, tensorboard=False)
     config = (
         out / "config.yaml"
-    )  # a run from before --gamma existed: the new field at its default is what it did
+    )  # a run from before --gamma existed (and before file identities): the new field at its default is what it did
     config.write_text(
         "".join(ln + "\n" for ln in config.read_text().splitlines() if not ln.startswith("gamma"))
     )
+    as_older_marker(out)
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
         run.start(_Pre(str(data)), keep_log_until=1, tensorboard=False)
     config.write_text(
         "".join(ln + "\n" for ln in config.read_text().splitlines() if not ln.startswith("gamma"))
     )
+    as_older_marker(out)
     with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
         with pytest.raises(UserError, match=r"--gamma None -> 3.0"):
             run.start(_Pre(str(data), gamma=3.0), keep_log_until=1, tensorboard=False)

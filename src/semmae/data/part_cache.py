@@ -59,7 +59,14 @@ import torch
 
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
-from semmae.utils.io import atomic_write_json, atomic_write_text, forget_written, note_written
+from semmae.utils.io import (
+    atomic_write_json,
+    atomic_write_text,
+    forget_written,
+    note_identity,
+    note_identity_as,
+    note_written,
+)
 from semmae.utils.rundir import live_lock_above
 
 FORMAT_VERSION = 2  # 2: per-image CRC-32 + file-size fingerprint; 1 (still read): neither
@@ -607,6 +614,7 @@ class PartCacheWriter:
                     os.posix_fallocate(fh.fileno(), 0, nbytes)
             if sizes is not None:
                 sizes.astype("<u8").tofile(self.partial / "sizes.u64")
+            note_identity(*(self.partial / name for name in ("codes.u8", "crc32.u32", "sizes.u64")))
             self.next_index = 0
             self._record_progress()
         n = len(relative_paths)
@@ -644,6 +652,7 @@ class PartCacheWriter:
             self._crc[start : start + n] = [zlib.crc32(row.tobytes()) for row in codes]
             self._codes.flush()
             self._crc.flush()
+            note_identity(self.partial / "codes.u8", self.partial / "crc32.u32", appended=True)
             self.next_index = start + n
             self._record_progress()
         except OSError as e:
@@ -662,6 +671,10 @@ class PartCacheWriter:
                     os.fsync(fh.fileno())
             (self.partial / "progress.json").unlink()
             note_written(*(self.path / name for name in CACHE_FILES))  # recorded before the rename
+            # a rename keeps what identifies each file
+            note_identity_as(
+                [(self.path / n, self.partial / n) for n in CACHE_FILES if (self.partial / n).exists()]
+            )
             os.replace(self.partial, self.path)
             forget_written(*(self.partial / name for name in (*CACHE_FILES, "progress.json")))
         except OSError as e:

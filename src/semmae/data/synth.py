@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import colorsys
 import math
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,6 +39,9 @@ from semmae.data.config import STYLES
 from semmae.errors import UserError
 from semmae.utils.io import atomic_write_json
 
+#: images are renamed into place in batches of this many files, after the owner markers of the run folders
+#: around them (a demo's) record what each one is
+_PUBLISH_EVERY = 128
 PART_TYPES = ("head", "body", "legs", "tail", "limbs", "top")
 
 
@@ -276,7 +281,7 @@ def _write(
     progress: bool,
     style: str,
 ) -> dict:
-    from semmae.utils.io import note_written
+    from semmae.utils.io import check_may_replace, note_identity_as, note_written
 
     seeds = np.random.SeedSequence(seed).spawn(num_images)
     counts = {"train": 0, "val": 0}
@@ -288,16 +293,41 @@ def _write(
         n_val = max(1, int(round(per_class[c] * val_fraction)))
         for i in range(per_class[c]):
             jobs.append((name, "val" if i < n_val else "train", f"{name}_{i:05d}.png"))
-    # images are saved one by one: a run folder holding ``out`` (the demo's) records every one of them first
-    note_written(*(out / sub / split / name / file for name, split, file in jobs for sub in (".", "masks")))
+    # images are saved one by one: a run folder holding ``out`` (the demo's) records every one of them first,
+    # after checking that none would replace a file it did not write
+    targets = [out / sub / split / name / file for name, split, file in jobs for sub in (".", "masks")]
+    check_may_replace(*targets)
+    note_written(*targets)
+    umask = os.umask(0)
+    os.umask(umask)
+    mode = 0o666 & ~umask
+    batch: list[tuple[Path, str]] = []  # (final path, temporary) written and not yet renamed
+
+    def publish() -> None:
+        # what each file is goes into the markers before the renames (one write per batch): a kill at any point
+        # leaves only files semmae knows, or temporaries it sweeps
+        note_identity_as(batch)
+        for path, tmp in batch:
+            os.replace(tmp, path)
+        batch.clear()
+
     try:
         for (name, split, file), ss in tqdm(list(zip(jobs, seeds)), desc="synth", disable=not progress):
             image, mask = render_object_image(name, size, np.random.default_rng(ss), style)
             for folder, arr in ((out / split / name, image), (out / "masks" / split / name, mask)):
                 folder.mkdir(parents=True, exist_ok=True)
-                Image.fromarray(arr).save(folder / file)
+                fd, tmp = tempfile.mkstemp(prefix=f".{file}.", suffix=".tmp", dir=folder)
+                os.fchmod(fd, mode)  # mkstemp's 0600 -> what open() would have made
+                with os.fdopen(fd, "wb") as fh:
+                    Image.fromarray(arr).save(fh, format="PNG")
+                batch.append((folder / file, tmp))
             counts[split] += 1
+            if len(batch) >= _PUBLISH_EVERY:
+                publish()
+        publish()
     except OSError as e:
+        for _, tmp in batch:
+            Path(tmp).unlink(missing_ok=True)
         raise UserError(f"cannot write the synthetic dataset under {out}: {e.strerror or e}") from None
     info = {
         "classes": classes,

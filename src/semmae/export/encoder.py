@@ -40,6 +40,7 @@ from semmae.utils.ownership import (
     check_output_file,
     claim_output_folder,
     current_entries,
+    end_output_folder,
     start_output_folder,
 )
 
@@ -163,7 +164,10 @@ def export_encoder(
     )
     assert owner is not None
     start_output_folder(out, owner, TIMM_FILES)
-    write_timm_dir(out, config, weights, card)
+    try:
+        write_timm_dir(out, config, weights, card)
+    finally:
+        end_output_folder(out)
     if push_to_hub:
         push_folder(out, push_to_hub)
     return out

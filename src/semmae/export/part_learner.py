@@ -34,7 +34,7 @@ from semmae.parts.checkpoint import (
     load_part_model,
 )
 from semmae.utils.io import atomic_write_bytes, atomic_write_text
-from semmae.utils.ownership import current_entries, start_output_folder
+from semmae.utils.ownership import current_entries, end_output_folder, start_output_folder
 
 #: what a part-learner export writes in its folder
 PART_FILES = (SPEC_NAME, HEAD_NAME, ENCODER_DIR, "README.md")
@@ -75,28 +75,33 @@ def export_part_learner(
     meta = {"format": "pt", "model_config": json.dumps(facts["record"]), "arch": facts["timm_name"]}
     weights = save(enc_sd, metadata=meta)
     start_output_folder(out, owner, PART_FILE_PATHS)
-    config = timm_config(
-        facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
-    )
-    write_timm_dir(out / ENCODER_DIR, config, weights, enc_card)
-    head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
-    spec = {
-        "format": EXPORT_FORMAT,
-        "version": EXPORT_VERSION,
-        "head": ckpt.extra["head"],
-        "encoder": {
-            "folder": ENCODER_DIR,
-            "img_size": encoder.img_size,
-            "feature_layer": encoder.feature_layer,
-            "trained_with": trained_with,
-        },
-        "config": ckpt.config if ckpt.config is not None else {},
-        "epoch": ckpt.epoch,
-        "metrics": ckpt.extra.get("metrics", {}),
-    }
-    atomic_write_text(out / "README.md", part_learner_card(spec, facts, checkpoint))
-    atomic_write_text(out / SPEC_NAME, json.dumps(spec, indent=2) + "\n")  # last: it marks the folder done
+    try:
+        config = timm_config(
+            facts, IMAGENET_MEAN, IMAGENET_STD, description=f"part-learning encoder from {source}"
+        )
+        write_timm_dir(out / ENCODER_DIR, config, weights, enc_card)
+        head_sd = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+        atomic_write_bytes(out / HEAD_NAME, save(head_sd, metadata={"format": "pt", "semmae": EXPORT_FORMAT}))
+        spec = {
+            "format": EXPORT_FORMAT,
+            "version": EXPORT_VERSION,
+            "head": ckpt.extra["head"],
+            "encoder": {
+                "folder": ENCODER_DIR,
+                "img_size": encoder.img_size,
+                "feature_layer": encoder.feature_layer,
+                "trained_with": trained_with,
+            },
+            "config": ckpt.config if ckpt.config is not None else {},
+            "epoch": ckpt.epoch,
+            "metrics": ckpt.extra.get("metrics", {}),
+        }
+        atomic_write_text(out / "README.md", part_learner_card(spec, facts, checkpoint))
+        atomic_write_text(
+            out / SPEC_NAME, json.dumps(spec, indent=2) + "\n"
+        )  # last: it marks the folder done
+    finally:
+        end_output_folder(out)
     if push_to_hub:
         from semmae.export.hub import push_folder
 

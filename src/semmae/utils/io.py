@@ -50,6 +50,9 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
             fh.flush()
             os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
+        _note_identities(
+            [(path, tmp)]
+        )  # recorded before the rename: a kill after it leaves a file the marker knows
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -91,12 +94,58 @@ def _rundir():
     return sys.modules.get("semmae.utils.rundir")
 
 
+def check_may_replace(*paths: str | Path) -> None:
+    """Refuse (one line) when any of ``paths`` is a file inside a run folder this process holds that the run did
+    not write (:func:`semmae.utils.rundir.check_may_replace`): a writer that does not go through the atomic writes
+    here checks the files it is about to replace."""
+    rundir = _rundir()
+    if rundir is not None:
+        for path in paths:
+            rundir.check_may_replace(path)
+
+
 def note_written(*paths: str | Path) -> None:
     """Tell the run folders this process holds (if any) that semmae writes at ``paths``, for their owner markers:
     atomic writes do it themselves; a writer that fills a folder file by file names each file before writing it."""
     rundir = _rundir()
     if rundir is not None:
         rundir.note_written(*paths)
+
+
+def _note_identities(items: list[tuple[Path, str | Path]], appended: bool = False) -> None:
+    """Each ``(path, source)``: the file at ``source`` is (or is about to be renamed to) ``path``; the owner markers
+    of the folders this process is writing that hold ``path`` (a run's, an export's) record its identity, with one
+    marker write per folder (``appended``: unless a recorded one still matches it,
+    :func:`semmae.utils.ownership.matches`)."""
+    import sys
+
+    from semmae.utils.file_identity import identity
+
+    rundir = _rundir()
+    ownership = sys.modules.get("semmae.utils.ownership")  # loaded by every verb that writes an output folder
+    outputs = ownership is not None and ownership.writing_folders()
+    if not outputs and (rundir is None or not rundir.held_folders()):
+        return
+    found = [(path, ident) for path, source in items if (ident := identity(source, appended)) is not None]
+    if rundir is not None:
+        rundir.note_identity(found, appended)
+    if outputs:
+        for path, ident in found:
+            ownership.note_output_identity(path, ident)
+
+
+def note_identity(*paths: str | Path, appended: bool = False) -> None:
+    """semmae has written the files at ``paths``, which it named before writing them (:func:`note_written`): the
+    markers of the folders holding them record what the files are now, so a file put at one of these names later
+    is never taken for semmae's. ``appended``: a file semmae goes on appending to (``log.jsonl``, an event file),
+    recorded again only when its recorded identity no longer matches (its first bytes never change)."""
+    _note_identities([(Path(p), p) for p in paths], appended)
+
+
+def note_identity_as(pairs: list[tuple[str | Path, str | Path]]) -> None:
+    """:func:`note_identity` for files that semmae is about to rename: each ``(path, source)``, the file at
+    ``source`` renamed to ``path`` next (a rename keeps what identifies it)."""
+    _note_identities([(Path(p), s) for p, s in pairs])
 
 
 def forget_written(*paths: str | Path) -> None:

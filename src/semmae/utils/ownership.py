@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from semmae.errors import UserError
+from semmae.utils.file_identity import folder_identity, identity, matches
 
 #: the owner marker of a folder semmae created
 OWNER_NAME = ".semmae-owner.json"
@@ -40,15 +41,21 @@ OWNER_NAME = ".semmae-owner.json"
 _BOOKKEEPING = (OWNER_NAME, ".semmae.lock")
 BOOKKEEPING_NAMES = _BOOKKEEPING
 #: format 2 records, below the top level, every file semmae wrote (``files``): a user's file put inside a folder
-#: semmae made (``checkpoints/``, ``tb/``) is never deleted with it
-_FORMAT = 2
+#: semmae made (``checkpoints/``, ``tb/``) is never deleted with it; format 3 also records each file's identity
+#: (``ids``), so a file put at a recorded name (after a kill, or in place of the run's own) is never taken for it
+_FORMAT = 3
+MARKER_FORMAT = _FORMAT
 
 
 @dataclass
 class Owner:
     """An owner marker: which verb made the folder, the top-level entries it wrote there, and (``files``) every
     file it wrote below them, by relative path (``None``: a format-1 marker, which recorded folders only).
-    ``kept`` entries are stores a tracker library writes on its own (``wandb/``, ``mlflow.db``): semmae never
+    ``ids`` (format 3) maps each recorded file to the identities semmae saw it written with (:func:`identity`: its
+    inode, size, modification time and a hash of its first bytes); a recorded file is semmae's only while it still
+    matches one (:func:`trusted`). A name recorded just before a write (the write killed before it finished) has
+    none: whatever a user later puts there stays theirs. ``None``: a marker from before identities, whose records
+    are taken at their word. ``kept`` entries are stores a tracker library writes on its own (``wandb/``, ``mlflow.db``): semmae never
     deletes them nor anything inside them; ``--overwrite`` starts a new tracker run beside the old one."""
 
     kind: str
@@ -59,6 +66,8 @@ class Owner:
     entries: list[str] = field(default_factory=list)
     files: list[str] | None = field(default_factory=list)
     kept: list[str] = field(default_factory=list)
+    ids: dict[str, list[list]] | None = None
+    home: list[int] | None = None
     format: int = _FORMAT
 
     def describes(self, kind: str, verb: str) -> bool:
@@ -135,6 +144,8 @@ def read_owner(folder: str | Path) -> Owner | None:
             entries=list(raw.get("entries", [])),
             files=list(raw["files"]) if raw.get("files") is not None else None,
             kept=list(raw.get("kept", [])),
+            ids=_read_ids(raw["ids"]) if raw.get("ids") is not None else None,
+            home=[int(v) for v in raw["home"]] if raw.get("home") is not None else None,
             format=int(raw.get("format", 1)),
         )
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
@@ -144,6 +155,57 @@ def read_owner(folder: str | Path) -> Owner | None:
     for rel in owner.files or ():
         safe_path(folder, rel)
     return owner
+
+
+def _read_ids(raw: object) -> dict[str, list[list]]:
+    """A marker's ``ids``, checked to be ``{path: [[ino, size, mtime_ns, head_len, head_hash], ...]}``."""
+    if not isinstance(raw, dict):
+        raise TypeError("ids")
+    ids = {}
+    for rel, found in raw.items():
+        if not isinstance(rel, str) or not isinstance(found, list):
+            raise TypeError("ids")
+        for one in found:
+            if not (
+                isinstance(one, list)
+                and len(one) == 5
+                and all(isinstance(v, int) for v in one[:4])
+                and isinstance(one[4], str)
+            ):
+                raise TypeError("ids")
+        ids[rel] = [list(one) for one in found]
+    return ids
+
+
+# -- file identities (format 3) ------------------------------------------------------------------------------------
+def record_identity(owner: Owner, rel: str, ident: list) -> bool:
+    """Record that semmae wrote ``rel`` as ``ident``; the previous identity stays recorded beside it (a kill before
+    the replacing rename leaves the previous file there, still semmae's). Returns whether anything changed."""
+    if owner.ids is None:
+        return False
+    known = owner.ids.get(rel, [])
+    if known and known[0] == ident:
+        return False
+    owner.ids[rel] = [ident, *[k for k in known if k != ident][:1]]
+    return True
+
+
+def trusted(folder: str | Path, owner: Owner, rel: str) -> bool:
+    """Whether what lies at the recorded path ``rel`` is still what semmae wrote there: anything for a marker from
+    before identities (``ids`` None), a folder (a folder is deleted only once emptied of semmae's files), else a
+    file matching a recorded identity (:func:`matches`). A link semmae made is never recorded by identity."""
+    if owner.ids is None:
+        return True
+    path = Path(folder) / rel
+    if path.is_dir() and not path.is_symlink():
+        return True
+    return matches(path, owner.ids.get(rel, ()), at_home(folder, owner))
+
+
+def at_home(folder: str | Path, owner: Owner) -> bool:
+    """Whether ``folder`` is the very folder ``owner``'s identities were recorded in (not a copy of it elsewhere,
+    whose files have other inodes: :func:`semmae.utils.file_identity.matches`)."""
+    return owner.home is None or owner.home == folder_identity(folder)
 
 
 def write_owner(folder: str | Path, owner: Owner) -> None:
@@ -164,6 +226,9 @@ def note_after_run(folder: str | Path, name: str) -> None:
     if owner is None or owner.kind != "run" or name in owner.entries:
         return
     owner.entries = sorted({*owner.entries, name})
+    ident = identity(Path(folder) / name, appended=True)  # a later internal error appends to it
+    if ident is not None:
+        record_identity(owner, name, ident)
     try:
         write_owner(folder, owner)
     except UserError:
@@ -210,7 +275,7 @@ def unlisted_entries(folder: str | Path, owner: Owner, deep: bool = False) -> li
     it. A kept entry (a tracker's store) is not searched: nothing in it is ever deleted. A format-1 marker's folders
     are :func:`unrecorded_folders`'."""
     folder = Path(folder)
-    listed = set(owner.entries)
+    listed = {n for n in owner.entries if n in owner.kept or trusted(folder, owner, n)}
     found = [n for n in current_entries(folder) if n not in listed and not _empty_folder(folder / n)]
     if not deep or owner.files is None:
         return found
@@ -230,7 +295,9 @@ def recorded_paths(folder: str | Path, owner: Owner) -> set[str]:
     folder ``owner`` records writing into (a demo's evaluation, rerun by hand later: its new files are in its own
     marker only). A semmae folder made there by hand that the run never wrote into stays unrecorded."""
     folder = Path(folder)
-    recorded = set(owner.entries) | set(owner.files or ())
+    recorded = {
+        r for r in (*owner.entries, *(owner.files or ())) if r in owner.kept or trusted(folder, owner, r)
+    }
     for name in _walked_entries(folder, owner):
         for here, dirs, files in os.walk(folder / name):
             dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(here, d))]
@@ -245,7 +312,9 @@ def recorded_paths(folder: str | Path, owner: Owner) -> set[str]:
             prefix = Path(here).relative_to(folder).as_posix()
             if not any(r == prefix or r.startswith(prefix + "/") for r in owner.files or ()):
                 continue  # a folder this run never wrote into (a run made there by hand) is not its to delete
-            recorded |= {f"{prefix}/{rel}" for rel in (*inner.entries, *inner.files)}
+            recorded |= {
+                f"{prefix}/{rel}" for rel in (*inner.entries, *inner.files) if trusted(here, inner, rel)
+            }
     return recorded
 
 
@@ -328,6 +397,8 @@ def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
             continue
         p = safe_child(folder, name)
         if p.is_symlink() or p.is_file():
+            if not trusted(folder, owner, name):
+                continue  # not what semmae wrote there (the caller refused it already): it stays, and listed
             unlink(p)
         elif p.is_dir():
             if owner.files is None:
@@ -343,6 +414,8 @@ def delete_owned(folder: str | Path, owner: Owner) -> list[str]:
     owner.entries = [n for n in owner.entries if n not in removed]
     if owner.files is not None:
         owner.files = [r for r in owner.files if r.split("/", 1)[0] in owner.entries]
+    if owner.ids is not None:
+        owner.ids = {r: v for r, v in owner.ids.items() if r.split("/", 1)[0] in owner.entries}
     return removed
 
 
@@ -609,4 +682,35 @@ def start_output_folder(folder: str | Path, owner: Owner, names: Iterable[str]) 
         delete_owned(folder, stale)
     owner.entries = sorted(tops)
     owner.files = sorted(n for n in names if "/" in n)
+    owner.ids = {}  # each file's identity is recorded as it is written (:func:`note_output_identity`)
+    owner.home = folder_identity(folder)
     write_owner(folder, owner)
+    _writing[Path(os.path.abspath(folder))] = owner
+
+
+#: output folders (not runs) this process is writing now, with their markers: an atomic write into one records
+#: the identity of the file it writes (:func:`note_output_identity`)
+_writing: dict[Path, Owner] = {}
+
+
+def writing_folders() -> list[Path]:
+    """The output folders (not runs) this process is writing now."""
+    return list(_writing)
+
+
+def end_output_folder(folder: str | Path) -> None:
+    """The verb that :func:`start_output_folder` began has stopped writing ``folder``."""
+    _writing.pop(Path(os.path.abspath(folder)), None)
+
+
+def note_output_identity(path: str | Path, ident: list) -> None:
+    """semmae is about to put the file whose identity is ``ident`` at ``path``: an output folder being written
+    records it (``path`` outside every such folder: nothing)."""
+    path = Path(os.path.abspath(path))
+    for folder, owner in _writing.items():
+        try:
+            rel = path.relative_to(folder).as_posix()
+        except ValueError:
+            continue
+        if rel in (*owner.entries, *(owner.files or ())) and record_identity(owner, rel, ident):
+            write_owner(folder, owner)

@@ -68,7 +68,7 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     """Hold an exclusive lock for a writer that owns something other than a run directory (a part cache being
     exported: ``<cache>.lock`` beside it); a second writer is refused in one line. The lock file is removed on
     exit (while still held, so a waiting process notices and retries)."""
-    from semmae.utils.io import forget_written, note_written
+    from semmae.utils.io import forget_written, note_identity, note_written
 
     lock_path = Path(lock_path)
     if lock_path.is_symlink() or (
@@ -86,6 +86,7 @@ def exclusive(lock_path: str | Path, what: str, verb: str, flag: str = "--out"):
     try:
         info = {"pid": os.getpid(), "host": socket.gethostname(), "holder": verb, "started": time.time()}
         os.pwrite(fd, (json.dumps(info) + "\n").encode(), 0)
+        note_identity(lock_path)
         yield
     finally:
         try:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.utils.io import open_for_append
+from semmae.utils.io import note_identity, open_for_append
 from semmae.utils.plain_config import config_to_dict, save_config
 
 
@@ -74,6 +74,7 @@ class RunLogger:
         try:
             with open_for_append(self._log_path) as fh:
                 fh.write(json.dumps(record) + "\n")
+            note_identity(self._log_path, appended=True)  # its marker knows this file from a user's put there
         except OSError as e:
             raise UserError(f"cannot append to {self._log_path}: {e.strerror or e}") from None
         scalars = {

@@ -125,9 +125,8 @@ class RunDir:
                 f"run directory {path} holds a `semmae {self.owner.verb}` {what}, not a `semmae {self.verb}` run; "
                 "use another --out"
             )
-        if self.owner is not None and self.owner.files:
-            # a file recorded just before a write that a kill stopped was never written: not the run's any more
-            self.owner.files = [r for r in self.owner.files if os.path.lexists(path / r)]
+        if self.owner is not None:
+            self._check_identities()
         self.previous = ownership.current_entries(path)
         if not self.previous:
             self._record_holder(None)
@@ -185,6 +184,61 @@ class RunDir:
             )
         self._adopt = legacy and self.resume
         self._record_holder(other_verb)
+
+    def _check_identities(self) -> None:
+        """What the marker records, checked against what the folder holds now (in memory; written at start()):
+        a file recorded just before a write that a kill stopped, and a file that no longer matches the identity
+        semmae recorded for it (a user's file put at that name), are not the run's; the run never deletes or
+        replaces them, and ``--overwrite`` refuses the folder, naming them."""
+        owner, path = self.owner, self.path
+        assert owner is not None
+        if owner.files is None or owner.ids is None:
+            return  # format 1 or 2: recorded files are the run's, as that marker says (start() records them)
+
+        # what this marker, or the marker of a run folder inside it that the run wrote into, knows as written by
+        # semmae (a demo's stage continued by hand rewrote its config.yaml: its own marker knows the new one)
+        known = ownership.recorded_paths(path, owner)
+
+        def still_ours(rel: str) -> bool:
+            return rel in owner.kept or not os.path.lexists(path / rel) or rel in known
+
+        changed = [r for r in (*owner.entries, *owner.files) if not still_ours(r)]
+        if changed and self.resume and not self.overwrite:
+            copied = (
+                ""
+                if ownership.at_home(path, owner)
+                else " (the folder was copied without its files' times: copy a "
+                "run with `cp -a` or `rsync -a`)"
+            )
+            raise UserError(
+                f"run directory {path} holds {_listing(changed)}, which is not what the run wrote there (changed, "
+                f"or put there since){copied}; a continued run would replace it: move it out of the run folder (or, "
+                "if it is the run's, delete it) and run again"
+            )
+        # a name recorded before a write that a kill stopped stays recorded (the run may write it yet), and so does
+        # its identity once a file is gone (renamed back, it is the run's again): neither is ever taken for a file
+        # put there later
+        owner.files = [r for r in owner.files if still_ours(r)]
+        owner.entries = [n for n in owner.entries if still_ours(n)]
+        owner.ids = {r: v for r, v in owner.ids.items() if r in (*owner.entries, *owner.files)}
+
+    def _record_present_identities(self) -> None:
+        """A run continued from a marker written before identities (format 2), whose records are taken at their
+        word, or from a copy of its folder (checked by size and time at the claim, the inodes being new): what
+        each recorded file is now goes into the marker, which is format 3 of this folder from here on."""
+        owner = self.owner
+        assert owner is not None and owner.files is not None
+        old = owner.ids or {}
+        owner.ids = {}
+        for rel in (*owner.entries, *owner.files):
+            appended = any(k[3] > 0 for k in old.get(rel, ())) or rel in ("log.jsonl", "error.log")
+            appended |= rel.startswith("tb/")
+            ident = ownership.identity(self.path / rel, appended) if rel not in owner.kept else None
+            if ident is not None:
+                ownership.record_identity(owner, rel, ident)
+        owner.home = ownership.folder_identity(self.path)
+        owner.format = ownership.MARKER_FORMAT
+        self._write_owner()
 
     def _lock(self) -> dict[str, Any]:
         """Take the exclusive lock; returns what the previous holder recorded (``{}`` if nothing)."""
@@ -249,13 +303,19 @@ class RunDir:
             self.owner = None
         note_written(self.path)  # a run folder this process holds around it records this one (a demo's stage)
         if self.owner is None:  # the first write: the folder is this run's from here on
-            self.owner = ownership.Owner(kind=RUN_KIND, verb=self.verb)
+            self.owner = ownership.Owner(kind=RUN_KIND, verb=self.verb, ids={})
+            self.owner.home = ownership.folder_identity(self.path)
             if self._adopt:  # a run from before owner markers: which files are its own is not known
-                self.owner.entries, self.owner.files = list(self.previous), None
+                self.owner.entries, self.owner.files, self.owner.ids = list(self.previous), None, None
             elif left is not None:
                 self.owner.entries, self.owner.kept = list(left.entries), list(left.kept)
                 self.owner.files = list(left.files or ())
+                self.owner.ids = dict(left.ids) if left.ids is not None else {}
             ownership.write_owner(self.path, self.owner)
+        elif self.owner.files is not None and (
+            self.owner.ids is None or not ownership.at_home(self.path, self.owner)
+        ):
+            self._record_present_identities()
         orphans = remove_orphaned_temporaries(self.path, written_for=self.records)
         if orphans:
             print(
@@ -308,20 +368,44 @@ class RunDir:
             self.owner.files = sorted(files)
         self._write_owner()
 
+    def _record_identities(self, found: list[tuple[str, list]], appended_in: Path | None = None) -> None:
+        """Record each ``(rel, identity)`` of a file the marker records (``appended_in``: the folder, when the
+        files are appended to: one whose recorded identity still matches is left as it is)."""
+        owner = self.owner
+        if not (self._started and owner is not None and self._fd is not None and owner.ids is not None):
+            return
+        recorded = {*owner.entries, *(owner.files or ())}
+        changed = False
+        for rel, ident in found:
+            if rel not in recorded:
+                continue
+            if appended_in is not None and ownership.matches(
+                appended_in / rel, owner.ids.get(rel, ()), ownership.at_home(appended_in, owner)
+            ):
+                continue
+            changed |= ownership.record_identity(owner, rel, ident)
+        if changed:
+            self._write_owner()
+
     def records(self, rel: str) -> bool:
         """Whether this run's marker records the path ``rel`` (relative to the run folder) as written by semmae: a
         listed top-level entry, a recorded file below one, the folder's own marker; below a folder a format-1
-        marker listed, anything (what it wrote there was never recorded)."""
+        marker listed, anything (what it wrote there was never recorded). A recorded file that no longer matches
+        its recorded identity (a user's file put in its place) is not the run's."""
         if self.owner is None:
             return False
         parts = rel.split("/")
         if parts[0] in ownership.BOOKKEEPING_NAMES and len(parts) == 1:
             return True
         if len(parts) == 1:
-            return rel in self.owner.entries
-        if self.owner.files is None:
+            listed = rel in self.owner.entries
+        elif self.owner.files is None:
             return parts[0] in self.owner.entries
-        return rel in self.owner.files
+        else:
+            listed = rel in self.owner.files
+        if not listed or rel in self.owner.kept or not os.path.lexists(self.path / rel):
+            return listed  # a name recorded before its write: the write that follows is the run's
+        return ownership.trusted(self.path, self.owner, rel)
 
     def forget(self, rels: list[str]) -> None:
         """Drop recorded files the run itself deleted or renamed (an older checkpoint past ``keep_last``): a file a
@@ -331,6 +415,8 @@ class RunDir:
         gone = set(rels) & set(self.owner.files)
         if gone:
             self.owner.files = [r for r in self.owner.files if r not in gone]
+            if self.owner.ids is not None:
+                self.owner.ids = {r: v for r, v in self.owner.ids.items() if r not in gone}
             self._write_owner()
 
     def _write_owner(self) -> None:
@@ -534,6 +620,19 @@ def note_written(*paths: str | Path) -> None:
             run._record([rel.parts for rel in rels])
 
 
+def note_identity(found: list[tuple[Path, list]], appended: bool = False) -> None:
+    """semmae wrote each file ``path`` of ``found`` (recorded already by :func:`note_written`) and it is ``ident``
+    (:func:`semmae.utils.ownership.identity`): each run folder this process holds around it records that, with
+    one marker write (``appended``: unless an identity it recorded still matches the file)."""
+    idents = {os.path.abspath(path): ident for path, ident in found}
+    for run, rels in _held_runs_around(tuple(path for path, _ in found)):
+        if rels:
+            run._record_identities(
+                [(rel.as_posix(), idents[os.path.abspath(run.path / rel)]) for rel in rels],
+                run.path if appended else None,
+            )
+
+
 def _innermost_run(path: str | Path) -> tuple[RunDir, str] | None:
     """The innermost started run folder this process holds around ``path``, and ``path`` relative to it."""
     for run, rels in _held_runs_around((path,)):
@@ -566,9 +665,14 @@ def check_may_replace(path: str | Path) -> None:
         return
     run, rel = found
     if not run.records(rel):
+        why = (
+            f"is not the file the run in {run.path} wrote there (changed, or put there since)"
+            if run.owner is not None and rel in (*run.owner.entries, *(run.owner.files or ()))
+            else f"the run in {run.path} did not write it"
+        )
         raise UserError(
-            f"{path} exists and the run in {run.path} did not write it; semmae never replaces a file of yours: "
-            "move it out of the run folder and run again"
+            f"{path} exists and {why}; semmae never replaces a file of yours: move it out of the run folder and "
+            "run again"
         )
 
 

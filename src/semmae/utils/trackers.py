@@ -82,13 +82,15 @@ class TensorBoardTracker:
     def _note_event_file(self, tb: Path) -> None:
         """Record the event file the writer just created in the run folder's owner marker, by its name (the run
         folder then deletes exactly it on ``--overwrite``, never a user's file beside it in ``tb/``)."""
-        from semmae.utils.io import note_written
+        from semmae.utils.io import note_identity, note_written
 
         name = getattr(
             getattr(getattr(self.writer, "file_writer", None), "event_writer", None), "_file_name", None
         )
         if isinstance(name, str) and name:
             note_written(tb / os.path.basename(name))
+            # its first event (the file version, stamped with the time) is on disk already: what identifies it
+            note_identity(tb / os.path.basename(name), appended=True)
 
     def _log_dir(self, tb: Path) -> str:
         """The folder as TensorBoard's writer can open it: its path, or (a path that is not UTF-8, which the writer

@@ -1,0 +1,201 @@
+"""A file put at a name a run records is never taken for the run's (owner markers, format 3).
+
+The marker records a name before semmae writes the file (so a kill never leaves semmae's own file unrecorded), and
+then what the file is: its inode, size and modification time (and, for a file semmae appends to, a hash of its first
+bytes). Before format 3 a name recorded just before a write that a kill stopped stayed recorded, and a file a user
+put there before the next claim was deleted by ``--overwrite``; so was a file a user put in place of the run's own.
+Now either is refused, naming it, and the folder is left byte-identical."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from _helpers import as_older_marker, folder_snapshot, one_error_line, write_image_folder
+
+from semmae.cli import main
+from semmae.errors import UserError
+from semmae.utils import io, ownership
+from semmae.utils.ownership import OWNER_NAME, identity, matches, read_owner, trusted
+from semmae.utils.rundir import claim_run_dir
+
+CPU = ["--device", "cpu", "--num-workers", "0"]
+MICRO = ["--img-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0"]
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=4, size=32)
+
+
+def _pretrain(images, out) -> list[str]:
+    return [
+        *["pretrain", "--data", str(images), "--model", "mae_vit_micro_patch8", "--masking", "random"],
+        *[*MICRO, "--no-progress", *CPU, "--out", str(out)],
+    ]
+
+
+def _killed_before_writing(monkeypatch, path) -> None:
+    """An atomic write of ``path`` inside a held run, stopped (as by a kill) after its name was recorded and before
+    any byte was written."""
+
+    real = io.tempfile.mkstemp
+
+    def killed(*a, prefix="", **k):
+        if prefix.startswith(f".{OWNER_NAME}."):  # the marker's own write goes through
+            return real(*a, prefix=prefix, **k)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(io.tempfile, "mkstemp", killed)
+    with pytest.raises(KeyboardInterrupt):
+        io.atomic_write_text(path, "semmae's")
+    monkeypatch.undo()
+
+
+def test_every_file_a_real_run_recorded_matches_its_recorded_identity(images, tmp_path):
+    out = tmp_path / "run"
+    assert main(_pretrain(images, out)) == 0
+    owner = read_owner(out)
+    assert owner.format == 3 and owner.ids is not None
+    files = [r for r in (*owner.entries, *owner.files) if (out / r).is_file()]
+    assert {"config.yaml", "log.jsonl", "checkpoints/latest"} <= set(files)
+    assert any(r.startswith("tb/events.out.tfevents.") for r in files)
+    for rel in files:
+        assert rel in owner.ids and matches(out / rel, owner.ids[rel]), rel
+
+
+def test_a_name_recorded_before_a_write_that_a_kill_stopped_is_not_the_runs(
+    images, tmp_path, monkeypatch, capsys
+):
+    """The window the last format left open: recorded, killed before the write, a user's file put there."""
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+        _killed_before_writing(monkeypatch, out / "checkpoints" / "ckpt-000000099.pth")
+        _killed_before_writing(monkeypatch, out / "results.json")
+    owner = read_owner(out)
+    assert "checkpoints/ckpt-000000099.pth" in owner.files and "results.json" in owner.entries
+    assert "results.json" not in owner.ids  # named, never written
+    (out / "checkpoints" / "ckpt-000000099.pth").write_bytes(b"the user's own checkpoint")
+    (out / "results.json").write_text('{"mine": true}')
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    err = one_error_line(capsys, "--overwrite deletes only the run's own files")
+    assert "results.json" in err and "ckpt-000000099.pth" in err
+    assert folder_snapshot(out) == before
+    # the user moves them out: --overwrite then deletes exactly what the run wrote
+    os.rename(out / "results.json", tmp_path / "results.json")
+    os.rename(out / "checkpoints" / "ckpt-000000099.pth", tmp_path / "ckpt.pth")
+    assert main([*argv, "--overwrite"]) == 0
+    assert (tmp_path / "results.json").read_text() == '{"mine": true}'
+    assert (tmp_path / "ckpt.pth").read_bytes() == b"the user's own checkpoint"
+
+
+def test_a_users_file_put_in_place_of_the_runs_own_is_never_deleted_nor_replaced(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    ckpt = next((out / "checkpoints").glob("ckpt-*.pth"))
+    same_bytes = ckpt.read_bytes()
+    ckpt.unlink()
+    time.sleep(0.01)
+    ckpt.write_bytes(same_bytes)  # the user's copy (a backup put back): a new file, whatever its inode
+    (out / "config.yaml").unlink()
+    (out / "config.yaml").write_text("my notes\n")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    err = one_error_line(capsys, "which the run did not write")
+    assert "config.yaml" in err or ckpt.name in err
+    assert folder_snapshot(out) == before
+    # continued, the run refuses the folder before it writes anything: it would replace the user's files
+    assert main([*argv, "--resume", "auto"]) == 2
+    one_error_line(capsys, "is not what the run wrote there", "move")
+    assert folder_snapshot(out) == before
+
+
+def test_a_file_semmae_appends_to_stays_its_own_and_an_edited_one_does_not(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        logger = run.start(tensorboard=False)
+        for step in range(5):
+            logger.log(step, loss=1.0 / (step + 1))
+    owner = read_owner(out)
+    assert trusted(out, owner, "log.jsonl")  # grown after its identity was recorded: still the run's
+    with open(out / "log.jsonl", "r+b") as fh:  # a user edits its first line in place (same inode)
+        fh.write(b'{"step": 7')
+    assert not trusted(out, owner, "log.jsonl")
+    with pytest.raises(UserError, match="holds log.jsonl, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+
+
+def test_an_identity_is_inode_size_and_time_and_a_reused_inode_does_not_match(tmp_path):
+    p = tmp_path / "f"
+    p.write_bytes(b"semmae")
+    ident = identity(p)
+    assert ident[:2] == [os.stat(p).st_ino, 6] and ident[3:] == [0, ""]
+    assert matches(p, [ident])
+    os.utime(p, ns=(ident[2] + 1, ident[2] + 1))  # same inode and bytes, another time: another file
+    assert not matches(p, [ident])
+    grown = identity(p, appended=True)
+    with open(p, "ab") as fh:
+        fh.write(b" appends")
+    assert matches(p, [grown]) and not matches(p, [ident])
+    link = tmp_path / "link"
+    link.symlink_to(p)
+    assert identity(link) is None and not matches(link, [grown])  # a link is never semmae's file
+
+
+def test_a_marker_from_before_identities_is_taken_at_its_word_then_upgraded(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    as_older_marker(out)
+    assert main([*argv, "--resume", "auto"]) == 0
+    owner = read_owner(out)
+    assert owner.format == 3 and "config.yaml" in owner.ids
+    assert ownership.unlisted_entries(out, owner, deep=True) == []
+    assert main([*argv, "--overwrite"]) == 0
+
+
+def test_an_export_never_deletes_a_file_put_in_place_of_its_own(images, tmp_path, capsys):
+    ckpt = tmp_path / "run"
+    assert main(_pretrain(images, ckpt)) == 0
+    out = tmp_path / "timm"
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out)]) == 0
+    owner = read_owner(out)
+    assert all(matches(out / n, owner.ids[n]) for n in owner.entries)
+    (out / "README.md").unlink()
+    (out / "README.md").write_text("my own card\n")  # put in place of the export's own
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(ckpt), "--out", str(out), "--overwrite"]) == 2
+    one_error_line(capsys, "README.md")
+    assert folder_snapshot(out) == before
+
+
+def test_a_run_folder_copied_with_its_times_resumes_and_one_copied_without_is_refused(
+    images, tmp_path, capsys
+):
+    import shutil
+
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    kept = tmp_path / "copied-a"
+    shutil.copytree(out, kept, copy_function=shutil.copy2)  # `cp -a`: new inodes, same sizes and times
+    assert main([*_pretrain(images, kept), "--resume", "auto"]) == 0
+    owner = read_owner(kept)
+    assert owner.home == ownership.folder_identity(kept)  # re-recorded for the copy's own files
+    assert ownership.unlisted_entries(kept, owner, deep=True) == []
+    assert main([*_pretrain(images, kept), "--overwrite"]) == 0
+    plain = tmp_path / "copied-plain"
+    shutil.copytree(out, plain, copy_function=shutil.copyfile)  # plain `cp -r`: the files' times are new
+    before = folder_snapshot(plain)
+    capsys.readouterr()
+    assert main([*_pretrain(images, plain), "--resume", "auto"]) == 2
+    one_error_line(capsys, "copy a run with `cp -a` or `rsync -a`")
+    assert folder_snapshot(plain) == before
