@@ -224,3 +224,12 @@ def as_older_marker(folder) -> None:
     for key in ("ids", "home"):
         marker.pop(key, None)
     (folder / OWNER_NAME).write_text(json.dumps({**marker, "format": 2}))
+
+
+def micro_pretrain_argv(images, out) -> list[str]:
+    """``semmae pretrain`` of the smallest model for one epoch on the CPU: a real run folder in a few seconds."""
+    return [
+        *["pretrain", "--data", str(images), "--model", "mae_vit_micro_patch8", "--masking", "random"],
+        *["--img-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0", "--no-progress"],
+        *["--device", "cpu", "--num-workers", "0", "--out", str(out)],
+    ]

@@ -12,7 +12,7 @@ import os
 import time
 
 import pytest
-from _helpers import as_older_marker, folder_snapshot, one_error_line, write_image_folder
+from _helpers import as_older_marker, folder_snapshot, micro_pretrain_argv, one_error_line, write_image_folder
 
 from semmae.cli import main
 from semmae.errors import UserError
@@ -20,20 +20,13 @@ from semmae.utils import io, ownership
 from semmae.utils.ownership import OWNER_NAME, identity, matches, read_owner, trusted
 from semmae.utils.rundir import claim_run_dir
 
-CPU = ["--device", "cpu", "--num-workers", "0"]
-MICRO = ["--img-size", "32", "--batch-size", "4", "--epochs", "1", "--warmup-epochs", "0"]
-
 
 @pytest.fixture(scope="module")
 def images(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=4, size=32)
 
 
-def _pretrain(images, out) -> list[str]:
-    return [
-        *["pretrain", "--data", str(images), "--model", "mae_vit_micro_patch8", "--masking", "random"],
-        *[*MICRO, "--no-progress", *CPU, "--out", str(out)],
-    ]
+_pretrain = micro_pretrain_argv
 
 
 def _killed_before_writing(monkeypatch, path) -> None:

@@ -10,7 +10,13 @@ import json
 import os
 
 import pytest
-from _helpers import folder_snapshot, one_error_line, tiny_encoder_checkpoint, write_image_folder
+from _helpers import (
+    folder_snapshot,
+    micro_pretrain_argv,
+    one_error_line,
+    tiny_encoder_checkpoint,
+    write_image_folder,
+)
 
 from semmae.cli import main
 from semmae.errors import UserError
@@ -35,11 +41,7 @@ def images(tmp_path_factory):
     return write_image_folder(tmp_path_factory.mktemp("data") / "images", per_class=4, size=32)
 
 
-def _pretrain(images, out) -> list[str]:
-    return [
-        *["pretrain", "--data", str(images), "--model", "mae_vit_micro_patch8", "--masking", "random"],
-        *[*MICRO, "--no-progress", *CPU, "--out", str(out)],
-    ]
+_pretrain = micro_pretrain_argv
 
 
 def test_a_users_file_inside_a_runs_checkpoints_or_tb_folder_is_never_deleted(images, tmp_path, capsys):

@@ -5,6 +5,7 @@ the rename that puts it in place."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -21,25 +22,38 @@ def identity(path: str | Path, appended: bool = False) -> list | None:
     and modification time are. A file semmae goes on appending to (``appended``: ``log.jsonl``, an event file)
     also has the SHA-256 prefix of its first ``head_len`` bytes (at most 4 KiB), which appending never changes.
     ``None`` for anything that is not a plain file (a link, a folder, nothing)."""
+    with _plain_file(path) as opened:
+        if opened is None:
+            return None
+        fd, st = opened
+        try:
+            head = os.pread(fd, _HEAD_BYTES, 0) if appended else b""
+        except OSError:
+            return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns, len(head), _digest(head) if head else ""]
+
+
+@contextlib.contextmanager
+def _plain_file(path: str | Path):
+    """``(fd, stat)`` of the plain file at ``path`` opened for reading, never through a link; ``None`` for anything
+    else (a link, a folder, nothing) and for a read that fails."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
-        return None
+        yield None
+        return
     try:
-        st = os.fstat(fd)
-        if not _is_regular(st.st_mode):
-            return None
-        head = os.pread(fd, _HEAD_BYTES, 0) if appended else b""
-    except OSError:
-        return None
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            st = None
+        yield (fd, st) if st is not None and stat.S_ISREG(st.st_mode) else None
     finally:
         os.close(fd)
-    digest = hashlib.sha256(head).hexdigest()[:32] if head else ""
-    return [st.st_ino, st.st_size, st.st_mtime_ns, len(head), digest]
 
 
-def _is_regular(mode: int) -> bool:
-    return stat.S_ISREG(mode)
+def _digest(head: bytes) -> str:
+    return hashlib.sha256(head).hexdigest()[:32]
 
 
 def folder_identity(folder: str | Path) -> list | None:
@@ -62,25 +76,18 @@ def matches(path: str | Path, known: Iterable[list], same_folder: bool = True) -
     known = [k for k in known]
     if not known:
         return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        st = os.fstat(fd)
-        if not _is_regular(st.st_mode):
+    with _plain_file(path) as opened:
+        if opened is None:
             return False
+        fd, st = opened
         for ino, size, mtime_ns, head_len, head_hash in known:
             if same_folder and st.st_ino != ino:
                 continue
             if st.st_size == size and st.st_mtime_ns == mtime_ns:
                 return True
-            if st.st_size >= head_len and head_len > 0:
-                head = os.pread(fd, head_len, 0)
-                if hashlib.sha256(head).hexdigest()[:32] == head_hash:
+            try:
+                if st.st_size >= head_len > 0 and _digest(os.pread(fd, head_len, 0)) == head_hash:
                     return True
-        return False
-    except OSError:
-        return False
-    finally:
-        os.close(fd)
+            except OSError:
+                return False
+    return False
