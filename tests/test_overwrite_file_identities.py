@@ -192,3 +192,102 @@ def test_a_run_folder_copied_with_its_times_resumes_and_one_copied_without_is_re
     assert main([*_pretrain(images, plain), "--resume", "auto"]) == 2
     one_error_line(capsys, "copy a run with `cp -a` or `rsync -a`")
     assert folder_snapshot(plain) == before
+
+
+# -- a fourth hostile round (helper scripts in the closing note) ---------------------------------------------------
+def test_an_export_folder_without_its_marker_is_never_replaced(images, tmp_path, capsys):
+    """A copy of an export's files (``cp e1/* hub/`` leaves the hidden marker behind) with a README of yours."""
+    run = tmp_path / "run"
+    assert main(_pretrain(images, run)) == 0
+    first = tmp_path / "e1"
+    assert main(["export", "--checkpoint", str(run), "--out", str(first)]) == 0
+    hub = tmp_path / "hub"
+    hub.mkdir()
+    (hub / "config.json").write_bytes((first / "config.json").read_bytes())
+    (hub / "README.md").write_text("my model card\n")
+    before = folder_snapshot(hub)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run), "--out", str(hub), "--overwrite"]) == 2
+    one_error_line(capsys, "has no .semmae-owner.json", "delete it yourself")
+    assert folder_snapshot(hub) == before
+
+
+def test_a_log_put_into_a_running_run_is_never_appended_to_nor_deleted(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        logger = run.start(tensorboard=False)
+        (out / "log.jsonl").write_text("my own log\n")  # before the run's first line
+        with pytest.raises(UserError, match="log.jsonl is not the file the run in .* wrote there"):
+            logger.log(1, loss=1.0)
+        os.unlink(out / "log.jsonl")
+        logger.log(1, loss=1.0)
+        os.unlink(out / "log.jsonl")  # replaced while the run is going
+        (out / "log.jsonl").write_text('{"step": 0, "mine": true}\n')
+        with pytest.raises(UserError, match="is not the file the run in .* wrote there"):
+            logger.log(2, loss=0.5)
+    assert (out / "log.jsonl").read_text() == '{"step": 0, "mine": true}\n'
+    with pytest.raises(UserError, match="holds log.jsonl, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+
+
+def test_a_note_appended_to_the_runs_log_makes_it_yours(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write("# loss spiked at step 2: bad batch?\n")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    one_error_line(capsys, "log.jsonl")
+    assert main([*argv, "--resume", "auto"]) == 2
+    one_error_line(capsys, "log.jsonl, which is not what the run wrote there")
+    assert folder_snapshot(out) == before
+
+
+def test_a_run_killed_before_its_marker_is_not_taken_for_a_run_from_before_markers(
+    images, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ownership, "write_owner", killed)
+    assert main(argv) != 0  # interrupted (as by a kill) just before its marker was written
+    monkeypatch.undo()
+    assert not (out / OWNER_NAME).exists()
+    (out / "config.yaml").write_text("mine\n")
+    capsys.readouterr()
+    assert main([*argv, "--resume", "auto"]) == 2
+    one_error_line(capsys, "holds no `semmae pretrain` run")
+    assert (out / "config.yaml").read_text() == "mine\n"
+
+
+def test_overwrite_after_a_kill_mid_write_sweeps_the_runs_own_temporary(images, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False)
+        io.note_written(out / "checkpoints" / "ckpt-000000009.pth")  # named, then killed mid-write:
+    (out / "checkpoints" / ".ckpt-000000009.pth.a1b2c3d4.tmp").write_bytes(b"half")
+    (out / "checkpoints" / ".draft.tmp").write_bytes(b"mine")
+    with pytest.raises(UserError, match=r"\.draft\.tmp"):  # a temporary of yours is never taken for semmae's
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    os.rename(out / "checkpoints" / ".draft.tmp", tmp_path / ".draft.tmp")
+    assert main([*argv, "--overwrite"]) == 0
+    assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_a_second_export_sweeps_what_a_killed_one_left(images, tmp_path):
+    run = tmp_path / "run"
+    assert main(_pretrain(images, run)) == 0
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    (out / ".model.safetensors.k1l2m3n4.tmp").write_bytes(b"half the weights")
+    (out / ".draft.tmp").write_bytes(b"mine")
+    assert main(["export", "--checkpoint", str(run), "--out", str(out), "--overwrite"]) == 0
+    assert not (out / ".model.safetensors.k1l2m3n4.tmp").exists()
+    assert (out / ".draft.tmp").read_bytes() == b"mine"

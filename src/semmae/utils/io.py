@@ -32,7 +32,9 @@ STEP_CHECKPOINT_RE = re.compile(r"^ckpt-(\d+)\.pth$")
 RUN_CHECKPOINT_NAMES = ("seg_final.pth", "checkpoint.pth")
 
 
-def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> None:
+def _atomic_write(
+    path: str | Path, write: Callable[[Any], None], mode: str = "wb", appended: bool = False
+) -> None:
     path = Path(path)
     rundir = _rundir()
     if rundir is not None:
@@ -50,9 +52,8 @@ def _atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "w
             fh.flush()
             os.fchmod(fh.fileno(), _new_file_mode(path))  # mkstemp's 0600 -> what open() would have made
             os.fsync(fh.fileno())
-        _note_identities(
-            [(path, tmp)]
-        )  # recorded before the rename: a kill after it leaves a file the marker knows
+        # recorded before the rename: a kill after it leaves a file the marker knows
+        _note_identities([(path, tmp)], appended=appended)
         os.replace(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
@@ -94,6 +95,14 @@ def _rundir():
     return sys.modules.get("semmae.utils.rundir")
 
 
+def check_may_append(path: str | Path) -> None:
+    """Refuse (one line) to append to ``path`` inside a held run folder unless it is still the file the run
+    wrote there (a ``log.jsonl`` a user put in its place while the run was going stays theirs)."""
+    rundir = _rundir()
+    if rundir is not None:
+        rundir.check_may_append(path)
+
+
 def check_may_replace(*paths: str | Path) -> None:
     """Refuse (one line) when any of ``paths`` is a file inside a run folder this process holds that the run did
     not write (:func:`semmae.utils.rundir.check_may_replace`): a writer that does not go through the atomic writes
@@ -112,11 +121,13 @@ def note_written(*paths: str | Path) -> None:
         rundir.note_written(*paths)
 
 
-def _note_identities(items: list[tuple[Path, str | Path]], appended: bool = False) -> None:
+def _note_identities(
+    items: list[tuple[Path, str | Path]], appended: bool = False, grown: bool = False
+) -> None:
     """Each ``(path, source)``: the file at ``source`` is (or is about to be renamed to) ``path``; the owner markers
     of the folders this process is writing that hold ``path`` (a run's, an export's) record its identity, with one
-    marker write per folder (``appended``: unless a recorded one still matches it,
-    :func:`semmae.utils.ownership.matches`)."""
+    marker write per folder (``appended``: a file semmae appends to, known by its first bytes; ``grown``: the file
+    at ``path`` itself, grown by an append, recorded only when no recorded identity still matches it)."""
     import sys
 
     from semmae.utils.file_identity import identity
@@ -128,7 +139,7 @@ def _note_identities(items: list[tuple[Path, str | Path]], appended: bool = Fals
         return
     found = [(path, ident) for path, source in items if (ident := identity(source, appended)) is not None]
     if rundir is not None:
-        rundir.note_identity(found, appended)
+        rundir.note_identity(found, grown)
     if outputs:
         for path, ident in found:
             ownership.note_output_identity(path, ident)
@@ -139,7 +150,7 @@ def note_identity(*paths: str | Path, appended: bool = False) -> None:
     markers of the folders holding them record what the files are now, so a file put at one of these names later
     is never taken for semmae's. ``appended``: a file semmae goes on appending to (``log.jsonl``, an event file),
     recorded again only when its recorded identity no longer matches (its first bytes never change)."""
-    _note_identities([(Path(p), p) for p in paths], appended)
+    _note_identities([(Path(p), p) for p in paths], appended, grown=appended)
 
 
 def note_identity_as(pairs: list[tuple[str | Path, str | Path]]) -> None:
@@ -188,13 +199,14 @@ def _write_failure_cause(folder: Path) -> str:
     return "the write failed (disk full, quota or I/O error)"
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    _atomic_write(path, lambda fh: fh.write(data))
+def atomic_write_bytes(path: str | Path, data: bytes, appended: bool = False) -> None:
+    """``appended``: a file semmae goes on appending to (``log.jsonl``): its marker knows it by its first bytes."""
+    _atomic_write(path, lambda fh: fh.write(data), appended=appended)
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
+def atomic_write_text(path: str | Path, text: str, appended: bool = False) -> None:
     """UTF-8; a file name that is not UTF-8 (decoded with surrogateescape) is written back as its bytes."""
-    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"))
+    atomic_write_bytes(path, text.encode("utf-8", "surrogateescape"), appended=appended)
 
 
 def atomic_write_json(path: str | Path, obj: Any) -> None:

@@ -11,8 +11,8 @@
   ``..``, or resolves (through a symlink) outside its folder is refused (:func:`safe_child`).
 - **An output folder that is not a run** (``export``'s timm or part-learner folder, ``convert``'s tree) follows the
   same rule (:func:`claim_output_folder`): new or empty, or one with this verb's marker and nothing else in it,
-  and no link among its entries (a write would land in the folder it points to); folders written before markers
-  existed are adopted only when their content is exactly what the verb writes.
+  and no link among its entries (a write would land in the folder it points to); a folder that looks like the
+  verb's output but has no marker (written before markers existed, or copied without it) is refused, named.
 - **A single-file output** (``compare --json``, ``export x.safetensors``, a figure) replaces an existing file only
   with ``--overwrite``, only if semmae wrote it (its own metadata says so), never an input of the command, never a
   file inside a run folder (:func:`check_output_file`); the write itself is atomic (:mod:`semmae.utils.io`).
@@ -197,9 +197,37 @@ def trusted(folder: str | Path, owner: Owner, rel: str) -> bool:
     if owner.ids is None:
         return True
     path = Path(folder) / rel
-    if path.is_dir() and not path.is_symlink():
-        return True
-    return matches(path, owner.ids.get(rel, ()), at_home(folder, owner))
+    if not os.path.lexists(path) or (path.is_dir() and not path.is_symlink()):
+        return True  # nothing there to take for semmae's (a name recorded before a write a kill stopped)
+    if not matches(path, owner.ids.get(rel, ()), at_home(folder, owner)):
+        return False
+    return rel.rpartition("/")[2] != LOG_NAME or _only_semmae_records(path)
+
+
+#: the run log semmae appends to; a file it appends to is its own while its first bytes are, so the log is also
+#: read whole before it is taken for semmae's: a note you appended to it makes it yours
+LOG_NAME = "log.jsonl"
+
+
+def _only_semmae_records(path: Path) -> bool:
+    """Whether every line of a run log is a record semmae wrote (a JSON object with a ``step``); a last line a
+    kill tore (no newline at its end) is allowed."""
+    try:
+        lines = path.read_bytes().split(b"\n")
+    except OSError:
+        return False
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            if i == len(lines) - 1:
+                continue  # torn by a kill mid-append
+            return False
+        if not isinstance(record, dict) or "step" not in record:
+            return False
+    return True
 
 
 def at_home(folder: str | Path, owner: Owner) -> bool:
@@ -622,7 +650,14 @@ def claim_output_folder(
                 f"{flag} {folder} holds {listing} and is not {what} (no {OWNER_NAME}); semmae writes only into a "
                 f"new or empty folder or one it made: give a new or empty {flag}"
             )
-        # written before markers existed: its folders' files were never recorded (--overwrite refuses those)
+        # written before markers existed (or copied without its marker): nothing proves which of its files semmae
+        # wrote (a README.md of yours beside an export's config.json), so it is never replaced, only rerun into
+        if overwrite or not rerun:
+            raise UserError(
+                f"{flag} {folder} holds {listing}, which looks like {what} but has no {OWNER_NAME} (written by a "
+                f"semmae without owner markers, or copied without it): nothing proves which files semmae wrote, so "
+                f"delete it yourself or choose another {flag}"
+            )
         owner = Owner(kind=kind, verb=verb, entries=list(entries), files=None)
     if not (overwrite or rerun):
         raise UserError(
@@ -671,6 +706,12 @@ def start_output_folder(folder: str | Path, owner: Owner, names: Iterable[str]) 
     except OSError as e:
         raise UserError(f"cannot create {folder}: {e.strerror or e}") from None
     names = set(names)
+    from semmae.utils.run_housekeeping import remove_orphaned_temporaries
+
+    # what an earlier export killed mid-write left: temporaries of its own files (and of its marker), never a
+    # ``.draft.tmp`` of yours
+    ours = names | set(owner.entries) | set(owner.files or ()) | {OWNER_NAME}
+    remove_orphaned_temporaries(folder, written_for=ours.__contains__)
     tops = {n.split("/", 1)[0] for n in names}
     stale = Owner(
         kind=owner.kind,

@@ -78,5 +78,5 @@ def truncate_log(path: Path, keep_until: int) -> int:
             kept.append(line)
     dropped = sum(1 for line in lines if line.strip()) - len(kept)
     if dropped:
-        atomic_write_text(path, "".join(line + "\n" for line in kept))
+        atomic_write_text(path, "".join(line + "\n" for line in kept), appended=True)
     return dropped

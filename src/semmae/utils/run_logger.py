@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from dataclasses import is_dataclass
 from pathlib import Path
 from typing import Any
 
 from semmae.errors import UserError
-from semmae.utils.io import note_identity, open_for_append
+from semmae.utils.io import atomic_write_text, check_may_append, note_identity, open_for_append
 from semmae.utils.plain_config import config_to_dict, save_config
 
 
@@ -72,9 +73,14 @@ class RunLogger:
             return
         record = {"step": int(step), **{k: _plain(v) for k, v in values.items()}, "time": time.time()}
         try:
-            with open_for_append(self._log_path) as fh:
-                fh.write(json.dumps(record) + "\n")
-            note_identity(self._log_path, appended=True)  # its marker knows this file from a user's put there
+            line = json.dumps(record) + "\n"
+            if not os.path.lexists(self._log_path):  # made whole, its identity recorded before it is in place
+                atomic_write_text(self._log_path, line, appended=True)
+            else:
+                check_may_append(self._log_path)  # never appends to a log.jsonl of yours
+                with open_for_append(self._log_path) as fh:
+                    fh.write(line)
+                note_identity(self._log_path, appended=True)  # recorded again only if its first bytes changed
         except OSError as e:
             raise UserError(f"cannot append to {self._log_path}: {e.strerror or e}") from None
         scalars = {

@@ -287,7 +287,6 @@ class RunDir:
             if keep_log_until is not None:  # continued (or evaluated again, -1) in the same folder
                 self._check_same_meaning(config, may_change)
         self._started = True
-        self._record_holder(self.verb)
         left: ownership.Owner | None = None
         if self.overwrite and self.previous:
             assert self.owner is not None  # _claim refused an unowned folder
@@ -316,6 +315,9 @@ class RunDir:
             self.owner.ids is None or not ownership.at_home(self.path, self.owner)
         ):
             self._record_present_identities()
+        # the lock names the run's verb only once the marker is written: a folder whose lock names a verb and has
+        # no marker is one from before markers, never a run killed before its marker (whose files are unknown)
+        self._record_holder(self.verb)
         orphans = remove_orphaned_temporaries(self.path, written_for=self.records)
         if orphans:
             print(
@@ -673,6 +675,23 @@ def check_may_replace(path: str | Path) -> None:
         raise UserError(
             f"{path} exists and {why}; semmae never replaces a file of yours: move it out of the run folder and "
             "run again"
+        )
+
+
+def check_may_append(path: str | Path) -> None:
+    """Refuse (one line) to append to ``path`` unless the innermost run folder held around it records it and it
+    still matches its recorded identity (by inode and first bytes: no read of the whole file)."""
+    found = _innermost_run(path)
+    if found is None:
+        return
+    run, rel = found
+    owner = run.owner
+    if owner is None or owner.ids is None or not os.path.lexists(path):
+        return
+    if not ownership.matches(path, owner.ids.get(rel, ()), ownership.at_home(run.path, owner)):
+        raise UserError(
+            f"{path} is not the file the run in {run.path} wrote there (changed, or put there since); semmae never "
+            "writes into a file of yours: move it out of the run folder and run again"
         )
 
 
