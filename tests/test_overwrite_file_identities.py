@@ -291,3 +291,23 @@ def test_a_second_export_sweeps_what_a_killed_one_left(images, tmp_path):
     assert main(["export", "--checkpoint", str(run), "--out", str(out), "--overwrite"]) == 0
     assert not (out / ".model.safetensors.k1l2m3n4.tmp").exists()
     assert (out / ".draft.tmp").read_bytes() == b"mine"
+
+
+def test_an_event_file_a_kill_left_unrecorded_is_known_by_its_writers_host_and_pid(tmp_path):
+    import socket
+
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False)
+        run.note("tb")  # the writer made tb/ and its file; the kill came before the marker named the file
+        (out / "tb").mkdir()
+        ours = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        (out / "tb" / ours).write_bytes(b"\x18\x00 header")
+    theirs = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid() + 1}.0"
+    (out / "tb" / theirs).write_bytes(b"another writer's")
+    with pytest.raises(UserError, match=rf"holds tb/{theirs}, which the run did not write"):
+        claim_run_dir(out, "pretrain", resume=False, overwrite=True)
+    os.rename(out / "tb" / theirs, tmp_path / theirs)
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
+        run.start(tensorboard=False)
+    assert not (out / "tb").exists() and (tmp_path / theirs).read_bytes() == b"another writer's"

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import time
 from pathlib import Path
@@ -126,6 +127,7 @@ class RunDir:
                 "use another --out"
             )
         if self.owner is not None:
+            self._adopt_killed_event_files(holder)
             self._check_identities()
         self.previous = ownership.current_entries(path)
         if not self.previous:
@@ -184,6 +186,35 @@ class RunDir:
             )
         self._adopt = legacy and self.resume
         self._record_holder(other_verb)
+
+    def _adopt_killed_event_files(self, holder: dict[str, Any]) -> None:
+        """A run killed between TensorBoard creating its event file and the marker recording it: the file's name
+        carries the host and process id of its writer (``events.out.tfevents.<time>.<host>.<pid>.<n>``), so one
+        that names the last holder of this folder's lock, at or after the time it took the lock, is that run's."""
+        owner, tb = self.owner, self.path / "tb"
+        pid, host, started = holder.get("pid"), holder.get("host"), holder.get("started")
+        if (
+            owner is None
+            or owner.files is None
+            or owner.ids is None
+            or "tb" not in owner.entries
+            or not isinstance(pid, int)
+            or not isinstance(host, str)
+            or not isinstance(started, (int, float))
+            or not tb.is_dir()
+            or tb.is_symlink()
+        ):
+            return
+        named = re.compile(rf"events\.out\.tfevents\.(\d+)\.{re.escape(host)}\.{pid}\.\d+")
+        for name in sorted(os.listdir(tb)):
+            rel = f"tb/{name}"
+            m = named.fullmatch(name)
+            if m is None or int(m.group(1)) < int(started) or rel in owner.ids:
+                continue  # not that writer's, or recorded by identity already (then checked like any other)
+            ident = ownership.identity(tb / name, appended=True)
+            if ident is not None:
+                owner.files = sorted({*owner.files, rel})
+                ownership.record_identity(owner, rel, ident)
 
     def _check_identities(self) -> None:
         """What the marker records, checked against what the folder holds now (in memory; written at start()):
