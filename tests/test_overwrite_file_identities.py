@@ -8,6 +8,7 @@ Now either is refused, naming it, and the folder is left byte-identical."""
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -311,3 +312,51 @@ def test_an_event_file_a_kill_left_unrecorded_is_known_by_its_writers_host_and_p
     with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
         run.start(tensorboard=False)
     assert not (out / "tb").exists() and (tmp_path / theirs).read_bytes() == b"another writer's"
+
+
+# -- a fifth hostile round -------------------------------------------------------------------------------------------
+def test_a_temporary_named_file_of_yours_makes_a_folder_not_empty(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".config.yaml.abcd1234.tmp").write_text("my draft\n")  # named like semmae's temporaries
+    capsys.readouterr()
+    assert main(_pretrain(images, out)) == 2
+    one_error_line(capsys, ".config.yaml.abcd1234.tmp")
+    assert (out / ".config.yaml.abcd1234.tmp").read_text() == "my draft\n"
+
+
+def test_a_note_appended_without_a_newline_is_not_taken_for_a_torn_record(images, tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = _pretrain(images, out)
+    assert main(argv) == 0
+    with open(out / "log.jsonl", "a") as fh:
+        fh.write("# bad batch at step 2")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main([*argv, "--overwrite"]) == 2
+    one_error_line(capsys, "log.jsonl")
+    assert folder_snapshot(out) == before
+
+
+def test_a_continued_run_never_appends_through_a_hard_link_to_a_snapshot(tmp_path):
+    out = tmp_path / "run"
+    with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
+        run.start(tensorboard=False).log(1, loss=1.0)
+    snapshot = tmp_path / "snapshot.jsonl"
+    os.link(out / "log.jsonl", snapshot)  # `cp -al` of the run (an rsync --link-dest backup)
+    kept = snapshot.read_bytes()
+    with claim_run_dir(out, "pretrain", resume=True, overwrite=False) as run:
+        run.start(tensorboard=False).log(2, loss=0.5)
+    assert snapshot.read_bytes() == kept
+    assert [json.loads(line)["step"] for line in (out / "log.jsonl").read_text().splitlines()] == [1, 2]
+
+
+def test_standalone_synth_never_takes_your_images_for_an_interrupted_synths(tmp_path, capsys):
+    out = tmp_path / "photos"
+    (out / "train" / "bird").mkdir(parents=True)
+    (out / "train" / "bird" / "bird_00001.png").write_bytes(b"my bird photo")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "16"]) == 2
+    one_error_line(capsys, "bird_00001.png", "which data synth did not write")
+    assert folder_snapshot(out) == before

@@ -126,3 +126,12 @@ def test_overwrite_of_a_cache_deletes_its_files_and_a_killed_exports_temporaries
     with pytest.raises(UserError, match=r"holds \.notes\.tmp"):
         _write_cache(images, out, overwrite=True)
     assert (out / ".notes.tmp").exists()
+
+
+def test_a_shard_of_yours_beside_a_finished_pack_is_never_cleared(images, tmp_path, capsys):
+    """A fifth hostile round: `shard-000009.tar` (WebDataset's naming) added to a 2-shard pack was deleted by
+    `--overwrite`, which cleared every file with a pack's name; a shard number the pack never writes is yours."""
+    out = tmp_path / "pack"
+    pack_dataset(images, out, 16, shard_size=2, progress=False)
+    (out / "shard-000009.tar").write_bytes(b"my own shard")
+    _refused_both_ways(images, out, capsys, "holds shard-000009.tar")

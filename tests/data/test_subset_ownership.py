@@ -256,8 +256,11 @@ def test_synth_never_writes_into_a_users_folder(tmp_path, capsys):
         assert folder_snapshot(out) == before
     fresh = tmp_path / "synth"
     assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
-    (fresh / "synth.json").unlink()  # as if interrupted before its record: it may finish
-    assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 0
+    (fresh / "synth.json").unlink()  # as if interrupted before its record: its images are not told from yours
+    before = folder_snapshot(fresh)
+    assert main(["data", "synth", "--out", str(fresh), "--num-images", "12", "--size", "16"]) == 2
+    assert "an interrupted synth is not continued" in capsys.readouterr().err
+    assert folder_snapshot(fresh) == before
 
 
 def test_synth_never_writes_through_a_link_or_beside_a_users_file(tmp_path, capsys):

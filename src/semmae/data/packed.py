@@ -218,6 +218,16 @@ def not_a_pack(out: Path) -> str | None:
     folder). The marker `data pack` checks before it replaces or writes anything there."""
     if not out.is_dir():
         return "is not a folder"
+    try:
+        recorded = json.loads((out / MANIFEST).read_text())
+        n_shards = -(-int(recorded["num_images"]) // int(recorded["shard_size"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, ZeroDivisionError):
+        n_shards = None
+
+    def beyond(name: str) -> bool:  # a shard number the pack never writes (a shard of yours added beside it)
+        m = re.match(r"^shard-(\d{6})\.", name)
+        return n_shards is not None and m is not None and int(m.group(1)) >= n_shards
+
     foreign = []
     for p in out.iterdir():
         if p.name == LOCK_NAME or (is_temporary(p.name) and not _OWN_TEMPORARY.match(p.name)):
@@ -225,7 +235,7 @@ def not_a_pack(out: Path) -> str | None:
         if p.name == "index":
             plain = p.is_dir() and not p.is_symlink()
         else:
-            plain = _is_pack_file(p.name) and p.is_file() and not p.is_symlink()
+            plain = _is_pack_file(p.name) and p.is_file() and not p.is_symlink() and not beyond(p.name)
         if not plain:
             foreign.append(p.name)
     index = out / "index"
@@ -233,7 +243,7 @@ def not_a_pack(out: Path) -> str | None:
         foreign += [
             f"index/{p.name}"
             for p in index.iterdir()
-            if not (_INDEX_FILE.match(p.name) and p.is_file() and not p.is_symlink())
+            if not (_INDEX_FILE.match(p.name) and p.is_file() and not p.is_symlink() and not beyond(p.name))
             and not is_temporary(p.name)
         ]
     if foreign:

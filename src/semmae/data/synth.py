@@ -231,7 +231,7 @@ def make_synthetic_dataset(
 
 def _check_out(out: Path) -> None:
     """``--out`` is new, empty, or what an interrupted ``data synth`` left (its split folders of its own classes,
-    holding its own image files): never a folder of a user's, whose files or classes the synthetic images would
+    holding image files a run folder around them, a demo's, recorded it wrote): never a folder of a user's, whose files or classes the synthetic images would
     join or replace, and no link anywhere in it (an image written there would land where it points)."""
     if (out / "synth.json").exists():
         raise UserError(f"{out} already holds a synthetic dataset; choose another --out or delete it")
@@ -256,7 +256,8 @@ def _check_out(out: Path) -> None:
         if stray:
             shown = ", ".join(stray[:4]) + (f" and {len(stray) - 4} more" if len(stray) > 4 else "")
             raise UserError(
-                f"--out {out} holds {shown}{' in ' + rel if rel else ''}, which data synth did not write; it "
+                f"--out {out} holds {shown}{' in ' + rel if rel else ''}, which data synth did not write (or "
+                "cannot tell from a file of yours: an interrupted synth is not continued, delete it and rerun); it "
                 "writes only into a new or empty folder: choose another --out"
             )
 
@@ -268,7 +269,13 @@ def _synth_entry(path: Path, folders: set[str] | None, class_name: str | None) -
         return False
     if folders is not None:
         return path.name in folders and path.is_dir()
-    return bool(re.fullmatch(rf"{re.escape(str(class_name))}_\d{{5}}\.png", path.name)) and path.is_file()
+    if not (re.fullmatch(rf"{re.escape(str(class_name))}_\d{{5}}\.png", path.name) and path.is_file()):
+        return False
+    # an image by synth's name is its own only where the run folder around it (a demo's) recorded writing it:
+    # a folder of your own photos named `bird_00001.png` is never taken for an interrupted synth's
+    from semmae.utils.io import written_by_the_run_around
+
+    return written_by_the_run_around(path)
 
 
 def _write(

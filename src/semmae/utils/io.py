@@ -95,6 +95,12 @@ def _rundir():
     return sys.modules.get("semmae.utils.rundir")
 
 
+def written_by_the_run_around(path: str | Path) -> bool:
+    """Whether a run folder this process holds records ``path`` as a file its run wrote (and it still is)."""
+    rundir = _rundir()
+    return bool(rundir is not None and rundir.recorded_by_its_run(path))
+
+
 def check_may_append(path: str | Path) -> None:
     """Refuse (one line) to append to ``path`` inside a held run folder unless it is still the file the run
     wrote there (a ``log.jsonl`` a user put in its place while the run was going stays theirs)."""

@@ -211,7 +211,7 @@ LOG_NAME = "log.jsonl"
 
 def _only_semmae_records(path: Path) -> bool:
     """Whether every line of a run log is a record semmae wrote (a JSON object with a ``step``); a last line a
-    kill tore (no newline at its end) is allowed."""
+    kill tore (no newline at its end, the start of such a record) is allowed."""
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError:
@@ -222,8 +222,8 @@ def _only_semmae_records(path: Path) -> bool:
         try:
             record = json.loads(line)
         except ValueError:
-            if i == len(lines) - 1:
-                continue  # torn by a kill mid-append
+            if i == len(lines) - 1 and line.startswith(b'{"step": '):
+                continue  # the start of a record, torn by a kill mid-append
             return False
         if not isinstance(record, dict) or "step" not in record:
             return False
@@ -263,15 +263,22 @@ def note_after_run(folder: str | Path, name: str) -> None:
         pass
 
 
-def current_entries(folder: str | Path) -> list[str]:
-    """The top-level entries of ``folder`` that a marker would list (bookkeeping and temporaries aside)."""
-    from semmae.utils.run_housekeeping import is_temporary
+def current_entries(folder: str | Path, temporaries: bool = False) -> list[str]:
+    """The top-level entries of ``folder`` that a marker would list (bookkeeping and temporaries aside).
+    ``temporaries``: a folder semmae has no marker in, whose ``.x.abcd1234.tmp`` files are not semmae's (only the
+    temporary of a marker killed mid-write is), so they count."""
+    from semmae.utils.run_housekeeping import is_temporary, temporary_target
 
     try:
         names = os.listdir(folder)
     except OSError:
         return []
-    return sorted(n for n in names if n not in _BOOKKEEPING and not is_temporary(n))
+    return sorted(
+        n
+        for n in names
+        if n not in _BOOKKEEPING
+        and (not is_temporary(n) or (temporaries and temporary_target(n) not in _BOOKKEEPING))
+    )
 
 
 def markable(names: Iterable[str]) -> list[str]:
@@ -634,8 +641,8 @@ def claim_output_folder(
         raise UserError(
             f"{flag} {folder} lies inside {live}, the folder of a run that is still going; use another {flag}"
         )
-    entries = current_entries(folder) if folder.is_dir() else []
     owner = read_owner(folder) if folder.is_dir() else None
+    entries = current_entries(folder, temporaries=owner is None) if folder.is_dir() else []
     if owner is not None and not owner.describes(kind, verb):
         what_it_is = "run" if owner.kind == "run" else owner.kind
         raise UserError(

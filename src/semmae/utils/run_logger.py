@@ -76,6 +76,11 @@ class RunLogger:
             line = json.dumps(record) + "\n"
             if not os.path.lexists(self._log_path):  # made whole, its identity recorded before it is in place
                 atomic_write_text(self._log_path, line, appended=True)
+            elif os.lstat(self._log_path).st_nlink > 1:
+                # hard-linked (a `cp -al` snapshot of the run): written anew, so the other name keeps its bytes
+                check_may_append(self._log_path)
+                old = self._log_path.read_text(errors="surrogateescape")
+                atomic_write_text(self._log_path, old + line, appended=True)
             else:
                 check_may_append(self._log_path)  # never appends to a log.jsonl of yours
                 with open_for_append(self._log_path) as fh:

@@ -129,7 +129,8 @@ class RunDir:
         if self.owner is not None:
             self._adopt_killed_event_files(holder)
             self._check_identities()
-        self.previous = ownership.current_entries(path)
+        # in a folder without a marker, a `.name.abcd1234.tmp` is not semmae's: it counts (the folder is not empty)
+        self.previous = ownership.current_entries(path, temporaries=self.owner is None)
         if not self.previous:
             self._record_holder(None)
             return
