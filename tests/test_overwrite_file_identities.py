@@ -360,3 +360,18 @@ def test_standalone_synth_never_takes_your_images_for_an_interrupted_synths(tmp_
     assert main(["data", "synth", "--out", str(out), "--num-images", "12", "--size", "16"]) == 2
     one_error_line(capsys, "bird_00001.png", "which data synth did not write")
     assert folder_snapshot(out) == before
+
+
+def test_an_export_into_a_folder_holding_only_temporary_named_files_of_yours_is_refused(
+    images, tmp_path, capsys
+):
+    run = tmp_path / "run"
+    assert main(_pretrain(images, run)) == 0
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / ".model.safetensors.abcd1234.tmp").write_bytes(b"my half-downloaded weights")
+    before = folder_snapshot(out)
+    capsys.readouterr()
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 2
+    one_error_line(capsys, ".model.safetensors.abcd1234.tmp")
+    assert folder_snapshot(out) == before
