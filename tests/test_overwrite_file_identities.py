@@ -192,6 +192,8 @@ def test_a_run_folder_copied_with_its_times_resumes_and_one_copied_without_is_re
     capsys.readouterr()
     assert main([*_pretrain(images, plain), "--resume", "auto"]) == 2
     one_error_line(capsys, "copy a run with `cp -a` or `rsync -a`")
+    assert main([*_pretrain(images, plain), "--overwrite"]) == 2
+    one_error_line(capsys, "which the run did not write (or the folder was copied", "`cp -a`")
     assert folder_snapshot(plain) == before
 
 

@@ -171,9 +171,15 @@ class RunDir:
                 )
             foreign = ownership.unlisted_entries(path, self.owner, deep=True)
             if foreign:
+                copied = (
+                    ""
+                    if ownership.at_home(path, self.owner)
+                    else " (or the folder was copied without its files' times: copy a run with `cp -a` or "
+                    "`rsync -a`)"
+                )
                 raise UserError(
-                    f"run directory {path} holds {_listing(foreign)}, which the run did not write; --overwrite "
-                    "deletes only the run's own files, so move them out first or choose another --out"
+                    f"run directory {path} holds {_listing(foreign)}, which the run did not write{copied}; "
+                    "--overwrite deletes only the run's own files, so move them out first or choose another --out"
                 )
         elif self.resume and self.owner is None and not legacy:
             raise UserError(
