@@ -394,17 +394,6 @@ def test_a_users_error_log_is_never_listed_as_the_runs(tmp_path, monkeypatch, ca
     assert "error.log" in read_owner(out).entries
 
 
-def test_a_lock_name_holding_a_users_file_is_refused_and_kept(tmp_path):
-    from semmae.utils.run_lock import exclusive
-
-    lock = tmp_path / "composer.lock"
-    lock.write_text('{"packages": []}\n')
-    with pytest.raises(UserError, match="is not a semmae lock file"):
-        with exclusive(lock, "part cache", "parts export"):
-            pass
-    assert lock.read_text() == '{"packages": []}\n'
-
-
 def test_a_tracker_id_file_that_is_a_link_is_replaced_never_written_through(tmp_path):
     from semmae.utils.trackers import _read_id
 

@@ -286,11 +286,13 @@ def test_out_inside_the_data_is_refused(tmp_path):
 
 
 def test_exclusive_never_takes_over_a_users_file(tmp_path):
-    mine = tmp_path / "c.parts.lock"
-    mine.write_text("my notes\n")
-    with pytest.raises(UserError, match="is not a semmae lock file"):
-        with exclusive(mine, "part cache c.parts", "parts export"):
-            pass
-    assert mine.read_text() == "my notes\n"
+    # plain text, and JSON without semmae's holder record (a `composer.lock`): neither is semmae's lock
+    for name, text in (("c.parts.lock", "my notes\n"), ("composer.lock", '{"packages": []}\n')):
+        mine = tmp_path / name
+        mine.write_text(text)
+        with pytest.raises(UserError, match="is not a semmae lock file"):
+            with exclusive(mine, "part cache c.parts", "parts export"):
+                pass
+        assert mine.read_text() == text
     with exclusive(tmp_path / "d.lock", "part cache d", "parts export"):  # its own (or a killed run's) lock
         pass
