@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 
 import pytest
@@ -237,9 +238,11 @@ def test_a_log_put_into_a_running_run_is_never_appended_to_nor_deleted(tmp_path)
     "note",
     [
         "# loss spiked at step 2: bad batch?\n",
-        "# bad batch at step 2",
-    ],  # the second is not a torn record either
-    ids=["line", "no-newline"],
+        "# bad batch at step 2",  # not a torn record either
+        '{"step": 2, "note": "bad batch?"}\n',  # a JSON note with a step, not a record semmae writes
+        '{"step":2,"loss":1.0,"time":1.0}\n',  # a record as `jq -c` writes it
+    ],
+    ids=["line", "no-newline", "json-note", "compact-json"],
 )
 def test_a_note_appended_to_the_runs_log_makes_it_yours(images, tmp_path, capsys, note):
     out = tmp_path / "run"
@@ -304,17 +307,22 @@ def test_a_second_export_sweeps_what_a_killed_one_left(images, tmp_path):
     assert (out / ".draft.tmp").read_bytes() == b"mine"
 
 
-def test_an_event_file_a_kill_left_unrecorded_is_known_by_its_writers_host_and_pid(tmp_path):
-    import socket
+def test_an_event_file_a_kill_left_unrecorded_is_known_by_the_token_recorded_before_it(tmp_path):
+    from semmae.utils.rundir import note_event_token
 
     out = tmp_path / "run"
+    stamp = f"{int(time.time())}.{socket.gethostname()}.{os.getpid()}"
     with claim_run_dir(out, "pretrain", resume=False, overwrite=False) as run:
         run.start(tensorboard=False)
-        run.note("tb")  # the writer made tb/ and its file; the kill came before the marker named the file
+        run.note("tb")
+        note_event_token(
+            out / "tb", "0123456789abcdef"
+        )  # recorded, then the writer made its file and was killed
         (out / "tb").mkdir()
-        ours = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid()}.0"
+        ours = f"events.out.tfevents.{stamp}.0.0123456789abcdef"
         (out / "tb" / ours).write_bytes(b"\x18\x00 header")
-    theirs = f"events.out.tfevents.{int(time.time())}.{socket.gethostname()}.{os.getpid() + 1}.0"
+    # a file named like a writer of this very process (its host and pid), but without the recorded token
+    theirs = f"events.out.tfevents.{stamp}.1"
     (out / "tb" / theirs).write_bytes(b"another writer's")
     with pytest.raises(UserError, match=rf"holds tb/{theirs}, which the run did not write"):
         claim_run_dir(out, "pretrain", resume=False, overwrite=True)
@@ -322,6 +330,17 @@ def test_an_event_file_a_kill_left_unrecorded_is_known_by_its_writers_host_and_p
     with claim_run_dir(out, "pretrain", resume=False, overwrite=True) as run:
         run.start(tensorboard=False)
     assert not (out / "tb").exists() and (tmp_path / theirs).read_bytes() == b"another writer's"
+
+
+def test_every_event_file_of_a_run_carries_a_token_its_marker_recorded(images, tmp_path):
+    out = tmp_path / "run"
+    assert main(_pretrain(images, out)) == 0
+    assert main([*_pretrain(images, out), "--resume", "auto"]) == 0  # a second writer, a second token
+    owner = read_owner(out)
+    found = ownership.event_file_tokens(out, owner)
+    events = sorted(f"tb/{n}" for n in os.listdir(out / "tb"))
+    assert len(events) == 2 and sorted(found) == events
+    assert sorted(set(found.values())) == sorted(r.split("/")[1] for r in owner.events)
 
 
 # -- a fifth hostile round -------------------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ def _old_run(root, verb="pretrain"):
     (root / "checkpoints" / "ckpt-000000003.pth").write_bytes(b"ckpt")
     (root / "config.yaml").write_text("seed: 0\n")
     (root / "log.jsonl").write_text(
-        "".join(json.dumps({"step": s, "loss": 1.0}) + "\n" for s in (1, 2, 3, 4))
+        "".join(json.dumps({"step": s, "loss": 1.0, "time": 1.0}) + "\n" for s in (1, 2, 3, 4))
     )
     write_owner(
         root,

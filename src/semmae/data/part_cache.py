@@ -301,7 +301,7 @@ def _is_own(name: str, unfinished: bool, folder: Path | None = None) -> bool:
         folder is not None
         and not unfinished
         and name == METRICS_NAME
-        and _metrics_of_parts_eval(folder / name)
+        and metrics_of_parts_eval(folder / name)
     )
 
 
@@ -309,14 +309,13 @@ def _is_own(name: str, unfinished: bool, folder: Path | None = None) -> bool:
 METRICS_NAME = "part_metrics.json"
 
 
-def _metrics_of_parts_eval(path: Path) -> bool:
-    """A plain ``part_metrics.json`` whose content says ``semmae parts eval`` wrote it (never a user's file)."""
-    if path.is_symlink() or not path.is_file() or path.stat().st_size > 16 << 20:
-        return False
-    try:
-        meta = json.loads(path.read_text()).get("meta")
-    except (OSError, ValueError, AttributeError, UnicodeDecodeError, RecursionError):
-        return False
+def metrics_of_parts_eval(path: Path) -> bool:
+    """A plain metrics JSON file that ``semmae parts eval`` wrote, as it wrote it: its ``meta`` says so and its
+    seal holds (:mod:`semmae.utils.content_seal`; never a user's file, nor one a user edited since)."""
+    from semmae.utils.content_seal import json_file_sealed
+
+    doc = json_file_sealed(path)
+    meta = doc.get("meta") if doc is not None else None
     return isinstance(meta, dict) and meta.get("written_by") == "semmae parts eval"
 
 

@@ -21,12 +21,14 @@ averaged``). An integer too large for a float (``400`` digits) is refused in one
 as is a ``results.json`` / ``log.jsonl`` that cannot be read or is not UTF-8 text. A value that is not a number
 (a string, ``true``, ``null``) is not a metric.
 
-Output files: ``--json`` writes ``{"written_by": "semmae compare", "format": 1, "rows": [...]}`` (strict JSON: a
-non-finite mean, std or value is ``null``; ``non_finite`` counts them per metric), ``--csv`` a table whose header
-starts ``run,kind,n,seeds`` (an empty mean / std where there is none). Both are checked before either is written
-(:func:`semmae.utils.ownership.check_output_file`: never a file of a run given, nor one inside any folder semmae
-owns or a live run; an existing file only with ``--overwrite`` and only if an earlier ``semmae compare`` wrote it,
-as its ``written_by`` / header says) and written atomically.
+Output files: ``--json`` writes ``{"written_by": "semmae compare", "format": 1, "rows": [...], "semmae_sha256"}``
+(strict JSON: a non-finite mean, std or value is ``null``; ``non_finite`` counts them per metric), ``--csv`` a
+table whose header starts ``run,kind,n,seeds`` (an empty mean / std where there is none) and whose last line is
+its seal, ``# semmae_sha256 <hex>`` (read it with ``pandas.read_csv(path, comment="#")``). Both are checked before
+either is written (:func:`semmae.utils.ownership.check_output_file`: never a file of a run given, nor one inside
+any folder semmae owns or a live run; an existing file only with ``--overwrite`` and only if an earlier ``semmae
+compare`` wrote it, as its ``written_by`` / header says, and it is still as written: its seal holds,
+:mod:`semmae.utils.content_seal`) and written atomically.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from typing import Any
 
 from semmae.config import option
 from semmae.errors import UserError
+from semmae.utils.content_seal import csv_file_sealed, json_file_sealed, sealed_csv, sealed_json
 
 SEED = re.compile(r"^(?:(?P<name>.+)[-_])?seed(?P<seed>\d+)$")
 # (key, column) in table order; a column shows when any run has the key
@@ -335,13 +338,13 @@ def to_csv(rows: list[dict]) -> str:
             m = r["metrics"].get(k) or {}
             values += ["" if m.get(s) is None else repr(m[s]) for s in ("mean", "std")]
         w.writerow([r["run"], r["kind"], r["n"], " ".join(map(str, r["seeds"])), *values])
-    return buf.getvalue()
+    return sealed_csv(buf.getvalue())
 
 
 def to_json(rows: list[dict]) -> str:
     """The rows as compare's JSON file: ``{"written_by", "format", "rows"}``, strict JSON (non-finite -> null)."""
     doc = {"written_by": WRITTEN_BY, "format": JSON_FORMAT, "rows": _finite_or_null(rows)}
-    return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    return json.dumps(sealed_json(doc), indent=1, allow_nan=False) + "\n"
 
 
 def _finite_or_null(obj: Any) -> Any:
@@ -363,17 +366,10 @@ def read_rows(path: str | Path) -> list[dict]:
     return data["rows"]
 
 
-_SNIFF_LIMIT = 64 << 20  # a larger file is not one compare wrote (its rows are a few KiB)
-
-
 def _json_by_compare(path: Path) -> bool:
-    try:
-        if path.stat().st_size > _SNIFF_LIMIT:
-            return False
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return False
-    return isinstance(data, dict) and data.get("written_by") == WRITTEN_BY
+    """A JSON file compare wrote, as it wrote it (its seal holds: :mod:`semmae.utils.content_seal`)."""
+    doc = json_file_sealed(path)
+    return doc is not None and doc.get("written_by") == WRITTEN_BY
 
 
 def _csv_by_compare(path: Path) -> bool:
@@ -383,7 +379,7 @@ def _csv_by_compare(path: Path) -> bool:
     except (OSError, UnicodeDecodeError):
         return False
     header = ",".join(CSV_HEADER)
-    return first == header or first.startswith(header + ",")
+    return (first == header or first.startswith(header + ",")) and csv_file_sealed(path)
 
 
 def check_outputs(cfg: CompareConfig) -> list[tuple[Path, str]]:

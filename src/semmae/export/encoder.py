@@ -34,6 +34,7 @@ from semmae.export.hub import push_folder
 from semmae.models.checkpoint_schema import TrainState
 from semmae.models.encoder_record import encoder_state_dict, record_misfits
 from semmae.models.timm_dir import CARD_NAME, CONFIG_NAME, PAPER, PAPER_ID, WEIGHTS_NAME
+from semmae.utils.content_seal import safetensors_file_sealed, sealed_safetensors
 from semmae.utils.io import atomic_write_bytes, atomic_write_text, checkpoint_file, load_checkpoint
 from semmae.utils.ownership import (
     Owner,
@@ -68,16 +69,11 @@ WRITTEN_BY = "semmae export"
 
 
 def is_semmae_safetensors(path: Path) -> bool:
-    """Whether ``path`` is a safetensors file ``semmae export`` wrote: its metadata says so (or, for files from
-    before that entry, holds the encoder record and architecture semmae writes)."""
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as fh:
-            meta = fh.metadata() or {}
-    except Exception:  # noqa: BLE001 - not a safetensors file at all
-        return False
-    return meta.get("written_by") == WRITTEN_BY or ("model_config" in meta and "arch" in meta)
+    """Whether ``path`` is a safetensors file ``semmae export`` wrote, as it wrote it: its metadata says so and
+    its seal still holds for its weights (:mod:`semmae.utils.content_seal`; weights you fine-tuned and saved with
+    the export's metadata are yours)."""
+    meta = safetensors_file_sealed(path)
+    return meta is not None and meta.get("written_by") == WRITTEN_BY
 
 
 def resolve_format(out: str | Path, fmt: str | None) -> str:
@@ -114,8 +110,6 @@ def export_encoder(
     loaded from, resolved by the caller (``semmae export``: :func:`semmae.export.cli.export_checkpoint`, which also
     takes a part checkpoint) and not resolved again. An existing ``out`` is replaced only with ``overwrite`` and
     only if semmae exported it (:mod:`semmae.utils.ownership`)."""
-    from safetensors.torch import save
-
     if ckpt is None:
         path = checkpoint_file(checkpoint)
         ckpt = load_checkpoint(path)
@@ -149,7 +143,7 @@ def export_encoder(
         record["fg_keep"] is not None
     ):  # patch-8 SemMAE: the evaluations feed the same kept fraction (kept_tokens.py)
         meta["fg_keep"] = str(record["fg_keep"])
-    weights = save(enc, metadata=meta)
+    weights = sealed_safetensors(enc, metadata=meta)
     if card is None:
         atomic_write_bytes(out, weights)
         return out

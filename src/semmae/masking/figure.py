@@ -16,6 +16,7 @@ from PIL import Image
 from semmae.data.folder import ImageFolderDataset
 from semmae.errors import UserError
 from semmae.masking.semantic import semantic_guided_mask
+from semmae.utils.content_seal import sealed_png
 from semmae.utils.io import atomic_write_bytes
 
 GREY = 0.5  # value of a masked patch, on a [0, 1] image
@@ -131,5 +132,5 @@ def draw_masks_figure(
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, metadata={"Software": "semmae masks show"})
     plt.close(fig)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_bytes(out, sealed_png(buf.getvalue()))
     return Path(out)

@@ -9,7 +9,6 @@ its R/G x R/G pixels. A keypoint (x, y) of a W x H image falls in cell (floor(y 
 from __future__ import annotations
 
 import csv
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from tqdm import tqdm
 
 from semmae.data.folder import ImageFolderDataset
 from semmae.data.loader import DataLoader
-from semmae.data.part_cache import PartCache
+from semmae.data.part_cache import PartCache, metrics_of_parts_eval
 from semmae.data.workers import worker_plan
 from semmae.errors import UserError
 from semmae.parts.baselines import TokenKMeans, majority_per_cell, resize_ids, spatial_split
@@ -30,6 +29,7 @@ from semmae.parts.config import PartsEvalConfig
 from semmae.parts.diagnostics import usage_from_ids
 from semmae.parts.inference import attention_parts, full_image_transform
 from semmae.parts.metrics import KeypointScorer, PartScorer
+from semmae.utils.content_seal import sealed_json
 from semmae.utils.distributed import resolve_device
 from semmae.utils.io import atomic_write_json
 
@@ -186,21 +186,10 @@ def metrics_path(cfg: PartsEvalConfig) -> Path:
     }
     if not default:
         inputs["--cache"] = cfg.cache
-    check_output_file(out, overwrite=default or cfg.overwrite, inputs=inputs, written_by_semmae=_ours)
-    return out
-
-
-def _ours(path: Path) -> bool:
-    """A metrics file ``parts eval`` wrote (its ``meta`` says so; older ones: the meta it always held)."""
-    try:
-        meta = json.loads(path.read_bytes().decode("utf-8")).get("meta", {})
-    except (OSError, ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-        return False
-    if not isinstance(meta, dict):
-        return False
-    return meta.get("written_by") == "semmae parts eval" or {"cache", "grid", "num_parts", "images"} <= set(
-        meta
+    check_output_file(
+        out, overwrite=default or cfg.overwrite, inputs=inputs, written_by_semmae=metrics_of_parts_eval
     )
+    return out
 
 
 def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
@@ -289,7 +278,7 @@ def evaluate_parts(cfg: PartsEvalConfig) -> dict[str, Any]:
         "notes": notes,
         "written_by": "semmae parts eval",
     }
-    atomic_write_json(out, ordered)
+    atomic_write_json(out, sealed_json(ordered))
     ordered["meta"]["written_to"] = str(out)
     return ordered
 

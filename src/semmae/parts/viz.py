@@ -54,8 +54,9 @@ def save_png(array: np.ndarray, path: str | Path, verb: str = "parts show") -> N
     """Write uint8 [H, W, 3] as a PNG atomically, signed as ``semmae <verb>``'s figure."""
     import io
 
+    from semmae.utils.content_seal import sealed_png
     from semmae.utils.ownership import png_info
 
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="PNG", pnginfo=png_info(verb))
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, sealed_png(buf.getvalue()))

@@ -127,6 +127,14 @@ def note_written(*paths: str | Path) -> None:
         rundir.note_written(*paths)
 
 
+def note_event_token(folder: str | Path, token: str) -> None:
+    """Tell the run folders this process holds that a TensorBoard writer is about to open in ``folder`` and end
+    its event file's name with ``.<token>`` (:func:`semmae.utils.rundir.note_event_token`)."""
+    rundir = _rundir()
+    if rundir is not None:
+        rundir.note_event_token(folder, token)
+
+
 def _note_identities(
     items: list[tuple[Path, str | Path]], appended: bool = False, grown: bool = False
 ) -> None:

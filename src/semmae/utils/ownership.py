@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import time
@@ -56,7 +57,9 @@ class Owner:
     matches one (:func:`trusted`). A name recorded just before a write (the write killed before it finished) has
     none: whatever a user later puts there stays theirs. ``None``: a marker from before identities, whose records
     are taken at their word. ``kept`` entries are stores a tracker library writes on its own (``wandb/``, ``mlflow.db``): semmae never
-    deletes them nor anything inside them; ``--overwrite`` starts a new tracker run beside the old one."""
+    deletes them nor anything inside them; ``--overwrite`` starts a new tracker run beside the old one.
+    ``events``: ``<folder>/<token>`` for each TensorBoard writer semmae opened, recorded before it opened: the
+    writer's event file, which it names itself at creation, ends with ``.<token>`` (:func:`event_file_name`)."""
 
     kind: str
     verb: str
@@ -68,6 +71,7 @@ class Owner:
     kept: list[str] = field(default_factory=list)
     ids: dict[str, list[list]] | None = None
     home: list[int] | None = None
+    events: list[str] = field(default_factory=list)
     format: int = _FORMAT
 
     def describes(self, kind: str, verb: str) -> bool:
@@ -146,15 +150,49 @@ def read_owner(folder: str | Path) -> Owner | None:
             kept=list(raw.get("kept", [])),
             ids=_read_ids(raw["ids"]) if raw.get("ids") is not None else None,
             home=[int(v) for v in raw["home"]] if raw.get("home") is not None else None,
+            events=[_event_token(v) for v in raw.get("events", [])],
             format=int(raw.get("format", 1)),
         )
     except (OSError, ValueError, KeyError, TypeError, UnicodeDecodeError) as e:
         raise MarkerError(f"{path} is damaged ({type(e).__name__}); semmae leaves {folder} alone") from None
     for name in (*owner.entries, *owner.kept):
         safe_child(folder, name)
-    for rel in owner.files or ():
+    for rel in (*(owner.files or ()), *owner.events):
         safe_path(folder, rel)
     return owner
+
+
+#: a TensorBoard event file of a writer semmae opened with ``filename_suffix=".<token>"``
+_EVENT_FILE = re.compile(r"events\.out\.tfevents\.\d+\..+\.\d+\.([0-9a-f]{16})")
+
+
+def _event_token(value: object) -> str:
+    """One ``events`` record of a marker: ``<folder>/<16 hex digits>``."""
+    if not isinstance(value, str) or re.fullmatch(r".+/[0-9a-f]{16}", value) is None:
+        raise ValueError("events")
+    return value
+
+
+def new_event_token() -> str:
+    """The token ending the name of the event file a TensorBoard writer is about to create."""
+    return secrets.token_hex(8)
+
+
+def event_file_tokens(folder: Path, owner: Owner) -> dict[str, str]:
+    """Each file in ``folder`` (a run folder) that a TensorBoard writer semmae opened there created, whether or
+    not a record of it followed (a kill between the two): relative path -> the token recorded before the writer
+    opened. A file named so without a recorded token is not semmae's."""
+    found: dict[str, str] = {}
+    for rec in owner.events:
+        sub, token = rec.rsplit("/", 1)
+        where = Path(folder) / sub
+        if where.is_symlink() or not where.is_dir():
+            continue
+        for name in sorted(os.listdir(where)):
+            m = _EVENT_FILE.fullmatch(name)
+            if m is not None and m.group(1) == token:
+                found[f"{sub}/{name}"] = token
+    return found
 
 
 def _read_ids(raw: object) -> dict[str, list[list]]:
@@ -210,24 +248,42 @@ LOG_NAME = "log.jsonl"
 
 
 def _only_semmae_records(path: Path) -> bool:
-    """Whether every line of a run log is a record semmae wrote (a JSON object with a ``step``); a last line a
-    kill tore (no newline at its end, the start of such a record) is allowed."""
+    """Whether every line of a run log is a record as semmae writes it (:class:`semmae.utils.run_logger.RunLogger`:
+    ``json.dumps`` of an object whose first key is ``step``, an integer, and whose last is ``time``, a number, byte
+    for byte); a last line a kill tore (no newline at its end, the start of such a record) is allowed. A line you
+    added in any other form (a note, ``jq -c`` output, a record without its time) makes the log yours."""
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError:
         return False
     for i, line in enumerate(lines):
-        if not line.strip():
-            continue
+        if not line and i == len(lines) - 1:
+            continue  # after the last newline
         try:
-            record = json.loads(line)
+            text = line.decode("utf-8")
+            record = json.loads(text)
         except ValueError:
             if i == len(lines) - 1 and line.startswith(b'{"step": '):
                 continue  # the start of a record, torn by a kill mid-append
             return False
-        if not isinstance(record, dict) or "step" not in record:
+        if not _semmae_record(record) or json.dumps(record) != text:
             return False
     return True
+
+
+def _semmae_record(record: object) -> bool:
+    if not isinstance(record, dict) or len(record) < 2:
+        return False
+    keys = list(record)
+    step, when = record[keys[0]], record[keys[-1]]
+    return (
+        keys[0] == "step"
+        and keys[-1] == "time"
+        and isinstance(step, int)
+        and not isinstance(step, bool)
+        and isinstance(when, (int, float))
+        and not isinstance(when, bool)
+    )
 
 
 def at_home(folder: str | Path, owner: Owner) -> bool:
@@ -540,16 +596,12 @@ def json_written_by_semmae(path: Path) -> bool:
 
 
 def png_written_by_semmae(path: Path) -> bool:
-    """A PNG whose ``Software`` text entry says a semmae verb drew it (:func:`png_info`)."""
-    from PIL import Image
+    """A PNG whose ``Software`` text entry says a semmae verb drew it (:func:`png_info`) and whose seal still holds
+    for its pixels (:mod:`semmae.utils.content_seal`: a figure you retouched is yours)."""
+    from semmae.utils.content_seal import png_file_sealed
 
-    try:
-        with Image.open(path) as im:
-            return im.format == "PNG" and str(getattr(im, "text", {}).get("Software", "")).startswith(
-                "semmae "
-            )
-    except Exception:  # noqa: BLE001 - not an image PIL can open
-        return False
+    text = png_file_sealed(path)
+    return text is not None and str(text.get("Software", "")).startswith("semmae ")
 
 
 def png_info(verb: str):
@@ -598,8 +650,8 @@ def check_output_file(
             )
         if p.is_symlink() or not p.is_file() or not (ours or written_by_semmae(p)):
             raise UserError(
-                f"{flag} {path} exists and semmae did not write it; --overwrite replaces only files semmae "
-                "wrote, so choose another name"
+                f"{flag} {path} exists and semmae did not write it (or it was changed since); --overwrite "
+                "replaces only files semmae wrote, as it wrote them, so choose another name"
             )
     return p
 

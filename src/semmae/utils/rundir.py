@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import socket
 import time
 from pathlib import Path
@@ -127,7 +126,7 @@ class RunDir:
                 "use another --out"
             )
         if self.owner is not None:
-            self._adopt_killed_event_files(holder)
+            self._adopt_killed_event_files()
             self._check_identities()
         # in a folder without a marker, a `.name.abcd1234.tmp` is not semmae's: it counts (the folder is not empty)
         self.previous = ownership.current_entries(path, temporaries=self.owner is None)
@@ -194,31 +193,17 @@ class RunDir:
         self._adopt = legacy and self.resume
         self._record_holder(other_verb)
 
-    def _adopt_killed_event_files(self, holder: dict[str, Any]) -> None:
-        """A run killed between TensorBoard creating its event file and the marker recording it: the file's name
-        carries the host and process id of its writer (``events.out.tfevents.<time>.<host>.<pid>.<n>``), so one
-        that names the last holder of this folder's lock, at or after the time it took the lock, is that run's."""
-        owner, tb = self.owner, self.path / "tb"
-        pid, host, started = holder.get("pid"), holder.get("host"), holder.get("started")
-        if (
-            owner is None
-            or owner.files is None
-            or owner.ids is None
-            or "tb" not in owner.entries
-            or not isinstance(pid, int)
-            or not isinstance(host, str)
-            or not isinstance(started, (int, float))
-            or not tb.is_dir()
-            or tb.is_symlink()
-        ):
+    def _adopt_killed_event_files(self) -> None:
+        """A run killed between TensorBoard creating its event file and the marker recording it: the marker
+        recorded a random token before the writer opened, and the writer ended its file's name with it
+        (:func:`semmae.utils.ownership.event_file_tokens`), so that file is the run's, and no other."""
+        owner = self.owner
+        if owner is None or owner.files is None or owner.ids is None:
             return
-        named = re.compile(rf"events\.out\.tfevents\.(\d+)\.{re.escape(host)}\.{pid}\.\d+")
-        for name in sorted(os.listdir(tb)):
-            rel = f"tb/{name}"
-            m = named.fullmatch(name)
-            if m is None or int(m.group(1)) < int(started) or rel in owner.ids:
-                continue  # not that writer's, or recorded by identity already (then checked like any other)
-            ident = ownership.identity(tb / name, appended=True)
+        for rel in ownership.event_file_tokens(self.path, owner):
+            if rel in owner.ids:
+                continue  # recorded by identity already (then checked like any other file)
+            ident = ownership.identity(self.path / rel, appended=True)
             if ident is not None:
                 owner.files = sorted({*owner.files, rel})
                 ownership.record_identity(owner, rel, ident)
@@ -407,6 +392,11 @@ class RunDir:
         if self.owner.files is not None:
             self.owner.files = sorted(files)
         self._write_owner()
+
+    def _record_event_token(self, rec: str) -> None:
+        if self._started and self.owner is not None and self._fd is not None and rec not in self.owner.events:
+            self.owner.events = sorted({*self.owner.events, rec})
+            self._write_owner()
 
     def _record_identities(self, found: list[tuple[str, list]], appended_in: Path | None = None) -> None:
         """Record each ``(rel, identity)`` of a file the marker records (``appended_in``: the folder, when the
@@ -658,6 +648,15 @@ def note_written(*paths: str | Path) -> None:
     for run, rels in _held_runs_around(paths):
         if rels:
             run._record([rel.parts for rel in rels])
+
+
+def note_event_token(folder: str | Path, token: str) -> None:
+    """A TensorBoard writer is about to open in ``folder`` and end its event file's name with ``.<token>``: each
+    run folder this process holds around ``folder`` records that first, so the file is known as the run's even if
+    a kill comes before its name is recorded."""
+    for run, rels in _held_runs_around((folder,)):
+        if rels:
+            run._record_event_token(f"{rels[0].as_posix()}/{token}")
 
 
 def note_identity(found: list[tuple[Path, list]], appended: bool = False) -> None:

@@ -62,15 +62,23 @@ def _hwc_uint8(image_chw: Any) -> Any:
 class TensorBoardTracker:
     #: what it writes in the run folder (the folder's owner marker lists them: :mod:`semmae.utils.rundir`)
     ENTRIES = ("tb",)
-    #: none of them is kept by --overwrite: each event file is recorded by name (its writer names it at creation)
+    #: none of them is kept by --overwrite: each event file is recorded by name (its writer names it at creation,
+    #: ending it with a token the marker records first)
     KEPT: tuple[str, ...] = ()
 
     def __init__(self, out_dir: Path, config: dict[str, Any] | None, purge_step: int | None):
         from torch.utils.tensorboard import SummaryWriter
 
+        from semmae.utils.io import note_event_token
+        from semmae.utils.ownership import new_event_token
+
         self._dir_fd: int | None = None
+        token = new_event_token()
+        note_event_token(out_dir / "tb", token)  # before the writer names its file with it
         try:
-            self.writer = SummaryWriter(log_dir=self._log_dir(out_dir / "tb"), purge_step=purge_step)
+            self.writer = SummaryWriter(
+                log_dir=self._log_dir(out_dir / "tb"), purge_step=purge_step, filename_suffix=f".{token}"
+            )
         except OSError as e:
             raise UserError(f"cannot write {out_dir / 'tb'}: {e.strerror or e}") from None
         self._note_event_file(out_dir / "tb")
