@@ -328,3 +328,40 @@ def test_a_copy_subset_never_deletes_a_users_file_named_like_its_temporary(tmp_p
         (out / "a" / f"img{i}.png.part").write_text("my partial download\n")
     assert main(subset_argv(src, out, 3, "--copy")) == 0
     assert all((out / "a" / f"img{i}.png.part").read_text() == "my partial download\n" for i in range(4))
+
+
+@pytest.mark.parametrize("rerun", ["other-seed", "unfinished-same-settings"])
+def test_a_copy_you_retouched_in_a_copy_subset_stays_yours(tmp_path, capsys, rerun):
+    src = fake_folder(tmp_path / "src", {"a": 4, "b": 4})
+    out = tmp_path / "sub"
+    assert main(subset_argv(src, out, 2, "--copy")) == 0
+    mine = sorted((out / "a").iterdir())[0]
+    mine.write_bytes(b"retouched, and longer than any source image")
+    if rerun == "unfinished-same-settings":  # a kill before the marker said complete
+        record = json.loads((out / MARKER).read_text())
+        (out / MARKER).write_text(json.dumps({**record, "complete": False}))
+        argv = subset_argv(src, out, 2, "--copy")
+    else:
+        argv = subset_argv(src, out, 3, "--copy", "--seed", "1")  # the retouched name is selected again
+    capsys.readouterr()
+    assert main(argv) == 2
+    one_error_line(capsys, mine.name, "did not write (or you changed it since)")
+    assert mine.read_bytes() == b"retouched, and longer than any source image"
+
+
+def test_a_copy_subset_deletes_only_unchanged_copies_when_it_selects_anew(tmp_path):
+    src = fake_folder(tmp_path / "src", {"a": 6})
+    out = tmp_path / "sub"
+    assert main(subset_argv(src, out, 2, "--copy")) == 0
+    first = sorted(p.name for p in (out / "a").iterdir())
+    mine = out / "a" / first[0]
+    mine.write_bytes(b"retouched")
+    seed = next(s for s in range(1, 50) if not set(first) & set(_selected(src, 2, s)))  # a disjoint selection
+    assert main(subset_argv(src, out, 2, "--copy", "--seed", str(seed))) == 0
+    assert mine.read_bytes() == b"retouched" and not (out / "a" / first[1]).exists()
+
+
+def _selected(src, per_class, seed):
+    from semmae.data.subset import select_subset
+
+    return select_subset(src, per_class, seed, False)["a"]

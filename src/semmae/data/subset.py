@@ -20,6 +20,7 @@ counted in a note.
 from __future__ import annotations
 
 import contextlib
+import filecmp
 import json
 import os
 import random
@@ -213,8 +214,8 @@ def _check_out(dst: Path, selection: dict[str, list[str]], settings: dict) -> No
             target = folder / name
             if (target.exists() or target.is_symlink()) and target not in owned:
                 raise UserError(
-                    f"--out {dst} holds {target}, which data subset did not write; nothing was deleted or "
-                    "written: move it out or use another --out"
+                    f"--out {dst} holds {target}, which data subset did not write (or you changed it since); "
+                    "nothing was deleted or written: move it out or use another --out"
                 )
 
 
@@ -302,11 +303,16 @@ def _owned_files(dst: Path, previous: dict) -> list[Path]:
 
 
 def _place(source: Path, target: Path, copy: bool) -> int:
-    """Link or copy one file; 0 when ``target`` is already the right link or a copy of the right size."""
-    if copy:
-        if target.is_file() and not target.is_symlink() and target.stat().st_size == source.stat().st_size:
+    """Link or copy one file; 0 when ``target`` is already the right link or a copy of the source's bytes. Anything
+    else at ``target`` was refused by :func:`_check_out`; met here (put there since), it is refused too."""
+    if target.exists() or target.is_symlink():
+        if _made_from(target, source, copy):
             return 0
-        target.unlink(missing_ok=True)
+        raise UserError(
+            f"{target} appeared while data subset was writing and is not its own; it was left alone: move it out "
+            "and rerun"
+        )
+    if copy:
         # a fresh temporary of its own (never a fixed name: a user's `<image>.part` there stays theirs)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
@@ -317,22 +323,34 @@ def _place(source: Path, target: Path, copy: bool) -> int:
             Path(tmp).unlink(missing_ok=True)
             raise
         return 1
-    if target.is_symlink() and os.readlink(target) == str(source):
-        return 0
-    target.unlink(missing_ok=True)
     target.symlink_to(source)
     return 1
 
 
+def _made_from(target: Path, source: Path, copy: bool) -> bool:
+    """Whether ``target`` is what the subset made from ``source``: for a copy subset a plain file with the source's
+    bytes (a copy you retouched is yours, and so is every copy once you change the source), for a symlink subset a
+    link to the source."""
+    if not copy:
+        return target.is_symlink() and os.readlink(target) == str(source)
+    if target.is_symlink() or not target.is_file():
+        return False
+    try:
+        return target.stat().st_size == source.stat().st_size and filecmp.cmp(target, source, shallow=False)
+    except OSError:
+        return False
+
+
 def _made_files(dst: Path, previous: dict) -> list[Path]:
-    """The files an earlier subset's marker lists that are what its recorded mode made (a link of a symlink subset,
-    a plain file of a copy subset): a plain file where a link was is a user's own, never replaced."""
-    links = previous.get("mode") != "copy"
-    return [
-        p
-        for p in _owned_files(dst, previous)
-        if (p.is_symlink() if links else p.is_file() and not p.is_symlink())
-    ]
+    """The files an earlier subset's marker lists that are what its recorded mode made from the recorded source
+    (:func:`_made_from`): anything else at a listed name is a user's own, never replaced nor deleted."""
+    copy = previous.get("mode") == "copy"
+    source = Path(str(previous.get("source", "")))
+    made = []
+    for p in _owned_files(dst, previous):
+        if previous.get("source") and _made_from(p, source / p.parent.name / p.name, copy):
+            made.append(p)
+    return made
 
 
 def _remove(dst: Path, previous: dict) -> None:
