@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import shutil
 
@@ -328,6 +329,8 @@ def test_out_inside_the_data_is_refused(folder, capsys):
 
 
 def test_resume_verifies_finished_shards_and_a_deleted_bad_shard_is_rewritten(folder, tmp_path, capsys):
+    """A resume checks every finished shard's SHA-256; one that is not as written is named, never replaced (a
+    sample you added looks the same as damage); deleted, it is written again."""
     ref = tmp_path / "ref"
     pack_dataset(folder, ref, SIDE, shard_size=2, progress=False)
     out = tmp_path / "pack"
@@ -336,6 +339,10 @@ def test_resume_verifies_finished_shards_and_a_deleted_bad_shard_is_rewritten(fo
     data = bytearray(shard.read_bytes())
     data[1000] ^= 0xFF  # damaged after it was recorded: same size, another checksum
     shard.write_bytes(bytes(data))
+    with pytest.raises(UserError, match=r"shard-000001.tar is not as the pack wrote it .* move it out"):
+        pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
+    assert shard.read_bytes() == bytes(data)
+    shard.unlink()
     report = pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
     assert report.shards_written == 3 and "writing shard shard-000001.tar again" in capsys.readouterr().out
     assert (out / "pack.json").read_text() == (ref / "pack.json").read_text()
@@ -351,3 +358,22 @@ def test_resume_verifies_finished_shards_and_a_deleted_bad_shard_is_rewritten(fo
     open_pack_checked(out)
     assert (out / "pack.json").read_text() == (ref / "pack.json").read_text()
     assert "rerun" in str(e.value)
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_a_sample_you_added_to_a_finished_shard_is_never_packed_over(folder, tmp_path, capsys, overwrite):
+    import tarfile
+
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
+    shard = out / "shard-000001.tar"
+    with tarfile.open(shard, "a") as tar:  # `tar -rf`: a sample of yours, the shard grows
+        info = tarfile.TarInfo("999999.txt")
+        info.size = 40000
+        tar.addfile(info, io.BytesIO(b"m" * 40000))
+    mine = shard.read_bytes()
+    (out / "index" / "shard-000002.npy").unlink()  # a finished pack with a shard to write again
+    capsys.readouterr()
+    assert _pack_cli(folder, out, "--shard-size", "2", *(["--overwrite"] if overwrite else [])) == 2
+    one_error_line(capsys, "shard-000001.tar is not as the pack wrote it")
+    assert shard.read_bytes() == mine

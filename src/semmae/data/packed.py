@@ -265,7 +265,7 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
         settings = {k: v for k, v in old.items() if k not in _NOT_SETTINGS}
         wanted = {k: v for k, v in meta.items() if k not in _NOT_SETTINGS}
         if old.get("complete") and not overwrite:
-            # a finished pack is rewritten only where a shard went missing or damaged (what `data check` advises)
+            # a finished pack is rewritten only where a shard went missing (deleted on `data check`'s advice)
             shards = (
                 _intact_shards(out, old["shards"], checksums=False) if settings == wanted else old["shards"]
             )
@@ -281,6 +281,8 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
         else:
             shards = _intact_shards(out, old["shards"], checksums=True)
     if overwrite and not shards:
+        if manifest.is_file():
+            _refuse_changed(out, _read_manifest(out).get("shards", []), checksums=False)
         _clear_pack(out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "index").mkdir(exist_ok=True)
@@ -322,27 +324,49 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
 
 
 def _intact_shards(out: Path, rows: list[dict[str, Any]], checksums: bool) -> list[dict[str, Any]]:
-    """The manifest rows whose shard and index are as recorded (size, and with ``checksums`` the SHA-256); the
-    others are named and written again."""
+    """The manifest rows whose shard and index are as recorded (size, and with ``checksums`` the SHA-256); a shard
+    whose files are missing is named and written again. One that is there but not as the pack wrote it (a sample
+    you added, or damage) is never replaced: refused, naming it (:func:`_refuse_changed`)."""
+    _refuse_changed(out, rows, checksums)
     kept = []
     for s in rows:
-        files = (
-            (out / s["name"], "bytes", "sha256"),
-            (out / "index" / _index_name(s["name"]), "index_bytes", "index_sha256"),
-        )
-        bad = [
-            p.name
-            for p, size, digest in files
-            if not p.is_file() or p.stat().st_size != s[size] or (checksums and _sha256(p) != s[digest])
-        ]
-        if bad:
-            print(
-                f"pack {out}: {', '.join(bad)} missing or damaged; writing shard {s['name']} again",
-                flush=True,
-            )
+        missing = [p.name for p, _, _ in _shard_files(out, s) if not os.path.lexists(p)]
+        if missing:
+            print(f"pack {out}: {', '.join(missing)} missing; writing shard {s['name']} again", flush=True)
         else:
             kept.append(s)
     return kept
+
+
+def _shard_files(out: Path, row: dict[str, Any]) -> tuple[tuple[Path, str, str], ...]:
+    """A manifest row's shard and index file, each with the row's keys for its size and SHA-256."""
+    return (
+        (out / row["name"], "bytes", "sha256"),
+        (out / "index" / _index_name(row["name"]), "index_bytes", "index_sha256"),
+    )
+
+
+def _refuse_changed(out: Path, rows: list[dict[str, Any]], checksums: bool) -> None:
+    """Refuse (one line) when a shard or index file the manifest lists is there but not as the pack wrote it: not
+    a plain file, another size, or (``checksums``) another SHA-256. Nothing is written or deleted."""
+    changed = [
+        p.name
+        for s in rows
+        for p, size, digest in _shard_files(out, s)
+        if os.path.lexists(p)
+        and (
+            p.is_symlink()
+            or not p.is_file()
+            or p.stat().st_size != s.get(size)
+            or (checksums and s.get(digest) and _sha256(p) != s[digest])
+        )
+    ]
+    if changed:
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        raise UserError(
+            f"pack {out}: {', '.join(changed[:4])}{more} is not as the pack wrote it (changed since, or damaged), "
+            "so semmae leaves it alone: move it out (or delete it, if it is only damaged) and rerun"
+        )
 
 
 def _index_name(shard: str) -> str:
