@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"semmae: warning: {reason}", file=sys.stderr, flush=True)
     args = build_parser().parse_args(argv)
     command = " ".join(x for x in ("semmae", args.verb, getattr(args, "action", None)) if x)
+    from semmae.utils.io import forget_expected_outputs
     from semmae.utils.rundir import forget_last_run_dir
 
+    forget_expected_outputs()
     forget_last_run_dir()  # an internal error's traceback goes to this command's folder, not an earlier one's
     return guard(command, lambda: _dispatch(args))
 

@@ -54,7 +54,7 @@ def _atomic_write(
             os.fsync(fh.fileno())
         # recorded before the rename: a kill after it leaves a file the marker knows
         _note_identities([(path, tmp)], appended=appended)
-        os.replace(tmp, path)
+        _put_in_place(tmp, path)
     except OSError as e:
         Path(tmp).unlink(missing_ok=True)
         raise UserError(
@@ -72,6 +72,60 @@ def _atomic_write(
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+#: single-file outputs that :func:`semmae.utils.ownership.check_output_file` allowed, by absolute path: what was
+#: there then (its identity), or ``None`` (nothing). The write that follows re-checks it at the rename.
+_EXPECTED_OUTPUTS: dict[str, list | None] = {}
+
+
+def expect_output(path: str | Path) -> None:
+    """``path`` may be written as it is now (checked by the ownership rule): the atomic write of it that follows
+    puts its file in place only if nothing changed there since (a file you put at that name while semmae worked
+    stays yours)."""
+    from semmae.utils.file_identity import identity
+
+    _EXPECTED_OUTPUTS[os.path.abspath(path)] = identity(path) if os.path.lexists(path) else None
+
+
+def forget_expected_outputs() -> None:
+    """A new command: no output of an earlier one (in this process) is expected any more."""
+    _EXPECTED_OUTPUTS.clear()
+
+
+def _put_in_place(tmp: str, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; for an output :func:`expect_output` named, only while ``path`` is still what it
+    was then: nothing (then a hard link puts the file there, which never replaces one that appeared since), or
+    the same file."""
+    from semmae.utils.file_identity import matches
+
+    key = os.path.abspath(path)
+    if key not in _EXPECTED_OUTPUTS:
+        os.replace(tmp, path)
+        return
+    expected = _EXPECTED_OUTPUTS[key]
+    changed = UserError(
+        f"{path} changed while semmae was writing it (a file was put there since it was checked); it was left "
+        "alone and this output was not written: move it out, or choose another name, and rerun"
+    )
+    if expected is None:
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            raise changed from None
+        except OSError as e:
+            if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK, errno.EACCES):
+                raise
+            if os.path.lexists(path):  # no hard links on this file system: the check, then the rename
+                raise changed from None
+            os.replace(tmp, path)
+        else:
+            os.unlink(tmp)
+    else:
+        if not matches(path, [expected], same_folder=True):
+            raise changed
+        os.replace(tmp, path)
+    _EXPECTED_OUTPUTS.pop(key, None)
 
 
 def open_for_append(path: str | Path):

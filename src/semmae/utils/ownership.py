@@ -653,6 +653,9 @@ def check_output_file(
                 f"{flag} {path} exists and semmae did not write it (or it was changed since); --overwrite "
                 "replaces only files semmae wrote, as it wrote them, so choose another name"
             )
+    from semmae.utils.io import expect_output
+
+    expect_output(p)  # re-checked when the output is put in place
     return p
 
 
