@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 
 import numpy as np
 import pytest
@@ -71,32 +72,56 @@ def test_safetensors_seal_covers_the_weights_and_leaves_them_loadable(tmp_path):
     assert cs.safetensors_file_sealed(path) is None
     path.write_bytes(save(tensors, metadata=meta))  # the very same weights re-saved
     assert cs.safetensors_file_sealed(path) == meta
+    renamed = {f"encoder.{k}": v for k, v in tensors.items()}  # the same data bytes, other names
+    path.write_bytes(save(renamed, metadata=meta))
+    assert cs.safetensors_file_sealed(path) is None
+    path.write_bytes(save({**tensors, "w": tensors["w"].reshape(3, 2)}, metadata=meta))  # another shape
+    assert cs.safetensors_file_sealed(path) is None
+    path.write_bytes(save(tensors, metadata={**meta, "user_notes": "tuned on my data"}))  # a note of yours
+    assert cs.safetensors_file_sealed(path) is None
     path.write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
     assert cs.safetensors_file_sealed(path) is None
 
 
-def test_png_seal_covers_the_pixels_and_survives_a_reencode(tmp_path):
-    pixels = (torch.arange(4 * 5 * 3) % 251).to(torch.uint8).reshape(4, 5, 3).numpy()
+def test_png_seal_covers_every_chunk(tmp_path):
+    pixels = (np.arange(4 * 5 * 3) % 251).astype(np.uint8).reshape(4, 5, 3)
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format="PNG", pnginfo=png_info("parts show"))
+    sealed = cs.sealed_png(buf.getvalue())
     path = tmp_path / "fig.png"
-    path.write_bytes(cs.sealed_png(buf.getvalue()))
+    path.write_bytes(sealed)
     assert png_written_by_semmae(path)
     with Image.open(path) as im:
-        assert (np.asarray(im) == pixels).all()
+        assert (np.asarray(im) == pixels).all() and im.text["Software"] == "semmae parts show"
         text = dict(im.text)
     info = png_info("parts show")
     info.add_text(cs.SEAL, text[cs.SEAL])
     Image.fromarray(pixels).save(
         path, format="PNG", pnginfo=info, compress_level=1
-    )  # re-encoded, same pixels
-    assert png_written_by_semmae(path)
-    retouched = pixels.copy()
-    retouched[0, 0, 0] ^= 1
-    Image.fromarray(retouched).save(path, format="PNG", pnginfo=info)  # an editor keeping the text entries
+    )  # the same pixels, re-encoded
+    assert not png_written_by_semmae(path)
+    # a caption added by a tool that keeps every other chunk as it was (exiftool's way)
+    caption = b"Description\x00my caption"
+    chunk = (
+        len(caption).to_bytes(4, "big") + b"tEXt" + caption + zlib.crc32(b"tEXt" + caption).to_bytes(4, "big")
+    )
+    path.write_bytes(sealed[:33] + chunk + sealed[33:])
+    assert not png_written_by_semmae(path)
+    path.write_bytes(sealed + b"trailing bytes")
     assert not png_written_by_semmae(path)
     Image.fromarray(pixels).save(path, format="PNG", pnginfo=png_info("parts show"))  # signed, never sealed
     assert not png_written_by_semmae(path)
+    path.write_bytes(sealed)
+    assert png_written_by_semmae(path)
+
+
+def test_a_json_object_naming_a_key_twice_is_never_sealed(tmp_path):
+    doc = cs.sealed_json({"written_by": "semmae compare", "format": 1, "rows": []})
+    text = json.dumps(doc, indent=1)
+    path = tmp_path / "t.json"
+    path.write_text(text.replace('"format": 1', '"format": "MY NOTE: keep this", "format": 1'))
+    assert json.loads(path.read_text()) == doc  # what any reader sees: the note is hidden
+    assert cs.json_file_sealed(path) is None
 
 
 # -- through the CLI ----------------------------------------------------------------------------------------------------

@@ -6,12 +6,14 @@ A file semmae writes outside any folder it owns (``semmae export`` to ``*.safete
 signature (``written_by``, a PNG's ``Software``) says who wrote it, but survives an edit: a fine-tuned encoder
 re-saved with the export's metadata, a compare JSON annotated by hand, a figure retouched in an editor. So each
 also carries ``semmae_sha256``, the SHA-256 of its content (without the seal itself), and is semmae's only while
-that still holds. A file re-saved with exactly the content semmae wrote (re-indented JSON, a re-encoded PNG of the
-same pixels) is still semmae's: replacing it loses nothing.
+that still holds. A JSON file re-indented, or a safetensors file re-saved with the same names, shapes, metadata and
+weights, is still semmae's (replacing it loses nothing); a PNG re-saved by any tool is not. A JSON object that
+names a key twice is never sealed (a reader sees only one of the two values).
 
 - JSON: the top-level key ``semmae_sha256`` over the canonical form of the rest of the document;
-- safetensors: the metadata entry ``semmae_sha256`` over the tensor data (the bytes after the header);
-- PNG: the text entry ``semmae_sha256`` over the decoded pixels (mode, size, bytes);
+- safetensors: the metadata entry ``semmae_sha256`` over the header (names, dtypes, shapes, the rest of the
+  metadata) and the tensor data;
+- PNG: the text entry ``semmae_sha256`` over every other chunk, byte for byte (pixels, frames, text, profile);
 - CSV: a last line ``# semmae_sha256 <hex>`` over the lines above it (read with ``pandas.read_csv(...,
   comment="#")``; a spreadsheet shows it as a last row)."""
 
@@ -47,7 +49,7 @@ def json_file_sealed(path: Path) -> dict | None:
     try:
         if path.is_symlink() or not path.is_file() or path.stat().st_size > _TEXT_LIMIT:
             return None
-        doc = json.loads(path.read_bytes().decode("utf-8"))
+        doc = _strict_json(path.read_bytes())
     except (OSError, ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         return None
     if not isinstance(doc, dict) or doc.get(SEAL) != _json_digest(doc):
@@ -77,23 +79,36 @@ def csv_file_sealed(path: Path) -> bool:
 
 
 # -- safetensors ------------------------------------------------------------------------------------------------------
-def _safetensors_header_size(blob: bytes) -> int:
-    return 8 + struct.unpack("<Q", blob[:8])[0]
+_MAX_HEADER = 100 << 20
+
+
+def _header_digest(header: dict) -> Any:
+    """A running SHA-256 seeded with ``header`` (names, dtypes, shapes, offsets, metadata) less the seal."""
+    rest = dict(header)
+    meta = rest.get("__metadata__")
+    if isinstance(meta, dict):
+        rest["__metadata__"] = {k: v for k, v in meta.items() if k != SEAL}
+    h = hashlib.sha256(json.dumps(rest, sort_keys=True, separators=(",", ":")).encode())
+    h.update(b"\x00")
+    return h
 
 
 def sealed_safetensors(tensors: dict[str, Any], metadata: dict[str, str]) -> bytes:
-    """``safetensors.torch.save(tensors, metadata)`` with the seal of its tensor data in the metadata (the data
-    bytes do not depend on the header: offsets count from the data's start)."""
+    """``safetensors.torch.save(tensors, metadata)`` with its seal in the metadata: the SHA-256 of the header (every
+    tensor's name, dtype, shape and offsets, and the metadata) and of the tensor data. The data bytes do not depend
+    on the header (offsets count from the data's start), so the file is saved once to learn them, then again."""
     from safetensors.torch import save
 
     plain = save(tensors, metadata={k: v for k, v in metadata.items() if k != SEAL})
-    digest = hashlib.sha256(memoryview(plain)[_safetensors_header_size(plain) :]).hexdigest()
+    size = struct.unpack("<Q", plain[:8])[0]
+    digest = _header_digest(_strict_json(plain[8 : 8 + size]))
+    digest.update(memoryview(plain)[8 + size :])
     del plain
-    return save(tensors, metadata={**metadata, SEAL: digest})
+    return save(tensors, metadata={**metadata, SEAL: digest.hexdigest()})
 
 
 def safetensors_file_sealed(path: Path) -> dict[str, str] | None:
-    """The metadata of the safetensors file ``path`` when its seal holds for its tensor data; ``None``
+    """The metadata of the safetensors file ``path`` when its seal holds for its header and tensor data; ``None``
     otherwise."""
     try:
         if path.is_symlink() or not path.is_file():
@@ -103,13 +118,13 @@ def safetensors_file_sealed(path: Path) -> dict[str, str] | None:
             if len(head) != 8:
                 return None
             size = struct.unpack("<Q", head)[0]
-            if size > 100 << 20:
+            if size > _MAX_HEADER:
                 return None
-            header = json.loads(fh.read(size).decode("utf-8"))
+            header = _strict_json(fh.read(size))
             meta = header.get("__metadata__") if isinstance(header, dict) else None
             if not isinstance(meta, dict) or not isinstance(meta.get(SEAL), str):
                 return None
-            digest = hashlib.sha256()
+            digest = _header_digest(header)
             while chunk := fh.read(1 << 20):
                 digest.update(chunk)
     except (OSError, ValueError, RecursionError):
@@ -118,40 +133,82 @@ def safetensors_file_sealed(path: Path) -> dict[str, str] | None:
 
 
 # -- PNG --------------------------------------------------------------------------------------------------------------
-def _pixels_digest(image: Any) -> str:
-    h = hashlib.sha256(f"{image.mode} {image.size[0]}x{image.size[1]}\n".encode())
-    h.update(image.tobytes())
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SEAL_TEXT = SEAL.encode("latin-1") + b"\x00"
+
+
+def _png_chunks(png: bytes) -> list[tuple[bytes, bytes]] | None:
+    """``(type, data)`` of every chunk of a well-formed PNG, up to ``IEND`` and nothing after it; ``None`` for
+    anything else (a bad CRC included)."""
+    if not png.startswith(_PNG_SIGNATURE):
+        return None
+    chunks, at = [], len(_PNG_SIGNATURE)
+    while at + 12 <= len(png):
+        (length,) = struct.unpack(">I", png[at : at + 4])
+        kind, data = png[at + 4 : at + 8], png[at + 8 : at + 8 + length]
+        end = at + 12 + length
+        if len(data) != length or end > len(png):
+            return None
+        if struct.unpack(">I", png[end - 4 : end])[0] != zlib.crc32(kind + data):
+            return None
+        chunks.append((kind, data))
+        at = end
+        if kind == b"IEND":
+            return chunks if at == len(png) else None
+    return None
+
+
+def _chunks_digest(chunks: list[tuple[bytes, bytes]]) -> str:
+    h = hashlib.sha256()
+    for kind, data in chunks:
+        if kind == b"tEXt" and data.startswith(_SEAL_TEXT):
+            continue
+        h.update(struct.pack(">I", len(data)) + kind + data)
     return h.hexdigest()
 
 
 def sealed_png(png: bytes) -> bytes:
-    """PNG bytes with the seal of their pixels added as a text entry (just before the image's end; the pixels and
-    every other chunk stay as they are)."""
-    import io
-
-    from PIL import Image
-
-    with Image.open(io.BytesIO(png)) as im:
-        digest = _pixels_digest(im)
-    data = SEAL.encode("latin-1") + b"\x00" + digest.encode("ascii")
+    """PNG bytes with their seal added as a text entry just before the image's end: the SHA-256 of every other
+    chunk (pixels, frames, text, colour profile), byte for byte."""
+    chunks = _png_chunks(png)
+    if chunks is None:
+        raise ValueError("not a well-formed PNG")
+    data = _SEAL_TEXT + _chunks_digest(chunks).encode("ascii")
     chunk = struct.pack(">I", len(data)) + b"tEXt" + data + struct.pack(">I", zlib.crc32(b"tEXt" + data))
-    end = png.rindex(b"IEND") - 4  # the IEND chunk: its length (0), type and CRC
+    end = len(png) - 12  # the IEND chunk: its length (0), type and CRC
     return png[:end] + chunk + png[end:]
 
 
 def png_file_sealed(path: Path) -> dict[str, str] | None:
-    """The text entries of the PNG file ``path`` when its seal holds for its pixels; ``None`` otherwise."""
-    from PIL import Image
-
+    """The text entries (``tEXt``) of the PNG file ``path`` when its seal holds for every other chunk; ``None``
+    otherwise (a file re-saved by any editor, even with the same pixels, is not semmae's any more)."""
     try:
-        if path.is_symlink() or not path.is_file():
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _TEXT_LIMIT:
             return None
-        with Image.open(path) as im:
-            if im.format != "PNG":
-                return None
-            text = dict(getattr(im, "text", {}))
-            if text.get(SEAL) != _pixels_digest(im):
-                return None
-    except Exception:  # noqa: BLE001 - not an image PIL can open
+        chunks = _png_chunks(path.read_bytes())
+    except OSError:
         return None
+    if chunks is None:
+        return None
+    seals = [d[len(_SEAL_TEXT) :] for k, d in chunks if k == b"tEXt" and d.startswith(_SEAL_TEXT)]
+    if len(seals) != 1 or seals[0].decode("latin-1") != _chunks_digest(chunks):
+        return None
+    text = {}
+    for kind, data in chunks:
+        if kind == b"tEXt" and b"\x00" in data:
+            key, _, value = data.partition(b"\x00")
+            text[key.decode("latin-1")] = value.decode("latin-1")
     return text
+
+
+def _strict_json(raw: bytes) -> Any:
+    """JSON that names no key twice in one object (a second value would hide the first from every reader, and
+    from the seal): a ``ValueError`` otherwise."""
+
+    def pairs(items: list[tuple[str, Any]]) -> dict:
+        keys = [k for k, _ in items]
+        if len(set(keys)) != len(keys):
+            raise ValueError("a key named twice")
+        return dict(items)
+
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=pairs)
