@@ -135,3 +135,16 @@ def test_a_shard_of_yours_beside_a_finished_pack_is_never_cleared(images, tmp_pa
     pack_dataset(images, out, 16, shard_size=2, progress=False)
     (out / "shard-000009.tar").write_bytes(b"my own shard")
     _refused_both_ways(images, out, capsys, "holds shard-000009.tar")
+
+
+def test_a_cache_whose_meta_json_you_annotated_is_yours(images, tmp_path):
+    out = tmp_path / "c.parts"
+    _write_cache(images, out)
+    meta = json.loads((out / "meta.json").read_text())
+    (out / "meta.json").write_text(
+        json.dumps({**meta, "notes": "parts from my best run"})
+    )  # still reads fine
+    before = folder_snapshot(tmp_path)
+    with pytest.raises(UserError, match=r"meta.json that is not as an export wrote it .*not a part cache"):
+        _write_cache(images, out, overwrite=True)
+    assert folder_snapshot(tmp_path) == before

@@ -377,3 +377,15 @@ def test_a_sample_you_added_to_a_finished_shard_is_never_packed_over(folder, tmp
     assert _pack_cli(folder, out, "--shard-size", "2", *(["--overwrite"] if overwrite else [])) == 2
     one_error_line(capsys, "shard-000001.tar is not as the pack wrote it")
     assert shard.read_bytes() == mine
+
+
+def test_a_pack_whose_manifest_you_annotated_is_yours(folder, tmp_path, capsys):
+    out = tmp_path / "pack"
+    assert _pack_cli(folder, out, "--shard-size", "2") == 0
+    manifest = json.loads((out / "pack.json").read_text())
+    (out / "pack.json").write_text(json.dumps({**manifest, "notes": "the pack of my thesis"}))
+    before = folder_snapshot(tmp_path)
+    capsys.readouterr()
+    assert _pack_cli(folder, out, "--shard-size", "2", "--overwrite") == 2
+    one_error_line(capsys, "pack.json that is not as a pack wrote it")
+    assert folder_snapshot(tmp_path) == before

@@ -56,6 +56,7 @@ import torch
 
 from semmae.data.folder import file_list_digest, scan_image_folder
 from semmae.errors import BadImageError, UserError
+from semmae.utils.content_seal import SEAL, json_file_sealed, sealed_json
 from semmae.utils.io import atomic_write_json, atomic_write_text, naming_os_errors
 from semmae.utils.run_housekeeping import is_temporary
 from semmae.utils.run_lock import LOCK_NAME, exclusive
@@ -69,7 +70,7 @@ _INDEX_FILE = re.compile(r"^shard-\d{6}\.npy(\.partial)?$")
 #: the atomic-write temporaries (:mod:`semmae.utils.io`) of a pack's own manifest and file list
 _OWN_TEMPORARY = re.compile(r"^\.(pack\.json|files\.txt)\.[A-Za-z0-9_]+\.tmp$")
 #: manifest fields that are not settings: the digests (derived from them) and the progress
-_NOT_SETTINGS = ("shards", "complete", "digests")
+_NOT_SETTINGS = ("shards", "complete", "digests", SEAL)
 
 
 def is_pack(path: str | Path) -> bool:
@@ -253,7 +254,14 @@ def not_a_pack(out: Path) -> str | None:
         fmt = json.loads((out / MANIFEST).read_text()).get("format")
     except (OSError, ValueError, AttributeError):
         fmt = None
-    return None if fmt == FORMAT else f"has no readable {MANIFEST}"
+    if fmt != FORMAT:
+        return f"has no readable {MANIFEST}"
+    if json_file_sealed(out / MANIFEST) is None:
+        return (
+            f"has a {MANIFEST} that is not as a pack wrote it (changed since, or written by a semmae before seals: "
+            "delete that pack yourself)"
+        )
+    return None
 
 
 def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overwrite, progress, max_shards):
@@ -393,7 +401,7 @@ def _clear_pack(out: Path) -> None:
 
 
 def _write_manifest(out: Path, meta: dict[str, Any], shards: list[dict[str, Any]], complete: bool) -> None:
-    atomic_write_json(out / MANIFEST, {**meta, "complete": complete, "shards": shards})
+    atomic_write_json(out / MANIFEST, sealed_json({**meta, "complete": complete, "shards": shards}))
 
 
 def _write_shard(

@@ -59,6 +59,7 @@ import torch
 
 from semmae.data.folder import file_list_digest
 from semmae.errors import UserError
+from semmae.utils.content_seal import json_file_sealed, sealed_json
 from semmae.utils.io import (
     atomic_write_json,
     atomic_write_text,
@@ -342,6 +343,11 @@ def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
         meta
     ):
         return "has a meta.json without a part cache's format fields"
+    if json_file_sealed(path / "meta.json") is None:
+        return (
+            "has a meta.json that is not as an export wrote it (changed since, or written by a semmae before "
+            "seals: delete that cache yourself)"
+        )
     return None
 
 
@@ -591,7 +597,7 @@ class PartCacheWriter:
             if old is None:
                 _remove_cache_folder(self.partial, unfinished=True)
                 return self._start(path, relative_paths, sizes, overwrite)
-            if old != self.meta:
+            if old != sealed_json(self.meta):
                 changed = sorted(k for k in self.meta if old.get(k) != self.meta[k])
                 raise UserError(
                     f"an unfinished part cache at {self.partial} was started with other settings "
@@ -604,7 +610,7 @@ class PartCacheWriter:
             # written file by file, then renamed: a run folder holding the cache (the demo's) records each file
             note_written(*(self.partial / name for name in (*CACHE_FILES, "progress.json")))
             # meta.json first: an unfinished folder holding anything else is recognisably an export's
-            atomic_write_json(self.partial / "meta.json", self.meta)
+            atomic_write_json(self.partial / "meta.json", sealed_json(self.meta))  # utils/content_seal.py
             atomic_write_text(self.partial / "files.txt", "\n".join(relative_paths) + "\n")
             n = len(relative_paths)
             for name, nbytes in (("codes.u8", n * grid * grid), ("crc32.u32", n * 4)):
