@@ -248,15 +248,21 @@ def test_a_note_appended_to_the_runs_log_makes_it_yours(images, tmp_path, capsys
     out = tmp_path / "run"
     argv = _pretrain(images, out)
     assert main(argv) == 0
+    lines = len((out / "log.jsonl").read_bytes().splitlines())
     with open(out / "log.jsonl", "a") as fh:
         fh.write(note)
     before = folder_snapshot(out)
     capsys.readouterr()
+    hint = f"log.jsonl line {lines + 1} is not one of semmae's records: if you added it, delete that line"
     assert main([*argv, "--overwrite"]) == 2
-    one_error_line(capsys, "log.jsonl")
+    one_error_line(capsys, "log.jsonl", hint)
     assert main([*argv, "--resume", "auto"]) == 2
-    one_error_line(capsys, "log.jsonl, which is not what the run wrote there")
+    one_error_line(capsys, "log.jsonl, which is not what the run wrote there", hint)
     assert folder_snapshot(out) == before
+    # the way out the message names: the line deleted, the run continues with its log
+    kept = (out / "log.jsonl").read_bytes().splitlines()[:lines]
+    (out / "log.jsonl").write_bytes(b"".join(line + b"\n" for line in kept))
+    assert main([*argv, "--resume", "auto"]) == 0
 
 
 def test_a_run_killed_before_its_marker_is_not_taken_for_a_run_from_before_markers(

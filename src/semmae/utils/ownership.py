@@ -239,7 +239,7 @@ def trusted(folder: str | Path, owner: Owner, rel: str) -> bool:
         return True  # nothing there to take for semmae's (a name recorded before a write a kill stopped)
     if not matches(path, owner.ids.get(rel, ()), at_home(folder, owner)):
         return False
-    return rel.rpartition("/")[2] != LOG_NAME or _only_semmae_records(path)
+    return rel.rpartition("/")[2] != LOG_NAME or foreign_log_line(path) is None
 
 
 #: the run log semmae appends to; a file it appends to is its own while its first bytes are, so the log is also
@@ -247,15 +247,16 @@ def trusted(folder: str | Path, owner: Owner, rel: str) -> bool:
 LOG_NAME = "log.jsonl"
 
 
-def _only_semmae_records(path: Path) -> bool:
-    """Whether every line of a run log is a record as semmae writes it (:class:`semmae.utils.run_logger.RunLogger`:
+def foreign_log_line(path: Path) -> int | None:
+    """The number (from 1) of the first line of a run log that is not a record as semmae writes it, ``0`` when the
+    log cannot be read, ``None`` when every line is one (:class:`semmae.utils.run_logger.RunLogger`:
     ``json.dumps`` of an object whose first key is ``step``, an integer, and whose last is ``time``, a number, byte
     for byte); a last line a kill tore (no newline at its end, the start of such a record) is allowed. A line you
     added in any other form (a note, ``jq -c`` output, a record without its time) makes the log yours."""
     try:
         lines = path.read_bytes().split(b"\n")
     except OSError:
-        return False
+        return 0
     for i, line in enumerate(lines):
         if not line and i == len(lines) - 1:
             continue  # after the last newline
@@ -265,10 +266,10 @@ def _only_semmae_records(path: Path) -> bool:
         except ValueError:
             if i == len(lines) - 1 and line.startswith(b'{"step": '):
                 continue  # the start of a record, torn by a kill mid-append
-            return False
+            return i + 1
         if not _semmae_record(record) or json.dumps(record) != text:
-            return False
-    return True
+            return i + 1
+    return None
 
 
 def _semmae_record(record: object) -> bool:
@@ -580,24 +581,9 @@ def _held_folders() -> set[Path]:
     return rundir.held_folders() if rundir is not None else set()
 
 
-#: the key (JSON) or PNG text entry that says which semmae verb wrote a single-file output
-WRITTEN_BY = "written_by"
-
-
-def json_written_by_semmae(path: Path) -> bool:
-    """A JSON file whose top-level object says a semmae verb wrote it (``"written_by": "semmae ..."``)."""
-    try:
-        if path.stat().st_size > 64 << 20:
-            return False
-        data = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError):
-        return False
-    return isinstance(data, dict) and str(data.get(WRITTEN_BY, "")).startswith("semmae ")
-
-
 def png_written_by_semmae(path: Path) -> bool:
     """A PNG whose ``Software`` text entry says a semmae verb drew it (:func:`png_info`) and whose seal still holds
-    for its pixels (:mod:`semmae.utils.content_seal`: a figure you retouched is yours)."""
+    for every other chunk (:mod:`semmae.utils.content_seal`: a figure you retouched or re-saved is yours)."""
     from semmae.utils.content_seal import png_file_sealed
 
     text = png_file_sealed(path)
@@ -650,8 +636,9 @@ def check_output_file(
             )
         if p.is_symlink() or not p.is_file() or not (ours or written_by_semmae(p)):
             raise UserError(
-                f"{flag} {path} exists and semmae did not write it (or it was changed since); --overwrite "
-                "replaces only files semmae wrote, as it wrote them, so choose another name"
+                f"{flag} {path} exists and semmae did not write it as it is now (yours, changed since, or written "
+                "by a semmae before outputs were sealed); --overwrite replaces only semmae's unchanged outputs: "
+                "choose another name, or delete the file yourself"
             )
     from semmae.utils.io import expect_output
 
@@ -817,3 +804,17 @@ def note_output_identity(path: str | Path, ident: list) -> None:
             continue
         if rel in (*owner.entries, *(owner.files or ())) and record_identity(owner, rel, ident):
             write_owner(folder, owner)
+
+
+def log_hint(folder: str | Path, names: Iterable[str]) -> str:
+    """For a refusal naming ``names`` of run folder ``folder``: where its ``log.jsonl`` holds a line semmae did not
+    write, which line, and the way out that keeps the log (``""`` otherwise)."""
+    for rel in names:
+        if rel.rpartition("/")[2] == LOG_NAME:
+            line = foreign_log_line(Path(folder) / rel)
+            if line:
+                return (
+                    f" ({rel} line {line} is not one of semmae's records: if you added it, delete that line and "
+                    "run again; the run's log stays)"
+                )
+    return ""

@@ -177,8 +177,9 @@ class RunDir:
                     "`rsync -a`)"
                 )
                 raise UserError(
-                    f"run directory {path} holds {_listing(foreign)}, which the run did not write{copied}; "
-                    "--overwrite deletes only the run's own files, so move them out first or choose another --out"
+                    f"run directory {path} holds {_listing(foreign)}, which the run did not write{copied}"
+                    f"{ownership.log_hint(path, foreign)}; --overwrite deletes only the run's own files, so move "
+                    "them out first or choose another --out"
                 )
         elif self.resume and self.owner is None and not legacy:
             raise UserError(
@@ -235,8 +236,8 @@ class RunDir:
             )
             raise UserError(
                 f"run directory {path} holds {_listing(changed)}, which is not what the run wrote there (changed, "
-                f"or put there since){copied}; a continued run would replace it: move it out of the run folder (or, "
-                "if it is the run's, delete it) and run again"
+                f"or put there since){copied}{ownership.log_hint(path, changed)}; a continued run would write "
+                "over it: move it out of the run folder (or, if it is the run's, delete it) and run again"
             )
         # a name recorded before a write that a kill stopped stays recorded (the run may write it yet), and so does
         # its identity once a file is gone (renamed back, it is the run's again): neither is ever taken for a file
