@@ -211,7 +211,7 @@ def _get(out: Path, dataset: str, source: Source, record: dict[str, Any], progre
         owner = ownership.Owner(kind=KIND, verb=VERB)
         ownership.write_owner(out, owner)
     record = {
-        ownership.WRITTEN_BY: "semmae data get",
+        "written_by": "semmae data get",
         **record,
         "url": source.url,
         "md5": source.md5,
