@@ -14,16 +14,18 @@ from semmae.utils.io import atomic_write_text
 from semmae.utils.ownership import check_output_file
 
 
-def _check(path, ours=False):
-    check_output_file(path, overwrite=True, inputs={}, written_by_semmae=lambda p: ours)
+def _checked(tmp_path, before):
+    """An output path, holding nothing or an earlier output of semmae's, that the ownership rule allowed."""
+    out = tmp_path / "metrics.json"
+    if before == "semmae's file":
+        out.write_text("semmae's old output\n")
+    check_output_file(out, overwrite=True, inputs={}, written_by_semmae=lambda p: True)
+    return out
 
 
 @pytest.mark.parametrize("before", ["nothing", "semmae's file"])
 def test_a_file_put_there_after_the_check_is_never_replaced(tmp_path, before):
-    out = tmp_path / "metrics.json"
-    if before == "semmae's file":
-        out.write_text("semmae's old output\n")
-    _check(out, ours=True)
+    out = _checked(tmp_path, before)
     out.unlink(missing_ok=True)
     out.write_text("mine, put there while semmae worked\n")
     with pytest.raises(UserError, match=r"metrics.json changed while semmae was writing it"):
@@ -34,10 +36,7 @@ def test_a_file_put_there_after_the_check_is_never_replaced(tmp_path, before):
 
 @pytest.mark.parametrize("before", ["nothing", "semmae's file"])
 def test_an_unchanged_target_is_written(tmp_path, before):
-    out = tmp_path / "metrics.json"
-    if before == "semmae's file":
-        out.write_text("semmae's old output\n")
-    _check(out, ours=True)
+    out = _checked(tmp_path, before)
     atomic_write_text(out, "semmae's new output\n")
     assert out.read_text() == "semmae's new output\n"
     atomic_write_text(out, "written again, no check expected\n")  # the expectation is used once
