@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 
 import numpy as np
@@ -360,18 +361,26 @@ def test_resume_verifies_finished_shards_and_a_deleted_bad_shard_is_rewritten(fo
     assert "rerun" in str(e.value)
 
 
-@pytest.mark.parametrize("overwrite", [False, True])
-def test_a_sample_you_added_to_a_finished_shard_is_never_packed_over(folder, tmp_path, capsys, overwrite):
+@pytest.mark.parametrize(
+    "overwrite, size",
+    [(False, 40000), (True, 40000), (True, 20)],
+    ids=["rerun", "overwrite", "overwrite-same-size"],
+)
+def test_a_sample_you_added_to_a_finished_shard_is_never_packed_over(
+    folder, tmp_path, capsys, overwrite, size
+):
     import tarfile
 
     out = tmp_path / "pack"
     pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
     shard = out / "shard-000001.tar"
-    with tarfile.open(shard, "a") as tar:  # `tar -rf`: a sample of yours, the shard grows
+    before = shard.stat().st_size
+    with tarfile.open(shard, "a") as tar:  # `tar -rf`: a sample of yours
         info = tarfile.TarInfo("999999.txt")
-        info.size = 40000
-        tar.addfile(info, io.BytesIO(b"m" * 40000))
+        info.size = size
+        tar.addfile(info, io.BytesIO(b"m" * size))
     mine = shard.read_bytes()
+    assert (len(mine) == before) == (size == 20)  # a small one fits the tar's padding: the size stays
     (out / "index" / "shard-000002.npy").unlink()  # a finished pack with a shard to write again
     capsys.readouterr()
     assert _pack_cli(folder, out, "--shard-size", "2", *(["--overwrite"] if overwrite else [])) == 2
@@ -389,3 +398,25 @@ def test_a_pack_whose_manifest_you_annotated_is_yours(folder, tmp_path, capsys):
     assert _pack_cli(folder, out, "--shard-size", "2", "--overwrite") == 2
     one_error_line(capsys, "pack.json that is not as a pack wrote it")
     assert folder_snapshot(tmp_path) == before
+
+
+def test_an_overwrite_killed_while_it_clears_the_pack_can_be_run_again(folder, tmp_path, monkeypatch):
+    import semmae.data.packed as packed
+
+    out = tmp_path / "pack"
+    pack_dataset(folder, out, SIDE, shard_size=2, progress=False)
+    real, calls = os.unlink, []
+
+    def killed(path, *a, **k):
+        calls.append(path)
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # the kill, part way through the clear
+        return real(path, *a, **k)
+
+    monkeypatch.setattr(packed.os, "unlink", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pack_dataset(folder, out, SIDE, shard_size=2, progress=False, overwrite=True)
+    monkeypatch.setattr(packed.os, "unlink", real)
+    assert (out / "pack.json").is_file()  # the manifest goes last
+    pack_dataset(folder, out, SIDE, shard_size=2, progress=False, overwrite=True)
+    open_pack_checked(out)

@@ -289,10 +289,12 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
         else:
             shards = _intact_shards(out, old["shards"], checksums=True)
     if overwrite and not shards:
-        if manifest.is_file():
-            _refuse_changed(out, _read_manifest(out).get("shards", []), checksums=False)
+        if manifest.is_file():  # every shard read once: an edit that keeps a tar's size is found too
+            _refuse_changed(out, _read_manifest(out).get("shards", []), checksums=True)
         _clear_pack(out)
     out.mkdir(parents=True, exist_ok=True)
+    # the manifest first: a kill from here on leaves a pack that a rerun continues, never a folder of leftovers
+    _write_manifest(out, meta, shards, complete=False)
     (out / "index").mkdir(exist_ok=True)
     atomic_write_text(out / "files.txt", "\n".join(rel) + "\n")
 
@@ -301,7 +303,6 @@ def _pack(root, out, side, samples, rel, cache, meta, shard_size, workers, overw
     todo = [k for k in range(n_shards) if shard_name(k) not in done]
     if max_shards is not None:
         todo = todo[:max_shards]
-    _write_manifest(out, meta, shards, complete=False)
     t0 = time.perf_counter()
     pool = None
     if workers > 0 and todo:
@@ -390,9 +391,10 @@ def _clear_pack(out: Path) -> None:
     folders = [(out, _is_pack_file)]
     index = out / "index"
     if index.is_dir() and not index.is_symlink():
-        folders.append((index, lambda name: bool(_INDEX_FILE.match(name))))
+        folders.insert(0, (index, lambda name: bool(_INDEX_FILE.match(name))))
     for folder, own in folders:
-        for entry in os.scandir(folder):
+        # the index files first and the manifest last: a kill part way leaves a pack (with shards missing) that --overwrite clears again
+        for entry in sorted(os.scandir(folder), key=lambda e: e.name == MANIFEST):
             if own(entry.name) and not entry.is_dir(follow_symlinks=False):
                 try:
                     os.unlink(entry.path)
