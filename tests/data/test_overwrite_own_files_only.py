@@ -4,6 +4,7 @@ and never follows a symlink out of the folder."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import numpy as np
@@ -148,3 +149,51 @@ def test_a_cache_whose_meta_json_you_annotated_is_yours(images, tmp_path):
     with pytest.raises(UserError, match=r"meta.json that is not as an export wrote it .*not a part cache"):
         _write_cache(images, out, overwrite=True)
     assert folder_snapshot(tmp_path) == before
+
+
+def test_a_cache_whose_codes_you_corrected_is_yours(images, tmp_path):
+    import zlib
+
+    out = tmp_path / "c.parts"
+    cache = _write_cache(images, out)
+    codes = bytearray((out / "codes.u8").read_bytes())
+    codes[:4] = bytes([1, 1, 2, 2])  # image 0's codes, corrected by hand, and its CRC-32 with them
+    (out / "codes.u8").write_bytes(bytes(codes))
+    crc = np.fromfile(out / "crc32.u32", dtype="<u4")
+    crc[0] = zlib.crc32(bytes(codes[:4]))
+    crc.tofile(out / "crc32.u32")
+    del cache
+    PartCache.open(out, lock=False)[0]  # it still reads: the CRC-32 checks out
+    before = folder_snapshot(tmp_path)
+    with pytest.raises(UserError, match=r"holds codes.u8, crc32.u32, which is not as the export wrote it"):
+        _write_cache(images, out, overwrite=True)
+    assert folder_snapshot(tmp_path) == before
+
+
+@pytest.mark.parametrize("left", ["meta.json and more", "an empty folder"])
+def test_an_overwrite_killed_while_it_deletes_the_cache_can_be_run_again(images, tmp_path, monkeypatch, left):
+    import semmae.data.part_cache as part_cache
+
+    out = tmp_path / "c.parts"
+    _write_cache(images, out)
+    if left == "an empty folder":
+        for p in out.iterdir():
+            p.unlink()
+    else:
+        real, calls = os.unlink, []
+
+        def killed(path, *a, **k):
+            calls.append(os.path.basename(path))
+            if len(calls) == 2:
+                raise KeyboardInterrupt  # the kill, part way through the delete
+            return real(path, *a, **k)
+
+        monkeypatch.setattr(part_cache.os, "unlink", killed)
+        with pytest.raises(KeyboardInterrupt):
+            _write_cache(images, out, overwrite=True)
+        monkeypatch.setattr(part_cache.os, "unlink", real)
+        assert (out / "meta.json").is_file() and "meta.json" not in calls
+    _write_cache(images, out, overwrite=True)
+    (tmp_path / "empty").mkdir()  # a folder made empty for the cache: written without --overwrite
+    _write_cache(images, tmp_path / "empty")
+    assert sorted(p.name for p in (tmp_path / "empty").iterdir()) == sorted(p.name for p in out.iterdir())

@@ -67,6 +67,7 @@ from semmae.utils.io import (
     note_identity,
     note_identity_as,
     note_written,
+    sha256_file,
 )
 from semmae.utils.rundir import live_lock_above
 
@@ -333,6 +334,8 @@ def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
     )
     if foreign:
         return f"holds {', '.join(foreign[:4])}{' and more' if len(foreign) > 4 else ''}"
+    if not entries:
+        return None  # an empty folder: nothing there to lose (an --overwrite killed at its end leaves one)
     if unfinished and not [p for p in entries if not _OWN_TEMPORARY.match(p.name)]:
         return None  # an export stopped before it wrote its meta.json: nothing there but its temporaries
     try:
@@ -348,6 +351,18 @@ def not_a_cache(path: Path, unfinished: bool = False) -> str | None:
             "has a meta.json that is not as an export wrote it (changed since, or written by a semmae before "
             "seals: delete that cache yourself)"
         )
+    if unfinished:
+        return None  # its files are being filled in; a finished cache records what they hold
+    digests = meta.get("files_sha256")
+    if not isinstance(digests, dict):
+        return "has a meta.json without its files' digests (written by an older semmae: delete that cache yourself)"
+    changed = [
+        name
+        for name in CACHE_FILES
+        if name in digests and (path / name).is_file() and sha256_file(path / name) != digests[name]
+    ]
+    if changed:
+        return f"holds {', '.join(changed)}, which is not as the export wrote it (changed since)"
     return None
 
 
@@ -435,7 +450,8 @@ def _remove_cache_folder(folder: Path, unfinished: bool) -> None:
     """Delete exactly a cache's own files in ``folder`` (each a plain file: a symlink is unlinked, never
     followed), then the emptied folder. The caller has checked it with :func:`not_a_cache`; anything else found
     there now is left alone and refused."""
-    for entry in os.scandir(folder):
+    # meta.json last: a kill part way leaves a cache (with files missing) that --overwrite deletes again
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name == "meta.json"):
         if _is_own(entry.name, unfinished, folder) and not entry.is_dir(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
@@ -558,7 +574,7 @@ class PartCacheWriter:
                 raise UserError(
                     f"{folder} {why}, so it is not a part cache and an export leaves it alone; choose another --out"
                 )
-        if path.exists() and not overwrite:
+        if path.exists() and any(path.iterdir()) and not overwrite:
             raise UserError(
                 f"part cache {path} already exists; pass --overwrite to replace it, or use another --out"
             )
@@ -674,6 +690,12 @@ class PartCacheWriter:
             for name in ("codes.u8", "crc32.u32"):
                 with open(self.partial / name, "rb+") as fh:
                     os.fsync(fh.fileno())
+            # what each file holds, sealed with the rest: a cache whose codes you corrected by hand is yours
+            digests = {
+                n: sha256_file(self.partial / n) for n in CACHE_FILES[1:] if (self.partial / n).is_file()
+            }
+            self.meta = {**self.meta, "files_sha256": digests}
+            atomic_write_json(self.partial / "meta.json", sealed_json(self.meta))
             (self.partial / "progress.json").unlink()
             note_written(*(self.path / name for name in CACHE_FILES))  # recorded before the rename
             # a rename keeps what identifies each file
