@@ -253,7 +253,7 @@ def test_a_note_appended_to_the_runs_log_makes_it_yours(images, tmp_path, capsys
         fh.write(note)
     before = folder_snapshot(out)
     capsys.readouterr()
-    hint = f"log.jsonl line {lines + 1} is not one of semmae's records: if you added it, delete that line"
+    hint = f"log.jsonl line {lines + 1} is not one of semmae's records; if you added it, delete that line"
     assert main([*argv, "--overwrite"]) == 2
     one_error_line(capsys, "log.jsonl", hint)
     assert main([*argv, "--resume", "auto"]) == 2

@@ -345,7 +345,7 @@ def test_a_copy_you_retouched_in_a_copy_subset_stays_yours(tmp_path, capsys, rer
         argv = subset_argv(src, out, 3, "--copy", "--seed", "1")  # the retouched name is selected again
     capsys.readouterr()
     assert main(argv) == 2
-    one_error_line(capsys, mine.name, "did not write (or you changed it since)")
+    one_error_line(capsys, mine.name, "did not write (or it, or its source, changed since)")
     assert mine.read_bytes() == b"retouched, and longer than any source image"
 
 

@@ -214,7 +214,7 @@ def _check_out(dst: Path, selection: dict[str, list[str]], settings: dict) -> No
             target = folder / name
             if (target.exists() or target.is_symlink()) and target not in owned:
                 raise UserError(
-                    f"--out {dst} holds {target}, which data subset did not write (or you changed it since); "
+                    f"--out {dst} holds {target}, which data subset did not write (or it, or its source, changed since); "
                     "nothing was deleted or written: move it out or use another --out"
                 )
 

@@ -85,7 +85,29 @@ def expect_output(path: str | Path) -> None:
     stays yours)."""
     from semmae.utils.file_identity import identity
 
+    _sweep_link_leftovers(Path(path))
     _EXPECTED_OUTPUTS[os.path.abspath(path)] = identity(path) if os.path.lexists(path) else None
+
+
+def _sweep_link_leftovers(path: Path) -> None:
+    """Delete the temporaries of ``path`` that a write killed between its hard link and its unlink left: exactly
+    those that are another name of the file at ``path`` (same inode), so nothing is lost."""
+    try:
+        st = os.lstat(path)
+        names = os.listdir(path.parent)
+    except OSError:
+        return
+    if st.st_nlink < 2:
+        return
+    for name in names:
+        if name.startswith(f".{path.name}.") and name.endswith(".tmp"):
+            tmp = path.parent / name
+            try:
+                other = os.lstat(tmp)
+                if other.st_ino == st.st_ino and other.st_dev == st.st_dev:
+                    os.unlink(tmp)
+            except OSError:
+                pass
 
 
 def forget_expected_outputs() -> None:

@@ -814,7 +814,7 @@ def log_hint(folder: str | Path, names: Iterable[str]) -> str:
             line = foreign_log_line(Path(folder) / rel)
             if line:
                 return (
-                    f" ({rel} line {line} is not one of semmae's records: if you added it, delete that line and "
-                    "run again; the run's log stays)"
+                    f": {rel} line {line} is not one of semmae's records; if you added it, delete that line and "
+                    "run again (the run's log stays)"
                 )
     return ""

@@ -234,10 +234,14 @@ class RunDir:
                 else " (the folder was copied without its files' times: copy a "
                 "run with `cp -a` or `rsync -a`)"
             )
+            hint = ownership.log_hint(path, changed)
+            way_out = (
+                "a continued run would write over it: move it out of the run folder (or, if it is the run's, "
+                "delete it) and run again"
+            )
             raise UserError(
                 f"run directory {path} holds {_listing(changed)}, which is not what the run wrote there (changed, "
-                f"or put there since){copied}{ownership.log_hint(path, changed)}; a continued run would write "
-                "over it: move it out of the run folder (or, if it is the run's, delete it) and run again"
+                f"or put there since){copied}{hint if hint else '; ' + way_out}"
             )
         # a name recorded before a write that a kill stopped stays recorded (the run may write it yet), and so does
         # its identity once a file is gone (renamed back, it is the run's again): neither is ever taken for a file
