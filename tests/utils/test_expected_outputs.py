@@ -64,12 +64,12 @@ def test_compare_never_writes_over_a_table_that_appeared_while_it_worked(tmp_pat
 
 
 def test_a_write_killed_between_its_link_and_its_unlink_leaves_nothing_behind_for_long(tmp_path):
-    out = tmp_path / "table.json"
-    out.write_text("semmae's table\n")
-    leftover = tmp_path / ".table.json.a1b2c3d4.tmp"
+    out = tmp_path / "metrics.json"
+    out.write_text("semmae's old output\n")
+    leftover = tmp_path / ".metrics.json.a1b2c3d4.tmp"
     os.link(out, leftover)  # the temporary's other name, left by a kill after the link
-    mine = tmp_path / ".table.json.notes.tmp"
+    mine = tmp_path / ".metrics.json.notes.tmp"
     mine.write_text("a file of yours named like one\n")
     _checked(tmp_path, "semmae's file")
     assert not leftover.exists() and mine.read_text() == "a file of yours named like one\n"
-    assert out.read_text() == "semmae's table\n"
+    assert out.read_text() == "semmae's old output\n"
