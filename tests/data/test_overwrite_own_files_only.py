@@ -83,6 +83,15 @@ def _write_cache(images, out, overwrite=False):
     return w.finalize()
 
 
+def _overwrite_refused(images, out, root, match):
+    """``--overwrite`` of the cache ``out`` is refused with a message matching ``match``; ``root`` (holding ``out``)
+    stays byte-identical."""
+    before = folder_snapshot(root)
+    with pytest.raises(UserError, match=match):
+        _write_cache(images, out, overwrite=True)
+    assert folder_snapshot(root) == before
+
+
 def test_an_unfinished_cache_folder_of_a_users_list_is_left_alone(images, tmp_path):
     partial = tmp_path / "c.parts.partial"
     partial.mkdir()
@@ -111,10 +120,7 @@ def test_a_cache_file_that_is_a_symlink_is_not_trusted(images, tmp_path):
     mine.write_bytes((out / "codes.u8").read_bytes())
     (out / "codes.u8").unlink()
     (out / "codes.u8").symlink_to(mine)
-    before = folder_snapshot(tmp_path)
-    with pytest.raises(UserError, match=r"c.parts holds codes.u8.*not a part cache"):
-        _write_cache(images, out, overwrite=True)
-    assert folder_snapshot(tmp_path) == before
+    _overwrite_refused(images, out, tmp_path, r"c.parts holds codes.u8.*not a part cache")
 
 
 def test_overwrite_of_a_cache_deletes_its_files_and_a_killed_exports_temporaries(images, tmp_path):
@@ -145,10 +151,9 @@ def test_a_cache_whose_meta_json_you_annotated_is_yours(images, tmp_path):
     (out / "meta.json").write_text(
         json.dumps({**meta, "notes": "parts from my best run"})
     )  # still reads fine
-    before = folder_snapshot(tmp_path)
-    with pytest.raises(UserError, match=r"meta.json that is not as an export wrote it .*not a part cache"):
-        _write_cache(images, out, overwrite=True)
-    assert folder_snapshot(tmp_path) == before
+    _overwrite_refused(
+        images, out, tmp_path, r"meta.json that is not as an export wrote it .*not a part cache"
+    )
 
 
 def test_a_cache_whose_codes_you_corrected_is_yours(images, tmp_path):
@@ -164,10 +169,9 @@ def test_a_cache_whose_codes_you_corrected_is_yours(images, tmp_path):
     crc.tofile(out / "crc32.u32")
     del cache
     PartCache.open(out, lock=False)[0]  # it still reads: the CRC-32 checks out
-    before = folder_snapshot(tmp_path)
-    with pytest.raises(UserError, match=r"holds codes.u8, crc32.u32, which is not as the export wrote it"):
-        _write_cache(images, out, overwrite=True)
-    assert folder_snapshot(tmp_path) == before
+    _overwrite_refused(
+        images, out, tmp_path, r"holds codes.u8, crc32.u32, which is not as the export wrote it"
+    )
 
 
 @pytest.mark.parametrize("left", ["meta.json and more", "an empty folder"])
