@@ -314,8 +314,6 @@ METRICS_NAME = "part_metrics.json"
 def metrics_of_parts_eval(path: Path) -> bool:
     """A plain metrics JSON file that ``semmae parts eval`` wrote, as it wrote it: its ``meta`` says so and its
     seal holds (:mod:`semmae.utils.content_seal`; never a user's file, nor one a user edited since)."""
-    from semmae.utils.content_seal import json_file_sealed
-
     doc = json_file_sealed(path)
     meta = doc.get("meta") if doc is not None else None
     return isinstance(meta, dict) and meta.get("written_by") == "semmae parts eval"
